@@ -1,0 +1,202 @@
+"""Signed checkpoints in the C2SP tlog-checkpoint / signed-note text format (pure: no Django).
+
+A checkpoint is a signed note whose body is
+
+    <origin>\\n
+    <tree size, decimal, no leading zeros>\\n
+    <base64 root hash>\\n
+    [<extension line>\\n ...]
+
+followed by one blank line and one or more signature lines
+
+    \\u2014 <key name> <base64(4-byte key id || 64-byte Ed25519 signature)>\\n
+
+(U+2014 EM DASH, a space, the key name, a space). Each signature covers the body bytes exactly,
+final newline included. Key names, key ids and the vkey format are in `compliance.audit.keys`.
+
+Verification rules (as golang.org/x/mod/sumdb/note `Open`): a signature line whose (name, key id)
+matches no known key is ignored, which is what lets a log add a key during rotation; a line that
+matches a known key but does not verify is an error (someone altered the note); at least one known
+key must verify. Parsing is strict: anything the format does not allow is rejected with a reason.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from compliance.audit.keys import (
+    SIGNATURE_SIZE,
+    KeyFormatError,
+    PublicKey,
+    Signer,
+    b64decode_strict,
+    b64encode,
+    check_key_name,
+)
+from compliance.audit.merkle import HASH_SIZE
+
+# Re-exported: checkpoints and vkeys are published together.
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "NoteSignature",
+    "PublicKey",
+    "Signer",
+    "format_checkpoint_body",
+    "parse_checkpoint",
+    "sign_checkpoint",
+    "verify_checkpoint",
+]
+
+SIGNATURE_PREFIX = "\u2014 "
+MAX_SIGNATURES = 100  # bounds the work an attacker-supplied note can cause (same limit as Go's note)
+_SIZE = re.compile(r"^(0|[1-9][0-9]{0,19})$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint note is malformed, altered, for another log, or signed by no trusted key."""
+
+
+@dataclass(frozen=True)
+class NoteSignature:
+    name: str
+    key_id: bytes
+    signature: bytes
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    origin: str
+    size: int
+    root: bytes
+    extensions: tuple[str, ...]
+    body: bytes
+    signatures: tuple[NoteSignature, ...]
+    verified_by: tuple[PublicKey, ...] = ()  # filled by verify_checkpoint only
+
+
+def _check_line(what: str, line: str) -> None:
+    if not line:
+        raise CheckpointError(f"{what} must not be empty")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in line):
+        raise CheckpointError(f"{what} contains a control character")
+
+
+def format_checkpoint_body(origin: str, size: int, root: bytes, extensions: Sequence[str] = ()) -> str:
+    _check_line("origin", origin)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise CheckpointError("tree size must be a non-negative integer")
+    if len(root) != HASH_SIZE:
+        raise CheckpointError(f"root must be {HASH_SIZE} bytes")
+    for line in extensions:
+        _check_line("extension line", line)
+    return "".join(f"{line}\n" for line in (origin, str(size), b64encode(root), *extensions))
+
+
+def sign_checkpoint(
+    origin: str, size: int, root: bytes, signers: Sequence[Signer], extensions: Sequence[str] = ()
+) -> str:
+    """The signed note text; every signer adds one line (several during a key rotation overlap)."""
+    if not signers:
+        raise CheckpointError("a checkpoint needs at least one signer")
+    body = format_checkpoint_body(origin, size, root, extensions)
+    body_bytes = body.encode("utf-8")
+    lines = [
+        f"{SIGNATURE_PREFIX}{signer.name} {b64encode(signer.key_id + signer.sign(body_bytes))}\n"
+        for signer in signers
+    ]
+    return body + "\n" + "".join(lines)
+
+
+def parse_checkpoint(text: str | bytes) -> Checkpoint:
+    """Parse without verifying any signature."""
+    if isinstance(text, bytes | bytearray):
+        try:
+            text = bytes(text).decode("utf-8")
+        except UnicodeDecodeError:
+            raise CheckpointError("checkpoint is not UTF-8") from None
+    if not isinstance(text, str):
+        raise CheckpointError("checkpoint must be text")
+    if any((ord(ch) < 0x20 and ch != "\n") or ord(ch) == 0x7F for ch in text):
+        raise CheckpointError("checkpoint contains a control character other than newline")
+    split = text.rfind("\n\n")
+    if split < 0:
+        raise CheckpointError("checkpoint has no blank line before its signatures")
+    body, signature_block = text[: split + 1], text[split + 2 :]
+    if not signature_block:
+        raise CheckpointError("checkpoint has no signature lines")
+    if not signature_block.endswith("\n"):
+        raise CheckpointError("checkpoint signatures must end with a newline")
+    signatures: list[NoteSignature] = []
+    for line in signature_block[:-1].split("\n"):
+        if not line.startswith(SIGNATURE_PREFIX):
+            raise CheckpointError("signature line must start with an em dash and a space")
+        parts = line[len(SIGNATURE_PREFIX) :].split(" ")
+        if len(parts) != 2:
+            raise CheckpointError("signature line must be '\u2014 <name> <base64>'")
+        name, encoded = parts
+        try:
+            check_key_name(name)
+            raw = b64decode_strict(encoded, "signature")
+        except KeyFormatError as exc:
+            raise CheckpointError(f"signature line for {name!r}: {exc}") from None
+        if len(raw) != 4 + SIGNATURE_SIZE:
+            raise CheckpointError(
+                f"signature line for {name!r}: expected a 4-byte key id and 64-byte signature"
+            )
+        signatures.append(NoteSignature(name=name, key_id=raw[:4], signature=raw[4:]))
+        if len(signatures) > MAX_SIGNATURES:
+            raise CheckpointError(f"checkpoint has more than {MAX_SIGNATURES} signatures")
+    lines = body[:-1].split("\n")
+    if len(lines) < 3:
+        raise CheckpointError("checkpoint body must have origin, size and root lines")
+    origin, size_text, root_text, *extensions = lines
+    _check_line("origin", origin)
+    if not _SIZE.match(size_text):
+        raise CheckpointError("tree size line must be a decimal number without leading zeros")
+    try:
+        root = b64decode_strict(root_text, "root")
+    except KeyFormatError as exc:
+        raise CheckpointError(str(exc)) from None
+    if len(root) != HASH_SIZE:
+        raise CheckpointError(f"root must be {HASH_SIZE} bytes")
+    for line in extensions:
+        _check_line("extension line", line)
+    return Checkpoint(
+        origin=origin,
+        size=int(size_text),
+        root=root,
+        extensions=tuple(extensions),
+        body=body.encode("utf-8"),
+        signatures=tuple(signatures),
+    )
+
+
+def verify_checkpoint(text: str | bytes, verifiers: Sequence[PublicKey], *, origin: str) -> Checkpoint:
+    """Parse, check the origin, and require a valid signature by at least one of `verifiers`."""
+    checkpoint = parse_checkpoint(text)
+    if checkpoint.origin != origin:
+        raise CheckpointError(f"checkpoint is for log {checkpoint.origin!r}, expected {origin!r}")
+    verified: list[PublicKey] = []
+    for signature in checkpoint.signatures:
+        for key in verifiers:
+            if key.name != signature.name or key.key_id != signature.key_id:
+                continue
+            if not key.verify(signature.signature, checkpoint.body):
+                raise CheckpointError(f"signature by {key.key_hint} does not verify: the note was altered")
+            if key not in verified:
+                verified.append(key)
+    if not verified:
+        names = ", ".join(f"{s.name}+{s.key_id.hex()}" for s in checkpoint.signatures)
+        raise CheckpointError(f"no signature by a trusted key (signed by: {names})")
+    return Checkpoint(
+        origin=checkpoint.origin,
+        size=checkpoint.size,
+        root=checkpoint.root,
+        extensions=checkpoint.extensions,
+        body=checkpoint.body,
+        signatures=checkpoint.signatures,
+        verified_by=tuple(verified),
+    )

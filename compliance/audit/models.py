@@ -1,0 +1,64 @@
+"""The append-only audit log tables.
+
+`AuditLeaf` rows are the log: dense 0-based sequence numbers, canonical JSON bytes stored raw (never
+re-serialised) and their RFC 6962 leaf hash. `AuditNode` caches the hash of every complete subtree
+of level >= 1, so roots and proofs cost O(log n) reads. `AuditCheckpoint` holds signed tree heads.
+All three are append-only: database triggers (see triggers.py) refuse UPDATE, DELETE and TRUNCATE.
+`AuditHead` is the one mutable row: the allocation lock and the current size.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class AuditHead(models.Model):
+    """Single row (id=1). Appenders lock it FOR UPDATE to allocate the next sequence number."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    size = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "audit log head"
+
+
+class AuditLeaf(models.Model):
+    seq = models.BigIntegerField(primary_key=True)
+    leaf_bytes = models.BinaryField()
+    leaf_hash = models.BinaryField(max_length=32)
+    # Denormalised from the leaf bytes for look-ups; audit_verify checks they agree.
+    event_type = models.CharField(max_length=64, db_index=True)
+    request_id = models.UUIDField(null=True, blank=True, db_index=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["seq"]
+        verbose_name = "audit leaf"
+
+    def __str__(self) -> str:
+        return f"#{self.seq} {self.event_type}"
+
+
+class AuditNode(models.Model):
+    """Hash of the complete subtree covering leaves [index * 2**level, (index + 1) * 2**level)."""
+
+    level = models.PositiveSmallIntegerField()
+    index = models.BigIntegerField()
+    hash = models.BinaryField(max_length=32)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["level", "index"], name="audit_node_level_index")]
+
+
+class AuditCheckpoint(models.Model):
+    size = models.BigIntegerField(unique=True)
+    root = models.BinaryField(max_length=32)
+    note = models.TextField()  # the signed note, verbatim
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["size"]
+        get_latest_by = "size"
+
+    def __str__(self) -> str:
+        return f"checkpoint at size {self.size}"

@@ -1,0 +1,104 @@
+"""The log's signing keys (from a file or secret, never from the database) and its published key ring.
+
+AUDIT_SIGNING_KEY_FILE holds one signer key per line (`PRIVATE+KEY+<name>+<hex id>+<base64>`); during a
+rotation it holds two and both sign each checkpoint. AUDIT_KEYRING_FILE is the published ring: every
+current and retired public key, served at /audit/keys/ and copied into certificates.
+In the embedded set-up a first key is generated on first use; production refuses to start signing
+without both files.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+
+from compliance.audit.keys import KeyRing, PublicKey, Signer, generate_key, parse_signer_key, signers_match_keyring
+
+
+class SigningKeyMissing(RuntimeError):
+    pass
+
+
+def _atomic_write(path: Path, text: str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def key_name() -> str:
+    """Key names follow the note convention: the log origin's host part."""
+    return settings.AUDIT_LOG_ORIGIN.split("/")[0] or "audit-log"
+
+
+def ensure_keys() -> None:
+    """Embedded mode: create the first key pair and ring if they do not exist yet."""
+    key_file, ring_file = Path(settings.AUDIT_SIGNING_KEY_FILE), Path(settings.AUDIT_KEYRING_FILE)
+    if key_file.exists() and ring_file.exists():
+        return
+    if settings.PRODUCTION:
+        raise SigningKeyMissing(
+            "AUDIT_SIGNING_KEY_FILE and AUDIT_KEYRING_FILE must exist in production (create them with manage.py audit_keygen)"
+        )
+    if key_file.exists() != ring_file.exists():
+        raise SigningKeyMissing("only one of the audit signing key and key ring files exists; restore the other")
+    private_text, vkey = generate_key(key_name())
+    _atomic_write(key_file, private_text + "\n", 0o600)
+    _atomic_write(ring_file, KeyRing.of([vkey]).dumps(), 0o644)
+
+
+def current_signers() -> list[Signer]:
+    ensure_keys()
+    lines = [line.strip() for line in Path(settings.AUDIT_SIGNING_KEY_FILE).read_text(encoding="utf-8").splitlines()]
+    signers = [parse_signer_key(line) for line in lines if line]
+    if not signers:
+        raise SigningKeyMissing("the audit signing key file holds no key")
+    signers_match_keyring(signers, keyring())
+    return signers
+
+
+def keyring() -> KeyRing:
+    ensure_keys()
+    return KeyRing.from_json(Path(settings.AUDIT_KEYRING_FILE).read_bytes())
+
+
+def published_verifiers() -> list[PublicKey]:
+    return keyring().public_keys()
+
+
+def rotate_start() -> PublicKey:
+    """Add a new key: it joins the ring as current and signs alongside the old one (overlap)."""
+    private_text, vkey = generate_key(key_name())
+    new_key = PublicKey.from_vkey(vkey)
+    ring = keyring().with_new_current(new_key)
+    existing = Path(settings.AUDIT_SIGNING_KEY_FILE).read_text(encoding="utf-8")
+    # Ring first: a key may only sign once it is published.
+    _atomic_write(Path(settings.AUDIT_KEYRING_FILE), ring.dumps(), 0o644)
+    _atomic_write(Path(settings.AUDIT_SIGNING_KEY_FILE), existing.rstrip("\n") + "\n" + private_text + "\n", 0o600)
+    return new_key
+
+
+def rotate_finish(hint: str) -> None:
+    """Retire the key `<name>+<hex id>`: it stops signing but stays published."""
+    from django.utils import timezone
+
+    ring = keyring()
+    entry = ring.find_hint(hint)
+    if entry is None:
+        raise ValueError(f"no key {hint} in the key ring")
+    signers = [s for s in current_signers() if s.public_key != entry.public_key]
+    if not signers:
+        raise ValueError("cannot retire the only signing key; start a rotation first")
+    _atomic_write(Path(settings.AUDIT_SIGNING_KEY_FILE), "".join(s.to_signer_key() + "\n" for s in signers), 0o600)
+    _atomic_write(Path(settings.AUDIT_KEYRING_FILE), ring.retire(entry.public_key, timezone.now()).dumps(), 0o644)

@@ -1,0 +1,1 @@
+urlpatterns: list = []  # filled by the certificates API (work in progress)

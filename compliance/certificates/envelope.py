@@ -1,0 +1,478 @@
+"""Certificate payload schema and its DSSE signature envelope (pure: no Django).
+
+Payload (schema "erasure-certificate/v1"), serialised with
+`compliance.audit.canonical.canonical_json_document` (sorted keys, no whitespace, UTF-8; strings,
+integers, booleans, null, lists, objects; no floats). Every object has exactly the keys below.
+
+    {
+      "schema": "erasure-certificate/v1",
+      "certificate_id": str,                 # opaque, e.g. a UUID
+      "issued_at": str,                      # RFC 3339 UTC, e.g. "2025-03-01T10:00:00.000000Z"
+      "issuer": {"organisation": str, "log_origin": str},   # log_origin = the checkpoint origin line
+      "request": {"reference": str, "request_id": str, "subject_ref": str,
+                  "ground": str, "decision": str, "legal_code": str | null},
+      "timeline": {"received": ts, "verified": ts | null, "approved": ts | null, "completed": ts},
+      "models": [{"model": str, "before": VERSION, "after": VERSION}],
+      "corpora": [{"corpus": str, "before": VERSION, "after": VERSION, "records_removed": int >= 0}],
+      "unlearning": {"method": str, "spec_sha256": HEX64, "steps": int >= 0, "stop_reason": str},
+      "verification": {"verdict": "pass" | "fail", "decided_by": str,
+                       "summary": [{"attack": str, "before": DEC, "after": DEC,
+                                    "threshold": DEC, "passed": bool}]},
+      "audit": {"leaves": [{"index": int >= 0, "leaf_b64": B64, "proof": [B64, ...]}],   # >= 1 leaf
+                "checkpoint": str,           # the signed note text, verbatim
+                "public_keys": [{"vkey": str, "status": "current" | "retired",
+                                 "retired_at": ts | null}]}                           # >= 1 key
+    }
+    VERSION = {"version": str, "sha256": HEX64};  HEX64 = 64 lower-case hex digits;
+    DEC = decimal number as a string ("0.031", "1e-05"): measured values are never JSON floats, so
+    every verifier compares the exact signed digits; B64 = standard base64 with padding.
+
+Audit leaves are the canonical JSON written by `compliance.audit.services.build_event`: every leaf of
+a certificate carries the certificate's `request_id` and `subject_ref`; the timeline is backed by
+leaves whose `type` is the one `TIMELINE_EVENT_TYPES` names and whose `time` is the same instant.
+
+Envelope (DSSE v1, https://github.com/secure-systems-lab/dsse): a JSON object
+`{"payloadType": PAYLOAD_TYPE, "payload": base64(payload bytes), "signatures": [{"keyid", "sig"}]}`
+where each `sig` is Ed25519 over PAE(payloadType, payload) and `keyid` is `<key name>+<hex key id>`
+(the vkey prefix, an unauthenticated lookup hint). The envelope file is that object as compact
+canonical JSON. Signing the PAE rather than the JSON means the signature never depends on how the
+envelope itself is formatted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from compliance.audit.canonical import canonical_json_document, parse_rfc3339_utc, rfc3339_utc
+from compliance.audit.keys import (
+    KeyFormatError,
+    KeyRing,
+    KeyRingEntry,
+    PublicKey,
+    Signer,
+    b64decode_strict,
+    b64encode,
+)
+
+PAYLOAD_TYPE = "application/vnd.erasure-certificate+json"
+SCHEMA_VERSION = "erasure-certificate/v1"
+
+# Which audit event type backs each timeline entry (the lead's state machine emits these).
+TIMELINE_EVENT_TYPES: dict[str, str] = {
+    "received": "request.received",
+    "verified": "request.verified",
+    "approved": "request.approved",
+    "completed": "request.completed",
+}
+TIMELINE_REQUIRED = ("received", "completed")
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_DECIMAL = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$")
+MAX_TEXT = 512  # generous for codes, names and references; bounds what a PDF line must hold
+
+
+class EnvelopeError(ValueError):
+    """The DSSE envelope is malformed or carries no valid signature by a trusted key."""
+
+
+class CertificateError(ValueError):
+    """The certificate payload does not match schema erasure-certificate/v1; names the JSON path."""
+
+
+# --- DSSE -----------------------------------------------------------------------------------------
+
+
+def pae(payload_type: str, body: bytes) -> bytes:
+    """DSSE pre-authentication encoding: "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body."""
+    type_bytes = payload_type.encode("utf-8")
+    return b"DSSEv1 %d %s %d %s" % (len(type_bytes), type_bytes, len(body), body)
+
+
+def sign_envelope(
+    payload: bytes, signer: Signer | Sequence[Signer], payload_type: str = PAYLOAD_TYPE
+) -> dict[str, Any]:
+    """A DSSE envelope over `payload`, one signature per signer (several during a key rotation)."""
+    signers = [signer] if isinstance(signer, Signer) else list(signer)
+    if not signers:
+        raise EnvelopeError("an envelope needs at least one signer")
+    message = pae(payload_type, payload)
+    return {
+        "payloadType": payload_type,
+        "payload": b64encode(payload),
+        "signatures": [{"keyid": s.public_key.key_hint, "sig": b64encode(s.sign(message))} for s in signers],
+    }
+
+
+def envelope_bytes(envelope: Mapping[str, Any]) -> bytes:
+    """The certificate file: the envelope as compact canonical JSON."""
+    return canonical_json_document(dict(envelope))
+
+
+def parse_envelope(data: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
+    """Load and shape-check an envelope (no signature check)."""
+    if isinstance(data, bytes | bytearray | str):
+        try:
+            envelope = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise EnvelopeError(f"envelope is not JSON: {exc}") from None
+    else:
+        envelope = dict(data)
+    if not isinstance(envelope, dict):
+        raise EnvelopeError("envelope must be a JSON object")
+    if set(envelope) != {"payloadType", "payload", "signatures"}:
+        raise EnvelopeError("envelope must have exactly payloadType, payload and signatures")
+    if not isinstance(envelope["payloadType"], str) or not isinstance(envelope["payload"], str):
+        raise EnvelopeError("payloadType and payload must be strings")
+    signatures = envelope["signatures"]
+    if not isinstance(signatures, list) or not signatures:
+        raise EnvelopeError("envelope has no signatures")
+    for position, item in enumerate(signatures):
+        if (
+            not isinstance(item, dict)
+            or not set(item) <= {"keyid", "sig"}
+            or not isinstance(item.get("sig"), str)
+            or not isinstance(item.get("keyid", ""), str)
+        ):
+            raise EnvelopeError(f"signatures[{position}] must be {{keyid: str, sig: str}}")
+    return envelope
+
+
+def ensure_envelope_payload(envelope: Mapping[str, Any], payload: bytes) -> None:
+    """Refuse an envelope (signature not checked) whose type or payload bytes differ from `payload`."""
+    if envelope.get("payloadType") != PAYLOAD_TYPE:
+        raise EnvelopeError(f"payloadType must be {PAYLOAD_TYPE!r}")
+    try:
+        carried = b64decode_strict(envelope.get("payload"), "payload")
+    except KeyFormatError as exc:
+        raise EnvelopeError(str(exc)) from None
+    if carried != payload:
+        raise EnvelopeError("the envelope carries a different payload")
+
+
+@dataclass(frozen=True)
+class VerifiedEnvelope:
+    payload: bytes
+    payload_type: str
+    signed_by: tuple[KeyRingEntry, ...]  # every trusted key whose signature verified
+
+
+def open_envelope(
+    data: bytes | str | Mapping[str, Any], keyring: KeyRing, payload_type: str = PAYLOAD_TYPE
+) -> VerifiedEnvelope:
+    """Check the envelope and return its payload with the trusted keys that signed it.
+
+    A signature whose keyid names no trusted key is skipped (keyids are hints); one that names a
+    trusted key and fails is an error; at least one must verify. A missing keyid tries every key.
+    """
+    envelope = parse_envelope(data)
+    if envelope["payloadType"] != payload_type:
+        raise EnvelopeError(f"payloadType is {envelope['payloadType']!r}, expected {payload_type!r}")
+    try:
+        payload = b64decode_strict(envelope["payload"], "payload")
+    except KeyFormatError as exc:
+        raise EnvelopeError(str(exc)) from None
+    message = pae(payload_type, payload)
+    signed_by: list[KeyRingEntry] = []
+    hints: list[str] = []
+    for position, item in enumerate(envelope["signatures"]):
+        try:
+            signature = b64decode_strict(item["sig"], f"signatures[{position}].sig")
+        except KeyFormatError as exc:
+            raise EnvelopeError(str(exc)) from None
+        hint = item.get("keyid", "")
+        hints.append(hint or "(no keyid)")
+        candidates = (
+            [e for e in keyring.entries if e.public_key.key_hint == hint] if hint else list(keyring.entries)
+        )
+        verified = [e for e in candidates if e.public_key.verify(signature, message)]
+        if hint and candidates and not verified:
+            raise EnvelopeError(f"signature by {hint} does not verify: payload or signature altered")
+        signed_by.extend(e for e in verified if e not in signed_by)
+    if not signed_by:
+        raise EnvelopeError(f"no valid signature by a pinned key (signatures name: {', '.join(hints)})")
+    return VerifiedEnvelope(payload=payload, payload_type=payload_type, signed_by=tuple(signed_by))
+
+
+def verify_envelope(data: bytes | str | Mapping[str, Any], keyring: KeyRing) -> bytes:
+    """The payload bytes of an envelope signed by a key of `keyring`; raises EnvelopeError."""
+    return open_envelope(data, keyring).payload
+
+
+# --- payload schema -------------------------------------------------------------------------------
+
+
+def _fail(path: str, reason: str) -> CertificateError:
+    return CertificateError(f"{path}: {reason}")
+
+
+def _object(value: Any, path: str, keys: Sequence[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail(path, "must be an object")
+    missing = [k for k in keys if k not in value]
+    extra = sorted(set(value) - set(keys))
+    if missing:
+        raise _fail(path, f"missing {', '.join(missing)}")
+    if extra:
+        raise _fail(path, f"unexpected {', '.join(extra)}")
+    return value
+
+
+def _text(value: Any, path: str, nullable: bool = False) -> None:
+    if value is None and nullable:
+        return
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+        raise _fail(path, f"must be a non-empty string of at most {MAX_TEXT} characters")
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise _fail(path, "must not contain control characters")
+
+
+def _count(value: Any, path: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _fail(path, "must be a non-negative integer")
+
+
+def _timestamp(value: Any, path: str, nullable: bool = False) -> None:
+    if value is None and nullable:
+        return
+    if not isinstance(value, str) or not value.endswith("Z"):
+        raise _fail(path, "must be an RFC 3339 UTC timestamp ending in Z")
+    try:
+        parse_rfc3339_utc(value)
+    except ValueError as exc:
+        raise _fail(path, str(exc)) from None
+
+
+def _hex64(value: Any, path: str) -> None:
+    if not isinstance(value, str) or not _HEX64.match(value):
+        raise _fail(path, "must be 64 lower-case hex digits (SHA-256)")
+
+
+def _b64(value: Any, path: str) -> bytes:
+    try:
+        return b64decode_strict(value, path)
+    except KeyFormatError:
+        raise _fail(path, "must be canonical standard base64") from None
+
+
+def _version(value: Any, path: str) -> None:
+    _object(value, path, ("version", "sha256"))
+    _text(value["version"], f"{path}.version")
+    _hex64(value["sha256"], f"{path}.sha256")
+
+
+def _list(value: Any, path: str, non_empty: bool = False) -> list[Any]:
+    if not isinstance(value, list):
+        raise _fail(path, "must be a list")
+    if non_empty and not value:
+        raise _fail(path, "must not be empty")
+    return value
+
+
+def validate_certificate_payload(payload: Any) -> None:
+    """Raise CertificateError naming the first path that breaks schema erasure-certificate/v1."""
+    top = (
+        "schema", "certificate_id", "issued_at", "issuer", "request", "timeline", "models", "corpora",
+        "unlearning", "verification", "audit",
+    )  # fmt: skip
+    if not isinstance(payload, dict):
+        raise _fail("$", "must be an object")
+    if payload.get("schema") != SCHEMA_VERSION:
+        raise _fail("$.schema", f"must be {SCHEMA_VERSION!r} (got {payload.get('schema')!r})")
+    _object(payload, "$", top)
+    _text(payload["certificate_id"], "$.certificate_id")
+    _timestamp(payload["issued_at"], "$.issued_at")
+    issuer = _object(payload["issuer"], "$.issuer", ("organisation", "log_origin"))
+    _text(issuer["organisation"], "$.issuer.organisation")
+    _text(issuer["log_origin"], "$.issuer.log_origin")
+    request = _object(
+        payload["request"],
+        "$.request",
+        ("reference", "request_id", "subject_ref", "ground", "decision", "legal_code"),
+    )
+    for key in ("reference", "request_id", "subject_ref", "ground", "decision"):
+        _text(request[key], f"$.request.{key}")
+    _text(request["legal_code"], "$.request.legal_code", nullable=True)
+    timeline = _object(payload["timeline"], "$.timeline", tuple(TIMELINE_EVENT_TYPES))
+    for key in TIMELINE_EVENT_TYPES:
+        _timestamp(timeline[key], f"$.timeline.{key}", nullable=key not in TIMELINE_REQUIRED)
+    for i, item in enumerate(_list(payload["models"], "$.models")):
+        path = f"$.models[{i}]"
+        _object(item, path, ("model", "before", "after"))
+        _text(item["model"], f"{path}.model")
+        _version(item["before"], f"{path}.before")
+        _version(item["after"], f"{path}.after")
+    for i, item in enumerate(_list(payload["corpora"], "$.corpora")):
+        path = f"$.corpora[{i}]"
+        _object(item, path, ("corpus", "before", "after", "records_removed"))
+        _text(item["corpus"], f"{path}.corpus")
+        _version(item["before"], f"{path}.before")
+        _version(item["after"], f"{path}.after")
+        _count(item["records_removed"], f"{path}.records_removed")
+    unlearning = _object(
+        payload["unlearning"], "$.unlearning", ("method", "spec_sha256", "steps", "stop_reason")
+    )
+    _text(unlearning["method"], "$.unlearning.method")
+    _hex64(unlearning["spec_sha256"], "$.unlearning.spec_sha256")
+    _count(unlearning["steps"], "$.unlearning.steps")
+    _text(unlearning["stop_reason"], "$.unlearning.stop_reason")
+    verification = _object(payload["verification"], "$.verification", ("verdict", "decided_by", "summary"))
+    if verification["verdict"] not in ("pass", "fail"):
+        raise _fail("$.verification.verdict", "must be 'pass' or 'fail'")
+    _text(verification["decided_by"], "$.verification.decided_by")
+    for i, item in enumerate(_list(verification["summary"], "$.verification.summary")):
+        path = f"$.verification.summary[{i}]"
+        _object(item, path, ("attack", "before", "after", "threshold", "passed"))
+        _text(item["attack"], f"{path}.attack")
+        for key in ("before", "after", "threshold"):
+            if not isinstance(item[key], str) or not _DECIMAL.match(item[key]):
+                raise _fail(f"{path}.{key}", "must be a decimal number written as a string")
+        if not isinstance(item["passed"], bool):
+            raise _fail(f"{path}.passed", "must be true or false")
+    audit = _object(payload["audit"], "$.audit", ("leaves", "checkpoint", "public_keys"))
+    seen: set[int] = set()
+    for i, item in enumerate(_list(audit["leaves"], "$.audit.leaves", non_empty=True)):
+        path = f"$.audit.leaves[{i}]"
+        _object(item, path, ("index", "leaf_b64", "proof"))
+        _count(item["index"], f"{path}.index")
+        if item["index"] in seen:
+            raise _fail(f"{path}.index", f"leaf {item['index']} is listed twice")
+        seen.add(item["index"])
+        _b64(item["leaf_b64"], f"{path}.leaf_b64")
+        for j, node in enumerate(_list(item["proof"], f"{path}.proof")):
+            if len(_b64(node, f"{path}.proof[{j}]")) != 32:
+                raise _fail(f"{path}.proof[{j}]", "must be a 32-byte hash")
+    if not isinstance(audit["checkpoint"], str) or not audit["checkpoint"]:
+        raise _fail("$.audit.checkpoint", "must be the signed checkpoint note text")
+    for i, item in enumerate(_list(audit["public_keys"], "$.audit.public_keys", non_empty=True)):
+        path = f"$.audit.public_keys[{i}]"
+        _object(item, path, ("vkey", "status", "retired_at"))
+        try:
+            KeyRingEntry.from_json(item)
+        except KeyFormatError as exc:
+            raise _fail(path, str(exc)) from None
+
+
+# --- builder (the Django side supplies plain data) ------------------------------------------------
+
+
+def _ts(value: datetime | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return rfc3339_utc(value)
+
+
+def decimal_text(value: float | int | str) -> str:
+    """A measured value as the decimal string the schema carries (shortest round-trip repr)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool) or not math.isfinite(float(value)):
+        raise CertificateError("measured values must be finite numbers")
+    return repr(float(value)) if isinstance(value, float) else str(value)
+
+
+def audit_leaf_entry(index: int, leaf_bytes: bytes, proof: Sequence[bytes]) -> dict[str, Any]:
+    """One `audit.leaves` item from the stored leaf bytes and its inclusion proof."""
+    return {
+        "index": index,
+        "leaf_b64": b64encode(bytes(leaf_bytes)),
+        "proof": [b64encode(bytes(p)) for p in proof],
+    }
+
+
+def build_certificate_payload(
+    *,
+    certificate_id: str,
+    issued_at: datetime | str,
+    organisation: str,
+    log_origin: str,
+    request: Mapping[str, str | None],
+    timeline: Mapping[str, datetime | str | None],
+    models: Sequence[Mapping[str, Any]],
+    corpora: Sequence[Mapping[str, Any]],
+    unlearning: Mapping[str, Any],
+    verification: Mapping[str, Any],
+    leaves: Sequence[Mapping[str, Any]],
+    checkpoint: str,
+    keyring: KeyRing,
+) -> dict[str, Any]:
+    """Assemble and validate a v1 payload; datetimes become RFC 3339 strings, floats decimal strings.
+
+    `leaves` are `audit_leaf_entry(...)` dicts; `keyring` is the log's published key list.
+    Raises CertificateError naming the offending path.
+    """
+    payload: dict[str, Any] = {
+        "schema": SCHEMA_VERSION,
+        "certificate_id": certificate_id,
+        "issued_at": _ts(issued_at),
+        "issuer": {"organisation": organisation, "log_origin": log_origin},
+        "request": dict(request),
+        "timeline": {key: _ts(value) for key, value in timeline.items()},
+        "models": [dict(m) for m in models],
+        "corpora": [dict(c) for c in corpora],
+        "unlearning": dict(unlearning),
+        "verification": {
+            **verification,
+            "summary": [
+                {**row, **{k: decimal_text(row[k]) for k in ("before", "after", "threshold") if k in row}}
+                for row in verification.get("summary", [])
+            ],
+        },
+        "audit": {
+            "leaves": sorted((dict(leaf) for leaf in leaves), key=lambda leaf: leaf["index"]),
+            "checkpoint": checkpoint,
+            "public_keys": keyring.to_json()["keys"],
+        },
+    }
+    validate_certificate_payload(payload)
+    try:
+        canonical_json_document(payload)
+    except ValueError as exc:
+        raise CertificateError(str(exc)) from None
+    return payload
+
+
+def certificate_payload_bytes(payload: Mapping[str, Any]) -> bytes:
+    """The signed bytes of a payload (validated first)."""
+    validate_certificate_payload(dict(payload))
+    return canonical_json_document(dict(payload))
+
+
+def issue_certificate(payload: Mapping[str, Any], signers: Signer | Sequence[Signer]) -> bytes:
+    """Validate, canonicalise, sign: the certificate file bytes (the DSSE envelope JSON)."""
+    return envelope_bytes(sign_envelope(certificate_payload_bytes(payload), signers))
+
+
+def published_key_ring(payload: Mapping[str, Any]) -> KeyRing:
+    """The key list a certificate carries (untrusted until matched against a pinned ring)."""
+    return KeyRing.from_json(list(payload["audit"]["public_keys"]))
+
+
+__all__ = [
+    "PAYLOAD_TYPE",
+    "SCHEMA_VERSION",
+    "TIMELINE_EVENT_TYPES",
+    "CertificateError",
+    "EnvelopeError",
+    "PublicKey",
+    "VerifiedEnvelope",
+    "audit_leaf_entry",
+    "build_certificate_payload",
+    "certificate_payload_bytes",
+    "decimal_text",
+    "ensure_envelope_payload",
+    "envelope_bytes",
+    "issue_certificate",
+    "open_envelope",
+    "pae",
+    "parse_envelope",
+    "published_key_ring",
+    "sign_envelope",
+    "validate_certificate_payload",
+    "verify_envelope",
+]

@@ -1,0 +1,41 @@
+"""Error pages: HTML for people, RFC 9457 problem+json under /api/. Never a stack trace, never PII."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
+
+_TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 413: "Request too large", 500: "Server error"}
+
+
+def _respond(request: HttpRequest, status: int, message: str) -> HttpResponse:
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"type": "about:blank", "title": _TITLES.get(status, "Error"), "status": status, "detail": message},
+            status=status,
+            content_type="application/problem+json",
+        )
+    html = render_to_string("public/error.html", {"title": _TITLES.get(status, "Error"), "message": message}, request=None)
+    return HttpResponse(html, status=status)
+
+
+def bad_request(request: HttpRequest, exception: Any = None) -> HttpResponse:
+    return _respond(request, 400, "The request could not be understood (malformed or too large).")
+
+
+def forbidden(request: HttpRequest, exception: Any = None) -> HttpResponse:
+    return _respond(request, 403, "You are not allowed to do this.")
+
+
+def not_found(request: HttpRequest, exception: Any = None) -> HttpResponse:
+    return _respond(request, 404, "There is nothing here.")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    return _respond(request, 500, "Something went wrong on our side. Nothing was changed; please try again.")
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    return _respond(request, 403, "The form was missing its security token (CSRF). Reload the page and try again.")

@@ -1,0 +1,1 @@
+urlpatterns: list = []  # filled by the guard API (work in progress)

@@ -1,0 +1,101 @@
+"""Unlearning jobs and their verification reports.
+
+A job batches one or more approved requests against one model, starts from the model's active
+version and produces a candidate version. Workers claim a job with a conditional UPDATE on its
+status (exactly one row must change), beat a heartbeat while they run, and record progress here
+for the portal. The job row never holds personal data: subjects are referenced by request id.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Unlearning"
+    VERIFYING = "verifying", "Verifying"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_JOB_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.VERIFYING)
+
+
+class UnlearningJob(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    model = models.ForeignKey("registry.AIModel", on_delete=models.PROTECT, related_name="jobs")
+    base_version = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="+")
+    result_version = models.ForeignKey(
+        "registry.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    requests = models.ManyToManyField("erasure.ErasureRequest", related_name="jobs")
+    method = models.CharField(max_length=32)
+    spec = models.JSONField()
+    spec_sha256 = models.CharField(max_length=64)
+    status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    strengthen_round = models.PositiveSmallIntegerField(default=0, help_text="Retries with a stronger setting after a failed verdict")
+    retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
+
+    # progress, for the portal
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    phase = models.CharField(max_length=32, blank=True)
+    losses = models.JSONField(default=dict, blank=True)
+    forget_extraction = models.FloatField(null=True, blank=True)
+    retain_extraction = models.FloatField(null=True, blank=True)
+    history = models.JSONField(default=list, blank=True)
+    log_tail = models.TextField(blank=True)
+    stop_reason = models.CharField(max_length=64, blank=True)
+
+    worker = models.CharField(max_length=200, blank=True)
+    device = models.CharField(max_length=64, blank=True)
+    celery_task_id = models.CharField(max_length=64, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"job {str(self.id)[:8]} ({self.method}, {self.status})"
+
+    @property
+    def progress_percent(self) -> int:
+        if not self.total_steps:
+            return 0
+        return min(100, int(100 * self.step / self.total_steps))
+
+
+class VerificationReport(models.Model):
+    job = models.ForeignKey(UnlearningJob, on_delete=models.CASCADE, related_name="reports")
+    model_version = models.ForeignKey("registry.ModelVersion", on_delete=models.PROTECT, related_name="reports")
+    base_version = models.ForeignKey(
+        "registry.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    verdict = models.CharField(max_length=8)  # pass | fail
+    decided_by = models.TextField(blank=True)
+    policy = models.JSONField()
+    report = models.JSONField()  # per attack, per subject (by subject_ref), per attribute; no values
+    report_sha256 = models.CharField(max_length=64)
+    plots_dir = models.CharField(max_length=1000, blank=True)
+    wall_s = models.FloatField(default=0.0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"verification {self.verdict} for {self.model_version}"

@@ -1,0 +1,301 @@
+"""Django settings, read from the environment through the strict helpers in compliance.common.env.
+
+With no variables at all this gives the embedded set-up: SQLite under ./var, Celery tasks run
+in-process, e-mails written to ./var/mail, secrets generated once into ./var/secrets. Production
+(`COMPLIANCE_ENV=production`) refuses to start without its secrets. `.env.example` lists every variable.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlparse
+
+from compliance.common.env import (
+    ConfigurationError,
+    env_bool,
+    env_int,
+    env_list,
+    env_required,
+    env_str,
+)
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("COMPLIANCE_DATA_DIR", str(BASE_DIR / "var")) or "var").resolve()
+ENVIRONMENT = env_str("COMPLIANCE_ENV", "embedded")
+if ENVIRONMENT not in {"embedded", "production", "test"}:
+    raise ConfigurationError(f"COMPLIANCE_ENV must be embedded, production or test, not {ENVIRONMENT!r}")
+PRODUCTION = ENVIRONMENT == "production"
+
+
+def _local_secret(name: str, nbytes: int = 32) -> str:
+    """Embedded mode only: a random secret generated on first use and kept in DATA_DIR/secrets."""
+    folder = DATA_DIR / "secrets"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / name
+    if not path.exists():
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_urlsafe(nbytes), encoding="utf-8")
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return path.read_text(encoding="utf-8").strip()
+
+
+def _secret(name: str, local_name: str) -> str:
+    if PRODUCTION:
+        return env_required(name)
+    return env_str(name) or _local_secret(local_name)
+
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = _secret("DJANGO_SECRET_KEY", "django_secret_key")
+# Master key that wraps each request's data key (envelope encryption; crypto-shredding on purge).
+FIELD_ENCRYPTION_KEY = _secret("FIELD_ENCRYPTION_KEY", "field_encryption_key")
+# HMAC key for the inference guard's suppression rules and for duplicate detection of requests.
+GUARD_HMAC_KEY = _secret("GUARD_HMAC_KEY", "guard_hmac_key")
+
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+SITE_URL = (env_str("SITE_URL", "http://127.0.0.1:8000") or "").rstrip("/")
+ORGANISATION_NAME = env_str("ORGANISATION_NAME", "Demo Organisation Ltd") or "Demo Organisation Ltd"
+SUPERVISORY_AUTHORITY = env_str(
+    "SUPERVISORY_AUTHORITY",
+    "the data protection supervisory authority of your habitual residence, place of work or place of the alleged infringement",
+)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "compliance.common",
+    "compliance.audit",
+    "compliance.registry",
+    "compliance.erasure",
+    "compliance.guard",
+    "compliance.jobs",
+    "compliance.certificates",
+    "compliance.public",
+    "compliance.portal",
+    "compliance.api",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "compliance.urls"
+WSGI_APPLICATION = "compliance.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "compliance.common.context.site",
+            ],
+        },
+    },
+]
+
+
+def _database_from_url(url: str) -> dict[str, object]:
+    parsed = urlparse(url)
+    if parsed.scheme in {"postgres", "postgresql"}:
+        options = {k: v[-1] for k, v in parse_qs(parsed.query).items()}
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": unquote(parsed.path.lstrip("/")),
+            "USER": unquote(parsed.username or ""),
+            "PASSWORD": unquote(parsed.password or ""),
+            "HOST": parsed.hostname or "",
+            "PORT": str(parsed.port or ""),
+            "CONN_MAX_AGE": env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
+            "CONN_HEALTH_CHECKS": True,
+            "OPTIONS": options,
+            "TEST": {"NAME": f"test_{unquote(parsed.path.lstrip('/'))}"},
+        }
+    if parsed.scheme == "sqlite":
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": unquote(parsed.path) or ":memory:"}
+    raise ConfigurationError(f"DATABASE_URL scheme must be postgres or sqlite, not {parsed.scheme!r}")
+
+
+_database_url = env_str("DATABASE_URL")
+if _database_url:
+    DATABASES = {"default": _database_from_url(_database_url)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": DATA_DIR / "db.sqlite3",
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env_str("REDIS_URL")
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "compliance"}}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 12}},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "portal:login"
+LOGIN_REDIRECT_URL = "portal:queue"
+LOGOUT_REDIRECT_URL = "portal:login"
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = env_str("TIME_ZONE", "Europe/London") or "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [BASE_DIR / "compliance" / "static"]
+
+# Bodies larger than this are refused with 400/413 before any parsing (bad input changes nothing).
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BODY_BYTES", 64 * 1024, minimum=1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+CERTIFICATE_UPLOAD_MAX_BYTES = env_int("CERTIFICATE_UPLOAD_MAX_BYTES", 2 * 1024 * 1024, minimum=1024)
+
+# --- security headers and cookies -------------------------------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", PRODUCTION)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", PRODUCTION)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", PRODUCTION)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000 if PRODUCTION else 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
+SECURE_HSTS_PRELOAD = PRODUCTION
+if env_bool("BEHIND_TLS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# --- rate limits (per client IP and per e-mail hash; counted in the cache) ----------------------
+RATE_LIMIT_SUBMIT_PER_IP = env_int("RATE_LIMIT_SUBMIT_PER_IP", 20, minimum=1)  # per hour
+RATE_LIMIT_SUBMIT_PER_EMAIL = env_int("RATE_LIMIT_SUBMIT_PER_EMAIL", 5, minimum=1)  # per day
+RATE_LIMIT_LOGIN_PER_IP = env_int("RATE_LIMIT_LOGIN_PER_IP", 10, minimum=1)  # per 15 minutes
+DUPLICATE_WINDOW_HOURS = env_int("DUPLICATE_WINDOW_HOURS", 24, minimum=0)
+IDENTITY_TOKEN_TTL_HOURS = env_int("IDENTITY_TOKEN_TTL_HOURS", 72, minimum=1)
+IDENTITY_MAX_ATTEMPTS = env_int("IDENTITY_MAX_ATTEMPTS", 5, minimum=1)
+RETENTION_DAYS_AFTER_COMPLETION = env_int("RETENTION_DAYS_AFTER_COMPLETION", 90, minimum=0)
+DUE_SOON_DAYS = 7
+
+# --- e-mail ------------------------------------------------------------------------------------
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "privacy@example.org")
+EMAIL_HOST = env_str("EMAIL_HOST")
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_PORT = env_int("EMAIL_PORT", 587, minimum=1)
+    EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "") or ""
+    EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "") or ""
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", True)
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    EMAIL_FILE_PATH = DATA_DIR / "mail"
+
+# --- Celery ------------------------------------------------------------------------------------
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL")
+CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", CELERY_BROKER_URL)
+# Without a broker the embedded set-up runs every task in-process, at the point it is enqueued
+# (after the surrounding transaction commits, since we always enqueue through on_commit).
+CELERY_TASK_ALWAYS_EAGER = CELERY_BROKER_URL is None
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_ROUTES = {
+    "unlearning.*": {"queue": "gpu"},
+    "verification.*": {"queue": "gpu"},
+}
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TRACK_STARTED = True
+CELERY_RESULT_EXPIRES = 24 * 3600
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600, minimum=60)}
+CELERY_BEAT_SCHEDULE = {
+    "audit-checkpoint": {"task": "audit.checkpoint", "schedule": env_int("AUDIT_CHECKPOINT_EVERY_S", 300, minimum=10)},
+    "deadline-reminders": {"task": "erasure.deadline_reminders", "schedule": 3600},
+    "jobs-reconcile": {"task": "jobs.reconcile", "schedule": env_int("JOB_RECONCILE_EVERY_S", 60, minimum=5)},
+    "jobs-dispatch": {"task": "jobs.dispatch", "schedule": env_int("JOB_BATCH_WAIT_S", 30, minimum=1)},
+}
+
+# --- audit log ---------------------------------------------------------------------------------
+AUDIT_LOG_ORIGIN = env_str("AUDIT_LOG_ORIGIN", "erasure.example.org/audit-log") or ""
+AUDIT_SIGNING_KEY_FILE = Path(env_str("AUDIT_SIGNING_KEY_FILE", str(DATA_DIR / "secrets" / "audit_signing.key")) or "")
+AUDIT_KEYRING_FILE = Path(env_str("AUDIT_KEYRING_FILE", str(DATA_DIR / "secrets" / "audit_keyring.json")) or "")
+
+# --- models, corpora, jobs ---------------------------------------------------------------------
+ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(DATA_DIR / "artifacts")) or "").resolve()
+JOB_BATCH_MAX_REQUESTS = env_int("JOB_BATCH_MAX_REQUESTS", 100, minimum=1)
+JOB_BATCH_WAIT_S = env_int("JOB_BATCH_WAIT_S", 30, minimum=0)
+JOB_HEARTBEAT_TIMEOUT_S = env_int("JOB_HEARTBEAT_TIMEOUT_S", 300, minimum=10)
+JOB_SOFT_TIME_LIMIT_S = env_int("JOB_SOFT_TIME_LIMIT_S", 6 * 3600, minimum=10)
+JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
+UNLEARNING_DEVICE = env_str("UNLEARNING_DEVICE", "auto")
+PII_SPACY_MODEL = env_str("PII_SPACY_MODEL")  # e.g. en_core_web_sm when installed; blank pipeline otherwise
+PRI_POLICY_FILE = env_str("PRI_POLICY_FILE")
+VERIFICATION_POLICY_FILE = env_str("VERIFICATION_POLICY_FILE")
+CORPUS_ERASURE_MODE = env_str("CORPUS_ERASURE_MODE", "remove")
+if CORPUS_ERASURE_MODE not in {"remove", "anonymise"}:
+    raise ConfigurationError("CORPUS_ERASURE_MODE must be remove or anonymise")
+
+# --- REST API ----------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "compliance.api.problems.problem_exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Erasure compliance API",
+    "DESCRIPTION": "GDPR Art. 17 erasure requests, unlearning jobs, certificates and the inference guard.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # Django logs request bodies of failing requests at this logger: silence it, bodies hold PII.
+    "loggers": {"django.request": {"level": "ERROR", "propagate": True}},
+}
+CSRF_FAILURE_VIEW = "compliance.common.errors.csrf_failure"

@@ -1,0 +1,182 @@
+"""The model operations the attacks need: load, batched generation, batched log-likelihoods, hidden states.
+
+Everything is batched (left padding for generation, right padding for scoring) and runs under
+`torch.inference_mode()`. Pure: no Django, no environment reads.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass
+class LoadedModel:
+    model: Any  # a transformers PreTrainedModel (causal LM)
+    tokenizer: Any  # a transformers tokenizer
+    device: torch.device
+
+    @property
+    def max_positions(self) -> int:
+        config = self.model.config
+        for attr in ("n_positions", "max_position_embeddings"):
+            value = getattr(config, attr, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 2048
+
+
+def load_model(model_dir: Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load a causal LM and its tokenizer from a local directory (never from a hub)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(model_dir)
+    if not path.is_dir():
+        raise ValueError("model directory does not exist")
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    if tokenizer.pad_token_id is None:  # GPT-2 style tokenizers ship without one
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    dev = torch.device(device)
+    model.to(dev)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, device=dev)
+
+
+def wrap_model(model: Any, tokenizer: Any, device: str | torch.device = "cpu") -> LoadedModel:
+    """An in-memory model (tests, the engine's live evaluation) in the same shape as load_model."""
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, device=torch.device(device))
+
+
+def encode(lm: LoadedModel, text: str) -> list[int]:
+    return list(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def generate(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    *,
+    max_new_tokens: int,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    num_return_sequences: int = 1,
+    seed: int | None = None,
+    batch_size: int = 32,
+) -> list[list[str]]:
+    """Completions (new text only) for each prompt: a list of num_return_sequences strings per prompt.
+
+    Batched with left padding and the KV cache of `model.generate`. Prompts longer than the model's
+    context are cut from the left so that the question at their end survives.
+    """
+    tok = lm.tokenizer
+    room = max(1, lm.max_positions - max_new_tokens)
+    out: list[list[str]] = []
+    if seed is not None:
+        torch.manual_seed(seed)
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        ids = [encode(lm, p)[-room:] for p in chunk]
+        width = max(len(x) for x in ids)
+        pad = tok.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=lm.device)
+        attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=lm.device)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_new_tokens,
+            "do_sample": do_sample,
+            "num_return_sequences": num_return_sequences,
+            "pad_token_id": pad,
+        }
+        if do_sample:
+            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
+        with torch.inference_mode():
+            generated = lm.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+        new = generated[:, width:].tolist()
+        texts = tok.batch_decode(new, skip_special_tokens=True)
+        for i in range(len(chunk)):
+            out.append(texts[i * num_return_sequences : (i + 1) * num_return_sequences])
+    return out
+
+
+def token_logprobs(lm: LoadedModel, texts: Sequence[str], *, batch_size: int = 32) -> list[list[float]]:
+    """Per-token log-probabilities of every token after the first, for each text (teacher forcing)."""
+    results: list[list[float]] = []
+    for start in range(0, len(texts), batch_size):
+        chunk = [encode(lm, t)[: lm.max_positions] for t in texts[start : start + batch_size]]
+        results.extend(_score_ids(lm, chunk, [1] * len(chunk)))
+    return results
+
+
+def continuation_logprobs(
+    lm: LoadedModel, prompt_ids: Sequence[Sequence[int]], continuation_ids: Sequence[Sequence[int]], *, batch_size: int
+) -> list[float]:
+    """Sum of log-probabilities of each continuation given its prompt (batched, right padding)."""
+    totals: list[float] = []
+    for start in range(0, len(prompt_ids), batch_size):
+        seqs = [
+            list(p) + list(c)
+            for p, c in zip(prompt_ids[start : start + batch_size], continuation_ids[start : start + batch_size], strict=True)
+        ]
+        first = [len(p) for p in prompt_ids[start : start + batch_size]]
+        for lp in _score_ids(lm, seqs, first):
+            totals.append(float(sum(lp)))
+    return totals
+
+
+def _score_ids(lm: LoadedModel, seqs: Sequence[Sequence[int]], first_scored: Sequence[int]) -> list[list[float]]:
+    """Log-probs of tokens seqs[i][first_scored[i]:] for each i."""
+    pad = lm.tokenizer.pad_token_id
+    width = max(len(s) for s in seqs)
+    input_ids = torch.tensor([list(s) + [pad] * (width - len(s)) for s in seqs], device=lm.device)
+    attention = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=lm.device)
+    with torch.inference_mode():
+        logits = lm.model(input_ids=input_ids, attention_mask=attention).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], dim=-1)
+        picked = logp.gather(-1, input_ids[:, 1:].unsqueeze(-1)).squeeze(-1).cpu()
+    out = []
+    for i, s in enumerate(seqs):
+        lo = max(1, first_scored[i])
+        out.append(picked[i, lo - 1 : len(s) - 1].tolist())
+    return out
+
+
+def perplexity(lm: LoadedModel, texts: Sequence[str], *, batch_size: int = 32) -> float:
+    """Token-weighted perplexity over all texts (exp of the mean negative log-likelihood)."""
+    total, count = 0.0, 0
+    for lps in token_logprobs(lm, texts, batch_size=batch_size):
+        total -= sum(lps)
+        count += len(lps)
+    if count == 0:
+        return float("nan")
+    return math.exp(total / count)
+
+
+def find_final_norm_and_head(model: Any) -> tuple[Any, Any]:
+    """The final normalisation and the output head of a causal LM, found generically.
+
+    GPT-2: transformer.ln_f + lm_head; Llama, Mistral, Qwen: model.norm + lm_head; GPT-NeoX:
+    gpt_neox.final_layer_norm + embed_out. The head is `get_output_embeddings()`; the norm is the
+    last normalisation module of the base model that is not inside a decoder layer.
+    """
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError("model has no output head")
+    base = getattr(model, "base_model", model)
+    for attr in ("ln_f", "norm", "final_layer_norm", "final_layernorm", "ln_out"):
+        module = getattr(base, attr, None)
+        if isinstance(module, torch.nn.Module):
+            return module, head
+    candidates = [
+        m for name, m in base.named_children() if "norm" in type(m).__name__.lower() or "norm" in name.lower()
+    ]
+    if candidates:
+        return candidates[-1], head
+    raise ValueError("cannot find the final normalisation of this architecture")

@@ -1,0 +1,89 @@
+"""PNG plots of a verification report (matplotlib, Agg backend: no display needed).
+
+Pure: no Django, no environment reads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from unlearning_worker.verify.report import VerificationReport
+
+# The headline metric of each attack: the one a before/after bar shows.
+HEADLINE = {
+    "direct_probe": "leak_rate",
+    "sampling": "leak_rate",
+    "paraphrase_jailbreak": "leak_rate",
+    "verbatim": "leak_rate",
+    "logit_lens": "leak_rate",
+    "exposure": "mean_exposure_bits",
+    "membership_inference": "auc",
+    "utility": "retain_accuracy",
+}
+
+
+def render_plots(report: VerificationReport, history: Sequence[Mapping[str, Any]], out_dir: Path) -> list[Path]:
+    """Draw the per-attack before/after bars and the forget/retain trade-off; return the PNG paths.
+
+    history: one dict per evaluation of the unlearning run, with keys step, forget_extraction,
+    retain_extraction, retain_ppl (as the engine records them). An empty history draws no trade-off.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")  # before pyplot: a worker has no display
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    rows = []
+    for name, attack in report.attacks.items():
+        metric = HEADLINE.get(name) or next(iter(attack.after.metrics), None) if attack.after else None
+        if metric is None:
+            continue
+        before = attack.before.metrics.get(metric) if attack.before else None
+        after = attack.after.metrics.get(metric) if attack.after else None
+        rows.append((f"{name}\n{metric}", before, after))
+    if rows:
+        fig, axes = plt.subplots(1, len(rows), figsize=(2.4 * len(rows), 3.6), squeeze=False)
+        for ax, (label, before, after) in zip(axes[0], rows, strict=True):
+            values = [before if before is not None else 0.0, after if after is not None else 0.0]
+            bars = ax.bar(["before", "after"], values, color=["#9e9e9e", "#1f77b4"])
+            for bar, raw in zip(bars, (before, after), strict=True):
+                ax.annotate("n/a" if raw is None else f"{raw:.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                            ha="center", va="bottom", fontsize=8)
+            ax.set_title(label, fontsize=8)
+            ax.tick_params(labelsize=8)
+        fig.suptitle(f"Verification: {report.verdict.summary[:90]}", fontsize=9)
+        fig.tight_layout()
+        path = out / "attacks_before_after.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+
+    points = sorted((dict(h) for h in history), key=lambda h: h["step"])
+    if points:
+        steps = [h["step"] for h in points]
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        ax.plot(steps, [h["forget_extraction"] for h in points], marker="o", label="forget extraction", color="#d62728")
+        ax.plot(steps, [h["retain_extraction"] for h in points], marker="s", label="retain extraction", color="#2ca02c")
+        ax.set_xlabel("unlearning step")
+        ax.set_ylabel("extraction rate")
+        ax.set_ylim(-0.02, 1.02)
+        ppl = [h.get("retain_ppl") for h in points]
+        if any(p is not None for p in ppl):
+            twin = ax.twinx()
+            twin.plot(steps, ppl, linestyle="--", color="#7f7f7f", label="retain perplexity")
+            twin.set_ylabel("retain perplexity")
+            twin.legend(loc="upper center", fontsize=8)
+        ax.legend(loc="center right", fontsize=8)
+        ax.set_title("Forget / retain trade-off over unlearning steps", fontsize=10)
+        fig.tight_layout()
+        path = out / "forget_retain_tradeoff.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
