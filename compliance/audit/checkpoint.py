@@ -46,8 +46,11 @@ __all__ = [
     "Signer",
     "format_checkpoint_body",
     "parse_checkpoint",
+    "parse_note",
     "sign_checkpoint",
+    "sign_note",
     "verify_checkpoint",
+    "verify_note",
 ]
 
 SIGNATURE_PREFIX = "\u2014 "
@@ -95,13 +98,12 @@ def format_checkpoint_body(origin: str, size: int, root: bytes, extensions: Sequ
     return "".join(f"{line}\n" for line in (origin, str(size), b64encode(root), *extensions))
 
 
-def sign_checkpoint(
-    origin: str, size: int, root: bytes, signers: Sequence[Signer], extensions: Sequence[str] = ()
-) -> str:
-    """The signed note text; every signer adds one line (several during a key rotation overlap)."""
+def sign_note(body: str, signers: Sequence[Signer]) -> str:
+    """A signed note: `body` (ending in a newline), a blank line, one signature line per signer."""
     if not signers:
-        raise CheckpointError("a checkpoint needs at least one signer")
-    body = format_checkpoint_body(origin, size, root, extensions)
+        raise CheckpointError("a note needs at least one signer")
+    if not body.endswith("\n") or "\n\n" in body or body.startswith("\n"):
+        raise CheckpointError("note text must be non-empty lines, each ending in a newline")
     body_bytes = body.encode("utf-8")
     lines = [
         f"{SIGNATURE_PREFIX}{signer.name} {b64encode(signer.key_id + signer.sign(body_bytes))}\n"
@@ -110,25 +112,25 @@ def sign_checkpoint(
     return body + "\n" + "".join(lines)
 
 
-def parse_checkpoint(text: str | bytes) -> Checkpoint:
-    """Parse without verifying any signature."""
+def parse_note(text: str | bytes) -> tuple[str, tuple[NoteSignature, ...]]:
+    """Split a signed note into its text and signature lines, without verifying anything."""
     if isinstance(text, bytes | bytearray):
         try:
             text = bytes(text).decode("utf-8")
         except UnicodeDecodeError:
-            raise CheckpointError("checkpoint is not UTF-8") from None
+            raise CheckpointError("note is not UTF-8") from None
     if not isinstance(text, str):
-        raise CheckpointError("checkpoint must be text")
+        raise CheckpointError("note must be text")
     if any((ord(ch) < 0x20 and ch != "\n") or ord(ch) == 0x7F for ch in text):
-        raise CheckpointError("checkpoint contains a control character other than newline")
+        raise CheckpointError("note contains a control character other than newline")
     split = text.rfind("\n\n")
     if split < 0:
-        raise CheckpointError("checkpoint has no blank line before its signatures")
+        raise CheckpointError("note has no blank line before its signatures")
     body, signature_block = text[: split + 1], text[split + 2 :]
     if not signature_block:
-        raise CheckpointError("checkpoint has no signature lines")
+        raise CheckpointError("note has no signature lines")
     if not signature_block.endswith("\n"):
-        raise CheckpointError("checkpoint signatures must end with a newline")
+        raise CheckpointError("note signatures must end with a newline")
     signatures: list[NoteSignature] = []
     for line in signature_block[:-1].split("\n"):
         if not line.startswith(SIGNATURE_PREFIX):
@@ -148,7 +150,40 @@ def parse_checkpoint(text: str | bytes) -> Checkpoint:
             )
         signatures.append(NoteSignature(name=name, key_id=raw[:4], signature=raw[4:]))
         if len(signatures) > MAX_SIGNATURES:
-            raise CheckpointError(f"checkpoint has more than {MAX_SIGNATURES} signatures")
+            raise CheckpointError(f"note has more than {MAX_SIGNATURES} signatures")
+    return body, tuple(signatures)
+
+
+def verify_note(text: str | bytes, verifiers: Sequence[PublicKey]) -> tuple[str, tuple[PublicKey, ...]]:
+    """The note text and the known keys that signed it; raises CheckpointError.
+
+    Unknown (name, key id) pairs are skipped; a known key whose signature fails is an error.
+    """
+    body, signatures = parse_note(text)
+    body_bytes = body.encode("utf-8")
+    verified: list[PublicKey] = []
+    for signature in signatures:
+        for key in verifiers:
+            if key.name != signature.name or key.key_id != signature.key_id:
+                continue
+            if not key.verify(signature.signature, body_bytes):
+                raise CheckpointError(f"signature by {key.key_hint} does not verify: the note was altered")
+            if key not in verified:
+                verified.append(key)
+    if not verified:
+        names = ", ".join(f"{s.name}+{s.key_id.hex()}" for s in signatures)
+        raise CheckpointError(f"no signature by a trusted key (signed by: {names})")
+    return body, tuple(verified)
+
+
+def sign_checkpoint(
+    origin: str, size: int, root: bytes, signers: Sequence[Signer], extensions: Sequence[str] = ()
+) -> str:
+    """The signed note text; every signer adds one line (several during a key rotation overlap)."""
+    return sign_note(format_checkpoint_body(origin, size, root, extensions), signers)
+
+
+def _parse_body(body: str, signatures: tuple[NoteSignature, ...]) -> Checkpoint:
     lines = body[:-1].split("\n")
     if len(lines) < 3:
         raise CheckpointError("checkpoint body must have origin, size and root lines")
@@ -170,8 +205,13 @@ def parse_checkpoint(text: str | bytes) -> Checkpoint:
         root=root,
         extensions=tuple(extensions),
         body=body.encode("utf-8"),
-        signatures=tuple(signatures),
+        signatures=signatures,
     )
+
+
+def parse_checkpoint(text: str | bytes) -> Checkpoint:
+    """Parse without verifying any signature."""
+    return _parse_body(*parse_note(text))
 
 
 def verify_checkpoint(text: str | bytes, verifiers: Sequence[PublicKey], *, origin: str) -> Checkpoint:
@@ -179,18 +219,7 @@ def verify_checkpoint(text: str | bytes, verifiers: Sequence[PublicKey], *, orig
     checkpoint = parse_checkpoint(text)
     if checkpoint.origin != origin:
         raise CheckpointError(f"checkpoint is for log {checkpoint.origin!r}, expected {origin!r}")
-    verified: list[PublicKey] = []
-    for signature in checkpoint.signatures:
-        for key in verifiers:
-            if key.name != signature.name or key.key_id != signature.key_id:
-                continue
-            if not key.verify(signature.signature, checkpoint.body):
-                raise CheckpointError(f"signature by {key.key_hint} does not verify: the note was altered")
-            if key not in verified:
-                verified.append(key)
-    if not verified:
-        names = ", ".join(f"{s.name}+{s.key_id.hex()}" for s in checkpoint.signatures)
-        raise CheckpointError(f"no signature by a trusted key (signed by: {names})")
+    _, verified = verify_note(text, verifiers)
     return Checkpoint(
         origin=checkpoint.origin,
         size=checkpoint.size,
@@ -198,5 +227,5 @@ def verify_checkpoint(text: str | bytes, verifiers: Sequence[PublicKey], *, orig
         extensions=checkpoint.extensions,
         body=checkpoint.body,
         signatures=checkpoint.signatures,
-        verified_by=tuple(verified),
+        verified_by=verified,
     )

@@ -125,7 +125,8 @@ class PublicKey:
         """Parse `<name>+<hex key id>+<base64(0x01 || key)>`, checking the key id."""
         if not isinstance(text, str):
             raise KeyFormatError("vkey must be a string")
-        parts = text.strip().split("+")
+        # maxsplit: the base64 key may itself contain "+".
+        parts = text.strip().split("+", 2)
         if len(parts) != 3:
             raise KeyFormatError("vkey must look like <name>+<hex key id>+<base64 key>")
         name, hex_id, encoded = parts
@@ -185,7 +186,7 @@ def parse_signer_key(text: str, name: str | None = None, password: bytes | None 
     """
     text = text.strip()
     if text.startswith(PRIVATE_PREFIX):
-        parts = text[len(PRIVATE_PREFIX) :].split("+")
+        parts = text[len(PRIVATE_PREFIX) :].split("+", 2)
         if len(parts) != 3:
             raise KeyFormatError("signer key must look like PRIVATE+KEY+<name>+<hex id>+<base64 seed>")
         key_name, hex_id, encoded = parts

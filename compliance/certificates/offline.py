@@ -58,7 +58,7 @@ class Check:
 
     @property
     def line(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL'} {self.detail}"
+        return f"{'ok  ' if self.ok else 'FAIL '}{self.detail}"
 
 
 @dataclass

@@ -1,0 +1,160 @@
+"""Benchmark of the inference guard: recall, false positives, throughput and latency.
+
+Run: nice -n 10 .venv/bin/python -m tests.benchmarks.bench_guard [--subjects 1000] [--rules 10000]
+
+1. Recall: every subject of the labelled test set (compliance.guard.testset) in every written form;
+   an output counts as caught when a match names the right subject_ref and the value no longer
+   appears in the redacted text.
+2. False positives: outputs about other people (distractors sharing a first name or a surname, a
+   surname one letter off, random people, a first name alone). Outputs whose text holds a form
+   that is protected for some subject ("ambiguous", see testset.py) are reported separately.
+3. Throughput and latency with --rules active rules (10,000 subjects by default), single thread,
+   on 1 KB outputs: chatbot outputs with PII (from the test set) and English prose without any
+   (docstrings of the Python standard library, which the guard was not tuned on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import statistics
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from compliance.guard.matcher import GuardIndex, GuardPolicy, guard_text, rule_hashes
+from compliance.guard.testset import generate_testset, subject_identifiers, subject_ref_for
+from pii.synth import Person, generate_people
+
+KEY = b"benchmark-guard-key-32-bytes-long!"
+
+
+def build_index(people: list[Person]) -> GuardIndex:
+    rules = []
+    for person in people:
+        ref = subject_ref_for(person)
+        rules.extend((ref, r.kind, r.digest_hex) for r in rule_hashes(subject_identifiers(person), KEY))
+    return GuardIndex.build(rules, KEY)
+
+
+def stdlib_prose(limit_bytes: int) -> str:
+    root = Path(sys.base_prefix) / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+    docs: list[str] = []
+    size = 0
+    for path in sorted(root.glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+        except (SyntaxError, UnicodeDecodeError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+                doc = ast.get_docstring(node)
+                if doc and len(doc) > 200:
+                    docs.append(doc)
+                    size += len(doc)
+        if size >= limit_bytes:
+            break
+    return "\n\n".join(docs)
+
+
+def chunks_of(text: str, size: int = 1024) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text) - size + 1, size)]
+
+
+def time_calls(texts: list[str], index: GuardIndex, policy: GuardPolicy, repeat: int) -> tuple[float, float, float]:
+    """(MB/s, p50 us, p99 us) over `repeat` passes of single-threaded calls."""
+    latencies: list[int] = []
+    total_bytes = 0
+    start = time.perf_counter()
+    for _ in range(repeat):
+        for text in texts:
+            t0 = time.perf_counter_ns()
+            guard_text(text, index, policy)
+            latencies.append(time.perf_counter_ns() - t0)
+            total_bytes += len(text.encode())
+    elapsed = time.perf_counter() - start
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] / 1000
+    p99 = latencies[int(len(latencies) * 0.99)] / 1000
+    return total_bytes / elapsed / 1e6, p50, p99
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=1000, help="subjects with rules in the labelled set")
+    parser.add_argument("--rules", type=int, default=10_000, help="subjects with active rules for timing")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    # 1-2. Recall and false positives.
+    subjects = generate_people(args.subjects, seed=11)
+    index = build_index(subjects)
+    testset = generate_testset(subjects, seed=11)
+    policy = GuardPolicy()
+    missed: Counter[str] = Counter()
+    per_form: Counter[str] = Counter()
+    fp_by_form: Counter[str] = Counter()
+    positives = caught = negatives = false_pos = ambiguous = ambiguous_flagged = 0
+    for output in testset:
+        result = guard_text(output.text, index, policy)
+        if output.positive:
+            positives += 1
+            per_form[output.form] += 1
+            ok = any(m.subject_ref == output.subject_ref for m in result.matches) and output.value not in result.text
+            caught += ok
+            if not ok:
+                missed[output.form] += 1
+        elif output.ambiguous:
+            ambiguous += 1
+            ambiguous_flagged += bool(result.matches)
+        else:
+            negatives += 1
+            if result.matches:
+                false_pos += 1
+                fp_by_form[output.form] += 1
+    recall = caught / positives
+    fp_rate = false_pos / negatives
+
+    # 3. Throughput and latency with many rules.
+    many = generate_people(args.rules, seed=11)  # the first `subjects` of these are the same people
+    t0 = time.perf_counter()
+    big_index = build_index(many)
+    build_s = time.perf_counter() - t0
+    chat_text = "\n".join(o.text for o in testset)
+    chat_chunks = chunks_of(chat_text)[:2000]
+    prose_chunks = chunks_of(stdlib_prose(2_500_000))[:2000]
+    timings = {
+        ("chatbot outputs with PII", "capitalised names"): time_calls(chat_chunks, big_index, policy, args.repeat),
+        ("stdlib prose, no PII", "capitalised names"): time_calls(prose_chunks, big_index, policy, args.repeat),
+        ("stdlib prose, no PII", "+ lower-case names"): time_calls(
+            prose_chunks, big_index, GuardPolicy(lowercase_names=True), args.repeat
+        ),
+    }
+    hits_per_chunk = statistics.mean(bool(guard_text(c, big_index).matches) for c in chat_chunks)
+
+    print(f"\nGuard benchmark (single thread, Python {sys.version.split()[0]})")
+    print(f"labelled set: {args.subjects} subjects with rules, {positives} positives, {negatives} negatives, "
+          f"{ambiguous} ambiguous negatives")
+    print(f"timing index: {big_index.rule_count} rules for {big_index.subject_count} subjects (built in {build_s:.1f} s)\n")
+    rows = [
+        ("recall on subject outputs", f"{recall:.2%}", ">= 99%", recall >= 0.99),
+        ("false positives, other people", f"{fp_rate:.3%}", "< 0.5%", fp_rate < 0.005),
+    ]
+    for (corpus, mode), (mbps, p50, p99) in timings.items():
+        rows.append((f"throughput, {corpus} ({mode})", f"{mbps:.1f} MB/s", ">= 20 MB/s", mbps >= 20))
+        rows.append((f"latency 1 KB p50/p99, {corpus} ({mode})", f"{p50:.0f} / {p99:.0f} us", "p99 < 1000 us", p99 < 1000))
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  {'measured':>16}  {'target':>14}  met")
+    for name, value, target, met in rows:
+        print(f"{name:<{width}}  {value:>16}  {target:>14}  {'yes' if met else 'NO'}")
+    print(f"\nambiguous negatives flagged: {ambiguous_flagged}/{ambiguous} (text identical to a protected form)")
+    print(f"share of 1 KB chatbot chunks with at least one hit: {hits_per_chunk:.0%}")
+    if missed:
+        print("missed positives by form:", ", ".join(f"{f} {n}/{per_form[f]}" for f, n in missed.most_common()))
+    if fp_by_form:
+        print("false positives by form:", ", ".join(f"{f} {n}" for f, n in fp_by_form.most_common()))
+
+
+if __name__ == "__main__":
+    main()

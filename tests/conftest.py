@@ -1,0 +1,61 @@
+"""Shared fixtures: personas, request factories, and the audit-trigger-aware flush for transactional tests."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+# Tests must never reach the network for models (transformers / huggingface_hub honour these).
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _flush_keeps_audit_triggers() -> Iterator[None]:
+    """Transactional tests empty every table between tests (TRUNCATE on PostgreSQL, DELETE on SQLite),
+    which the append-only triggers refuse, as they must in production. For the test database only,
+    drop the triggers around the flush and reinstall them straight after."""
+    try:
+        from django.db import connections
+    except ImportError:  # pure-library test runs without Django
+        yield
+        return
+    from compliance.audit.triggers import drop_sql, install_sql
+
+    patched = []
+    for alias in connections:
+        ops = connections[alias].ops
+        original = ops.sql_flush
+
+        def sql_flush(style: Any, tables: Any, *, reset_sequences: bool = False, allow_cascade: bool = False, _o=original, _ops=ops) -> list[str]:
+            statements = _o(style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+            vendor = _ops.connection.vendor
+            return [*drop_sql(vendor), *statements, *install_sql(vendor)]
+
+        ops.sql_flush = sql_flush
+        patched.append((ops, original))
+    yield
+    for ops, original in patched:
+        ops.sql_flush = original
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data_dir(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each test session writes keys, mail and artifacts under its own temporary folder."""
+    base = tmp_path_factory.getbasetemp() / "data"
+    settings.AUDIT_SIGNING_KEY_FILE = base / "secrets" / "audit_signing.key"
+    settings.AUDIT_KEYRING_FILE = base / "secrets" / "audit_keyring.json"
+    settings.ARTIFACT_ROOT = base / "artifacts"
+    settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
+
+
+@pytest.fixture(autouse=True)
+def _clear_rate_limits() -> Iterator[None]:
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
