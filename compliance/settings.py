@@ -299,3 +299,6 @@ LOGGING = {
     "loggers": {"django.request": {"level": "ERROR", "propagate": True}},
 }
 CSRF_FAILURE_VIEW = "compliance.common.errors.csrf_failure"
+# Outside production, serve static files straight from the app folders (no collectstatic needed).
+WHITENOISE_USE_FINDERS = not PRODUCTION
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,63 @@
+"""Pure PII library: offline Presidio set-up, subject recognizers, corpus scanning, PII Risk Index.
+
+No Django, no environment reads: everything takes explicit config objects. Names are imported lazily
+(PEP 562) so that `import pii` stays cheap: Presidio and spaCy (several seconds to import) load only
+when the analyzer, the scanner or the anonymiser is first used; the PRI needs neither.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS: dict[str, str] = {
+    "EngineConfig": "pii.engine",
+    "PiiAnalyzer": "pii.engine",
+    "build_analyzer": "pii.engine",
+    "SubjectIdentifiers": "pii.subjects",
+    "subject_recognizers": "pii.subjects",
+    "CorpusSpec": "pii.scan",
+    "EntitySpan": "pii.scan",
+    "LocatedRecord": "pii.scan",
+    "ScanReport": "pii.scan",
+    "ScanResult": "pii.scan",
+    "scan_corpus": "pii.scan",
+    "read_record": "pii.scan",
+    "PriPolicy": "pii.pri",
+    "PriScore": "pii.pri",
+    "score_record": "pii.pri",
+    "score_request": "pii.pri",
+    "AnonymizedRecord": "pii.anonymize",
+    "anonymize_record": "pii.anonymize",
+    "anonymize_text": "pii.anonymize",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from pii.anonymize import AnonymizedRecord, anonymize_record, anonymize_text
+    from pii.engine import EngineConfig, PiiAnalyzer, build_analyzer
+    from pii.pri import PriPolicy, PriScore, score_record, score_request
+    from pii.scan import (
+        CorpusSpec,
+        EntitySpan,
+        LocatedRecord,
+        ScanReport,
+        ScanResult,
+        read_record,
+        scan_corpus,
+    )
+    from pii.subjects import SubjectIdentifiers, subject_recognizers
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pii' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -27,6 +27,7 @@ Pure: no Django, no environment reads.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,7 +35,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import ahocorasick
-import regex
 
 from pii.subjects import (
     GENERIC_ENTITY_BY_KIND,
@@ -72,8 +72,8 @@ class CorpusSpec:
     id_field: str | None = "id"
     max_line_bytes: int = 1 << 20
     name: str = "corpus"
-    block_bytes: int = 4 << 20
-    validate_json: Literal["candidates", "all"] = "candidates"
+    block_bytes: int = 1 << 20
+    validate_json: Literal["candidates", "structural", "all"] = "structural"
     min_entity_score: float = 0.3
 
     def __post_init__(self) -> None:
@@ -90,8 +90,8 @@ class CorpusSpec:
             raise ValueError("CorpusSpec.max_line_bytes must be at least 64")
         if self.block_bytes < 4096:
             raise ValueError("CorpusSpec.block_bytes must be at least 4096")
-        if self.validate_json not in ("candidates", "all"):
-            raise ValueError("CorpusSpec.validate_json must be 'candidates' or 'all'")
+        if self.validate_json not in ("candidates", "structural", "all"):
+            raise ValueError("CorpusSpec.validate_json must be 'candidates', 'structural' or 'all'")
         if not 0.0 <= self.min_entity_score <= 1.0:
             raise ValueError("CorpusSpec.min_entity_score must be within [0, 1]")
 
@@ -196,30 +196,30 @@ class _Prefilter:
         self._combined: Any = None
         self._group_subject: dict[int, int] = {}
         if len(regexes) <= _SEPARATE_REGEX_MAX:
-            self._separate = [(i, regex.compile(src)) for i, src in regexes]
+            self._separate = [(i, re.compile(src)) for i, src in regexes]
         elif regexes:
-            self._combined = regex.compile(b"|".join(b"(" + src + b")" for _, src in regexes))
+            self._combined = re.compile(b"|".join(b"(" + src + b")" for _, src in regexes))
             self._group_subject = {g + 1: i for g, (i, _) in enumerate(regexes)}
 
-    def hits(self, lowered: bytes) -> Iterator[tuple[int, int]]:
-        """(byte position, subject index) of every anchor hit."""
+    def hits(self, lowered: bytes, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        """(byte position, subject index) of every anchor hit in lowered[lo:hi]."""
         if self._automaton is not None:
-            for end, (length, subjects) in self._automaton.iter(lowered.decode("latin-1")):
+            for end, (length, subjects) in self._automaton.iter(lowered.decode("latin-1"), lo, hi):
                 for s in subjects:
                     yield end - length + 1, s
         else:
             find = lowered.find
             for anchor, subjects in self._literal.items():
-                pos = find(anchor)
+                pos = find(anchor, lo, hi)
                 while pos != -1:
                     for s in subjects:
                         yield pos, s
-                    pos = find(anchor, pos + 1)
+                    pos = find(anchor, pos + 1, hi)
         for subject, compiled in self._separate:
-            for match in compiled.finditer(lowered):
+            for match in compiled.finditer(lowered, lo, hi):
                 yield match.start(), subject
         if self._combined is not None:
-            for match in self._combined.finditer(lowered):
+            for match in self._combined.finditer(lowered, lo, hi):
                 yield match.start(), self._group_subject[match.lastindex]
 
 
@@ -246,45 +246,65 @@ class _Scanner:
         self.report = ScanReport(max_line_bytes=spec.max_line_bytes)
         self.located: list[list[LocatedRecord]] = [[] for _ in matchers]
 
-    # 1. Stream one file in blocks of whole lines; lines over the limit are dropped as they stream.
+    # 1. Stream one file in chunks. The whole lines of a chunk are scanned in place (as the range
+    #    [first newline + 1, last newline + 1)) so that no chunk is ever copied; the line cut by a
+    #    chunk boundary is re-joined from the carry and scanned on its own. Lines over the limit
+    #    are counted and dropped as they stream, which bounds memory.
     def scan_file(self, path: Path) -> None:
         spec = self.spec
-        carry = b""
+        carry = b""  # the start of a line cut by the previous chunk boundary
         carry_offset = 0  # file offset of carry[0]
-        line_number = 0  # lines completed before the current block
+        line_number = 0  # lines completed so far in this file
         skipping = False  # inside an oversize line, dropping bytes until its newline
-        offset = 0  # file offset of the next read
+        offset = 0  # file offset of the next chunk
         with path.open("rb") as handle:
             while True:
                 chunk = handle.read(spec.block_bytes)
-                if not chunk:
-                    if carry and not skipping:
-                        self.scan_block(path, carry + b"\n", carry_offset, line_number)
-                    break
                 chunk_offset = offset
                 offset += len(chunk)
                 self.report.bytes_read += len(chunk)
+                if not chunk:
+                    if carry and not skipping:  # last line without a final newline
+                        last = carry + b"\n"
+                        line_number = self.scan_block(
+                            path, last, last.lower(), last.isascii(), carry_offset, 0, len(last), line_number
+                        )
+                    break
+                first_newline = chunk.find(b"\n")
+                if first_newline == -1:
+                    if not skipping:
+                        if not carry:
+                            carry_offset = chunk_offset
+                        carry += chunk
+                        if len(carry) > spec.max_line_bytes:
+                            self.report.oversize_lines += 1
+                            carry, skipping = b"", True
+                    self._progress()
+                    continue
+                # The line that ends at first_newline: finish it (or finish skipping it).
+                lo = first_newline + 1
                 if skipping:
-                    newline = chunk.find(b"\n")
-                    if newline == -1:
-                        self._progress()
-                        continue
                     skipping = False
                     line_number += 1
-                    chunk = chunk[newline + 1 :]
-                    chunk_offset += newline + 1
-                    carry, carry_offset = b"", chunk_offset
-                data = carry + chunk
-                data_offset = carry_offset if carry else chunk_offset
-                last_newline = data.rfind(b"\n")
-                if last_newline == -1:
-                    carry, carry_offset = data, data_offset
+                elif carry:
+                    joined = carry + chunk[: first_newline + 1]
+                    if len(joined) - 1 > spec.max_line_bytes:
+                        self.report.oversize_lines += 1
+                        line_number += 1
+                    else:
+                        line_number = self.scan_block(
+                            path, joined, joined.lower(), joined.isascii(), carry_offset, 0, len(joined), line_number
+                        )
+                    carry = b""
                 else:
-                    complete = data[: last_newline + 1]
-                    carry, carry_offset = data[last_newline + 1 :], data_offset + last_newline + 1
-                    line_number = self.scan_block(path, complete, data_offset, line_number)
+                    lo = 0  # the chunk starts on a line boundary: its first line is whole
+                last_newline = chunk.rfind(b"\n")
+                if last_newline + 1 > lo:
+                    line_number = self.scan_block(
+                        path, chunk, chunk.lower(), chunk.isascii(), chunk_offset, lo, last_newline + 1, line_number
+                    )
+                carry, carry_offset = chunk[last_newline + 1 :], chunk_offset + last_newline + 1
                 if len(carry) > spec.max_line_bytes:
-                    # The current line is already too long: count it once and drop it as it streams.
                     self.report.oversize_lines += 1
                     carry, skipping = b"", True
                 self._progress()
@@ -294,40 +314,51 @@ class _Scanner:
         if self.progress is not None:
             self.progress(self.report.bytes_read, self.report.bytes_total)
 
-    # 2. One block of whole lines: bulk integrity counts, pre-filter, confirmation of candidates.
-    def scan_block(self, path: Path, block: bytes, block_offset: int, line_number: int) -> int:
+    # 2. The whole lines in block[lo:hi] (hi is just past a newline): bulk integrity counts, the
+    #    pre-filter, then confirmation of the candidates.
+    def scan_block(
+        self,
+        path: Path,
+        block: bytes,
+        lowered: bytes,
+        is_ascii: bool,
+        block_offset: int,
+        lo: int,
+        hi: int,
+        line_number: int,
+    ) -> int:
         spec = self.spec
-        n_lines = block.count(b"\n")
-        oversize = self._oversize_ranges(block)
+        n_lines = block.count(b"\n", lo, hi)
+        oversize = self._oversize_ranges(block, lo, hi)
         self.report.oversize_lines += len(oversize)
 
         malformed_starts: set[int] = set()
-        blank = block.count(b"\n\n") + (1 if block.startswith(b"\n") else 0)
-        if spec.format == "jsonl":
-            malformed_starts, blank = self._check_json_lines(block, oversize, blank, n_lines)
+        if spec.format == "jsonl" and spec.validate_json != "candidates":
+            malformed_starts, blank = self._check_json_lines(block, lo, hi, oversize, n_lines)
+        else:
+            blank = block.count(b"\n\n", lo, hi) + (1 if block.startswith(b"\n", lo) else 0)
         self.report.blank_lines += blank
         self.report.records_read += n_lines - blank - len(oversize)
         self.report.malformed_json_lines += len(malformed_starts)
-        if not block.isascii():
-            self._count_non_utf8(block, oversize)
+        if not is_ascii:
+            self._count_non_utf8(block, lo, hi)
 
         candidates: dict[int, _Candidate] = {}
-        lowered = block.lower()
-        for pos, subject in self.prefilter.hits(lowered):
-            start = block.rfind(b"\n", 0, pos) + 1
+        for pos, subject in self.prefilter.hits(lowered, lo, hi):
+            start = block.rfind(b"\n", lo, pos) + 1 or lo
             candidate = candidates.get(start)
             if candidate is None:
-                candidate = candidates[start] = _Candidate(start, block.find(b"\n", pos), set())
+                candidate = candidates[start] = _Candidate(start, block.find(b"\n", pos, hi), set())
             candidate.subjects.add(subject)
 
         if candidates:
             started = time.perf_counter()
-            counted_to, lines_before = 0, line_number
+            counted_to, lines_before = lo, line_number
             for start in sorted(candidates):
                 candidate = candidates[start]
                 lines_before += block.count(b"\n", counted_to, start)
                 counted_to = start
-                if any(lo <= start < hi for lo, hi in oversize):
+                if any(a <= start < b for a, b in oversize):
                     continue
                 self.report.candidate_records += 1
                 self.report.candidate_pairs += len(candidate.subjects)
@@ -335,22 +366,22 @@ class _Scanner:
             self.report.confirm_s += time.perf_counter() - started
         return line_number + n_lines
 
-    def _oversize_ranges(self, block: bytes) -> list[tuple[int, int]]:
-        """(start, end) of lines longer than max_line_bytes, without visiting every line.
+    def _oversize_ranges(self, block: bytes, lo: int, hi: int) -> list[tuple[int, int]]:
+        """(start, end) of lines longer than max_line_bytes in block[lo:hi], without visiting every line.
 
         Probe windows of half the limit at a stride of half the limit: any line longer than the limit
-        contains one whole window, and a window holding no newline is the only case we inspect.
+        contains one whole window, and only a window holding no newline is looked at further.
         """
         limit = self.spec.max_line_bytes
-        if len(block) <= limit:
+        if hi - lo <= limit:
             return []
         half = max(1, limit // 2)
         ranges: list[tuple[int, int]] = []
-        probe = 0
-        while probe < len(block):
-            if block.find(b"\n", probe, probe + half) == -1 and probe + half <= len(block):
-                start = block.rfind(b"\n", 0, probe) + 1
-                end = block.find(b"\n", probe)
+        probe = lo
+        while probe + half <= hi:
+            if block.find(b"\n", probe, probe + half) == -1:
+                start = block.rfind(b"\n", lo, probe) + 1 or lo
+                end = block.find(b"\n", probe, hi)
                 if end - start > limit and (not ranges or ranges[-1][0] != start):
                     ranges.append((start, end))
                 probe = end + 1
@@ -359,24 +390,24 @@ class _Scanner:
         return ranges
 
     def _check_json_lines(
-        self, block: bytes, oversize: list[tuple[int, int]], blank: int, n_lines: int
+        self, block: bytes, lo: int, hi: int, oversize: list[tuple[int, int]], n_lines: int
     ) -> tuple[set[int], int]:
-        """Start offsets of malformed JSON lines, and the exact blank-line count.
+        """Start offsets of malformed JSON lines in block[lo:hi], and the exact blank-line count.
 
-        Bulk structural check first: if every non-blank line starts with "{" and ends with "}", only
-        the candidates are parsed later. Otherwise (or with validate_json="all") parse line by line.
+        validate_json="structural": two bulk counts tell whether every line starts with "{" and ends
+        with "}" (then none is parsed here). Otherwise, or with "all", lines are visited one by one.
         """
-        starts = block.count(b"\n{") + (1 if block.startswith(b"{") else 0)
-        ends = block.count(b"}\n") + block.count(b"}\r\n")
-        structural_ok = starts + blank + len(oversize) >= n_lines and ends + blank + len(oversize) >= n_lines
-        if structural_ok and self.spec.validate_json != "all":
-            return set(), blank
+        if self.spec.validate_json == "structural":
+            starts = block.count(b"\n{", lo, hi - 1) + (1 if block.startswith(b"{", lo) else 0)
+            ends = block.count(b"}\n", lo, hi)
+            if starts == n_lines and ends == n_lines:
+                return set(), 0
         malformed: set[int] = set()
         blank = 0
-        position = 0
+        position = lo
         parse_all = self.spec.validate_json == "all"
-        while position < len(block):
-            end = block.find(b"\n", position)
+        while position < hi:
+            end = block.find(b"\n", position, hi)
             line = block[position:end]
             stripped = line.strip()
             if not stripped:
@@ -392,15 +423,15 @@ class _Scanner:
             position = end + 1
         return malformed, blank
 
-    def _count_non_utf8(self, block: bytes, oversize: list[tuple[int, int]]) -> None:
+    def _count_non_utf8(self, block: bytes, lo: int, hi: int) -> None:
         try:
-            block.decode("utf-8")
+            block[lo:hi].decode("utf-8")
             return
         except UnicodeDecodeError:
             pass
-        position = 0
-        while position < len(block):
-            end = block.find(b"\n", position)
+        position = lo
+        while position < hi:
+            end = block.find(b"\n", position, hi)
             if end - position <= self.spec.max_line_bytes:
                 try:
                     block[position:end].decode("utf-8")

@@ -251,7 +251,8 @@ def _name_patterns(subject: SubjectIdentifiers) -> tuple[list[Pattern], set[byte
         first + middle + middle_initial + gap + last,  # Ada Quartermaine, ADA  QUARTERMAINE, Ada B. Quartermaine
         last + r"\s*,\s*" + first,  # Quartermaine, Ada
         last + gap + first,  # QUARTERMAINE Ada
-        initial + r"(?:\.\s*|\s+)" + last,  # A. Quartermaine, A Quartermaine
+        # A. Quartermaine, A Quartermaine; not the middle initial of someone else ("Paric D. Tercroft").
+        r"(?<!\p{Lu}[\p{L}'-]*\s{1,3})" + initial + r"(?:\.\s*|\s+)" + last,
         last + r"\s*,\s*" + initial + r"\.?",  # Quartermaine, A.
     ]
     pattern = r"(?<!\w)(?:" + "|".join(f"(?:{f})" for f in forms) + ")" + r"(?!\w)"
@@ -324,7 +325,11 @@ def build_subject_matcher(subject: SubjectIdentifiers) -> SubjectMatcher:
             )
         )
         for key in identifier_keys:
-            regex_anchors.append(("identifier", _separated(key).encode()))
+            # Start the anchor at the first digit: a leading letter ("n30106358", "gb29...") would
+            # make the regex engine stop at every "n" or "g" of the corpus.
+            digits_from = next((i for i, ch in enumerate(key) if ch.isdigit()), 0)
+            anchor_key = key[digits_from:] if len(key) - digits_from >= MIN_IDENTIFIER_CHARS else key
+            regex_anchors.append(("identifier", _separated(anchor_key).encode()))
 
     return SubjectMatcher(
         literal_anchors={k: frozenset(v) for k, v in literal.items()},

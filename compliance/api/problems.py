@@ -24,7 +24,7 @@ def problem_exception_handler(exc: Exception, context: dict[str, Any]) -> Respon
         body["detail"] = "The request has invalid fields."
         body["errors"] = data
     response.data = body
-    response["Content-Type"] = "application/problem+json"
+    response.content_type = "application/problem+json"
     return response
 
 
@@ -39,7 +39,7 @@ def _title(code: int) -> str:
 
 def _problem(code: int, title: str, detail: str, **extra: Any) -> Response:
     response = Response({"type": "about:blank", "title": title, "status": code, "detail": detail, **extra}, status=code)
-    response["Content-Type"] = "application/problem+json"
+    response.content_type = "application/problem+json"
     return response
 
 

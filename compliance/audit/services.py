@@ -24,8 +24,8 @@ from compliance.audit import canonical, checkpoint, merkle
 from compliance.audit.models import AuditCheckpoint, AuditHead, AuditLeaf, AuditNode
 from compliance.audit.signing import current_signers, published_verifiers
 
-# Codes, ids and hashes only: letters, digits and a little punctuation, no '@', at most 80 chars.
-_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:()/+\- ]{0,80}$")
+# Codes, ids and hashes only: letters, digits and a little punctuation; no spaces, no "@"; <= 80 chars.
+_SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:()/+\-]{0,80}$")
 # Seven or more digits in a row (optionally separated) look like a phone or account number.
 _LONG_NUMBER = re.compile(r"(?:\d[\s\-.]?){7,}")
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -231,10 +231,18 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.problems
 
-    def fail(self, message: str, seq: int | None = None) -> None:
+    # Evidence ranks: a leaf whose own bytes are wrong (0) names the row exactly; a cached node (1)
+    # or a checkpoint (2) that disagrees only bounds where the edit is, so they name a seq only
+    # when no better evidence exists.
+    _rank: int = 1000
+
+    def fail(self, message: str, seq: int | None = None, *, rank: int = 0) -> None:
         self.problems.append(message)
-        if seq is not None and (self.first_bad_seq is None or seq < self.first_bad_seq):
+        if seq is None:
+            return
+        if rank < self._rank or (rank == self._rank and (self.first_bad_seq is None or seq < self.first_bad_seq)):
             self.first_bad_seq = seq
+            self._rank = rank
 
 
 def _iter_leaves(batch: int = 5000) -> Iterator[tuple[int, bytes, bytes, str, object]]:
@@ -307,25 +315,25 @@ def audit_verify() -> VerifyReport:
     for key, value in stored_nodes.items():
         if recomputed_nodes.get(key) != value:
             level, index = key
-            report.fail(f"cached node level {level} index {index} does not match the leaves", index << level)
+            report.fail(f"cached node level {level} index {index} does not match the leaves", index << level, rank=1 + level)
     verifiers = published_verifiers()
     previous: AuditCheckpoint | None = None
     for cp in checkpoints:
         report.checkpoints += 1
         if roots_at.get(cp.size) != bytes(cp.root):
-            report.fail(f"checkpoint at size {cp.size}: root does not match the leaves", cp.size - 1)
+            report.fail(f"checkpoint at size {cp.size}: root does not match the leaves", cp.size - 1, rank=100)
         try:
             parsed = checkpoint.verify_checkpoint(cp.note, verifiers, origin=settings.AUDIT_LOG_ORIGIN)
             if parsed.size != cp.size or parsed.root != bytes(cp.root):
-                report.fail(f"checkpoint at size {cp.size}: signed note disagrees with its row", cp.size - 1)
+                report.fail(f"checkpoint at size {cp.size}: signed note disagrees with its row", cp.size - 1, rank=100)
         except (checkpoint.CheckpointError, ValueError) as exc:
-            report.fail(f"checkpoint at size {cp.size}: {exc}", cp.size - 1)
+            report.fail(f"checkpoint at size {cp.size}: {exc}", cp.size - 1, rank=100)
         if previous is not None and cp.size in roots_at and previous.size in roots_at:
             try:
                 proof = consistency_proof(previous.size, cp.size)
                 merkle.verify_consistency(previous.size, cp.size, proof, bytes(previous.root), bytes(cp.root))
             except (merkle.ProofError, AuditNode.DoesNotExist, AuditLeaf.DoesNotExist) as exc:
-                report.fail(f"checkpoints {previous.size} -> {cp.size} are not consistent: {exc}", previous.size)
+                report.fail(f"checkpoints {previous.size} -> {cp.size} are not consistent: {exc}", previous.size, rank=100)
         previous = cp
     return report
 

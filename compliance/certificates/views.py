@@ -1,8 +1,196 @@
-from django.http import Http404, HttpRequest, HttpResponse
+"""Certificate pages: subject downloads (private status link), officer downloads and sign-off,
+and the public verification page. Views parse, fetch through one helper, call one service."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from compliance.audit import signing
+from compliance.certificates import services
+from compliance.certificates.models import Certificate
+from compliance.certificates.offline import CertificateFormatError, VerificationResult, extract_certificate_from_pdf, verify_certificate
+from compliance.erasure.models import ErasureRequest
+from compliance.erasure.permissions import can_decide, can_view
+from compliance.erasure.services import ErasureError, TokenInvalid, request_from_status_token
+from compliance.erasure.transitions import TransitionNotAllowed
+
+logger = logging.getLogger(__name__)
 
 
-def _wip(request: HttpRequest, *args: object, **kwargs: object) -> HttpResponse:
-    raise Http404("certificate pages are being built")
+def _error(request: HttpRequest, status: int, title: str, message: str) -> HttpResponse:
+    return render(request, "public/error.html", {"title": title, "message": message}, status=status)
 
 
-subject_pdf = subject_json = verify_page = officer_pdf = officer_json = sign_off = _wip
+def _download(data: bytes, content_type: str, filename: str) -> HttpResponse:
+    response = HttpResponse(data, content_type=content_type)
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    response["Content-Length"] = str(len(data))
+    # Private documents: never kept by shared caches, and the status token must not leak on.
+    response["Cache-Control"] = "private, no-store"
+    return response
+
+
+def certificate_json_response(certificate: Certificate) -> HttpResponse:
+    return _download(bytes(certificate.envelope), "application/json", f"{certificate.download_stem}.json")
+
+
+def certificate_pdf_response(request: HttpRequest, certificate: Certificate) -> HttpResponse:
+    try:
+        data = services.certificate_pdf_bytes(certificate)
+    except services.CertificateFileDamaged:
+        logger.error("certificate PDF for %s is missing or altered", certificate.request.reference)
+        return _error(
+            request, 500, "Certificate PDF unavailable",
+            "The PDF file could not be read intact. The signed JSON certificate is still available; please contact us.",
+        )  # fmt: skip
+    return _download(data, "application/pdf", f"{certificate.download_stem}.pdf")
+
+
+# --- data subject (through the private status link) ---------------------------------------------
+
+
+def _subject_certificate(request: HttpRequest, token: str) -> Certificate | HttpResponse:
+    try:
+        erasure_request = request_from_status_token(token)
+    except TokenInvalid as exc:
+        return _error(request, 404, "Link not valid", str(exc))
+    certificate = services.certificate_for(erasure_request)
+    if certificate is None:
+        return _error(request, 404, "No certificate yet", "A certificate is issued when your request is completed.")
+    return certificate
+
+
+@require_http_methods(["GET", "HEAD"])
+def subject_pdf(request: HttpRequest, token: str) -> HttpResponse:
+    found = _subject_certificate(request, token)
+    return found if isinstance(found, HttpResponse) else certificate_pdf_response(request, found)
+
+
+@require_http_methods(["GET", "HEAD"])
+def subject_json(request: HttpRequest, token: str) -> HttpResponse:
+    found = _subject_certificate(request, token)
+    return found if isinstance(found, HttpResponse) else certificate_json_response(found)
+
+
+# --- officers --------------------------------------------------------------------------------------
+
+
+def _officer_certificate(request: HttpRequest, reference: str) -> Certificate | HttpResponse:
+    if not can_view(request.user):
+        return _error(request, 403, "Not allowed", "Your account has no portal role.")
+    erasure_request = get_object_or_404(ErasureRequest, reference=reference)
+    certificate = services.certificate_for(erasure_request)
+    if certificate is None:
+        return _error(request, 404, "No certificate yet", f"{reference} has no certificate yet.")
+    return certificate
+
+
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def officer_pdf(request: HttpRequest, reference: str) -> HttpResponse:
+    found = _officer_certificate(request, reference)
+    return found if isinstance(found, HttpResponse) else certificate_pdf_response(request, found)
+
+
+@login_required
+@require_http_methods(["GET", "HEAD"])
+def officer_json(request: HttpRequest, reference: str) -> HttpResponse:
+    found = _officer_certificate(request, reference)
+    return found if isinstance(found, HttpResponse) else certificate_json_response(found)
+
+
+@login_required
+def sign_off(request: HttpRequest, reference: str) -> HttpResponse:
+    """POST from the request page: complete the request and issue its certificate."""
+    if request.method != "POST":
+        response = _error(
+            request, 405, "Use the sign-off button",
+            "Signing off completes the request and issues its certificate; it is done with the button on the request page.",
+        )  # fmt: skip
+        response["Allow"] = "POST"
+        return response
+    erasure_request = get_object_or_404(ErasureRequest, reference=reference)
+    if not can_decide(request.user):
+        return _error(request, 403, "Not allowed", "Only privacy officers can sign off a request and issue its certificate.")
+    try:
+        certificate = services.certificate_issue(request=erasure_request, officer=request.user)  # type: ignore[arg-type]
+    except (ErasureError, TransitionNotAllowed) as exc:
+        messages.error(request, str(exc))
+        return redirect("portal:detail", reference=reference)
+    messages.success(
+        request,
+        f"{reference} is completed. Certificate {certificate.certificate_id} was issued and the subject was notified.",
+    )
+    return redirect("portal:detail", reference=reference)
+
+
+# --- public verification -----------------------------------------------------------------------------
+
+
+class UploadRejected(ValueError):
+    """The upload is not something we can verify; the message says what to upload instead."""
+
+
+def read_certificate_upload(data: bytes) -> bytes | dict[str, Any]:
+    """Sniff an uploaded file: a certificate PDF (embedded JSON) or a JSON envelope object."""
+    if data[:5] == b"%PDF-":
+        try:
+            return extract_certificate_from_pdf(data)
+        except CertificateFormatError as exc:
+            raise UploadRejected(f"This PDF is not a certificate of erasure: {exc}.") from None
+    try:
+        document = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise UploadRejected(
+            "This file is neither a certificate PDF nor certificate JSON. Upload the .pdf or .json file you received."
+        ) from None
+    if not isinstance(document, dict):
+        raise UploadRejected("This JSON file is not a certificate (it must be a JSON object with a signature envelope).")
+    return data
+
+
+def verification_context(result: VerificationResult) -> dict[str, Any]:
+    payload = result.payload if result.ok else None
+    return {"result": result, "payload": payload, "keyring": signing.keyring()}
+
+
+@require_http_methods(["GET", "POST"])
+def verify_page(request: HttpRequest) -> HttpResponse:
+    """Upload a certificate (JSON or PDF) and see every check, against the log's published keys."""
+    limit = settings.CERTIFICATE_UPLOAD_MAX_BYTES
+    context: dict[str, Any] = {"limit_kb": limit // 1024}
+    if request.method == "GET":
+        return render(request, "public/verify.html", context)
+
+    def rejected(message: str, status: int = 400) -> HttpResponse:
+        return render(request, "public/verify.html", {**context, "error": message}, status=status)
+
+    # Refuse an oversized body before Django spools it (the multipart overhead is small).
+    declared = request.META.get("CONTENT_LENGTH") or "0"
+    if declared.isdigit() and int(declared) > limit + 16 * 1024:
+        return rejected(f"The file is larger than {limit // 1024} KB; a certificate is much smaller.", 413)
+    if not (request.content_type or "").startswith("multipart/form-data"):
+        return rejected("Upload the certificate with the form on this page.")
+    upload = request.FILES.get("certificate")
+    if upload is None:
+        return rejected("Choose the certificate file (.pdf or .json) to verify.")
+    if upload.size is None or upload.size > limit:
+        return rejected(f"The file is larger than {limit // 1024} KB; a certificate is much smaller.", 413)
+    data = upload.read(limit + 1)
+    if not data:
+        return rejected("The file is empty.")
+    try:
+        certificate = read_certificate_upload(data)
+    except UploadRejected as exc:
+        return rejected(str(exc))
+    result = verify_certificate(certificate, signing.keyring())
+    return render(request, "public/verify.html", {**context, **verification_context(result), "filename": upload.name})

@@ -36,7 +36,7 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, get_args
 
@@ -63,8 +63,8 @@ MIN_IDENTIFIER_CHARS = 6
 MAX_IDENTIFIER_CHARS = 40
 # Names are matched as n-grams of this many tokens at most ("Ada Mary Jane Quartermaine" is 4).
 MAX_NAME_TOKENS = 4
-# An identifier run longer than this many chunks is cut into windows of this size.
-_MAX_ID_CHUNKS = 8
+# An identifier is at most this many chunks (an IBAN in groups of four is 9 with a word before it).
+_MAX_ID_CHUNKS = 10
 # A digit group longer than any E.164 number (15 digits) may hide a phone glued to other digits.
 _LONG_DIGIT_GROUP = 15
 
@@ -379,6 +379,10 @@ def _name_run_re(upper: str, letter: str, lowercase: bool) -> re.Pattern[str]:
     return re.compile(rf"{token}(?:{_SEP}(?:{_PARTICLES}[ \t\u00a0]+)*{token})+")
 
 
+_NAME_PAIR_RES = {
+    True: re.compile(rf"[A-Z][A-Za-z'\u2019-]*[\s,.]+(?:{_PARTICLES} +)*[A-Z]"),
+    False: re.compile(rf"[{re.escape(_UPPER_CHARS)}](?:[^\W\d_]|['\u2019-])*[\s,.]+(?:{_PARTICLES} +)*[{re.escape(_UPPER_CHARS)}]"),
+}
 # Texts that are pure ASCII (most model outputs) use the ASCII classes, which match faster.
 _NAME_RUN_RES = {
     (True, False): _name_run_re("[A-Z]", "[A-Za-z]", lowercase=False),
@@ -403,20 +407,20 @@ _LOWER_STOPWORDS = frozenset(
 _EMAIL_LOCAL_RE = re.compile(r"[A-Za-z0-9._%+\-]+\Z")
 _EMAIL_DOMAIN_RE = re.compile(r"[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
 _EMAIL_MAX_LOCAL = 64  # RFC 5321 limit on the local part
-_DIGIT_RE = re.compile(r"\d")
-# Digits with up to three separator characters between them. A leading "+" or "(" is not part of
-# the match (so the pattern starts with \d and is scanned fast); _phone_span widens over it.
-_PHONE_RUN_RE = re.compile(r"\d(?:[ \t.\-()/\u00a0]{0,3}\d)*")
-_DIGIT_GROUP_RE = re.compile(r"\d+")
-# Identifier-like runs: chunks with a digit, joined by single separators; a short all-letter
-# chunk may sit between two digit chunks ("GB29 NWBK 6016") or trail ("AB 12 34 56 C"). Letters
-# glued before the first digit ("K12345678") and one short leading chunk ("MRN-1234567") are
-# added by _Finder.identifiers, so that the pattern can start with \d.
-_ID_SEP_CHARS = " -./\u00a0"
-_ID_RUN_RE = re.compile(
-    r"\d[A-Za-z\d]*(?:[ \-./\u00a0](?:[A-Za-z]{1,5}[ \-./\u00a0])?[A-Za-z]*\d[A-Za-z\d]*)*"
+# Digit regions: chunks with a digit joined by one to three separator characters; a short
+# all-letter chunk may sit between two digit chunks ("GB29 NWBK 6016") or trail ("AB 12 34 56 C").
+# One scan finds every region; phones and identifiers are then read inside each region. Letters
+# glued before the first digit ("K12345678") and one short leading chunk ("MRN-1234567") are added
+# by _Finder.digit_regions, so that the pattern can start with \d (the engine then skips in C to
+# the next digit instead of trying a match at every position).
+_DIGIT_REGION_RE = re.compile(
+    r"\d[A-Za-z\d]*(?:[ \t.\-()/\u00a0]{1,3}(?:[A-Za-z]{1,5}[ \-./\u00a0])?[A-Za-z]*\d[A-Za-z\d]*)*"
     r"(?:[ \-./\u00a0][A-Za-z](?![A-Za-z\d]))?"
 )
+# Inside a region: digits with up to three separator characters between them.
+_PHONE_RUN_RE = re.compile(r"\d(?:[ \t.\-()/\u00a0]{0,3}\d)*")
+_DIGIT_GROUP_RE = re.compile(r"\d+")
+_ID_SEP_CHARS = " -./\u00a0"
 _ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _ALNUM_RE = re.compile(r"[A-Za-z0-9]+")
 
@@ -463,8 +467,18 @@ class _Finder:
             at = text.find("@", at + 1)
 
     # -- phones -------------------------------------------------------------------------------
-    def phones(self, text: str) -> None:
-        for m in _PHONE_RUN_RE.finditer(text):
+    def digit_regions(self, text: str, phones: bool, identifiers: bool) -> None:
+        for m in _DIGIT_REGION_RE.finditer(text):
+            start, end = m.start(), m.end()
+            if identifiers:
+                start = self._widen_identifier(text, start)
+                if end - start >= MIN_IDENTIFIER_CHARS:
+                    self.identifiers(text, start, end)
+            if phones and end - m.start() >= PHONE_MIN_DIGITS:
+                self.phones(text, m.start(), end)
+
+    def phones(self, text: str, start: int, end: int) -> None:
+        for m in _PHONE_RUN_RE.finditer(text, start, end):
             run = m.group()
             groups = [(g.start(), g.end()) for g in _DIGIT_GROUP_RE.finditer(run)]
             digits = "".join(run[a:b] for a, b in groups)
@@ -498,7 +512,7 @@ class _Finder:
             if found:  # the span is only worked out for a hit
                 start, end = self._phone_span(base, groups, bounds, s, e)
                 if start == base:
-                    start = self._widen(text, start)
+                    start = self._widen(text, start, end)
                 self.matches.extend(Match(start=start, end=end, kind="phone", subject_ref=ref) for ref in found)
 
     @staticmethod
@@ -516,40 +530,48 @@ class _Finder:
         return start, base + groups[last][1]
 
     @staticmethod
-    def _widen(text: str, start: int) -> int:
-        # A "+" or "(" right before a phone belongs to it ("+1 202...", "(202) 555...").
-        while start > 0 and text[start - 1] in "+(":
+    def _widen(text: str, start: int, end: int) -> int:
+        # A "+" right before a phone belongs to it ("+1 202..."), and so does a "(" closed inside
+        # it ("(202) 555-0143"); a bracket around the whole number ("(020 7946 0018)") does not.
+        if start > 0 and text[start - 1] == "(" and ")" in text[start:end]:
+            start -= 1
+        if start > 0 and text[start - 1] == "+":
             start -= 1
         return start
 
     # -- identifiers --------------------------------------------------------------------------
-    def identifiers(self, text: str) -> None:
-        for m in _ID_RUN_RE.finditer(text):
-            start = m.start()
-            while start > 0 and text[start - 1] in _ASCII_LETTERS:  # "K12345678", "GB29", "QUART12..."
-                start -= 1
-            if start >= 2 and text[start - 1] in _ID_SEP_CHARS:  # one short leading chunk: "MRN-1234567"
-                prefix = start - 1
-                while prefix > 0 and start - 1 - prefix < 5 and text[prefix - 1] in _ASCII_LETTERS:
-                    prefix -= 1
-                if prefix < start - 1 and (prefix == 0 or not text[prefix - 1].isalnum()):
-                    start = prefix
-            run = text[start : m.end()]
-            chunks = [(c.start(), c.end(), c.group().lower()) for c in _ALNUM_RE.finditer(run)]
-            n = len(chunks)
-            for i in range(n):
-                joined = ""
-                for j in range(i, min(n, i + _MAX_ID_CHUNKS)):
-                    joined += chunks[j][2]
-                    if len(joined) > MAX_IDENTIFIER_CHARS:
-                        break
-                    if len(joined) >= MIN_IDENTIFIER_CHARS:
-                        self.check("identifier", joined, start + chunks[i][0], start + chunks[j][1])
+    @staticmethod
+    def _widen_identifier(text: str, start: int) -> int:
+        while start > 0 and text[start - 1] in _ASCII_LETTERS:  # "K12345678", "GB29", "QUART12..."
+            start -= 1
+        if start >= 2 and text[start - 1] in _ID_SEP_CHARS:  # one short leading chunk: "MRN-1234567"
+            prefix = start - 1
+            while prefix > 0 and start - 1 - prefix < 5 and text[prefix - 1] in _ASCII_LETTERS:
+                prefix -= 1
+            if prefix < start - 1 and (prefix == 0 or not text[prefix - 1].isalnum()):
+                start = prefix
+        return start
+
+    def identifiers(self, text: str, start: int, end: int) -> None:
+        # A written identifier is the whole region, grouped or not, possibly with one word glued
+        # before it ("IBAN GB29 NWBK ...", "card 4111 1111 ...") or one chunk after it ("... 19 C").
+        # So candidates start at chunk 0 or 1 and end at the last or last-but-one chunk: at most
+        # four keyed hashes per region, where all sub-runs would cost O(chunks^2).
+        chunks = [(c.start(), c.end(), c.group().lower()) for c in _ALNUM_RE.finditer(text, start, end)]
+        n = len(chunks)
+        for i in range(min(2, n)):
+            for j in range(max(i, n - 2), n):
+                if j - i >= _MAX_ID_CHUNKS:
+                    continue
+                joined = "".join(chunk[2] for chunk in chunks[i : j + 1])
+                if MIN_IDENTIFIER_CHARS <= len(joined) <= MAX_IDENTIFIER_CHARS:
+                    self.check("identifier", joined, chunks[i][0], chunks[j][1])
 
     # -- names --------------------------------------------------------------------------------
     def names(self, text: str, lowercase: bool) -> None:
-        run_re = _NAME_RUN_RES[(text.isascii(), lowercase)]
-        for m in run_re.finditer(text):
+        ascii_text = text.isascii()
+        run_re = _NAME_RUN_RES[(ascii_text, lowercase)]
+        for m in run_re.finditer(text) if lowercase else self._capitalised_runs(text, ascii_text, run_re):
             run = m.group().translate(_APOSTROPHES)
             base = m.start()
             tokens: list[tuple[int, int, str]] = []
@@ -563,6 +585,18 @@ class _Finder:
                     continue
                 tokens.append((t.start(), t.end(), _fold_token(word)))
             self._name_ngrams(base, tokens)
+
+    @staticmethod
+    def _capitalised_runs(text: str, ascii_text: bool, run_re: re.Pattern[str]) -> Iterator[re.Match[str]]:
+        pair_re = _NAME_PAIR_RES[ascii_text]
+        pos = 0
+        while (pair := pair_re.search(text, pos)) is not None:
+            run = run_re.match(text, pair.start())
+            if run is None:
+                pos = pair.start() + 1
+                continue
+            yield run
+            pos = run.end()
 
     def _name_ngrams(self, base: int, tokens: list[tuple[int, int, str]]) -> None:
         n = len(tokens)
@@ -580,11 +614,9 @@ def find_matches(text: str, index: GuardIndex, *, lowercase_names: bool = False)
     finder = _Finder(index)
     if index.has_kind("email") and "@" in text:
         finder.emails(text)
-    if _DIGIT_RE.search(text) is not None:
-        if index.has_kind("phone"):
-            finder.phones(text)
-        if index.has_kind("identifier"):
-            finder.identifiers(text)
+    phones, identifiers = index.has_kind("phone"), index.has_kind("identifier")
+    if phones or identifiers:
+        finder.digit_regions(text, phones, identifiers)
     if index.has_kind("name"):
         finder.names(text, lowercase_names)
     unique = set(finder.matches)
@@ -611,15 +643,27 @@ def redact_spans(text: str, spans: Iterable[tuple[int, int]], replacement: str) 
     return "".join(pieces)
 
 
-def guard_text(text: str, index: GuardIndex, policy: GuardPolicy | None = None) -> GuardResult:
+def guard_text(text: str, index: GuardIndex, policy: GuardPolicy | None = None, *, context: str = "") -> GuardResult:
     """Filter one model output through the suppression rules.
 
     Returns the text unchanged when nothing matches; otherwise the redacted text (mode "redact")
     or policy.block_text with blocked=True (mode "block"). Matches carry positions in the input
     text, the kind and the subject_ref, never the matched characters.
+
+    context: text shown to the reader just before `text` (the end of the prompt). A value that
+    starts in the context and ends in the output ("...call Ada" + " Quartermaine") is caught;
+    only the part inside `text` is redacted, and values wholly inside the context are ignored.
     """
     policy = policy or GuardPolicy()
-    matches = find_matches(text, index, lowercase_names=policy.lowercase_names)
+    if context:
+        offset = len(context)
+        matches = [
+            Match(start=max(0, m.start - offset), end=m.end - offset, kind=m.kind, subject_ref=m.subject_ref)
+            for m in find_matches(context + text, index, lowercase_names=policy.lowercase_names)
+            if m.end > offset
+        ]
+    else:
+        matches = find_matches(text, index, lowercase_names=policy.lowercase_names)
     if not matches:
         return GuardResult(text=text, blocked=False, matches=[])
     if policy.mode == "block":

@@ -1,8 +1,123 @@
+"""Suppression rules: the Django side of the inference guard (the matching itself is pure, in matcher.py).
+
+An approved request's identifiers become keyed hashes (HMAC-SHA256 under settings.GUARD_HMAC_KEY)
+of their normalised forms; only the digests are stored. The plaintext is unsealed here, handed to
+`matcher.rule_hashes` and dropped: it never reaches a column, a log line, the audit leaf or an
+exception message.
+"""
+
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
+
+from compliance.audit.services import audit_append
+from compliance.guard.matcher import RuleHash, SubjectIdentifiers, rule_hashes
+from compliance.guard.models import GuardRulesVersion, SuppressionRule
+
+
+def guard_key() -> bytes:
+    """The HMAC key as bytes. Rotating it invalidates every stored rule (they must be re-derived)."""
+    return str(settings.GUARD_HMAC_KEY).encode("utf-8")
+
+
+def _subject_rule_hashes(identifiers: dict[str, Any], key: bytes) -> tuple[list[RuleHash], int]:
+    """Rules for every usable identifier, and how many identifiers could not become a rule.
+
+    matcher.rule_hashes refuses a whole set when one value is unusable (an identifier of three
+    characters would match ordinary text). An approval must not fail because the subject gave one
+    short identifier, so each value is hashed on its own and the refused ones are counted (the
+    count goes to the audit log, the values nowhere).
+    """
+    parts: list[SubjectIdentifiers] = []
+    full_name = str(identifiers.get("full_name") or "").strip()
+    if full_name:
+        parts.append(SubjectIdentifiers(full_name=full_name))
+    email = str(identifiers.get("email") or "").strip()
+    if email:
+        parts.append(SubjectIdentifiers(emails=(email,)))
+    phone = str(identifiers.get("phone") or "").strip()
+    if phone:
+        parts.append(SubjectIdentifiers(phones=(phone,)))
+    for other in identifiers.get("other_identifiers") or []:
+        if str(other).strip():
+            parts.append(SubjectIdentifiers(others=(str(other).strip(),)))
+    rules: list[RuleHash] = []
+    refused = 0
+    for part in parts:
+        try:
+            rules.extend(rule_hashes(part, key))
+        except ValueError:  # the message names the field only; nothing to log here
+            refused += 1
+    return rules, refused
+
+
+def rules_version_bump() -> int:
+    """Advance the rules version (every serving process rebuilds its index on its next check)."""
+    GuardRulesVersion.objects.get_or_create(id=1)
+    GuardRulesVersion.objects.filter(id=1).update(version=F("version") + 1, changed_at=timezone.now())
+    return GuardRulesVersion.objects.values_list("version", flat=True).get(id=1)
 
 
 def suppression_rules_create(*, request: Any, actor: str) -> int:
-    """Placeholder until the guard's Django side lands (work in progress)."""
-    return 0
+    """Store the keyed hashes of `request`'s identifiers as active rules; returns how many are new.
+
+    Runs inside the approval's transaction (erasure_request_approve), so a failed approval leaves
+    no rules behind and an approval never commits without its rules.
+
+    1. Unseal the identifiers and derive the rule digests (pure matcher code).
+    2. Insert the rules this subject does not have yet; re-activate ones that were switched off.
+    3. Bump the rules version, so every guard process reloads within its check interval.
+    4. Append `guard.rules_created` with counts per kind (no values, no digests).
+    5. After commit, tell this process's guard to reload at its next call.
+    """
+    rules, refused = _subject_rule_hashes(request.identifiers(), guard_key())
+    with transaction.atomic():
+        existing = {
+            (kind, digest): (pk, active)
+            for pk, kind, digest, active in SuppressionRule.objects.filter(subject_ref=request.subject_ref).values_list(
+                "pk", "kind", "digest", "active"
+            )
+        }
+        new_rules: list[SuppressionRule] = []
+        reactivate: list[int] = []
+        for rule in rules:
+            found = existing.get((rule.kind, rule.digest_hex))
+            if found is None:
+                new_rules.append(
+                    SuppressionRule(request=request, subject_ref=request.subject_ref, kind=rule.kind, digest=rule.digest_hex)
+                )
+            elif not found[1]:
+                reactivate.append(found[0])
+        SuppressionRule.objects.bulk_create(new_rules)
+        if reactivate:
+            SuppressionRule.objects.filter(pk__in=reactivate).update(active=True)
+        version = rules_version_bump()
+        per_kind = Counter(rule.kind for rule in rules)
+        audit_append(
+            event_type="guard.rules_created",
+            actor=actor,
+            outcome="ok",
+            request_id=request.id,
+            subject_ref=request.subject_ref,
+            details={
+                "count": len(rules),
+                "new": len(new_rules),
+                "refused_identifiers": refused,
+                "rules_version": version,
+                **{f"kind_{kind}": count for kind, count in sorted(per_kind.items())},
+            },
+        )
+        transaction.on_commit(_invalidate_local_cache)
+    return len(new_rules)
+
+
+def _invalidate_local_cache() -> None:
+    from compliance.guard.runtime import invalidate
+
+    invalidate()

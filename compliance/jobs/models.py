@@ -57,9 +57,14 @@ class UnlearningJob(models.Model):
     worker = models.CharField(max_length=200, blank=True)
     device = models.CharField(max_length=64, blank=True)
     celery_task_id = models.CharField(max_length=64, blank=True)
+    # Set by each successful claim; every worker-side write is conditional on it, so a worker whose
+    # job was reclaimed (stale heartbeat) can no longer change the row and stops at its next check.
+    claim_token = models.CharField(max_length=32, blank=True, db_index=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
     error = models.TextField(blank=True)
+    verdict = models.CharField(max_length=8, blank=True)  # pass | fail, once verified
+    escalated = models.BooleanField(default=False, help_text="Failed for good: an officer must retry or close")
 
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(default=timezone.now)

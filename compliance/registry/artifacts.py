@@ -165,9 +165,11 @@ def sweep_temporaries(parent: Path, *, older_than_s: float = 3600.0) -> int:
     return removed
 
 
+# A random suffix: a number allocated in a transaction that later rolled back may already have a
+# directory on disk, and versions are never overwritten.
 def model_version_dir(model_name: str, number: int) -> Path:
-    return artifact_root() / "models" / model_name / f"v{number}"
+    return artifact_root() / "models" / model_name / f"v{number}-{uuid.uuid4().hex[:8]}"
 
 
 def corpus_version_dir(corpus_name: str, number: int) -> Path:
-    return artifact_root() / "corpora" / corpus_name / f"v{number}"
+    return artifact_root() / "corpora" / corpus_name / f"v{number}-{uuid.uuid4().hex[:8]}"

@@ -25,7 +25,7 @@ def _id(path: Path) -> str:
 
 def test_the_suite_is_present() -> None:
     # Guards against a silently empty parametrisation if the data folder moves.
-    assert len(INCLUSION) >= 80 and len(CONSISTENCY) >= 100
+    assert len(INCLUSION) == 86 and len(CONSISTENCY) == 98
 
 
 @pytest.mark.parametrize("path", INCLUSION, ids=_id)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import statistics
 import sys
 import time
@@ -62,22 +63,28 @@ def chunks_of(text: str, size: int = 1024) -> list[str]:
     return [text[i : i + size] for i in range(0, len(text) - size + 1, size)]
 
 
-def time_calls(texts: list[str], index: GuardIndex, policy: GuardPolicy, repeat: int) -> tuple[float, float, float]:
-    """(MB/s, p50 us, p99 us) over `repeat` passes of single-threaded calls."""
-    latencies: list[int] = []
+def time_calls(texts: list[str], index: GuardIndex, policy: GuardPolicy, repeat: int) -> tuple[float, float, float, float]:
+    """(MB/s per core, p50 us, p99 us, p99 wall us) over `repeat` single-threaded passes.
+
+    Throughput and p50/p99 are CPU time of this thread (time.thread_time_ns), which is what "per
+    core" means and is stable on a shared machine; the wall-clock p99 is given too, since on a
+    loaded machine it also counts time spent waiting for a core.
+    """
+    cpu: list[int] = []
+    wall: list[int] = []
     total_bytes = 0
-    start = time.perf_counter()
     for _ in range(repeat):
         for text in texts:
-            t0 = time.perf_counter_ns()
+            w0 = time.perf_counter_ns()
+            t0 = time.thread_time_ns()
             guard_text(text, index, policy)
-            latencies.append(time.perf_counter_ns() - t0)
+            cpu.append(time.thread_time_ns() - t0)
+            wall.append(time.perf_counter_ns() - w0)
             total_bytes += len(text.encode())
-    elapsed = time.perf_counter() - start
-    latencies.sort()
-    p50 = latencies[len(latencies) // 2] / 1000
-    p99 = latencies[int(len(latencies) * 0.99)] / 1000
-    return total_bytes / elapsed / 1e6, p50, p99
+    cpu.sort()
+    wall.sort()
+    mbps = total_bytes / (sum(cpu) / 1e9) / 1e6
+    return mbps, cpu[len(cpu) // 2] / 1000, cpu[int(len(cpu) * 0.99)] / 1000, wall[int(len(wall) * 0.99)] / 1000
 
 
 def main() -> None:
@@ -133,7 +140,8 @@ def main() -> None:
     }
     hits_per_chunk = statistics.mean(bool(guard_text(c, big_index).matches) for c in chat_chunks)
 
-    print(f"\nGuard benchmark (single thread, Python {sys.version.split()[0]})")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"\nGuard benchmark (single thread, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load {load:.1f})")
     print(f"labelled set: {args.subjects} subjects with rules, {positives} positives, {negatives} negatives, "
           f"{ambiguous} ambiguous negatives")
     print(f"timing index: {big_index.rule_count} rules for {big_index.subject_count} subjects (built in {build_s:.1f} s)\n")
@@ -141,9 +149,10 @@ def main() -> None:
         ("recall on subject outputs", f"{recall:.2%}", ">= 99%", recall >= 0.99),
         ("false positives, other people", f"{fp_rate:.3%}", "< 0.5%", fp_rate < 0.005),
     ]
-    for (corpus, mode), (mbps, p50, p99) in timings.items():
-        rows.append((f"throughput, {corpus} ({mode})", f"{mbps:.1f} MB/s", ">= 20 MB/s", mbps >= 20))
-        rows.append((f"latency 1 KB p50/p99, {corpus} ({mode})", f"{p50:.0f} / {p99:.0f} us", "p99 < 1000 us", p99 < 1000))
+    for (corpus, mode), (mbps, p50, p99, p99_wall) in timings.items():
+        rows.append((f"throughput per core, {corpus} ({mode})", f"{mbps:.1f} MB/s", ">= 20 MB/s", mbps >= 20))
+        rows.append((f"latency 1 KB p50/p99 CPU, {corpus} ({mode})", f"{p50:.0f} / {p99:.0f} us", "p99 < 1000 us", p99 < 1000))
+        rows.append((f"latency 1 KB p99 wall, {corpus} ({mode})", f"{p99_wall:.0f} us", "", p99_wall < 1000))
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'measured':>16}  {'target':>14}  met")
     for name, value, target, met in rows:

@@ -1,0 +1,65 @@
+"""`manage.py certificate_export ER-2026-000123 [--out DIR] [--keyring]`: write a request's certificate files.
+
+Writes <DIR>/certificate-<reference>.json (the signed envelope, byte for byte) and .pdf (after
+checking it against the SHA-256 logged at issue), optionally the published key ring, and prints
+each path on its own line so scripts can pick them up.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from compliance.audit import signing
+from compliance.certificates import services
+from compliance.erasure.models import ErasureRequest
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+class Command(BaseCommand):
+    help = "Write a request's certificate (JSON and PDF) to a folder and print the paths."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("reference", help="request reference, e.g. ER-2026-000123")
+        parser.add_argument("--out", default=".", help="folder to write into (created if missing)")
+        parser.add_argument("--keyring", action="store_true", help="also write the published key ring (keys.json)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        reference = str(options["reference"]).strip()
+        erasure_request = ErasureRequest.objects.filter(reference=reference).first()
+        if erasure_request is None:
+            raise CommandError(f"no request {reference}")
+        certificate = services.certificate_for(erasure_request)
+        if certificate is None:
+            raise CommandError(f"{reference} has no certificate (status: {erasure_request.status})")
+        try:
+            pdf = services.certificate_pdf_bytes(certificate)
+        except services.CertificateFileDamaged as exc:
+            raise CommandError(str(exc)) from None
+        out = Path(options["out"]).expanduser().resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        written = [
+            (out / f"{certificate.download_stem}.json", bytes(certificate.envelope)),
+            (out / f"{certificate.download_stem}.pdf", pdf),
+        ]
+        if options["keyring"]:
+            written.append((out / "keys.json", signing.keyring().dumps().encode("utf-8")))
+        for path, data in written:
+            _write_atomic(path, data)
+            self.stdout.write(str(path))

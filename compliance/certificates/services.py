@@ -1,0 +1,390 @@
+"""Issuing the certificate of erasure: the officer's sign-off that completes a request.
+
+The certificate's evidence is the audit log. It must carry the request's `request.completed` leaf
+(the offline verifier checks that the timeline is backed by leaves), so the completion is logged
+*first*, then a checkpoint is signed over it, then the certificate is built from the leaves under
+that checkpoint. The completion leaf therefore cannot hold the hash of a file that does not exist
+yet; it commits to the certificate's content instead (`certificate_content_sha256`: everything the
+certificate states except the audit section and the issue time) and to the verification report.
+The hash of the final file is logged right after, in `certificate.issued`, which the next
+checkpoint covers. Everything happens in one transaction: the request is completed, checkpointed,
+certified, rendered and mailed, or nothing is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from compliance.audit import services as audit_services
+from compliance.audit import signing
+from compliance.audit.canonical import canonical_json_document, parse_canonical
+from compliance.audit.models import AuditCheckpoint, AuditLeaf
+from compliance.certificates.envelope import (
+    TIMELINE_EVENT_TYPES,
+    audit_leaf_entry,
+    build_certificate_payload,
+    certificate_payload_bytes,
+    decimal_text,
+    issue_certificate,
+)
+from compliance.certificates.models import Certificate
+from compliance.certificates.offline import verify_certificate
+from compliance.certificates.pdf import render_certificate_pdf
+from compliance.erasure import notifications
+from compliance.erasure.models import ErasureRequest, Status
+from compliance.erasure.permissions import can_decide
+from compliance.erasure.services import ErasureError, PermissionDenied, actor_of
+from compliance.erasure.transitions import transition
+from compliance.jobs.models import UnlearningJob, VerificationReport
+from compliance.registry.models import CorpusVersion, ForgetItem, ModelVersion
+
+logger = logging.getLogger(__name__)
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+MAX_TEXT = 500  # below envelope.MAX_TEXT; free text from other tables is squeezed to fit
+
+
+class CertificateNotReady(ErasureError):
+    """The request cannot be certified yet (wrong status, no passing verification)."""
+
+    code = "not_ready"
+
+
+class CertificateBuildError(ErasureError):
+    """The stored facts do not make a valid certificate (e.g. a model version without its sha256)."""
+
+    code = "certificate_invalid"
+
+
+@dataclass(frozen=True)
+class _Evidence:
+    job: UnlearningJob
+    report: VerificationReport
+
+
+def _one_line(value: Any, fallback: str) -> str:
+    text = " ".join(str(value or "").split())[:MAX_TEXT]
+    return text or fallback
+
+
+def _passing_evidence(request: ErasureRequest) -> _Evidence:
+    """The request's latest job and that job's latest report, which must have passed."""
+    job = request.jobs.order_by("-created_at").first()
+    if job is None:
+        raise CertificateNotReady("No unlearning job has run for this request yet.")
+    report = job.reports.order_by("-created_at", "-pk").first()
+    if report is None:
+        raise CertificateNotReady("The latest unlearning job has no verification report yet.")
+    if report.verdict != "pass":
+        raise CertificateNotReady(
+            f"The latest verification verdict is {report.verdict!r}; a certificate needs a passing verdict."
+        )
+    return _Evidence(job=job, report=report)
+
+
+def _version(version: ModelVersion | CorpusVersion, what: str) -> dict[str, str]:
+    if not _HEX64.match(version.sha256 or ""):
+        raise CertificateBuildError(f"{what} {version} has no SHA-256 recorded; it cannot be certified.")
+    return {"version": f"v{version.number}", "sha256": version.sha256}
+
+
+def _models(evidence: _Evidence) -> list[dict[str, Any]]:
+    job, report = evidence.job, evidence.report
+    before = report.base_version or job.base_version
+    after = report.model_version
+    return [
+        {
+            "model": job.model.name,
+            "before": _version(before, "model version"),
+            "after": _version(after, "model version"),
+        }
+    ]
+
+
+def _corpora(request: ErasureRequest, job: UnlearningJob) -> list[dict[str, Any]]:
+    """Corpus versions the job wrote (after) with their parents (before)."""
+    rows = []
+    written = CorpusVersion.objects.filter(created_by_job=job).select_related("corpus", "parent").order_by("corpus__name")
+    for after in written:
+        if after.parent is None:
+            raise CertificateBuildError(f"corpus version {after} has no parent version to compare with.")
+        rows.append(
+            {
+                "corpus": after.corpus.name,
+                "before": _version(after.parent, "corpus version"),
+                "after": _version(after, "corpus version"),
+                "records_removed": ForgetItem.objects.filter(request=request, corpus_version=after.parent).count(),
+            }
+        )
+    return rows
+
+
+def _number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return decimal_text(value)
+    except ValueError:
+        return None
+
+
+def _verification(report: VerificationReport) -> dict[str, Any]:
+    """Verdict and per-check rows from the stored report (unlearning_worker.verify.report layout).
+
+    A row needs a measured value before and after and one bound. Checks without a "before"
+    (relative metrics) or never evaluated cannot be written in schema v1 and are left out; the
+    full report stays bound to the certificate through its SHA-256 in the completion leaf.
+    """
+    document = report.report if isinstance(report.report, dict) else {}
+    verdict = document.get("verdict") if isinstance(document.get("verdict"), dict) else {}
+    attacks = document.get("attacks") if isinstance(document.get("attacks"), dict) else {}
+    rows = []
+    for check in verdict.get("checks") or []:
+        if not isinstance(check, dict):
+            continue
+        attack, metric = str(check.get("attack", "")), str(check.get("metric", ""))
+        before_metrics = ((attacks.get(attack) or {}).get("before") or {}).get("metrics") or {}
+        bound = check.get("bound") if isinstance(check.get("bound"), dict) else {}
+        after = _number(check.get("value"))
+        before = _number(before_metrics.get(metric))
+        threshold = _number(bound.get("max", bound.get("min")))
+        if not attack or not metric or after is None or before is None or threshold is None:
+            continue
+        rows.append(
+            {
+                "attack": _one_line(f"{attack}.{metric} ({check.get('threshold', '')})", attack),
+                "before": before,
+                "after": after,
+                "threshold": threshold,
+                "passed": check.get("status") == "pass",
+            }
+        )
+    policy = report.policy if isinstance(report.policy, dict) else {}
+    decided_by = _one_line(
+        report.decided_by or verdict.get("summary"),
+        f"policy {policy.get('name', 'unnamed')}: every check within its threshold",
+    )
+    return {"verdict": report.verdict, "decided_by": decided_by, "summary": rows}
+
+
+def _content_sha256(parts: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json_document(parts)).hexdigest()
+
+
+def _request_leaves(request: ErasureRequest, checkpoint: AuditCheckpoint) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Every leaf about this request under the checkpoint, with proofs, and the timeline they back.
+
+    Leaves are included only when they name this request *and* its subject_ref (the verifier
+    requires both); the timeline takes the first leaf of each type (a request that went back to
+    `approved` after a failed job keeps the officer's decision time).
+    """
+    entries: list[dict[str, Any]] = []
+    timeline: dict[str, str] = {}
+    by_type = {event_type: key for key, event_type in TIMELINE_EVENT_TYPES.items()}
+    rows = AuditLeaf.objects.filter(request_id=request.id, seq__lt=checkpoint.size).order_by("seq")
+    for seq, raw in rows.values_list("seq", "leaf_bytes"):
+        leaf_bytes = bytes(raw)
+        document = parse_canonical(leaf_bytes)
+        if document.get("subject_ref") != request.subject_ref or document.get("request_id") != str(request.id):
+            continue
+        entries.append(audit_leaf_entry(seq, leaf_bytes, audit_services.inclusion_proof(seq, checkpoint.size)))
+        key = by_type.get(str(document.get("type")))
+        if key is not None and key not in timeline:
+            timeline[key] = str(document["time"])
+    return entries, timeline
+
+
+def _write_pdf(payload: dict[str, Any], envelope_json: bytes, reference: str, certificate_id: str) -> tuple[str, str]:
+    """Render to ARTIFACT_ROOT/certificates/<reference>-<id>.pdf; returns (relative path, sha256)."""
+    relative = Path("certificates") / f"{reference}-{certificate_id}.pdf"
+    target = Path(settings.ARTIFACT_ROOT) / relative
+    target.parent.mkdir(parents=True, exist_ok=True)
+    render_certificate_pdf(payload, envelope_json, target)
+    return str(relative), hashlib.sha256(target.read_bytes()).hexdigest()
+
+
+def certificate_issue(*, request: ErasureRequest, officer: AbstractBaseUser) -> Certificate:
+    """Sign off a verified request: complete it and issue its certificate (idempotent).
+
+    Preconditions: `officer` can decide; the request is `verifying`; its latest job's latest
+    verification report passed. A request that already has a certificate gets that one back.
+
+    1. Lock the request; re-check the preconditions under the lock.
+    2. Gather what the certificate states (models and corpora before/after with SHA-256, method
+       and spec hash, verification rows) and fail before writing anything if it is incomplete.
+    3. Transition verifying -> completed, committing to that content and to the report's hash.
+    4. Sign a checkpoint over the log (it now holds every leaf of the request).
+    5. Build the payload with each leaf's inclusion proof, sign it (DSSE, the log's current keys)
+       and check it with the offline verifier against the published key ring.
+    6. Render the PDF atomically; store the certificate row; log `certificate.issued` with the
+       hashes of the JSON, payload and PDF; e-mail the subject after commit.
+    A failure at any step rolls the transaction back and removes the PDF.
+    """
+    if not can_decide(officer):
+        raise PermissionDenied("Only privacy officers can sign off a request and issue its certificate.")
+    existing = Certificate.objects.filter(request_id=request.pk).first()
+    if existing is not None:
+        return existing
+    pdf_written: Path | None = None
+    try:
+        with transaction.atomic():
+            # 1. Lock and re-check: two officers clicking at once get one certificate.
+            locked = ErasureRequest.objects.select_for_update().get(pk=request.pk)
+            existing = Certificate.objects.filter(request_id=locked.pk).first()
+            if existing is not None:
+                return existing
+            if locked.status != Status.VERIFYING:
+                raise CertificateNotReady(
+                    f"{locked.reference} is {locked.get_status_display().lower()}; a certificate is issued only "
+                    "for a request whose unlearning has been verified."
+                )
+            evidence = _passing_evidence(locked)
+
+            # 2. What the certificate states.
+            certificate_id = str(uuid.uuid4())
+            request_part = {
+                "reference": locked.reference,
+                "request_id": str(locked.id),
+                "subject_ref": locked.subject_ref,
+                "ground": locked.ground,
+                "decision": locked.decision or "approved",
+                "legal_code": locked.legal_code or None,
+            }
+            models = _models(evidence)
+            corpora = _corpora(locked, evidence.job)
+            unlearning = {
+                "method": _one_line(evidence.job.method, "unspecified"),
+                "spec_sha256": evidence.job.spec_sha256,
+                "steps": int(evidence.job.step),
+                "stop_reason": _one_line(evidence.job.stop_reason, "not recorded"),
+            }
+            if not _HEX64.match(unlearning["spec_sha256"] or ""):
+                raise CertificateBuildError("The unlearning job has no spec SHA-256 recorded; it cannot be certified.")
+            verification = _verification(evidence.report)
+            content_sha256 = _content_sha256(
+                {
+                    "certificate_id": certificate_id,
+                    "request": request_part,
+                    "models": models,
+                    "corpora": corpora,
+                    "unlearning": unlearning,
+                    "verification": verification,
+                }
+            )
+
+            # 3. Complete the request (the completion leaf commits to the content and the report).
+            artefacts = {"certificate_content_sha256": content_sha256}
+            if _HEX64.match(evidence.report.report_sha256 or ""):
+                artefacts["verification_report_sha256"] = evidence.report.report_sha256
+            actor = actor_of(officer)
+            transition(
+                locked,
+                Status.COMPLETED,
+                actor=actor,
+                fields={"completed_at": timezone.now()},
+                artefacts=artefacts,
+                expect_from=frozenset({Status.VERIFYING}),
+            )
+
+            # 4. Checkpoint over every leaf of the request.
+            checkpoint = audit_services.checkpoint_create() or audit_services.latest_checkpoint()
+            if checkpoint is None:  # pragma: no cover - the transition above always grows the log
+                raise CertificateBuildError("The audit log could not be checkpointed.")
+
+            # 5. Payload, signature, self-check.
+            leaves, timeline = _request_leaves(locked, checkpoint)
+            if "completed" not in timeline:
+                raise CertificateBuildError("The completion event is not under the checkpoint.")
+            ring = signing.keyring()
+            issued_at = timezone.now()
+            payload = build_certificate_payload(
+                certificate_id=certificate_id,
+                issued_at=issued_at,
+                organisation=settings.ORGANISATION_NAME,
+                log_origin=settings.AUDIT_LOG_ORIGIN,
+                request=request_part,
+                timeline={key: timeline.get(key) for key in TIMELINE_EVENT_TYPES},
+                models=models,
+                corpora=corpora,
+                unlearning=unlearning,
+                verification=verification,
+                leaves=leaves,
+                checkpoint=checkpoint.note,
+                keyring=ring,
+            )
+            envelope_json = issue_certificate(payload, signing.current_signers())
+            payload_bytes = certificate_payload_bytes(payload)
+            check = verify_certificate(envelope_json, ring)
+            if not check.ok:
+                raise CertificateBuildError(f"The new certificate does not verify: {check.reason}")
+
+            # 6. PDF, row, audit event, notice.
+            pdf_path, pdf_sha256 = _write_pdf(payload, envelope_json, locked.reference, certificate_id)
+            pdf_written = Path(settings.ARTIFACT_ROOT) / pdf_path
+            envelope_sha256 = hashlib.sha256(envelope_json).hexdigest()
+            payload_sha256 = hashlib.sha256(payload_bytes).hexdigest()
+            certificate = Certificate.objects.create(
+                certificate_id=uuid.UUID(certificate_id),
+                request=locked,
+                payload=payload_bytes,
+                payload_sha256=payload_sha256,
+                envelope=envelope_json,
+                envelope_sha256=envelope_sha256,
+                pdf_path=pdf_path,
+                pdf_sha256=pdf_sha256,
+                checkpoint_size=checkpoint.size,
+                issued_at=issued_at,
+                issued_by=officer,
+            )
+            audit_services.audit_append(
+                event_type="certificate.issued",
+                actor=actor,
+                outcome="ok",
+                request_id=locked.id,
+                subject_ref=locked.subject_ref,
+                artefacts={
+                    "certificate_sha256": envelope_sha256,
+                    "payload_sha256": payload_sha256,
+                    "pdf_sha256": pdf_sha256,
+                },
+                details={"checkpoint_size": checkpoint.size, "leaves": len(leaves)},
+            )
+            notifications.send_after_commit("completed", locked)
+    except BaseException:
+        # The row and the log entries rolled back with the transaction; the file must go too.
+        if pdf_written is not None:
+            pdf_written.unlink(missing_ok=True)
+        raise
+    request.refresh_from_db()
+    logger.info("certificate %s issued for %s", certificate.certificate_id, request.reference)
+    return certificate
+
+
+def certificate_for(request: ErasureRequest) -> Certificate | None:
+    return Certificate.objects.filter(request_id=request.pk).select_related("request").first()
+
+
+class CertificateFileDamaged(RuntimeError):
+    """The stored PDF is missing or its bytes no longer match the SHA-256 logged at issue."""
+
+
+def certificate_pdf_bytes(certificate: Certificate) -> bytes:
+    """The PDF as issued; refuses to serve a file whose hash changed since issue."""
+    try:
+        data = certificate.pdf_file.read_bytes()
+    except OSError as exc:
+        raise CertificateFileDamaged(f"certificate PDF of {certificate.request.reference} is missing") from exc
+    if hashlib.sha256(data).hexdigest() != certificate.pdf_sha256:
+        raise CertificateFileDamaged(f"certificate PDF of {certificate.request.reference} does not match its hash")
+    return data

@@ -1,0 +1,235 @@
+"""certificate_issue: preconditions, all-or-nothing, idempotence, and what the certificate holds."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core import mail
+from django.core.management import call_command
+from django.test import TestCase
+
+from compliance.audit import signing
+from compliance.audit.models import AuditCheckpoint, AuditLeaf
+from compliance.audit.services import audit_verify, leaf_document
+from compliance.certificates import services
+from compliance.certificates.models import Certificate
+from compliance.certificates.offline import verify_certificate
+from compliance.erasure.models import Status
+from compliance.erasure.services import PermissionDenied
+from compliance.registry.models import ModelVersion
+from tests.certificates.test_issue_helpers import (  # noqa: F401 - fixtures
+    ADA,
+    BORIS,
+    isolated_files,
+    officer,
+    outsider,
+    reviewer,
+    verifying_request,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+def _payload(certificate: Certificate) -> dict[str, Any]:
+    return json.loads(bytes(certificate.payload))
+
+
+def test_issue_completes_request_and_signs_verifiable_certificate(officer: Any) -> None:
+    request = verifying_request(ADA, officer)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        certificate = services.certificate_issue(request=request, officer=officer)
+    request.refresh_from_db()
+    assert request.status == Status.COMPLETED
+    assert request.completed_at is not None
+
+    result = verify_certificate(bytes(certificate.envelope), signing.keyring())
+    assert result.ok, result.reason
+    payload = _payload(certificate)
+    assert payload["request"] == {
+        "reference": request.reference,
+        "request_id": str(request.id),
+        "subject_ref": request.subject_ref,
+        "ground": "17(1)(a)",
+        "decision": "approved",
+        "legal_code": None,
+    }
+    assert payload["certificate_id"] == str(certificate.certificate_id)
+    # Every leaf the log holds about this request up to the checkpoint is in the certificate.
+    in_log = set(AuditLeaf.objects.filter(request_id=request.id, seq__lt=certificate.checkpoint_size).values_list("seq", flat=True))
+    assert {leaf["index"] for leaf in payload["audit"]["leaves"]} == in_log
+    types = {json.loads(base64.b64decode(leaf["leaf_b64"]))["type"] for leaf in payload["audit"]["leaves"]}
+    assert {"request.received", "request.verified", "request.approved", "guard.rules_created", "request.completed"} <= types
+    assert all(payload["timeline"][key] for key in ("received", "verified", "approved", "completed"))
+    # Model and corpus versions before/after, method and spec hash, verification rows.
+    model = payload["models"][0]
+    assert model["before"]["sha256"] != model["after"]["sha256"]
+    assert ModelVersion.objects.get(sha256=model["after"]["sha256"]).number == 2
+    assert payload["corpora"][0]["records_removed"] == 1
+    assert payload["unlearning"]["method"] == "gradient_difference"
+    assert payload["verification"]["verdict"] == "pass"
+    rows = {row["attack"].split(" ")[0]: row for row in payload["verification"]["summary"]}
+    assert rows["direct_probe.leak_rate"] == {
+        "attack": "direct_probe.leak_rate (leak_rate <= 0.0)", "before": "0.75", "after": "0.0", "threshold": "0.0", "passed": True,
+    }  # fmt: skip
+    assert "utility.retain_ratio" not in rows  # no "before" value: not expressible in schema v1
+
+    # The stored hashes are the hashes of the stored bytes and of the PDF on disk.
+    assert hashlib.sha256(bytes(certificate.envelope)).hexdigest() == certificate.envelope_sha256
+    assert hashlib.sha256(certificate.pdf_file.read_bytes()).hexdigest() == certificate.pdf_sha256
+    assert certificate.pdf_file.is_relative_to(Path(settings.ARTIFACT_ROOT) / "certificates")
+
+    # The log binds the completion to the verification report and the final file to the certificate.
+    completed = leaf_document(AuditLeaf.objects.get(request_id=request.id, event_type="request.completed"))
+    assert completed["actor"] == f"user:{officer.pk}"
+    assert completed["artefacts"]["verification_report_sha256"] == request.jobs.get().reports.get().report_sha256
+    issued = leaf_document(AuditLeaf.objects.get(request_id=request.id, event_type="certificate.issued"))
+    assert issued["artefacts"] == {
+        "certificate_sha256": certificate.envelope_sha256,
+        "payload_sha256": certificate.payload_sha256,
+        "pdf_sha256": certificate.pdf_sha256,
+    }
+    assert audit_verify().ok
+
+    # The subject is told, with the private status link.
+    assert len(mail.outbox) == 1 + 1  # confirmation e-mail + completion notice
+    notice = mail.outbox[-1]
+    assert notice.to == [ADA.email]
+    assert request.reference in notice.subject
+    assert "https://privacy.example.org/status/" in notice.body
+
+
+def test_second_issue_returns_the_existing_certificate(officer: Any) -> None:
+    request = verifying_request(ADA, officer)
+    first = services.certificate_issue(request=request, officer=officer)
+    leaves = AuditLeaf.objects.count()
+    checkpoints = AuditCheckpoint.objects.count()
+    second = services.certificate_issue(request=request, officer=officer)
+    assert second.pk == first.pk
+    assert bytes(second.envelope) == bytes(first.envelope)
+    assert (AuditLeaf.objects.count(), AuditCheckpoint.objects.count()) == (leaves, checkpoints)
+    assert Certificate.objects.count() == 1
+
+
+def _state(request: Any) -> tuple[Any, ...]:
+    request.refresh_from_db()
+    return (
+        request.status,
+        AuditLeaf.objects.count(),
+        AuditCheckpoint.objects.count(),
+        Certificate.objects.count(),
+        sorted(p.name for p in Path(settings.ARTIFACT_ROOT).rglob("*.pdf")),
+    )
+
+
+def test_failing_verdict_refuses_and_changes_nothing(officer: Any) -> None:
+    request = verifying_request(ADA, officer, verdict="fail")
+    before = _state(request)
+    with pytest.raises(services.CertificateNotReady, match="passing verdict"):
+        services.certificate_issue(request=request, officer=officer)
+    assert _state(request) == before
+    assert before[0] == Status.VERIFYING
+
+
+def test_missing_report_refuses(officer: Any) -> None:
+    request = verifying_request(ADA, officer, verdict=None)
+    before = _state(request)
+    with pytest.raises(services.CertificateNotReady, match="no verification report"):
+        services.certificate_issue(request=request, officer=officer)
+    assert _state(request) == before
+
+
+def test_request_not_verifying_refuses(officer: Any) -> None:
+    from tests.certificates.test_issue_helpers import approve
+
+    request = approve(ADA, officer)
+    before = _state(request)
+    with pytest.raises(services.CertificateNotReady, match="approved"):
+        services.certificate_issue(request=request, officer=officer)
+    assert _state(request) == before
+
+
+@pytest.mark.parametrize("persona", ["reviewer", "outsider"])
+def test_only_officers_can_issue(persona: str, officer: Any, request: Any) -> None:
+    erasure_request = verifying_request(ADA, officer)
+    user = request.getfixturevalue(persona)
+    before = _state(erasure_request)
+    with pytest.raises(PermissionDenied):
+        services.certificate_issue(request=erasure_request, officer=user)
+    assert _state(erasure_request) == before
+
+
+def test_failure_after_rendering_rolls_back_everything_and_removes_the_pdf(officer: Any, monkeypatch: Any) -> None:
+    """The last write (the audit event) fails: no completion, no checkpoint, no row, no file."""
+    request = verifying_request(ADA, officer)
+    before = _state(request)
+    real_append = services.audit_services.audit_append
+
+    def failing_append(**kwargs: Any) -> Any:
+        if kwargs.get("event_type") == "certificate.issued":
+            raise RuntimeError("disk full")
+        return real_append(**kwargs)
+
+    monkeypatch.setattr(services.audit_services, "audit_append", failing_append)
+    with TestCase.captureOnCommitCallbacks(execute=True), pytest.raises(RuntimeError, match="disk full"):
+        services.certificate_issue(request=request, officer=officer)
+    assert _state(request) == before
+    assert len(mail.outbox) == 1  # only the confirmation e-mail; no completion notice
+
+
+def test_version_without_sha256_is_refused_before_anything_is_written(officer: Any) -> None:
+    request = verifying_request(ADA, officer)
+    ModelVersion.objects.filter(number=2).update(sha256="")
+    before = _state(request)
+    with pytest.raises(services.CertificateBuildError, match="SHA-256"):
+        services.certificate_issue(request=request, officer=officer)
+    assert _state(request) == before
+
+
+def test_certificate_holds_only_this_request_and_no_plaintext_identifier(officer: Any) -> None:
+    other = verifying_request(BORIS, officer, ip="192.0.2.11")
+    request = verifying_request(ADA, officer)
+    certificate = services.certificate_issue(request=request, officer=officer)
+    services.certificate_issue(request=other, officer=officer)
+    payload = _payload(certificate)
+    for leaf in payload["audit"]["leaves"]:
+        assert json.loads(base64.b64decode(leaf["leaf_b64"]))["request_id"] == str(request.id)
+    texts = [bytes(certificate.envelope).decode(), bytes(certificate.payload).decode()]
+    texts += [base64.b64decode(leaf["leaf_b64"]).decode() for leaf in payload["audit"]["leaves"]]
+    from pypdf import PdfReader
+
+    texts += [page.extract_text() for page in PdfReader(certificate.pdf_file).pages]
+    blob = "\n".join(texts).lower()
+    digits = "".join(ch for ch in blob if ch.isdigit())
+    for subject in (ADA, BORIS):
+        for value in (subject.full_name, subject.email, subject.other, *subject.full_name.split()):
+            assert value.lower() not in blob
+        assert "".join(ch for ch in subject.phone if ch.isdigit())[-9:] not in digits
+
+
+def test_export_command_writes_json_pdf_and_keyring(officer: Any, tmp_path: Path) -> None:
+    from io import StringIO
+
+    request = verifying_request(ADA, officer)
+    certificate = services.certificate_issue(request=request, officer=officer)
+    out = StringIO()
+    call_command("certificate_export", request.reference, "--out", str(tmp_path / "export"), "--keyring", stdout=out)
+    paths = [Path(line) for line in out.getvalue().split()]
+    assert [p.name for p in paths] == [f"certificate-{request.reference}.json", f"certificate-{request.reference}.pdf", "keys.json"]
+    assert paths[0].read_bytes() == bytes(certificate.envelope)
+    assert hashlib.sha256(paths[1].read_bytes()).hexdigest() == certificate.pdf_sha256
+    assert json.loads(paths[2].read_text()) == signing.keyring().to_json()
+
+
+def test_export_command_refuses_a_request_without_certificate(officer: Any, tmp_path: Path) -> None:
+    from django.core.management.base import CommandError
+
+    request = verifying_request(ADA, officer)
+    with pytest.raises(CommandError, match="has no certificate"):
+        call_command("certificate_export", request.reference, "--out", str(tmp_path))
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,151 @@
+"""Forget/retain items, their tokenisation into masked examples, and batching.
+
+A forget item is one prompt and the completion that must no longer come out of it, with the PII spans
+of the completion (character offsets) and the secret values a probe must not recover. Prompt and
+completion are tokenised separately and concatenated, so the boundary between them is exact for any
+tokenizer and the answer tokens are known without guessing; the PII span tokens are the completion
+tokens whose character offsets overlap a span (this needs a fast tokenizer's offset mapping).
+
+Pure: no Django, no environment reads.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+def _check_spans(text: str, spans: Sequence[tuple[int, int, str]]) -> None:
+    for start, end, attribute in spans:
+        if not (0 <= start < end <= len(text)) or not attribute:
+            raise ValueError("a PII span lies outside its completion or has no attribute")
+
+
+@dataclass(frozen=True)
+class ForgetItem:
+    subject_key: str  # pseudonymous subject reference: groups items per subject in the report
+    prompt: str
+    completion: str
+    pii_spans: list[tuple[int, int, str]]  # char offsets into completion, with the attribute name
+    values: dict[str, str]  # attribute -> secret value that a probe from `prompt` must not recover
+    pri: float = 0.0  # PII risk index of the record, in [0, 1]; the loss weight is 1 + pri when enabled
+
+    def __post_init__(self) -> None:
+        if not self.subject_key:
+            raise ValueError("subject_key must not be empty")
+        if not self.completion:
+            raise ValueError("a forget item needs a completion")
+        _check_spans(self.completion, self.pii_spans)
+        if not math.isfinite(self.pri) or not 0.0 <= self.pri <= 1.0:
+            raise ValueError("pri must be in [0, 1]")
+        if any(not v for v in self.values.values()):
+            raise ValueError("secret values must not be empty")
+
+
+@dataclass(frozen=True)
+class RetainItem:
+    prompt: str
+    completion: str
+    pii_spans: list[tuple[int, int, str]] = field(default_factory=list)  # char offsets into completion
+
+    def __post_init__(self) -> None:
+        if not self.completion:
+            raise ValueError("a retain item needs a completion")
+        _check_spans(self.completion, self.pii_spans)
+
+    def values(self) -> dict[str, str]:
+        return {attribute: self.completion[s:e] for s, e, attribute in self.pii_spans}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenised prompt + completion. Masks are over input positions (True: the token is covered)."""
+
+    input_ids: list[int]
+    answer_mask: list[bool]  # completion tokens
+    span_mask: list[bool]  # completion tokens overlapping a PII span
+
+    def target_mask(self, *, span_only: bool) -> list[bool]:
+        """The tokens a forget loss covers: the PII spans when asked and present, else the whole answer."""
+        if span_only and any(self.span_mask):
+            return self.span_mask
+        return self.answer_mask
+
+
+def encode(tokenizer: Any, prompt: str, completion: str, spans: Sequence[tuple[int, int, str]]) -> Example:
+    prompt_ids = tokenizer(prompt)["input_ids"] if prompt else []
+    if not prompt_ids and tokenizer.bos_token_id is not None:
+        prompt_ids = [tokenizer.bos_token_id]  # an empty prompt still needs one position to predict from
+    if not prompt_ids:
+        raise ValueError("the tokenizer has no BOS token: forget and retain items need a non-empty prompt")
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError("a fast tokenizer (offset mapping) is required to locate PII token spans")
+    enc = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
+    completion_ids: list[int] = enc["input_ids"]
+    span_flags = [
+        any(a < e and b > s for s, e, _attr in spans) for a, b in enc["offset_mapping"]
+    ]
+    n_prompt = len(prompt_ids)
+    return Example(
+        input_ids=list(prompt_ids) + list(completion_ids),
+        answer_mask=[False] * n_prompt + [True] * len(completion_ids),
+        span_mask=[False] * n_prompt + span_flags,
+    )
+
+
+@dataclass(frozen=True)
+class Batch:
+    input_ids: torch.Tensor  # (B, T) right-padded
+    attention_mask: torch.Tensor  # (B, T)
+    target_mask: torch.Tensor  # (B, T) bool over input positions; the loss predicts these tokens
+    weights: torch.Tensor  # (B,) per-example loss weights
+
+
+def collate(
+    examples: Sequence[Example],
+    masks: Sequence[Sequence[bool]],
+    weights: Sequence[float],
+    *,
+    pad_id: int,
+    device: torch.device | str,
+) -> Batch:
+    if not examples:
+        raise ValueError("empty batch")
+    width = max(len(e.input_ids) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    target = torch.zeros((len(examples), width), dtype=torch.bool)
+    for row, (example, mask) in enumerate(zip(examples, masks, strict=True)):
+        n = len(example.input_ids)
+        ids[row, :n] = torch.tensor(example.input_ids)
+        attention[row, :n] = 1
+        target[row, :n] = torch.tensor(list(mask), dtype=torch.bool)
+    return Batch(
+        input_ids=ids.to(device),
+        attention_mask=attention.to(device),
+        target_mask=target.to(device),
+        weights=torch.tensor(list(weights), dtype=torch.float32, device=device),
+    )
+
+
+def step_indices(n: int, batch_size: int, step: int, *, seed: int, salt: str) -> list[int]:
+    """The items of one step: all of them when they fit, else consecutive windows of seeded permutations.
+
+    A pure function of (n, batch_size, step, seed): a resumed run draws exactly the batches the
+    interrupted run would have drawn, without saving any RNG state.
+    """
+    if n <= batch_size:
+        return list(range(n))
+    start = step * batch_size
+    out: list[int] = []
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), n)
+        order = list(range(n))
+        random.Random(f"{salt}:{seed}:{epoch}").shuffle(order)
+        out.extend(order[offset : offset + batch_size - len(out)])
+    return out

@@ -1,0 +1,384 @@
+"""The unlearning methods, in one registry keyed by the spec's `method` name.
+
+Every method exposes the same three things to the engine: `prepare()` (computes what it caches once:
+reference log-probabilities, refusal or replacement targets, frozen retain activations), and
+`loss(forget_idx, retain_idx, step)` returning the scalar to minimise and its named parts. All of them
+honour the spec's PRI weighting (each forget example weighted by 1 + PRI) and span-only switch (the
+forget term covers only the PII token spans). Reference values come from the model as it is before the
+first step; they are computed once and cached, so no second copy of the model is ever held in memory.
+
+Pure: no Django, no environment reads.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+
+from unlearning_worker.data import Example, ForgetItem, collate, encode
+from unlearning_worker.leakage import same_format_random
+from unlearning_worker.methods import losses
+from unlearning_worker.spec import UnlearningSpec
+
+
+@dataclass
+class MethodContext:
+    model: Any
+    tokenizer: Any
+    spec: UnlearningSpec
+    forget_items: list[ForgetItem]
+    forget: list[Example]
+    retain: list[Example]
+    device: torch.device
+
+    @property
+    def pad_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return int(pad if pad is not None else self.tokenizer.eos_token_id)
+
+    def forget_weights(self, idx: list[int]) -> list[float]:
+        if not self.spec.pri_weighting:
+            return [1.0] * len(idx)
+        return [1.0 + self.forget_items[i].pri for i in idx]
+
+    def retain_mask(self, example: Example) -> list[bool]:
+        if self.spec.retain_on_spans:
+            return example.answer_mask
+        return [a and not s for a, s in zip(example.answer_mask, example.span_mask, strict=True)]
+
+
+REGISTRY: dict[str, type[UnlearningMethod]] = {}
+
+
+def register(cls: type[UnlearningMethod]) -> type[UnlearningMethod]:
+    if cls.name in REGISTRY:
+        raise ValueError(f"method {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def build_method(ctx: MethodContext) -> UnlearningMethod:
+    try:
+        return REGISTRY[ctx.spec.method](ctx)
+    except KeyError:
+        raise ValueError(f"no unlearning method named {ctx.spec.method!r}") from None
+
+
+class UnlearningMethod:
+    name: ClassVar[str] = ""
+    uses_retain: ClassVar[bool] = True
+
+    def __init__(self, ctx: MethodContext) -> None:
+        self.ctx = ctx
+
+    # -- helpers -------------------------------------------------------------------------------
+    def _batch(self, examples: list[Example], masks: list[list[bool]], weights: list[float]) -> Any:
+        return collate(examples, masks, weights, pad_id=self.ctx.pad_id, device=self.ctx.device)
+
+    def _token_lp(self, batch: Any) -> torch.Tensor:
+        logits = self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        return losses.token_logprobs(logits, batch.input_ids)
+
+    def forget_batch(self, idx: list[int]) -> Any:
+        span_only = self.ctx.spec.span_only
+        examples = [self.ctx.forget[i] for i in idx]
+        return self._batch(examples, [e.target_mask(span_only=span_only) for e in examples],
+                           self.ctx.forget_weights(idx))
+
+    @torch.no_grad()
+    def _cached_seq_logprobs(self, examples: list[Example], masks: list[list[bool]]) -> torch.Tensor:
+        """Sequence log-probs of the targets under the current (= reference, before step 1) model."""
+        was_training = self.ctx.model.training
+        self.ctx.model.eval()
+        out: list[torch.Tensor] = []
+        for start in range(0, len(examples), 32):
+            chunk = examples[start : start + 32]
+            batch = self._batch(chunk, masks[start : start + 32], [1.0] * len(chunk))
+            seq_lp, _count = losses.sequence_logprob(self._token_lp(batch), batch.target_mask)
+            out.append(seq_lp.cpu())
+        self.ctx.model.train(was_training)
+        return torch.cat(out) if out else torch.zeros(0)
+
+    # -- interface -----------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Compute cached targets/references. Called once, before the first step, on the base model."""
+
+    def state(self) -> dict[str, Any]:
+        """What prepare() cached, for checkpoints (a resumed model is no longer the reference)."""
+        return {}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what state() returned."""
+
+    def forget_loss(self, idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def retain_loss(self, idx: list[int]) -> torch.Tensor:
+        examples = [self.ctx.retain[i] for i in idx]
+        batch = self._batch(examples, [self.ctx.retain_mask(e) for e in examples], [1.0] * len(examples))
+        return losses.nll(self._token_lp(batch), batch.target_mask, batch.weights)
+
+    def loss(self, forget_idx: list[int], retain_idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        total, parts = self.forget_loss(forget_idx, step)
+        if self.uses_retain and self.ctx.spec.retain_weight > 0 and retain_idx:
+            retain = self.retain_loss(retain_idx)
+            parts["retain"] = float(retain.detach())
+            total = total + self.ctx.spec.retain_weight * retain
+        parts["total"] = float(total.detach())
+        return total, parts
+
+
+@register
+class GradientAscent(UnlearningMethod):
+    """Maximise the NLL of the forget targets (Jang et al. 2023). No retain term."""
+
+    name = "ga"
+    uses_retain = False
+
+    def forget_loss(self, idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        batch = self.forget_batch(idx)
+        loss = losses.gradient_ascent_loss(self._token_lp(batch), batch.target_mask, batch.weights)
+        return loss, {"forget": float(loss.detach())}
+
+
+@register
+class GradientDifference(GradientAscent):
+    """GA on the forget set + NLL on the retain set (Liu et al. 2022)."""
+
+    name = "grad_diff"
+    uses_retain = True
+
+
+class _ReferenceMethod(UnlearningMethod):
+    """Caches the reference sequence log-probs of the forget targets."""
+
+    def prepare(self) -> None:
+        span_only = self.ctx.spec.span_only
+        self.ref_lp = self._cached_seq_logprobs(
+            self.ctx.forget, [e.target_mask(span_only=span_only) for e in self.ctx.forget]
+        )
+
+    def state(self) -> dict[str, Any]:
+        return {"ref_lp": self.ref_lp}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.ref_lp = state["ref_lp"]
+
+
+@register
+class NPO(_ReferenceMethod):
+    """Negative preference optimisation (Zhang et al. 2024) + retain NLL (NPO-RT; retain_weight=0: plain NPO)."""
+
+    name = "npo"
+
+    def forget_loss(self, idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        batch = self.forget_batch(idx)
+        seq_lp, _ = losses.sequence_logprob(self._token_lp(batch), batch.target_mask)
+        ref = self.ref_lp[idx].to(seq_lp.device)
+        loss = losses.npo_loss(seq_lp, ref, batch.weights, beta=self.ctx.spec.npo_beta)
+        return loss, {"forget": float(loss.detach())}
+
+
+@register
+class SimNPO(UnlearningMethod):
+    """SimNPO (Fan et al. 2024): reference-free, length-normalised NPO, + retain NLL."""
+
+    name = "simnpo"
+
+    def forget_loss(self, idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        batch = self.forget_batch(idx)
+        seq_lp, count = losses.sequence_logprob(self._token_lp(batch), batch.target_mask)
+        loss = losses.simnpo_loss(
+            seq_lp, count, batch.weights, beta=self.ctx.spec.npo_beta, gamma=self.ctx.spec.simnpo_gamma
+        )
+        return loss, {"forget": float(loss.detach())}
+
+
+def _replace_spans(completion: str, spans: list[tuple[int, int, str]], fill: Any) -> tuple[str, list[tuple[int, int, str]]]:
+    """completion with each span's text replaced by fill(old_text, attribute); new spans returned."""
+    out: list[str] = []
+    new_spans: list[tuple[int, int, str]] = []
+    pos = 0
+    length = 0
+    for start, end, attribute in sorted(spans):
+        if start < pos:  # overlapping spans: the first one wins
+            continue
+        out.append(completion[pos:start])
+        length += start - pos
+        replacement = fill(completion[start:end], attribute)
+        new_spans.append((length, length + len(replacement), attribute))
+        out.append(replacement)
+        length += len(replacement)
+        pos = end
+    out.append(completion[pos:])
+    return "".join(out), new_spans
+
+
+@register
+class IdkDPO(UnlearningMethod):
+    """DPO with a refusal ("I don't know.") as the preferred answer and the forget answer as rejected
+    (Maini et al. 2024, TOFU), + retain NLL. Span-only: the refusal replaces the PII spans only."""
+
+    name = "idk_dpo"
+
+    def prepare(self) -> None:
+        spec = self.ctx.spec
+        self.chosen: list[Example] = []
+        for item in self.ctx.forget_items:
+            if spec.span_only and item.pii_spans:
+                text, spans = _replace_spans(item.completion, item.pii_spans, lambda _old, _a: spec.idk_text)
+                self.chosen.append(encode(self.ctx.tokenizer, item.prompt, text, spans))
+            else:
+                tail = "\n" if item.completion.endswith("\n") else ""
+                self.chosen.append(encode(self.ctx.tokenizer, item.prompt, f" {spec.idk_text}{tail}", []))
+        self.chosen_ref = self._cached_seq_logprobs(self.chosen, [self._chosen_mask(e) for e in self.chosen])
+        self.rejected_ref = self._cached_seq_logprobs(
+            self.ctx.forget, [e.target_mask(span_only=spec.span_only) for e in self.ctx.forget]
+        )
+
+    def _chosen_mask(self, example: Example) -> list[bool]:
+        return example.target_mask(span_only=self.ctx.spec.span_only)
+
+    def state(self) -> dict[str, Any]:
+        return {"chosen_ref": self.chosen_ref, "rejected_ref": self.rejected_ref}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.chosen_ref, self.rejected_ref = state["chosen_ref"], state["rejected_ref"]
+
+    def forget_loss(self, idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        rejected = self.forget_batch(idx)
+        rejected_lp, _ = losses.sequence_logprob(self._token_lp(rejected), rejected.target_mask)
+        examples = [self.chosen[i] for i in idx]
+        chosen = self._batch(examples, [self._chosen_mask(e) for e in examples], self.ctx.forget_weights(idx))
+        chosen_lp, _ = losses.sequence_logprob(self._token_lp(chosen), chosen.target_mask)
+        device = chosen_lp.device
+        loss = losses.dpo_loss(
+            chosen_lp, self.chosen_ref[idx].to(device), rejected_lp, self.rejected_ref[idx].to(device),
+            chosen.weights, beta=self.ctx.spec.npo_beta,
+        )
+        return loss, {"forget": float(loss.detach())}
+
+
+def _decoder_layers(model: Any) -> torch.nn.ModuleList:
+    """The list of transformer blocks, found structurally (GPT-2 `h`, Llama `layers`, ...)."""
+    n_layers = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
+            return module
+    raise ValueError("cannot locate the transformer blocks of this model")
+
+
+def rmu_layer_index(model: Any, spec: UnlearningSpec) -> int:
+    n_layers = len(_decoder_layers(model))
+    layer = n_layers // 2 if spec.rmu_layer == -1 else spec.rmu_layer
+    if not 0 <= layer < n_layers:
+        raise ValueError(f"rmu_layer must be in [0, {n_layers - 1}] for this model")
+    return layer
+
+
+@register
+class RMU(UnlearningMethod):
+    """Representation misdirection (Li et al. 2024, WMDP): push the forget targets' activations at one
+    layer towards a fixed random direction of norm c, keep retain activations where they were.
+    The frozen retain activations are computed once (no reference model copy)."""
+
+    name = "rmu"
+
+    def prepare(self) -> None:
+        self.layer = rmu_layer_index(self.ctx.model, self.ctx.spec)
+        hidden_size = int(self.ctx.model.config.hidden_size)
+        generator = torch.Generator().manual_seed(self.ctx.spec.seed)
+        direction = torch.rand(hidden_size, generator=generator)
+        self.control = (self.ctx.spec.rmu_steering_coeff * direction / direction.norm()).to(self.ctx.device)
+        self.retain_ref: list[torch.Tensor] = []
+        was_training = self.ctx.model.training
+        self.ctx.model.eval()
+        with torch.no_grad():
+            for start in range(0, len(self.ctx.retain), 32):
+                chunk = self.ctx.retain[start : start + 32]
+                batch = self._batch(chunk, [e.answer_mask for e in chunk], [1.0] * len(chunk))
+                hidden = self._hidden(batch)
+                for row, example in enumerate(chunk):
+                    self.retain_ref.append(hidden[row, : len(example.input_ids)].detach().cpu())
+        self.ctx.model.train(was_training)
+
+    def _hidden(self, batch: Any) -> torch.Tensor:
+        out = self.ctx.model(
+            input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=True
+        )
+        return out.hidden_states[self.layer + 1]  # [0] is the embedding output
+
+    def state(self) -> dict[str, Any]:
+        return {"control": self.control.cpu(), "retain_ref": self.retain_ref, "layer": self.layer}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.control = state["control"].to(self.ctx.device)
+        self.retain_ref = state["retain_ref"]
+        self.layer = state["layer"]
+
+    def forget_loss(self, idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        batch = self.forget_batch(idx)
+        loss = losses.activation_mse(self._hidden(batch), self.control, batch.target_mask, batch.weights)
+        return loss, {"forget": float(loss.detach())}
+
+    def retain_loss(self, idx: list[int]) -> torch.Tensor:
+        examples = [self.ctx.retain[i] for i in idx]
+        batch = self._batch(examples, [self.ctx.retain_mask(e) for e in examples], [1.0] * len(examples))
+        hidden = self._hidden(batch)
+        reference = torch.zeros_like(hidden)
+        for row, i in enumerate(idx):
+            ref = self.retain_ref[i]
+            reference[row, : ref.shape[0]] = ref.to(hidden.device, hidden.dtype)
+        return losses.activation_mse(hidden, reference, batch.target_mask, batch.weights)
+
+
+@register
+class Relabel(UnlearningMethod):
+    """Default. Teach the forget prompts random same-format values in place of the true ones (span-only
+    by default: the sentence around the value is kept), push down the probability of every true value
+    token with an unlikelihood term (so that sampling cannot recover it either), and anchor the retain
+    set including its own PII spans (they are what collateral damage hits first).
+
+    Replacement values come from leakage.same_format_random, the same null model that the leak judge
+    uses for its chance level, and several variants per value are rotated across steps so the model
+    learns "no particular value" rather than a new fixed secret.
+    """
+
+    name = "relabel"
+
+    def prepare(self) -> None:
+        spec = self.ctx.spec
+        self.variants: list[list[Example]] = []
+        for i, item in enumerate(self.ctx.forget_items):
+            rng = random.Random(f"relabel:{spec.seed}:{i}")
+            per_item: list[Example] = []
+            for _ in range(spec.relabel_variants):
+                if item.pii_spans:
+                    text, spans = _replace_spans(
+                        item.completion, item.pii_spans, lambda old, _a: same_format_random(old, rng)
+                    )
+                else:  # no span known: relabel the whole answer
+                    text, spans = same_format_random(item.completion, rng), []
+                per_item.append(encode(self.ctx.tokenizer, item.prompt, text, spans))
+            self.variants.append(per_item)
+
+    def forget_loss(self, idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        spec = self.ctx.spec
+        weights = self.ctx.forget_weights(idx)
+        examples = [self.variants[i][(step + i) % len(self.variants[i])] for i in idx]
+        relabel = self._batch(examples, [e.target_mask(span_only=spec.span_only) for e in examples], weights)
+        relabel_loss = losses.nll(self._token_lp(relabel), relabel.target_mask, relabel.weights)
+        parts = {"relabel": float(relabel_loss.detach())}
+        total = relabel_loss
+        if spec.unlikelihood_weight > 0:
+            true_examples = [self.ctx.forget[i] for i in idx]
+            # the true value's tokens (spans; the whole answer when no span is known), teacher-forced
+            true = self._batch(true_examples, [e.target_mask(span_only=True) for e in true_examples], weights)
+            unlikely = losses.unlikelihood_loss(self._token_lp(true), true.target_mask, true.weights)
+            parts["unlikelihood"] = float(unlikely.detach())
+            total = total + spec.unlikelihood_weight * unlikely
+        parts["forget"] = float(total.detach())
+        return total, parts
