@@ -3,7 +3,7 @@ from __future__ import annotations
 from celery import shared_task
 
 
-@shared_task(name="audit.checkpoint", queue="default", soft_time_limit=300, time_limit=360)
+@shared_task(name="audit.checkpoint", soft_time_limit=300, time_limit=360)
 def audit_checkpoint(**kwargs: object) -> int | None:
     """Beat: sign a checkpoint when the log has grown. Returns the signed size."""
     from compliance.audit.services import checkpoint_create

@@ -148,7 +148,7 @@ def ensure_envelope_payload(envelope: Mapping[str, Any], payload: bytes) -> None
     if envelope.get("payloadType") != PAYLOAD_TYPE:
         raise EnvelopeError(f"payloadType must be {PAYLOAD_TYPE!r}")
     try:
-        carried = b64decode_strict(envelope.get("payload"), "payload")
+        carried = b64decode_strict(str(envelope.get("payload", "")), "payload")
     except KeyFormatError as exc:
         raise EnvelopeError(str(exc)) from None
     if carried != payload:

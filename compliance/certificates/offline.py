@@ -36,7 +36,7 @@ from typing import Any
 from compliance.audit import merkle
 from compliance.audit.canonical import parse_canonical, parse_canonical_document, parse_rfc3339_utc
 from compliance.audit.checkpoint import CheckpointError, verify_checkpoint
-from compliance.audit.keys import KeyFormatError, KeyRing, b64decode_strict, load_keyring
+from compliance.audit.keys import KeyFormatError, KeyRing, KeyRingEntry, b64decode_strict, load_keyring
 from compliance.certificates.envelope import (
     SCHEMA_VERSION,
     TIMELINE_EVENT_TYPES,
@@ -86,12 +86,11 @@ def extract_certificate_from_pdf(data: bytes) -> bytes:
     """The embedded `certificate.json` attachment of a certificate PDF."""
     # Imported here so that verifying a JSON certificate needs nothing but `cryptography`.
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
 
     try:
-        attachments = PdfReader(io.BytesIO(data)).attachments
-    except (PdfReadError, ValueError, KeyError, TypeError) as exc:
-        raise CertificateFormatError(f"unreadable PDF: {exc}") from None
+        attachments = dict(PdfReader(io.BytesIO(data)).attachments)
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many types on hostile input; all mean "unreadable"
+        raise CertificateFormatError(f"unreadable PDF ({type(exc).__name__})") from None
     found = attachments.get(ATTACHMENT_NAME)
     if not found:
         raise CertificateFormatError(f"the PDF embeds no {ATTACHMENT_NAME}")
@@ -253,7 +252,7 @@ class _UsageError(Exception):
 
 
 def _pinned_keyring(keys: Sequence[str], keyring_paths: Sequence[str]) -> KeyRing:
-    entries = []
+    entries: list[KeyRingEntry] = []
     try:
         for path in keyring_paths:
             entries.extend(load_keyring(path).entries)

@@ -234,7 +234,7 @@ def render_certificate_pdf_bytes(payload: dict[str, Any], envelope_json: bytes) 
             [
                 p(
                     f"<font color='white'><b>Verdict: {'PASS' if passed else 'FAIL'}</b> \u2014 "
-                    f"{'the erased data could not be extracted from the new model versions' if passed else 'the attacks still recovered erased data'}"
+                    f"{'the attacks above no longer recover the erased data from the new model versions' if passed else 'the attacks still recovered erased data'}"
                     f"; decided by {_text(verification['decided_by'])}.</font>"
                 )
             ]

@@ -23,7 +23,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from compliance.guard.matcher import GuardCache, GuardPolicy, GuardResult, guard_text
+from compliance.guard.matcher import GuardCache, GuardIndex, GuardPolicy, GuardResult, guard_text
 from compliance.guard.models import GuardRulesVersion, SuppressionRule
 
 DEFAULT_REFRESH_INTERVAL_S = 5.0
@@ -162,6 +162,13 @@ def invalidate() -> None:
 def guard_texts(texts: Sequence[str], policy: GuardPolicy | None = None) -> list[GuardResult]:
     """Filter model outputs through the current suppression rules (see matcher.guard_text)."""
     return get_runtime().guard_texts(texts, policy)
+
+
+def current_index() -> GuardIndex:
+    """The index in force (refreshed if due): what the transformers hooks in hf.py take."""
+    runtime = get_runtime()
+    runtime.ensure_fresh()
+    return runtime.cache.index
 
 
 def guard_health() -> GuardHealthReport:

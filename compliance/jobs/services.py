@@ -22,6 +22,7 @@ Invariants:
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import uuid
 from collections.abc import Iterable, Mapping
@@ -112,6 +113,24 @@ def _job_audit(job: UnlearningJob, event: str, *, actor: str = "system", outcome
         )
 
 
+_DIGIT_RUN = re.compile(r"(?:\d[\s\-.]?){7,}")
+
+
+def _audit_safe_uuid() -> uuid.UUID:
+    """A random job id whose text has no run of seven digits: the audit log refuses such runs (they
+    look like phone numbers), and every job event carries the job id. Still 122 random bits, minus
+    a negligible share of excluded values."""
+    while True:
+        candidate = uuid.uuid4()
+        if not _DIGIT_RUN.search(str(candidate)):
+            return candidate
+
+
+def _code(text: str) -> str:
+    """A free-form reason reduced to an audit-safe code (letters, digits, _ . -)."""
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", text)[:60]
+
+
 # --- dispatch: batching approved requests --------------------------------------------------------
 
 
@@ -187,6 +206,7 @@ def _job_create(
     """Create the job, move its requests to unlearning, audit, and send it to a GPU worker after commit.
     Caller holds the model row lock inside a transaction."""
     job = UnlearningJob.objects.create(
+        id=_audit_safe_uuid(),
         model=model,
         base_version=base,
         method=built.method,
@@ -362,7 +382,7 @@ def job_unlearning_finished(
         job.attempts = 0  # verification has its own attempt budget
         job.save(update_fields=["result_version", "status", "phase", "stop_reason", "step", "claim_token", "attempts"])
         _job_audit(
-            job, "unlearned", actor=_worker_actor(job.worker), version=candidate.number, steps=steps, stop=stop_reason[:60]
+            job, "unlearned", actor=_worker_actor(job.worker), version=candidate.number, steps=steps, stop=_code(stop_reason)
         )
         enqueue("verification.run_job", job_id=str(job.id))
     return job

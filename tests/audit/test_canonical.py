@@ -19,7 +19,13 @@ from compliance.audit.canonical import (
 
 
 def test_keys_sorted_no_whitespace_utf8_raw() -> None:
-    leaf = {"type": "request.received", "actor": "system", "n": 12, "tags": ["b", "a"], "z": {"y": "é", "x": -3}}
+    leaf = {
+        "type": "request.received",
+        "actor": "system",
+        "n": 12,
+        "tags": ["b", "a"],
+        "z": {"y": "é", "x": -3},
+    }
     assert canonical_bytes(leaf) == (
         '{"actor":"system","n":12,"tags":["b","a"],"type":"request.received","z":{"x":-3,"y":"é"}}'.encode()
     )
@@ -89,7 +95,9 @@ def test_document_variant_allows_literals_but_not_floats() -> None:
 
 json_values = st.recursive(
     st.text(max_size=8) | st.integers(min_value=-(2**53 - 1), max_value=2**53 - 1),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
+    ),
     max_leaves=20,
 )
 

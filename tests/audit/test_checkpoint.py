@@ -21,7 +21,9 @@ from compliance.audit.keys import PublicKey, Signer, parse_signer_key
 # golang.org/x/mod/sumdb/note note_test.go (BSD licence): the reference key pair and signed note.
 GO_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 GO_VKEY = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
-GO_TEXT = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
+GO_TEXT = (
+    "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
+)
 GO_NOTE = (
     GO_TEXT
     + "\n\u2014 PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
@@ -52,7 +54,9 @@ def test_checkpoint_text_format() -> None:
     note = sign_checkpoint(ORIGIN, 3, ROOT, [NEW])
     body, _, signature_line = note.partition("\n\n")
     assert body + "\n" == f"{ORIGIN}\n3\n{base64.b64encode(ROOT).decode()}\n"
-    assert signature_line.startswith("\u2014 erasure.example.org/audit-2025 ") and signature_line.endswith("\n")
+    assert signature_line.startswith("\u2014 erasure.example.org/audit-2025 ") and signature_line.endswith(
+        "\n"
+    )
     blob = base64.b64decode(signature_line.split(" ")[2])
     assert blob[:4] == NEW.key_id and len(blob) == 68
     assert NEW.public_key.verify(blob[4:], (body + "\n").encode())

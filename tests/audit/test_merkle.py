@@ -51,7 +51,9 @@ def test_node_hash_domain_separated_from_leaf_hash() -> None:
     assert merkle.node_hash(left, right) != merkle.leaf_hash(left + right)
 
 
-def test_roots_of_small_trees_match_naive_recursion(store: merkle.InMemoryNodeStore, roots: list[bytes]) -> None:
+def test_roots_of_small_trees_match_naive_recursion(
+    store: merkle.InMemoryNodeStore, roots: list[bytes]
+) -> None:
     for n in range(len(LEAVES) + 1):
         hashes = [merkle.leaf_hash(leaf) for leaf in LEAVES[:n]]
         assert merkle.tree_root(n, store) == roots[n], n
@@ -79,7 +81,9 @@ def test_complete_subtrees_to_add_lists_exactly_the_new_nodes() -> None:
         store.size += 1
 
 
-def test_inclusion_round_trip_for_every_index_and_size(store: merkle.InMemoryNodeStore, roots: list[bytes]) -> None:
+def test_inclusion_round_trip_for_every_index_and_size(
+    store: merkle.InMemoryNodeStore, roots: list[bytes]
+) -> None:
     for size in range(1, 65):
         for index in range(size):
             proof = merkle.inclusion_proof(index, size, store)
@@ -87,7 +91,9 @@ def test_inclusion_round_trip_for_every_index_and_size(store: merkle.InMemoryNod
             merkle.verify_inclusion(merkle.leaf_hash(LEAVES[index]), index, size, proof, roots[size])
 
 
-def test_consistency_round_trip_for_every_pair_of_sizes(store: merkle.InMemoryNodeStore, roots: list[bytes]) -> None:
+def test_consistency_round_trip_for_every_pair_of_sizes(
+    store: merkle.InMemoryNodeStore, roots: list[bytes]
+) -> None:
     for size2 in range(1, 65):
         for size1 in range(1, size2 + 1):
             proof = merkle.consistency_proof(size1, size2, store)
@@ -121,7 +127,19 @@ def test_proof_generation_rejects_impossible_requests(store: merkle.InMemoryNode
 
 # --- mutations ------------------------------------------------------------------------------------
 
-INCLUSION_CASES = [(0, 1), (0, 2), (1, 2), (2, 3), (5, 7), (6, 7), (0, 8), (7, 8), (12, 13), (20, 37), (63, 64)]
+INCLUSION_CASES = [
+    (0, 1),
+    (0, 2),
+    (1, 2),
+    (2, 3),
+    (5, 7),
+    (6, 7),
+    (0, 8),
+    (7, 8),
+    (12, 13),
+    (20, 37),
+    (63, 64),
+]
 CONSISTENCY_CASES = [(1, 2), (2, 3), (3, 7), (4, 8), (6, 8), (7, 13), (16, 33), (31, 64), (1, 64)]
 
 

@@ -33,7 +33,9 @@ def test_inclusion_vector(path: Path) -> None:
     case = json.loads(path.read_text())
     proof = [_b64(p) for p in case["proof"] or []]
     try:
-        merkle.verify_inclusion(_b64(case["leafHash"]), case["leafIdx"], case["treeSize"], proof, _b64(case["root"]))
+        merkle.verify_inclusion(
+            _b64(case["leafHash"]), case["leafIdx"], case["treeSize"], proof, _b64(case["root"])
+        )
     except merkle.ProofError as exc:
         assert case["wantErr"], f"{case['desc']}: valid proof rejected: {exc}"
     else:
@@ -45,7 +47,9 @@ def test_consistency_vector(path: Path) -> None:
     case = json.loads(path.read_text())
     proof = [_b64(p) for p in case["proof"] or []]
     try:
-        merkle.verify_consistency(case["size1"], case["size2"], proof, _b64(case["root1"]), _b64(case["root2"]))
+        merkle.verify_consistency(
+            case["size1"], case["size2"], proof, _b64(case["root1"]), _b64(case["root2"])
+        )
     except merkle.ProofError as exc:
         assert case["wantErr"], f"{case['desc']}: valid proof rejected: {exc}"
     else:

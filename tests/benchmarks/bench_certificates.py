@@ -60,13 +60,17 @@ def bench_verification(repeat: int) -> None:
         for kind, data in (("JSON", issued.envelope), ("PDF", pdf)):
             samples = sorted(timed(lambda d=data, r=issued.ring: verify_certificate(d, r), repeat))
             p95 = samples[int(len(samples) * 0.95) - 1]
-            print(f"{label + ' ' + kind:<34}{statistics.median(samples) * 1e3:>10.2f}{p95 * 1e3:>10.2f}{'< 50':>10}")
+            print(
+                f"{label + ' ' + kind:<34}{statistics.median(samples) * 1e3:>10.2f}{p95 * 1e3:>10.2f}{'< 50':>10}"
+            )
 
 
 def bench_proof_sizes(max_leaves: int) -> None:
     print("\n== proof sizes (hashes x 32 bytes) and generation cost (store reads, time)")
-    print(f"{'tree size':>10}{'build s':>9}{'incl max':>10}{'incl bytes':>11}{'reads':>7}{'consist.':>10}"
-          f"{'bytes':>7}{'reads':>7}{'proof ms':>10}")
+    print(
+        f"{'tree size':>10}{'build s':>9}{'incl max':>10}{'incl bytes':>11}{'reads':>7}{'consist.':>10}"
+        f"{'bytes':>7}{'reads':>7}{'proof ms':>10}"
+    )
     size = 1000
     while size <= max_leaves:
         start = time.perf_counter()
@@ -86,19 +90,30 @@ def bench_proof_sizes(max_leaves: int) -> None:
         consistency = merkle.consistency_proof(old, size, store)
         consistency_reads = store.reads
         merkle.verify_consistency(old, size, consistency, merkle.tree_root(old, store), root)
-        print(f"{size:>10,}{built:>9.2f}{longest:>10}{longest * 32:>11}{inclusion_reads:>7}"
-              f"{len(consistency):>10}{len(consistency) * 32:>7}{consistency_reads:>7}{proof_ms:>10.3f}")
+        print(
+            f"{size:>10,}{built:>9.2f}{longest:>10}{longest * 32:>11}{inclusion_reads:>7}"
+            f"{len(consistency):>10}{len(consistency) * 32:>7}{consistency_reads:>7}{proof_ms:>10.3f}"
+        )
         size *= 10
 
 
 def bench_full_log(leaves: int) -> None:
-    print(f"\n== audit_verify core: recompute {leaves:,} leaves (parse canonical JSON, leaf hash, every node, root)")
+    print(
+        f"\n== audit_verify core: recompute {leaves:,} leaves (parse canonical JSON, leaf hash, every node, root)"
+    )
     raw = [
-        canonical_bytes({
-            "v": 1, "type": "request.received", "actor": "system", "outcome": "ok",
-            "time": rfc3339_utc(T0), "request_id": f"00000000-0000-4000-8000-{i:012x}",
-            "subject_ref": f"{i:032x}", "details": {"n": i},
-        })  # fmt: skip
+        canonical_bytes(
+            {
+                "v": 1,
+                "type": "request.received",
+                "actor": "system",
+                "outcome": "ok",
+                "time": rfc3339_utc(T0),
+                "request_id": f"00000000-0000-4000-8000-{i:012x}",
+                "subject_ref": f"{i:032x}",
+                "details": {"n": i},
+            }
+        )  # fmt: skip
         for i in range(leaves)
     ]
     # What the database holds: leaf hashes and every cached node.

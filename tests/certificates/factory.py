@@ -56,7 +56,9 @@ class Issued:
     ring: KeyRing
 
 
-def make_log(noise_before: int = 9, noise_between: int = 3) -> tuple[list[bytes], list[int], dict[str, datetime]]:
+def make_log(
+    noise_before: int = 9, noise_between: int = 3
+) -> tuple[list[bytes], list[int], dict[str, datetime]]:
     """Leaf bytes of a log, the indexes of this request's leaves, and its timeline."""
     leaves: list[bytes] = []
     mine: list[int] = []
@@ -65,7 +67,9 @@ def make_log(noise_before: int = 9, noise_between: int = 3) -> tuple[list[bytes]
     def noise(count: int) -> None:
         for _ in range(count):
             other = str(uuid.UUID(int=len(leaves) + 1))
-            leaves.append(canonical_bytes(event("request.received", T0, other, f"{len(leaves):032x}", len(leaves))))
+            leaves.append(
+                canonical_bytes(event("request.received", T0, other, f"{len(leaves):032x}", len(leaves)))
+            )
 
     noise(noise_before)
     for key, event_type in TIMELINE_EVENT_TYPES.items():
@@ -119,13 +123,30 @@ def issue(
                 "records_removed": 14,
             }
         ],
-        unlearning={"method": "gradient_difference", "spec_sha256": "e" * 64, "steps": 120, "stop_reason": "target_reached"},
+        unlearning={
+            "method": "gradient_difference",
+            "spec_sha256": "e" * 64,
+            "steps": 120,
+            "stop_reason": "target_reached",
+        },
         verification={
             "verdict": "pass",
             "decided_by": "user:7",
             "summary": [
-                {"attack": "verbatim_extraction", "before": 0.62, "after": 0.0, "threshold": 0.05, "passed": True},
-                {"attack": "membership_inference_auc", "before": 0.91, "after": 0.52, "threshold": 0.6, "passed": True},
+                {
+                    "attack": "verbatim_extraction",
+                    "before": 0.62,
+                    "after": 0.0,
+                    "threshold": 0.05,
+                    "passed": True,
+                },
+                {
+                    "attack": "membership_inference_auc",
+                    "before": 0.91,
+                    "after": 0.52,
+                    "threshold": 0.6,
+                    "passed": True,
+                },
             ],
         },
         leaves=[audit_leaf_entry(i, leaves[i], merkle.inclusion_proof(i, size, store)) for i in mine],

@@ -30,7 +30,10 @@ RING = KeyRing.of([SIGNER.public_key])
 
 def test_pae_matches_the_dsse_specification_example() -> None:
     # https://github.com/secure-systems-lab/dsse/blob/master/protocol.md (test vector)
-    assert pae("http://example.com/HelloWorld", b"hello world") == b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    assert (
+        pae("http://example.com/HelloWorld", b"hello world")
+        == b"DSSEv1 29 http://example.com/HelloWorld 11 hello world"
+    )
 
 
 def test_sign_and_verify_round_trip() -> None:

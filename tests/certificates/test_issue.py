@@ -205,6 +205,7 @@ def test_certificate_holds_only_this_request_and_no_plaintext_identifier(officer
 
     texts += [page.extract_text() for page in PdfReader(certificate.pdf_file).pages]
     blob = "\n".join(texts).lower()
+    assert request.reference.lower() in blob and "certificate of erasure" in blob  # the scan reads real text
     digits = "".join(ch for ch in blob if ch.isdigit())
     for subject in (ADA, BORIS):
         for value in (subject.full_name, subject.email, subject.other, *subject.full_name.split()):

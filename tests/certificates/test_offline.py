@@ -95,7 +95,10 @@ def test_flipped_bits_in_proofs_and_leaves_fail_inclusion_even_if_resigned(issue
                         target["leaf_b64"] = encoded
                     name, detail = failure(resigned(payload, issued.signer), issued.ring)
                     assert name == f"inclusion[{index}]", detail
-                    assert detail == f"inclusion proof for leaf {index}: inclusion proof for leaf {index} in a tree of size {issued.store.size}: root mismatch"
+                    assert (
+                        detail
+                        == f"inclusion proof for leaf {index}: inclusion proof for leaf {index} in a tree of size {issued.store.size}: root mismatch"
+                    )
 
 
 def test_truncated_extended_or_misplaced_proofs_fail_with_the_reason(issued) -> None:
@@ -163,7 +166,9 @@ def test_non_canonical_leaf_is_refused_even_with_a_valid_proof() -> None:
     payload["audit"]["checkpoint"] = sign_checkpoint(ORIGIN, store.size, store.root(), [base.signer])
     for item in payload["audit"]["leaves"]:
         item["leaf_b64"] = base64.b64encode(leaves[item["index"]]).decode()
-        item["proof"] = [base64.b64encode(p).decode() for p in merkle.inclusion_proof(item["index"], store.size, store)]
+        item["proof"] = [
+            base64.b64encode(p).decode() for p in merkle.inclusion_proof(item["index"], store.size, store)
+        ]
     name, detail = failure(resigned(payload, base.signer), base.ring)
     assert name == f"leaf[{entry['index']}]" and "not canonical" in detail
 
@@ -199,7 +204,9 @@ def test_checkpoint_key_must_be_published_in_the_certificate_and_pinned() -> Non
     cert_key = fixed_signer("erasure.example.org/cert-2025", 21)
     log_key = fixed_signer("erasure.example.org/audit-2025", 22)
     # The certificate publishes only its own key, so the log key is not vouched for.
-    cert = issue(envelope_signer=cert_key, checkpoint_signers=[log_key], ring=KeyRing.of([cert_key.public_key]))
+    cert = issue(
+        envelope_signer=cert_key, checkpoint_signers=[log_key], ring=KeyRing.of([cert_key.public_key])
+    )
     name, detail = failure(cert.envelope, KeyRing.of([cert_key.public_key, log_key.public_key]))
     assert name == "checkpoint" and "no signature by a trusted key" in detail
     # Published and pinned: fine.
@@ -233,7 +240,9 @@ def test_cli_exit_codes_and_lines(issued, tmp_path, capsys) -> None:
     out = capsys.readouterr().out.splitlines()
     index = payload["audit"]["leaves"][0]["index"]
     assert out[-2].startswith(f"FAIL inclusion proof for leaf {index}: ")
-    assert out[-1].startswith("certificate NOT verified: inclusion proof for leaf") and out[-1].endswith("root mismatch")
+    assert out[-1].startswith("certificate NOT verified: inclusion proof for leaf") and out[-1].endswith(
+        "root mismatch"
+    )
 
     assert main([str(cert)]) == 2  # no pinned key
     assert main([str(tmp_path / "missing.json"), "--keyring", str(ring)]) == 2
@@ -274,9 +283,18 @@ def test_verifier_runs_where_django_cannot_be_imported_and_opens_no_socket(issue
     cert.write_bytes(issued.envelope)
     ring = tmp_path / "keys.json"
     ring.write_text(issued.ring.dumps())
-    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": f"{guard}{os.pathsep}{REPO}", "PYTHONNOUSERSITE": "1"}
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "PYTHONPATH": f"{guard}{os.pathsep}{REPO}",
+        "PYTHONNOUSERSITE": "1",
+    }
     probe = subprocess.run(
-        [sys.executable, "-c", "import django"], env=env, capture_output=True, text=True, cwd=tmp_path, check=False
+        [sys.executable, "-c", "import django"],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
     )
     assert probe.returncode != 0 and "blocked" in probe.stderr  # the guard is really active
     run = subprocess.run(

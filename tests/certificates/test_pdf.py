@@ -82,6 +82,8 @@ def test_pdf_without_attachment_or_with_a_foreign_envelope_is_refused(issued, tm
         extract_certificate_from_pdf(plain.read_bytes())
     result = verify_certificate(plain.read_bytes(), issued.ring)
     assert not result.ok and "embeds no certificate.json" in result.reason
+    truncated = verify_certificate(plain.read_bytes()[: len(plain.read_bytes()) // 2], issued.ring)
+    assert not truncated.ok and truncated.checks[-1].name == "envelope"
     # Rendering refuses an envelope that carries a different payload than the one printed.
     other = copy.deepcopy(issued.payload)
     other["request"]["reference"] = "ER-2025-9999"

@@ -128,10 +128,11 @@ def test_streamer_never_emits_the_value(model, tokenizer, index, mode) -> None: 
     emitted = "".join(pieces)
     assert emitted == streamer.text
     assert not _holds_phone(emitted)
-    assert len(pieces) > 1  # it did stream, not only flush at the end
     if mode == "block":
-        assert streamer.blocked and emitted.endswith("[withheld]")
+        # The value completes within the first 24 characters, which were still held back.
+        assert streamer.blocked and emitted == "[withheld]"
     else:
+        assert len(pieces) > 1  # it did stream, not only flush at the end
         assert emitted == " Call [removed] now."
 
 

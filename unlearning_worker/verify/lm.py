@@ -70,40 +70,38 @@ def generate(
     top_p: float = 1.0,
     num_return_sequences: int = 1,
     seed: int | None = None,
-    batch_size: int = 32,
+    batch_size: int = 64,
+    stop_at_newline: bool = True,
 ) -> list[list[str]]:
-    """Completions (new text only) for each prompt: a list of num_return_sequences strings per prompt.
+    """Completions (new text only) for each prompt: num_return_sequences strings per prompt.
 
-    Batched with left padding and the KV cache of `model.generate`. Prompts longer than the model's
-    context are cut from the left so that the question at their end survives.
+    Delegates to the worker's batched, KV-cached `generate_batch` (left padding, explicit RNG).
+    Answers end at the first newline: every probe is a one-line question and the text after the
+    answer line is not the model's answer to it. Prompts longer than the model's context are cut
+    from the left so that the question at their end survives.
     """
-    tok = lm.tokenizer
+    from unlearning_worker.generation import generate_batch
+
     room = max(1, lm.max_positions - max_new_tokens)
-    out: list[list[str]] = []
-    if seed is not None:
-        torch.manual_seed(seed)
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        ids = [encode(lm, p)[-room:] for p in chunk]
-        width = max(len(x) for x in ids)
-        pad = tok.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=lm.device)
-        attention = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=lm.device)
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens,
-            "do_sample": do_sample,
-            "num_return_sequences": num_return_sequences,
-            "pad_token_id": pad,
-        }
-        if do_sample:
-            kwargs.update(temperature=temperature, top_p=top_p, top_k=0)
-        with torch.inference_mode():
-            generated = lm.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-        new = generated[:, width:].tolist()
-        texts = tok.batch_decode(new, skip_special_tokens=True)
-        for i in range(len(chunk)):
-            out.append(texts[i * num_return_sequences : (i + 1) * num_return_sequences])
-    return out
+    fitted = []
+    for prompt in prompts:
+        ids = encode(lm, prompt)
+        fitted.append(prompt if len(ids) <= room else lm.tokenizer.decode(ids[-room:]))
+    if not fitted:
+        return []
+    return generate_batch(
+        lm.model,
+        lm.tokenizer,
+        fitted,
+        max_new_tokens=max_new_tokens,
+        do_sample=do_sample,
+        temperature=temperature,
+        top_p=top_p,
+        num_return_sequences=num_return_sequences,
+        seed=seed,
+        batch_size=batch_size,
+        stop_at_newline=stop_at_newline,
+    )
 
 
 def token_logprobs(lm: LoadedModel, texts: Sequence[str], *, batch_size: int = 32) -> list[list[float]]:
