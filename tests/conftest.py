@@ -13,16 +13,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+def _django_active(request: pytest.FixtureRequest) -> bool:
+    return bool(request.config.pluginmanager.hasplugin("django"))
+
+
 @pytest.fixture(scope="session", autouse=True)
-def _flush_keeps_audit_triggers() -> Iterator[None]:
+def _flush_keeps_audit_triggers(request: pytest.FixtureRequest) -> Iterator[None]:
     """Transactional tests empty every table between tests (TRUNCATE on PostgreSQL, DELETE on SQLite),
     which the append-only triggers refuse, as they must in production. For the test database only,
     drop the triggers around the flush and reinstall them straight after."""
-    try:
-        from django.db import connections
-    except ImportError:  # pure-library test runs without Django
+    if not _django_active(request):  # pure-library runs (`-p no:django`): nothing to patch
         yield
         return
+    from django.db import connections
     from compliance.audit.triggers import drop_sql, install_sql
 
     patched = []
@@ -43,8 +46,11 @@ def _flush_keeps_audit_triggers() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated_data_dir(settings: Any, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_data_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Each test session writes keys, mail and artifacts under its own temporary folder."""
+    if not _django_active(request):
+        return
+    settings = request.getfixturevalue("settings")
     base = tmp_path_factory.getbasetemp() / "data"
     settings.AUDIT_SIGNING_KEY_FILE = base / "secrets" / "audit_signing.key"
     settings.AUDIT_KEYRING_FILE = base / "secrets" / "audit_keyring.json"
@@ -53,7 +59,10 @@ def _isolated_data_dir(settings: Any, tmp_path_factory: pytest.TempPathFactory) 
 
 
 @pytest.fixture(autouse=True)
-def _clear_rate_limits() -> Iterator[None]:
+def _clear_rate_limits(request: pytest.FixtureRequest) -> Iterator[None]:
+    if not _django_active(request):
+        yield
+        return
     from django.core.cache import cache
 
     cache.clear()

@@ -99,7 +99,7 @@ class JobCancel(_JobView):
                 return problem(403, "Only privacy officers can cancel unlearning jobs.")
             job = services.job_cancel(job=job, officer=request.user)
         except services.JobError as exc:
-            return problem(exc.http_status, str(exc), code=exc.code)
+            return problem(exc.http_status, str(exc), error=exc.code)
         return Response(JobSerializer(job).data, status=202)
 
 
@@ -113,9 +113,9 @@ class JobRetry(_JobView):
                 return problem(403, "Only privacy officers can retry unlearning jobs.")
             new = services.job_retry(job=job, officer=request.user, method=serializer.validated_data.get("method") or None)
         except services.JobError as exc:
-            return problem(exc.http_status, str(exc), code=exc.code)
+            return problem(exc.http_status, str(exc), error=exc.code)
         except specs.SpecError as exc:
-            return problem(400, str(exc), code="invalid_method")
+            return problem(400, str(exc), error="invalid_method")
         return Response(JobSerializer(new).data, status=201)
 
 

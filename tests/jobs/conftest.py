@@ -79,3 +79,30 @@ def approved(corpus_version: CorpusVersion, officer: Any) -> Any:
         return request
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def queued_job(model_version: ModelVersion, approved: Any) -> Any:
+    """A queued job holding two approved requests."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from compliance.jobs.services import jobs_dispatch
+
+    approved(1), approved(2)
+    return jobs_dispatch(now=timezone.now() + timedelta(hours=1)).created[0]
+
+
+def publish_candidate(model_version: ModelVersion, seed: int = 7) -> tuple[Path, str]:
+    from compliance.registry import artifacts
+
+    final = artifacts.model_version_dir(model_version.model.name, 1000 + seed)
+    with artifacts.atomic_directory(final) as tmp:
+        write_model_dir(tmp, seed=seed)
+    return final, artifacts.tree_sha256(final)

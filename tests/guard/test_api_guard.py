@@ -1,0 +1,137 @@
+"""POST /api/v1/guard and GET /api/v1/guard/health over real HTTP requests with token auth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import OperationalError, connection
+from django.urls import reverse
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from compliance.guard import runtime
+from tests.certificates.test_issue_helpers import (  # noqa: F401 - fixtures
+    ADA,
+    approve,
+    isolated_files,
+    make_user,
+    officer,
+    outsider,
+    reviewer,
+)
+
+pytestmark = pytest.mark.django_db
+GUARD = "/api/v1/guard"
+HEALTH = "/api/v1/guard/health"
+
+
+def _client(user: Any | None) -> APIClient:
+    client = APIClient()
+    if user is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+@pytest.fixture
+def serving(db: Any) -> APIClient:
+    return _client(make_user("serving-stack", "api-client"))
+
+
+def test_urls_are_the_documented_ones() -> None:
+    assert reverse("api:guard") == GUARD and reverse("api:guard_health") == HEALTH
+
+
+def test_redacts_a_protected_phone_written_in_another_format(officer: Any, serving: APIClient) -> None:
+    approve(ADA, officer)  # given as "+44 20 7946 0018"
+    texts = [
+        "Her number is 020-7946-0018, call after six.",
+        "Try (020) 7946 0018 or 0044 20 7946 0018.",
+        "Reception: 020 7946 0999.",  # same exchange, another number
+    ]
+    response = serving.post(GUARD, {"texts": texts}, format="json")
+    assert response.status_code == 200, response.content
+    results = response.json()["results"]
+    assert results[0]["text"] == "Her number is [removed], call after six."
+    assert results[0]["kinds"] == ["phone"] and results[0]["matched"] is True
+    assert results[0]["matches"] == [{"start": 14, "end": 27, "kind": "phone"}]
+    assert "7946" not in results[1]["text"] and len(results[1]["matches"]) == 2
+    assert results[2] == {"text": texts[2], "blocked": False, "matched": False, "kinds": [], "matches": []}
+    assert response.json()["status"] == "ok"
+    assert ADA.full_name not in response.content.decode()  # no subject data or refs echoed beyond the input
+
+
+def test_block_mode_withholds_the_whole_output(officer: Any, serving: APIClient) -> None:
+    approve(ADA, officer)
+    response = serving.post(GUARD, {"texts": ["Mail ada.quartermaine@EXAMPLE.org"], "mode": "block"}, format="json")
+    result = response.json()["results"][0]
+    assert result["blocked"] is True and "example" not in result["text"].lower()
+    assert result["kinds"] == ["email"]
+
+
+def test_officer_token_may_call_the_guard(officer: Any) -> None:
+    assert _client(officer).post(GUARD, {"texts": ["hello"]}, format="json").status_code == 200
+
+
+def _is_problem(response: Any, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.content
+    assert response["Content-Type"].startswith("application/problem+json")
+    body = response.json()
+    assert body["status"] == status and body["title"] and body["detail"]
+    return body
+
+
+def test_rejects_unauthenticated_and_unprivileged_calls(reviewer: Any, outsider: Any) -> None:
+    _is_problem(APIClient().post(GUARD, {"texts": ["x"]}, format="json"), 401)
+    _is_problem(APIClient().get(HEALTH), 401)
+    bad_token = APIClient()
+    bad_token.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    _is_problem(bad_token.post(GUARD, {"texts": ["x"]}, format="json"), 401)
+    for user in (reviewer, outsider):  # reviewers read requests; they are not a serving stack
+        body = _is_problem(_client(user).post(GUARD, {"texts": ["x"]}, format="json"), 403)
+        assert "api-client" in body["detail"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({}, "texts"),
+        ({"texts": []}, "texts"),
+        ({"texts": "one string"}, "texts"),
+        ({"texts": [1, {"a": 2}]}, "texts"),
+        ({"texts": ["x"] * 257}, "texts"),
+        ({"texts": ["x"], "mode": "shout"}, "mode"),
+        ({"texts": ["x"], "colour": "red"}, "colour"),
+        ([1, 2], "non_field_errors"),
+    ],
+)
+def test_rejects_bad_bodies_with_problem_json(serving: APIClient, body: Any, field: str) -> None:
+    problem = _is_problem(serving.post(GUARD, body, format="json"), 400)
+    assert field in problem["errors"]
+
+
+def test_rejects_non_json_bodies(serving: APIClient) -> None:
+    _is_problem(serving.post(GUARD, "texts=hello", content_type="text/plain"), 415)
+    _is_problem(serving.post(GUARD, "{not json", content_type="application/json"), 400)
+
+
+def test_health_reports_stale_after_an_outage_and_the_endpoint_still_filters(officer: Any, serving: APIClient, settings: Any) -> None:
+    settings.GUARD_REFRESH_INTERVAL_S = 0
+    runtime.reset_runtime()
+    approve(ADA, officer)
+    healthy = serving.get(HEALTH).json()
+    assert healthy["status"] == "ok" and healthy["rule_count"] > 0 and healthy["last_error"] is None
+
+    def down(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        # Token look-ups still work (they run before the guard); the guard's own reads fail.
+        if "guard_" in sql:
+            raise OperationalError("server closed the connection unexpectedly (simulated)")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(down):
+        stale = serving.get(HEALTH).json()
+        assert stale["status"] == "stale" and stale["last_error"] == "OperationalError"
+        assert stale["rule_count"] == healthy["rule_count"] and stale["stale_since"] is not None
+        response = serving.post(GUARD, {"texts": ["Ada Quartermaine, 020 7946 0018"]}, format="json").json()
+        assert response["results"][0]["text"] == "[removed], [removed]" and response["status"] == "stale"
+    assert serving.get(HEALTH).json()["status"] == "ok"
