@@ -32,7 +32,27 @@ _EXPORTS: dict[str, str] = {
     "anonymize_text": "pii.anonymize",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "AnonymizedRecord",
+    "CorpusSpec",
+    "EngineConfig",
+    "EntitySpan",
+    "LocatedRecord",
+    "PiiAnalyzer",
+    "PriPolicy",
+    "PriScore",
+    "ScanReport",
+    "ScanResult",
+    "SubjectIdentifiers",
+    "anonymize_record",
+    "anonymize_text",
+    "build_analyzer",
+    "read_record",
+    "scan_corpus",
+    "score_record",
+    "score_request",
+    "subject_recognizers",
+]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from pii.anonymize import AnonymizedRecord, anonymize_record, anonymize_text

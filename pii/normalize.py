@@ -26,9 +26,12 @@ _NON_ALNUM_RE = re.compile(r"[^0-9a-z]+")
 _NON_DIGIT_RE = re.compile(r"\D+")
 
 
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u00b4": "'", "`": "'"})
+
+
 def fold(text: str) -> str:
-    """Case-fold, strip accents and collapse white space."""
-    decomposed = unicodedata.normalize("NFKD", text)
+    """Case-fold, strip accents, unify apostrophes (O\u2019Brien = O'Brien) and collapse white space."""
+    decomposed = unicodedata.normalize("NFKD", text.translate(_APOSTROPHES))
     without_marks = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return _SPACE_RE.sub(" ", without_marks.casefold()).strip()
 

@@ -18,8 +18,8 @@ Formula (all parameters live in the policy file, `pii/policies/default_pri.json`
    combined exposure is worth more than independent disclosure. ln k grows with each added
    attribute but with diminishing increments; k = 1 gives s(a) exactly.
 4. `explicit_combinations` (optional) let an organisation fix the score of a specific attribute set;
-   when a record contains that set, the set counts as one attribute with the fixed score, and the
-   linkage boost still counts the original attributes.
+   when a record contains that set, the set counts as one factor with the fixed score (its internal
+   linkage is priced in), so k counts factors: exactly that set scores the fixed value.
 5. Tier: the highest of `tiers` (medium, high, critical) whose threshold the score reaches, else low.
 
 Calibration of the default policy: beta = 0.1 fits the four UnPII quasi-identifier combinations
@@ -221,8 +221,7 @@ class PriPolicy:
     def combine(self, attributes: Iterable[str]) -> tuple[float, dict[str, Any]]:
         """PRI of a set of attributes, with the steps that produced it."""
         remaining = set(attributes)
-        k = len(remaining)
-        if k == 0:
+        if not remaining:
             return 0.0, {"rule": "none", "attributes": []}
         factors: list[dict[str, Any]] = []
         for combo in self.explicit_combinations:
@@ -233,6 +232,7 @@ class PriPolicy:
                 )
         for attr in sorted(remaining):
             factors.append({"attributes": [attr], "score": round(self.single_scores[attr], 6), "source": "dimensions"})
+        k = len(factors)
         union = 1.0 - math.prod(1.0 - f["score"] for f in factors)
         boost = 1.0 + self.linkage_boost * math.log(k)
         value = min(1.0, union * boost)

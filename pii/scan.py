@@ -14,9 +14,11 @@ Two stages, so that Presidio (milliseconds per record) runs on a handful of reco
 
 Integrity counters (`ScanReport`), each counted and never fatal: malformed JSON lines, non-UTF-8
 lines, lines over `max_line_bytes` (skipped, not scanned: the report says how many), records whose
-text field is missing. JSON validity is checked structurally on every line (starts with "{", ends
-with "}") in bulk, and fully (`json.loads`) on structurally suspect lines and on every candidate;
-`validate_json="all"` parses every line (about 80 MB/s: slower, exact).
+text field is missing. JSON validity (`CorpusSpec.validate_json`): "structural" (default) checks
+every line in bulk (starts with "{", ends with "}"; two C-speed counts per block) and parses
+suspect lines and every candidate; "all" parses every line (exact, about 80 MB/s); "candidates"
+parses candidates only. A malformed line that mentions the subject is still located (its text is
+the raw line, `parse_error=True`): a syntax error must not hide a record from an erasure.
 
 Located records hold positions and entity spans, never text (they are safe to log and to store next to
 the encrypted record); `read_record` re-reads a record's text by its byte offset.
@@ -60,10 +62,9 @@ class CorpusSpec:
     paths: the files, scanned in order. format: "jsonl" (one JSON object per line; text in
     `text_field`, record id in `id_field`, falling back to "file:line") or "text" (record = line,
     id = "file:line"). max_line_bytes: longer lines are skipped and counted; they bound memory.
-    block_bytes: read size; larger blocks amortise per-block work (4 MiB is past the knee).
-    validate_json: "candidates" (structural check on every line, full parse of suspect lines and
-    candidates) or "all" (full parse of every line; slower). min_entity_score: Presidio results under
-    this score are not listed (the pattern recognizers give 0.05-0.3 to bare digit runs).
+    block_bytes: read size; 1 MiB keeps a block and its lower-cased copy in cache across the passes.
+    validate_json: see the module docstring. min_entity_score: Presidio results under this score are
+    not listed (the pattern recognizers give 0.05-0.3 to bare digit runs).
     """
 
     paths: tuple[Path, ...]
@@ -121,6 +122,8 @@ class LocatedRecord:
     matched_kinds: tuple[str, ...]  # "name", "email", "phone", "identifier"
     identifier_spans: tuple[tuple[str, int, int], ...]  # (kind, start, end) in the text
     entities: tuple[EntitySpan, ...]
+    # True when the line was not valid JSON: the record's text is then the raw line.
+    parse_error: bool = False
 
     @property
     def entity_types(self) -> tuple[str, ...]:
@@ -466,17 +469,38 @@ class _Scanner:
             if not isinstance(record, dict):
                 if not known_malformed:
                     self.report.malformed_json_lines += 1
-                return
-            text = record.get(self.spec.text_field)
-            if not isinstance(text, str):
-                self.report.missing_text_field += 1
-                return
-            record_id = default_id
-            if self.spec.id_field is not None and record.get(self.spec.id_field) not in (None, ""):
-                record_id = str(record[self.spec.id_field])
+                # The subject's identifiers are in this line whatever its syntax: an erasure must not
+                # skip it. Its text is the raw line, flagged so that callers know.
+                text, record_id, parse_error = line, default_id, True
+            else:
+                text, record_id, parse_error = self._json_text(record, default_id)
+                if text is None:
+                    return
         else:
-            text, record_id = line, default_id
+            text, record_id, parse_error = line, default_id, False
+        self._locate(path, block_offset, candidate, line_number, raw, text, record_id, parse_error)
 
+    def _json_text(self, record: dict[str, Any], default_id: str) -> tuple[str | None, str, bool]:
+        text = record.get(self.spec.text_field)
+        if not isinstance(text, str):
+            self.report.missing_text_field += 1
+            return None, default_id, False
+        record_id = default_id
+        if self.spec.id_field is not None and record.get(self.spec.id_field) not in (None, ""):
+            record_id = str(record[self.spec.id_field])
+        return text, record_id, False
+
+    def _locate(
+        self,
+        path: Path,
+        block_offset: int,
+        candidate: _Candidate,
+        line_number: int,
+        raw: bytes,
+        text: str,
+        record_id: str,
+        parse_error: bool,
+    ) -> None:
         confirmed_any = False
         entities: tuple[EntitySpan, ...] | None = None
         for subject in sorted(candidate.subjects):
@@ -484,7 +508,7 @@ class _Scanner:
             if not matches:
                 continue
             if entities is None:
-                entities = self._entities(text, matches)
+                entities = self._entities(text)
             confirmed_any = True
             self.located[subject].append(
                 LocatedRecord(
@@ -498,12 +522,13 @@ class _Scanner:
                     matched_kinds=tuple(sorted({kind for kind, _, _ in matches})),
                     identifier_spans=tuple(matches),
                     entities=self._with_subject_spans(entities, matches),
+                    parse_error=parse_error,
                 )
             )
         if confirmed_any:
             self.report.confirmed_records += 1
 
-    def _entities(self, text: str, matches: list[tuple[str, int, int]]) -> tuple[EntitySpan, ...]:
+    def _entities(self, text: str) -> tuple[EntitySpan, ...]:
         results = self.analyzer.analyze(text, score_threshold=self.spec.min_entity_score)
         spans = [
             EntitySpan(r.entity_type, r.start, r.end, round(float(r.score), 4), _recognizer_name(r))
@@ -592,7 +617,7 @@ def read_record(record: LocatedRecord, spec: CorpusSpec) -> str:
         line = raw.decode("utf-8")
     except UnicodeDecodeError:
         line = raw.decode("cp1252", errors="replace")
-    if spec.format == "text":
+    if spec.format == "text" or record.parse_error:
         return line
     value = json.loads(line).get(spec.text_field)
     if not isinstance(value, str):

@@ -25,24 +25,26 @@ def _flush_keeps_audit_triggers(request: pytest.FixtureRequest) -> Iterator[None
     if not _django_active(request):  # pure-library runs (`-p no:django`): nothing to patch
         yield
         return
-    from django.db import connections
+    from django.db.backends.postgresql.operations import DatabaseOperations as PostgresOperations
+    from django.db.backends.sqlite3.operations import DatabaseOperations as SqliteOperations
+
     from compliance.audit.triggers import drop_sql, install_sql
 
-    patched = []
-    for alias in connections:
-        ops = connections[alias].ops
-        original = ops.sql_flush
+    # Patched on the classes: every thread (the live server's too) has its own connection objects.
+    originals = []
+    for ops_class in (PostgresOperations, SqliteOperations):
+        original = ops_class.sql_flush
 
-        def sql_flush(style: Any, tables: Any, *, reset_sequences: bool = False, allow_cascade: bool = False, _o=original, _ops=ops) -> list[str]:
-            statements = _o(style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
-            vendor = _ops.connection.vendor
+        def sql_flush(self: Any, style: Any, tables: Any, *, reset_sequences: bool = False, allow_cascade: bool = False, _o: Any = original) -> list[str]:
+            statements = _o(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+            vendor = self.connection.vendor
             return [*drop_sql(vendor), *statements, *install_sql(vendor)]
 
-        ops.sql_flush = sql_flush
-        patched.append((ops, original))
+        ops_class.sql_flush = sql_flush  # type: ignore[method-assign]
+        originals.append((ops_class, original))
     yield
-    for ops, original in patched:
-        ops.sql_flush = original
+    for ops_class, original in originals:
+        ops_class.sql_flush = original  # type: ignore[method-assign]
 
 
 @pytest.fixture(autouse=True)

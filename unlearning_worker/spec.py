@@ -59,6 +59,9 @@ class UnlearningSpec:
     device: str = "auto"
     dtype: str = "auto"  # auto: bf16 on CUDA when supported, fp32 on CPU
     seed: int = 0
+    # torch intra-op threads during the run (0: leave as is). Small models on a shared CPU run several
+    # times faster on 1 thread; a GPU worker leaves it alone.
+    num_threads: int = 0
     checkpoint_every: int = 0  # 0: no checkpoints; else every N steps into checkpoint_dir
     extra: dict[str, Any] = field(default_factory=dict)  # recorded and hashed, not interpreted
 
@@ -71,7 +74,7 @@ class UnlearningSpec:
                      "relabel_variants", "lora_rank", "lora_alpha"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        for name in ("min_steps", "eval_samples", "repair_steps", "checkpoint_every"):
+        for name in ("min_steps", "eval_samples", "repair_steps", "checkpoint_every", "num_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.min_steps > self.max_steps:

@@ -139,6 +139,11 @@ def _number(value: Any) -> str | None:
         return None
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    """The stored report is JSON written by another process: read it without trusting its shape."""
+    return value if isinstance(value, dict) else {}
+
+
 def _verification(report: VerificationReport) -> dict[str, Any]:
     """Verdict and per-check rows from the stored report (unlearning_worker.verify.report layout).
 
@@ -146,16 +151,17 @@ def _verification(report: VerificationReport) -> dict[str, Any]:
     (relative metrics) or never evaluated cannot be written in schema v1 and are left out; the
     full report stays bound to the certificate through its SHA-256 in the completion leaf.
     """
-    document = report.report if isinstance(report.report, dict) else {}
-    verdict = document.get("verdict") if isinstance(document.get("verdict"), dict) else {}
-    attacks = document.get("attacks") if isinstance(document.get("attacks"), dict) else {}
+    document = _mapping(report.report)
+    verdict = _mapping(document.get("verdict"))
+    attacks = _mapping(document.get("attacks"))
     rows = []
-    for check in verdict.get("checks") or []:
+    checks = verdict.get("checks")
+    for check in checks if isinstance(checks, list) else []:
         if not isinstance(check, dict):
             continue
         attack, metric = str(check.get("attack", "")), str(check.get("metric", ""))
-        before_metrics = ((attacks.get(attack) or {}).get("before") or {}).get("metrics") or {}
-        bound = check.get("bound") if isinstance(check.get("bound"), dict) else {}
+        before_metrics = _mapping(_mapping(_mapping(attacks.get(attack)).get("before")).get("metrics"))
+        bound = _mapping(check.get("bound"))
         after = _number(check.get("value"))
         before = _number(before_metrics.get(metric))
         threshold = _number(bound.get("max", bound.get("min")))
@@ -170,7 +176,7 @@ def _verification(report: VerificationReport) -> dict[str, Any]:
                 "passed": check.get("status") == "pass",
             }
         )
-    policy = report.policy if isinstance(report.policy, dict) else {}
+    policy = _mapping(report.policy)
     decided_by = _one_line(
         report.decided_by or verdict.get("summary"),
         f"policy {policy.get('name', 'unnamed')}: every check within its threshold",

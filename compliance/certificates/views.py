@@ -17,7 +17,12 @@ from django.views.decorators.http import require_http_methods
 from compliance.audit import signing
 from compliance.certificates import services
 from compliance.certificates.models import Certificate
-from compliance.certificates.offline import CertificateFormatError, VerificationResult, extract_certificate_from_pdf, verify_certificate
+from compliance.certificates.offline import (
+    CertificateFormatError,
+    VerificationResult,
+    extract_certificate_from_pdf,
+    verify_certificate,
+)
 from compliance.erasure.models import ErasureRequest
 from compliance.erasure.permissions import can_decide, can_view
 from compliance.erasure.services import ErasureError, TokenInvalid, request_from_status_token
@@ -159,15 +164,15 @@ def read_certificate_upload(data: bytes) -> bytes | dict[str, Any]:
 
 
 def verification_context(result: VerificationResult) -> dict[str, Any]:
-    payload = result.payload if result.ok else None
-    return {"result": result, "payload": payload, "keyring": signing.keyring()}
+    # What the certificate states is shown only once every check passed.
+    return {"result": result, "payload": result.payload if result.ok else None}
 
 
 @require_http_methods(["GET", "POST"])
 def verify_page(request: HttpRequest) -> HttpResponse:
     """Upload a certificate (JSON or PDF) and see every check, against the log's published keys."""
     limit = settings.CERTIFICATE_UPLOAD_MAX_BYTES
-    context: dict[str, Any] = {"limit_kb": limit // 1024}
+    context: dict[str, Any] = {"limit_kb": limit // 1024, "keys": [entry.to_json() for entry in signing.keyring().entries]}
     if request.method == "GET":
         return render(request, "public/verify.html", context)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.urls import path
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, serializers
@@ -20,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from compliance.api.problems import problem
 from compliance.api.serializers import StrictSerializer
 from compliance.guard import runtime
 from compliance.guard.matcher import GuardPolicy
@@ -27,6 +29,15 @@ from compliance.guard.matcher import GuardPolicy
 GUARD_GROUPS = ("api-client", "officer")
 MAX_TEXTS = 256
 MAX_TEXT_CHARS = 100_000
+# DRF parses the body straight from the stream, bypassing DATA_UPLOAD_MAX_MEMORY_SIZE, so the
+# endpoint bounds the body itself (a full batch of long outputs fits well within this).
+DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
+
+
+def _body_too_large(request: Request) -> bool:
+    limit = int(getattr(settings, "GUARD_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+    declared = str(request.META.get("CONTENT_LENGTH") or "0")
+    return not declared.isdigit() or int(declared) > limit
 
 
 class CanUseGuard(permissions.BasePermission):
@@ -86,6 +97,8 @@ class GuardFilter(APIView):
 
     @extend_schema(request=GuardRequestSerializer, responses={200: GuardResponseSerializer})
     def post(self, request: Request) -> Response:
+        if _body_too_large(request):
+            return problem(413, "The body is too large; send at most 256 texts per call, in several calls if needed.")
         serializer = GuardRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

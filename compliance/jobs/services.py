@@ -573,14 +573,17 @@ def _finish_cancel(job: UnlearningJob) -> None:
     enqueue("jobs.dispatch")
 
 
-def job_cancelled(*, claim: Claim) -> UnlearningJob | None:
-    """The worker stopped on a cancellation request: finalise it."""
+def job_cancelled(*, claim: Claim, step: int | None = None) -> UnlearningJob | None:
+    """The worker stopped on a cancellation request (at `step`): finalise it."""
     with transaction.atomic():
         job = UnlearningJob.objects.select_for_update().select_related("model", "result_version").filter(
             pk=claim.job_id, claim_token=claim.token
         ).first()
         if job is None or job.status not in ACTIVE_JOB_STATUSES:
             return None
+        if step is not None:
+            job.step = step
+            job.save(update_fields=["step"])
         _finish_cancel(job)
     return job
 

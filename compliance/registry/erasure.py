@@ -32,13 +32,16 @@ class CorpusErasureError(Exception):
 
 @dataclass(frozen=True)
 class ErasurePlan:
-    """What to do with each located record: record id -> entity spans (start, end, type) to mask."""
+    """What to do with each located record: record id -> entity spans (start, end, type) to mask, and
+    the record's text as located (spans are only valid on that exact text)."""
 
     records: dict[str, list[tuple[int, int, str]]]
+    located_texts: dict[str, str | None]
 
 
 def plan_for(items: Iterable[ForgetItem], *, base: CorpusVersion) -> ErasurePlan:
     records: dict[str, list[tuple[int, int, str]]] = {}
+    texts: dict[str, str | None] = {}
     for item in items:
         if not base.corpus.id_field or base.corpus.format != Corpus.Format.JSONL:
             if item.corpus_version_id != base.id:
@@ -46,10 +49,11 @@ def plan_for(items: Iterable[ForgetItem], *, base: CorpusVersion) -> ErasurePlan
                     f"record {item.record_id} was located in {item.corpus_version}, but {base} is current and "
                     "this corpus has no id field to follow it across versions; rescan first"
                 )
+        texts[item.record_id] = item.text()
         spans = records.setdefault(item.record_id, [])
         for entity in item.entities or []:
             spans.append((int(entity["start"]), int(entity["end"]), str(entity["type"])))
-    return ErasurePlan(records=records)
+    return ErasurePlan(records=records, located_texts=texts)
 
 
 def _mask(text: str, spans: list[tuple[int, int, str]]) -> str:
@@ -83,13 +87,16 @@ def rewrite_file(
             if mode == "remove":
                 removed += 1
                 continue
-            anonymised += 1
             newline = b"\n" if raw.endswith(b"\n") else b""
+            text = str(record.get(corpus.text_field, "")) if record is not None else raw.decode("utf-8", "replace").rstrip("\n")
+            if text != plan.located_texts.get(record_id):
+                dst.write(raw)  # already anonymised (or changed): its spans no longer apply
+                continue
+            anonymised += 1
             if record is not None:
-                record[corpus.text_field] = _mask(str(record.get(corpus.text_field, "")), spans)
+                record[corpus.text_field] = _mask(text, spans)
                 dst.write(json.dumps(record, ensure_ascii=False, sort_keys=True).encode("utf-8") + newline)
             else:
-                text = raw.decode("utf-8", errors="replace").rstrip("\n")
                 dst.write(_mask(text, spans).encode("utf-8") + newline)
     return removed, anonymised
 

@@ -1,5 +1,8 @@
 """certificate_issue: preconditions, all-or-nothing, idempotence, and what the certificate holds."""
 
+# Fixtures are imported from tests.certificates.test_issue_helpers and named as test arguments.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import base64

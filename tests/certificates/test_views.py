@@ -1,6 +1,9 @@
 """Sign-off, downloads and the public verify page, end to end through HTTP; the offline verifier
 run as a separate process that cannot import Django."""
 
+# Fixtures are imported from tests.certificates.test_issue_helpers and named as test arguments.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 import base64
@@ -292,3 +295,20 @@ def test_verify_page_rejects_oversized_upload(client: Client, settings: Any) -> 
 def test_verify_page_without_a_file_asks_for_one(client: Client) -> None:
     response = client.post(reverse("public:verify"), {"other": "x"})
     assert response.status_code == 400 and "Choose the certificate file" in response.content.decode()
+
+
+def test_sign_off_card_offers_the_button_then_the_downloads(officer: Any) -> None:
+    from django.template.loader import render_to_string
+
+    from compliance.certificates.services import certificate_issue
+
+    request = verifying_request(ADA, officer)
+    before = render_to_string("certificate/sign_off.html", {"req": request, "can_decide": True, "certificate": None})
+    assert reverse("portal:sign_off", args=[request.reference]) in before and 'id="sign-off-button"' in before
+    hidden = render_to_string("certificate/sign_off.html", {"req": request, "can_decide": False, "certificate": None})
+    assert "sign-off-button" not in hidden
+    certificate = certificate_issue(request=request, officer=officer)
+    request.refresh_from_db()
+    after = render_to_string("certificate/sign_off.html", {"req": request, "can_decide": True, "certificate": certificate})
+    assert "sign-off-button" not in after
+    assert reverse("portal:certificate_pdf", args=[request.reference]) in after and certificate.envelope_sha256 in after

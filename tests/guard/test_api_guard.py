@@ -1,5 +1,8 @@
 """POST /api/v1/guard and GET /api/v1/guard/health over real HTTP requests with token auth."""
 
+# Fixtures are imported from tests.certificates.test_issue_helpers and named as test arguments.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 from typing import Any
@@ -108,6 +111,12 @@ def test_rejects_unauthenticated_and_unprivileged_calls(reviewer: Any, outsider:
 def test_rejects_bad_bodies_with_problem_json(serving: APIClient, body: Any, field: str) -> None:
     problem = _is_problem(serving.post(GUARD, body, format="json"), 400)
     assert field in problem["errors"]
+
+
+def test_rejects_oversized_bodies_before_parsing(serving: APIClient, settings: Any) -> None:
+    settings.GUARD_MAX_BODY_BYTES = 1000
+    problem = _is_problem(serving.post(GUARD, {"texts": ["x" * 2000]}, format="json"), 413)
+    assert "too large" in problem["detail"]
 
 
 def test_rejects_non_json_bodies(serving: APIClient) -> None:

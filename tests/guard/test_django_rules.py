@@ -1,5 +1,8 @@
 """Suppression rules from approvals, and the process-wide guard cache (Django side of the guard)."""
 
+# Fixtures are imported from tests.certificates.test_issue_helpers and named as test arguments.
+# ruff: noqa: F811
+
 from __future__ import annotations
 
 from typing import Any

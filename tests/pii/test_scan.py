@@ -91,7 +91,7 @@ def messy(tmp_path: Path) -> Path:
     rows = [
         ada_line.encode(),
         b'{"id": "bad", "text": "Ada Quartermaine never closed this',  # malformed JSON, a candidate
-        b'{"id": "bad-2", nothing here}',  # malformed, not a candidate
+        b'{"id": "bad-2", nothing here',  # malformed, not a candidate
         json.dumps({"id": "cp1252", "text": "Ada Quartermaine, caf\u00e9"}, ensure_ascii=False).encode("cp1252"),
         b"",
         json.dumps({"id": "huge", "text": "Ada Quartermaine " + "x" * 600}).encode(),
@@ -112,8 +112,10 @@ def test_anomalies_are_counted_never_fatal(messy: Path, ada: SubjectIdentifiers,
     assert report.missing_text_field == 1
     assert report.blank_lines == 1
     assert report.records_read == 6  # 8 lines - 1 blank - 1 oversize
-    assert [r.record_id for r in result.for_subject(0)] == ["ok-1", "cp1252", "last"]
-    assert [r.line_number for r in result.for_subject(0)] == [1, 4, 8]
+    located = result.for_subject(0)
+    assert [r.record_id for r in located] == ["ok-1", "messy.jsonl:2", "cp1252", "last"]
+    assert [r.line_number for r in located] == [1, 2, 4, 8]
+    assert [r.parse_error for r in located] == [False, True, False, False]
 
 
 def test_tiny_blocks_handle_oversize_lines_across_chunks(messy: Path, ada: SubjectIdentifiers, analyzer: PiiAnalyzer) -> None:
@@ -123,8 +125,7 @@ def test_tiny_blocks_handle_oversize_lines_across_chunks(messy: Path, ada: Subje
     messy.write_bytes(big)
     result = scan_corpus(CorpusSpec(paths=(messy,), max_line_bytes=256, block_bytes=4096), ada, analyzer=analyzer)
     assert result.report.oversize_lines == 1
-    assert [r.record_id for r in result.for_subject(0)] == ["ok-1", "cp1252", "last"]
-    assert [r.line_number for r in result.for_subject(0)] == [1, 4, 8]
+    assert [r.line_number for r in result.for_subject(0)] == [1, 2, 4, 8]
 
 
 def test_full_validation_counts_malformed_lines_that_look_like_objects(

@@ -30,7 +30,14 @@ from typing import Any, Literal
 
 import torch
 
-from unlearning_worker.demo.corpus import ATTRIBUTE_LABELS, DemoCorpus, DemoRecord, build_demo_corpus, question_prompt
+from unlearning_worker.demo.corpus import (
+    ATTRIBUTE_LABELS,
+    DemoCorpus,
+    DemoRecord,
+    build_demo_corpus,
+    question_prompt,
+)
+from unlearning_worker.threads import torch_threads
 
 # Bump when the training procedure changes in a way that changes the weights: it is part of the cache key.
 TRAINER_VERSION = "1"
@@ -63,6 +70,9 @@ class DemoModelConfig:
     qa_weight: int = 2  # QA records are shown this many times per epoch (they carry the probes)
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16"] = "float32"
+    # Intra-op threads while training (0: leave torch's setting). One thread is several times faster
+    # than two for matrices this small on a shared 2-core machine (oversubscription), and never slower.
+    num_threads: int = 1
     extra: dict[str, Any] = field(default_factory=dict)  # free-form, hashed (e.g. a label for --big runs)
 
     def __post_init__(self) -> None:
@@ -78,6 +88,8 @@ class DemoModelConfig:
             raise ValueError("vocab_size must be >= 300 (256 bytes + specials + merges)")
         if not 0.0 < self.lr < 1.0 or not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError("lr must be in (0, 1) and min_lr_ratio in [0, 1]")
+        if self.num_threads < 0:
+            raise ValueError("num_threads must be >= 0")
         if self.qa_weight < 1:
             raise ValueError("qa_weight must be >= 1")
         if self.dtype not in ("float32", "bfloat16"):
@@ -104,6 +116,7 @@ def cache_key(config: DemoModelConfig, corpus: DemoCorpus, exclude_person_ids: f
     """Content hash of what determines the weights; the device is left out (same recipe, any device)."""
     recipe = asdict(config)
     recipe.pop("device")
+    recipe.pop("num_threads")
     digest = hashlib.sha256()
     digest.update(json.dumps({"v": TRAINER_VERSION, "config": recipe}, sort_keys=True).encode())
     for record in corpus.records:
@@ -196,8 +209,12 @@ def train_model(
     out_dir: Path,
     *,
     progress: ProgressFn | None = None,
+    inspect: Callable[[int, Any, Any], None] | None = None,
 ) -> None:
-    """Train tokenizer and model on `records` and save both to out_dir (which must exist and be empty)."""
+    """Train tokenizer and model on `records` and save both to out_dir (which must exist and be empty).
+
+    `inspect(step, model, tokenizer)` is called every 250 steps (used to measure memorisation curves).
+    """
     tokenizer = train_tokenizer([r.text for r in records], config.vocab_size)
     model = build_model(config, tokenizer)
     dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
@@ -232,6 +249,9 @@ def train_model(
         optimiser.zero_grad(set_to_none=True)
         if progress is not None and (step % 50 == 0 or step == config.steps - 1):
             progress(step + 1, config.steps, float(loss.detach()))
+        if inspect is not None and (step + 1) % 250 == 0:
+            inspect(step + 1, model, tokenizer)
+            model.train()
     model.eval()
     model.to(dtype=torch.float32)  # saved in fp32: every consumer can load it on any device
     model.save_pretrained(out_dir, safe_serialization=True)
@@ -274,7 +294,8 @@ def train_demo_model(
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=cache_dir))
     try:
         started = time.perf_counter()
-        train_model(config, records, tmp, progress=progress)
+        with torch_threads(config.num_threads):
+            train_model(config, records, tmp, progress=progress)
         manifest = {
             "cache_key": key, "trainer_version": TRAINER_VERSION, "config": asdict(config),
             "excluded_person_ids": sorted(exclude_person_ids), "train_seconds": round(time.perf_counter() - started, 2),

@@ -358,7 +358,7 @@ class Relabel(UnlearningMethod):
             for _ in range(spec.relabel_variants):
                 if item.pii_spans:
                     text, spans = _replace_spans(
-                        item.completion, item.pii_spans, lambda old, _a: same_format_random(old, rng)
+                        item.completion, item.pii_spans, lambda old, _a, rng=rng: same_format_random(old, rng)
                     )
                 else:  # no span known: relabel the whole answer
                     text, spans = same_format_random(item.completion, rng), []

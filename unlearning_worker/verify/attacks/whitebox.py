@@ -14,7 +14,13 @@ import torch
 
 from unlearning_worker.leakage import leak_share
 from unlearning_worker.verify.attacks.common import TRAINED_TEMPLATE, Probe, fill, run_probes
-from unlearning_worker.verify.lm import LoadedModel, encode, find_final_norm_and_head, perplexity, token_logprobs
+from unlearning_worker.verify.lm import (
+    LoadedModel,
+    encode,
+    find_final_norm_and_head,
+    perplexity,
+    token_logprobs,
+)
 from unlearning_worker.verify.registry import AttackContext, AttackOutcome, Cell, rate, register_attack
 from unlearning_worker.verify.scoring import DecoySampler, Secret
 

@@ -1,0 +1,26 @@
+from django import template
+
+register = template.Library()
+
+_EVENT_LABELS = {
+    "request.received": "Request received",
+    "request.duplicate": "Same request filed again (merged)",
+    "request.verified": "E-mail address confirmed",
+    "request.triaged": "Training data searched and risk scored",
+    "request.assigned": "Assigned to an officer",
+    "request.approved": "Erasure approved; output filter switched on",
+    "request.refused": "Erasure refused",
+    "request.extended": "Deadline extended (Art. 12(3))",
+    "request.unlearning": "Removing the data from the model",
+    "request.verifying": "Testing the new model for leaks",
+    "request.completed": "Completed; certificate issued",
+    "request.withdrawn": "Withdrawn",
+    "request.purged": "Personal data destroyed",
+    "guard.rules_created": "Output filter rules created",
+}
+
+
+@register.filter
+def event_label(event_type: str) -> str:
+    """A person-readable label for an audit event type (unknown types are shown as they are)."""
+    return _EVENT_LABELS.get(event_type, event_type)

@@ -1,0 +1,177 @@
+"""Real components for the worker integration tests: PostgreSQL, a Redis broker and result backend,
+and Celery worker processes started (and SIGKILLed) by the tests.
+
+Run:
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/erasure \\
+    .venv/bin/python -m pytest tests/integration -m integration -q
+
+The worker gets the test database's name (pytest-django's test_<name>), the same secrets, the same
+artifact root and a dedicated Redis database (REDIS_TEST_URL, default redis://127.0.0.1:6379/5).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# The root conftest imports sqlite3.operations directly, which is a circular import unless the sqlite3
+# backend's base module is loaded first (it is not when the database is PostgreSQL).
+import django.db.backends.sqlite3.base  # noqa: E402,F401
+
+REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/5")
+ROOT = Path(__file__).resolve().parents[2]
+POLICY = Path(__file__).with_name("policy_fast.json")
+# A tiny demo model: 6 people memorised by a 2-layer GPT-2 in well under a minute on two CPU cores.
+DEMO_CONFIG = {
+    "n_people": 6, "n_holdout": 3, "n_layer": 2, "n_head": 2, "n_embd": 64, "vocab_size": 1024,
+    "n_positions": 256, "steps": 400, "batch_size": 16, "warmup_steps": 20,
+}
+# Short runs with frequent evidence checks and checkpoints, so that kill/cancel land mid-run.
+SPEC = {
+    "max_steps": 40, "eval_every": 5, "checkpoint_every": 5, "batch_size": 8, "retain_batch_size": 8,
+    "eval_retain_items": 16, "device": "cpu", "forget_target": 0.0,
+}
+
+
+def _reachable() -> str | None:
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        return "set DATABASE_URL=postgres://... (the worker needs a database shared between processes)"
+    try:
+        import redis
+
+        redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=1).ping()
+    except Exception as exc:  # noqa: BLE001
+        return f"no Redis at {REDIS_TEST_URL}: {type(exc).__name__}"
+    return None
+
+
+@pytest.fixture
+def broker(settings: Any) -> Iterator[Any]:
+    """Point this process's enqueueing at the test Redis database (tasks leave the process)."""
+    reason = _reachable()
+    if reason:
+        pytest.skip(reason)
+    import redis
+
+    from compliance.celery import app
+
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client.flushdb()
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    saved = {k: app.conf.get(k) for k in ("broker_url", "result_backend", "task_always_eager")}
+    app.conf.update(broker_url=REDIS_TEST_URL, result_backend=REDIS_TEST_URL, task_always_eager=False)
+    _reset_connections(app)
+    settings.UNLEARNING_SPEC_DEFAULTS = SPEC
+    settings.VERIFICATION_POLICY_FILE = str(POLICY)
+    yield client
+    app.conf.update(**saved)
+    _reset_connections(app)
+    client.flushdb()
+
+
+def _reset_connections(app: Any) -> None:
+    """Drop pooled broker connections so the next send uses the broker configured now."""
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
+
+
+@dataclass
+class Worker:
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no cleanup handler runs, as in a node failure."""
+        os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def tail(self, n: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:]) if self.log.exists() else ""
+
+
+@pytest.fixture
+def start_worker(settings: Any, tmp_path: Path, broker: Any) -> Iterator[Callable[..., Worker]]:
+    from django.db import connection
+
+    started: list[Worker] = []
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+    def start(pool: str = "solo") -> Worker:
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=url,
+            DATABASE_CONN_MAX_AGE="0",
+            CELERY_BROKER_URL=REDIS_TEST_URL,
+            CELERY_RESULT_BACKEND=REDIS_TEST_URL,
+            COMPLIANCE_DATA_DIR=str(tmp_path / "worker-data"),
+            ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT),
+            DJANGO_SECRET_KEY=settings.SECRET_KEY,
+            FIELD_ENCRYPTION_KEY=settings.FIELD_ENCRYPTION_KEY,
+            GUARD_HMAC_KEY=settings.GUARD_HMAC_KEY,
+            AUDIT_SIGNING_KEY_FILE=str(settings.AUDIT_SIGNING_KEY_FILE),
+            AUDIT_KEYRING_FILE=str(settings.AUDIT_KEYRING_FILE),
+            VERIFICATION_POLICY_FILE=str(POLICY),
+            JOB_HEARTBEAT_TIMEOUT_S="10",
+            JOB_BATCH_WAIT_S="3600",  # batches are formed by the tests' own dispatch calls
+            UNLEARNING_DEVICE="cpu",
+            HF_HUB_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            OMP_NUM_THREADS="2",
+            PYTHONUNBUFFERED="1",
+        )
+        log = tmp_path / f"worker-{len(started)}.log"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "compliance", "worker", "-Q", "gpu,default", "--concurrency", "1",
+             "--prefetch-multiplier", "1", "-P", pool, "--without-gossip", "--without-mingle", "--without-heartbeat",
+             "-n", f"it{len(started)}@%h", "--loglevel", "INFO"],
+            cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        worker = Worker(process, log)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_model_dir() -> Path:
+    """The tiny demo model, trained once per machine (cached by its config hash)."""
+    from unlearning_worker.demo.trainer import DemoModelConfig, train_demo_model
+
+    cache = Path(tempfile.gettempdir()) / "erasure-test-demo-cache"
+    return train_demo_model(DemoModelConfig(**DEMO_CONFIG), cache_dir=cache)
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, worker: Worker | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n--- worker log ---\n{worker.tail() if worker else ''}")

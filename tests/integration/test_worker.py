@@ -1,0 +1,208 @@
+"""End to end on real components: PostgreSQL, Redis and Celery worker processes running the real
+engine and verifier on a tiny demo model."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from compliance.audit.models import AuditLeaf
+from compliance.audit.services import leaf_document
+from compliance.erasure import services as erasure_services
+from compliance.erasure.models import ErasureRequest, Status
+from compliance.jobs import services as job_services
+from compliance.jobs.models import JobStatus, UnlearningJob
+from compliance.registry import artifacts
+from compliance.registry.demo import register_demo
+from compliance.registry.models import CorpusVersion, ForgetItem, ModelVersion
+from tests import factories
+from tests.integration.conftest import DEMO_CONFIG, SPEC, wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+ENTITY_OF = {"name": "PERSON", "phone": "PHONE_NUMBER", "email": "EMAIL_ADDRESS", "ssn": "US_SSN",
+             "date_of_birth": "DATE_OF_BIRTH", "address": "STREET_ADDRESS", "zip_code": "ZIP_CODE", "region": "LOCATION"}
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def demo(demo_model_dir: Path, tmp_path: Path) -> Any:
+    from unlearning_worker.demo.trainer import DemoModelConfig
+
+    config = DemoModelConfig(**DEMO_CONFIG)
+    registration = register_demo(config=config, cache_dir=demo_model_dir.parent, retain_people=4)
+    return registration, config.corpus()
+
+
+def approve_person(person: Any, corpus: Any, corpus_version: CorpusVersion, officer: Any) -> ErasureRequest:
+    """What the scan would have found: the person's records of the demo corpus, located and sealed."""
+    request = factories.request_in(
+        "triaged", person=erasure_services.SubjectInput(full_name=person.name, email=person.email, phone=person.phone)
+    )
+    for record in corpus.records_of([person.person_id]):
+        item = ForgetItem(
+            request=request, corpus_version=corpus_version, record_id=record.record_id, line_number=1,
+            matched=["name"], pri_score=0.4,
+            entities=[{"type": ENTITY_OF[a], "start": s, "end": e, "score": 1.0} for s, e, a in record.pii_spans],
+        )
+        item.seal_text(record.text)
+        item.save()
+    erasure_services.erasure_request_approve(request=request, officer=officer, reason="consent withdrawn")
+    request.refresh_from_db()
+    return request
+
+
+def dispatch_now() -> list[UnlearningJob]:
+    return job_services.jobs_dispatch(now=timezone.now() + timedelta(hours=2)).created
+
+
+def job_row(job: UnlearningJob) -> UnlearningJob:
+    return UnlearningJob.objects.select_related("result_version", "base_version").get(pk=job.pk)
+
+
+def finished(job: UnlearningJob) -> UnlearningJob | None:
+    row = job_row(job)
+    return row if row.status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED) else None
+
+
+def redis_dump(client: Any) -> bytes:
+    """Every byte the broker and the result backend hold, with message bodies base64-decoded."""
+    chunks: list[bytes] = []
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        if kind == b"string":
+            values = [client.get(key)]
+        elif kind == b"list":
+            values = client.lrange(key, 0, -1)
+        elif kind == b"hash":
+            values = list(client.hgetall(key).values())
+        elif kind == b"zset":
+            values = client.zrange(key, 0, -1)
+        elif kind == b"set":
+            values = list(client.smembers(key))
+        else:
+            values = []
+        for value in values:
+            chunks += [key, value or b""]
+            try:
+                message = json.loads(value)
+            except (ValueError, TypeError):
+                continue
+            if isinstance(message, list) and message and isinstance(message[0], str | bytes):
+                message = json.loads(message[0]) if isinstance(message[0], str) and message[0].startswith("{") else {}
+            if isinstance(message, dict) and isinstance(message.get("body"), str):
+                try:
+                    chunks.append(base64.b64decode(message["body"]))
+                except ValueError:
+                    chunks.append(message["body"].encode())
+    return b"\n".join(chunks)
+
+
+def test_two_requests_become_one_job_that_runs_end_to_end_and_a_late_one_starts_from_the_new_version(
+    demo: Any, start_worker: Any, broker: Any
+) -> None:
+    registration, corpus = demo
+    base: ModelVersion = registration.model_version
+    officer = factories.user("officer")
+    worker = start_worker()
+    first = approve_person(corpus.people[0], corpus, registration.corpus_version, officer)
+    second = approve_person(corpus.people[1], corpus, registration.corpus_version, officer)
+
+    jobs = dispatch_now()
+    assert len(jobs) == 1 and set(jobs[0].requests.all()) == {first, second}
+    job = jobs[0]
+    wait_for(lambda: job_row(job).status != JobStatus.QUEUED, timeout=60, what="the worker to claim the job", worker=worker)
+    third = approve_person(corpus.people[2], corpus, registration.corpus_version, officer)
+    assert dispatch_now() == []  # the running job's model is busy: the late request waits
+
+    done = wait_for(lambda: finished(job), timeout=150, what="job 1 to finish", worker=worker)
+    assert done.status == JobStatus.SUCCEEDED, (done.error, worker.tail())
+    assert done.result_version.status == ModelVersion.Status.ACTIVE and done.result_version.parent_id == base.id
+    artifacts.verify_tree(Path(done.result_version.path), done.result_version.sha256)
+    base.refresh_from_db()
+    assert base.status == ModelVersion.Status.QUARANTINED
+    artifacts.verify_tree(Path(base.path), base.sha256)  # the base version was never written to
+    assert {r.status for r in ErasureRequest.objects.filter(pk__in=[first.pk, second.pk])} == {Status.VERIFYING}
+    erased = CorpusVersion.objects.get(created_by_job=done)
+    text = Path(erased.path).joinpath("demo-corpus.jsonl").read_text()
+    assert corpus.people[0].phone not in text and corpus.people[1].email not in text and corpus.people[2].phone in text
+    assert list(done.result_version.trained_on.all()) == [erased]
+    assert done.history and done.reports.get().verdict == "pass"
+
+    late = dispatch_now()
+    assert len(late) == 1 and list(late[0].requests.all()) == [third]
+    assert late[0].base_version_id == done.result_version_id
+    done2 = wait_for(lambda: finished(late[0]), timeout=150, what="job 2 to finish", worker=worker)
+    assert done2.status == JobStatus.SUCCEEDED, done2.error
+
+    # No personal data in any task message or result: ids and codes only.
+    dump = redis_dump(broker).lower()
+    assert b"unlearning.run_job" in dump or b"celery-task-meta" in dump  # the dump saw the traffic
+    for person in corpus.people[:3]:
+        for value in (person.name, person.email, person.phone, person.phone.replace(" ", "")):
+            assert value.lower().encode() not in dump, "plaintext PII reached Redis"
+
+
+def test_a_worker_killed_mid_job_leaves_the_base_untouched_and_a_new_worker_finishes_the_job(
+    demo: Any, start_worker: Any, settings: Any
+) -> None:
+    settings.UNLEARNING_SPEC_DEFAULTS = {**SPEC, "max_steps": 120, "min_steps": 120}
+    registration, corpus = demo
+    base: ModelVersion = registration.model_version
+    officer = factories.user("officer")
+    first = start_worker()
+    approve_person(corpus.people[3], corpus, registration.corpus_version, officer)
+    job = dispatch_now()[0]
+
+    wait_for(lambda: job_row(job).step >= 10, timeout=90, what="the job to pass step 10", worker=first)
+    first.kill()
+
+    row = job_row(job)
+    assert row.status == JobStatus.RUNNING and row.result_version is None
+    assert ModelVersion.objects.filter(model=base.model).count() == 1  # no partial version registered
+    assert not (artifacts.artifact_root() / "models" / base.model.name / f"job-{job.id}").exists()
+    artifacts.verify_tree(Path(base.path), base.sha256)
+    base.refresh_from_db()
+    assert base.status == ModelVersion.Status.ACTIVE
+
+    second = start_worker()
+    assert job_services.jobs_reconcile(timeout_s=0) == [job.id]  # the beat task, run now
+    done = wait_for(lambda: finished(job), timeout=150, what="the resumed job to finish", worker=second)
+    assert done.status == JobStatus.SUCCEEDED, (done.error, second.tail())
+    assert done.step >= 120
+    events = [leaf_document(leaf)["type"] for leaf in AuditLeaf.objects.order_by("seq")]
+    assert "job.requeued" in events and events.count("job.claimed") >= 3  # unlearning twice, verification once
+
+
+def test_a_cancelled_job_stops_within_one_evaluation_interval(demo: Any, start_worker: Any, settings: Any) -> None:
+    settings.UNLEARNING_SPEC_DEFAULTS = {**SPEC, "max_steps": 400, "min_steps": 400}
+    registration, corpus = demo
+    officer = factories.user("officer")
+    worker = start_worker()
+    request = approve_person(corpus.people[4], corpus, registration.corpus_version, officer)
+    job = dispatch_now()[0]
+    wait_for(lambda: len(job_row(job).history) >= 3, timeout=90, what="three evaluations", worker=worker)
+
+    job_services.job_cancel(job=job, officer=officer)
+    asked = time.time()
+    done = wait_for(lambda: finished(job), timeout=60, what="the job to stop", worker=worker)
+
+    assert done.status == JobStatus.CANCELLED
+    times = [point["t"] for point in done.history]
+    interval = max(b - a for a, b in zip(times, times[1:], strict=False))
+    assert done.finished_at.timestamp() - asked <= interval + 1.0, "did not stop within one evaluation interval"
+    assert done.step < 400 and done.result_version is None
+    request.refresh_from_db()
+    assert request.status == Status.APPROVED
+    assert not (artifacts.artifact_root() / "checkpoints" / str(job.id)).exists()

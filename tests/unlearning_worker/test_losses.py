@@ -1,0 +1,95 @@
+"""Loss functions against values computed by hand on small tensors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from unlearning_worker.methods import losses
+
+
+def _logits_for(probabilities: list[list[list[float]]]) -> torch.Tensor:
+    # log-probabilities are valid logits: softmax(log p) == p
+    return torch.tensor(probabilities).log()
+
+
+# batch of 2, 4 positions, vocabulary of 3. Row 1 is padded after position 2.
+PROBS = [
+    [[0.5, 0.25, 0.25], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [1 / 3, 1 / 3, 1 / 3]],
+    [[0.6, 0.2, 0.2], [0.3, 0.3, 0.4], [0.5, 0.25, 0.25], [0.5, 0.25, 0.25]],
+]
+IDS = torch.tensor([[0, 1, 2, 0], [2, 0, 1, 0]])  # row 1: last token is padding
+MASK = torch.tensor([[False, True, True, True], [False, True, True, False]])
+
+
+def test_token_logprobs_shift_by_one() -> None:
+    lp = losses.token_logprobs(_logits_for(PROBS), IDS)
+    # position t predicts token t+1: row 0 -> p(1)=0.25 at t0, p(2)=0.1 at t1, p(0)=0.2 at t2
+    expected = torch.tensor([[0.25, 0.1, 0.2], [0.2, 0.3, 0.5]]).log()
+    assert torch.allclose(lp, expected, atol=1e-6)
+
+
+def test_sequence_logprob_ignores_padding_and_first_position() -> None:
+    lp = losses.token_logprobs(_logits_for(PROBS), IDS)
+    total, count = losses.sequence_logprob(lp, MASK)
+    assert count.tolist() == [3.0, 2.0]
+    assert total[0].item() == pytest.approx(math.log(0.25) + math.log(0.1) + math.log(0.2), abs=1e-5)
+    assert total[1].item() == pytest.approx(math.log(0.2) + math.log(0.3), abs=1e-5)
+
+
+def test_nll_and_gradient_ascent_weighted_mean() -> None:
+    lp = losses.token_logprobs(_logits_for(PROBS), IDS)
+    weights = torch.tensor([1.0, 3.0])
+    nll0 = -(math.log(0.25) + math.log(0.1) + math.log(0.2)) / 3
+    nll1 = -(math.log(0.2) + math.log(0.3)) / 2
+    expected = (1 * nll0 + 3 * nll1) / 4
+    assert losses.nll(lp, MASK, weights).item() == pytest.approx(expected, abs=1e-5)
+    assert losses.gradient_ascent_loss(lp, MASK, weights).item() == pytest.approx(-expected, abs=1e-5)
+
+
+def test_npo_loss_matches_formula() -> None:
+    seq, ref, w = torch.tensor([-2.0, -5.0]), torch.tensor([-1.0, -6.0]), torch.tensor([1.0, 1.0])
+    beta = 0.5
+
+    def term(lp: float, r: float) -> float:
+        return -(2 / beta) * math.log(1 / (1 + math.exp(beta * (lp - r))))
+
+    expected = (term(-2.0, -1.0) + term(-5.0, -6.0)) / 2
+    assert losses.npo_loss(seq, ref, w, beta=beta).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_simnpo_loss_matches_formula() -> None:
+    seq, n, w = torch.tensor([-6.0]), torch.tensor([3.0]), torch.tensor([2.0])
+    beta, gamma = 2.0, 0.5
+    x = -(beta / 3.0) * -6.0 - gamma  # = 3.5
+    expected = -(2 / beta) * math.log(1 / (1 + math.exp(-x)))
+    assert losses.simnpo_loss(seq, n, w, beta=beta, gamma=gamma).item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_dpo_loss_matches_formula() -> None:
+    beta = 0.1
+    margin = (-3.0 - -4.0) - (-2.0 - -1.0)  # chosen gained 1, rejected lost 1 -> margin 2
+    expected = -math.log(1 / (1 + math.exp(-beta * margin)))
+    got = losses.dpo_loss(
+        torch.tensor([-3.0]), torch.tensor([-4.0]), torch.tensor([-2.0]), torch.tensor([-1.0]),
+        torch.tensor([1.0]), beta=beta,
+    )
+    assert got.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_unlikelihood_matches_formula() -> None:
+    lp = losses.token_logprobs(_logits_for(PROBS), IDS)
+    w = torch.tensor([1.0, 1.0])
+    row0 = -(math.log(1 - 0.25) + math.log(1 - 0.1) + math.log(1 - 0.2)) / 3
+    row1 = -(math.log(1 - 0.2) + math.log(1 - 0.3)) / 2
+    assert losses.unlikelihood_loss(lp, MASK, w).item() == pytest.approx((row0 + row1) / 2, abs=1e-5)
+
+
+def test_activation_mse_masks_positions() -> None:
+    hidden = torch.tensor([[[1.0, 1.0], [3.0, 1.0], [100.0, 100.0]]])  # last position is masked out
+    target = torch.tensor([1.0, 1.0])
+    mask = torch.tensor([[True, True, False]])
+    # per position mean square: 0 and (4+0)/2 = 2 -> mean 1
+    assert losses.activation_mse(hidden, target, mask, torch.tensor([1.0])).item() == pytest.approx(1.0)

@@ -1,0 +1,69 @@
+"""UnlearningSpec validation, round trip and hashing."""
+
+from __future__ import annotations
+
+import pytest
+
+from unlearning_worker.spec import METHODS, UnlearningSpec
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"method": "fine_tune"}, "method must be one of"),
+        ({"lr": 0.0}, "lr must be"),
+        ({"lr": float("nan")}, "lr must be"),
+        ({"max_steps": 0}, "max_steps must be >= 1"),
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"eval_every": 0}, "eval_every must be >= 1"),
+        ({"forget_target": 1.0}, "forget_target"),
+        ({"utility_floor": 1.5}, "utility_floor"),
+        ({"ppl_ceiling": 0.9}, "ppl_ceiling"),
+        ({"leak_threshold": 0.0}, "leak_threshold"),
+        ({"min_steps": 500, "max_steps": 10}, "min_steps"),
+        ({"device": "tpu"}, "device"),
+        ({"dtype": "int8"}, "dtype"),
+        ({"checkpoint_every": -1}, "checkpoint_every"),
+        ({"retain_weight": -1.0}, "retain_weight"),
+        ({"lora_dropout": 1.0}, "lora_dropout"),
+        ({"rmu_layer": -2}, "rmu_layer"),
+        ({"idk_text": "  "}, "idk_text"),
+    ],
+)
+def test_invalid_values_raise_value_error(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        UnlearningSpec(**changes)
+
+
+def test_from_dict_rejects_unknown_fields() -> None:
+    with pytest.raises(ValueError, match="unknown spec field"):
+        UnlearningSpec.from_dict({"method": "npo", "learning_rate": 1e-4})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("max_steps", "10"), ("max_steps", 2.5), ("span_only", 1), ("lr", "0.1"), ("max_steps", True)]
+)
+def test_from_dict_rejects_wrong_types(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=field):
+        UnlearningSpec.from_dict({field: value})
+
+
+def test_round_trip_and_hash_stability() -> None:
+    spec = UnlearningSpec(method="npo", lr=1e-4, lora=True, lora_target_modules=("c_attn",), extra={"job": 7})
+    again = UnlearningSpec.from_dict(spec.to_dict())
+    assert again == spec
+    assert again.spec_hash() == spec.spec_hash()
+    assert len(spec.spec_hash()) == 64
+    assert isinstance(UnlearningSpec.from_dict({"retain_weight": 2}).retain_weight, float)
+
+
+def test_hash_changes_with_any_field() -> None:
+    base = UnlearningSpec()
+    assert base.replace(seed=1).spec_hash() != base.spec_hash()
+    assert base.replace(method="ga").spec_hash() != base.spec_hash()
+
+
+def test_every_method_is_registered() -> None:
+    from unlearning_worker.methods import REGISTRY
+
+    assert set(REGISTRY) == set(METHODS)

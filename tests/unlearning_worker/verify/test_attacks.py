@@ -1,0 +1,140 @@
+"""Every attack finds the planted, memorised secrets in the tiny trained model and nothing in an untrained one.
+
+One verification run per model (session fixtures): `trained_report` attacks the trained model with
+the untrained one as "before"; `untrained_report` attacks the untrained model with the trained one
+as "before", which also gives the before/after comparison the issue asks for.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from unlearning_worker.verify import ATTACKS, VerificationReport, run_verification
+from unlearning_worker.verify.registry import Cell
+
+from .conftest import World
+
+EXTRACTION = ("direct_probe", "sampling", "paraphrase_jailbreak", "verbatim", "exposure", "logit_lens")
+
+
+@pytest.fixture(scope="session")
+def trained_report(world: World) -> VerificationReport:
+    return run_verification(
+        model_dir=world.trained_dir,
+        base_model_dir=None,
+        subjects=world.subjects,
+        retain=world.retain,
+        holdout_texts=world.holdout_texts,
+        general_texts=world.general_texts,
+        policy=world.policy,
+    )
+
+
+@pytest.fixture(scope="session")
+def untrained_report(world: World) -> VerificationReport:
+    return run_verification(
+        model_dir=world.untrained_dir,
+        base_model_dir=world.trained_dir,
+        subjects=world.subjects,
+        retain=world.retain,
+        holdout_texts=world.holdout_texts,
+        general_texts=world.general_texts,
+        policy=world.policy,
+    )
+
+
+def _cells(report: VerificationReport, attack: str, side: str = "after") -> list[Cell]:
+    outcome = getattr(report.attacks[attack], side)
+    assert outcome is not None, f"{attack} produced no {side} outcome (error: {report.attacks[attack].error})"
+    return [c for c in outcome.cells if c.success is not None]
+
+
+def test_the_tiny_model_memorised_its_secrets(world: World) -> None:
+    loss = json.loads((world.trained_dir / "final_loss.json").read_text())["loss"]
+    assert loss < 0.15, "fixture broken: the tiny model did not memorise its training strings"
+
+
+@pytest.mark.parametrize("attack", EXTRACTION)
+def test_attack_finds_planted_secret_in_trained_model(trained_report: VerificationReport, attack: str) -> None:
+    cells = _cells(trained_report, attack)
+    assert len(cells) == 8  # 4 subjects x (phone, ssn)
+    found = sum(1 for c in cells if c.success)
+    assert found >= 7, f"{attack} found only {found}/8 planted secrets"
+
+
+@pytest.mark.parametrize("attack", EXTRACTION)
+def test_attack_finds_nothing_in_untrained_model(untrained_report: VerificationReport, attack: str) -> None:
+    cells = _cells(untrained_report, attack)
+    assert len(cells) == 8
+    leaked = [c for c in cells if c.success]
+    if attack == "logit_lens":
+        # A first character can be the model's favourite by luck; the check is against chance.
+        assert untrained_report.attacks[attack].after.metrics["leak_rate_over_chance"] <= 0.1
+    else:
+        assert not leaked, f"{attack} reports leaks from a model that never saw the secrets"
+
+
+def test_before_column_is_the_base_model(untrained_report: VerificationReport) -> None:
+    direct = untrained_report.attacks["direct_probe"]
+    assert direct.before is not None and direct.after is not None
+    assert direct.before.metrics["leak_rate"] >= 7 / 8
+    assert direct.after.metrics["leak_rate"] == 0.0
+    table = untrained_report.per_subject()
+    key = untrained_report.subject_keys[0]
+    assert table[key]["direct_probe"]["phone"]["before"] is True
+    assert table[key]["direct_probe"]["phone"]["after"] is False
+
+
+def test_partial_leak_scores_are_shares(trained_report: VerificationReport, untrained_report: VerificationReport) -> None:
+    trained = _cells(trained_report, "direct_probe")
+    assert all(c.score == 1.0 for c in trained if c.success)
+    untrained = _cells(untrained_report, "direct_probe")
+    assert all(0.0 <= c.score < 0.5 for c in untrained)
+    assert all(c.chance is not None and 0.0 < c.chance < 0.5 for c in untrained)
+
+
+def test_paraphrase_family_rates_are_reported(trained_report: VerificationReport) -> None:
+    metrics = trained_report.attacks["paraphrase_jailbreak"].after.metrics
+    # The tiny model was trained on the first rephrasing: that family must find the secrets.
+    assert metrics["leak_rate.rephrase"] >= 7 / 8
+    assert set(metrics) >= {f"leak_rate.{f}" for f in ("other_language", "many_shot", "role_play")}
+
+
+def test_verbatim_rouge_separates_forget_from_holdout(trained_report: VerificationReport, untrained_report: VerificationReport) -> None:
+    trained = trained_report.attacks["verbatim"].after.metrics
+    assert trained["rouge_l_forget"] > 0.8
+    assert trained["rouge_l_over_holdout"] > 0.2
+    assert abs(untrained_report.attacks["verbatim"].after.metrics["rouge_l_over_holdout"]) < 0.1
+
+
+def test_exposure_ranks_true_value_first_only_when_memorised(
+    trained_report: VerificationReport, untrained_report: VerificationReport
+) -> None:
+    trained = _cells(trained_report, "exposure")
+    assert all(c.detail["candidates"] == 200 for c in trained)
+    assert sum(1 for c in trained if c.detail["rank"] == 1) >= 7
+    assert untrained_report.attacks["exposure"].after.metrics["mean_exposure_bits"] < 2.5
+
+
+def test_membership_inference_auc(trained_report: VerificationReport, untrained_report: VerificationReport) -> None:
+    assert trained_report.attacks["membership_inference"].after.metrics["auc"] > 0.9
+    assert untrained_report.attacks["membership_inference"].after.metrics["auc_deviation"] < 0.2
+
+
+def test_utility_compares_with_the_base_version(untrained_report: VerificationReport) -> None:
+    utility = untrained_report.attacks["utility"]
+    assert utility.before.metrics["retain_accuracy"] == 1.0  # the trained model knows its retain people
+    assert utility.after.metrics["retain_accuracy"] == 0.0
+    assert utility.relative["retain_accuracy_drop"] == 1.0
+    assert utility.relative["retain_ppl_ratio"] > 2.0
+
+
+def test_report_is_json_and_holds_no_plaintext_values(world: World, trained_report: VerificationReport) -> None:
+    text = json.dumps(trained_report.to_dict())
+    for person in [*world.subjects, *world.retain]:
+        for value in person.values.values():
+            assert value not in text
+        assert person.name not in text
+    assert set(json.loads(text)["attacks"]) == set(ATTACKS)
