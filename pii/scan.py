@@ -2,12 +2,13 @@
 
 Two stages, so that Presidio (milliseconds per record) runs on a handful of records, not on all:
 
-1. **Pre-filter** (`_Prefilter`), one streaming pass over raw bytes in blocks of `block_bytes`:
-   each block of whole lines is lower-cased (ASCII) once, then searched for every subject's anchors
-   (`pii.subjects`): literal byte strings with `bytes.find` (a two-way/horspool search in C), or, when
-   there are many literals (a batch of subjects), one Aho-Corasick automaton; phone keys and other
-   identifiers with one separator-tolerant byte regex each. A hit marks its line a candidate for
-   that subject. Memory is bounded by `block_bytes + max_line_bytes`, whatever the file size.
+1. **Pre-filter** (`_Prefilter`), one streaming pass over raw bytes in chunks of `block_bytes`:
+   the whole lines of each chunk are lower-cased (ASCII) once and searched for every subject's
+   anchors (`pii.subjects`): for one or a few subjects with `bytes.find` per literal (surname,
+   e-mail) and a separator-tolerant byte regex per phone/identifier key; for a batch, on a copy with
+   separators deleted, with one Aho-Corasick automaton for all anchors of all subjects. A hit marks
+   its line a candidate for that subject. Memory is bounded by about 3 x `block_bytes` +
+   `max_line_bytes`, whatever the file size.
 2. **Confirmation**: each candidate line is decoded (JSON: the `text_field`), the subject's Presidio
    recognizers must match in the text itself (word boundaries, normalised comparison); only then the
    configured `PiiAnalyzer` lists every PII entity of the record for the PRI and for anonymisation.
@@ -47,12 +48,10 @@ from pii.subjects import (
 
 ProgressCallback = Callable[[int, int], None]
 
-# Below this many literal anchors, one bytes.find pass per anchor beats a pure-Python-driven
-# Aho-Corasick iteration (measured: ~2-5 GB/s per find pass vs ~100 MB/s for the automaton).
-_FIND_LOOP_MAX_ANCHORS = 24
-# Phone/identifier regexes are run one by one up to this many, then as one alternation: a single
-# literal-led regex uses the engine's prefix scan, an alternation does not.
-_SEPARATE_REGEX_MAX = 12
+# Up to this many literal anchors / key regexes, one pass per anchor (each ~1 GB/s) beats one
+# Aho-Corasick pass (~100 MB/s) over a projected copy; past it, the automaton wins.
+_FIND_LOOP_MAX_ANCHORS = 12
+_SEPARATE_REGEX_MAX = 6
 
 
 @dataclass(frozen=True)
@@ -175,55 +174,84 @@ class ScanResult:
         return self.located[index]
 
 
+# Bytes the projected pre-filter deletes: the separators that people put inside phone numbers and
+# identifiers ("(415) 555-0143", "GB29 NWBK ..."). Newlines are kept: they delimit records.
+_PROJECTION_DELETE = b" \t\r\f\v-./()"
+
+
 class _Prefilter:
-    """Finds candidate (line start, subject) pairs in a lower-cased block of whole lines."""
+    """Finds candidate lines for each subject in a lower-cased block of whole lines.
+
+    Two strategies, chosen once from the number of anchors (both over-approximate; both are checked
+    against the subject recognizers by the tests):
+
+    * direct (few subjects): one `bytes.find` pass per literal anchor (surname, e-mail) and one
+      separator-tolerant regex per phone/identifier key, each led by a literal digit so the regex
+      engine's prefix scan skips most of the block;
+    * projected (a batch): the block is lower-cased and stripped of separators once
+      (`bytes.translate`, C speed), then one Aho-Corasick automaton finds every anchor of every
+      subject, projected the same way, in a single pass; hits map back to original lines by line
+      index, since newlines survive the projection. Cost no longer grows with the number of subjects.
+    """
 
     def __init__(self, matchers: Sequence[SubjectMatcher]) -> None:
         literal: dict[bytes, set[int]] = {}
         regexes: list[tuple[int, bytes]] = []
+        keys: dict[bytes, set[int]] = {}
         for index, matcher in enumerate(matchers):
             for anchor in matcher.literal_anchors:
                 literal.setdefault(anchor, set()).add(index)
             for _kind, source in matcher.regex_anchors:
                 regexes.append((index, source))
+            for key in matcher.key_anchors:
+                keys.setdefault(key, set()).add(index)
+        self.projected = len(literal) > _FIND_LOOP_MAX_ANCHORS or len(regexes) > _SEPARATE_REGEX_MAX
         self._literal = {k: tuple(sorted(v)) for k, v in literal.items()}
+        self._separate = [(i, re.compile(src)) for i, src in regexes]
         self._automaton: Any = None
-        if len(self._literal) > _FIND_LOOP_MAX_ANCHORS:
+        if self.projected:
+            projected: dict[bytes, set[int]] = {}
+            for anchor, subjects in list(literal.items()) + list(keys.items()):
+                projected.setdefault(anchor.translate(None, _PROJECTION_DELETE), set()).update(subjects)
             automaton = ahocorasick.Automaton()
-            for anchor, subjects in self._literal.items():
-                # latin-1 maps each byte to one code point: automaton positions are byte positions.
-                automaton.add_word(anchor.decode("latin-1"), (len(anchor), subjects))
+            for anchor, subject_set in projected.items():
+                if anchor:
+                    # latin-1 maps each byte to one code point: automaton positions are byte positions.
+                    automaton.add_word(anchor.decode("latin-1"), tuple(sorted(subject_set)))
             automaton.make_automaton()
             self._automaton = automaton
-        self._separate: list[tuple[int, Any]] = []
-        self._combined: Any = None
-        self._group_subject: dict[int, int] = {}
-        if len(regexes) <= _SEPARATE_REGEX_MAX:
-            self._separate = [(i, re.compile(src)) for i, src in regexes]
-        elif regexes:
-            self._combined = re.compile(b"|".join(b"(" + src + b")" for _, src in regexes))
-            self._group_subject = {g + 1: i for g, (i, _) in enumerate(regexes)}
 
     def hits(self, lowered: bytes, lo: int, hi: int) -> Iterator[tuple[int, int]]:
-        """(byte position, subject index) of every anchor hit in lowered[lo:hi]."""
-        if self._automaton is not None:
-            for end, (length, subjects) in self._automaton.iter(lowered.decode("latin-1"), lo, hi):
+        """(byte position in the line, subject index) of every anchor hit in lowered[lo:hi]."""
+        if self.projected:
+            yield from self._projected_hits(lowered, lo, hi)
+            return
+        find = lowered.find
+        for anchor, subjects in self._literal.items():
+            pos = find(anchor, lo, hi)
+            while pos != -1:
                 for s in subjects:
-                    yield end - length + 1, s
-        else:
-            find = lowered.find
-            for anchor, subjects in self._literal.items():
-                pos = find(anchor, lo, hi)
-                while pos != -1:
-                    for s in subjects:
-                        yield pos, s
-                    pos = find(anchor, pos + 1, hi)
+                    yield pos, s
+                pos = find(anchor, pos + 1, hi)
         for subject, compiled in self._separate:
             for match in compiled.finditer(lowered, lo, hi):
                 yield match.start(), subject
-        if self._combined is not None:
-            for match in self._combined.finditer(lowered, lo, hi):
-                yield match.start(), self._group_subject[match.lastindex]
+
+    def _projected_hits(self, lowered: bytes, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+        projected = lowered[lo:hi].translate(None, _PROJECTION_DELETE)
+        found = sorted(
+            (end, subjects) for end, subjects in self._automaton.iter(projected.decode("latin-1"))
+        )
+        line_index, counted_to = 0, 0  # line index of projected position counted_to
+        original_line, original_start = 0, lo  # walk of the original block, line by line
+        for end, subjects in found:
+            line_index += projected.count(b"\n", counted_to, end)
+            counted_to = end
+            while original_line < line_index:
+                original_start = lowered.find(b"\n", original_start, hi) + 1
+                original_line += 1
+            for s in subjects:
+                yield original_start, s
 
 
 @dataclass

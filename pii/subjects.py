@@ -213,6 +213,9 @@ class SubjectMatcher:
 
     literal_anchors: dict[bytes, frozenset[str]]  # lower-cased bytes -> match kinds it may indicate
     regex_anchors: tuple[tuple[str, bytes], ...]  # (kind, bytes regex source) for digits/identifiers
+    # The same digit/identifier keys as plain bytes (separators removed), for a pre-filter that
+    # deletes separators from the text instead of allowing them in a regex.
+    key_anchors: tuple[bytes, ...]
     recognizers: tuple[SubjectPatternRecognizer, ...]
     kinds: frozenset[str] = field(default_factory=frozenset)
 
@@ -276,6 +279,7 @@ def build_subject_matcher(subject: SubjectIdentifiers) -> SubjectMatcher:
     """Anchors and Presidio recognizers for one subject."""
     literal: dict[bytes, set[str]] = {}
     regex_anchors: list[tuple[str, bytes]] = []
+    key_anchors: list[bytes] = []
     recognizers: list[SubjectPatternRecognizer] = []
 
     name_patterns, name_anchors = _name_patterns(subject)
@@ -310,6 +314,7 @@ def build_subject_matcher(subject: SubjectIdentifiers) -> SubjectMatcher:
         )
         for key in phone_keys:
             regex_anchors.append(("phone", _separated(key).encode() + rb"(?![0-9])"))
+            key_anchors.append(key.encode())
 
     identifier_keys = sorted(
         {k for k in (normalize.normalize_identifier(v) for v in subject.other_identifiers) if len(k) >= MIN_IDENTIFIER_CHARS}
@@ -330,10 +335,12 @@ def build_subject_matcher(subject: SubjectIdentifiers) -> SubjectMatcher:
             digits_from = next((i for i, ch in enumerate(key) if ch.isdigit()), 0)
             anchor_key = key[digits_from:] if len(key) - digits_from >= MIN_IDENTIFIER_CHARS else key
             regex_anchors.append(("identifier", _separated(anchor_key).encode()))
+            key_anchors.append(anchor_key.encode())
 
     return SubjectMatcher(
         literal_anchors={k: frozenset(v) for k, v in literal.items()},
         regex_anchors=tuple(regex_anchors),
+        key_anchors=tuple(key_anchors),
         recognizers=tuple(recognizers),
         kinds=frozenset(subject.searchable_kinds()),
     )

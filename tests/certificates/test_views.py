@@ -21,6 +21,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client, TestCase
 from django.urls import reverse
 
+from compliance.audit import signing
 from compliance.audit.keys import Signer
 from compliance.audit.models import AuditCheckpoint, AuditLeaf
 from compliance.certificates.envelope import envelope_bytes, sign_envelope
@@ -251,6 +252,7 @@ def test_verify_page_shows_every_check_ok_for_json_and_pdf(issued: Certificate, 
         assert len(rows) == 6 + 2 * len(payload["audit"]["leaves"])
         assert set(rows) == {"pass"}
         assert issued.request.reference in html
+        assert signing.keyring().entries[0].public_key.to_vkey() in html  # the trust anchor is shown
 
 
 def test_verify_page_shows_the_failing_check_for_a_tampered_certificate(issued: Certificate, client: Client) -> None:

@@ -12,7 +12,7 @@ from unlearning_worker.demo.trainer import DemoModelConfig, train_demo_model
 # Small enough to train in a couple of seconds; it does not memorise, which these tests do not need.
 TINY = DemoModelConfig(
     n_people=6, n_holdout=2, n_layer=2, n_head=2, n_embd=32, vocab_size=400, steps=25, batch_size=8,
-    warmup_steps=5,
+    warmup_steps=5, n_positions=320,
 )
 
 
