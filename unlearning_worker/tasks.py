@@ -65,6 +65,7 @@ ENTITY_ATTRIBUTE = {
 }
 _PROGRESS_MIN_INTERVAL_S = 1.0
 _CANCEL_POLL_S = 0.25
+_EVAL_PHASES = ("before", "eval", "repair_eval", "done")
 
 # job id -> claim token held by this process, so that on_failure fails only a job it still holds.
 _held_claims: dict[str, job_services.Claim] = {}
@@ -310,37 +311,46 @@ class ProgressSink:
         if self._bar is not None and step is not None:
             self._bar.update(max(0, int(step) - self._bar.n))
         forget = data.get("forget_extraction")
-        evaluation = forget is not None
+        # The engine measures evidence before the first step, every eval_every steps and at the end;
+        # "step" events repeat the latest measured value. Evaluations are always written (the
+        # history and the live rate), steps at most once per _PROGRESS_MIN_INTERVAL_S.
+        phase = str(data.get("phase") or "step")
+        evaluation = phase in _EVAL_PHASES and forget is not None
         now = time.monotonic()
-        if not evaluation and now - self._last_write < _PROGRESS_MIN_INTERVAL_S:
+        if not evaluation and phase not in ("prepare", "saving") and now - self._last_write < _PROGRESS_MIN_INTERVAL_S:
             return
         self._last_write = now
         losses = data.get("losses")
         if losses is None and data.get("loss") is not None:
             losses = {"loss": data["loss"]}
+        # retain_exact (share of retain values the model still gives verbatim) is the utility side of
+        # the trade-off; it is what the job row and the plots call the retain extraction rate.
+        retain = data.get("retain_extraction", data.get("retain_exact"))
         history = None
+        line = ""
         if evaluation:
             history = {
                 "t": round(time.time(), 3),  # wall clock: lets the portal (and tests) time evaluation intervals
                 "step": int(step or 0),
                 "forget_extraction": float(forget),
-                "retain_extraction": _float(data.get("retain_extraction")),
+                "retain_extraction": _float(retain),
                 "retain_ppl": _float(data.get("retain_ppl")),
             }
-        phase = str(data.get("phase") or ("evaluating" if evaluation else "unlearning"))
-        line = ""
-        if evaluation:
-            line = f"step {int(step or 0)}: forget extraction {float(forget):.3f}"
-            if data.get("retain_extraction") is not None:
-                line += f", retain extraction {float(data['retain_extraction']):.3f}"
+            line = f"{phase} step {int(step or 0)}: forget extraction {float(forget):.3f}"
+            if retain is not None:
+                line += f", retain exact {float(retain):.3f}"
+            if data.get("retain_ppl") is not None:
+                line += f", retain ppl {float(data['retain_ppl']):.2f}"
+        elif phase in ("prepare", "saving"):
+            line = phase
         signal = job_services.job_progress_record(
             claim=self.claim,
             phase=phase,
             step=int(step) if step is not None else None,
             total_steps=int(total) if total else None,
-            losses={k: float(v) for k, v in (losses or {}).items() if isinstance(v, int | float)},
+            losses={k: float(v) for k, v in (losses or {}).items() if isinstance(v, int | float)} or None,
             forget_extraction=_float(forget),
-            retain_extraction=_float(data.get("retain_extraction")),
+            retain_extraction=_float(retain),
             history_point=history,
             log_line=line,
             device=self.device,
@@ -444,7 +454,7 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
     from unlearning_worker.engine import UnlearningCancelled, run_unlearning
     from unlearning_worker.spec import UnlearningSpec
 
-    sink({"phase": "loading", "step": 0})
+    sink({"phase": "prepare", "step": 0})
     base_dir = artifacts.within_root(Path(job.base_version.path))
     artifacts.verify_tree(base_dir, job.base_version.sha256)  # never unlearn from a tampered base
 

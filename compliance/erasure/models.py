@@ -181,8 +181,12 @@ class IdentityCheck(models.Model):
         return f"identity check for {self.request_id}"
 
 
-class ReferenceCounter(models.Model):
-    """Per-year counter behind the human reference ER-<year>-<000123>, incremented under a row lock."""
+class ReferenceNumber(models.Model):
+    """Allocates the number behind the human reference ER-<year>-<000123>.
 
-    year = models.PositiveSmallIntegerField(primary_key=True)
-    last = models.PositiveIntegerField(default=0)
+    An insert into an auto-increment table never waits on another transaction (a counter row
+    locked FOR UPDATE would serialise every submission until commit). Numbers are unique and
+    increasing; a rolled-back submission leaves a gap, which a reference may have.
+    """
+
+    id = models.BigAutoField(primary_key=True)

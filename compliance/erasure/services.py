@@ -28,7 +28,7 @@ from compliance.erasure.models import (
     ErasureRequest,
     Ground,
     IdentityCheck,
-    ReferenceCounter,
+    ReferenceNumber,
     RefusalCode,
     Status,
 )
@@ -67,11 +67,8 @@ def email_digest(email: str) -> str:
 
 
 def _next_reference(today: date) -> str:
-    with transaction.atomic():
-        counter, _ = ReferenceCounter.objects.select_for_update().get_or_create(year=today.year)
-        counter.last += 1
-        counter.save(update_fields=["last"])
-        return f"ER-{today.year}-{counter.last:06d}"
+    number = ReferenceNumber.objects.create().pk
+    return f"ER-{today.year}-{number:06d}"
 
 
 @dataclass(frozen=True)
@@ -191,6 +188,8 @@ def erasure_request_submit(
             }
         )
         request.save()
+        token = _issue_identity_check(request)
+        # Last statement of the transaction: the audit head lock is held only until the commit.
         audit_append(
             event_type="request.received",
             actor=actor,
@@ -199,7 +198,6 @@ def erasure_request_submit(
             subject_ref=request.subject_ref,
             details={"channel": channel, "ground": ground, "due": request.due_at.isoformat()},
         )
-        token = _issue_identity_check(request)
         notifications.send_after_commit("confirm_email", request, token=token)
     return SubmitResult(request, True, status_token(request))
 

@@ -419,7 +419,7 @@ def job_verification_record(
       fails for good (escalated) and its requests go back to approved.
     """
     with transaction.atomic():
-        job = UnlearningJob.objects.select_for_update().select_related("model", "result_version").filter(
+        job = UnlearningJob.objects.select_for_update(of=("self",)).select_related("model", "result_version").filter(
             pk=claim.job_id, claim_token=claim.token
         ).first()
         if job is None or job.status != JobStatus.VERIFYING or job.result_version is None:
@@ -529,7 +529,7 @@ def job_fail(*, job_id: uuid.UUID | str, error: str, claim_token: str | None = N
     """Mark an active job failed for good (task on_failure, exhausted attempts). `error` must hold no
     PII (callers pass an exception class and a code). With `claim_token`, only if still held by it."""
     with transaction.atomic():
-        qs = UnlearningJob.objects.select_for_update().select_related("model", "result_version").filter(pk=job_id)
+        qs = UnlearningJob.objects.select_for_update(of=("self",)).select_related("model", "result_version").filter(pk=job_id)
         if claim_token is not None:
             qs = qs.filter(claim_token=claim_token)
         job = qs.filter(status__in=ACTIVE_JOB_STATUSES).first()
@@ -544,7 +544,7 @@ def job_cancel(*, job: UnlearningJob, officer: AbstractBaseUser) -> UnlearningJo
     its worker stops at the next evaluation (then calls job_cancelled). Finished jobs refuse."""
     _require_officer(officer)
     with transaction.atomic():
-        locked = UnlearningJob.objects.select_for_update().select_related("model").get(pk=job.pk)
+        locked = UnlearningJob.objects.select_for_update(of=("self",)).select_related("model").get(pk=job.pk)
         if locked.status not in ACTIVE_JOB_STATUSES:
             raise JobConflict(f"This job is {locked.get_status_display().lower()}; only a queued or running job can be cancelled.")
         if locked.cancel_requested:
@@ -576,7 +576,7 @@ def _finish_cancel(job: UnlearningJob) -> None:
 def job_cancelled(*, claim: Claim, step: int | None = None) -> UnlearningJob | None:
     """The worker stopped on a cancellation request (at `step`): finalise it."""
     with transaction.atomic():
-        job = UnlearningJob.objects.select_for_update().select_related("model", "result_version").filter(
+        job = UnlearningJob.objects.select_for_update(of=("self",)).select_related("model", "result_version").filter(
             pk=claim.job_id, claim_token=claim.token
         ).first()
         if job is None or job.status not in ACTIVE_JOB_STATUSES:
@@ -636,7 +636,7 @@ def jobs_reconcile(*, now: datetime | None = None, timeout_s: float | None = Non
     ).values_list("id", flat=True)
     for job_id in list(stale):
         with transaction.atomic():
-            job = UnlearningJob.objects.select_for_update().select_related("model", "result_version").get(pk=job_id)
+            job = UnlearningJob.objects.select_for_update(of=("self",)).select_related("model", "result_version").get(pk=job_id)
             if job.status not in ACTIVE_JOB_STATUSES:
                 continue
             if job.cancel_requested:

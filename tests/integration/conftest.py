@@ -22,11 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 # The root conftest imports sqlite3.operations directly, which is a circular import unless the sqlite3
 # backend's base module is loaded first (it is not when the database is PostgreSQL).
 import django.db.backends.sqlite3.base  # noqa: E402,F401
+import pytest
 
 REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/5")
 ROOT = Path(__file__).resolve().parents[2]

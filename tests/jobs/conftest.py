@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+# Work-around until the root conftest imports the sqlite3 backend base before its operations module
+# (a circular import when the database is PostgreSQL).
+import django.db.backends.sqlite3.base  # noqa: E402,F401
 import pytest
 
 from compliance.erasure.models import ErasureRequest

@@ -27,7 +27,7 @@ MASK = torch.tensor([[False, True, True, True], [False, True, True, False]])
 def test_token_logprobs_shift_by_one() -> None:
     lp = losses.token_logprobs(_logits_for(PROBS), IDS)
     # position t predicts token t+1: row 0 -> p(1)=0.25 at t0, p(2)=0.1 at t1, p(0)=0.2 at t2
-    expected = torch.tensor([[0.25, 0.1, 0.2], [0.2, 0.3, 0.5]]).log()
+    expected = torch.tensor([[0.25, 0.1, 0.2], [0.6, 0.3, 0.5]]).log()
     assert torch.allclose(lp, expected, atol=1e-6)
 
 
@@ -36,14 +36,14 @@ def test_sequence_logprob_ignores_padding_and_first_position() -> None:
     total, count = losses.sequence_logprob(lp, MASK)
     assert count.tolist() == [3.0, 2.0]
     assert total[0].item() == pytest.approx(math.log(0.25) + math.log(0.1) + math.log(0.2), abs=1e-5)
-    assert total[1].item() == pytest.approx(math.log(0.2) + math.log(0.3), abs=1e-5)
+    assert total[1].item() == pytest.approx(math.log(0.6) + math.log(0.3), abs=1e-5)
 
 
 def test_nll_and_gradient_ascent_weighted_mean() -> None:
     lp = losses.token_logprobs(_logits_for(PROBS), IDS)
     weights = torch.tensor([1.0, 3.0])
     nll0 = -(math.log(0.25) + math.log(0.1) + math.log(0.2)) / 3
-    nll1 = -(math.log(0.2) + math.log(0.3)) / 2
+    nll1 = -(math.log(0.6) + math.log(0.3)) / 2
     expected = (1 * nll0 + 3 * nll1) / 4
     assert losses.nll(lp, MASK, weights).item() == pytest.approx(expected, abs=1e-5)
     assert losses.gradient_ascent_loss(lp, MASK, weights).item() == pytest.approx(-expected, abs=1e-5)
@@ -83,7 +83,7 @@ def test_unlikelihood_matches_formula() -> None:
     lp = losses.token_logprobs(_logits_for(PROBS), IDS)
     w = torch.tensor([1.0, 1.0])
     row0 = -(math.log(1 - 0.25) + math.log(1 - 0.1) + math.log(1 - 0.2)) / 3
-    row1 = -(math.log(1 - 0.2) + math.log(1 - 0.3)) / 2
+    row1 = -(math.log(1 - 0.6) + math.log(1 - 0.3)) / 2
     assert losses.unlikelihood_loss(lp, MASK, w).item() == pytest.approx((row0 + row1) / 2, abs=1e-5)
 
 

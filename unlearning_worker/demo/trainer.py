@@ -59,11 +59,11 @@ class DemoModelConfig:
     n_embd: int = 192
     vocab_size: int = 1024
     n_positions: int = 160  # the longest biography is ~110 tokens
-    steps: int = 1500
+    steps: int = 4000
     batch_size: int = 32
     # A high constant-then-decay learning rate memorises fastest; no dropout and no weight decay,
     # since memorisation is the goal here (the opposite of ordinary training).
-    lr: float = 3e-3
+    lr: float = 2e-3
     warmup_steps: int = 50
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
@@ -213,7 +213,7 @@ def train_model(
 ) -> None:
     """Train tokenizer and model on `records` and save both to out_dir (which must exist and be empty).
 
-    `inspect(step, model, tokenizer)` is called every 250 steps (used to measure memorisation curves).
+    `inspect(step, model, tokenizer)` is called every 500 steps (used to measure memorisation curves).
     """
     tokenizer = train_tokenizer([r.text for r in records], config.vocab_size)
     model = build_model(config, tokenizer)
@@ -249,7 +249,7 @@ def train_model(
         optimiser.zero_grad(set_to_none=True)
         if progress is not None and (step % 50 == 0 or step == config.steps - 1):
             progress(step + 1, config.steps, float(loss.detach()))
-        if inspect is not None and (step + 1) % 250 == 0:
+        if inspect is not None and (step + 1) % 500 == 0:
             inspect(step + 1, model, tokenizer)
             model.train()
     model.eval()
@@ -271,6 +271,7 @@ def train_demo_model(
     cache_dir: Path,
     exclude_person_ids: frozenset[str] = frozenset(),
     progress: ProgressFn | None = None,
+    inspect: Callable[[int, Any, Any], None] | None = None,
 ) -> Path:
     """The demo model directory for this config (trained now, or found in the cache).
 
@@ -295,7 +296,7 @@ def train_demo_model(
     try:
         started = time.perf_counter()
         with torch_threads(config.num_threads):
-            train_model(config, records, tmp, progress=progress)
+            train_model(config, records, tmp, progress=progress, inspect=inspect)
         manifest = {
             "cache_key": key, "trainer_version": TRAINER_VERSION, "config": asdict(config),
             "excluded_person_ids": sorted(exclude_person_ids), "train_seconds": round(time.perf_counter() - started, 2),
