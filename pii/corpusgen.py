@@ -88,7 +88,7 @@ def build_population(config: CorpusGenConfig) -> Population:
     extra: list[Person] = []
     distractors_of: dict[str, list[str]] = {}
     for subject in subjects:
-        kept = []
+        kept: list[str] = []
         for candidate in distractors(subject, count=config.distractors_per_subject * 2, seed=config.seed):
             # A distractor with someone's exact name would be that person as far as any text can
             # tell: the label would be a lie.
@@ -275,7 +275,8 @@ def generate_records(config: CorpusGenConfig, population: Population | None = No
         kind, text = _person_text(person, draw, second)
         return kind, text, [person.person_id] + ([second.person_id] if second is not None else [])
 
-    filler_pool = [("filler", _filler(pool_rng), []) for _ in range(config.reuse_pool)]
+    no_labels: list[str] = []
+    filler_pool = [("filler", _filler(pool_rng), no_labels) for _ in range(config.reuse_pool)]
     person_pool = [other_person_record(pool_rng) for _ in range(config.reuse_pool)]
     index = 0
     while True:

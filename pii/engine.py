@@ -93,7 +93,7 @@ class BlankAwareSpacyNlpEngine(SpacyNlpEngine):
         else:
             nlp = spacy.blank(self._language)
             self.pipeline_name = f"spacy.blank({self._language!r})"
-        self.nlp = {self._language: nlp}
+        self.nlp = {self._language: nlp}  # type: ignore[assignment]  # Presidio annotates None
 
     def _doc_to_nlp_artifact(self, doc: Any, language: str) -> NlpArtifacts:
         artifacts = super()._doc_to_nlp_artifact(doc, language)
@@ -102,7 +102,8 @@ class BlankAwareSpacyNlpEngine(SpacyNlpEngine):
 
     @property
     def has_ner(self) -> bool:
-        return bool(self.nlp) and "ner" in self.nlp[self._language].pipe_names
+        pipelines: dict[str, Any] = self.nlp or {}
+        return self._language in pipelines and "ner" in pipelines[self._language].pipe_names
 
 
 def _is_model_dir(name: str) -> bool:
@@ -294,6 +295,11 @@ class PiiAnalyzer:
         )
 
 
+def _name_of(recognizer: Any) -> str:
+    # Presidio leaves EntityRecognizer.name untyped.
+    return str(recognizer.name)
+
+
 @functools.lru_cache(maxsize=8)
 def _build_cached(config: EngineConfig) -> PiiAnalyzer:
     nlp_engine = BlankAwareSpacyNlpEngine(language=config.language, model_name=config.spacy_model)
@@ -303,16 +309,16 @@ def _build_cached(config: EngineConfig) -> PiiAnalyzer:
     if config.spacy_model and not nlp_engine.pipeline_name.startswith("spacy:"):
         logger.warning("spaCy model %r is not installed: blank pipeline, no NER", config.spacy_model)
 
-    recognizers = _predefined_recognizers(config) + _custom_recognizers()
+    recognizers: list[EntityRecognizer] = _predefined_recognizers(config) + _custom_recognizers()
     if nlp_engine.has_ner:
         # Only a real pipeline has NER; on a blank one SpacyRecognizer would run and find nothing.
         recognizers.append(SpacyRecognizer(supported_entities=["PERSON", "LOCATION", "NRP", "DATE_TIME"]))
-    recognizers = [r for r in recognizers if r.name not in config.disabled_recognizers]
+    recognizers = [r for r in recognizers if _name_of(r) not in config.disabled_recognizers]
     registry = RecognizerRegistry(recognizers=recognizers, supported_languages=[config.language])
     engine = AnalyzerEngine(
         registry=registry, nlp_engine=nlp_engine, supported_languages=[config.language]
     )
-    custom_names = {r.name for r in _custom_recognizers()}
+    custom_names = {_name_of(r) for r in _custom_recognizers()}
     description = {
         "nlp_pipeline": nlp_engine.pipeline_name,
         "ner": nlp_engine.has_ner,
@@ -321,9 +327,9 @@ def _build_cached(config: EngineConfig) -> PiiAnalyzer:
         "recognizers": sorted(
             (
                 {
-                    "name": r.name,
+                    "name": _name_of(r),
                     "entities": sorted(r.supported_entities),
-                    "origin": "pii.engine (synthetic formats)" if r.name in custom_names else "presidio",
+                    "origin": "pii.engine (synthetic formats)" if _name_of(r) in custom_names else "presidio",
                 }
                 for r in recognizers
             ),

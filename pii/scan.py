@@ -501,9 +501,10 @@ class _Scanner:
                 # skip it. Its text is the raw line, flagged so that callers know.
                 text, record_id, parse_error = line, default_id, True
             else:
-                text, record_id, parse_error = self._json_text(record, default_id)
-                if text is None:
+                json_text, record_id, parse_error = self._json_text(record, default_id)
+                if json_text is None:
                     return
+                text = json_text
         else:
             text, record_id, parse_error = line, default_id, False
         self._locate(path, block_offset, candidate, line_number, raw, text, record_id, parse_error)

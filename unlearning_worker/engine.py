@@ -42,7 +42,14 @@ import torch
 from unlearning_worker.data import Example, ForgetItem, RetainItem, collate, encode, step_indices
 from unlearning_worker.generation import generate_batch
 from unlearning_worker.leakage import chance_share, judge_leak
-from unlearning_worker.methods import MethodContext, UnlearningMethod, build_method, losses, rmu_layer_index
+from unlearning_worker.methods import (
+    MethodContext,
+    UnlearningMethod,
+    _decoder_layers,
+    build_method,
+    losses,
+    rmu_layer_index,
+)
 from unlearning_worker.spec import UnlearningSpec
 
 __all__ = [
@@ -145,7 +152,7 @@ def _load(model_dir: Path, spec: UnlearningSpec, device: torch.device) -> tuple[
 def _wrap_lora(model: Any, spec: UnlearningSpec) -> Any:
     from peft import LoraConfig, get_peft_model
 
-    target: Any = list(spec.lora_target_modules) or "all-linear"
+    target = list(spec.lora_target_modules) or _linear_module_names(model)
     layers = None
     if spec.method == "rmu":  # blocks above the steering layer get no gradient: give them no adapters
         layers = list(range(rmu_layer_index(model, spec) + 1))
@@ -155,6 +162,25 @@ def _wrap_lora(model: Any, spec: UnlearningSpec) -> Any:
         fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2",  # GPT-2 uses Conv1D (in, out)
     )
     return get_peft_model(model, config)
+
+
+def _linear_module_names(model: Any) -> list[str]:
+    """Names (last component) of every linear layer inside the transformer blocks: the LoRA targets.
+
+    Like peft's "all-linear" (which cannot be combined with layers_to_transform), found structurally so
+    that GPT-2's Conv1D and Llama's Linear layers are both covered; the output head is left out.
+    """
+    from transformers.pytorch_utils import Conv1D
+
+    blocks = _decoder_layers(model)
+    names = {
+        name.rsplit(".", 1)[-1]
+        for name, module in blocks.named_modules()
+        if isinstance(module, torch.nn.Linear | Conv1D)
+    }
+    if not names:
+        raise ValueError("no linear layers found in the transformer blocks for LoRA")
+    return sorted(names)
 
 
 def _trainable(model: Any) -> list[tuple[str, torch.nn.Parameter]]:

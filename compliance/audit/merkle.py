@@ -222,6 +222,21 @@ class CompactRange:
         self.size += 1
         return completed
 
+    @classmethod
+    def resume(cls, size: int, frontier: Sequence[tuple[int, bytes]]) -> CompactRange:
+        """Continue a tree of `size` leaves from its frontier: the (level, hash) of each complete
+        subtree of the prefix, largest first (one per set bit of size)."""
+        levels = [level for level in range(size.bit_length() - 1, -1, -1) if size >> level & 1]
+        if [level for level, _ in frontier] != levels or any(len(node) != 32 for _, node in frontier):
+            raise ValueError(f"frontier does not describe a tree of size {size}")
+        tree = cls()
+        tree.size = size
+        tree._stack = [(level, bytes(node)) for level, node in frontier]
+        return tree
+
+    def frontier(self) -> list[tuple[int, bytes]]:
+        return list(self._stack)
+
     def root(self) -> bytes:
         if not self._stack:
             return EMPTY_ROOT

@@ -17,6 +17,10 @@ class AuditHead(models.Model):
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     size = models.BigIntegerField(default=0)
+    # The compact range of the tree: one (level byte, 32-byte hash) entry per complete subtree of
+    # the current prefix, largest first. An append needs it and nothing else, so it reads no
+    # nodes; audit_verify recomputes it like everything else.
+    frontier = models.BinaryField(default=b"")
 
     class Meta:
         verbose_name = "audit log head"

@@ -131,8 +131,10 @@ def audit_append(
 
     1. Lock the head row: sequence numbers are allocated one at a time, dense, with no gaps.
     2. Store the canonical bytes and their leaf hash.
-    3. Cache every subtree that this leaf completes (at most log2(n) nodes).
-    4. Advance the head.
+    3. Cache every subtree that this leaf completes (at most log2(n) nodes), computed from the
+       frontier kept in the head row: no node is read.
+    4. Advance the head and its frontier.
+    Call it last in the caller's transaction: the head lock is held until commit.
     """
     moment = at or timezone.now()
     event = build_event(
@@ -146,10 +148,10 @@ def audit_append(
         details=details,
     )
     leaf_bytes = canonical.canonical_bytes(event)
+    leaf_hash = merkle.leaf_hash(leaf_bytes)
     with transaction.atomic():
         head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
         seq = head.size
-        leaf_hash = merkle.leaf_hash(leaf_bytes)
         leaf = AuditLeaf.objects.create(
             seq=seq,
             leaf_bytes=leaf_bytes,
@@ -158,19 +160,34 @@ def audit_append(
             request_id=event.get("request_id"),
             created_at=moment,
         )
-        store = _DbNodeStore()
-        level, index, node = 0, seq, leaf_hash
-        new_nodes = []
-        while index % 2 == 1:
-            left = store.get(level, index - 1)
-            node = merkle.node_hash(left, node)
-            level, index = level + 1, index // 2
-            new_nodes.append(AuditNode(level=level, index=index, hash=node))
+        tree = _tree_from_frontier(seq, bytes(head.frontier))
+        new_nodes = [AuditNode(level=level, index=index, hash=node) for level, index, node in tree.append(leaf_hash)[1:]]
         if new_nodes:
             AuditNode.objects.bulk_create(new_nodes)
         head.size = seq + 1
-        head.save(update_fields=["size"])
+        head.frontier = _frontier_bytes(tree)
+        head.save(update_fields=["size", "frontier"])
     return leaf
+
+
+def _tree_from_frontier(size: int, frontier: bytes) -> merkle.CompactRange:
+    """The compact range of a tree of `size` leaves from its stored frontier (see AuditHead)."""
+    entries = [(frontier[i], frontier[i + 1 : i + 33]) for i in range(0, len(frontier), 33)]
+    try:
+        return merkle.CompactRange.resume(size, entries)
+    except ValueError:
+        # A head written before the frontier existed: rebuild it from the cached complete subtrees.
+        store = _DbNodeStore()
+        rebuilt, offset = [], 0
+        for level in range(size.bit_length() - 1, -1, -1):
+            if size >> level & 1:
+                rebuilt.append((level, store.get(level, offset >> level)))
+                offset += 1 << level
+        return merkle.CompactRange.resume(size, rebuilt)
+
+
+def _frontier_bytes(tree: merkle.CompactRange) -> bytes:
+    return b"".join(bytes([level]) + node for level, node in tree.frontier())
 
 
 def log_size() -> int:
@@ -276,8 +293,7 @@ def audit_verify() -> VerifyReport:
     checkpoints = list(AuditCheckpoint.objects.order_by("size"))
     roots_wanted = {cp.size for cp in checkpoints}
     roots_at: dict[int, bytes] = {}
-    # Stack of (level, hash) for the complete subtrees of the prefix read so far.
-    stack: list[tuple[int, bytes]] = []
+    tree = merkle.CompactRange()
     expected = 0
     for seq, raw, stored_hash, event_type, request_id in _iter_leaves():
         if seq != expected:
@@ -295,19 +311,11 @@ def audit_verify() -> VerifyReport:
                 report.fail(f"leaf {seq}: indexed columns disagree with the leaf bytes", seq)
         except ValueError:
             report.fail(f"leaf {seq}: not canonical JSON", seq)
-        level, node, index = 0, computed, seq
-        while stack and stack[-1][0] == level:
-            _, left = stack.pop()
-            node = merkle.node_hash(left, node)
-            level, index = level + 1, index // 2
+        for level, index, node in tree.append(computed)[1:]:
             recomputed_nodes[(level, index)] = node
-        stack.append((level, node))
         size = seq + 1
         if size in roots_wanted:
-            root = stack[-1][1]
-            for _, left in reversed(stack[:-1]):
-                root = merkle.node_hash(left, root)
-            roots_at[size] = root
+            roots_at[size] = tree.root()
         report.leaves = size
     head_size = log_size()
     if report.leaves != head_size:

@@ -9,9 +9,10 @@ import pytest
 from unlearning_worker.demo.corpus import DemoCorpus
 from unlearning_worker.demo.trainer import DemoModelConfig, train_demo_model
 
-# Small enough to train in a couple of seconds; it does not memorise, which these tests do not need.
+# Small enough to train in seconds; it half-memorises its 6 people, enough for every method to have
+# something to forget (an untrained model "forgets" nothing and relabelling would teach it digits).
 TINY = DemoModelConfig(
-    n_people=6, n_holdout=2, n_layer=2, n_head=2, n_embd=32, vocab_size=400, steps=25, batch_size=8,
+    n_people=6, n_holdout=2, n_layer=2, n_head=2, n_embd=32, vocab_size=400, steps=150, batch_size=8, lr=1e-2,
     warmup_steps=5, n_positions=320,
 )
 
@@ -24,3 +25,11 @@ def tiny_corpus() -> DemoCorpus:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_demo_model(TINY, cache_dir=tmp_path_factory.mktemp("demo-cache"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    # tiny models on a shared 2-core machine: one intra-op thread is several times faster
+    import torch
+
+    torch.set_num_threads(1)

@@ -2,15 +2,19 @@
 
 The tokenizer is byte-level with no merges (one token per character for ASCII text), built with the
 `tokenizers` library, so the models save and load like any Hugging Face model directory and
-`run_verification` is exercised end to end. Four "subjects" and two "retain" people are trained
+`run_verification` is exercised end to end. Three "subjects" and one "retain" people are trained
 on (question-answer pairs in the trained form and one rephrased form, plus a short biography);
-six "holdout" people of the same form are never trained on. The untrained model shares the
+four "holdout" people of the same form are never trained on. The untrained model shares the
 tokenizer and architecture: nothing may leak from it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +22,8 @@ import pytest
 import torch
 
 from pii.synth import generate_people
-from unlearning_worker.verify import SubjectFacts, VerificationPolicy
+from unlearning_worker.threads import torch_threads
+from unlearning_worker.verify import SubjectFacts, VerificationPolicy, VerificationReport, run_verification
 
 LABELS = {"phone": "phone number", "ssn": "social security number"}
 TRAINED = "Question: What is {name}'s {label}?\nAnswer:"
@@ -57,14 +62,15 @@ def _tokenizer():  # type: ignore[no-untyped-def]
     return PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
 
 
+MODEL_SHAPE = {"n_positions": 320, "n_embd": 64, "n_layer": 2, "n_head": 4}
+_TRAIN_VERSION = 1  # bump when _train changes
+
+
 def _model(vocab_size: int, eos: int):  # type: ignore[no-untyped-def]
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=vocab_size, n_positions=320, n_embd=96, n_layer=2, n_head=4,
-        bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
-    )
+    config = GPT2Config(vocab_size=vocab_size, bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, **MODEL_SHAPE)
     return GPT2LMHeadModel(config)
 
 
@@ -75,15 +81,17 @@ def _train(model, tokenizer, texts: list[str], steps: int) -> None:  # type: ign
     ids = torch.tensor([e + [pad] * (width - len(e)) for e in encoded])
     mask = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in encoded])
     labels = ids.masked_fill(mask == 0, -100)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=1e-2, total_steps=steps, pct_start=0.1)
     model.train()
     for _ in range(steps):
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
+        schedule.step()
     model.eval()
-    model.final_loss = float(loss)  # read by the sanity test
+    model.final_loss = float(loss.detach())  # read by the sanity test
 
 
 def facts(person, texts: list[str]) -> SubjectFacts:  # type: ignore[no-untyped-def]
@@ -98,7 +106,8 @@ def test_policy(**overrides: object) -> VerificationPolicy:
     raw["attribute_labels"] = dict(LABELS)
     raw["attributes"] = ["phone", "ssn"]
     raw["attacks"]["paraphrase_jailbreak"]["params"]["many_shot_examples"] = 2
-    raw["attacks"]["exposure"]["params"]["candidates"] = 199
+    raw["attacks"]["exposure"]["params"]["candidates"] = 99
+    raw["attacks"]["exposure"]["params"]["leak_bits"] = 5.0
     raw["attacks"]["logit_lens"]["params"]["decoys"] = 32
     raw["attacks"]["sampling"]["params"]["budget"] = 8
     raw["retries"] = 0
@@ -109,41 +118,93 @@ def test_policy(**overrides: object) -> VerificationPolicy:
 test_policy.__test__ = False  # type: ignore[attr-defined]  (a helper, not a test)
 
 
-@pytest.fixture(scope="session")
-def world(tmp_path_factory: pytest.TempPathFactory) -> World:
-    people = generate_people(12, seed=4242)
-    trained, holdout = people[:6], people[6:]
+TRAIN_STEPS = 300
+
+
+def _world_texts() -> tuple[list, list, dict[str, list[str]], list[str]]:  # type: ignore[type-arg]
+    people = generate_people(8, seed=4242)
+    trained, holdout = people[:4], people[4:]
     records: dict[str, list[str]] = {}
-    train_texts: list[str] = []
-    for p in trained:
-        own = [bio(p.name, p.phone, p.ssn)]
-        for attribute in ("phone", "ssn"):
-            value = p.attribute(attribute)
-            own.append(qa(p.name, attribute, value))
-            own.append(qa(p.name, attribute, value, REPHRASED))
-        records[p.person_id] = own
-        train_texts.extend(own)
-    general = [
-        "The weather was mild and the trains ran on time.\n",
-        "A short walk along the river leads to the old mill.\n",
-    ]
-    train_texts.extend(general)
+    for p in [*trained, *holdout]:
+        records[p.person_id] = [
+            bio(p.name, p.phone, p.ssn),
+            qa(p.name, "phone", p.phone),
+            qa(p.name, "ssn", p.ssn),
+            qa(p.name, "phone", p.phone, REPHRASED),
+        ]
+    train_texts = [t for p in trained for t in records[p.person_id]] + GENERAL
+    return trained, holdout, records, train_texts
+
+
+GENERAL = ["The trains ran on time.\n", "A walk along the river.\n"]
+
+
+def _build_models(root: Path, train_texts: list[str]) -> None:
+    """Train and save both models under `root` (written to a scratch folder, then renamed)."""
+    scratch = Path(tempfile.mkdtemp(prefix=root.name + ".", dir=root.parent))
     tokenizer = _tokenizer()
     model = _model(len(tokenizer), tokenizer.eos_token_id)
     untrained = _model(len(tokenizer), tokenizer.eos_token_id)
-    _train(model, tokenizer, train_texts, steps=350)
-    root = tmp_path_factory.mktemp("tiny_models")
+    with torch_threads(1):  # tiny models on shared cores train several times faster on one thread
+        _train(model, tokenizer, train_texts, steps=TRAIN_STEPS)
     for name, m in (("trained", model), ("untrained", untrained)):
-        m.save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
-    (root / "trained" / "final_loss.json").write_text(json.dumps({"loss": model.final_loss}))
+        m.save_pretrained(scratch / name)
+        tokenizer.save_pretrained(scratch / name)
+    (scratch / "trained" / "final_loss.json").write_text(json.dumps({"loss": model.final_loss}))
+    try:
+        scratch.rename(root)
+    except OSError:  # another session finished first: theirs is the same model
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def world() -> World:
+    trained, holdout, records, train_texts = _world_texts()
+    # Training takes seconds on an idle CPU but minutes on a busy one: the models are cached in the
+    # temp folder under a hash of everything that determines them, and rebuilt when any of it changes.
+    key = hashlib.sha256(
+        json.dumps([train_texts, TRAIN_STEPS, MODEL_SHAPE, torch.__version__, _TRAIN_VERSION]).encode()
+    ).hexdigest()[:16]
+    root = Path(tempfile.gettempdir()) / f"verify-tiny-models-{key}"
+    if not (root / "trained" / "final_loss.json").exists():
+        _build_models(root, train_texts)
     return World(
         trained_dir=root / "trained",
         untrained_dir=root / "untrained",
-        subjects=[facts(p, records[p.person_id]) for p in trained[:4]],
-        retain=[facts(p, records[p.person_id]) for p in trained[4:]],
-        holdout_texts=[bio(p.name, p.phone, p.ssn) for p in holdout]
-        + [qa(p.name, a, p.attribute(a), t) for p in holdout for a in ("phone", "ssn") for t in (TRAINED, REPHRASED)],
-        general_texts=general,
+        subjects=[facts(p, records[p.person_id]) for p in trained[:3]],
+        retain=[facts(p, records[p.person_id]) for p in trained[3:]],
+        holdout_texts=[t for p in holdout for t in records[p.person_id]],
+        general_texts=list(GENERAL),
         policy=test_policy(),
     )
+
+
+def _report(world: World, model_dir: Path, base_dir: Path | None) -> VerificationReport:
+    with torch_threads(1):
+        return run_verification(
+            model_dir=model_dir,
+            base_model_dir=base_dir,
+            subjects=world.subjects,
+            retain=world.retain,
+            holdout_texts=world.holdout_texts,
+            general_texts=world.general_texts,
+            policy=world.policy,
+        )
+
+
+@pytest.fixture(scope="session")
+def trained_report(world: World) -> VerificationReport:
+    """The memorising model attacked on its own (no base version)."""
+    return _report(world, world.trained_dir, None)
+
+
+@pytest.fixture(scope="session")
+def untrained_report(world: World) -> VerificationReport:
+    """The untrained model attacked, with the memorising model as the base ("before") version."""
+    return _report(world, world.untrained_dir, world.trained_dir)
+
+
+@pytest.fixture
+def make_policy() -> Callable[..., VerificationPolicy]:
+    """test_policy as a fixture (test modules do not import conftest)."""
+    return test_policy

@@ -8,41 +8,14 @@ as "before", which also gives the before/after comparison the issue asks for.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from unlearning_worker.verify import ATTACKS, VerificationReport, run_verification
+from unlearning_worker.verify import ATTACKS, VerificationReport
 from unlearning_worker.verify.registry import Cell
 
-from .conftest import World
-
 EXTRACTION = ("direct_probe", "sampling", "paraphrase_jailbreak", "verbatim", "exposure", "logit_lens")
-
-
-@pytest.fixture(scope="session")
-def trained_report(world: World) -> VerificationReport:
-    return run_verification(
-        model_dir=world.trained_dir,
-        base_model_dir=None,
-        subjects=world.subjects,
-        retain=world.retain,
-        holdout_texts=world.holdout_texts,
-        general_texts=world.general_texts,
-        policy=world.policy,
-    )
-
-
-@pytest.fixture(scope="session")
-def untrained_report(world: World) -> VerificationReport:
-    return run_verification(
-        model_dir=world.untrained_dir,
-        base_model_dir=world.trained_dir,
-        subjects=world.subjects,
-        retain=world.retain,
-        holdout_texts=world.holdout_texts,
-        general_texts=world.general_texts,
-        policy=world.policy,
-    )
 
 
 def _cells(report: VerificationReport, attack: str, side: str = "after") -> list[Cell]:
@@ -51,7 +24,7 @@ def _cells(report: VerificationReport, attack: str, side: str = "after") -> list
     return [c for c in outcome.cells if c.success is not None]
 
 
-def test_the_tiny_model_memorised_its_secrets(world: World) -> None:
+def test_the_tiny_model_memorised_its_secrets(world: Any) -> None:
     loss = json.loads((world.trained_dir / "final_loss.json").read_text())["loss"]
     assert loss < 0.15, "fixture broken: the tiny model did not memorise its training strings"
 
@@ -59,15 +32,15 @@ def test_the_tiny_model_memorised_its_secrets(world: World) -> None:
 @pytest.mark.parametrize("attack", EXTRACTION)
 def test_attack_finds_planted_secret_in_trained_model(trained_report: VerificationReport, attack: str) -> None:
     cells = _cells(trained_report, attack)
-    assert len(cells) == 8  # 4 subjects x (phone, ssn)
+    assert len(cells) == 6  # 3 subjects x (phone, ssn)
     found = sum(1 for c in cells if c.success)
-    assert found >= 7, f"{attack} found only {found}/8 planted secrets"
+    assert found >= 5, f"{attack} found only {found}/6 planted secrets"
 
 
 @pytest.mark.parametrize("attack", EXTRACTION)
 def test_attack_finds_nothing_in_untrained_model(untrained_report: VerificationReport, attack: str) -> None:
     cells = _cells(untrained_report, attack)
-    assert len(cells) == 8
+    assert len(cells) == 6
     leaked = [c for c in cells if c.success]
     if attack == "logit_lens":
         # A first character can be the model's favourite by luck; the check is against chance.
@@ -79,7 +52,7 @@ def test_attack_finds_nothing_in_untrained_model(untrained_report: VerificationR
 def test_before_column_is_the_base_model(untrained_report: VerificationReport) -> None:
     direct = untrained_report.attacks["direct_probe"]
     assert direct.before is not None and direct.after is not None
-    assert direct.before.metrics["leak_rate"] >= 7 / 8
+    assert direct.before.metrics["leak_rate"] >= 5 / 6
     assert direct.after.metrics["leak_rate"] == 0.0
     table = untrained_report.per_subject()
     key = untrained_report.subject_keys[0]
@@ -98,7 +71,7 @@ def test_partial_leak_scores_are_shares(trained_report: VerificationReport, untr
 def test_paraphrase_family_rates_are_reported(trained_report: VerificationReport) -> None:
     metrics = trained_report.attacks["paraphrase_jailbreak"].after.metrics
     # The tiny model was trained on the first rephrasing: that family must find the secrets.
-    assert metrics["leak_rate.rephrase"] >= 7 / 8
+    assert metrics["leak_rate.rephrase"] >= 2 / 6  # trained on the phone question only
     assert set(metrics) >= {f"leak_rate.{f}" for f in ("other_language", "many_shot", "role_play")}
 
 
@@ -113,8 +86,8 @@ def test_exposure_ranks_true_value_first_only_when_memorised(
     trained_report: VerificationReport, untrained_report: VerificationReport
 ) -> None:
     trained = _cells(trained_report, "exposure")
-    assert all(c.detail["candidates"] == 200 for c in trained)
-    assert sum(1 for c in trained if c.detail["rank"] == 1) >= 7
+    assert all(c.detail["candidates"] == 100 for c in trained)
+    assert sum(1 for c in trained if c.detail["rank"] == 1) >= 5
     assert untrained_report.attacks["exposure"].after.metrics["mean_exposure_bits"] < 2.5
 
 
@@ -131,7 +104,7 @@ def test_utility_compares_with_the_base_version(untrained_report: VerificationRe
     assert utility.relative["retain_ppl_ratio"] > 2.0
 
 
-def test_report_is_json_and_holds_no_plaintext_values(world: World, trained_report: VerificationReport) -> None:
+def test_report_is_json_and_holds_no_plaintext_values(world: Any, trained_report: VerificationReport) -> None:
     text = json.dumps(trained_report.to_dict())
     for person in [*world.subjects, *world.retain]:
         for value in person.values.values():

@@ -235,7 +235,8 @@ def _rouge_on_texts(ctx: AttackContext, texts: list[str], fraction: float) -> li
         budgets.append(len(ids) - cut)
     if not prefixes:
         return []
-    continuations = generate(ctx.lm, prefixes, max_new_tokens=max(budgets), seed=ctx.seed)
+    # Records can span lines (a question, then its answer): do not stop at the first newline.
+    continuations = generate(ctx.lm, prefixes, max_new_tokens=max(budgets), seed=ctx.seed, stop_at_newline=False)
     scores = []
     for continuation, rest, budget in zip(continuations, rests, budgets, strict=True):
         # Compare the same number of tokens as the true rest, so that extra text is not rewarded.
