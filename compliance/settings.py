@@ -87,6 +87,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "compliance.common.middleware.BodySizeLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -177,6 +178,9 @@ STATICFILES_DIRS = [BASE_DIR / "compliance" / "static"]
 # Bodies larger than this are refused with 400/413 before any parsing (bad input changes nothing).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("MAX_REQUEST_BODY_BYTES", 64 * 1024, minimum=1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+GUARD_MAX_BODY_BYTES = env_int("GUARD_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
+# Seconds between checks whether the guard's suppression rules changed (per process).
+GUARD_REFRESH_INTERVAL_S = env_int("GUARD_REFRESH_INTERVAL_S", 5, minimum=1)
 CERTIFICATE_UPLOAD_MAX_BYTES = env_int("CERTIFICATE_UPLOAD_MAX_BYTES", 2 * 1024 * 1024, minimum=1024)
 
 # --- security headers and cookies -------------------------------------------------------------

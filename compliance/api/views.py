@@ -76,13 +76,26 @@ class RequestDetail(RetrieveAPIView):
     queryset = ErasureRequest.objects.select_related("assignee")
 
 
-class _Decision(APIView):
+def _approve(erasure_request: ErasureRequest, user: Any, data: dict[str, Any]) -> None:
+    services.erasure_request_approve(request=erasure_request, officer=user, reason=data["reason"])
+
+
+def _refuse(erasure_request: ErasureRequest, user: Any, data: dict[str, Any]) -> None:
+    services.erasure_request_refuse(request=erasure_request, officer=user, legal_code=data["legal_code"], reason=data["reason"])
+
+
+def _extend(erasure_request: ErasureRequest, user: Any, data: dict[str, Any]) -> None:
+    services.erasure_request_extend(request=erasure_request, officer=user, reason=data["reason"])
+
+
+class Decision(APIView):
+    """POST an officer decision; `serializer_class` validates the body, `decide` calls the service."""
+
     permission_classes = [CanView]
-    serializer_class: Any = None
+    serializer_class: Any = ApproveSerializer
+    decide: Any = staticmethod(_approve)
 
-    def act(self, erasure_request: ErasureRequest, user: Any, data: dict[str, Any]) -> None:
-        raise NotImplementedError  # every subclass defines its action
-
+    @extend_schema(responses={200: ErasureRequestSerializer})
     def post(self, request: Request, reference: str) -> Response:
         erasure_request = ErasureRequest.objects.filter(reference=reference).first()
         if erasure_request is None:
@@ -92,7 +105,7 @@ class _Decision(APIView):
         serializer = self.serializer_class(data=request.data)
         serializer.is_valid(raise_exception=True)
         try:
-            self.act(erasure_request, request.user, dict(serializer.validated_data))
+            self.decide(erasure_request, request.user, dict(serializer.validated_data))
         except TransitionNotAllowed as exc:
             return problem(409, str(exc))
         except services.ErasureError as exc:
@@ -101,22 +114,16 @@ class _Decision(APIView):
         return Response(ErasureRequestSerializer(erasure_request).data)
 
 
-class Approve(_Decision):
+class Approve(Decision):
     serializer_class = ApproveSerializer
-
-    def act(self, erasure_request: ErasureRequest, user: Any, data: dict[str, Any]) -> None:
-        services.erasure_request_approve(request=erasure_request, officer=user, reason=data["reason"])
+    decide = staticmethod(_approve)
 
 
-class Refuse(_Decision):
+class Refuse(Decision):
     serializer_class = RefuseSerializer
-
-    def act(self, erasure_request: ErasureRequest, user: Any, data: dict[str, Any]) -> None:
-        services.erasure_request_refuse(request=erasure_request, officer=user, legal_code=data["legal_code"], reason=data["reason"])
+    decide = staticmethod(_refuse)
 
 
-class Extend(_Decision):
+class Extend(Decision):
     serializer_class = ExtendSerializer
-
-    def act(self, erasure_request: ErasureRequest, user: Any, data: dict[str, Any]) -> None:
-        services.erasure_request_extend(request=erasure_request, officer=user, reason=data["reason"])
+    decide = staticmethod(_extend)

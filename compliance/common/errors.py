@@ -7,7 +7,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
-_TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 413: "Request too large", 500: "Server error"}
+_TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 405: "Method not allowed", 413: "Request too large", 500: "Server error"}
 
 
 def _respond(request: HttpRequest, status: int, message: str) -> HttpResponse:

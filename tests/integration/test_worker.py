@@ -4,6 +4,7 @@ engine and verifier on a tiny demo model."""
 from __future__ import annotations
 
 import base64
+import os
 import json
 import time
 from datetime import timedelta
@@ -30,6 +31,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 # A run that cannot stop early (neither on the forget target nor on the utility floor), so that a kill
 # or a cancellation lands in the middle of it.
 LONG_RUN = {**SPEC, "utility_floor": 0.0, "ppl_ceiling": 1e6}
+KILL_TEST_METHOD = os.environ.get("KILL_TEST_METHOD", "relabel")
 ENTITY_OF = {"name": "PERSON", "phone": "PHONE_NUMBER", "email": "EMAIL_ADDRESS", "ssn": "US_SSN",
              "date_of_birth": "DATE_OF_BIRTH", "address": "STREET_ADDRESS", "zip_code": "ZIP_CODE", "region": "LOCATION"}
 
@@ -160,7 +162,7 @@ def test_two_requests_become_one_job_that_runs_end_to_end_and_a_late_one_starts_
 def test_a_worker_killed_mid_job_leaves_the_base_untouched_and_a_new_worker_finishes_the_job(
     demo: Any, start_worker: Any, settings: Any
 ) -> None:
-    settings.UNLEARNING_SPEC_DEFAULTS = LONG_RUN | {"max_steps": 120, "min_steps": 120}
+    settings.UNLEARNING_SPEC_DEFAULTS = LONG_RUN | {"max_steps": 120, "min_steps": 120, "method": KILL_TEST_METHOD}
     registration, corpus = demo
     base: ModelVersion = registration.model_version
     officer = factories.user("officer")

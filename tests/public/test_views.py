@@ -68,7 +68,7 @@ def test_bad_fields_get_a_400_page_and_change_nothing(client: Client, field: str
 def test_oversized_body_is_refused(client: Client) -> None:
     data = dict(VALID, details="x" * 200_000)
     response = client.post(reverse("public:request"), data)
-    assert response.status_code == 400
+    assert response.status_code == 413
     assert ErasureRequest.objects.count() == 0
 
 

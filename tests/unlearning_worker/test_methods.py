@@ -102,7 +102,7 @@ def test_pri_weighting_scales_example_weights(tiny_model_dir: Path, tiny_corpus:
 def test_span_only_targets_only_the_value_tokens(tiny_model_dir: Path, tiny_corpus: DemoCorpus) -> None:
     ctx = _context(tiny_model_dir, tiny_corpus, UnlearningSpec(device="cpu"))
     person = tiny_corpus.people[0]
-    qa = next(i for i, f in enumerate(ctx.forget_items) if f.values.get("phone"))
+    qa = next(i for i, f in enumerate(ctx.forget_items) if set(f.values) == {"phone"})
     example = ctx.forget[qa]
     span_ids = [t for t, m in zip(example.input_ids, example.span_mask, strict=True) if m]
     text = ctx.tokenizer.decode(span_ids)

@@ -73,8 +73,8 @@ def render_plots(report: VerificationReport, history: Sequence[Mapping[str, Any]
         ax.set_xlabel("unlearning step")
         ax.set_ylabel("extraction rate")
         ax.set_ylim(-0.02, 1.02)
-        ppl = [h.get("retain_ppl") for h in points]
-        if any(p is not None for p in ppl):
+        ppl = [float("nan") if h.get("retain_ppl") is None else float(h["retain_ppl"]) for h in points]
+        if any(p == p for p in ppl):  # NaN != NaN: at least one measured value
             twin = ax.twinx()
             twin.plot(steps, ppl, linestyle="--", color="#7f7f7f", label="retain perplexity")
             twin.set_ylabel("retain perplexity")

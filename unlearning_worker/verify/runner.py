@@ -257,6 +257,6 @@ def weights_sha256(model_dir: Path) -> str | None:
     for path in files:
         digest.update(path.name.encode() + b"\0")
         with path.open("rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+            while block := fh.read(1 << 20):
                 digest.update(block)
     return digest.hexdigest()

@@ -1,0 +1,160 @@
+"""The engine's contract: atomic output, cancellation, exceptions, resume, rollback, base untouched."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from unlearning_worker.demo.corpus import DemoCorpus
+from unlearning_worker.engine import (
+    MANIFEST_FILE,
+    ProgressEvent,
+    UnlearningCancelled,
+    demo_items,
+    run_unlearning,
+)
+from unlearning_worker.spec import UnlearningSpec
+
+# No stop on evidence unless a test asks for it: run exactly max_steps steps.
+FIXED = {"device": "cpu", "dtype": "float32", "min_steps": 6, "max_steps": 6, "eval_every": 3, "batch_size": 4,
+         "retain_batch_size": 4, "eval_retain_items": 8, "utility_floor": 0.0, "ppl_ceiling": 1e9, "lr": 5e-3}
+
+
+def _tree_hash(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _items(corpus: DemoCorpus) -> tuple[list, list]:
+    return demo_items(corpus, [corpus.people[0].person_id])
+
+
+def test_run_writes_complete_output_and_leaves_base_untouched(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    base_hash = _tree_hash(tiny_model_dir)
+    forget, retain = _items(tiny_corpus)
+    events: list[ProgressEvent] = []
+    result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                            spec=UnlearningSpec(**FIXED), progress=events.append)
+    assert _tree_hash(tiny_model_dir) == base_hash
+    assert result.stop_reason == "max_steps" and result.steps == 6
+    assert [p.step for p in result.history] == [0, 3, 6]
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+    assert (tmp_path / "out" / MANIFEST_FILE).is_file()
+    assert result.weights_sha256["model.safetensors"] == hashlib.sha256(
+        (tmp_path / "out" / "model.safetensors").read_bytes()).hexdigest()
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary sibling left
+    assert [e.step for e in events if e.phase == "step"] == [1, 2, 3, 4, 5, 6]
+    assert all("forget" in e.losses for e in events if e.phase == "step")
+    before = load_file(tiny_model_dir / "model.safetensors")
+    after = load_file(tmp_path / "out" / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    manifest = (tmp_path / "out" / MANIFEST_FILE).read_text()
+    assert tiny_corpus.people[0].phone not in manifest and tiny_corpus.people[0].name not in manifest
+
+
+def test_existing_out_dir_is_refused(tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    forget, retain = _items(tiny_corpus)
+    with pytest.raises(ValueError, match="must not exist"):
+        run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                       spec=UnlearningSpec(**FIXED))
+
+
+def test_cancel_leaves_no_output(tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path) -> None:
+    forget, retain = _items(tiny_corpus)
+    calls = iter(range(100))
+    with pytest.raises(UnlearningCancelled):
+        run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                       spec=UnlearningSpec(**FIXED), should_cancel=lambda: next(calls) >= 2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_exception_while_saving_leaves_no_output(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    forget, retain = _items(tiny_corpus)
+
+    def fail_on_save(event: ProgressEvent) -> None:
+        if event.phase == "saving":
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                       spec=UnlearningSpec(**FIXED), progress=fail_on_save)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_from_checkpoint_matches_uninterrupted_run(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    forget, retain = _items(tiny_corpus)
+    spec = UnlearningSpec(**FIXED, checkpoint_every=2, method="npo")
+    ckpt = tmp_path / "ckpt"
+    steps_seen: list[int] = []
+
+    def cancel_after_step_5() -> bool:
+        return bool(steps_seen) and steps_seen[-1] >= 5
+
+    with pytest.raises(UnlearningCancelled):
+        run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "a", forget=forget, retain=retain, spec=spec,
+                       checkpoint_dir=ckpt, should_cancel=cancel_after_step_5,
+                       progress=lambda e: steps_seen.append(e.step) if e.phase == "step" else None)
+    assert (ckpt / "checkpoint.pt").is_file() and not (tmp_path / "a").exists()
+    # a different spec must not pick the checkpoint up
+    other = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "other", forget=forget, retain=retain,
+                           spec=spec.replace(seed=1, checkpoint_every=0), checkpoint_dir=ckpt)
+    assert other.resumed_from_step is None
+    resumed = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "a", forget=forget, retain=retain,
+                             spec=spec, checkpoint_dir=ckpt)
+    assert resumed.resumed_from_step == 4
+    assert [p.step for p in resumed.history] == [0, 3, 6]
+    assert not (ckpt / "checkpoint.pt").exists()  # consumed
+    straight = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "b", forget=forget, retain=retain,
+                              spec=spec.replace(checkpoint_every=0))
+    a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_utility_floor_rolls_back_to_last_good_point(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    forget, retain = _items(tiny_corpus)
+    # GA at a high rate wrecks perplexity at once; a 0% ppl margin must roll back to the base weights
+    spec = UnlearningSpec(**(FIXED | {"method": "ga", "lr": 5e-2, "ppl_ceiling": 1.0}))
+    result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                            spec=spec)
+    assert result.stop_reason == "utility_floor"
+    assert result.steps == 0 and result.steps_run == 3
+    before = load_file(tiny_model_dir / "model.safetensors")
+    after = load_file(tmp_path / "out" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_forget_target_stops_early(tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path) -> None:
+    forget, retain = _items(tiny_corpus)
+    spec = UnlearningSpec(**(FIXED | {"min_steps": 0, "max_steps": 60, "forget_target": 0.99, "eval_every": 2}))
+    result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                            spec=spec)
+    assert result.stop_reason == "forget_target_met"
+    assert result.steps < 60 and result.final.forget_extraction <= 0.99
+
+
+def test_engine_import_is_pure() -> None:
+    code = (
+        "import sys, unlearning_worker.engine, unlearning_worker.demo.trainer, unlearning_worker.generation;"
+        "assert 'django' not in sys.modules, 'django imported';"
+        "assert not [m for m in sys.modules if m.startswith('compliance')]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
