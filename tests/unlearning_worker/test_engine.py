@@ -48,7 +48,7 @@ def test_run_writes_complete_output_and_leaves_base_untouched(
     result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
                             spec=UnlearningSpec(**FIXED), progress=events.append)
     assert _tree_hash(tiny_model_dir) == base_hash
-    assert result.stop_reason == "max_steps" and result.steps == 6
+    assert result.steps == 6 and result.steps_run == 6
     assert [p.step for p in result.history] == [0, 3, 6]
     assert (tmp_path / "out" / "model.safetensors").is_file()
     assert (tmp_path / "out" / MANIFEST_FILE).is_file()
