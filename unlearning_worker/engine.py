@@ -584,9 +584,8 @@ def _run(
         "history": [asdict(p) for p in history], "resumed_from_step": resumed_from,
     }
     hashes = _save_output(model, tokenizer, out_dir, manifest)
-    if checkpoint_path is not None:
-        with contextlib.suppress(FileNotFoundError):
-            checkpoint_path.unlink()  # the run is complete: a later run must not resume from it
+    if checkpoint_path is not None and _load_checkpoint(checkpoint_path, spec_hash, fingerprint) is not None:
+        checkpoint_path.unlink()  # ours and complete: a later run must not resume from it (others' stay)
     emit(ProgressEvent("done", final_step, spec.max_steps, forget_extraction=final_point.forget_extraction,
                        retain_exact=final_point.retain_exact, retain_ppl=final_point.retain_ppl))
     return UnlearningResult(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from unlearning_worker.verify.scoring import (
@@ -76,3 +78,15 @@ def test_lcs_and_rouge_l_hand_computed() -> None:
     assert rouge_l("the cat sat", "the cat was sat here") == pytest.approx(2 * 1.0 * 0.6 / 1.6)
     assert rouge_l("", "anything") == 0.0
     assert rouge_l("Same words.", "same WORDS") == 1.0
+
+
+def test_prompt_cached_candidate_scoring_matches_whole_sequences(world: Any) -> None:
+    from unlearning_worker.verify.attacks.whitebox import _sequence_scores_cached, _sequence_scores_full
+    from unlearning_worker.verify.lm import encode, load_model
+
+    lm = load_model(world.trained_dir)
+    prompt = encode(lm, "Question: What is Ada Vel's phone number?\nAnswer:")
+    candidates = [encode(lm, " " + v) for v in ("242-465-8376", "1", "99-1", "555-0100-22")]
+    cached = _sequence_scores_cached(lm, prompt, candidates, batch_size=3)
+    full = _sequence_scores_full(lm, prompt, candidates, batch_size=3)
+    assert cached == pytest.approx(full, abs=1e-3)

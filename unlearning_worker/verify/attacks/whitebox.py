@@ -165,7 +165,53 @@ def _validate_exposure(params: Mapping[str, Any]) -> None:
 
 
 def _sequence_scores(lm: LoadedModel, prompt_ids: list[int], continuations: Sequence[list[int]], batch_size: int) -> list[float]:
-    """Sum of log-probs of each continuation after the shared prompt; left padding, last logits only."""
+    """Sum of log-probs of each continuation after the shared prompt.
+
+    The prompt is run once and its key/value cache is repeated over each batch of candidates, so a
+    1,000-candidate ranking costs 1,000 value-length passes rather than 1,000 prompt+value ones. Models
+    whose cache cannot be repeated fall back to scoring whole sequences.
+    """
+    try:
+        return _sequence_scores_cached(lm, prompt_ids, continuations, batch_size)
+    except (AttributeError, TypeError, NotImplementedError):
+        return _sequence_scores_full(lm, prompt_ids, continuations, batch_size)
+
+
+def _sequence_scores_cached(
+    lm: LoadedModel, prompt_ids: list[int], continuations: Sequence[list[int]], batch_size: int
+) -> list[float]:
+    import copy
+
+    pad = lm.tokenizer.pad_token_id
+    n_prompt = len(prompt_ids)
+    with torch.inference_mode():
+        out = lm.model(input_ids=torch.tensor([prompt_ids], device=lm.device), use_cache=True)
+        first_logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
+        prompt_cache = out.past_key_values
+        scores: list[float] = []
+        for start in range(0, len(continuations), batch_size):
+            chunk = continuations[start : start + batch_size]
+            width = max(1, max(len(c) for c in chunk) - 1)  # the last token of each is only predicted
+            feed = torch.tensor([c[:-1] + [pad] * (width - len(c) + 1) for c in chunk], device=lm.device)
+            mask = torch.tensor([[1] * n_prompt + [1] * (len(c) - 1) + [0] * (width - len(c) + 1) for c in chunk], device=lm.device)
+            positions = torch.arange(n_prompt, n_prompt + width, device=lm.device).expand(len(chunk), width)
+            cache = copy.deepcopy(prompt_cache)
+            cache.batch_repeat_interleave(len(chunk))
+            logits = lm.model(
+                input_ids=feed, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+            ).logits
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            for row, c in enumerate(chunk):
+                total = first_logp[c[0]]
+                if len(c) > 1:
+                    targets = torch.tensor(c[1:], device=lm.device)
+                    total = total + logp[row, torch.arange(len(c) - 1, device=lm.device), targets].sum()
+                scores.append(float(total))
+    return scores
+
+
+def _sequence_scores_full(lm: LoadedModel, prompt_ids: list[int], continuations: Sequence[list[int]], batch_size: int) -> list[float]:
+    """Whole prompt+continuation sequences; left padding, logits for the last positions only."""
     scores: list[float] = []
     pad = lm.tokenizer.pad_token_id
     for start in range(0, len(continuations), batch_size):
@@ -177,16 +223,11 @@ def _sequence_scores(lm: LoadedModel, prompt_ids: list[int], continuations: Sequ
         mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=lm.device)
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
-            try:  # only the last `keep` positions need logits: a 1000-candidate batch stays small
-                logits = lm.model(
-                    input_ids=input_ids, attention_mask=mask, position_ids=position_ids, logits_to_keep=keep
-                ).logits
-            except TypeError:
-                logits = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).logits[:, -keep:]
+            logits = lm.model(input_ids=input_ids, attention_mask=mask, position_ids=position_ids).logits[:, -keep:]
             logp = torch.log_softmax(logits.float(), dim=-1)
         for row, c in enumerate(chunk):
             n = len(c)
-            # logits at column j of the kept window predict the token at absolute position width-keep+j+1
+            # column j of the kept window predicts the token at absolute position width-keep+j+1
             targets = torch.tensor(c, device=lm.device)
             cols = torch.arange(keep - 1 - n, keep - 1, device=lm.device)
             scores.append(float(logp[row, cols, targets].sum()))
