@@ -64,8 +64,15 @@ def holdout_texts(corpus: DemoCorpus) -> list[str]:
 
 
 def verify(model_dir: Path, base_dir: Path | None, args: argparse.Namespace, data: dict[str, Any]) -> VerificationReport:
+    started = time.perf_counter()
+
+    def progress(stage: str, fraction: float) -> None:
+        print(f"  [{time.perf_counter() - started:6.1f} s] {stage} done ({fraction:.0%})", flush=True)
+
     with torch_threads(args.threads):
-        return run_verification(model_dir=model_dir, base_model_dir=base_dir, policy=data["policy"], **data["people"])
+        return run_verification(
+            model_dir=model_dir, base_model_dir=base_dir, policy=data["policy"], progress=progress, **data["people"]
+        )
 
 
 def fmt(value: float | None) -> str:

@@ -45,9 +45,21 @@ def _fast_password_hashing(settings: Any) -> None:
 def demo(demo_model_dir: Path, tmp_path: Path) -> Any:
     from unlearning_worker.demo.trainer import DemoModelConfig
 
+    ensure_roles()
     config = DemoModelConfig(**DEMO_CONFIG)
     registration = register_demo(config=config, cache_dir=demo_model_dir.parent, retain_people=4)
     return registration, config.corpus()
+
+
+def ensure_roles() -> None:
+    """Transactional tests flush every table between tests, the roles from the data migration too."""
+    from django.contrib.auth.models import Group, Permission
+
+    codenames = {"officer": ["view_erasurerequest", "decide_erasurerequest", "add_erasurerequest"],
+                 "reviewer": ["view_erasurerequest"]}
+    for name, perms in codenames.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        group.permissions.add(*Permission.objects.filter(content_type__app_label="erasure", codename__in=perms))
 
 
 def approve_person(person: Any, corpus: Any, corpus_version: CorpusVersion, officer: Any) -> ErasureRequest:

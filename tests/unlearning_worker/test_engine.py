@@ -121,7 +121,7 @@ def test_resume_from_checkpoint_matches_uninterrupted_run(
     assert resumed.resumed_from_step == 4
     assert [p.step for p in resumed.history] == [0, 3, 6]
     assert not (ckpt / "checkpoint.pt").exists()  # consumed
-    straight = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "b", forget=forget, retain=retain,
+    run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "b", forget=forget, retain=retain,
                               spec=spec.replace(checkpoint_every=0))
     a, b = load_file(tmp_path / "a" / "model.safetensors"), load_file(tmp_path / "b" / "model.safetensors")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
