@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group, User
 
 from compliance.erasure import services
 from compliance.erasure.models import ErasureRequest, Status
+from compliance.erasure.permissions import ensure_roles
 from compliance.erasure.transitions import transition
 
 _counter = itertools.count(1)
@@ -27,6 +28,8 @@ def user(role: str | None, username: str | None = None) -> User:
     name = username or f"{role or 'outsider'}{next(_counter)}"
     account = User.objects.create_user(username=name, password="correct horse battery staple 1")
     if role:
+        if not Group.objects.filter(name=role).exists():  # transactional tests empty the tables
+            ensure_roles()
         account.groups.add(Group.objects.get(name=role))
     return account
 

@@ -131,6 +131,9 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=Path("var/demo_cache"))
     parser.add_argument("--out", type=Path, default=Path("var/bench_verify"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--base-dir", type=Path, default=None, help="use this demo model instead of training one")
+    parser.add_argument("--retrained-dir", type=Path, default=None,
+                        help="a model trained like --base-dir without the first --subjects people")
     parser.add_argument("--skip-retrain", action="store_true")
     parser.add_argument("--skip-engine", action="store_true")
     args = parser.parse_args()
@@ -139,7 +142,7 @@ def main() -> None:
     config = DemoModelConfig(**overrides)
     corpus = config.corpus()
     t0 = time.perf_counter()
-    base_dir = train_demo_model(config, cache_dir=args.cache_dir)
+    base_dir = args.base_dir or train_demo_model(config, cache_dir=args.cache_dir)
     print(f"base demo model: {base_dir} ({time.perf_counter() - t0:.0f} s incl. training if not cached)")
     subject_ids = [p.person_id for p in corpus.people[: args.subjects]]
     retain_ids = [p.person_id for p in corpus.people[args.subjects : args.subjects + args.retain]]
@@ -168,7 +171,9 @@ def main() -> None:
     # B. true negatives
     if not args.skip_retrain:
         t0 = time.perf_counter()
-        retrained = train_demo_model(config, cache_dir=args.cache_dir, exclude_person_ids=frozenset(subject_ids))
+        retrained = args.retrained_dir or train_demo_model(
+            config, cache_dir=args.cache_dir, exclude_person_ids=frozenset(subject_ids)
+        )
         print(f"\nretrained without the subjects: {retrained} ({time.perf_counter() - t0:.0f} s)")
         report_b = verify(retrained, base_dir, args, data)
         print_metrics("B. retrained from scratch without the subjects: true negatives", report_b)

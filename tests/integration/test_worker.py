@@ -44,7 +44,7 @@ def _fast_password_hashing(settings: Any) -> None:
 
 
 @pytest.fixture
-def demo(demo_model_dir: Path, tmp_path: Path) -> Any:
+def demo(broker: Any, demo_model_dir: Path, tmp_path: Path) -> Any:
     from unlearning_worker.demo.trainer import DemoModelConfig
 
     ensure_roles()
