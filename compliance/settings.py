@@ -300,7 +300,12 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     # Django logs request bodies of failing requests at this logger: silence it, bodies hold PII.
-    "loggers": {"django.request": {"level": "ERROR", "propagate": True}},
+    "loggers": {
+        "django.request": {"level": "ERROR", "propagate": True},
+        # Presidio logs every recognizer it loads, at INFO, each time an engine is built.
+        "presidio-analyzer": {"level": "WARNING"},
+        "presidio-anonymizer": {"level": "WARNING"},
+    },
 }
 CSRF_FAILURE_VIEW = "compliance.common.errors.csrf_failure"
 # Outside production, serve static files straight from the app folders (no collectstatic needed).
