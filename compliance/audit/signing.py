@@ -15,7 +15,14 @@ from pathlib import Path
 
 from django.conf import settings
 
-from compliance.audit.keys import KeyRing, PublicKey, Signer, generate_key, parse_signer_key, signers_match_keyring
+from compliance.audit.keys import (
+    KeyRing,
+    PublicKey,
+    Signer,
+    generate_key,
+    parse_signer_key,
+    signers_match_keyring,
+)
 
 
 class SigningKeyMissing(RuntimeError):

@@ -190,3 +190,6 @@ class ReferenceNumber(models.Model):
     """
 
     id = models.BigAutoField(primary_key=True)
+
+    def __str__(self) -> str:
+        return f"reference number {self.pk}"

@@ -75,7 +75,15 @@ def erasure_request_scan(*, request_id: str) -> dict[str, int]:
     2. Score each located record and the request as a whole (PRI, with its explanation).
     3. Store the located records (text sealed under the request's data key) and move the request
        to triaged, with the scan summary, in one transaction."""
-    from pii import EngineConfig, PriPolicy, build_analyzer, read_record, scan_corpus, score_record, score_request
+    from pii import (
+        EngineConfig,
+        PriPolicy,
+        build_analyzer,
+        read_record,
+        scan_corpus,
+        score_record,
+        score_request,
+    )
 
     request = ErasureRequest.objects.get(pk=request_id)
     if request.status != Status.VERIFIED:

@@ -34,3 +34,6 @@ class GuardRulesVersion(models.Model):
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     version = models.PositiveBigIntegerField(default=0)
     changed_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"guard rules version {self.version}"

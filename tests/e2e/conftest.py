@@ -37,8 +37,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: Any) -> Iterator[None]:
             RESULTS.mkdir(exist_ok=True)
             try:
                 page.screenshot(path=str(RESULTS / f"{item.name}.png"), full_page=True)
-            except Exception:  # the page may be gone already; the failure itself is what matters
-                pass
+            except Exception as exc:  # the page may be gone already; the test's own failure is what matters
+                print(f"no screenshot for {item.name}: {exc}")
 
 
 @pytest.fixture(scope="session")

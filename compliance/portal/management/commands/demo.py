@@ -165,10 +165,11 @@ class Command(BaseCommand):
 
     def _seed_other_requests(self) -> None:
         """A few requests in other states so the queue looks like a working day (people not in the corpus)."""
+        from django.contrib.auth.models import User
+
         from compliance.erasure import services
         from compliance.erasure.models import ErasureRequest, Status
         from compliance.erasure.transitions import transition
-        from django.contrib.auth.models import User
         from pii.synth import generate_people
 
         if ErasureRequest.objects.filter(channel="officer").exists():
