@@ -25,6 +25,9 @@ class AuditHead(models.Model):
     class Meta:
         verbose_name = "audit log head"
 
+    def __str__(self) -> str:
+        return f"audit log head at size {self.size}"
+
 
 class AuditLeaf(models.Model):
     seq = models.BigIntegerField(primary_key=True)
@@ -52,6 +55,9 @@ class AuditNode(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["level", "index"], name="audit_node_level_index")]
+
+    def __str__(self) -> str:
+        return f"node level {self.level} index {self.index}"
 
 
 class AuditCheckpoint(models.Model):
