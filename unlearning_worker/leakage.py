@@ -50,9 +50,17 @@ def longest_common_run(a: str, b: str) -> int:
     return best
 
 
+def secret_part(value: str, attribute: str) -> str:
+    """The part of a value that identifies the person. For an e-mail address that is the local part:
+    the domain ("example.com") is shared by many people and its appearance proves nothing."""
+    if attribute == "email" and "@" in value:
+        return value.rsplit("@", 1)[0]
+    return value
+
+
 def leak_share(value: str, text: str, attribute: str) -> float:
-    """Share (0..1) of the normalised value that appears as one unbroken run in the text."""
-    target = normalise_for_leak(value, attribute)
+    """Share (0..1) of the normalised secret part of the value that appears as one unbroken run in the text."""
+    target = normalise_for_leak(secret_part(value, attribute), attribute)
     if not target:
         return 0.0
     return longest_common_run(target, normalise_for_leak(text, attribute)) / len(target)
