@@ -7,6 +7,7 @@ in-process, e-mails written to ./var/mail, secrets generated once into ./var/sec
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
@@ -263,6 +264,16 @@ JOB_HEARTBEAT_TIMEOUT_S = env_int("JOB_HEARTBEAT_TIMEOUT_S", 300, minimum=10)
 JOB_SOFT_TIME_LIMIT_S = env_int("JOB_SOFT_TIME_LIMIT_S", 6 * 3600, minimum=10)
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 UNLEARNING_DEVICE = env_str("UNLEARNING_DEVICE", "auto")
+# Method of new jobs, overrides of the spec defaults (JSON object), and how many automatic retries
+# with a stronger setting follow a failed verdict before the job is escalated to the officer.
+UNLEARNING_DEFAULT_METHOD = env_str("UNLEARNING_DEFAULT_METHOD", "relabel")
+try:
+    UNLEARNING_SPEC_DEFAULTS = json.loads(env_str("UNLEARNING_SPEC_DEFAULTS", "{}") or "{}")
+except json.JSONDecodeError as exc:
+    raise ConfigurationError(f"UNLEARNING_SPEC_DEFAULTS must be a JSON object: {exc.msg}") from exc
+if not isinstance(UNLEARNING_SPEC_DEFAULTS, dict):
+    raise ConfigurationError("UNLEARNING_SPEC_DEFAULTS must be a JSON object")
+JOB_STRENGTHEN_ROUNDS = env_int("JOB_STRENGTHEN_ROUNDS", 1, minimum=0)
 PII_SPACY_MODEL = env_str("PII_SPACY_MODEL")  # e.g. en_core_web_sm when installed; blank pipeline otherwise
 PRI_POLICY_FILE = env_str("PRI_POLICY_FILE")
 VERIFICATION_POLICY_FILE = env_str("VERIFICATION_POLICY_FILE")

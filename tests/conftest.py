@@ -25,8 +25,12 @@ def _flush_keeps_audit_triggers(request: pytest.FixtureRequest) -> Iterator[None
     if not _django_active(request):  # pure-library runs (`-p no:django`): nothing to patch
         yield
         return
-    from django.db.backends.postgresql.operations import DatabaseOperations as PostgresOperations
-    from django.db.backends.sqlite3.operations import DatabaseOperations as SqliteOperations
+    # Through the backends' base modules: importing an operations module first is a circular import.
+    from django.db.backends.postgresql import base as postgresql_base
+    from django.db.backends.sqlite3 import base as sqlite_base
+
+    PostgresOperations = postgresql_base.DatabaseOperations
+    SqliteOperations = sqlite_base.DatabaseOperations
 
     from compliance.audit.triggers import drop_sql, install_sql
 

@@ -124,8 +124,16 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"      job {str(job.id)[:8]} {job.method}: {job.status}, {job.step} steps, stop: {job.stop_reason or '-'}"
             )
-            if request.status != Status.VERIFYING:
-                raise CommandError(f"verification did not pass; the request is {request.status}: {job.error}")
+        if request.status != Status.VERIFYING:
+            # The service did its job: it refuses to certify a model that still leaks. Show why.
+            self.stdout.write(self.style.WARNING(
+                f"      Verification FAILED after {job.strengthen_round} stronger retr{'y' if job.strengthen_round == 1 else 'ies'}:"
+                f" no certificate is issued; {request.reference} is back to '{request.get_status_display()}'"
+                " and escalated to the officer (see the job page)."
+            ))
+            with Step(self, 7, "Before/after: the attack suite on the base and the unlearned model"):
+                self._print_table(job)
+            return password, {"request": request, "json": None, "pdf": None, "job": job}
 
         with Step(self, 5, "The officer signs off: certificate issued, request completed"):
             response = officer_client.post(f"/portal/requests/{request.reference}/sign-off/")
@@ -260,9 +268,17 @@ class Command(BaseCommand):
             "\n".join(
                 [
                     f"Request      {request.reference} ({request.get_status_display()})",
-                    f"Certificate  {result['json']}",
-                    f"             {result['pdf']}",
-                    f"Verify it    .venv/bin/python -m compliance.certificates {result['pdf']} --keyring {settings.AUDIT_KEYRING_FILE}",
+                    *(
+                        [
+                            f"Certificate  {result['json']}",
+                            f"             {result['pdf']}",
+                            f"Verify it    .venv/bin/python -m compliance.certificates {result['pdf']}"
+                            f" --keyring {settings.AUDIT_KEYRING_FILE}",
+                        ]
+                        if result["json"]
+                        else ["Certificate  none: the unlearned model did not pass the verification policy"]
+                    ),
+                    f"Job          http://127.0.0.1:{port}/portal/jobs/{result['job'].id}/",
                     f"Portal       http://127.0.0.1:{port}/portal/   login: {DEMO_OFFICER} / {password}  (reviewer: {DEMO_REVIEWER})",
                     f"Public pages http://127.0.0.1:{port}/   e-mails: {settings.EMAIL_FILE_PATH}",
                 ]
