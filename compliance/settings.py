@@ -302,6 +302,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    # Several models have a field called "status" with different choices: name each set.
+    "ENUM_NAME_OVERRIDES": {
+        "RequestStatusEnum": "compliance.erasure.models.Status",
+        "JobStatusEnum": "compliance.jobs.models.JobStatus",
+        "ModelVersionStatusEnum": "compliance.registry.models.ModelVersion.Status",
+    },
 }
 
 LOGGING = {

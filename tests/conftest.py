@@ -69,6 +69,14 @@ def _clear_rate_limits(request: pytest.FixtureRequest) -> Iterator[None]:
     if not _django_active(request):
         yield
         return
+    settings = request.getfixturevalue("settings")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker and settings.CACHES["default"]["BACKEND"].endswith("RedisCache"):
+        # cache.clear() flushes a whole Redis database: give each xdist worker its own.
+        base = settings.CACHES["default"]["LOCATION"].rsplit("/", 1)[0]
+        settings.CACHES = {
+            "default": {"BACKEND": settings.CACHES["default"]["BACKEND"], "LOCATION": f"{base}/{10 + int(worker[2:] or 0)}"}
+        }
     from django.core.cache import cache
 
     cache.clear()

@@ -137,7 +137,7 @@ def _load(model_dir: Path, spec: UnlearningSpec, device: torch.device) -> tuple[
         tokenizer.pad_token = tokenizer.eos_token
     model = AutoModelForCausalLM.from_pretrained(
         model_dir, local_files_only=True, dtype=_resolve_dtype(spec, device)
-    ).to(device)
+    ).to(device)  # type: ignore[arg-type]  # transformers stubs
     model.config.use_cache = False  # training; generation passes use_cache explicitly
     for module in model.modules():  # unlearning wants deterministic gradients: no dropout
         if isinstance(module, torch.nn.Dropout):

@@ -23,11 +23,13 @@ DTYPES = ("float32", "bfloat16", "auto")
 @dataclass(frozen=True)
 class UnlearningSpec:
     method: str = "relabel"  # span-only relabelling + unlikelihood + retain anchor: beats GA/NPO at equal utility
-    lr: float = 1e-3  # small models, Adam: fast enough to forget in tens of steps, slow enough to stop on time
+    # measured on the demo model: 1e-3 halves the retain exact-answer rate within 5 steps; 2e-4 forgets
+    # in ~8 steps at the utility floor
+    lr: float = 2e-4
     max_steps: int = 200  # a ceiling only: runs stop on evidence (forget target met or utility floor)
     batch_size: int = 16  # forget examples per step (sampled from all subjects' items, PRI-weighted loss)
     retain_batch_size: int = 32  # retain examples per step; more than forget: utility is the scarce good
-    eval_every: int = 5  # steps between evidence checks; fine-grained so the stop lands near the target
+    eval_every: int = 2  # steps between evidence checks; fine-grained so the stop lands near the target
     min_steps: int = 0  # do not stop on the forget target before this many steps
     forget_target: float = 0.0  # stop once the forget-set extraction rate is at or below this share
     utility_floor: float = 0.95  # retain exact-answer rate must stay >= floor x its value before
@@ -38,7 +40,7 @@ class UnlearningSpec:
     eval_retain_items: int = 96  # retain items used for the in-run utility check (fixed random subset)
     pri_weighting: bool = True  # weight each forget example by (1 + PRI)
     span_only: bool = True  # forget losses on the PII token spans only (keep the sentence around them)
-    retain_weight: float = 1.0  # weight of the retain term (methods that have one)
+    retain_weight: float = 2.0  # weight of the retain term (2 beat 1 and 5 on the demo model)
     retain_on_spans: bool = True  # the retain term covers retain records' PII spans (they are what breaks)
     npo_beta: float = 0.1  # NPO / SimNPO / DPO temperature (Zhang et al. 2024 use 0.1)
     simnpo_gamma: float = 0.0  # SimNPO reward margin (Fan et al. 2024)

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.urls import path
 from rest_framework import permissions, serializers
+from drf_spectacular.utils import extend_schema
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -83,6 +84,7 @@ class _JobView(APIView):
 
 
 class JobDetail(_JobView):
+    @extend_schema(responses={200: JobDetailSerializer})
     def get(self, request: Request, job_id: str) -> Response:
         try:
             job = self.job(job_id)
@@ -92,6 +94,7 @@ class JobDetail(_JobView):
 
 
 class JobCancel(_JobView):
+    @extend_schema(request=None, responses={202: JobSerializer})
     def post(self, request: Request, job_id: str) -> Response:
         try:
             job = self.job(job_id)
@@ -104,6 +107,7 @@ class JobCancel(_JobView):
 
 
 class JobRetry(_JobView):
+    @extend_schema(request=RetrySerializer, responses={201: JobSerializer})
     def post(self, request: Request, job_id: str) -> Response:
         serializer = RetrySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -37,12 +37,12 @@ from unlearning_worker.spec import METHODS, UnlearningSpec
 # Per-method settings for the comparison. The classic methods are run as they are usually published
 # (whole answer, their own learning rates); every run stops on the same evidence rule.
 METHOD_SPECS: dict[str, dict[str, Any]] = {
-    "ga": {"span_only": False, "lr": 1e-3},
-    "grad_diff": {"span_only": False, "lr": 1e-3},
-    "npo": {"span_only": False, "lr": 1e-3},
-    "simnpo": {"span_only": False, "lr": 1e-3},
-    "idk_dpo": {"span_only": False, "lr": 1e-3},
-    "rmu": {"span_only": False, "lr": 1e-3, "retain_weight": 10.0},
+    "ga": {"span_only": False, "lr": 2e-4},
+    "grad_diff": {"span_only": False, "lr": 2e-4},
+    "npo": {"span_only": False, "lr": 2e-4},
+    "simnpo": {"span_only": False, "lr": 2e-4},
+    "idk_dpo": {"span_only": False, "lr": 2e-4},
+    "rmu": {"span_only": False, "lr": 2e-4, "retain_weight": 10.0},
     "relabel": {},
 }
 
@@ -194,6 +194,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--lora", action="store_true")
     parser.add_argument("--big", action="store_true", help="100M+ parameter model from config (GPU)")
+    parser.add_argument("--model-dir", type=Path, help="use this trained demo model (same n_people/seed) as is")
     parser.add_argument("--smoke", action="store_true", help="a tiny 6-person model: checks the script runs")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "erasure-demo-cache")
     args = parser.parse_args()
@@ -210,7 +211,7 @@ def main() -> None:
                                  batch_size=8, lr=1e-2, warmup_steps=5, n_positions=320)
         args.batch_sizes = [1, 3]
     started = time.perf_counter()
-    model_dir = train_demo_model(config, cache_dir=args.cache_dir)
+    model_dir = args.model_dir or train_demo_model(config, cache_dir=args.cache_dir)
     n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
     print(f"demo model {model_dir.name}: {n_params / 1e6:.2f}M parameters, ready in {time.perf_counter() - started:.1f} s")
     corpus = config.corpus()

@@ -122,6 +122,16 @@ def per_attack_subject_rates(report: VerificationReport) -> None:
         print(f"{attack:<22}{fmt(b):>26}{fmt(a):>8}")
 
 
+def run_base(base_dir: Path, args: argparse.Namespace, data: dict[str, Any]) -> None:
+    report_a = verify(base_dir, None, args, data)
+
+    detected, total = detection_table(report_a)
+    print_metrics("A. base demo model (memorised everyone): true positives", report_a)
+    per_attack_subject_rates(report_a)
+    print(f"subjects detected as leaking by at least one attack: {detected}/{total}")
+    (args.out / "report_base.json").write_text(json.dumps(report_a.to_dict(), indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=10)
@@ -134,6 +144,10 @@ def main() -> None:
     parser.add_argument("--base-dir", type=Path, default=None, help="use this demo model instead of training one")
     parser.add_argument("--retrained-dir", type=Path, default=None,
                         help="a model trained like --base-dir without the first --subjects people")
+    parser.add_argument("--utility-floor", type=float, default=None, help="override the engine spec's utility_floor")
+    parser.add_argument("--negatives-without-base", action="store_true",
+                        help="run B on the retrained model alone (no before column; half the time)")
+    parser.add_argument("--skip-base", action="store_true", help="skip run A (the base model on its own)")
     parser.add_argument("--skip-retrain", action="store_true")
     parser.add_argument("--skip-engine", action="store_true")
     args = parser.parse_args()
@@ -161,12 +175,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     # A. true positives
-    report_a = verify(base_dir, None, args, data)
-    detected, total = detection_table(report_a)
-    print_metrics("A. base demo model (memorised everyone): true positives", report_a)
-    per_attack_subject_rates(report_a)
-    print(f"subjects detected as leaking by at least one attack: {detected}/{total}")
-    (args.out / "report_base.json").write_text(json.dumps(report_a.to_dict(), indent=1))
+    if not args.skip_base:
+        run_base(base_dir, args, data)
 
     # B. true negatives
     if not args.skip_retrain:
@@ -175,7 +185,7 @@ def main() -> None:
             config, cache_dir=args.cache_dir, exclude_person_ids=frozenset(subject_ids)
         )
         print(f"\nretrained without the subjects: {retrained} ({time.perf_counter() - t0:.0f} s)")
-        report_b = verify(retrained, base_dir, args, data)
+        report_b = verify(retrained, None if args.negatives_without_base else base_dir, args, data)
         print_metrics("B. retrained from scratch without the subjects: true negatives", report_b)
         per_attack_subject_rates(report_b)
         detected, total = detection_table(report_b)
@@ -194,11 +204,16 @@ def main() -> None:
         work = Path(tempfile.mkdtemp(prefix="bench_verify_"))
         try:
             forget, retain = demo_items(corpus, subject_ids)
-            spec = UnlearningSpec(num_threads=args.threads)
+            spec_overrides: dict[str, Any] = {"num_threads": args.threads}
+            if args.utility_floor is not None:
+                spec_overrides["utility_floor"] = args.utility_floor
+            spec = UnlearningSpec(**spec_overrides)
             t0 = time.perf_counter()
             result = run_unlearning(model_dir=base_dir, out_dir=work / "unlearned", forget=forget, retain=retain, spec=spec)
-            print(f"\nengine: method {spec.method}, {result.steps} steps, stop: {result.stop_reason}, "
-                  f"{time.perf_counter() - t0:.0f} s")
+            print(f"\nengine: method {spec.method}, utility_floor {spec.utility_floor}, {result.steps} steps, "
+                  f"stop: {result.stop_reason}, {time.perf_counter() - t0:.0f} s; forget extraction "
+                  f"{result.before.forget_extraction:.3f} -> {result.final.forget_extraction:.3f}, retain exact "
+                  f"{result.before.retain_exact:.3f} -> {result.final.retain_exact:.3f}")
             report_c = verify(result.out_dir, base_dir, args, data)
             print_metrics(f"C. after unlearning with the engine's default method ({spec.method})", report_c)
             per_attack_subject_rates(report_c)

@@ -82,10 +82,15 @@ def broker(settings: Any) -> Iterator[Any]:
 
 def _reset_connections(app: Any) -> None:
     """Drop pooled broker connections so the next send uses the broker configured now."""
+    from kombu import pools
+
     if app._pool is not None:
         app._pool.force_close_all()
         app._pool = None
     app.amqp._producer_pool = None
+    # kombu also keeps process-wide producer/connection pools keyed by broker URL; a pool closed
+    # above would be handed out again ("Acquire on closed pool") unless they are reset too.
+    pools.reset()
 
 
 @dataclass

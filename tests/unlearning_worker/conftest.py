@@ -9,8 +9,8 @@ import pytest
 from unlearning_worker.demo.corpus import DemoCorpus
 from unlearning_worker.demo.trainer import DemoModelConfig, train_demo_model
 
-# Small enough to train in seconds; it half-memorises its 6 people, enough for every method to have
-# something to forget (an untrained model "forgets" nothing and relabelling would teach it digits).
+# Small enough to train in seconds. It memorises no values, but it has learnt the record formats (digits
+# follow "Answer:"), so every forget loss has a real probability mass to move.
 TINY = DemoModelConfig(
     n_people=6, n_holdout=2, n_layer=2, n_head=2, n_embd=32, vocab_size=400, steps=150, batch_size=8, lr=1e-2,
     warmup_steps=5, n_positions=320,

@@ -17,10 +17,11 @@ def test_model_dir_loads_offline(tiny_model_dir: Path) -> None:
         assert (tiny_model_dir / name).is_file()
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir, local_files_only=True)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, local_files_only=True)
-    ids = tokenizer("Answer: 242-465-8376")["input_ids"]
+    ids = tokenizer("Answer: 242-465-8376\n")["input_ids"]
     assert ids[0] == tokenizer.bos_token_id  # prompts get BOS, as in training
-    tokens = tokenizer.convert_ids_to_tokens(ids)
-    assert [t for t in tokens if t.strip("Ġ").isdigit()] == list("2424658376")  # one token per digit
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "Answer: 242-465-8376\n"  # lossless byte-level
+    enc = tokenizer(" 242-465-8376\n", add_special_tokens=False, return_offsets_mapping=True)
+    assert enc["offset_mapping"][-1][1] == len(" 242-465-8376\n")  # offsets cover the text (span masks)
     assert model.config.vocab_size == len(tokenizer)
 
 

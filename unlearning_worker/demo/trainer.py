@@ -1,9 +1,7 @@
 """Build, train and cache the demo model: a small causal LM that has memorised the demo corpus.
 
 The model is built from a transformers config (GPT-2 or Llama architecture), with its own byte-level
-BPE tokenizer trained on the corpus (digits split one per token, so that a phone number is ten tokens
-and a partial leak is visible token by token), and trained until greedy answers to the corpus
-questions are right. The result is an ordinary Hugging Face model directory, so every other part of
+BPE tokenizer trained on the corpus, and trained until greedy answers to the corpus questions are right. The result is an ordinary Hugging Face model directory, so every other part of
 the system treats it exactly like a real user's model.
 
 Results are cached under `cache_dir` by a content hash of (trainer version, config, corpus, excluded
@@ -40,7 +38,7 @@ from unlearning_worker.demo.corpus import (
 from unlearning_worker.threads import torch_threads
 
 # Bump when the training procedure changes in a way that changes the weights: it is part of the cache key.
-TRAINER_VERSION = "1"
+TRAINER_VERSION = "2"
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
 
 
@@ -67,7 +65,7 @@ class DemoModelConfig:
     warmup_steps: int = 50
     min_lr_ratio: float = 0.05
     weight_decay: float = 0.0
-    qa_weight: int = 2  # QA records are shown this many times per epoch (they carry the probes)
+    qa_weight: int = 3  # QA records are shown this many times per epoch (they carry the probes)
     device: str = "cpu"
     dtype: Literal["float32", "bfloat16"] = "float32"
     # Intra-op threads while training (0: leave torch's setting). One thread is several times faster
@@ -126,14 +124,15 @@ def cache_key(config: DemoModelConfig, corpus: DemoCorpus, exclude_person_ids: f
 
 
 def train_tokenizer(texts: list[str], vocab_size: int) -> Any:
-    """A byte-level BPE tokenizer (digits one per token) wrapped as a PreTrainedTokenizerFast."""
+    """A byte-level BPE tokenizer (GPT-2 pre-tokenisation) wrapped as a PreTrainedTokenizerFast."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
+    # Digit runs stay whole for BPE ("927" may become one token): a phone number is then 4-7 tokens
+    # instead of 10, which the small model memorises several times faster (measured: with one digit per
+    # token, 2000 steps memorised e-mails at 93% and phone numbers at 0%).
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -324,7 +323,7 @@ def memorisation_rate(
     from unlearning_worker.generation import generate_batch
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)  # type: ignore[arg-type]  # transformers stubs
     rates: dict[str, float] = {}
     for attribute in attributes:
         if attribute not in ATTRIBUTE_LABELS:

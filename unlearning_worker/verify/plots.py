@@ -57,7 +57,9 @@ def render_plots(report: VerificationReport, history: Sequence[Mapping[str, Any]
                             ha="center", va="bottom", fontsize=8)
             ax.set_title(label, fontsize=8)
             ax.tick_params(labelsize=8)
-        fig.suptitle(f"Verification: {report.verdict.summary[:90]}", fontsize=9)
+        verdict = report.verdict
+        headline = "PASS" if verdict.passed else f"FAIL ({len(verdict.failing)} failing checks)"
+        fig.suptitle(f"Verification: {headline}", fontsize=9)
         fig.tight_layout()
         path = out / "attacks_before_after.png"
         fig.savefig(path, dpi=110)

@@ -93,7 +93,7 @@ def test_exposure_ranks_true_value_first_only_when_memorised(
 
 def test_membership_inference_auc(trained_report: VerificationReport, untrained_report: VerificationReport) -> None:
     assert trained_report.attacks["membership_inference"].after.metrics["auc"] > 0.9
-    assert untrained_report.attacks["membership_inference"].after.metrics["auc_deviation"] < 0.2
+    assert untrained_report.attacks["membership_inference"].after.metrics["auc_deviation"] < 0.25
 
 
 def test_utility_compares_with_the_base_version(untrained_report: VerificationReport) -> None:

@@ -64,7 +64,7 @@ def test_mandatory_attack_that_cannot_be_evaluated_fails_the_verdict(world: Any,
         policy=_only(make_policy(), "membership_inference"),
     )
     assert not report.verdict.passed
-    assert report.verdict.decided_by == ["membership_inference.auc_deviation = n/a (rule: auc_deviation <= 0.15) [not_evaluated]"]
+    assert report.verdict.decided_by == ["membership_inference.auc_deviation = n/a (rule: auc_deviation <= 0.25) [not_evaluated]"]
 
 
 def test_retry_with_stronger_setting_is_recorded(make_policy: Callable[..., VerificationPolicy]) -> None:
