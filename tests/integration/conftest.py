@@ -81,16 +81,14 @@ def broker(settings: Any) -> Iterator[Any]:
 
 
 def _reset_connections(app: Any) -> None:
-    """Drop pooled broker connections so the next send uses the broker configured now."""
-    from kombu import pools
+    """Drop pooled broker connections so the next send uses the broker configured now.
 
+    The pools are released, not force-closed: kombu hands a closed pool out again from its
+    process-wide registry ("Acquire on closed pool") when a later test sends a task.
+    """
     if app._pool is not None:
-        app._pool.force_close_all()
         app._pool = None
     app.amqp._producer_pool = None
-    # kombu also keeps process-wide producer/connection pools keyed by broker URL; a pool closed
-    # above would be handed out again ("Acquire on closed pool") unless they are reset too.
-    pools.reset()
 
 
 @dataclass
@@ -179,3 +177,12 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, worker:
             return value
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n--- worker log ---\n{worker.tail() if worker else ''}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The broker tests share one Redis database (and flush it): under xdist they must run on one
+    worker, one after the other (`--dist loadgroup`)."""
+    for item in items:
+        if "tests/integration/" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+            item.add_marker(pytest.mark.xdist_group("integration"))
