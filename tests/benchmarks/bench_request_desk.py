@@ -125,7 +125,8 @@ def main() -> None:
         def submitter(client_no: int, interval: float = 0.0) -> None:
             with httpx.Client(base_url=base, timeout=30) as client:
                 client.get("/request/")
-                next_at = time.perf_counter()
+                # Paced submitters start at staggered offsets: people do not press "send" in unison.
+                next_at = time.perf_counter() + (client_no % args.concurrency) * interval / args.concurrency
                 for i in range(per_client):
                     if interval:
                         next_at += interval
