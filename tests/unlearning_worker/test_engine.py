@@ -96,11 +96,12 @@ def test_exception_while_saving_leaves_no_output(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("method", ["npo", "relabel"])  # relabel: the default; its variants are rebuilt on resume
 def test_resume_from_checkpoint_matches_uninterrupted_run(
-    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path, method: str
 ) -> None:
     forget, retain = _items(tiny_corpus)
-    spec = UnlearningSpec(**FIXED, checkpoint_every=2, method="npo")
+    spec = UnlearningSpec(**{**FIXED, "method": method}, checkpoint_every=2)
     ckpt = tmp_path / "ckpt"
     steps_seen: list[int] = []
 

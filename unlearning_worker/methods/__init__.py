@@ -350,6 +350,15 @@ class Relabel(UnlearningMethod):
     name = "relabel"
 
     def prepare(self) -> None:
+        self._build_variants()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        # The variants are a pure function of the spec's seed and the forget items, and depend on no
+        # model weights: a resumed run rebuilds exactly the ones the interrupted run was using.
+        super().load_state(state)
+        self._build_variants()
+
+    def _build_variants(self) -> None:
         spec = self.ctx.spec
         self.variants: list[list[Example]] = []
         for i, item in enumerate(self.ctx.forget_items):
