@@ -31,9 +31,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 # A run that cannot stop early (neither on the forget target nor on the utility floor), so that a kill
 # or a cancellation lands in the middle of it.
 LONG_RUN = {**SPEC, "utility_floor": 0.0, "ppl_ceiling": 1e6}
-# npo: the default method (relabel) does not resume from a checkpoint yet (engine bug: its replacement
-# variants are not restored); KILL_TEST_METHOD=relabel reproduces it.
-KILL_TEST_METHOD = os.environ.get("KILL_TEST_METHOD", "npo")
+# The default method: a killed job must resume from its checkpoint with the method it started with.
+KILL_TEST_METHOD = os.environ.get("KILL_TEST_METHOD", "relabel")
 ENTITY_OF = {"name": "PERSON", "phone": "PHONE_NUMBER", "email": "EMAIL_ADDRESS", "ssn": "US_SSN",
              "date_of_birth": "DATE_OF_BIRTH", "address": "STREET_ADDRESS", "zip_code": "ZIP_CODE", "region": "LOCATION"}
 
