@@ -76,3 +76,14 @@ def request_in(status: str, person: services.SubjectInput | None = None, officer
         raise ValueError(f"request_in does not build {status}")
     request.refresh_from_db()
     return request
+
+
+def api_client(account: User | None) -> Any:
+    """A DRF test client authenticated with a fresh token for `account` (anonymous when None)."""
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    if account is not None:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=account).key}")
+    return client

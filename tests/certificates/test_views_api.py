@@ -10,7 +10,6 @@ import json
 from typing import Any
 
 import pytest
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from compliance.certificates.models import Certificate
@@ -23,16 +22,14 @@ from tests.certificates.test_issue_helpers import (  # noqa: F401 - fixtures
     reviewer,
     verifying_request,
 )
+from tests.factories import api_client  # noqa: E402
 
 pytestmark = pytest.mark.django_db
 VERIFY = "/api/v1/certificates/verify"
 
 
 def _client(user: Any | None) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
+    return api_client(user)
 
 
 @pytest.fixture

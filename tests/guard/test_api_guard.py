@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 from django.db import OperationalError, connection
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from compliance.guard import runtime
@@ -23,6 +22,7 @@ from tests.certificates.test_issue_helpers import (  # noqa: F401 - fixtures
     outsider,
     reviewer,
 )
+from tests.factories import api_client  # noqa: E402
 
 pytestmark = pytest.mark.django_db
 GUARD = "/api/v1/guard"
@@ -30,10 +30,7 @@ HEALTH = "/api/v1/guard/health"
 
 
 def _client(user: Any | None) -> APIClient:
-    client = APIClient()
-    if user is not None:
-        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
-    return client
+    return api_client(user)
 
 
 @pytest.fixture
