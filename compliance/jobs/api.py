@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import path
-from rest_framework import permissions, serializers
 from drf_spectacular.utils import extend_schema
+from rest_framework import permissions, serializers
 from rest_framework.generics import ListAPIView
 from rest_framework.request import Request
 from rest_framework.response import Response
