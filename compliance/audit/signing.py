@@ -26,7 +26,7 @@ from compliance.audit.keys import (
 
 
 class SigningKeyMissing(RuntimeError):
-    pass
+    """The audit signing key or the published key ring is not where the settings say."""
 
 
 def _atomic_write(path: Path, text: str, mode: int) -> None:
