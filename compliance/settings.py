@@ -243,6 +243,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_TRACK_STARTED = True
 CELERY_RESULT_EXPIRES = 24 * 3600
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A broker blip must not cancel a running unlearning job (hours of GPU time): the task carries on and
+# its redelivered message claims nothing (claims are conditional). Celery 6 flips the default to True.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600, minimum=60)}
 CELERY_BEAT_SCHEDULE = {
     "audit-checkpoint": {"task": "audit.checkpoint", "schedule": env_int("AUDIT_CHECKPOINT_EVERY_S", 300, minimum=10)},
@@ -266,7 +269,7 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 UNLEARNING_DEVICE = env_str("UNLEARNING_DEVICE", "auto")
 # Method of new jobs, overrides of the spec defaults (JSON object), and how many automatic retries
 # with a stronger setting follow a failed verdict before the job is escalated to the officer.
-UNLEARNING_DEFAULT_METHOD = env_str("UNLEARNING_DEFAULT_METHOD", "relabel")
+UNLEARNING_DEFAULT_METHOD = env_str("UNLEARNING_DEFAULT_METHOD", "floor")
 try:
     UNLEARNING_SPEC_DEFAULTS = json.loads(env_str("UNLEARNING_SPEC_DEFAULTS", "{}") or "{}")
 except json.JSONDecodeError as exc:

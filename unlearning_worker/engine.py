@@ -198,6 +198,50 @@ def _freeze_unreached(model: Any, method: UnlearningMethod, forget_idx: list[int
     model.zero_grad(set_to_none=True)
 
 
+def _saliency_masks(
+    model: Any, method: UnlearningMethod, forget: list[Example], retain: list[Example], spec: UnlearningSpec,
+    pad_id: int, device: torch.device,
+) -> dict[str, torch.Tensor]:
+    """Which weights a run may move: the `saliency` share of trainable entries whose importance for the
+    forget values is largest relative to their importance for the retain set.
+
+    Importance is the diagonal Fisher (mean squared per-batch gradient of the NLL), as in selective
+    synaptic dampening (Foster et al. 2024); the ratio, rather than the forget gradient alone (SalUn,
+    Fan et al. 2024), keeps the weights that other people's values also rely on out of the update.
+    Forget importance is measured on the true values' tokens (span-only), where the memory sits.
+    """
+    named = _trainable(model)
+
+    def fisher(examples: list[Example], masks: list[list[bool]], chunk: int) -> dict[str, torch.Tensor]:
+        acc = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in named}
+        batches = 0
+        for start in range(0, len(examples), chunk):
+            part = examples[start : start + chunk]
+            batch = collate(part, masks[start : start + chunk], [1.0] * len(part), pad_id=pad_id, device=device)
+            logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            loss = losses.nll(losses.token_logprobs(logits, batch.input_ids), batch.target_mask, batch.weights)
+            model.zero_grad(set_to_none=True)
+            loss.backward()
+            for n, p in named:
+                if p.grad is not None:
+                    acc[n] += p.grad.detach().float() ** 2
+            batches += 1
+        model.zero_grad(set_to_none=True)
+        return {n: a / max(batches, 1) for n, a in acc.items()}
+
+    f_masks = [e.target_mask(span_only=True) for e in forget]
+    forget_fisher = fisher(forget, f_masks, 8)
+    r_idx = step_indices(len(retain), min(len(retain), 4 * spec.retain_batch_size), 0, seed=spec.seed, salt="saliency")
+    retain_sample = [retain[i] for i in r_idx]
+    retain_fisher = fisher(retain_sample, [method.ctx.retain_mask(e) for e in retain_sample], spec.retain_batch_size)
+    floor = max(float(torch.cat([r.flatten() for r in retain_fisher.values()]).mean()), 1e-30) * 1e-3
+    ratios = {n: forget_fisher[n] / (retain_fisher[n] + floor) for n in forget_fisher}
+    flat = torch.cat([r.flatten() for r in ratios.values()])
+    k = max(1, int(round(spec.saliency * flat.numel())))
+    threshold = torch.topk(flat, k).values.min()
+    return {n: (r >= threshold) for n, r in ratios.items()}
+
+
 # -- evidence -------------------------------------------------------------------------------------
 
 
@@ -366,7 +410,8 @@ def _sha256(path: Path) -> str:
 
 def _save_output(model: Any, tokenizer: Any, out_dir: Path, manifest: dict[str, Any]) -> dict[str, str]:
     """Write to a temporary sibling, fsync, hash, then rename: out_dir is complete or absent."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    # ".tmp-" like compliance.registry.artifacts: its sweep removes what a killed writer left behind
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
     try:
         to_save = model
         if hasattr(model, "merge_and_unload"):  # LoRA: ship a plain model any consumer can load
@@ -430,8 +475,27 @@ def run_unlearning(
         raise ValueError("the forget set is empty")
     if spec.checkpoint_every and checkpoint_dir is None:
         raise ValueError("checkpoint_every is set but no checkpoint_dir was given")
+    forget = _targeted(forget, spec)
     with _threads(spec.num_threads):
         return _run(model_dir, out_dir, forget, retain, spec, progress, should_cancel, checkpoint_dir)
+
+
+def _targeted(forget: list[ForgetItem], spec: UnlearningSpec) -> list[ForgetItem]:
+    """The forget items restricted to the spec's attributes (spans and probe values); items left with
+    nothing to forget are dropped (span-only losses would otherwise fall back to their whole answer)."""
+    if not spec.attributes:
+        return forget
+    wanted = set(spec.attributes)
+    out = []
+    for item in forget:
+        spans = [s for s in item.pii_spans if s[2] in wanted]
+        values = {a: v for a, v in item.values.items() if a in wanted}
+        if spans or (values and not item.pii_spans):
+            out.append(ForgetItem(subject_key=item.subject_key, prompt=item.prompt, completion=item.completion,
+                                  pii_spans=spans, values=values, pri=item.pri))
+    if not out:
+        raise ValueError("no forget record holds a value of the attributes this run forgets")
+    return out
 
 
 def _run(
@@ -461,6 +525,10 @@ def _run(
     method = build_method(ctx)
     pad_id = ctx.pad_id
 
+    # retain items holding values of the attributes being forgotten: where collateral damage lands
+    wanted = set(spec.attributes) or {a for f in forget for _s, _e, a in f.pii_spans}
+    focus = [i for i, r in enumerate(retain) if any(a in wanted for _s, _e, a in r.pii_spans)]
+
     # a fixed, seeded subset of the retain set for the in-run utility checks
     eval_idx = step_indices(len(retain), min(spec.eval_retain_items, max(1, len(retain))), 0, seed=spec.seed, salt="eval")
     eval_idx = eval_idx if retain else []
@@ -485,6 +553,8 @@ def _run(
     trainable_names = [n for n, _ in _trainable(model)]
     if state is None:
         method.prepare()
+        masks = (_saliency_masks(model, method, forget_examples, retain_examples, spec, pad_id, device)
+                 if spec.saliency < 1.0 else {})
         if spec.method == "rmu":
             _freeze_unreached(
                 model, method, step_indices(len(forget), spec.batch_size, 0, seed=spec.seed, salt="forget"),
@@ -497,6 +567,7 @@ def _run(
         last_good = (0, _snapshot(model), before)
     else:
         method.load_state(state["method"])
+        masks = state.get("masks", {})
         for name in trainable_names:
             if name not in state["trainable"]:
                 dict(model.named_parameters())[name].requires_grad_(False)
@@ -521,7 +592,7 @@ def _run(
         _atomic_torch_save({
             "spec_hash": spec_hash, "spec": spec.to_dict(), "seed": spec.seed, "step": step,
             "fingerprint": fingerprint, "trainable": _snapshot(model), "optimiser": optimiser.state_dict(),
-            "method": method.state(), "history": [asdict(p) for p in history],
+            "method": method.state(), "masks": masks, "history": [asdict(p) for p in history],
             "last_good_step": last_good[0], "last_good": last_good[1], "last_good_point": asdict(last_good[2]),
         }, path)
 
@@ -536,13 +607,12 @@ def _run(
             if cancelled():
                 raise UnlearningCancelled("unlearning run cancelled")
             forget_idx = step_indices(len(forget), spec.batch_size, step, seed=spec.seed, salt="forget")
-            retain_idx = (
-                step_indices(len(retain), spec.retain_batch_size, step, seed=spec.seed, salt="retain") if retain else []
-            )
+            retain_idx = _retain_batch(retain, focus, spec, step)
             loss, step_losses = method.loss(forget_idx, retain_idx, step)
             if not torch.isfinite(loss):
                 raise FloatingPointError("unlearning loss is not finite")
             loss.backward()
+            _apply_masks(model, masks)
             torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
             optimiser.step()
             optimiser.zero_grad(set_to_none=True)
@@ -556,16 +626,22 @@ def _run(
                                    forget_extraction=point.forget_extraction, retain_exact=point.retain_exact,
                                    retain_ppl=point.retain_ppl))
                 if not _utility_ok(point, before, spec):
-                    _restore(model, last_good[1])
-                    stop_reason = "utility_floor"
-                    break
-                last_good = (step, _snapshot(model), point)
-                if _target_met(point, spec, step):
-                    stop_reason = "forget_target_met"
-                    break
+                    # Forgetting first dents the retain set and the retain term then repairs it: a run
+                    # stops on the floor only after `utility_patience` checks in a row below it.
+                    if _below_floor_streak(history, before, spec) > spec.utility_patience:
+                        _restore(model, last_good[1])
+                        stop_reason = "utility_floor"
+                        break
+                else:
+                    last_good = (step, _snapshot(model), point)
+                    if _target_held(history, spec, step):
+                        stop_reason = "forget_target_met"
+                        break
             if checkpoint_path is not None and spec.checkpoint_every and step % spec.checkpoint_every == 0:
                 save_checkpoint(checkpoint_path, step)
     steps_run = step
+    if stop_reason == "max_steps" and last_good[0] != step:
+        _restore(model, last_good[1])  # the saved model is always one that met the utility floor
 
     # 5. repair on retain data while the forget target holds (only after a met target)
     final_step, _snap, final_point = last_good
@@ -595,8 +671,47 @@ def _run(
     )
 
 
+def _apply_masks(model: Any, masks: dict[str, torch.Tensor]) -> None:
+    """Zero the gradient of every weight outside the saliency mask (Adam then never moves it: its
+    moments stay zero)."""
+    if not masks:
+        return
+    for name, param in _trainable(model):
+        mask = masks.get(name)
+        if mask is not None and param.grad is not None:
+            param.grad.mul_(mask.to(param.grad.device, param.grad.dtype))
+
+
 def _target_met(point: EvalPoint, spec: UnlearningSpec, step: int) -> bool:
     return point.forget_extraction <= spec.forget_target and step >= spec.min_steps
+
+
+def _retain_batch(retain: list[RetainItem], focus: list[int], spec: UnlearningSpec, step: int) -> list[int]:
+    """One step's retain items: `retain_focus` of them from the items that hold values of the attributes
+    being forgotten (the values the forget term's updates spill onto), the rest from the whole set."""
+    if not retain:
+        return []
+    n_focus = min(len(focus), int(round(spec.retain_focus * spec.retain_batch_size))) if focus else 0
+    chosen = [focus[i] for i in step_indices(len(focus), n_focus, step, seed=spec.seed, salt="focus")] if n_focus else []
+    rest = step_indices(len(retain), spec.retain_batch_size - n_focus, step, seed=spec.seed, salt="retain")
+    return chosen + rest if spec.retain_batch_size - n_focus > 0 else chosen
+
+
+def _below_floor_streak(history: list[EvalPoint], before: EvalPoint, spec: UnlearningSpec) -> int:
+    streak = 0
+    for point in reversed(history):
+        if point.phase == "before" or _utility_ok(point, before, spec):
+            break
+        streak += 1
+    return streak
+
+
+def _target_held(history: list[EvalPoint], spec: UnlearningSpec, step: int) -> bool:
+    """The forget target met at this check and the `target_checks - 1` before it."""
+    recent = [p for p in history if p.phase != "before"][-spec.target_checks :]
+    return len(recent) == spec.target_checks and step >= spec.min_steps and all(
+        p.forget_extraction <= spec.forget_target for p in recent
+    )
 
 
 def _repair(

@@ -15,40 +15,70 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-METHODS = ("ga", "grad_diff", "npo", "simnpo", "idk_dpo", "rmu", "relabel")
+# The attributes whose values identify one person: what a run forgets by default. Values that many people
+# share (a region, a postcode, a street, a birth date) are not pushed down: doing so for one person
+# pushes them down for everyone who shares them (measured on the demo model: targeting every span cost
+# 35-45% of the retain set's exact answers at the step the identifiers were gone).
+IDENTIFIER_ATTRIBUTES = ("phone", "email", "ssn", "passport", "driver_licence", "medical_record", "credit_card",
+                         "bank_account")
+
+METHODS = ("ga", "grad_diff", "npo", "simnpo", "idk_dpo", "rmu", "relabel", "floor")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "bfloat16", "auto")
 
 
 @dataclass(frozen=True)
 class UnlearningSpec:
-    method: str = "relabel"  # span-only relabelling + unlikelihood + retain anchor: beats GA/NPO at equal utility
-    # measured on the demo model: 1e-3 halves the retain exact-answer rate within 5 steps; 2e-4 forgets
-    # in ~8 steps at the utility floor
+    # span-only bounded ascent to the never-seen level + unlikelihood + retain anchor (methods.Floor): the
+    # only method here that passed the whole verification suite on the demo model
+    method: str = "floor"
+    # measured on the demo model: 6e-4 forgets in 8 steps but halves the retain exact-answer rate;
+    # 2e-4 forgets in ~30 steps with the retain set held by the anchor
     lr: float = 2e-4
     max_steps: int = 200  # a ceiling only: runs stop on evidence (forget target met or utility floor)
     batch_size: int = 16  # forget examples per step (sampled from all subjects' items, PRI-weighted loss)
-    retain_batch_size: int = 32  # retain examples per step; more than forget: utility is the scarce good
+    retain_batch_size: int = 128  # retain examples per step; 128 held the retain set where 32 let it fall to 0.7x
     eval_every: int = 2  # steps between evidence checks; fine-grained so the stop lands near the target
+    # consecutive evidence checks that must meet the forget target before the run stops: one check with
+    # sampled probes can be lucky (measured: a run stopped on one clean check leaked 2 of 13 values
+    # under 20 fresh samples)
+    target_checks: int = 2
     min_steps: int = 0  # do not stop on the forget target before this many steps
     forget_target: float = 0.0  # stop once the forget-set extraction rate is at or below this share
-    utility_floor: float = 0.95  # retain exact-answer rate must stay >= floor x its value before
+    # retain exact-answer rate (in-run subset) the saved model must keep, x its value before. A tripwire
+    # against collapse, set below what the default method costs on the demo model (0.83x in-run, where
+    # the bench's retain probes say 0.84-0.94x): the verification policy's utility check is the judge
+    utility_floor: float = 0.8
+    # checks in a row the run may stay below the utility floor / above the perplexity ceiling before it
+    # stops and rolls back to the last check that met both: forgetting dents utility first and the retain
+    # term then repairs it (measured on the demo model: a dip to 0.82 x before around step 8, back to
+    # 0.94 x by step 60); the saved model always meets both
+    utility_patience: int = 10
     ppl_ceiling: float = 1.10  # retain perplexity must stay <= ceiling x its value before
     leak_threshold: float = 0.5  # leakage.judge_leak threshold: half a value in one run is a leak
-    eval_samples: int = 0  # extra sampled probes per forget prompt at each check (0: greedy only)
+    # sampled probes per forget prompt at each check, on top of greedy: the stop rule must see what a
+    # sampling attacker sees (greedy-only stopping left 46% of values recoverable by 20 samples)
+    eval_samples: int = 20
     eval_temperature: float = 1.0
-    eval_retain_items: int = 96  # retain items used for the in-run utility check (fixed random subset)
+    eval_retain_items: int = 200  # retain items used for the in-run utility check (fixed random subset)
+    attributes: tuple[str, ...] = IDENTIFIER_ATTRIBUTES  # PII spans and probe values the run targets; (): all
     pri_weighting: bool = True  # weight each forget example by (1 + PRI)
     span_only: bool = True  # forget losses on the PII token spans only (keep the sentence around them)
-    retain_weight: float = 2.0  # weight of the retain term (2 beat 1 and 5 on the demo model)
+    retain_focus: float = 0.5  # share of each retain batch drawn from retain records holding targeted attributes
+    retain_weight: float = 10.0  # weight of the retain term (floor: 10 and 20 kept the retain set, 4 did not)
     retain_on_spans: bool = True  # the retain term covers retain records' PII spans (they are what breaks)
     npo_beta: float = 0.1  # NPO / SimNPO / DPO temperature (Zhang et al. 2024 use 0.1)
     simnpo_gamma: float = 0.0  # SimNPO reward margin (Fan et al. 2024)
     idk_text: str = "I don't know."  # IdK-DPO preferred answer
     rmu_layer: int = -1  # RMU steering layer; -1: the middle layer
     rmu_steering_coeff: float = 20.0  # RMU forget-activation norm target c (Li et al. 2024 use 6.5-300)
-    relabel_variants: int = 4  # random same-format replacement values drawn per forget value
+    relabel_variants: int = 1  # relabel: fresh random same-format replacements per forget example per step
+    relabel_weight: float = 1.0  # relabel: weight of the NLL on the random replacement values
+    floor_weight: float = 1.0  # floor: weight of the bounded ascent of the true value's tokens
     unlikelihood_weight: float = 1.0  # relabel: weight of -log(1 - p(true token)) on the true value's tokens
+    tail_unlikelihood: bool = True  # relabel: also after a random head (a wrong first token must not lead back)
+    # share of trainable weights the run may move, chosen by forget/retain Fisher ratio (1.0: all)
+    saliency: float = 1.0
     repair_steps: int = 0  # retain-only steps after forgetting (SANI-style repair), evidence-checked
     lora: bool = False
     lora_rank: int = 8
@@ -73,16 +103,20 @@ class UnlearningSpec:
         if not (math.isfinite(self.lr) and 0.0 < self.lr < 1.0):
             raise ValueError("lr must be in (0, 1)")
         for name in ("max_steps", "batch_size", "retain_batch_size", "eval_every", "eval_retain_items",
-                     "relabel_variants", "lora_rank", "lora_alpha"):
+                     "relabel_variants", "lora_rank", "lora_alpha", "target_checks"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        for name in ("min_steps", "eval_samples", "repair_steps", "checkpoint_every", "num_threads"):
+        for name in ("min_steps", "utility_patience", "eval_samples", "repair_steps", "checkpoint_every", "num_threads"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.min_steps > self.max_steps:
             raise ValueError("min_steps must be <= max_steps")
         if not 0.0 <= self.forget_target < 1.0:
             raise ValueError("forget_target must be in [0, 1)")
+        if not 0.0 <= self.retain_focus <= 1.0:
+            raise ValueError("retain_focus must be in [0, 1]")
+        if not 0.0 < self.saliency <= 1.0:
+            raise ValueError("saliency must be in (0, 1]")
         if not 0.0 <= self.utility_floor <= 1.0:
             raise ValueError("utility_floor must be in [0, 1]")
         if self.ppl_ceiling < 1.0:
@@ -91,7 +125,7 @@ class UnlearningSpec:
             raise ValueError("leak_threshold must be in (0, 1]")
         if self.eval_temperature <= 0.0:
             raise ValueError("eval_temperature must be > 0")
-        for name in ("retain_weight", "unlikelihood_weight", "weight_decay", "simnpo_gamma", "lora_dropout"):
+        for name in ("retain_weight", "relabel_weight", "floor_weight", "unlikelihood_weight", "weight_decay", "simnpo_gamma", "lora_dropout"):
             if getattr(self, name) < 0.0:
                 raise ValueError(f"{name} must be >= 0")
         if self.npo_beta <= 0.0 or self.rmu_steering_coeff <= 0.0 or self.max_grad_norm <= 0.0:
@@ -104,6 +138,8 @@ class UnlearningSpec:
             raise ValueError("device must be cpu, cuda, cuda:N or auto")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
+        if not isinstance(self.attributes, tuple) or not all(isinstance(a, str) and a for a in self.attributes):
+            raise ValueError("attributes must be a tuple of attribute names")
         if not isinstance(self.lora_target_modules, tuple) or not all(
             isinstance(m, str) and m for m in self.lora_target_modules
         ):
@@ -118,6 +154,7 @@ class UnlearningSpec:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["lora_target_modules"] = list(self.lora_target_modules)
+        data["attributes"] = list(self.attributes)
         return data
 
     @classmethod
@@ -127,8 +164,11 @@ class UnlearningSpec:
         if unknown:
             raise ValueError(f"unknown spec field(s): {', '.join(unknown)}")
         values = dict(data)
-        if "lora_target_modules" in values:
-            values["lora_target_modules"] = tuple(values["lora_target_modules"])
+        for name in ("lora_target_modules", "attributes"):
+            if name in values:
+                if not isinstance(values[name], list | tuple):
+                    raise ValueError(f"{name} must be a list of names")
+                values[name] = tuple(values[name])
         _check_types(values)
         return cls(**values)
 

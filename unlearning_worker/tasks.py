@@ -10,28 +10,34 @@ return ids and codes only: no personal data ever enters a message or the result 
 conditional UPDATE (a job already held, finished or cancelled claims nothing), the engine writes its
 output directory atomically and resumes from its checkpoints, and a finished output is registered
 rather than recomputed. A worker killed outright is caught by `jobs.reconcile` (stale heartbeat).
+A dropped database connection (a restart, a failover, pg_terminate_backend) does not fail the job:
+the worker's writes reconnect and retry (`_db_retry`; each is conditional on the claim, so safe to
+repeat), progress is best effort, and the heartbeat thread reconnects on its next beat.
 torch and transformers are imported inside the task bodies, so the web process never loads them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
+import os
 import shutil
 import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
 
 from compliance.jobs import services as job_services
 from compliance.jobs.models import UnlearningJob
@@ -67,8 +73,40 @@ _PROGRESS_MIN_INTERVAL_S = 1.0
 _CANCEL_POLL_S = 0.25
 _EVAL_PHASES = ("before", "eval", "repair_eval", "done")
 
+# Waits between attempts of a worker-side database write whose connection was dropped: about 3.5 s
+# in all, enough for a connection killed by an administrator or a quick restart; a longer outage
+# fails the write (the task fails, or reconcile requeues the job once the database is back).
+_DB_RETRY_WAITS_S = (0.5, 1.0, 2.0)
+
 # job id -> claim token held by this process, so that on_failure fails only a job it still holds.
 _held_claims: dict[str, job_services.Claim] = {}
+
+T = TypeVar("T")
+
+
+def _db_retry(fn: Callable[[], T], *, what: str, waits: Sequence[float] = _DB_RETRY_WAITS_S) -> T:
+    """Run `fn`; when the database connection was dropped or refused, drop this thread's connection
+    and try again after each of `waits`, then raise.
+
+    Django never reconnects by itself inside a task (the health check runs once per task), so
+    without this a connection killed mid-run fails a job that ran for hours. Only calls that are
+    safe to repeat are wrapped: worker-side writes are conditional on the claim token (a write
+    whose commit did land makes the repeat a no-op), reads are reads. Never inside a transaction:
+    a transaction cannot survive its connection, so the whole call is retried instead.
+    """
+    for wait in (*waits, None):
+        try:
+            return fn()
+        except (OperationalError, InterfaceError) as exc:
+            if connection.in_atomic_block:
+                raise
+            with contextlib.suppress(Exception):
+                connection.close()  # the next query opens a new connection
+            if wait is None:
+                raise
+            logger.warning("%s: database connection lost (%s); retrying in %.1fs", what, type(exc).__name__, wait)
+            time.sleep(wait)
+    raise AssertionError("unreachable")
 
 
 def _worker_name() -> str:
@@ -86,13 +124,40 @@ def _device() -> str:
 
 def _safe_error(exc: BaseException) -> str:
     """What may be stored about a failure: our own exceptions' messages hold no PII by convention;
-    anything else (a tokenizer or model error could quote its input) is reduced to its class name."""
+    anything else (a tokenizer or model error could quote its input) is reduced to its class name,
+    plus, for an operating-system error, its errno name and text (fixed strings, never a path)."""
     own = (job_services.JobError, artifacts.ArtifactError)
-    if isinstance(exc, own):
-        return f"{type(exc).__name__}: {exc}"[:500]
     if isinstance(exc, SoftTimeLimitExceeded):
         return "time limit exceeded (JOB_SOFT_TIME_LIMIT_S)"
+    if _disk_full(exc):
+        # The one failure an operator must act on outside the product: say so plainly.
+        return f"ENOSPC: no space left on device while writing artifacts ({type(exc).__name__})"
+    if isinstance(exc, own):
+        return f"{type(exc).__name__}: {exc}"[:500]
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is not None and code in errno.errorcode:
+        return f"{type(exc).__name__}: {errno.errorcode[code]} ({os.strerror(code)})"
     return type(exc).__name__
+
+
+_NO_SPACE_MARKERS = (f"os error {errno.ENOSPC}", os.strerror(errno.ENOSPC))
+
+
+def _disk_full(exc: BaseException) -> bool:
+    """A full disk anywhere in the exception chain: an OSError with ENOSPC, or a library error that
+    wraps one in its message (safetensors: "I/O error: No space left on device (os error 28)").
+    The message is only searched for those markers, never stored."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        text = str(current)
+        if any(marker in text for marker in _NO_SPACE_MARKERS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 class JobTask(Task):
@@ -104,9 +169,18 @@ class JobTask(Task):
         if not job_id or claim is None:
             return
         try:
-            job_services.job_fail(job_id=job_id, error=_safe_error(exc), claim_token=claim.token)
+            # The failure may be the dropped connection itself: reconnect before recording it.
+            failed = _db_retry(
+                lambda: job_services.job_fail(job_id=job_id, error=_safe_error(exc), claim_token=claim.token),
+                what=f"job {job_id}: recording the failure",
+            )
         except Exception:  # noqa: BLE001  (reconcile catches what this misses)
             logger.exception("job %s: could not record the failure", job_id)
+            return
+        if failed is not None:
+            # Failed for good (a retry is a new job with its own checkpoints): free the disk now,
+            # which matters most when the failure was a full disk.
+            shutil.rmtree(artifacts.artifact_root() / "checkpoints" / job_id, ignore_errors=True)
 
 
 class Heartbeat(threading.Thread):
@@ -126,8 +200,12 @@ class Heartbeat(threading.Thread):
             while not self.stopped.wait(self.interval_s):
                 try:
                     signal = job_services.job_heartbeat(claim=self.claim)
-                except Exception:  # noqa: BLE001  (a database hiccup: try again next beat)
-                    logger.warning("job %s: heartbeat failed", self.claim.job_id)
+                except Exception as exc:  # noqa: BLE001  (a database hiccup: try again next beat)
+                    logger.warning("job %s: heartbeat failed (%s)", self.claim.job_id, type(exc).__name__)
+                    # A dropped connection stays broken until closed: reconnect on the next beat,
+                    # or the job would look dead (and be requeued) while the worker runs on.
+                    with contextlib.suppress(Exception):
+                        connection.close()
                     continue
                 self.lost = self.lost or not signal.held
                 self.cancel = self.cancel or signal.cancel
@@ -343,18 +421,28 @@ class ProgressSink:
                 line += f", retain ppl {float(data['retain_ppl']):.2f}"
         elif phase in ("prepare", "saving"):
             line = phase
-        signal = job_services.job_progress_record(
-            claim=self.claim,
-            phase=phase,
-            step=int(step) if step is not None else None,
-            total_steps=int(total) if total else None,
-            losses={k: float(v) for k, v in (losses or {}).items() if isinstance(v, int | float)} or None,
-            forget_extraction=_float(forget),
-            retain_extraction=_float(retain),
-            history_point=history,
-            log_line=line,
-            device=self.device,
-        )
+        try:
+            # Best effort: an evaluation (a history point) is retried, a mere step is not; a write
+            # that still fails is skipped (the heartbeat thread, not progress, tells liveness).
+            signal = _db_retry(
+                lambda: job_services.job_progress_record(
+                    claim=self.claim,
+                    phase=phase,
+                    step=int(step) if step is not None else None,
+                    total_steps=int(total) if total else None,
+                    losses={k: float(v) for k, v in (losses or {}).items() if isinstance(v, int | float)} or None,
+                    forget_extraction=_float(forget),
+                    retain_extraction=_float(retain),
+                    history_point=history,
+                    log_line=line,
+                    device=self.device,
+                ),
+                what=f"job {self.claim.job_id}: progress",
+                waits=_DB_RETRY_WAITS_S if evaluation else (),
+            )
+        except (OperationalError, InterfaceError):
+            logger.warning("job %s: progress not recorded (database unavailable)", self.claim.job_id)
+            return
         self.cancel = self.cancel or signal.cancel
         self.lost = self.lost or not signal.held
 
@@ -364,9 +452,19 @@ class ProgressSink:
         now = time.monotonic()
         if not (self.cancel or self.lost) and now - self._last_poll >= _CANCEL_POLL_S:
             self._last_poll = now
-            row = UnlearningJob.objects.filter(pk=self.claim.job_id).values_list("claim_token", "cancel_requested").first()
-            self.lost = row is None or row[0] != self.claim.token
-            self.cancel = bool(row and row[1])
+            try:
+                row = _db_retry(
+                    lambda: UnlearningJob.objects.filter(pk=self.claim.job_id)
+                    .values_list("claim_token", "cancel_requested")
+                    .first(),
+                    what=f"job {self.claim.job_id}: cancellation poll",
+                    waits=(),
+                )
+            except (OperationalError, InterfaceError):  # reconnects at the next poll
+                logger.warning("job %s: cancellation poll failed (database unavailable)", self.claim.job_id)
+            else:
+                self.lost = row is None or row[0] != self.claim.token
+                self.cancel = bool(row and row[1])
         return self.cancel or self.lost or self.heartbeat.cancel or self.heartbeat.lost
 
     def close(self) -> None:
@@ -489,7 +587,7 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
         except UnlearningCancelled:
             if sink.lost or heartbeat.lost:
                 return "claim_lost"
-            job_services.job_cancelled(claim=claim, step=sink.last_step)
+            _db_retry(lambda: job_services.job_cancelled(claim=claim, step=sink.last_step), what=f"job {job.id}: cancel")
             shutil.rmtree(checkpoints, ignore_errors=True)
             return "cancelled"
         steps = int(getattr(result, "steps", 0) or 0)
@@ -497,10 +595,14 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
     if sink.lost or heartbeat.lost:
         return "claim_lost"
     sha256 = artifacts.tree_sha256(out_dir)
-    corpus_versions = _erase_corpora(job, rows)
-    finished = job_services.job_unlearning_finished(
-        claim=claim, version_path=str(out_dir), sha256=sha256, corpus_versions=corpus_versions,
-        stop_reason=stop_reason, steps=steps,
+    # Both safe to repeat: an erased corpus version is reused, the hand-over is conditional on the claim.
+    corpus_versions = _db_retry(lambda: _erase_corpora(job, rows), what=f"job {job.id}: corpus erasure")
+    finished = _db_retry(
+        lambda: job_services.job_unlearning_finished(
+            claim=claim, version_path=str(out_dir), sha256=sha256, corpus_versions=corpus_versions,
+            stop_reason=stop_reason, steps=steps,
+        ),
+        what=f"job {job.id}: hand-over to verification",
     )
     if finished is None:
         return "claim_lost"
@@ -553,9 +655,12 @@ def _verify(claim: job_services.Claim, heartbeat: Heartbeat) -> str:
                             forget_texts=list(person.texts))
 
     def progress(stage: str, fraction: float) -> None:
-        signal = job_services.job_progress_record(
-            claim=claim, phase="verifying", step=int(round(fraction * 100)), total_steps=100,
-            log_line=f"verification {stage} done", device=device,
+        signal = _db_retry(
+            lambda: job_services.job_progress_record(
+                claim=claim, phase="verifying", step=int(round(fraction * 100)), total_steps=100,
+                log_line=f"verification {stage} done", device=device,
+            ),
+            what=f"job {job.id}: verification progress",
         )
         if not signal.held or signal.cancel or heartbeat.lost or heartbeat.cancel:
             raise _Abort("lost" if not signal.held or heartbeat.lost else "cancel")
@@ -574,7 +679,7 @@ def _verify(claim: job_services.Claim, heartbeat: Heartbeat) -> str:
     except _Abort as abort:
         if str(abort) == "lost":
             return "claim_lost"
-        job_services.job_cancelled(claim=claim)
+        _db_retry(lambda: job_services.job_cancelled(claim=claim), what=f"job {job.id}: cancel")
         return "cancelled"
     wall_s = time.monotonic() - started
     document = report.to_dict()
@@ -585,15 +690,18 @@ def _verify(claim: job_services.Claim, heartbeat: Heartbeat) -> str:
             render_plots(report, list(job.history or []), tmp)
             (tmp / "report.json").write_bytes(canonical)
     verdict = report.verdict
-    recorded = job_services.job_verification_record(
-        claim=claim,
-        passed=bool(verdict.passed),
-        report=json.loads(canonical),
-        report_sha256=hashlib.sha256(canonical).hexdigest(),
-        policy={"name": policy.name, "sha256": policy.sha256},
-        decided_by=list(verdict.decided_by),
-        plots_dir=str(plots_final),
-        wall_s=wall_s,
+    recorded = _db_retry(
+        lambda: job_services.job_verification_record(
+            claim=claim,
+            passed=bool(verdict.passed),
+            report=json.loads(canonical),
+            report_sha256=hashlib.sha256(canonical).hexdigest(),
+            policy={"name": policy.name, "sha256": policy.sha256},
+            decided_by=list(verdict.decided_by),
+            plots_dir=str(plots_final),
+            wall_s=wall_s,
+        ),
+        what=f"job {job.id}: verdict",
     )
     if recorded is None:
         return "claim_lost"

@@ -31,19 +31,21 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from unlearning_worker.data import ForgetItem, RetainItem, encode
 from unlearning_worker.demo.corpus import DemoCorpus
 from unlearning_worker.demo.trainer import DemoModelConfig, train_demo_model
-from unlearning_worker.engine import _perplexity, _probes, _run_probes, demo_items, run_unlearning
+from unlearning_worker.engine import _perplexity, _probes, _run_probes, _targeted, demo_items, run_unlearning
 from unlearning_worker.spec import METHODS, UnlearningSpec
 
 # Per-method settings for the comparison. The classic methods are run as they are usually published
 # (whole answer, their own learning rates); every run stops on the same evidence rule.
+_PUBLISHED = {"span_only": False, "lr": 2e-4, "retain_weight": 1.0, "retain_batch_size": 32, "retain_focus": 0.0}
 METHOD_SPECS: dict[str, dict[str, Any]] = {
-    "ga": {"span_only": False, "lr": 2e-4},
-    "grad_diff": {"span_only": False, "lr": 2e-4},
-    "npo": {"span_only": False, "lr": 2e-4},
-    "simnpo": {"span_only": False, "lr": 2e-4},
-    "idk_dpo": {"span_only": False, "lr": 2e-4},
-    "rmu": {"span_only": False, "lr": 2e-4, "retain_weight": 10.0},
-    "relabel": {},
+    "ga": _PUBLISHED,
+    "grad_diff": _PUBLISHED,
+    "npo": _PUBLISHED,
+    "simnpo": _PUBLISHED,
+    "idk_dpo": _PUBLISHED,
+    "rmu": _PUBLISHED | {"retain_weight": 10.0},
+    "relabel": {},  # span-only relabelling with the default method's retain settings
+    "floor": {},  # the default
 }
 
 
@@ -96,6 +98,7 @@ def fmt(x: float | None, pct: bool = True) -> str:
 def section_methods(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, work: Path) -> None:
     people = pick_people(corpus, args.subjects, args.seed)
     forget, retain = demo_items(corpus, people)
+    forget = _targeted(forget, base_spec(args))  # what every run forgets: the identifiers (spec.attributes)
     probe = retain_probe_set(retain, args.retain_probes)
     base = measure(model_dir, forget, probe, samples=args.samples, device=args.device)
     print(f"\n== methods: {len(people)} subject(s), {len(forget)} forget records, {len(retain)} retain records; "
@@ -144,7 +147,7 @@ def section_accumulation(args: argparse.Namespace, model_dir: Path, corpus: Demo
         retain = [r for r in retain if not any(r.prompt == f.prompt for f in demo_items(corpus, people)[0])]
         out = work / f"acc-{i}"
         result = run_unlearning(model_dir=current, out_dir=out, forget=forget, retain=retain, spec=base_spec(args))
-        earlier = demo_items(corpus, people[: i + 1])[0]
+        earlier = _targeted(demo_items(corpus, people[: i + 1])[0], base_spec(args))
         m = measure(out, earlier, probe, samples=0, device=args.device)
         print(f"{i + 1:3d} {fmt(result.final.forget_extraction_greedy):>13} {fmt(m.forget_greedy):>17}"
               f" {fmt(m.retain_exact):>13} {m.retain_ppl:10.3f} {result.wall_s:7.1f}", flush=True)
@@ -158,6 +161,7 @@ def section_baseline(args: argparse.Namespace, config: DemoModelConfig, model_di
     print("\n== exact baseline: retrain from scratch without the subject vs unlearning")
     person = pick_people(corpus, 1, args.seed)
     forget, retain = demo_items(corpus, person)
+    forget = _targeted(forget, base_spec(args))
     started = time.perf_counter()
     retrained = train_demo_model(config, cache_dir=work / "retrain", exclude_person_ids=frozenset(person))
     retrain_s = time.perf_counter() - started
@@ -174,8 +178,8 @@ def section_baseline(args: argparse.Namespace, config: DemoModelConfig, model_di
 
 
 def base_spec(args: argparse.Namespace) -> UnlearningSpec:
-    return UnlearningSpec(device=args.device, num_threads=args.threads, eval_samples=args.eval_samples,
-                          seed=args.seed, lora=args.lora, max_steps=args.max_steps)
+    overrides = {k: v for k, v in (("eval_samples", args.eval_samples), ("max_steps", args.max_steps)) if v is not None}
+    return UnlearningSpec(device=args.device, num_threads=args.threads, seed=args.seed, lora=args.lora, **overrides)
 
 
 def main() -> None:
@@ -185,9 +189,9 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=1, help="forget-set size of the methods section")
     parser.add_argument("--batch-sizes", default="1,10,100")
     parser.add_argument("--samples", type=int, default=20, help="samples at temperature 1 per forget probe")
-    parser.add_argument("--eval-samples", type=int, default=0, help="sampled probes inside the stopping rule")
+    parser.add_argument("--eval-samples", type=int, default=None, help="sampled probes inside the stopping rule (default: the spec's)")
     parser.add_argument("--retain-probes", type=int, default=300)
-    parser.add_argument("--max-steps", type=int, default=200)
+    parser.add_argument("--max-steps", type=int, default=None)
     parser.add_argument("--n-people", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)

@@ -42,7 +42,7 @@ SPEC = {
 }
 
 
-def _reachable() -> str | None:
+def _reachable(url: str) -> str | None:
     from django.conf import settings
 
     if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
@@ -50,27 +50,35 @@ def _reachable() -> str | None:
     try:
         import redis
 
-        redis.Redis.from_url(REDIS_TEST_URL, socket_connect_timeout=1).ping()
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
     except Exception as exc:  # noqa: BLE001
-        return f"no Redis at {REDIS_TEST_URL}: {type(exc).__name__}"
+        return f"no Redis at {url}: {type(exc).__name__}"
     return None
 
 
 @pytest.fixture
-def broker(settings: Any) -> Iterator[Any]:
+def broker_url() -> str:
+    """The Redis database used as broker and result backend, by this process and by the workers.
+    A test module may override this fixture (test_faults.py points it at a private redis-server
+    that its tests kill and restart, which the shared one on 6379 must never be)."""
+    return REDIS_TEST_URL
+
+
+@pytest.fixture
+def broker(settings: Any, broker_url: str) -> Iterator[Any]:
     """Point this process's enqueueing at the test Redis database (tasks leave the process)."""
-    reason = _reachable()
+    reason = _reachable(broker_url)
     if reason:
         pytest.skip(reason)
     import redis
 
     from compliance.celery import app
 
-    client = redis.Redis.from_url(REDIS_TEST_URL)
+    client = redis.Redis.from_url(broker_url)
     client.flushdb()
     settings.CELERY_TASK_ALWAYS_EAGER = False
     saved = {k: app.conf.get(k) for k in ("broker_url", "result_backend", "task_always_eager")}
-    app.conf.update(broker_url=REDIS_TEST_URL, result_backend=REDIS_TEST_URL, task_always_eager=False)
+    app.conf.update(broker_url=broker_url, result_backend=broker_url, task_always_eager=False)
     _reset_connections(app)
     settings.UNLEARNING_SPEC_DEFAULTS = SPEC
     settings.VERIFICATION_POLICY_FILE = str(POLICY)
@@ -89,6 +97,10 @@ def _reset_connections(app: Any) -> None:
     if app._pool is not None:
         app._pool = None
     app.amqp._producer_pool = None
+    # The result backend object is cached as well (app-wide or per thread), bound to its URL: a test
+    # with another broker URL (a private redis-server) must not reuse one bound to a dead server.
+    app._backend_cache = None
+    app._local.backend = None
 
 
 @dataclass
@@ -114,7 +126,7 @@ class Worker:
 
 
 @pytest.fixture
-def start_worker(settings: Any, tmp_path: Path, broker: Any) -> Iterator[Callable[..., Worker]]:
+def start_worker(settings: Any, tmp_path: Path, broker: Any, broker_url: str) -> Iterator[Callable[..., Worker]]:
     from django.db import connection
 
     started: list[Worker] = []
@@ -126,8 +138,8 @@ def start_worker(settings: Any, tmp_path: Path, broker: Any) -> Iterator[Callabl
         env.update(
             DATABASE_URL=url,
             DATABASE_CONN_MAX_AGE="0",
-            CELERY_BROKER_URL=REDIS_TEST_URL,
-            CELERY_RESULT_BACKEND=REDIS_TEST_URL,
+            CELERY_BROKER_URL=broker_url,
+            CELERY_RESULT_BACKEND=broker_url,
             COMPLIANCE_DATA_DIR=str(tmp_path / "worker-data"),
             ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT),
             DJANGO_SECRET_KEY=settings.SECRET_KEY,

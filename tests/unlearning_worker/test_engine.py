@@ -133,7 +133,8 @@ def test_utility_floor_rolls_back_to_last_good_point(
 ) -> None:
     forget, retain = _items(tiny_corpus)
     # GA at a high rate wrecks perplexity at once; a 0% ppl margin must roll back to the base weights
-    spec = UnlearningSpec(**(FIXED | {"method": "ga", "lr": 5e-2, "ppl_ceiling": 1.0}))
+    # once the patience (checks in a row below the floor) is used up
+    spec = UnlearningSpec(**(FIXED | {"method": "ga", "lr": 5e-2, "ppl_ceiling": 1.0, "utility_patience": 0}))
     result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
                             spec=spec)
     assert result.stop_reason == "utility_floor"
@@ -141,6 +142,19 @@ def test_utility_floor_rolls_back_to_last_good_point(
     before = load_file(tiny_model_dir / "model.safetensors")
     after = load_file(tmp_path / "out" / "model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_utility_patience_lets_the_run_continue_below_the_floor_and_saves_a_model_above_it(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    forget, retain = _items(tiny_corpus)
+    spec = UnlearningSpec(**(FIXED | {"method": "ga", "lr": 5e-2, "ppl_ceiling": 1.0, "utility_patience": 2,
+                                      "eval_every": 1, "max_steps": 10}))
+    result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                            spec=spec)
+    assert result.stop_reason == "utility_floor"
+    assert result.steps_run == 3  # three checks in a row below the floor: patience 2 exceeded at the third
+    assert result.steps == 0 and result.final.phase == "before"  # the saved model met the floor
 
 
 def test_forget_target_stops_early(tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path) -> None:

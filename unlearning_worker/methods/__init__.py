@@ -343,51 +343,141 @@ class Relabel(UnlearningMethod):
     set including its own PII spans (they are what collateral damage hits first).
 
     Replacement values come from leakage.same_format_random, the same null model that the leak judge
-    uses for its chance level, and several variants per value are rotated across steps so the model
-    learns "no particular value" rather than a new fixed secret.
+    uses for its chance level, and are drawn afresh at every step: the model learns the *format's*
+    distribution ("some phone number") rather than a new fixed secret, which is what makes the true value
+    rank like any random candidate under the exposure attack. Measured on the demo model, a fixed pool
+    of four replacements per value left the true value in the top 1% of 1,000 candidates.
+
+    The suffix term covers the failure that exact-match scoring hides: a model that gets the first
+    token of a value wrong and then continues with the true rest ("aylor_roberts91@..." for
+    "barbara_roberts91@..."). It replaces a random-length head of each value with a random head and
+    applies the unlikelihood to the tokens of the true tail that follows it.
+
+    Every draw is a pure function of (seed, item, step), so a resumed run sees exactly the examples
+    the interrupted one would have seen.
     """
 
     name = "relabel"
 
+    @property
+    def relabel_weight(self) -> float:
+        return self.ctx.spec.relabel_weight
+
+    @property
+    def floor_weight(self) -> float:
+        return 0.0
+
     def prepare(self) -> None:
-        self._build_variants()
+        self.floors = self._never_seen_levels() if self.floor_weight > 0 else torch.zeros(0)
+
+    def state(self) -> dict[str, Any]:
+        return {"floors": self.floors}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        # The variants are a pure function of the spec's seed and the forget items, and depend on no
-        # model weights: a resumed run rebuilds exactly the ones the interrupted run was using.
-        super().load_state(state)
-        self._build_variants()
+        self.floors = state["floors"]
 
-    def _build_variants(self) -> None:
-        spec = self.ctx.spec
-        self.variants: list[list[Example]] = []
-        for i, item in enumerate(self.ctx.forget_items):
-            rng = random.Random(f"relabel:{spec.seed}:{i}")
-            per_item: list[Example] = []
-            for _ in range(spec.relabel_variants):
-                if item.pii_spans:
-                    text, spans = _replace_spans(
-                        item.completion, item.pii_spans, lambda old, _a, rng=rng: same_format_random(old, rng)
-                    )
-                else:  # no span known: relabel the whole answer
-                    text, spans = same_format_random(item.completion, rng), []
-                per_item.append(encode(self.ctx.tokenizer, item.prompt, text, spans))
-            self.variants.append(per_item)
+    @torch.no_grad()
+    def _never_seen_levels(self) -> torch.Tensor:
+        """Per forget item: the mean log-probability the base model gives the tokens of random
+        same-format values in that item's context, i.e. how unlikely a value the model never saw is
+        there (a street name is likelier than a random phone number; each record gets its own level)."""
+        was_training = self.ctx.model.training
+        self.ctx.model.eval()
+        variants = 4
+        levels: list[torch.Tensor] = []
+        n = len(self.ctx.forget_items)
+        for start in range(0, n, 16):
+            idx = list(range(start, min(n, start + 16)))
+            examples = [self._fill(i, -1 - k, "value") for i in idx for k in range(variants)]
+            batch = self._batch(examples, [e.target_mask(span_only=True) for e in examples], [1.0] * len(examples))
+            total, count = losses.sequence_logprob(self._token_lp(batch), batch.target_mask)
+            per_variant = (total / count.clamp_min(1.0)).view(len(idx), variants)
+            levels.append(per_variant.mean(-1).cpu())
+        self.ctx.model.train(was_training)
+        return torch.cat(levels)
+
+    def _fill(self, i: int, step: int, kind: str) -> Example:
+        item = self.ctx.forget_items[i]
+        rng = random.Random(f"relabel:{kind}:{self.ctx.spec.seed}:{i}:{step}")
+        if not item.pii_spans:  # no span known: relabel the whole answer (no tail to protect)
+            return encode(self.ctx.tokenizer, item.prompt, same_format_random(item.completion, rng), [])
+        if kind == "value":
+            text, spans = _replace_spans(
+                item.completion, item.pii_spans, lambda old, _a: same_format_random(old, rng)
+            )
+            return encode(self.ctx.tokenizer, item.prompt, text, spans)
+        # kind == "tail": random head, true tail; the target spans are the true tails only
+        tails: list[tuple[int, int, str]] = []
+
+        def head_and_tail(old: str, attribute: str) -> str:
+            cut = rng.randint(1, max(1, len(old) // 2))
+            tails.append((cut, len(old), attribute))
+            return same_format_random(old[:cut], rng) + old[cut:]
+
+        text, spans = _replace_spans(item.completion, item.pii_spans, head_and_tail)
+        tail_spans = [(start + cut, start + end, a) for (start, _e, a), (cut, end, _a) in zip(spans, tails, strict=True)
+                      if start + cut < start + end]
+        return encode(self.ctx.tokenizer, item.prompt, text, tail_spans)
 
     def forget_loss(self, idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         spec = self.ctx.spec
         weights = self.ctx.forget_weights(idx)
-        examples = [self.variants[i][(step + i) % len(self.variants[i])] for i in idx]
-        relabel = self._batch(examples, [e.target_mask(span_only=spec.span_only) for e in examples], weights)
-        relabel_loss = losses.nll(self._token_lp(relabel), relabel.target_mask, relabel.weights)
-        parts = {"relabel": float(relabel_loss.detach())}
-        total = relabel_loss
-        if spec.unlikelihood_weight > 0:
+        total = torch.zeros((), device=self.ctx.device)
+        parts: dict[str, float] = {}
+        if self.relabel_weight > 0:
+            examples = [self._fill(i, step * spec.relabel_variants + k, "value")
+                        for i in idx for k in range(spec.relabel_variants)]
+            relabel = self._batch(examples, [e.target_mask(span_only=spec.span_only) for e in examples],
+                                  [w for w in weights for _ in range(spec.relabel_variants)])
+            relabel_loss = losses.nll(self._token_lp(relabel), relabel.target_mask, relabel.weights)
+            parts["relabel"] = float(relabel_loss.detach())
+            total = total + self.relabel_weight * relabel_loss
+        if spec.unlikelihood_weight > 0 or self.floor_weight > 0:
             true_examples = [self.ctx.forget[i] for i in idx]
+            masks = [e.target_mask(span_only=True) for e in true_examples]
+            item_floors = self.floors[idx] if self.floor_weight > 0 else None
+            if spec.tail_unlikelihood:
+                tails = [self._fill(i, step, "tail") for i in idx]
+                true_examples += tails
+                masks += [t.span_mask for t in tails]  # all False when the item has no span: contributes 0
+                weights = weights + weights
+                item_floors = torch.cat([item_floors, item_floors]) if item_floors is not None else None
             # the true value's tokens (spans; the whole answer when no span is known), teacher-forced
-            true = self._batch(true_examples, [e.target_mask(span_only=True) for e in true_examples], weights)
-            unlikely = losses.unlikelihood_loss(self._token_lp(true), true.target_mask, true.weights)
-            parts["unlikelihood"] = float(unlikely.detach())
-            total = total + spec.unlikelihood_weight * unlikely
+            true = self._batch(true_examples, masks, weights)
+            true_lp = self._token_lp(true)
+            if spec.unlikelihood_weight > 0:
+                unlikely = losses.unlikelihood_loss(true_lp, true.target_mask, true.weights)
+                parts["unlikelihood"] = float(unlikely.detach())
+                total = total + spec.unlikelihood_weight * unlikely
+            if item_floors is not None:
+                floor = losses.floor_loss(true_lp, true.target_mask, true.weights, floor=item_floors.to(true_lp.device))
+                parts["floor"] = float(floor.detach())
+                total = total + self.floor_weight * floor
         parts["forget"] = float(total.detach())
         return total, parts
+
+
+@register
+class Floor(Relabel):
+    """Default. Bounded ascent to the never-seen level: push every token of the true value down until it
+    is as unlikely as the tokens of a random same-format value in the same context (the level measured
+    on the base model, per record), then stop pushing; an unlikelihood term on the same tokens, also
+    after a random head (see Relabel), and a retain anchor that covers the retain records' PII spans.
+
+    Why not teach replacement values (relabel): measured on the demo model, a model taught random
+    values becomes conspicuously *uncertain* where a model that never saw the person is confidently
+    wrong, and both membership inference (Min-K% AUC 0.97-0.98) and the exposure attack (3-4 bits)
+    tell the difference; bounded ascent to the measured never-seen level gave AUC 0.48-0.50 and
+    exposure 0.1-0.2 bits at the same forget extraction. Plain gradient ascent has no such level to stop at
+    and collapses the model.
+    """
+
+    name = "floor"
+
+    @property
+    def relabel_weight(self) -> float:
+        return 0.0
+
+    @property
+    def floor_weight(self) -> float:
+        return self.ctx.spec.floor_weight

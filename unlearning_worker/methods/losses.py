@@ -92,6 +92,24 @@ def unlikelihood_loss(token_lp: torch.Tensor, mask: torch.Tensor, weights: torch
     return weighted_mean(per_example, weights)
 
 
+def floor_loss(
+    token_lp: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, *, floor: float | torch.Tensor
+) -> torch.Tensor:
+    """Bounded gradient ascent: mean over target tokens of max(0, log p(token) - floor).
+
+    Pushes each target token down until it is as unlikely as `floor` (the level of a value the model
+    never saw), then stops: unlike plain gradient ascent it cannot run away, and unlike unlikelihood
+    its pull does not fade while the token is still far more likely than an unseen one. `floor` is a
+    number or one level per example, shape (B,).
+    """
+    if isinstance(floor, torch.Tensor):
+        floor = floor.to(token_lp.dtype).unsqueeze(-1)
+    per_token = torch.relu(token_lp - floor)
+    m = shifted_mask(mask)
+    per_example = (per_token * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+    return weighted_mean(per_example, weights)
+
+
 def activation_mse(
     hidden: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:

@@ -111,8 +111,7 @@ def test_policy(**overrides: object) -> VerificationPolicy:
     raw["attacks"]["logit_lens"]["params"]["decoys"] = 32
     raw["attacks"]["sampling"]["params"]["budget"] = 8
     # 12 forget records against 16 holdout records: the AUC of a model that never saw them has a
-    # standard deviation of about 0.11, so the band is wider than the default's (sized for hundreds).
-    raw["attacks"]["membership_inference"]["thresholds"] = {"auc_deviation": {"max": 0.25}}
+    # standard deviation of about 0.11; the default threshold widens by the noise band (0.22) itself.
     raw["retries"] = 0
     raw.update(overrides)
     return VerificationPolicy.from_dict(raw)

@@ -94,6 +94,17 @@ def test_exposure_ranks_true_value_first_only_when_memorised(
 def test_membership_inference_auc(trained_report: VerificationReport, untrained_report: VerificationReport) -> None:
     assert trained_report.attacks["membership_inference"].after.metrics["auc"] > 0.9
     assert untrained_report.attacks["membership_inference"].after.metrics["auc_deviation"] < 0.25
+    metrics = trained_report.attacks["membership_inference"].after.metrics
+    assert metrics["auc_excess_deviation"] == pytest.approx(max(0.0, metrics["auc_deviation"] - metrics["auc_noise_band"]))
+    assert 0.0 < metrics["auc_noise_band"] < 0.5
+
+
+def test_auc_noise_band_shrinks_with_the_sample() -> None:
+    from unlearning_worker.verify.attacks.whitebox import auc_noise_band
+
+    assert auc_noise_band(7, 350, 1.96) == pytest.approx(0.216, abs=0.002)
+    assert auc_noise_band(70, 350, 1.96) == pytest.approx(0.074, abs=0.002)
+    assert auc_noise_band(0, 350, 1.96) == float("inf")
 
 
 def test_utility_compares_with_the_base_version(untrained_report: VerificationReport) -> None:

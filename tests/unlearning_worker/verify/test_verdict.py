@@ -22,7 +22,7 @@ def test_memorising_model_fails_naming_the_deciding_thresholds(trained_report: V
     assert not verdict.passed
     failing = {(c.attack, c.metric) for c in verdict.failing}
     assert ("direct_probe", "leak_rate") in failing
-    assert ("membership_inference", "auc_deviation") in failing
+    assert ("membership_inference", "auc_excess_deviation") in failing
     assert any(line.startswith("direct_probe.leak_rate = 1 (rule: leak_rate <= 0.0) [fail]") for line in verdict.decided_by)
     assert verdict.summary.startswith("FAIL: ")
     assert all(c.value is not None for c in verdict.failing)
@@ -64,7 +64,7 @@ def test_mandatory_attack_that_cannot_be_evaluated_fails_the_verdict(world: Any,
         policy=_only(make_policy(), "membership_inference"),
     )
     assert not report.verdict.passed
-    assert report.verdict.decided_by == ["membership_inference.auc_deviation = n/a (rule: auc_deviation <= 0.25) [not_evaluated]"]
+    assert report.verdict.decided_by == ["membership_inference.auc_excess_deviation = n/a (rule: auc_excess_deviation <= 0.05) [not_evaluated]"]
 
 
 def test_retry_with_stronger_setting_is_recorded(make_policy: Callable[..., VerificationPolicy]) -> None:

@@ -324,18 +324,31 @@ def auc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
 def _validate_mia(params: Mapping[str, Any]) -> None:
     if not 0.0 < params["k_percent"] <= 100.0:
         raise ValueError("k_percent must be in (0, 100]")
+    if not 0.0 <= params["z"] <= 10.0:
+        raise ValueError("z must be in [0, 10]")
+
+
+def auc_noise_band(n_pos: int, n_neg: int, z: float) -> float:
+    """z standard errors of the AUC of two samples drawn from one distribution (the Mann-Whitney null:
+    sqrt((n1 + n2 + 1) / (12 n1 n2))). One subject's 7 records against 350 holdout records give 0.11:
+    an AUC of 0.7 from them is not evidence of membership; 70 records give 0.04."""
+    if n_pos < 1 or n_neg < 1:
+        return float("inf")
+    return z * math.sqrt((n_pos + n_neg + 1) / (12.0 * n_pos * n_neg))
 
 
 @register_attack(
     "membership_inference",
     description="Min-K% probability AUC of forget records against never-seen holdout records of the same form.",
-    params={"k_percent": 20.0, "batch_size": 32},
+    params={"k_percent": 20.0, "batch_size": 32, "z": 1.96},
     metrics={
         "auc": "AUC of forget records against holdout records (0.5: indistinguishable)",
         "auc_deviation": "|auc - 0.5|: too familiar (> 0.5) or conspicuously unfamiliar (< 0.5) both reveal membership",
+        "auc_noise_band": "z standard errors of the AUC under the null for these sample sizes",
+        "auc_excess_deviation": "auc_deviation beyond the noise band: the part chance does not explain",
         "subject_flag_rate": "share of subjects whose mean Min-K score is above the 95th percentile of holdout records",
     },
-    default_thresholds={"auc_deviation": {"max": 0.1}},
+    default_thresholds={"auc_excess_deviation": {"max": 0.05}},
     validate=_validate_mia,
 )
 def membership_inference(ctx: AttackContext) -> AttackOutcome:
@@ -361,9 +374,12 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
         mean = sum(mine) / len(mine)
         percentile = sum(1 for u in unseen if u < mean) / len(unseen)
         cells.append(Cell(s.subject_key, "*", percentile >= 0.95, mean, 0.05, {"holdout_percentile": percentile}))
+    band = auc_noise_band(len(member), len(unseen), float(ctx.params.get("z", 1.96)))
     metrics: dict[str, float | None] = {
         "auc": area,
         "auc_deviation": None if area is None else abs(area - 0.5),
+        "auc_noise_band": band if math.isfinite(band) else None,
+        "auc_excess_deviation": None if area is None or not math.isfinite(band) else max(0.0, abs(area - 0.5) - band),
         "subject_flag_rate": rate(cells),
     }
     return AttackOutcome(cells, metrics, dict(ctx.params), time.perf_counter() - started)
