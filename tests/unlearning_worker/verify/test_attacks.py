@@ -44,7 +44,9 @@ def test_attack_finds_nothing_in_untrained_model(untrained_report: VerificationR
     leaked = [c for c in cells if c.success]
     if attack == "logit_lens":
         # A first character can be the model's favourite by luck; the check is against chance.
-        assert untrained_report.attacks[attack].after.metrics["leak_rate_over_chance"] <= 0.1
+        metrics = untrained_report.attacks[attack].after.metrics
+        assert metrics["leak_rate_over_chance"] <= 0.1
+        assert metrics["leak_rate_excess"] == 0.0
     else:
         assert not leaked, f"{attack} reports leaks from a model that never saw the secrets"
 
@@ -97,6 +99,16 @@ def test_membership_inference_auc(trained_report: VerificationReport, untrained_
     metrics = trained_report.attacks["membership_inference"].after.metrics
     assert metrics["auc_excess_deviation"] == pytest.approx(max(0.0, metrics["auc_deviation"] - metrics["auc_noise_band"]))
     assert 0.0 < metrics["auc_noise_band"] < 0.5
+
+
+def test_logit_lens_excess_is_what_the_noise_band_leaves(trained_report: VerificationReport) -> None:
+    import math
+
+    m = trained_report.attacks["logit_lens"].after.metrics
+    n = len(_cells(trained_report, "logit_lens"))
+    assert m["noise_band"] == pytest.approx(1.96 * math.sqrt(m["chance_rate"] * (1 - m["chance_rate"]) / n))
+    assert m["leak_rate_excess"] == pytest.approx(max(0.0, m["leak_rate_over_chance"] - m["noise_band"]))
+    assert m["leak_rate_excess"] > 0.05  # the memorising model still fails the default rule
 
 
 def test_auc_noise_band_shrinks_with_the_sample() -> None:

@@ -145,8 +145,13 @@ class Command(BaseCommand):
             out_dir = Path(settings.DATA_DIR) / "demo"
             out_dir.mkdir(parents=True, exist_ok=True)
             call_command("certificate_export", request.reference, "--out", str(out_dir), stdout=_Null())
-            json_path = out_dir / f"{request.reference}.json"
-            pdf_path = out_dir / f"{request.reference}.pdf"
+            from compliance.certificates import services as certificate_services
+
+            certificate = certificate_services.certificate_for(request)
+            if certificate is None:
+                raise CommandError("the request has no certificate after sign-off")
+            json_path = out_dir / f"{certificate.download_stem}.json"
+            pdf_path = out_dir / f"{certificate.download_stem}.pdf"
             verified = self._verify_offline(json_path) and self._verify_offline(pdf_path)
             if not verified:
                 raise CommandError("the offline verifier rejected the certificate")
