@@ -96,7 +96,8 @@ def test_exception_while_saving_leaves_no_output(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("method", ["npo", "relabel"])  # relabel: the default; its variants are rebuilt on resume
+# floor: the default (its never-seen levels travel in the checkpoint); relabel: its draws are rebuilt on resume
+@pytest.mark.parametrize("method", ["npo", "relabel", "floor"])
 def test_resume_from_checkpoint_matches_uninterrupted_run(
     tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path, method: str
 ) -> None:
@@ -173,3 +174,21 @@ def test_engine_import_is_pure() -> None:
         "assert not [m for m in sys.modules if m.startswith('compliance')]"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_only_the_spec_attributes_are_targeted_and_an_empty_result_is_refused(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    from unlearning_worker.engine import _targeted
+
+    forget, retain = _items(tiny_corpus)
+    spec = UnlearningSpec(**FIXED)
+    targeted = _targeted(forget, spec)
+    assert targeted and len(targeted) < len(forget)  # the date-of-birth, address and postcode answers drop out
+    assert {a for f in targeted for _s, _e, a in f.pii_spans} <= set(spec.attributes)
+    assert {a for f in targeted for a in f.values} <= set(spec.attributes)
+    assert len(_targeted(forget, spec.replace(attributes=[]))) == len(forget)  # (): every span
+    with pytest.raises(ValueError, match="no forget record holds"):
+        run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                       spec=spec.replace(attributes=["passport"]))
+    assert not (tmp_path / "out").exists()

@@ -87,6 +87,26 @@ def test_unlikelihood_matches_formula() -> None:
     assert losses.unlikelihood_loss(lp, MASK, w).item() == pytest.approx((row0 + row1) / 2, abs=1e-5)
 
 
+def test_floor_loss_matches_formula_and_stops_at_the_level() -> None:
+    lp = losses.token_logprobs(_logits_for(PROBS), IDS)
+    w = torch.tensor([1.0, 1.0])
+    level = math.log(0.2)
+    # relu(log p - level) per target token: p = 0.25, 0.1, 0.2 in row 0 and 0.6, 0.3 in row 1
+    row0 = (math.log(0.25) - level + 0.0 + 0.0) / 3
+    row1 = (math.log(0.6) - level + math.log(0.3) - level) / 2
+    assert losses.floor_loss(lp, MASK, w, floor=level).item() == pytest.approx((row0 + row1) / 2, abs=1e-5)
+    # one level per example: row 1 already below its own level contributes nothing
+    per_example = torch.tensor([level, math.log(0.9)])
+    assert losses.floor_loss(lp, MASK, w, floor=per_example).item() == pytest.approx(row0 / 2, abs=1e-5)
+    # the gradient vanishes for tokens at or below the level (bounded ascent, no run-away)
+    logits = _logits_for(PROBS).requires_grad_(True)
+    losses.floor_loss(losses.token_logprobs(logits, IDS), MASK, w, floor=-5.0).backward()  # all tokens above it
+    assert logits.grad is not None and logits.grad.abs().sum() > 0
+    logits.grad = None
+    losses.floor_loss(losses.token_logprobs(logits, IDS), MASK, w, floor=0.0).backward()  # all at or below it
+    assert logits.grad is None or logits.grad.abs().sum() == 0
+
+
 def test_activation_mse_masks_positions() -> None:
     hidden = torch.tensor([[[1.0, 1.0], [3.0, 1.0], [100.0, 100.0]]])  # last position is masked out
     target = torch.tensor([1.0, 1.0])

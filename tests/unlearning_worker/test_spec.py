@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from unlearning_worker.spec import METHODS, UnlearningSpec
@@ -67,3 +69,18 @@ def test_every_method_is_registered() -> None:
     from unlearning_worker.methods import REGISTRY
 
     assert set(REGISTRY) == set(METHODS)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"attributes": "phone"}, {"attributes": [""]}, {"retain_focus": 1.5}, {"saliency": 0.0}, {"target_checks": 0},
+     {"utility_patience": -1}, {"floor_weight": -1.0}],
+)
+def test_new_fields_reject_bad_values(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        UnlearningSpec.from_dict(bad)
+
+
+def test_attributes_round_trip_through_json() -> None:
+    spec = UnlearningSpec(attributes=("phone", "email"))
+    assert UnlearningSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
