@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 from typing import Any
 
 from django.contrib.auth.models import Group, User
@@ -87,3 +89,12 @@ def api_client(account: User | None) -> Any:
     if account is not None:
         client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=account).key}")
     return client
+
+
+def tampered_certificate(envelope: bytes) -> bytes:
+    """The same DSSE signature over a changed payload: the new model version claims another hash."""
+    document = json.loads(envelope)
+    payload = json.loads(base64.b64decode(document["payload"]))
+    payload["models"][0]["after"]["sha256"] = "0" * 64
+    document["payload"] = base64.b64encode(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).decode()
+    return json.dumps(document).encode()

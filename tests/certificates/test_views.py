@@ -27,6 +27,7 @@ from compliance.audit.models import AuditCheckpoint, AuditLeaf
 from compliance.certificates.envelope import envelope_bytes, sign_envelope
 from compliance.certificates.models import Certificate
 from compliance.erasure.models import Status
+from tests import factories
 from tests.certificates.test_issue_helpers import (  # noqa: F401 - fixtures
     ADA,
     isolated_files,
@@ -76,13 +77,6 @@ def _upload(client: Client, name: str, data: bytes) -> Any:
     return client.post(reverse("public:verify"), {"certificate": SimpleUploadedFile(name, data)})
 
 
-def _tampered(envelope: bytes) -> bytes:
-    """Same signature, payload changed: the model's new version claims another hash."""
-    document = json.loads(envelope)
-    payload = json.loads(base64.b64decode(document["payload"]))
-    payload["models"][0]["after"]["sha256"] = "0" * 64
-    document["payload"] = base64.b64encode(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).decode()
-    return json.dumps(document).encode()
 
 
 def test_sign_off_to_offline_verification(officer: Any, client: Client, tmp_path: Path) -> None:
@@ -127,7 +121,7 @@ def test_sign_off_to_offline_verification(officer: Any, client: Client, tmp_path
     keyring.write_bytes(anonymous.get(reverse("public:audit_keys")).content)
     (tmp_path / "certificate.json").write_bytes(signed_json.content)
     (tmp_path / "certificate.pdf").write_bytes(pdf.content)
-    (tmp_path / "tampered.json").write_bytes(_tampered(signed_json.content))
+    (tmp_path / "tampered.json").write_bytes(factories.tampered_certificate(signed_json.content))
     env = _offline_env(tmp_path)
     blocked = subprocess.run([sys.executable, "-c", "import django"], env=env, capture_output=True, text=True)
     assert blocked.returncode != 0 and "not available to the offline verifier" in blocked.stderr
@@ -256,7 +250,7 @@ def test_verify_page_shows_every_check_ok_for_json_and_pdf(issued: Certificate, 
 
 
 def test_verify_page_shows_the_failing_check_for_a_tampered_certificate(issued: Certificate, client: Client) -> None:
-    response = _upload(client, "tampered.json", _tampered(bytes(issued.envelope)))
+    response = _upload(client, "tampered.json", factories.tampered_certificate(bytes(issued.envelope)))
     html = response.content.decode()
     assert response.status_code == 200
     assert '<span class="badge fail" id="verdict">Not verified</span>' in html

@@ -16,8 +16,6 @@ tests/integration; its people are synthetic, so the identifiers typed into the f
 
 from __future__ import annotations
 
-import base64
-import json
 import re
 import tempfile
 import threading
@@ -106,13 +104,6 @@ def _link(body: str, marker: str) -> str:
     return next(re.search(r"https?://\S+", line).group(0) for line in body.splitlines() if marker in line)  # type: ignore[union-attr]
 
 
-def _tampered(envelope: bytes) -> bytes:
-    """Same signature over a changed payload: the new model version claims another hash."""
-    document = json.loads(envelope)
-    payload = json.loads(base64.b64decode(document["payload"]))
-    payload["models"][0]["after"]["sha256"] = "0" * 64
-    document["payload"] = base64.b64encode(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).decode()
-    return json.dumps(document).encode()
 
 
 def _verify_upload(page: Any, base_url: str, path: Path) -> tuple[str, list[str]]:
@@ -274,7 +265,7 @@ def test_request_to_verified_certificate(
             assert checks and set(checks) == {"ok"}
             assert request.reference in subject_page.inner_text("#verify-result ~ .card")
         tampered = tmp_path / "tampered.json"
-        tampered.write_bytes(_tampered(envelope))
+        tampered.write_bytes(factories.tampered_certificate(envelope))
         verdict, checks = _verify_upload(subject_page, base, tampered)
         assert verdict == "Not verified" and "failed" in checks
     finally:

@@ -30,7 +30,7 @@ from compliance.audit.models import AuditLeaf
 from compliance.audit.services import audit_verify, leaf_document
 from compliance.erasure.models import ErasureRequest, Status
 from compliance.jobs import services as job_services
-from compliance.jobs.models import JobStatus
+from compliance.jobs.models import JobStatus, UnlearningJob
 from compliance.registry import artifacts
 from compliance.registry.demo import register_demo
 from compliance.registry.models import AIModel, ModelVersion
@@ -178,6 +178,19 @@ def assert_invariants(base: ModelVersion, requests: Iterable[ErasureRequest]) ->
     assert report.ok and report.leaves > 0, report.problems[:5]
 
 
+def job_past_step_10(
+    settings: Any, demo_model_dir: Path, start_worker: Callable[..., Worker], *, person: int
+) -> tuple[ModelVersion, ErasureRequest, UnlearningJob, Worker]:
+    """A registered demo model, one approved person, their job running on a fresh worker past step 10."""
+    settings.UNLEARNING_SPEC_DEFAULTS = FAULT_RUN
+    base, corpus_version, corpus = register(demo_model_dir)
+    worker = start_worker()
+    request = approve_person(corpus.people[person], corpus, corpus_version, factories.user("officer"))
+    job = dispatch_now()[0]
+    wait_for(lambda: job_row(job).step >= 10, timeout=120, what="the job to pass step 10", worker=worker)
+    return base, request, job, worker
+
+
 def audit_events() -> list[str]:
     return [leaf_document(leaf)["type"] for leaf in AuditLeaf.objects.order_by("seq")]
 
@@ -206,12 +219,7 @@ def test_a_broker_restart_mid_job_loses_no_job_and_no_request(
     phase has ended, so the hand-over to verification (a new task message) meets a dead broker; it
     comes back empty (no persistence). The job must still finish: the worker reconnects, the lost
     verification message is re-sent by reconcile."""
-    settings.UNLEARNING_SPEC_DEFAULTS = FAULT_RUN
-    base, corpus_version, corpus = register(demo_model_dir)
-    worker = start_worker()
-    request = approve_person(corpus.people[0], corpus, corpus_version, factories.user("officer"))
-    job = dispatch_now()[0]
-    wait_for(lambda: job_row(job).step >= 10, timeout=120, what="the job to pass step 10", worker=worker)
+    base, request, job, worker = job_past_step_10(settings, demo_model_dir, start_worker, person=0)
 
     redis_server.kill()
     try:
@@ -267,12 +275,7 @@ def test_dropped_database_connections_mid_run_and_mid_transition_do_not_lose_the
     import psycopg
     import psycopg.sql
 
-    settings.UNLEARNING_SPEC_DEFAULTS = FAULT_RUN
-    base, corpus_version, corpus = register(demo_model_dir)
-    worker = start_worker()
-    request = approve_person(corpus.people[1], corpus, corpus_version, factories.user("officer"))
-    job = dispatch_now()[0]
-    wait_for(lambda: job_row(job).step >= 10, timeout=120, what="the job to pass step 10", worker=worker)
+    base, request, job, worker = job_past_step_10(settings, demo_model_dir, start_worker, person=1)
 
     assert terminate_backends() >= 2  # the task's connection and the heartbeat thread's
 
