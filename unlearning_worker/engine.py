@@ -71,7 +71,7 @@ class EvalPoint:
     losses: dict[str, float]
     forget_extraction: float  # share of (forget prompt, secret value) pairs leaked, greedy or sampled
     forget_extraction_greedy: float
-    forget_extraction_sampled: float | None  # None when spec.eval_samples == 0
+    forget_extraction_sampled: float | None  # None when spec.eval_samples == 0 or greedy already missed the target
     retain_extraction: float  # share of retain (prompt, value) pairs leaked (same judge as forget)
     retain_exact: float  # share of retain values produced verbatim by greedy decoding
     retain_ppl: float  # perplexity of the retain completions (teacher-forced)
@@ -330,7 +330,9 @@ class _Evaluator:
         leaked, _exact, total = _run_probes(self.model, self.tokenizer, self.forget_probes, threshold=spec.leak_threshold)
         greedy = leaked / total if total else 0.0
         sampled: float | None = None
-        if spec.eval_samples and total:
+        # Sampling can only add leaks: while greedy decoding alone misses the target the check is decided,
+        # and the sampled probes (20x the generation) are skipped. This keeps checks of large forget sets cheap.
+        if spec.eval_samples and total and greedy <= spec.forget_target:
             s_leaked, _, _ = _run_probes(
                 self.model, self.tokenizer, self.forget_probes, threshold=spec.leak_threshold,
                 samples=spec.eval_samples, temperature=spec.eval_temperature, seed=spec.seed + step,

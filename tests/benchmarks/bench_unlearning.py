@@ -122,7 +122,8 @@ def section_methods(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpu
 
 def section_batching(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, work: Path) -> None:
     print("\n== batching: default method, subjects in one run")
-    print(f"{'subjects':>8} {'forget greedy after':>20} {'retain exact':>13} {'steps':>6} {'wall s':>8} {'x one':>6}")
+    print(f"{'subjects':>8} {'forget greedy after':>20} {'retain exact':>13} {'steps':>6} {'stop':>18} {'wall s':>8}"
+          f" {'x one':>6}")
     one = None
     for n in args.batch_sizes:
         people = pick_people(corpus, n, args.seed + 1)
@@ -131,7 +132,7 @@ def section_batching(args: argparse.Namespace, model_dir: Path, corpus: DemoCorp
         result = run_unlearning(model_dir=model_dir, out_dir=out, forget=forget, retain=retain, spec=base_spec(args))
         one = one or result.wall_s
         print(f"{n:8d} {fmt(result.final.forget_extraction_greedy):>20} {fmt(result.final.retain_exact):>13}"
-              f" {result.steps:6d} {result.wall_s:8.1f} {result.wall_s / one:6.2f}", flush=True)
+              f" {result.steps:6d} {result.stop_reason:>18} {result.wall_s:8.1f} {result.wall_s / one:6.2f}", flush=True)
         shutil.rmtree(out)
 
 
@@ -140,7 +141,8 @@ def section_accumulation(args: argparse.Namespace, model_dir: Path, corpus: Demo
     people = pick_people(corpus, 10, args.seed + 2)
     _, all_retain = demo_items(corpus, people)
     probe = retain_probe_set(all_retain, args.retain_probes)
-    print(f"{'run':>3} {'this subject':>13} {'earlier subjects':>17} {'retain exact':>13} {'retain ppl':>10} {'wall s':>7}")
+    print(f"{'run':>3} {'this subject':>13} {'earlier subjects':>17} {'retain exact':>13} {'retain ppl':>10}"
+          f" {'stop':>18} {'wall s':>7}")
     current = model_dir
     for i, person in enumerate(people):
         forget, retain = demo_items(corpus, [person])
@@ -150,7 +152,7 @@ def section_accumulation(args: argparse.Namespace, model_dir: Path, corpus: Demo
         earlier = _targeted(demo_items(corpus, people[: i + 1])[0], base_spec(args))
         m = measure(out, earlier, probe, samples=0, device=args.device)
         print(f"{i + 1:3d} {fmt(result.final.forget_extraction_greedy):>13} {fmt(m.forget_greedy):>17}"
-              f" {fmt(m.retain_exact):>13} {m.retain_ppl:10.3f} {result.wall_s:7.1f}", flush=True)
+              f" {fmt(m.retain_exact):>13} {m.retain_ppl:10.3f} {result.stop_reason:>18} {result.wall_s:7.1f}", flush=True)
         if current != model_dir:
             shutil.rmtree(current)
         current = out

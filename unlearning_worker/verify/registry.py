@@ -90,6 +90,15 @@ class AttackContext:
     def label(self, attribute: str) -> str:
         return self.attribute_labels[attribute]
 
+    @property
+    def cell_quantile(self) -> float:
+        """The per-cell chance quantile that holds the attack's family-wise false-leak rate at
+        1 - chance_quantile (Bonferroni over its (subject, attribute) cells). With a per-cell 0.95, a
+        model retrained without ten subjects "leaked" one of 30 cells (a 2-digit e-mail suffix) and
+        failed a zero-tolerance rule: 1 - 0.95^30 = 78% of such runs would."""
+        n = sum(len(self.attributes_of(s)) for s in self.subjects)
+        return 1.0 - (1.0 - self.chance_quantile) / max(1, n)
+
 
 AttackFn = Callable[[AttackContext], AttackOutcome]
 Strengthen = Callable[[dict[str, Any], int], dict[str, Any]]

@@ -13,7 +13,10 @@ takes the best share over n texts, and a 10-digit phone number shares three digi
 some random number far more often over 20 tries than over one. The chance level is the
 `quantile` of the best share reached over n random guesses drawn like the value (same format, and,
 where the caller gives them, from the values real people of that attribute have), so the false
-leak rate of one (subject, attribute) cell is at most 1 - quantile.
+leak rate of one (subject, attribute) cell is at most 1 - quantile. Attacks ask for the quantile
+that holds the false-leak rate of the *whole attack* at 1 - chance_quantile (Bonferroni over its
+cells, AttackContext.cell_quantile); with `rounds` simulated rounds the quantile resolves to at most
+1 - 1/rounds.
 
 Pure: no Django, no environment reads.
 """

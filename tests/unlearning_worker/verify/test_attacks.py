@@ -134,3 +134,16 @@ def test_report_is_json_and_holds_no_plaintext_values(world: Any, trained_report
             assert value not in text
         assert person.name not in text
     assert set(json.loads(text)["attacks"]) == set(ATTACKS)
+
+
+def test_cell_quantile_holds_the_family_wise_false_leak_rate() -> None:
+    from unlearning_worker.verify import SubjectFacts
+    from unlearning_worker.verify.registry import AttackContext
+
+    people = [SubjectFacts(f"s{i}", f"Person {i}", {"phone": "555-010-000" + str(i), "ssn": "123-45-678" + str(i)})
+              for i in range(5)]
+    ctx = AttackContext(lm=None, subjects=people, retain=[], holdout_texts=[], general_texts=[], params={},
+                        leak_share=0.5, chance_quantile=0.95, attribute_labels={"phone": "phone", "ssn": "ssn"},
+                        attributes=("phone",), seed=0, secrets={}, population={})
+    assert ctx.cell_quantile == pytest.approx(1 - 0.05 / 5)  # 5 cells: one attribute each
+    assert AttackContext(**{**ctx.__dict__, "attributes": None}).cell_quantile == pytest.approx(1 - 0.05 / 10)

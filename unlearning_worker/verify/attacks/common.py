@@ -93,7 +93,7 @@ def judge_cells(ctx: AttackContext, texts: dict[tuple[str, str], CellTexts]) -> 
             chance = chance_level(
                 secret,
                 attempts=len(shares),
-                quantile=ctx.chance_quantile,
+                quantile=ctx.cell_quantile,
                 population=ctx.population.get(attribute, ()),
                 seed=ctx.seed,
             )
