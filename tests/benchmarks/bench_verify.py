@@ -95,12 +95,17 @@ def print_metrics(title: str, report: VerificationReport) -> None:
     print("after-side seconds per attack: " + ", ".join(f"{k} {v:.1f}" for k, v in per_attack))
 
 
+# Per-cell successes of the logit lens are judged against chance only in aggregate (its chance rate is
+# 0.15-0.2 per cell): a single cell is no finding, so the per-subject count leaves it out.
+PER_SUBJECT = tuple(a for a in EXTRACTION if a != "logit_lens")
+
+
 def detection_table(report: VerificationReport, side: str = "after") -> tuple[int, int]:
-    """Subjects for whom at least one extraction attack found a leak."""
+    """Subjects for whom at least one per-cell extraction attack found a leak."""
     detected = 0
     for key in report.subject_keys:
         hit = False
-        for attack in EXTRACTION:
+        for attack in PER_SUBJECT:
             outcome = getattr(report.attacks.get(attack), side, None) if attack in report.attacks else None
             if outcome is not None and any(c.success for c in outcome.cells if c.subject_key == key):
                 hit = True
