@@ -700,12 +700,23 @@ def _retain_batch(retain: list[RetainItem], focus: list[int], spec: UnlearningSp
 
 
 def _below_floor_streak(history: list[EvalPoint], before: EvalPoint, spec: UnlearningSpec) -> int:
-    streak = 0
+    """Checks in a row, since the floor was crossed, at which utility did not recover on the check before
+    (neither a higher retain exact-answer rate nor a lower retain perplexity). Patience runs out on a
+    dip that keeps falling or stalls, not on a slow recovery (measured: a subject whose forget target
+    held from step 28 crossed back over the floor only around step 36, recovering at every check)."""
+    dip: list[EvalPoint] = []
     for point in reversed(history):
         if point.phase == "before" or _utility_ok(point, before, spec):
             break
-        streak += 1
-    return streak
+        dip.append(point)
+    dip.reverse()
+    stalled = 0
+    for previous, point in zip([None, *dip], dip, strict=False):
+        recovering = previous is not None and (
+            point.retain_exact > previous.retain_exact or point.retain_ppl < previous.retain_ppl
+        )
+        stalled = 0 if recovering else stalled + 1
+    return stalled
 
 
 def _target_held(history: list[EvalPoint], spec: UnlearningSpec, step: int) -> bool:

@@ -49,10 +49,11 @@ class UnlearningSpec:
     # against collapse, set below what the default method costs on the demo model (0.83x in-run, where
     # the bench's retain probes say 0.84-0.94x): the verification policy's utility check is the judge
     utility_floor: float = 0.8
-    # checks in a row the run may stay below the utility floor / above the perplexity ceiling before it
-    # stops and rolls back to the last check that met both: forgetting dents utility first and the retain
-    # term then repairs it (measured on the demo model: a dip to 0.82 x before around step 8, back to
-    # 0.94 x by step 60); the saved model always meets both
+    # checks in a row below the utility floor / above the perplexity ceiling *without recovering* (no
+    # better retain figure than at the check before) after which the run stops and rolls back to the
+    # last check that met both: forgetting dents utility first and the retain term then repairs it
+    # (measured on the demo model: a dip to 0.66x around step 20, back over the floor by step 52);
+    # the saved model always meets both
     utility_patience: int = 10
     ppl_ceiling: float = 1.10  # retain perplexity must stay <= ceiling x its value before
     leak_threshold: float = 0.5  # leakage.judge_leak threshold: half a value in one run is a leak

@@ -192,3 +192,20 @@ def test_only_the_spec_attributes_are_targeted_and_an_empty_result_is_refused(
         run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
                        spec=spec.replace(attributes=["passport"]))
     assert not (tmp_path / "out").exists()
+
+
+def test_patience_counts_a_falling_or_stalled_dip_not_a_recovery() -> None:
+    from unlearning_worker.engine import EvalPoint, _below_floor_streak
+
+    def point(step: int, exact: float, ppl: float, phase: str = "unlearn") -> EvalPoint:
+        return EvalPoint(step, {}, 0.0, 0.0, None, 1.0, exact, ppl, phase)
+
+    before = point(0, 0.8, 1.0, "before")
+    spec = UnlearningSpec(utility_floor=0.9, ppl_ceiling=1.1)  # floor: exact >= 0.72 and ppl <= 1.1
+    falling = [before, point(2, 0.7, 1.2), point(4, 0.6, 1.3), point(6, 0.5, 1.4)]
+    assert _below_floor_streak(falling, before, spec) == 3
+    recovering = [*falling, point(8, 0.55, 1.35), point(10, 0.6, 1.3)]
+    assert _below_floor_streak(recovering, before, spec) == 0
+    stalled_again = [*recovering, point(12, 0.6, 1.3), point(14, 0.58, 1.31)]
+    assert _below_floor_streak(stalled_again, before, spec) == 2
+    assert _below_floor_streak([*stalled_again, point(16, 0.75, 1.05)], before, spec) == 0  # back above
