@@ -119,11 +119,19 @@ class Command(BaseCommand):
             job = request.jobs.order_by("-created_at").first()
             if job is None:
                 raise CommandError("no unlearning job was created")
-            while job.retries.exists():  # a failed verdict retries once with a stronger setting
-                job = job.retries.order_by("-created_at").first()
-            self.stdout.write(
-                f"      job {str(job.id)[:8]} {job.method}: {job.status}, {job.step} steps, stop: {job.stop_reason or '-'}"
-            )
+            attempt = job
+            while True:  # a failed verdict retries once with a stronger setting
+                # job.step ends as the verification progress (percent); the unlearning steps are in the history
+                steps = max((int(p.get("step") or 0) for p in attempt.history), default=0)
+                self.stdout.write(
+                    f"      job {str(attempt.id)[:8]} {attempt.method}: {attempt.status}, {steps} unlearning steps,"
+                    f" stop: {attempt.stop_reason or '-'}"
+                    + (" (verdict failed: retried with a stronger setting)" if attempt.retries.exists() else "")
+                )
+                if not attempt.retries.exists():
+                    break
+                attempt = attempt.retries.order_by("-created_at").first()
+            job = attempt
         if request.status != Status.VERIFYING:
             # The service did its job: it refuses to certify a model that still leaks. Show why.
             self.stdout.write(self.style.WARNING(
