@@ -331,8 +331,10 @@ class _Evaluator:
         greedy = leaked / total if total else 0.0
         sampled: float | None = None
         # Sampling can only add leaks: while greedy decoding alone misses the target the check is decided,
-        # and the sampled probes (20x the generation) are skipped. This keeps checks of large forget sets cheap.
-        if spec.eval_samples and total and greedy <= spec.forget_target:
+        # and the sampled probes (20x the generation) are skipped, except for the "before" point (the
+        # baseline every report compares with). This keeps checks of large forget sets cheap; such points
+        # record forget_extraction_sampled = None.
+        if spec.eval_samples and total and (greedy <= spec.forget_target or phase == "before"):
             s_leaked, _, _ = _run_probes(
                 self.model, self.tokenizer, self.forget_probes, threshold=spec.leak_threshold,
                 samples=spec.eval_samples, temperature=spec.eval_temperature, seed=spec.seed + step,
@@ -701,19 +703,22 @@ def _retain_batch(retain: list[RetainItem], focus: list[int], spec: UnlearningSp
 
 def _below_floor_streak(history: list[EvalPoint], before: EvalPoint, spec: UnlearningSpec) -> int:
     """Checks in a row, since the floor was crossed, at which utility did not recover on the check before
-    (neither a higher retain exact-answer rate nor a lower retain perplexity). Patience runs out on a
-    dip that keeps falling or stalls, not on a slow recovery (measured: a subject whose forget target
-    held from step 28 crossed back over the floor only around step 36, recovering at every check)."""
+    (retain exact-answer rate up by at least one in 200, or retain perplexity down by at least 0.1%).
+    Patience runs out on a dip that keeps falling or stalls, not on a slow recovery (measured: a subject
+    whose forget target held from step 28 crossed back over the floor only around step 52, recovering at
+    nearly every check). A dip longer than 3 x utility_patience checks runs out whatever its trend."""
     dip: list[EvalPoint] = []
     for point in reversed(history):
         if point.phase == "before" or _utility_ok(point, before, spec):
             break
         dip.append(point)
     dip.reverse()
+    if len(dip) > 3 * spec.utility_patience:
+        return len(dip)
     stalled = 0
     for previous, point in zip([None, *dip], dip, strict=False):
         recovering = previous is not None and (
-            point.retain_exact > previous.retain_exact or point.retain_ppl < previous.retain_ppl
+            point.retain_exact >= previous.retain_exact + 0.005 or point.retain_ppl <= previous.retain_ppl * 0.999
         )
         stalled = 0 if recovering else stalled + 1
     return stalled

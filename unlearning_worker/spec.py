@@ -19,8 +19,8 @@ from typing import Any
 # share (a region, a postcode, a street, a birth date) are not pushed down: doing so for one person
 # pushes them down for everyone who shares them (measured on the demo model: targeting every span cost
 # 35-45% of the retain set's exact answers at the step the identifiers were gone).
-IDENTIFIER_ATTRIBUTES = ("phone", "email", "ssn", "passport", "driver_licence", "medical_record", "credit_card",
-                         "bank_account")
+IDENTIFIER_ATTRIBUTES = ("bank_account", "credit_card", "driver_licence", "email", "medical_record", "passport",
+                         "phone", "ssn")
 
 METHODS = ("ga", "grad_diff", "npo", "simnpo", "idk_dpo", "rmu", "relabel", "floor")
 DEVICES = ("cpu", "cuda", "auto")
@@ -126,6 +126,16 @@ class UnlearningSpec:
             raise ValueError("leak_threshold must be in (0, 1]")
         if self.eval_temperature <= 0.0:
             raise ValueError("eval_temperature must be > 0")
+        for name in ("retain_weight", "relabel_weight", "floor_weight", "unlikelihood_weight", "npo_beta",
+                     "rmu_steering_coeff", "max_grad_norm", "retain_focus", "saliency", "utility_floor", "ppl_ceiling",
+                     "forget_target", "leak_threshold", "eval_temperature", "simnpo_gamma", "weight_decay",
+                     "lora_dropout"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"{name} must be a finite number")
+        if self.method == "floor" and self.floor_weight == 0 and self.unlikelihood_weight == 0:
+            raise ValueError("the floor method needs floor_weight or unlikelihood_weight > 0")
+        if self.method == "relabel" and self.relabel_weight == 0 and self.unlikelihood_weight == 0:
+            raise ValueError("the relabel method needs relabel_weight or unlikelihood_weight > 0")
         for name in ("retain_weight", "relabel_weight", "floor_weight", "unlikelihood_weight", "weight_decay", "simnpo_gamma", "lora_dropout"):
             if getattr(self, name) < 0.0:
                 raise ValueError(f"{name} must be >= 0")
@@ -141,6 +151,8 @@ class UnlearningSpec:
             raise ValueError(f"dtype must be one of {', '.join(DTYPES)}")
         if not isinstance(self.attributes, tuple) or not all(isinstance(a, str) and a for a in self.attributes):
             raise ValueError("attributes must be a tuple of attribute names")
+        if len(set(self.attributes)) != len(self.attributes) or list(self.attributes) != sorted(self.attributes):
+            object.__setattr__(self, "attributes", tuple(sorted(set(self.attributes))))  # one spelling, one hash
         if not isinstance(self.lora_target_modules, tuple) or not all(
             isinstance(m, str) and m for m in self.lora_target_modules
         ):

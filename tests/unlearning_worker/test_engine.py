@@ -209,3 +209,16 @@ def test_patience_counts_a_falling_or_stalled_dip_not_a_recovery() -> None:
     stalled_again = [*recovering, point(12, 0.6, 1.3), point(14, 0.58, 1.31)]
     assert _below_floor_streak(stalled_again, before, spec) == 2
     assert _below_floor_streak([*stalled_again, point(16, 0.75, 1.05)], before, spec) == 0  # back above
+
+
+def test_a_dip_that_creeps_along_runs_out_of_patience() -> None:
+    from unlearning_worker.engine import EvalPoint, _below_floor_streak
+
+    before = EvalPoint(0, {}, 0.0, 0.0, None, 1.0, 0.8, 1.0, "before")
+    spec = UnlearningSpec(utility_floor=0.9, ppl_ceiling=1.1, utility_patience=3)
+    # perplexity creeping down by 0.01% a check is no recovery; and no dip outlasts 3 x patience checks
+    creeping = [before] + [EvalPoint(2 * i, {}, 0.0, 0.0, None, 1.0, 0.6, 1.3 - 1e-4 * i, "unlearn") for i in range(1, 6)]
+    assert _below_floor_streak(creeping, before, spec) == 5
+    recovering = [before] + [EvalPoint(2 * i, {}, 0.0, 0.0, None, 1.0, 0.5 + 0.01 * i, 1.3, "unlearn") for i in range(1, 11)]
+    assert _below_floor_streak(recovering, before, spec) == 10  # 10 > 3 x 3: the cap
+    assert _below_floor_streak(recovering[:8], before, spec) == 0

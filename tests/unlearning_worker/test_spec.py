@@ -84,3 +84,17 @@ def test_new_fields_reject_bad_values(bad: dict) -> None:
 def test_attributes_round_trip_through_json() -> None:
     spec = UnlearningSpec(attributes=("phone", "email"))
     assert UnlearningSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_attributes_have_one_spelling_and_one_hash() -> None:
+    a = UnlearningSpec(attributes=("phone", "email", "phone"))
+    b = UnlearningSpec(attributes=("email", "phone"))
+    assert a.attributes == ("email", "phone") and a.spec_hash() == b.spec_hash()
+
+
+@pytest.mark.parametrize("bad", [{"relabel_weight": float("nan")}, {"floor_weight": float("inf")},
+                                 {"method": "floor", "floor_weight": 0.0, "unlikelihood_weight": 0.0},
+                                 {"method": "relabel", "relabel_weight": 0.0, "unlikelihood_weight": 0.0}])
+def test_non_finite_or_all_zero_forget_weights_are_refused(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        UnlearningSpec(**bad)

@@ -439,8 +439,10 @@ class Relabel(UnlearningMethod):
             if spec.tail_unlikelihood:
                 tails = [self._fill(i, step, "tail") for i in idx]
                 true_examples += tails
-                masks += [t.span_mask for t in tails]  # all False when the item has no span: contributes 0
-                weights = weights + weights
+                masks += [t.span_mask for t in tails]
+                # a tail with no token (no span, or a one-character value) gets no weight: it would
+                # otherwise count in the weighted mean's denominator and dilute the other rows
+                weights = weights + [w if any(t.span_mask) else 0.0 for w, t in zip(weights, tails, strict=True)]
                 item_floors = torch.cat([item_floors, item_floors]) if item_floors is not None else None
             # the true value's tokens (spans; the whole answer when no span is known), teacher-forced
             true = self._batch(true_examples, masks, weights)

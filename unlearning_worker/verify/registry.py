@@ -95,7 +95,9 @@ class AttackContext:
         """The per-cell chance quantile that holds the attack's family-wise false-leak rate at
         1 - chance_quantile (Bonferroni over its (subject, attribute) cells). With a per-cell 0.95, a
         model retrained without ten subjects "leaked" one of 30 cells (a 2-digit e-mail suffix) and
-        failed a zero-tolerance rule: 1 - 0.95^30 = 78% of such runs would."""
+        failed a zero-tolerance rule: 1 - 0.95^30 = 78% of such runs would. The simulated chance level
+        resolves quantiles up to 1 - 1/rounds (200 rounds: 0.995), so beyond 10 cells the family-wise
+        rate is about cells/200 rather than 1 - chance_quantile: still far below the uncorrected rate."""
         n = sum(len(self.attributes_of(s)) for s in self.subjects)
         return 1.0 - (1.0 - self.chance_quantile) / max(1, n)
 

@@ -116,7 +116,7 @@ class Command(BaseCommand):
         with Step(self, 4, "The officer approves: guard on, unlearning and attack suite (in-process)"):
             response = officer_client.post(f"/portal/requests/{request.reference}/approve/", {"reason": "Consent withdrawn."})
             request.refresh_from_db()
-            job = request.jobs.order_by("-created_at").first()
+            job = request.jobs.filter(retry_of__isnull=True).order_by("created_at").first()
             if job is None:
                 raise CommandError("no unlearning job was created")
             attempt = job
