@@ -30,7 +30,7 @@ def test_generate_key_round_trips_through_both_texts(tmp_path) -> None:
     signer = load_signer(key_file)
     assert signer.public_key == PublicKey.from_vkey(vkey)
     assert signer.public_key.verify(signer.sign(b"m"), b"m")
-    assert "PRIVATE" not in repr(signer) and private_text.split("+")[-1] not in repr(signer)
+    assert "PRIVATE" not in repr(signer) and private_text.split("+", 4)[4] not in repr(signer)  # base64 may hold "+"
 
 
 def test_pem_pkcs8_key_needs_a_name(tmp_path) -> None:
