@@ -81,6 +81,20 @@ def approve_person(person: Any, corpus: Any, corpus_version: CorpusVersion, offi
     return request
 
 
+def with_beat(predicate: Any, *, timeout: float, what: str, worker: Any) -> Any:
+    """wait_for with the reconcile beat running every 5 s, as in production: in about one CI run in
+    three the first delivery of a job's message was not claimed (cause not yet found) and only the
+    beat's re-send of never-claimed queued jobs started it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return wait_for(predicate, timeout=min(5.0, max(0.1, deadline - time.monotonic())), what=what, worker=worker)
+        except AssertionError:
+            if time.monotonic() >= deadline:
+                raise
+            job_services.jobs_reconcile(timeout_s=10)
+
+
 def dispatch_now() -> list[UnlearningJob]:
     return job_services.jobs_dispatch(now=timezone.now() + timedelta(hours=2)).created
 
@@ -183,7 +197,7 @@ def test_a_worker_killed_mid_job_leaves_the_base_untouched_and_a_new_worker_fini
     approve_person(corpus.people[3], corpus, registration.corpus_version, officer)
     job = dispatch_now()[0]
 
-    wait_for(lambda: job_row(job).step >= 10, timeout=90, what="the job to pass step 10", worker=first)
+    with_beat(lambda: job_row(job).step >= 10, timeout=90, what="the job to pass step 10", worker=first)
     first.kill()
 
     row = job_row(job)
@@ -210,7 +224,7 @@ def test_a_cancelled_job_stops_within_one_evaluation_interval(demo: Any, start_w
     worker = start_worker()
     request = approve_person(corpus.people[4], corpus, registration.corpus_version, officer)
     job = dispatch_now()[0]
-    wait_for(lambda: len(job_row(job).history) >= 3, timeout=90, what="three evaluations", worker=worker)
+    with_beat(lambda: len(job_row(job).history) >= 3, timeout=90, what="three evaluations", worker=worker)
 
     job_services.job_cancel(job=job, officer=officer)
     asked = time.time()
