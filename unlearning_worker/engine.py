@@ -727,9 +727,7 @@ def _below_floor_streak(history: list[EvalPoint], before: EvalPoint, spec: Unlea
 def _target_held(history: list[EvalPoint], spec: UnlearningSpec, step: int) -> bool:
     """The forget target met at this check and the `target_checks - 1` before it."""
     recent = [p for p in history if p.phase != "before"][-spec.target_checks :]
-    return len(recent) == spec.target_checks and step >= spec.min_steps and all(
-        p.forget_extraction <= spec.forget_target for p in recent
-    )
+    return len(recent) == spec.target_checks and all(_target_met(p, spec, step) for p in recent)
 
 
 def _repair(

@@ -148,7 +148,7 @@ def start_worker(settings: Any, tmp_path: Path, broker: Any, broker_url: str) ->
             AUDIT_SIGNING_KEY_FILE=str(settings.AUDIT_SIGNING_KEY_FILE),
             AUDIT_KEYRING_FILE=str(settings.AUDIT_KEYRING_FILE),
             VERIFICATION_POLICY_FILE=str(POLICY),
-            JOB_HEARTBEAT_TIMEOUT_S="10",
+            JOB_HEARTBEAT_TIMEOUT_S=str(HEARTBEAT_TIMEOUT_S),
             JOB_BATCH_WAIT_S="3600",  # batches are formed by the tests' own dispatch calls
             UNLEARNING_DEVICE="cpu",
             HF_HUB_OFFLINE="1",
@@ -179,6 +179,26 @@ def demo_model_dir() -> Path:
 
     cache = Path(tempfile.gettempdir()) / "erasure-test-demo-cache"
     return train_demo_model(DemoModelConfig(**DEMO_CONFIG), cache_dir=cache)
+
+
+HEARTBEAT_TIMEOUT_S = 10  # the workers' JOB_HEARTBEAT_TIMEOUT_S
+BEAT_EVERY_S = 3.0
+
+
+def beat_until(predicate: Callable[[], Any], *, timeout: float, what: str, worker: Worker) -> Any:
+    """wait_for, with the reconcile beat running every BEAT_EVERY_S as celery beat would: a job whose
+    worker stopped beating, or whose task message was lost or not claimed, is requeued."""
+    from compliance.jobs import services as job_services
+
+    last = [0.0]
+
+    def tick() -> Any:
+        if time.monotonic() - last[0] >= BEAT_EVERY_S:
+            last[0] = time.monotonic()
+            job_services.jobs_reconcile(timeout_s=HEARTBEAT_TIMEOUT_S)
+        return predicate()
+
+    return wait_for(tick, timeout=timeout, what=what, worker=worker)
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, worker: Worker | None = None) -> Any:

@@ -35,7 +35,7 @@ from compliance.registry import artifacts
 from compliance.registry.demo import register_demo
 from compliance.registry.models import AIModel, ModelVersion
 from tests import factories
-from tests.integration.conftest import DEMO_CONFIG, Worker, wait_for
+from tests.integration.conftest import DEMO_CONFIG, Worker, beat_until, wait_for
 from tests.integration.test_worker import (
     LONG_RUN,
     approve_person,
@@ -49,8 +49,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 # The worker's JOB_HEARTBEAT_TIMEOUT_S (conftest.start_worker): the reconcile beat the tests run
 # uses the same timeout, as celery beat would in production.
-HEARTBEAT_TIMEOUT_S = 10
-BEAT_EVERY_S = 3.0
 DEMO_MODEL = "demo-model"  # register_demo's default name
 # 30 steps that cannot stop early: long enough for a fault to land mid-run.
 FAULT_RUN = LONG_RUN | {"max_steps": 30, "min_steps": 30}
@@ -193,20 +191,6 @@ def job_past_step_10(
 
 def audit_events() -> list[str]:
     return [leaf_document(leaf)["type"] for leaf in AuditLeaf.objects.order_by("seq")]
-
-
-def beat_until(predicate: Callable[[], Any], *, timeout: float, what: str, worker: Worker) -> Any:
-    """wait_for, with the reconcile beat running every BEAT_EVERY_S as celery beat would: a job whose
-    worker stopped beating, or whose task message was lost, is requeued."""
-    last = [0.0]
-
-    def tick() -> Any:
-        if time.monotonic() - last[0] >= BEAT_EVERY_S:
-            last[0] = time.monotonic()
-            job_services.jobs_reconcile(timeout_s=HEARTBEAT_TIMEOUT_S)
-        return predicate()
-
-    return wait_for(tick, timeout=timeout, what=what, worker=worker)
 
 
 # --- 1. Redis ----------------------------------------------------------------------------------------

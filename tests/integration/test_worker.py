@@ -24,7 +24,7 @@ from compliance.registry import artifacts
 from compliance.registry.demo import register_demo
 from compliance.registry.models import CorpusVersion, ForgetItem, ModelVersion
 from tests import factories
-from tests.integration.conftest import DEMO_CONFIG, SPEC, wait_for
+from tests.integration.conftest import DEMO_CONFIG, SPEC, beat_until, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -79,20 +79,6 @@ def approve_person(person: Any, corpus: Any, corpus_version: CorpusVersion, offi
     erasure_services.erasure_request_approve(request=request, officer=officer, reason="consent withdrawn")
     request.refresh_from_db()
     return request
-
-
-def with_beat(predicate: Any, *, timeout: float, what: str, worker: Any) -> Any:
-    """wait_for with the reconcile beat running every 5 s, as in production: in about one CI run in
-    three the first delivery of a job's message was not claimed (cause not yet found) and only the
-    beat's re-send of never-claimed queued jobs started it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return wait_for(predicate, timeout=min(5.0, max(0.1, deadline - time.monotonic())), what=what, worker=worker)
-        except AssertionError:
-            if time.monotonic() >= deadline:
-                raise
-            job_services.jobs_reconcile(timeout_s=10)
 
 
 def dispatch_now() -> list[UnlearningJob]:
@@ -197,7 +183,7 @@ def test_a_worker_killed_mid_job_leaves_the_base_untouched_and_a_new_worker_fini
     approve_person(corpus.people[3], corpus, registration.corpus_version, officer)
     job = dispatch_now()[0]
 
-    with_beat(lambda: job_row(job).step >= 10, timeout=90, what="the job to pass step 10", worker=first)
+    beat_until(lambda: job_row(job).step >= 10, timeout=90, what="the job to pass step 10", worker=first)
     first.kill()
 
     row = job_row(job)
@@ -224,7 +210,7 @@ def test_a_cancelled_job_stops_within_one_evaluation_interval(demo: Any, start_w
     worker = start_worker()
     request = approve_person(corpus.people[4], corpus, registration.corpus_version, officer)
     job = dispatch_now()[0]
-    with_beat(lambda: len(job_row(job).history) >= 3, timeout=90, what="three evaluations", worker=worker)
+    beat_until(lambda: len(job_row(job).history) >= 3, timeout=90, what="three evaluations", worker=worker)
 
     job_services.job_cancel(job=job, officer=officer)
     asked = time.time()
