@@ -47,8 +47,6 @@ from tests.integration.test_worker import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
-# The worker's JOB_HEARTBEAT_TIMEOUT_S (conftest.start_worker): the reconcile beat the tests run
-# uses the same timeout, as celery beat would in production.
 DEMO_MODEL = "demo-model"  # register_demo's default name
 # 30 steps that cannot stop early: long enough for a fault to land mid-run.
 FAULT_RUN = LONG_RUN | {"max_steps": 30, "min_steps": 30}
