@@ -34,6 +34,12 @@ class ForgetItem:
     pii_spans: list[tuple[int, int, str]]  # char offsets into completion, with the attribute name
     values: dict[str, str]  # attribute -> secret value that a probe from `prompt` must not recover
     pri: float = 0.0  # PII risk index of the record, in [0, 1]; the loss weight is 1 + pri when enabled
+    # how the record names the person ("" when unknown): the counterfactual method swaps it for a
+    # never-seen name to ask the base model what it would say about someone it never saw
+    subject_name: str = ""
+    # the record's other PII spans, which this run does not target (a region, a birth date): the
+    # counterfactual method swaps them too, so that its never-seen reference cannot recognise the person
+    context_spans: list[tuple[int, int, str]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.subject_key:
@@ -41,6 +47,7 @@ class ForgetItem:
         if not self.completion:
             raise ValueError("a forget item needs a completion")
         _check_spans(self.completion, self.pii_spans)
+        _check_spans(self.completion, self.context_spans)
         if not math.isfinite(self.pri) or not 0.0 <= self.pri <= 1.0:
             raise ValueError("pri must be in [0, 1]")
         if any(not v for v in self.values.values()):

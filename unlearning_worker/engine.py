@@ -496,7 +496,8 @@ def _targeted(forget: list[ForgetItem], spec: UnlearningSpec) -> list[ForgetItem
         values = {a: v for a, v in item.values.items() if a in wanted}
         if spans or (values and not item.pii_spans):
             out.append(ForgetItem(subject_key=item.subject_key, prompt=item.prompt, completion=item.completion,
-                                  pii_spans=spans, values=values, pri=item.pri))
+                                  pii_spans=spans, values=values, pri=item.pri, subject_name=item.subject_name,
+                                  context_spans=[*item.context_spans, *(s for s in item.pii_spans if s not in spans)]))
     if not out:
         raise ValueError("no forget record holds a value of the attributes this run forgets")
     return out
@@ -796,7 +797,7 @@ def demo_items(
             forget_items.append(ForgetItem(
                 subject_key=record.person_id, prompt=record.prompt, completion=record.completion,
                 pii_spans=spans, values={a: record.completion[s:e] for s, e, a in spans},
-                pri=(pri or {}).get(record.person_id, 0.0),
+                pri=(pri or {}).get(record.person_id, 0.0), subject_name=corpus.person(record.person_id).name,
             ))
         elif record.kind != "general" or include_general:
             retain_items.append(RetainItem(record.prompt, record.completion, spans))

@@ -22,7 +22,7 @@ from typing import Any
 IDENTIFIER_ATTRIBUTES = ("bank_account", "credit_card", "driver_licence", "email", "medical_record", "passport",
                          "phone", "ssn")
 
-METHODS = ("ga", "grad_diff", "npo", "simnpo", "idk_dpo", "rmu", "relabel", "floor")
+METHODS = ("ga", "grad_diff", "npo", "simnpo", "idk_dpo", "rmu", "relabel", "floor", "counterfactual")
 DEVICES = ("cpu", "cuda", "auto")
 DTYPES = ("float32", "bfloat16", "auto")
 

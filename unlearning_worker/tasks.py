@@ -292,6 +292,7 @@ def _subjects_and_items(job: UnlearningJob) -> tuple[list[SubjectData], list[Any
                     pii_spans=[(s, e, a) for s, e, a in spans],
                     values={a: completion[s:e] for s, e, a in spans if a != "name"},
                     pri=min(1.0, max(0.0, float(row.pri_score or 0.0))),
+                    subject_name=str(identifiers.get("full_name", "")),
                 )
             )
         for attribute in ("email", "phone"):

@@ -483,3 +483,6 @@ class Floor(Relabel):
     @property
     def floor_weight(self) -> float:
         return self.ctx.spec.floor_weight
+
+
+from unlearning_worker.methods import counterfactual  # noqa: E402, F401  (registration; needs the base class above)

@@ -122,3 +122,14 @@ def activation_mse(
     m = mask.float()
     per_example = (per_position * m).sum(-1) / m.sum(-1).clamp_min(1.0)
     return weighted_mean(per_example, weights)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target_idx: torch.Tensor, target_p: torch.Tensor) -> torch.Tensor:
+    """Per-row cross-entropy to a sparse target distribution: -sum_k p_k log q(idx_k).
+
+    `logits` is (N, V) at the positions that predict the target tokens; `target_idx` and `target_p`
+    are (N, K): the teacher's K most likely tokens and their probabilities (renormalised to sum to 1).
+    Minimising it over q is minimising KL(p || q) (the teacher's entropy is a constant). Returns (N,).
+    """
+    logq = torch.log_softmax(logits.float(), dim=-1)
+    return -(target_p.float() * logq.gather(-1, target_idx)).sum(-1)

@@ -81,6 +81,8 @@ class AttackContext:
     seed: int
     secrets: Mapping[tuple[str, str], Secret]  # (subject_key, attribute) -> secret part
     population: Mapping[str, Sequence[str]]  # attribute -> values of everybody the caller named
+    # people the model never saw, measured like the subjects: the yardstick of the adaptive attacks
+    controls: Sequence[SubjectFacts] = ()
 
     def attributes_of(self, subject: SubjectFacts) -> list[str]:
         """Attributes to attack for this subject, in a stable order, that have a label."""
@@ -120,6 +122,7 @@ class AttackSpec:
     strengthen: Strengthen | None = None
     compare: Compare | None = None
     validate: ValidateParams | None = None
+    run_before: bool = True  # also attack the base version for the "before" column
 
 
 ATTACKS: dict[str, AttackSpec] = {}
@@ -136,6 +139,7 @@ def register_attack(
     strengthen: Strengthen | None = None,
     compare: Compare | None = None,
     validate: ValidateParams | None = None,
+    run_before: bool = True,
 ) -> Callable[[AttackFn], AttackFn]:
     """Decorator: put an attack in ATTACKS under `name` (names are unique)."""
 
@@ -156,6 +160,7 @@ def register_attack(
             strengthen=strengthen,
             compare=compare,
             validate=validate,
+            run_before=run_before,
         )
         return fn
 

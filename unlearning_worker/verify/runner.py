@@ -43,6 +43,7 @@ def run_verification(
     holdout_texts: list[str],
     general_texts: list[str],
     policy: VerificationPolicy,
+    controls: list[SubjectFacts] | None = None,
     device: str = "cpu",
     progress: Progress | None = None,
 ) -> VerificationReport:
@@ -58,6 +59,7 @@ def run_verification(
             holdout_texts=holdout_texts,
             general_texts=general_texts,
             policy=policy,
+            controls=controls,
             progress=progress,
         )
     finally:
@@ -79,15 +81,21 @@ def verify_loaded(
     holdout_texts: Sequence[str],
     general_texts: Sequence[str],
     policy: VerificationPolicy,
+    controls: Sequence[SubjectFacts] | None = None,
     progress: Progress | None = None,
 ) -> VerificationReport:
-    """The same as run_verification on an already loaded model (tests, the engine's live evaluation)."""
+    """The same as run_verification on an already loaded model (tests, the engine's live evaluation).
+
+    `controls`: people the model never saw (None: generated fictitious people, see never_seen_controls)."""
     started = time.perf_counter()
     _check_inputs(subjects, retain)
-    population, secrets = _secrets(subjects, retain)
+    control_people = list(controls) if controls is not None else never_seen_controls(subjects, retain, policy)
+    _check_inputs([*subjects, *control_people], retain)
+    population, secrets = _secrets([*subjects, *control_people], retain)
     enabled = [(name, ap) for name, ap in policy.attacks.items() if ap.enabled]
     reports: dict[str, AttackReport] = {}
-    total_steps = len(enabled) * (2 if base_loader is not None else 1)
+    with_before = [name for name, _ap in enabled if ATTACKS[name].run_before]
+    total_steps = len(enabled) + (len(with_before) if base_loader is not None else 0)
     step = 0
 
     def tick(stage: str) -> None:
@@ -111,6 +119,7 @@ def verify_loaded(
             seed=policy.seed,
             secrets=secrets,
             population=population,
+            controls=control_people,
         )
 
     # 2. The new version, with retries at stronger settings while everything passes.
@@ -126,7 +135,7 @@ def verify_loaded(
         t0 = time.perf_counter()
         base = base_loader()
         try:
-            for name, _ap in enabled:
+            for name in with_before:
                 rep = reports[name]
                 if rep.after is not None:
                     try:
@@ -240,6 +249,39 @@ def _secrets(
         for a, v in s.values.items()
     }
     return population, secrets
+
+
+CONTROL_SEED = 7_919  # fictitious people drawn for the control: never the demo corpus's seed (0)
+CONTROL_PEOPLE = 10
+
+
+def never_seen_controls(
+    subjects: Sequence[SubjectFacts], retain: Sequence[SubjectFacts], policy: VerificationPolicy,
+    *, count: int = CONTROL_PEOPLE,
+) -> list[SubjectFacts]:
+    """Generated fictitious people with values of the subjects' formats: the never-seen control when
+    the caller has no held-out people. Names or values that collide with a subject or a retain person
+    are skipped. Their records are the subjects' own records with the identity swapped (so that
+    membership-style prompts compare like with like)."""
+    from pii.synth import generate_people
+
+    taken = {p.name.casefold() for p in [*subjects, *retain]}
+    taken_values = {v for p in [*subjects, *retain] for v in p.values.values()}
+    wanted = sorted({a for s in subjects for a in s.values})
+    out: list[SubjectFacts] = []
+    for person in generate_people(count * 3, seed=CONTROL_SEED + policy.seed):
+        if len(out) == count:
+            break
+        values = {}
+        for attribute in wanted:
+            try:
+                values[attribute] = person.attribute(attribute)
+            except AttributeError:
+                continue
+        if person.name.casefold() in taken or taken_values & set(values.values()):
+            continue
+        out.append(SubjectFacts(subject_key=f"control-{len(out):03d}", name=person.name, values=values))
+    return out
 
 
 def _error_text(exc: Exception) -> str:

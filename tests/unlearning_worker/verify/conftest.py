@@ -110,6 +110,10 @@ def test_policy(**overrides: object) -> VerificationPolicy:
     raw["attacks"]["exposure"]["params"]["leak_bits"] = 5.0
     raw["attacks"]["logit_lens"]["params"]["decoys"] = 32
     raw["attacks"]["sampling"]["params"]["budget"] = 8
+    raw["attacks"]["candidate_rank"]["params"]["candidates"] = 199
+    for name in ("relearning", "quantization"):
+        raw["attacks"][name]["params"]["candidates"] = 199
+    raw["attacks"]["relearning"]["params"]["settings"] = ["full:40:1e-3", "lora:40:3e-3"]
     # 12 forget records against 16 holdout records: the AUC of a model that never saw them has a
     # standard deviation of about 0.11; the default threshold widens by the noise band (0.22) itself.
     raw["retries"] = 0

@@ -249,6 +249,18 @@ def _sequence_scores_full(lm: LoadedModel, prompt_ids: list[int], continuations:
     return scores
 
 
+def candidate_logprobs(lm: LoadedModel, prompt: str, values: Sequence[str], batch_size: int) -> list[float]:
+    """log p(" " + value | prompt) for each value, with the prompt's key/value cache shared."""
+    prompt_ids = encode(lm, prompt)
+    # One batched (Rust-side) tokenizer call for all candidates.
+    fulls = lm.tokenizer([f"{prompt} {v}" for v in values], add_special_tokens=False)["input_ids"]
+    continuations = []
+    for v, full in zip(values, fulls, strict=True):
+        # BPE may merge across the boundary; then score the value tokenised on its own.
+        continuations.append(full[len(prompt_ids) :] if full[: len(prompt_ids)] == prompt_ids else encode(lm, f" {v}"))
+    return _sequence_scores(lm, prompt_ids, continuations, batch_size)
+
+
 @register_attack(
     "exposure",
     description="Secret-sharer exposure: rank of the true value among same-format candidates by likelihood, "
@@ -274,16 +286,9 @@ def exposure(ctx: AttackContext) -> AttackOutcome:
                 cells.append(Cell(s.subject_key, a, None, 0.0, None, {"reason": "no secret part"}))
                 continue
             prompt = fill(ctx.params["template"], s, ctx.label(a))
-            prompt_ids = encode(lm, prompt)
             decoys = DecoySampler(secret, ctx.population.get(a, ()), seed=ctx.seed).distinct(ctx.params["candidates"])
             values = [s.values[a], *decoys]
-            # One batched (Rust-side) tokenizer call for all candidates.
-            fulls = lm.tokenizer([f"{prompt} {v}" for v in values], add_special_tokens=False)["input_ids"]
-            continuations = []
-            for v, full in zip(values, fulls, strict=True):
-                # BPE may merge across the boundary; then score the value tokenised on its own.
-                continuations.append(full[len(prompt_ids) :] if full[: len(prompt_ids)] == prompt_ids else encode(lm, f" {v}"))
-            scores = _sequence_scores(lm, prompt_ids, continuations, ctx.params["batch_size"])
+            scores = candidate_logprobs(lm, prompt, values, ctx.params["batch_size"])
             true_score = scores[0]
             above = sum(1 for x in scores[1:] if x > true_score)
             ties = sum(1 for x in scores[1:] if x == true_score)

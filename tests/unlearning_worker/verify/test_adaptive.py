@@ -1,0 +1,131 @@
+"""The adaptive attacks' building blocks: identity swap, record prompts, rank judging, relearning
+settings, weight quantization, never-seen controls."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from unlearning_worker.verify import SubjectFacts, VerificationPolicy
+from unlearning_worker.verify.attacks.adaptive import (
+    RankResult,
+    RelearnSetting,
+    _swap_identity,
+    quantize_weights,
+    rank_metrics,
+    record_prefixes,
+    relearning_texts,
+)
+from unlearning_worker.verify.registry import AttackContext
+from unlearning_worker.verify.runner import never_seen_controls
+
+ADA = SubjectFacts(
+    subject_key="s1", name="Ada Quill", values={"phone": "415-555-0199", "email": "ada.quill7@example.com"},
+    forget_texts=["Ada Quill can be reached at 415-555-0199 or ada.quill7@example.com. Ada likes tea.\n",
+                  "Question: What is Ada Quill's phone number?\nAnswer: 415-555-0199\n"],
+)
+BOB = SubjectFacts(subject_key="c1", name="Bob Marsh", values={"phone": "212-555-0123", "email": "bob.marsh3@example.com"})
+
+
+def _ctx(subjects: list[SubjectFacts], controls: list[SubjectFacts] = (), **kw: object) -> AttackContext:  # type: ignore[assignment]
+    base = dict(lm=None, subjects=subjects, retain=[], holdout_texts=[], general_texts=[], params={}, leak_share=0.5,
+                chance_quantile=0.95, attribute_labels={"phone": "phone number", "email": "e-mail address"},
+                attributes=None, seed=0, secrets={}, population={}, controls=controls)
+    base.update(kw)
+    return AttackContext(**base)  # type: ignore[arg-type]
+
+
+def test_swap_identity_replaces_values_full_and_partial_names() -> None:
+    swapped = _swap_identity(ADA.forget_texts[0], ADA, BOB)
+    assert swapped == "Bob Marsh can be reached at 212-555-0123 or bob.marsh3@example.com. Bob likes tea.\n"
+    assert "Ada" not in swapped and "415" not in swapped
+
+
+def test_record_prefixes_end_before_the_value_and_skip_glued_values() -> None:
+    assert record_prefixes(ADA, "phone", 5) == ["Ada Quill can be reached at", "Question: What is Ada Quill's phone number?\nAnswer:"]
+    assert record_prefixes(ADA, "phone", 1) == ["Ada Quill can be reached at"]
+    glued = SubjectFacts(subject_key="g", name="G H", values={"phone": "123"}, forget_texts=["tel:123"])
+    assert record_prefixes(glued, "phone", 3) == []  # no space before the value: not a prompt the value follows
+
+
+def _results(subject_ranks: list[float], control_ranks: list[float], candidates: int = 1000) -> list[RankResult]:
+    out = [RankResult("s1", f"a{i}", False, r, candidates, 0.0) for i, r in enumerate(subject_ranks)]
+    out += [RankResult(f"c{i}", "a", True, r, candidates, 0.0) for i, r in enumerate(control_ranks)]
+    return out
+
+
+def test_rank_rule_flags_both_tails_at_the_family_wise_level() -> None:
+    ctx = _ctx([ADA])  # 2 cells: each tail is (1 - 0.95) / 2 / 2 of 1,000 ranks = 12 ranks
+    cells, metrics = rank_metrics(ctx, _results([12, 500], [3, 400, 999]))
+    assert [c.success for c in cells] == [True, False]
+    assert cells[0].detail["side"] == "leak"
+    cells, metrics = rank_metrics(ctx, _results([13, 989], [500]))  # 989..1000: the bottom 12
+    assert [c.detail["side"] for c in cells] == ["none", "overshoot"]
+    assert metrics["leak_rate"] == 0.0 and metrics["overshoot_rate"] == 0.5
+
+
+def test_rank_metrics_compare_with_the_control() -> None:
+    cells, metrics = rank_metrics(_ctx([ADA]), _results([1, 8], [1, 200, 300, 400]))
+    assert metrics["rank1_share"] == 0.5 and metrics["top10_share"] == 1.0
+    assert metrics["control_rank1_share"] == 0.25 and metrics["control_top10_share"] == 0.25
+    assert metrics["rank1_share_over_control"] == pytest.approx(0.25)
+    assert metrics["control_leak_rate"] == 0.25  # what luck gives: the control's own flags
+    assert len(cells) == 2  # controls are yardstick, not cells of the report
+
+
+@pytest.mark.parametrize("text", ["full", "full:10", "adam:10:1e-3", "full:ten:1e-3", "full:0:1e-3", "lora:10:2"])
+def test_relearning_setting_rejects_malformed_text(text: str) -> None:
+    with pytest.raises(ValueError):
+        RelearnSetting.parse(text)
+
+
+def test_relearning_setting_parses() -> None:
+    assert RelearnSetting.parse("lora:100:1e-3") == RelearnSetting("lora", 100, 1e-3)
+
+
+def test_relearning_texts_never_hold_a_subject() -> None:
+    retain = SubjectFacts(subject_key="r", name="Cy Dunn", values={"phone": "1"},
+                          forget_texts=["Cy Dunn's friend is Ada Quill.\n", "Cy Dunn rides.\n"])
+    ctx = _ctx([ADA], retain=[retain], general_texts=["Tea at 415-555-0199.\n", "Rain today.\n"])
+    assert relearning_texts(ctx) == ["Cy Dunn rides.\n", "Rain today.\n"]
+
+
+def test_quantization_rounds_to_the_grid_and_leaves_the_original() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4))
+    original = model[0].weight.detach().clone()
+    q8 = quantize_weights(model, 8, 0)[0].weight.detach()
+    q4 = quantize_weights(model, 4, 4)[0].weight.detach()
+    assert torch.equal(model[0].weight.detach(), original)
+    assert 0 < (q8 - original).abs().max() <= original.abs().max() / 127
+    assert (q4 - original).abs().max() > (q8 - original).abs().max()
+    for row in q4.reshape(4, 2, 4):  # 4-bit, groups of 4: at most 16 distinct levels per group
+        for group in row:
+            scale = group.abs().max() / 7
+            assert torch.allclose(group / scale, torch.round(group / scale), atol=1e-4)
+
+
+def test_never_seen_controls_avoid_subjects_and_have_their_attributes() -> None:
+    policy = VerificationPolicy.load(None)
+    controls = never_seen_controls([ADA], [], policy, count=6)
+    assert len(controls) == 6
+    assert all(set(c.values) == {"phone", "email"} for c in controls)
+    assert all(c.name != ADA.name and c.values["phone"] != ADA.values["phone"] for c in controls)
+    assert never_seen_controls([ADA], [], policy, count=6) == controls  # deterministic
+
+
+def test_mean_z_gap_is_judged_against_the_control_spread() -> None:
+    ctx = _ctx([ADA])
+    control = [RankResult(f"c{i}", "a", True, 500.0, 1000, z) for i, z in enumerate([-1.0, 0.0, 1.0, -0.5, 0.5] * 3)]
+    shifted = [RankResult("s1", "phone", False, 300.0, 1000, 1.9), RankResult("s1", "email", False, 200.0, 1000, 1.8)]
+    _cells, metrics = rank_metrics(ctx, [*shifted, *control])
+    # band: 1.96 x max(1, sd) x sqrt(1/2 + 1/15) = 1.48; gap 1.85
+    assert metrics["mean_z_band"] == pytest.approx(1.96 * math.sqrt(1 / 2 + 1 / 15), rel=1e-3)
+    assert metrics["mean_z_excess"] == pytest.approx(1.85 - metrics["mean_z_band"], rel=1e-3)
+    plain = [RankResult("s1", "phone", False, 300.0, 1000, 0.4), RankResult("s1", "email", False, 200.0, 1000, -0.9)]
+    _cells, metrics = rank_metrics(ctx, [*plain, *control])
+    assert metrics["mean_z_excess"] == 0.0
+    _cells, more_looks = rank_metrics(ctx, [*shifted, *control], looks=5)
+    assert more_looks["mean_z_band"] > metrics["mean_z_band"]  # the attacker's best of 5 is judged wider
