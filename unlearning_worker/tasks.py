@@ -307,6 +307,8 @@ class EvalSet:
     retain: list[SubjectData]
     holdout_texts: list[str]
     general_texts: list[str]
+    # people the model never saw (the never-seen control of the adaptive attacks); None: generated
+    controls: list[SubjectData] | None = None
 
 
 def _eval_set(job: UnlearningJob, subjects: list[SubjectData]) -> EvalSet:
@@ -322,7 +324,13 @@ def _eval_set(job: UnlearningJob, subjects: list[SubjectData]) -> EvalSet:
         for r in document.get("retain", [])
         if str(r["name"]).casefold() not in forgotten  # a subject is never part of the retain set
     ]
-    return EvalSet(retain, list(document.get("holdout_texts", [])), list(document.get("general_texts", [])))
+    controls = [
+        SubjectData(str(c["key"]), str(c["name"]), {k: str(v) for k, v in c["values"].items()}, [])
+        for c in document.get("controls", [])
+        if str(c["name"]).casefold() not in forgotten
+    ]
+    return EvalSet(retain, list(document.get("holdout_texts", [])), list(document.get("general_texts", [])),
+                   controls or None)
 
 
 def _retain_items(eval_set: EvalSet) -> list[Any]:
@@ -675,6 +683,7 @@ def _verify(claim: job_services.Claim, heartbeat: Heartbeat) -> str:
             subjects=[facts(s) for s in subjects if s.values and s.name],
             retain=[facts(r) for r in eval_set.retain],
             holdout_texts=eval_set.holdout_texts, general_texts=eval_set.general_texts,
+            controls=[facts(c) for c in eval_set.controls] if eval_set.controls else None,
             policy=policy, device=device, progress=progress,
         )
     except _Abort as abort:

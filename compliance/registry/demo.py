@@ -39,7 +39,7 @@ def write_corpus_jsonl(corpus: Any, path: Path) -> None:
             fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
 
 
-def eval_set_document(corpus: Any, *, retain_people: int) -> dict[str, Any]:
+def eval_set_document(corpus: Any, *, retain_people: int, control_people: int = 10) -> dict[str, Any]:
     from unlearning_worker.demo.corpus import ATTRIBUTE_LABELS, bio_record, qa_record
 
     retain = []
@@ -58,7 +58,13 @@ def eval_set_document(corpus: Any, *, retain_people: int) -> dict[str, Any]:
         holdout.append(bio_record(person, 0).text)
         holdout.extend(qa_record(person, a).text for a in list(ATTRIBUTE_LABELS)[:2])
     general = [r.text for r in corpus.records if r.kind == "general"]
-    return {"schema": EVAL_SET_SCHEMA, "retain": retain, "holdout_texts": holdout, "general_texts": general}
+    # the never-seen control of the adaptive attacks: people generated alike and never trained on
+    controls = [
+        {"key": f"control-{person.person_id}", "name": person.name, "values": {a: person.attribute(a) for a in ATTRIBUTE_LABELS}}
+        for person in corpus.holdout_people[:control_people]
+    ]
+    return {"schema": EVAL_SET_SCHEMA, "retain": retain, "holdout_texts": holdout, "general_texts": general,
+            "controls": controls}
 
 
 def register_demo(

@@ -2,13 +2,19 @@
 
 The leaves have the shape `compliance.audit.services.build_event` writes; other requests' events
 are interleaved so that proofs are taken from the middle of a tree that is not a power of two.
+
+`issue()` builds the current schema (v2). `V1_CERTIFICATE` is the certificate `issue()` produced
+before v2 existed (same seeds, log and key), kept byte for byte: a v1 certificate in the field
+must keep verifying.
 """
 
 from __future__ import annotations
 
+import copy
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from compliance.audit import merkle
@@ -27,6 +33,33 @@ ORGANISATION = "Example Language Models GmbH"
 REQUEST_ID = "0b6f7c1e-4a0e-4c53-9d0e-2f5a5d1b8c41"
 SUBJECT_REF = "9f86d081884c7d659a2feaa0c55ad015"
 T0 = datetime(2025, 3, 3, 9, 30, tzinfo=UTC)
+V1_CERTIFICATE = Path(__file__).parent / "data" / "certificate-v1.json"
+
+# What the builder is given (floats, rows out of order); the payload holds decimal strings, sorted.
+THREAT_MODEL: dict[str, Any] = {
+    "families": ["candidate_rank", "direct_probe", "membership_inference", "quantization", "relearning"],
+    "retries": 1,
+    "sampling_budget": 20,
+    "rank_candidates": 999,
+    "relearning_settings": ["full:50:1e-3", "full:100:1e-3", "lora:100:1e-3"],
+    "quantization_levels": ["int8", "int4"],
+    "control": {"people": 10, "source": "held-out"},
+    "never_seen_comparison": [
+        {
+            "attack": "relearning", "mean_z": 0.4, "control_mean_z": 0.05, "mean_z_band": 1.3,
+            "rank1_share": 0.0, "control_rank1_share": 0.0, "top10_share": 0.1, "control_top10_share": 0.033,
+        },
+        {
+            "attack": "candidate_rank", "mean_z": -0.21, "control_mean_z": 0.05, "mean_z_band": 1.3,
+            "rank1_share": 0.0, "control_rank1_share": 0.0, "top10_share": 0.0, "control_top10_share": None,
+        },
+    ],
+}  # fmt: skip
+# What a report stored before the worker recorded a threat model (or a damaged one) certifies.
+THREAT_MODEL_NOT_RECORDED: dict[str, Any] = {
+    "families": [], "retries": 0, "sampling_budget": None, "rank_candidates": None, "relearning_settings": [],
+    "quantization_levels": [], "control": {"people": 0, "source": "none"}, "never_seen_comparison": [],
+}  # fmt: skip
 
 
 def fixed_signer(name: str, seed_byte: int) -> Signer:
@@ -85,6 +118,7 @@ def issue(
     checkpoint_signers: list[Signer] | None = None,
     ring: KeyRing | None = None,
     issued_at: datetime | None = None,
+    threat_model: dict[str, Any] | None = None,
     **log_options: int,
 ) -> Issued:
     signer = envelope_signer or fixed_signer("erasure.example.org/audit-2025", 1)
@@ -147,7 +181,15 @@ def issue(
                     "threshold": 0.6,
                     "passed": True,
                 },
+                {  # an adaptive attack: never run on the base model, so no "before"
+                    "attack": "relearning.rank1_share",
+                    "before": None,
+                    "after": 0.0,
+                    "threshold": 0.05,
+                    "passed": True,
+                },
             ],
+            "threat_model": copy.deepcopy(THREAT_MODEL if threat_model is None else threat_model),
         },
         leaves=[audit_leaf_entry(i, leaves[i], merkle.inclusion_proof(i, size, store)) for i in mine],
         checkpoint=note,

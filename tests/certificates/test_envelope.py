@@ -1,4 +1,4 @@
-"""DSSE envelope and the v1 payload schema."""
+"""DSSE envelope and the payload schema (v2, and v1 as still read)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 from compliance.audit.keys import KeyRing, Signer
 from compliance.certificates.envelope import (
     PAYLOAD_TYPE,
+    SCHEMA_V1,
+    SCHEMA_V2,
     CertificateError,
     EnvelopeError,
     certificate_payload_bytes,
@@ -21,7 +23,7 @@ from compliance.certificates.envelope import (
     validate_certificate_payload,
     verify_envelope,
 )
-from tests.certificates.factory import issue
+from tests.certificates.factory import V1_CERTIFICATE, issue
 
 SIGNER = Signer.from_seed("cert-2025", b"\x07" * 32)
 OTHER = Signer.from_seed("cert-2026", b"\x08" * 32)
@@ -73,10 +75,19 @@ def test_every_byte_of_the_envelope_file_matters() -> None:
                 verify_envelope(tampered, RING)
 
 
+def tm(payload: dict) -> dict:
+    return payload["verification"]["threat_model"]
+
+
+def seen(payload: dict) -> list:
+    return tm(payload)["never_seen_comparison"]
+
+
 @pytest.mark.parametrize(
     ("mutate", "path"),
     [
-        (lambda p: p.update(schema="erasure-certificate/v2"), r"\$\.schema"),
+        (lambda p: p.update(schema="erasure-certificate/v3"), r"\$\.schema: unknown schema version 'erasure"),
+        (lambda p: p.pop("schema"), r"\$\.schema: unknown schema version None"),
         (lambda p: p.pop("models"), r"\$: missing models"),
         (lambda p: p.update(extra="x"), r"\$: unexpected extra"),
         (lambda p: p["request"].update(reference=""), r"\$\.request\.reference"),
@@ -91,6 +102,30 @@ def test_every_byte_of_the_envelope_file_matters() -> None:
         (lambda p: p["audit"]["leaves"][1].update(index=p["audit"]["leaves"][0]["index"]), "listed twice"),
         (lambda p: p["audit"]["leaves"][0]["proof"].append("AAAA"), r"proof\[\d+\]"),
         (lambda p: p["audit"]["public_keys"][0].update(status="revoked"), r"public_keys\[0\]"),
+        # v2: the threat model
+        (lambda p: p["verification"].pop("threat_model"), r"\$\.verification\.threat_model: is required"),
+        (
+            lambda p: p["verification"].update(threat_model=[]),
+            r"\$\.verification\.threat_model: must be an object",
+        ),
+        (lambda p: tm(p).pop("control"), r"threat_model: missing control"),
+        (lambda p: tm(p).update(strength={}), r"threat_model: unexpected strength"),
+        (lambda p: tm(p).update(families=[""]), r"threat_model\.families\[0\]"),
+        (lambda p: tm(p).update(retries=-1), r"threat_model\.retries"),
+        (lambda p: tm(p).update(retries=True), r"threat_model\.retries"),
+        (lambda p: tm(p).update(sampling_budget=20.0), r"threat_model\.sampling_budget"),
+        (lambda p: tm(p).update(rank_candidates="999"), r"threat_model\.rank_candidates"),
+        (lambda p: tm(p).update(relearning_settings="full:50:1e-3"), r"relearning_settings"),
+        (lambda p: tm(p)["quantization_levels"].append(4), r"quantization_levels\[2\]"),
+        (lambda p: tm(p)["control"].update(people=-1), r"threat_model\.control\.people"),
+        (lambda p: tm(p)["control"].update(source="random"), r"control\.source: must be one of"),
+        (lambda p: seen(p)[0].update(mean_z=-0.21), r"never_seen_comparison\[0\]\.mean_z"),
+        (lambda p: seen(p)[1].update(mean_z_band="wide"), r"never_seen_comparison\[1\]\.mean_z_band"),
+        (lambda p: seen(p)[0].pop("top10_share"), r"never_seen_comparison\[0\]: missing top10_share"),
+        (lambda p: seen(p).reverse(), r"must be sorted by attack"),
+        (lambda p: seen(p)[1].update(attack="candidate_rank"), r"one row per attack"),
+        (lambda p: p["verification"]["summary"][0].update(after=None), r"summary\[0\]\.after"),
+        (lambda p: p["verification"]["summary"][0].update(before=0.62), r"summary\[0\]\.before"),
     ],
 )
 def test_schema_errors_name_the_path(mutate, path: str) -> None:
@@ -104,4 +139,35 @@ def test_payload_bytes_are_canonical_and_measurements_are_strings() -> None:
     payload = issue().payload
     raw = certificate_payload_bytes(payload)
     assert raw == json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    assert payload["schema"] == SCHEMA_V2
     assert payload["verification"]["summary"][0]["before"] == "0.62"
+    assert payload["verification"]["summary"][2]["before"] is None  # adaptive attack: not run on the base
+
+
+def test_threat_model_figures_are_decimal_strings_in_attack_order() -> None:
+    threat_model = issue().payload["verification"]["threat_model"]
+    assert [row["attack"] for row in threat_model["never_seen_comparison"]] == [
+        "candidate_rank",
+        "relearning",
+    ]
+    assert threat_model["never_seen_comparison"][0] == {
+        "attack": "candidate_rank", "mean_z": "-0.21", "control_mean_z": "0.05", "mean_z_band": "1.3",
+        "rank1_share": "0.0", "control_rank1_share": "0.0", "top10_share": "0.0", "control_top10_share": None,
+    }  # fmt: skip
+    assert threat_model["control"] == {"people": 10, "source": "held-out"}
+    assert (threat_model["sampling_budget"], threat_model["rank_candidates"]) == (20, 999)
+
+
+def test_v1_payload_is_still_valid_and_may_not_carry_v2_fields() -> None:
+    envelope = json.loads(V1_CERTIFICATE.read_bytes())
+    payload = json.loads(base64.b64decode(envelope["payload"]))
+    assert payload["schema"] == SCHEMA_V1
+    validate_certificate_payload(payload)
+    with_threat_model = copy.deepcopy(payload)
+    with_threat_model["verification"]["threat_model"] = issue().payload["verification"]["threat_model"]
+    with pytest.raises(CertificateError, match=r"\$\.verification: unexpected threat_model"):
+        validate_certificate_payload(with_threat_model)
+    without_before = copy.deepcopy(payload)
+    without_before["verification"]["summary"][0]["before"] = None  # v1 rows always had a "before"
+    with pytest.raises(CertificateError, match=r"summary\[0\]\.before"):
+        validate_certificate_payload(without_before)

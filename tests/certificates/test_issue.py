@@ -22,11 +22,14 @@ from compliance.audit import signing
 from compliance.audit.models import AuditCheckpoint, AuditLeaf
 from compliance.audit.services import audit_verify, leaf_document
 from compliance.certificates import services
+from compliance.certificates.envelope import SCHEMA_V2
 from compliance.certificates.models import Certificate
 from compliance.certificates.offline import verify_certificate
 from compliance.erasure.models import Status
 from compliance.erasure.services import PermissionDenied
+from compliance.jobs.models import VerificationReport
 from compliance.registry.models import ModelVersion
+from tests.certificates.factory import THREAT_MODEL_NOT_RECORDED, issue
 from tests.certificates.test_issue_helpers import (  # noqa: F401 - fixtures
     ADA,
     BORIS,
@@ -81,7 +84,26 @@ def test_issue_completes_request_and_signs_verifiable_certificate(officer: Any) 
     assert rows["direct_probe.leak_rate"] == {
         "attack": "direct_probe.leak_rate (leak_rate <= 0.0)", "before": "0.75", "after": "0.0", "threshold": "0.0", "passed": True,
     }  # fmt: skip
-    assert "utility.retain_ratio" not in rows  # no "before" value: not expressible in schema v1
+    # v2: checks without a base-model value are listed with before null, not left out.
+    assert rows["utility.retain_ratio"]["before"] is None and rows["utility.retain_ratio"]["after"] == "0.97"
+    assert rows["relearning.rank1_share"] == {
+        "attack": "relearning.rank1_share (rank1_share <= 0.05)", "before": None, "after": "0.0", "threshold": "0.05",
+        "passed": True,
+    }  # fmt: skip
+    # The threat model the report recorded, in the certificate's shape (sampling did not run: null).
+    assert payload["schema"] == SCHEMA_V2
+    assert payload["verification"]["threat_model"] == {
+        "families": ["direct_probe", "membership_inference", "relearning", "utility"],
+        "retries": 1, "sampling_budget": None, "rank_candidates": None,
+        "relearning_settings": ["full:50:1e-3", "lora:100:1e-3"], "quantization_levels": [],
+        "control": {"people": 10, "source": "generated"},
+        "never_seen_comparison": [
+            {
+                "attack": "relearning", "mean_z": "-0.21", "control_mean_z": "0.05", "mean_z_band": "1.3",
+                "rank1_share": "0.0", "control_rank1_share": "0.0", "top10_share": "0.0", "control_top10_share": "0.033",
+            }
+        ],
+    }  # fmt: skip
 
     # The stored hashes are the hashes of the stored bytes and of the PDF on disk.
     assert hashlib.sha256(bytes(certificate.envelope)).hexdigest() == certificate.envelope_sha256
@@ -106,6 +128,62 @@ def test_issue_completes_request_and_signs_verifiable_certificate(officer: Any) 
     assert notice.to == [ADA.email]
     assert request.reference in notice.subject
     assert "https://privacy.example.org/status/" in notice.body
+
+
+def test_report_stored_without_threat_model_certifies_that_none_was_recorded(officer: Any) -> None:
+    request = verifying_request(ADA, officer)
+    report = VerificationReport.objects.get(job__requests=request)
+    document = dict(report.report)
+    del document["threat_model"]  # a report written before the worker recorded it
+    VerificationReport.objects.filter(pk=report.pk).update(report=document)
+    certificate = services.certificate_issue(request=request, officer=officer)
+    assert verify_certificate(bytes(certificate.envelope), signing.keyring()).ok
+    assert _payload(certificate)["verification"]["threat_model"] == THREAT_MODEL_NOT_RECORDED
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        None,
+        "relearning",
+        ["families"],
+        {
+            "families": "relearning", "retries": -1, "sampling_budget": 20.5, "rank_candidates": True,
+            "relearning_settings": [1, None, {"mode": "full"}], "quantization_levels": "int8",
+            "control": {"people": "10", "source": "elsewhere"}, "never_seen_comparison": [["relearning"]],
+        },
+        {"control": None, "never_seen_comparison": {"relearning": None, "": {"mean_z": 0.1}}},
+    ],
+)  # fmt: skip
+def test_damaged_threat_model_in_a_report_gives_the_empty_one(stored: Any) -> None:
+    report = VerificationReport(verdict="pass", report={"threat_model": stored}, policy={}, decided_by="")
+    assert services._verification(report)["threat_model"] == THREAT_MODEL_NOT_RECORDED
+
+
+def test_threat_model_keeps_what_is_sound_in_a_partly_damaged_report() -> None:
+    stored = {
+        "families": ["relearning", "", 3, "quanti\x00zation\n", "relearning"],
+        "retries": 2, "rank_candidates": 999, "quantization_levels": ["int8", 4],
+        "control": {"people": 3, "source": "held-out"},
+        "never_seen_comparison": {
+            "relearning": {"mean_z": float("nan"), "rank1_share": 0.5, "top10_share": "0.2", "extra": 1.0},
+            "quantization": "not figures",
+        },
+    }  # fmt: skip
+    report = VerificationReport(verdict="pass", report={"threat_model": stored}, policy={}, decided_by="")
+    threat_model = services._verification(report)["threat_model"]
+    assert threat_model == {
+        **THREAT_MODEL_NOT_RECORDED,
+        "families": ["quantization", "relearning"], "retries": 2, "rank_candidates": 999,
+        "quantization_levels": ["int8"], "control": {"people": 3, "source": "held-out"},
+        "never_seen_comparison": [
+            {
+                "attack": "relearning", "mean_z": None, "control_mean_z": None, "mean_z_band": None,
+                "rank1_share": "0.5", "control_rank1_share": None, "top10_share": None, "control_top10_share": None,
+            }
+        ],
+    }  # fmt: skip
+    issue(threat_model=threat_model)  # a valid, signable v2 threat model
 
 
 def test_second_issue_returns_the_existing_certificate(officer: Any) -> None:

@@ -133,15 +133,34 @@ def passing_report_document(*, verdict: str = "pass") -> dict[str, Any]:
             "attack": "utility", "metric": "retain_ratio", "threshold": "retain_ratio >= 0.9", "bound": {"min": 0.9},
             "value": 0.97, "status": "pass", "mandatory": False, "strength": 0, "decides_failure": False,
         },
+        {
+            "attack": "relearning", "metric": "rank1_share", "threshold": "rank1_share <= 0.05", "bound": {"max": 0.05},
+            "value": 0.0, "status": "pass", "mandatory": True, "strength": 1, "decides_failure": False,
+        },
     ]  # fmt: skip
+    comparison = {
+        "mean_z": -0.21, "control_mean_z": 0.05, "mean_z_band": 1.3, "rank1_share": 0.0, "control_rank1_share": 0.0,
+        "top10_share": 0.0, "control_top10_share": 0.033,
+    }  # fmt: skip
     return {
+        # unlearning_worker.verify.runner.threat_model (sampling did not run here: no sampling_budget)
+        "threat_model": {
+            "families": ["direct_probe", "membership_inference", "relearning", "utility"],
+            "strength": {"direct_probe": 0, "membership_inference": 0, "relearning": 1, "utility": 0},
+            "retries": 1,
+            "relearning_settings": ["full:50:1e-3", "lora:100:1e-3"],
+            "control": {"people": 10, "source": "generated"},
+            "never_seen_comparison": {"relearning": comparison},
+        },
         "policy": {"name": "default", "sha256": sha("policy")},
-        "verdict": {"passed": verdict == "pass", "summary": "PASS: all 3 checks within the policy's thresholds", "decided_by": [], "checks": checks},
+        "verdict": {"passed": verdict == "pass", "summary": "PASS: all 4 checks within the policy's thresholds", "decided_by": [], "checks": checks},
         "attacks": {
             "direct_probe": {"before": {"metrics": {"leak_rate": 0.75}}, "after": {"metrics": {"leak_rate": checks[0]["value"]}}},
             "membership_inference": {"before": {"metrics": {"auc": 0.91}}, "after": {"metrics": {"auc": 0.52}}},
-            # relative metric: no "before" (left out of the certificate rows, bound by the report hash)
+            # relative metric: no "before" of its own (a certificate row with before null)
             "utility": {"before": None, "after": {"metrics": {}}, "relative": {"retain_ratio": 0.97}},
+            # adaptive attack: runs on the new version only (a certificate row with before null)
+            "relearning": {"before": None, "after": {"metrics": {"rank1_share": 0.0, **comparison}}},
         },
     }
 

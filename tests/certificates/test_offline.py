@@ -1,4 +1,5 @@
-"""The offline verifier: every check, every tampering, key rotation, CLI exit codes, no Django."""
+"""The offline verifier: every check, every tampering, key rotation, schemas v1 and v2, CLI exit
+codes, no Django."""
 
 from __future__ import annotations
 
@@ -19,9 +20,15 @@ from compliance.audit import merkle
 from compliance.audit.canonical import canonical_json_document
 from compliance.audit.checkpoint import sign_checkpoint
 from compliance.audit.keys import KeyRing, Signer
-from compliance.certificates.envelope import envelope_bytes, issue_certificate, sign_envelope
+from compliance.certificates.envelope import (
+    SCHEMA_V1,
+    SCHEMA_V2,
+    envelope_bytes,
+    issue_certificate,
+    sign_envelope,
+)
 from compliance.certificates.offline import main, verify_certificate
-from tests.certificates.factory import ORIGIN, fixed_signer, issue
+from tests.certificates.factory import ORIGIN, V1_CERTIFICATE, fixed_signer, issue
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -179,7 +186,72 @@ def test_payload_that_is_not_canonical_or_of_another_schema_is_refused(issued) -
     assert name == "payload" and "not canonical" in detail
     other = dict(issued.payload, schema="erasure-certificate/v9")
     name, detail = failure(resigned(other, issued.signer), issued.ring)
-    assert name == "payload" and "v9" in detail
+    assert name == "payload" and detail == (
+        "payload schema 'erasure-certificate/v9' is not a known version; "
+        "this verifier reads erasure-certificate/v1, erasure-certificate/v2"
+    )
+
+
+# --- schema v2 (threat model) and v1 (issued before it) --------------------------------------------
+
+
+def test_v2_certificate_round_trips_and_states_its_threat_model(issued) -> None:
+    result = verify_certificate(issued.envelope, issued.ring)
+    assert result.ok, result.reason
+    assert result.checks[1].detail.startswith(f"payload is canonical {SCHEMA_V2} JSON")
+    carried = json.loads(base64.b64decode(json.loads(issued.envelope)["payload"]))
+    assert carried == issued.payload == result.payload
+    threat_model = result.payload["verification"]["threat_model"]
+    assert threat_model["relearning_settings"] == ["full:50:1e-3", "full:100:1e-3", "lora:100:1e-3"]
+    assert threat_model["never_seen_comparison"][1]["mean_z"] == "0.4"
+    assert result.payload["verification"]["summary"][2]["before"] is None
+
+
+def test_v1_certificate_issued_before_v2_still_verifies(capsys) -> None:
+    data = V1_CERTIFICATE.read_bytes()
+    signer = fixed_signer("erasure.example.org/audit-2025", 1)
+    result = verify_certificate(data, KeyRing.of([signer.public_key]))
+    assert result.ok, result.reason
+    assert result.payload is not None and result.payload["schema"] == SCHEMA_V1
+    assert "threat_model" not in result.payload["verification"]
+    assert result.checks[1].detail.startswith(f"payload is canonical {SCHEMA_V1} JSON")
+    assert main([str(V1_CERTIFICATE), "--key", signer.public_key.to_vkey(), "-q"]) == 0
+    assert "verified" in capsys.readouterr().out
+
+
+def test_v2_without_threat_model_is_refused_even_when_properly_signed(issued) -> None:
+    payload = copy.deepcopy(issued.payload)
+    del payload["verification"]["threat_model"]
+    name, detail = failure(resigned(payload, issued.signer), issued.ring)
+    assert name == "payload" and f"payload does not match {SCHEMA_V2}: $.verification.threat_model" in detail
+    # Relabelled as v1 it would need v1 rows too: the "before"-less adaptive row gives it away.
+    payload["schema"] = SCHEMA_V1
+    name, detail = failure(resigned(payload, issued.signer), issued.ring)
+    assert name == "payload" and "$.verification.summary[2].before" in detail
+
+
+def test_float_in_the_threat_model_is_refused(issued) -> None:
+    payload = copy.deepcopy(issued.payload)
+    payload["verification"]["threat_model"]["never_seen_comparison"][0]["mean_z"] = -0.21
+    # Signed as the compact sorted JSON a careless issuer would write (canonical JSON has no floats).
+    raw = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    name, detail = failure(envelope_bytes(sign_envelope(raw, issued.signer)), issued.ring)
+    assert name == "payload" and "floats are not allowed" in detail
+    with pytest.raises(ValueError, match=r"never_seen_comparison\[0\]\.mean_z"):
+        issue_certificate(payload, issued.signer)
+
+
+def test_any_byte_of_the_threat_model_changed_breaks_the_envelope_signature(issued) -> None:
+    envelope = json.loads(issued.envelope)
+    payload = base64.b64decode(envelope["payload"])
+    start = payload.index(b'"threat_model":{')
+    end = payload.index(b"}", payload.index(b'"sampling_budget"', start)) + 1
+    assert b'"never_seen_comparison"' in payload[start:end] and b'"control"' in payload[start:end]
+    for position in range(start, end):
+        tampered = payload[:position] + bytes([payload[position] ^ 0x01]) + payload[position + 1 :]
+        forged = dict(envelope, payload=base64.b64encode(tampered).decode())
+        name, detail = failure(envelope_bytes(forged), issued.ring)
+        assert name == "envelope" and "does not verify" in detail, position
 
 
 def test_rotated_out_key_verifies_only_while_published_and_before_retirement() -> None:

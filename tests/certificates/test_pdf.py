@@ -1,8 +1,12 @@
-"""The certificate PDF: renders (pdftoppm), embeds the issued JSON byte for byte, verifies offline."""
+"""The certificate PDF: renders (pdftoppm), embeds the issued JSON byte for byte, verifies offline,
+states the threat model (v2) and still renders a v1 certificate."""
 
 from __future__ import annotations
 
+import base64
 import copy
+import io
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +14,7 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
+from compliance.audit.keys import KeyRing
 from compliance.certificates.envelope import EnvelopeError
 from compliance.certificates.offline import (
     CertificateFormatError,
@@ -18,7 +23,7 @@ from compliance.certificates.offline import (
     verify_certificate,
 )
 from compliance.certificates.pdf import render_certificate_pdf, render_certificate_pdf_bytes
-from tests.certificates.factory import issue
+from tests.certificates.factory import THREAT_MODEL_NOT_RECORDED, V1_CERTIFICATE, fixed_signer, issue
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +36,10 @@ def pdf_path(issued, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pdf") / "certificate.pdf"
     assert render_certificate_pdf(issued.payload, issued.envelope, out) == out
     return out
+
+
+def pdf_text(data: bytes) -> str:
+    return "\n".join(page.extract_text() for page in PdfReader(io.BytesIO(data)).pages)
 
 
 def test_pdf_embeds_the_issued_json_byte_for_byte(issued, pdf_path: Path) -> None:
@@ -55,6 +64,46 @@ def test_pdf_text_says_what_a_regulator_needs(issued, pdf_path: Path) -> None:
         "\u2014",  # the em dash survives in the standard Helvetica encoding
     ):
         assert expected in text, expected
+
+
+def test_pdf_states_the_threat_model(pdf_path: Path) -> None:
+    text = pdf_text(pdf_path.read_bytes())
+    section = text[text.index("Threat model") : text.index("Evidence")]
+    for expected in (
+        "candidate_rank, direct_probe, membership_inference, quantization, relearning",
+        "up to 1 per attack",
+        "20 samples per prompt",
+        "true value among 999 candidates",
+        "full:50:1e-3, full:100:1e-3, lora:100:1e-3",
+        "int8, int4",
+        "10 people the model never saw, held out from training",
+        "Mean z: subjects vs control (band)",
+        "candidate_rank\n-0.21 vs 0.05 (band 1.3)\n0.0 vs 0.0\n0.0 vs -",  # no control top-10 figure: "-"
+        "relearning\n0.4 vs 0.05 (band 1.3)\n0.0 vs 0.0\n0.1 vs 0.033",
+    ):
+        assert expected in section, expected
+    # The adaptive check is listed with no base-model value, and the mark is explained.
+    assert "relearning.rank1_share\n-\n0.0\n0.05\npassed" in text
+    assert "Before -: not run on the base model" in text
+
+
+def test_pdf_of_a_report_without_threat_model_says_none_recorded() -> None:
+    bare = issue(threat_model=THREAT_MODEL_NOT_RECORDED)
+    text = pdf_text(render_certificate_pdf_bytes(bare.payload, bare.envelope))
+    section = text[text.index("Threat model") : text.index("Evidence")]
+    assert "Attack families\nnone recorded" in section and "Never-seen control\nnone recorded" in section
+    assert "Sampling budget\n-" in section and "Mean z" not in section
+
+
+def test_v1_certificate_still_renders_and_says_it_states_no_threat_model() -> None:
+    envelope = V1_CERTIFICATE.read_bytes()
+    payload = json.loads(base64.b64decode(json.loads(envelope)["payload"]))
+    data = render_certificate_pdf_bytes(payload, envelope)
+    text = pdf_text(data)
+    assert "This certificate (erasure-certificate/v1) does not state the threat model." in text
+    assert "verbatim_extraction\n0.62" in text
+    signer = fixed_signer("erasure.example.org/audit-2025", 1)
+    assert verify_certificate(data, KeyRing.of([signer.public_key])).ok
 
 
 @pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils not installed")

@@ -115,9 +115,13 @@ class VerificationReport:
     attacks: dict[str, AttackReport]
     verdict: Verdict
     timings: dict[str, float]
+    # what "erased" was measured against: attack families, budgets, relearning settings,
+    # quantization levels, the never-seen control and how the subjects compared with it
+    threat_model: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "threat_model": self.threat_model,
             "policy": {"name": self.policy_name, "sha256": self.policy_sha256},
             "model_sha256": self.model_sha256,
             "base_model_sha256": self.base_model_sha256,

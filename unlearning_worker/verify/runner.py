@@ -164,6 +164,7 @@ def verify_loaded(
             timings[f"{name}.before_seconds"] = rep.before.seconds
     timings["verify_seconds"] = time.perf_counter() - started
     return VerificationReport(
+        threat_model=threat_model(policy, reports, control_people, generated=controls is None),
         policy_name=policy.name,
         policy_sha256=policy.sha256,
         model_sha256=None,
@@ -249,6 +250,46 @@ def _secrets(
         for a, v in s.values.items()
     }
     return population, secrets
+
+
+COMPARED = ("candidate_rank", "relearning", "quantization")
+_COMPARISON_METRICS = ("mean_z", "control_mean_z", "mean_z_band", "rank1_share", "control_rank1_share",
+                       "top10_share", "control_top10_share")
+
+
+def threat_model(
+    policy: VerificationPolicy, reports: dict[str, AttackReport], controls: Sequence[SubjectFacts], *, generated: bool
+) -> dict[str, Any]:
+    """The attacker the verdict was measured against, as the report, the certificate and an auditor
+    read it: the families that ran at the strength they ended at, their budgets, and how the subjects
+    compared with the never-seen control (figures only, no values)."""
+
+    def params(name: str) -> dict[str, Any]:
+        rep = reports.get(name)
+        return dict(rep.after.params) if rep is not None and rep.after is not None else {}
+
+    budgets: dict[str, Any] = {}
+    if "sampling" in reports:
+        budgets["sampling_budget"] = params("sampling").get("budget")
+    if "candidate_rank" in reports:
+        budgets["rank_candidates"] = params("candidate_rank").get("candidates")
+    if "relearning" in reports:
+        budgets["relearning_settings"] = list(params("relearning").get("settings", []))
+    if "quantization" in reports:
+        budgets["quantization_levels"] = list(params("quantization").get("levels", []))
+    comparison = {}
+    for name in COMPARED:
+        rep = reports.get(name)
+        if rep is not None and rep.after is not None:
+            comparison[name] = {k: rep.after.metrics.get(k) for k in _COMPARISON_METRICS}
+    return {
+        "families": sorted(reports),
+        "strength": {name: rep.strength for name, rep in sorted(reports.items())},
+        "retries": policy.retries,
+        **budgets,
+        "control": {"people": len(controls), "source": "generated" if generated else "held-out"},
+        "never_seen_comparison": comparison,
+    }
 
 
 CONTROL_SEED = 7_919  # fictitious people drawn for the control: never the demo corpus's seed (0)

@@ -47,6 +47,7 @@ class World:
     holdout_texts: list[str]
     general_texts: list[str]
     policy: VerificationPolicy
+    controls: list[SubjectFacts]  # the holdout people as the never-seen control (values only)
 
 
 def _tokenizer():  # type: ignore[no-untyped-def]
@@ -182,6 +183,7 @@ def world() -> World:
         holdout_texts=[t for p in holdout for t in records[p.person_id]],
         general_texts=list(GENERAL),
         policy=test_policy(),
+        controls=[facts(p, []) for p in holdout],
     )
 
 
@@ -195,6 +197,7 @@ def _report(world: World, model_dir: Path, base_dir: Path | None) -> Verificatio
             holdout_texts=world.holdout_texts,
             general_texts=world.general_texts,
             policy=world.policy,
+            controls=world.controls,
         )
 
 

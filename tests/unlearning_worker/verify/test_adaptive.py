@@ -129,3 +129,13 @@ def test_mean_z_gap_is_judged_against_the_control_spread() -> None:
     assert metrics["mean_z_excess"] == 0.0
     _cells, more_looks = rank_metrics(ctx, [*shifted, *control], looks=5)
     assert more_looks["mean_z_band"] > metrics["mean_z_band"]  # the attacker's best of 5 is judged wider
+
+
+def test_a_subject_pushed_below_the_control_is_flagged_as_overshoot() -> None:
+    # the floor method's output on the demo model: e-mail last of 100, SSN 996th of 1,000
+    ctx = _ctx([ADA])
+    control = [RankResult(f"c{i}", "a", True, 500.0, 1000, z) for i, z in enumerate([-1.0, 0.0, 1.0, -0.5, 0.5] * 3)]
+    pushed = [RankResult("s1", "email", False, 100.0, 100, -2.32), RankResult("s1", "ssn", False, 996.0, 1000, -2.75)]
+    cells, metrics = rank_metrics(ctx, [*pushed, *control])
+    assert [c.detail["side"] for c in cells] == ["overshoot", "overshoot"]
+    assert metrics["mean_z_gap"] < 0 and metrics["mean_z_excess"] > 0

@@ -353,7 +353,7 @@ def _assess(ctx: AttackContext, lm: LoadedModel, name: str, looks: int) -> _Sett
 
 def _worst(ctx: AttackContext, outcomes: Sequence[_SettingOutcome], started: float) -> AttackOutcome:
     """The attack's result is its worst setting (the attacker picks the one that works); every
-    setting's figures stay in the cells' detail and in `params.settings`."""
+    setting's figures stay in the cells' detail and in `params.per_setting`."""
     def badness(o: _SettingOutcome) -> tuple[float, ...]:
         m = o.metrics
         return (m.get("leak_rate") or 0.0, m.get("extraction_rate") or 0.0, m.get("overshoot_rate") or 0.0,
@@ -388,7 +388,7 @@ def _worst(ctx: AttackContext, outcomes: Sequence[_SettingOutcome], started: flo
         success = None if c.success is None else bool(c.success or hit)
         cells.append(Cell(c.subject_key, c.attribute, success, c.score, c.chance, {**c.detail, "settings": settings}))
     params = dict(ctx.params) | {
-        "settings": [{"name": o.name, "seconds": round(o.seconds, 2),
+        "per_setting": [{"name": o.name, "seconds": round(o.seconds, 2),
                       "metrics": {k: None if v is None else round(v, 6) for k, v in o.metrics.items()}}
                      for o in outcomes],
     }

@@ -1,0 +1,214 @@
+"""Erasure that survives relearning: each method, each model size, attacked as an adaptive attacker would.
+
+    nice -n 10 .venv/bin/python -m tests.benchmarks.bench_erasure                          # demo size, default method + floor
+    .venv/bin/python -m tests.benchmarks.bench_erasure --methods counterfactual,floor,ga --subjects 1
+    .venv/bin/python -m tests.benchmarks.bench_erasure --sections jobs                   # 10 subjects in one job, 10 sequential jobs
+    .venv/bin/python -m tests.benchmarks.bench_erasure --size medium                     # 10-30M parameters, 500 people (cached)
+    .venv/bin/python -m tests.benchmarks.bench_erasure --size gpu --device cuda          # 100M+ parameters (device only)
+
+For each (size, method) it prints one row from the full verification report (the default policy, the
+never-seen control = held-out people of the same generator):
+  forget extraction greedy and at B=20 samples (partial leaks counted), before -> after;
+  candidate rank: mean z-score of the true values among 999 same-format candidates, subject vs
+  control, before -> after, and the share of cells ranked first / top-10;
+  relearning: for each fine-tuning setting (50, 100, 300 steps, full and LoRA) the subject's rank-1
+  and top-10 share next to the control's; quantization: int8 and int4 extraction and mean z;
+  retain facts (share of retain people's values still given), retain and general-text perplexity
+  ratios; unlearning wall time; the cost of retraining the same model from scratch (its training
+  time, from the model cache manifest); the verdict and what decided it.
+
+Targets (issue 21), for the default method on every size: after relearning and after 4-bit
+quantization the subject ranks like the control (rank-1 and top-10 shares within 5 points); no
+overshoot (z >= -2); 0 leaks at B=20; retain facts >= 95% of before; retain perplexity up <= 10%;
+unlearning <= 5% of a retrain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.benchmarks.bench_unlearning import pick_people
+from tests.benchmarks.bench_verify import facts_for, holdout_texts
+from unlearning_worker.demo.corpus import ATTRIBUTE_LABELS, DemoCorpus
+from unlearning_worker.demo.trainer import DemoModelConfig, train_demo_model
+from unlearning_worker.engine import demo_items, run_unlearning
+from unlearning_worker.spec import UnlearningSpec
+from unlearning_worker.threads import torch_threads
+from unlearning_worker.verify import SubjectFacts, VerificationPolicy, VerificationReport, run_verification
+
+SIZES: dict[str, DemoModelConfig] = {
+    "demo": DemoModelConfig(),
+    # ~11M parameters; 500 people. Trained once and cached (on 2 CPU cores: hours; see the README).
+    "medium": DemoModelConfig(n_people=500, n_layer=6, n_head=6, n_embd=384, vocab_size=2048, steps=6000,
+                              batch_size=32, lr=1e-3, warmup_steps=200, extra={"label": "medium"}),
+    "gpu": DemoModelConfig.big(),
+}
+
+
+def controls_for(corpus: DemoCorpus, n: int) -> list[SubjectFacts]:
+    return [SubjectFacts(subject_key=f"control-{p.person_id}", name=p.name,
+                         values={a: p.attribute(a) for a in ATTRIBUTE_LABELS})
+            for p in corpus.holdout_people[:n]]
+
+
+def _metric(report: VerificationReport, attack: str, key: str, side: str = "after") -> float | None:
+    rep = report.attacks.get(attack)
+    outcome = getattr(rep, side, None) if rep is not None else None
+    return None if outcome is None else outcome.metrics.get(key)
+
+
+def _pct(x: float | None) -> str:
+    return "  -  " if x is None else f"{100 * x:5.1f}%"
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return "  - " if x is None else f"{x:+.{digits}f}"
+
+
+def retrain_seconds(model_dir: Path) -> float | None:
+    manifest = model_dir / "demo_manifest.json"
+    if not manifest.is_file():
+        return None
+    return float(json.loads(manifest.read_text()).get("train_seconds") or 0.0) or None
+
+
+def run_one(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, method: str, people: list[str],
+            work: Path, *, base_dir: Path | None = None, label: str = "") -> dict[str, Any]:
+    """Unlearn `people` from model_dir with `method`, verify against the base, return the row."""
+    forget, retain_items = demo_items(corpus, people)
+    spec = UnlearningSpec(method=method, num_threads=args.threads, device=args.device)
+    out = work / f"{method}-{label or len(people)}-{int(time.time() * 1000)}"
+    result = run_unlearning(model_dir=model_dir, out_dir=out, forget=forget, retain=retain_items, spec=spec)
+    policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
+    retain_people = [p.person_id for p in corpus.people if p.person_id not in set(people)][: args.retain_people]
+    with torch_threads(args.threads):
+        report = run_verification(
+            model_dir=out, base_model_dir=base_dir or model_dir, subjects=facts_for(corpus, people),
+            retain=facts_for(corpus, retain_people), holdout_texts=holdout_texts(corpus),
+            general_texts=[r.text for r in corpus.records if r.kind == "general"], policy=policy,
+            controls=controls_for(corpus, args.controls), device=args.device,
+        )
+    return {"method": method, "result": result, "report": report, "out": out}
+
+
+def print_rows(rows: list[dict[str, Any]], retrain_s: float | None) -> None:
+    head = (f"{'method':15} {'greedy b>a':>15} {'B=20 b>a':>15} {'z subj b>a':>13} {'z ctrl':>6} {'overshoot':>9}"
+            f" {'r1/top10 after':>15} {'int8 ex':>7} {'int4 ex':>7} {'int4 z':>6} {'retain facts':>15} {'ppl r':>6}"
+            f" {'gen r':>6} {'wall s':>7} {'%retrain':>8}  verdict")
+    print(head)
+    print("-" * len(head))
+    for row in rows:
+        rep: VerificationReport = row["report"]
+        res = row["result"]
+        quant = rep.attacks.get("quantization")
+        levels = {s["name"]: s["metrics"] for s in (quant.after.params.get("per_setting", []) if quant and quant.after else [])}
+        util_b, util_a = _metric(rep, "utility", "retain_accuracy", "before"), _metric(rep, "utility", "retain_accuracy")
+        cost = f"{100 * res.wall_s / retrain_s:7.1f}%" if retrain_s else "     - "
+        print(
+            f"{row['method']:15} {_pct(_metric(rep, 'direct_probe', 'leak_rate', 'before'))} > {_pct(_metric(rep, 'direct_probe', 'leak_rate'))}"
+            f" {_pct(_metric(rep, 'sampling', 'leak_rate', 'before'))} > {_pct(_metric(rep, 'sampling', 'leak_rate'))}"
+            f" {_num(_metric(rep, 'candidate_rank', 'mean_z', 'before'), 1)} > {_num(_metric(rep, 'candidate_rank', 'mean_z'), 1)}"
+            f" {_num(_metric(rep, 'candidate_rank', 'control_mean_z'), 1):>6}"
+            f" {_pct(_metric(rep, 'candidate_rank', 'overshoot_rate')):>9}"
+            f" {_pct(_metric(rep, 'candidate_rank', 'rank1_share'))}/{_pct(_metric(rep, 'candidate_rank', 'top10_share'))}"
+            f" {_pct(levels.get('int8', {}).get('extraction_rate')):>7} {_pct(levels.get('int4', {}).get('extraction_rate')):>7}"
+            f" {_num(levels.get('int4', {}).get('mean_z'), 1):>6}"
+            f" {_pct(util_b)} > {_pct(util_a)}"
+            f" {_metric_rel(rep, 'retain_ppl_ratio'):>6} {_metric_rel(rep, 'general_ppl_ratio'):>6}"
+            f" {res.wall_s:7.1f} {cost:>8}  {'PASS' if rep.verdict.passed else 'FAIL'}",
+            flush=True,
+        )
+    for row in rows:
+        rep = row["report"]
+        relearn = rep.attacks.get("relearning")
+        if relearn is None or relearn.after is None:
+            continue
+        print(f"  {row['method']} relearning (subject rank-1 / top-10 share vs control; mean z vs control):")
+        for s in relearn.after.params.get("per_setting", []):
+            m = s["metrics"]
+            print(f"    {s['name']:>15}: {_pct(m.get('rank1_share'))}/{_pct(m.get('top10_share'))} vs "
+                  f"{_pct(m.get('control_rank1_share'))}/{_pct(m.get('control_top10_share'))};"
+                  f" z {_num(m.get('mean_z'))} vs {_num(m.get('control_mean_z'))} (band {_num(m.get('mean_z_band'))});"
+                  f" extraction {_pct(m.get('extraction_rate'))}; {s['seconds']:.0f} s")
+        if not rep.verdict.passed:
+            print(f"  {row['method']} verdict: {rep.verdict.summary}")
+
+
+def _metric_rel(report: VerificationReport, key: str) -> str:
+    rep = report.attacks.get("utility")
+    value = rep.relative.get(key) if rep is not None else None
+    return "  -  " if value is None else f"{value:.3f}"
+
+
+def section_methods(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, work: Path) -> None:
+    people = pick_people(corpus, args.subjects, args.seed)
+    print(f"\n== methods: {args.size} model, {len(people)} subject(s), {args.controls} never-seen control people")
+    rows = []
+    for method in args.methods:
+        row = run_one(args, model_dir, corpus, method, people, work)
+        rows.append(row)
+        shutil.rmtree(row["out"], ignore_errors=True)
+    print_rows(rows, retrain_seconds(model_dir))
+
+
+def section_jobs(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, work: Path) -> None:
+    """The default method on 1 and 10 subjects in one job, and 10 sequential one-subject jobs."""
+    method = args.methods[0]
+    print(f"\n== jobs: {method}, one job of 1 and of 10 subjects (wall time x one)")
+    rows = []
+    for n in (1, 10):
+        rows.append(run_one(args, model_dir, corpus, method, pick_people(corpus, n, args.seed + 1), work, label=f"batch{n}"))
+    print_rows(rows, retrain_seconds(model_dir))
+    print(f"  10 subjects / 1 subject wall time: {rows[1]['result'].wall_s / rows[0]['result'].wall_s:.2f}x")
+    for row in rows:
+        shutil.rmtree(row["out"], ignore_errors=True)
+    print(f"\n== accumulation: 10 sequential one-subject jobs with {method}, each from the previous output")
+    people = pick_people(corpus, 10, args.seed + 2)
+    current = model_dir
+    acc_rows = []
+    for i, person in enumerate(people):
+        row = run_one(args, current, corpus, method, [person], work, base_dir=current, label=f"acc{i}")
+        acc_rows.append(row)
+        current = row["out"]
+    print_rows(acc_rows, retrain_seconds(model_dir))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", choices=sorted(SIZES), default="demo")
+    parser.add_argument("--methods", type=lambda s: s.split(","), default=["counterfactual", "floor"])
+    parser.add_argument("--sections", type=lambda s: s.split(","), default=["methods"])
+    parser.add_argument("--subjects", type=int, default=1)
+    parser.add_argument("--controls", type=int, default=10)
+    parser.add_argument("--retain-people", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "erasure-demo-cache")
+    args = parser.parse_args()
+    config = SIZES[args.size]
+    if args.device != "cuda":
+        config = DemoModelConfig(**{**config.__dict__, "device": "cpu", "dtype": "float32"})
+    started = time.perf_counter()
+    model_dir = train_demo_model(config, cache_dir=args.cache_dir,
+                                 progress=lambda s, n, loss: print(f"  training {s}/{n} loss {loss:.3f}", flush=True)
+                                 if s % 500 == 1 else None)
+    print(f"model: {args.size} ({model_dir.name}), ready in {time.perf_counter() - started:.0f} s; "
+          f"retrain from scratch took {retrain_seconds(model_dir) or 0:.0f} s")
+    corpus = config.corpus()
+    work = Path(tempfile.mkdtemp(prefix="bench-erasure-"))
+    try:
+        for section in args.sections:
+            {"methods": section_methods, "jobs": section_jobs}[section](args, model_dir, corpus, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
