@@ -1,11 +1,12 @@
 """Certificate payload schema and its DSSE signature envelope (pure: no Django).
 
-Payload (schema "erasure-certificate/v1"), serialised with
-`compliance.audit.canonical.canonical_json_document` (sorted keys, no whitespace, UTF-8; strings,
-integers, booleans, null, lists, objects; no floats). Every object has exactly the keys below.
+Payload (schema "erasure-certificate/v2", issued now; "erasure-certificate/v1" is still read),
+serialised with `compliance.audit.canonical.canonical_json_document` (sorted keys, no whitespace,
+UTF-8; strings, integers, booleans, null, lists, objects; no floats). Every object has exactly the
+keys below.
 
     {
-      "schema": "erasure-certificate/v1",
+      "schema": "erasure-certificate/v2",    # or "erasure-certificate/v1"
       "certificate_id": str,                 # opaque, e.g. a UUID
       "issued_at": str,                      # RFC 3339 UTC, e.g. "2025-03-01T10:00:00.000000Z"
       "issuer": {"organisation": str, "log_origin": str},   # log_origin = the checkpoint origin line
@@ -16,16 +17,33 @@ integers, booleans, null, lists, objects; no floats). Every object has exactly t
       "corpora": [{"corpus": str, "before": VERSION, "after": VERSION, "records_removed": int >= 0}],
       "unlearning": {"method": str, "spec_sha256": HEX64, "steps": int >= 0, "stop_reason": str},
       "verification": {"verdict": "pass" | "fail", "decided_by": str,
-                       "summary": [{"attack": str, "before": DEC, "after": DEC,
-                                    "threshold": DEC, "passed": bool}]},
+                       "summary": [{"attack": str, "before": DEC | null, "after": DEC,
+                                    "threshold": DEC, "passed": bool}],
+                       "threat_model": THREAT_MODEL},                      # v2 only, required
       "audit": {"leaves": [{"index": int >= 0, "leaf_b64": B64, "proof": [B64, ...]}],   # >= 1 leaf
                 "checkpoint": str,           # the signed note text, verbatim
                 "public_keys": [{"vkey": str, "status": "current" | "retired",
                                  "retired_at": ts | null}]}                           # >= 1 key
     }
+    THREAT_MODEL = {                         # what "erased" was measured against
+      "families": [str, ...],                # attack families that ran, e.g. "relearning"
+      "retries": int >= 0,                   # reruns at stronger settings while an attack passed
+      "sampling_budget": int | null, "rank_candidates": int | null,   # null: that family did not run
+      "relearning_settings": [str, ...],     # "mode:steps:learning-rate", e.g. "lora:100:1e-3"
+      "quantization_levels": [str, ...],     # e.g. "int8"
+      "control": {"people": int >= 0, "source": "held-out" | "generated" | "none"},
+      "never_seen_comparison": [{"attack": str,                        # sorted by attack, unique
+                                 "mean_z": DEC | null, "control_mean_z": DEC | null,
+                                 "mean_z_band": DEC | null,
+                                 "rank1_share": DEC | null, "control_rank1_share": DEC | null,
+                                 "top10_share": DEC | null, "control_top10_share": DEC | null}]}
     VERSION = {"version": str, "sha256": HEX64};  HEX64 = 64 lower-case hex digits;
     DEC = decimal number as a string ("0.031", "1e-05"): measured values are never JSON floats, so
     every verifier compares the exact signed digits; B64 = standard base64 with padding.
+
+v1 differs from v2 only in `verification`: it has no `threat_model`, and every summary row's `before`
+is a DEC. v2 lets `before` be null for checks of attacks that never run on the base model
+(candidate_rank, relearning, quantization), so those checks are no longer left out.
 
 Audit leaves are the canonical JSON written by `compliance.audit.services.build_event`: every leaf of
 a certificate carries the certificate's `request_id` and `subject_ref`; the timeline is backed by
@@ -61,7 +79,22 @@ from compliance.audit.keys import (
 )
 
 PAYLOAD_TYPE = "application/vnd.erasure-certificate+json"
-SCHEMA_VERSION = "erasure-certificate/v1"
+SCHEMA_V1 = "erasure-certificate/v1"
+SCHEMA_V2 = "erasure-certificate/v2"
+SCHEMA_VERSION = SCHEMA_V2  # what new certificates are issued as
+# Every schema a verifier reads: a certificate stays verifiable for as long as the log keeps it.
+SCHEMA_VERSIONS = (SCHEMA_V1, SCHEMA_V2)
+
+THREAT_MODEL_KEYS = (
+    "families", "retries", "sampling_budget", "rank_candidates", "relearning_settings",
+    "quantization_levels", "control", "never_seen_comparison",
+)  # fmt: skip
+CONTROL_SOURCES = ("held-out", "generated", "none")  # "none": the report recorded no control
+# Subject figures next to the never-seen control's (candidate_rank's metrics, unlearning_worker).
+COMPARISON_FIGURES = (
+    "mean_z", "control_mean_z", "mean_z_band", "rank1_share", "control_rank1_share", "top10_share",
+    "control_top10_share",
+)  # fmt: skip
 
 # Which audit event type backs each timeline entry (the lead's state machine emits these).
 TIMELINE_EVENT_TYPES: dict[str, str] = {
@@ -82,7 +115,7 @@ class EnvelopeError(ValueError):
 
 
 class CertificateError(ValueError):
-    """The certificate payload does not match schema erasure-certificate/v1; names the JSON path."""
+    """The certificate payload does not match its schema (v1 or v2); names the JSON path."""
 
 
 # --- DSSE -----------------------------------------------------------------------------------------
@@ -274,16 +307,58 @@ def _list(value: Any, path: str, non_empty: bool = False) -> list[Any]:
     return value
 
 
+def _decimal(value: Any, path: str, nullable: bool = False) -> None:
+    if value is None and nullable:
+        return
+    if not isinstance(value, str) or not _DECIMAL.match(value):
+        raise _fail(path, "must be a decimal number written as a string" + (" or null" if nullable else ""))
+
+
+def _nullable_count(value: Any, path: str) -> None:
+    if value is not None:
+        _count(value, path)
+
+
+def _threat_model(value: Any, path: str) -> None:
+    """v2 `verification.threat_model`: the attacker the verdict was measured against."""
+    model = _object(value, path, THREAT_MODEL_KEYS)
+    for key in ("families", "relearning_settings", "quantization_levels"):
+        for i, item in enumerate(_list(model[key], f"{path}.{key}")):
+            _text(item, f"{path}.{key}[{i}]")
+    _count(model["retries"], f"{path}.retries")
+    _nullable_count(model["sampling_budget"], f"{path}.sampling_budget")
+    _nullable_count(model["rank_candidates"], f"{path}.rank_candidates")
+    control = _object(model["control"], f"{path}.control", ("people", "source"))
+    _count(control["people"], f"{path}.control.people")
+    if control["source"] not in CONTROL_SOURCES:
+        raise _fail(f"{path}.control.source", f"must be one of {', '.join(CONTROL_SOURCES)}")
+    attacks: list[str] = []
+    for i, item in enumerate(_list(model["never_seen_comparison"], f"{path}.never_seen_comparison")):
+        row = f"{path}.never_seen_comparison[{i}]"
+        _object(item, row, ("attack", *COMPARISON_FIGURES))
+        _text(item["attack"], f"{row}.attack")
+        for key in COMPARISON_FIGURES:
+            _decimal(item[key], f"{row}.{key}", nullable=True)
+        attacks.append(item["attack"])
+    # One row per attack in a fixed order, so equal threat models are equal bytes.
+    if attacks != sorted(set(attacks)):
+        raise _fail(f"{path}.never_seen_comparison", "must be sorted by attack, one row per attack")
+
+
 def validate_certificate_payload(payload: Any) -> None:
-    """Raise CertificateError naming the first path that breaks schema erasure-certificate/v1."""
+    """Raise CertificateError naming the first path that breaks the payload's schema (v1 or v2)."""
     top = (
         "schema", "certificate_id", "issued_at", "issuer", "request", "timeline", "models", "corpora",
         "unlearning", "verification", "audit",
     )  # fmt: skip
     if not isinstance(payload, dict):
         raise _fail("$", "must be an object")
-    if payload.get("schema") != SCHEMA_VERSION:
-        raise _fail("$.schema", f"must be {SCHEMA_VERSION!r} (got {payload.get('schema')!r})")
+    schema = payload.get("schema")
+    if schema not in SCHEMA_VERSIONS:
+        raise _fail(
+            "$.schema", f"unknown schema version {schema!r}; this verifier reads {', '.join(SCHEMA_VERSIONS)}"
+        )
+    v2 = schema == SCHEMA_V2
     _object(payload, "$", top)
     _text(payload["certificate_id"], "$.certificate_id")
     _timestamp(payload["issued_at"], "$.issued_at")
@@ -321,7 +396,13 @@ def validate_certificate_payload(payload: Any) -> None:
     _hex64(unlearning["spec_sha256"], "$.unlearning.spec_sha256")
     _count(unlearning["steps"], "$.unlearning.steps")
     _text(unlearning["stop_reason"], "$.unlearning.stop_reason")
-    verification = _object(payload["verification"], "$.verification", ("verdict", "decided_by", "summary"))
+    if v2 and isinstance(payload["verification"], dict) and "threat_model" not in payload["verification"]:
+        raise _fail(
+            "$.verification.threat_model",
+            f"is required in {SCHEMA_V2} (what the verification was measured against)",
+        )
+    verification_keys = ("verdict", "decided_by", "summary") + (("threat_model",) if v2 else ())
+    verification = _object(payload["verification"], "$.verification", verification_keys)
     if verification["verdict"] not in ("pass", "fail"):
         raise _fail("$.verification.verdict", "must be 'pass' or 'fail'")
     _text(verification["decided_by"], "$.verification.decided_by")
@@ -329,11 +410,14 @@ def validate_certificate_payload(payload: Any) -> None:
         path = f"$.verification.summary[{i}]"
         _object(item, path, ("attack", "before", "after", "threshold", "passed"))
         _text(item["attack"], f"{path}.attack")
-        for key in ("before", "after", "threshold"):
-            if not isinstance(item[key], str) or not _DECIMAL.match(item[key]):
-                raise _fail(f"{path}.{key}", "must be a decimal number written as a string")
+        # v2: no "before" for checks of attacks that never run on the base model.
+        _decimal(item["before"], f"{path}.before", nullable=v2)
+        _decimal(item["after"], f"{path}.after")
+        _decimal(item["threshold"], f"{path}.threshold")
         if not isinstance(item["passed"], bool):
             raise _fail(f"{path}.passed", "must be true or false")
+    if v2:
+        _threat_model(verification["threat_model"], "$.verification.threat_model")
     audit = _object(payload["audit"], "$.audit", ("leaves", "checkpoint", "public_keys"))
     seen: set[int] = set()
     for i, item in enumerate(_list(audit["leaves"], "$.audit.leaves", non_empty=True)):
@@ -385,6 +469,17 @@ def audit_leaf_entry(index: int, leaf_bytes: bytes, proof: Sequence[bytes]) -> d
     }
 
 
+def _with_decimals(row: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+    """`row` with its measured values under `keys` as decimal strings (None stays null)."""
+    return {**row, **{k: decimal_text(row[k]) for k in keys if row.get(k) is not None}}
+
+
+def _threat_model_text(threat_model: Mapping[str, Any]) -> dict[str, Any]:
+    """The comparison figures as decimal strings, rows sorted by attack."""
+    rows = [_with_decimals(row, COMPARISON_FIGURES) for row in threat_model.get("never_seen_comparison", [])]
+    return {**threat_model, "never_seen_comparison": sorted(rows, key=lambda row: str(row.get("attack")))}
+
+
 def build_certificate_payload(
     *,
     certificate_id: str,
@@ -401,11 +496,21 @@ def build_certificate_payload(
     checkpoint: str,
     keyring: KeyRing,
 ) -> dict[str, Any]:
-    """Assemble and validate a v1 payload; datetimes become RFC 3339 strings, floats decimal strings.
+    """Assemble and validate a v2 payload; datetimes become RFC 3339 strings, floats decimal strings.
 
+    `verification` holds verdict, decided_by, summary rows (a row's `before` may be None) and
+    `threat_model` (its `never_seen_comparison` a list of rows with an `attack` each).
     `leaves` are `audit_leaf_entry(...)` dicts; `keyring` is the log's published key list.
     Raises CertificateError naming the offending path.
     """
+    verification_part: dict[str, Any] = {
+        **verification,
+        "summary": [
+            _with_decimals(row, ("before", "after", "threshold")) for row in verification.get("summary", [])
+        ],
+    }
+    if isinstance(verification.get("threat_model"), Mapping):
+        verification_part["threat_model"] = _threat_model_text(verification["threat_model"])
     payload: dict[str, Any] = {
         "schema": SCHEMA_VERSION,
         "certificate_id": certificate_id,
@@ -416,13 +521,7 @@ def build_certificate_payload(
         "models": [dict(m) for m in models],
         "corpora": [dict(c) for c in corpora],
         "unlearning": dict(unlearning),
-        "verification": {
-            **verification,
-            "summary": [
-                {**row, **{k: decimal_text(row[k]) for k in ("before", "after", "threshold") if k in row}}
-                for row in verification.get("summary", [])
-            ],
-        },
+        "verification": verification_part,
         "audit": {
             "leaves": sorted((dict(leaf) for leaf in leaves), key=lambda leaf: leaf["index"]),
             "checkpoint": checkpoint,
@@ -454,8 +553,14 @@ def published_key_ring(payload: Mapping[str, Any]) -> KeyRing:
 
 
 __all__ = [
+    "COMPARISON_FIGURES",
+    "CONTROL_SOURCES",
     "PAYLOAD_TYPE",
+    "SCHEMA_V1",
+    "SCHEMA_V2",
     "SCHEMA_VERSION",
+    "SCHEMA_VERSIONS",
+    "THREAT_MODEL_KEYS",
     "TIMELINE_EVENT_TYPES",
     "CertificateError",
     "EnvelopeError",

@@ -9,7 +9,9 @@ published key list, but a certificate cannot vouch for itself: a published key i
 pinned ring holds the same name and key bytes. Concretely:
 
 1. the envelope must carry a valid signature by a pinned key;
-2. the payload must be canonical JSON of schema erasure-certificate/v1;
+2. the payload must be canonical JSON of a known schema: erasure-certificate/v2 (issued now, with
+   the threat model the verification was measured against) or erasure-certificate/v1 (issued
+   before it was recorded; such certificates stay verifiable);
 3. a pinned key that is retired signs only certificates issued no later than its `retired_at`;
 4. at least one key of the certificate's published list must be pinned;
 5. the checkpoint must be signed by such a key (published in the certificate *and* pinned), for the
@@ -38,7 +40,7 @@ from compliance.audit.canonical import parse_canonical, parse_canonical_document
 from compliance.audit.checkpoint import CheckpointError, verify_checkpoint
 from compliance.audit.keys import KeyFormatError, KeyRing, KeyRingEntry, b64decode_strict, load_keyring
 from compliance.certificates.envelope import (
-    SCHEMA_VERSION,
+    SCHEMA_VERSIONS,
     TIMELINE_EVENT_TYPES,
     CertificateError,
     EnvelopeError,
@@ -137,19 +139,23 @@ def _run_checks(source: Any, keyring: KeyRing, result: VerificationResult, passe
     signers = ", ".join(e.public_key.key_hint for e in envelope.signed_by)
     passed("envelope", f"envelope signature by {signers}")
 
-    # 2. Canonical payload of the expected schema.
+    # 2. Canonical payload of a schema this verifier reads.
     try:
         payload = parse_canonical_document(envelope.payload)
     except ValueError as exc:
         raise failed("payload", f"payload is not canonical JSON: {exc}") from None
-    if payload.get("schema") != SCHEMA_VERSION:
-        raise failed("payload", f"payload schema is {payload.get('schema')!r}, expected {SCHEMA_VERSION!r}")
+    schema = payload.get("schema")
+    if schema not in SCHEMA_VERSIONS:
+        raise failed(
+            "payload",
+            f"payload schema {schema!r} is not a known version; this verifier reads {', '.join(SCHEMA_VERSIONS)}",
+        )
     try:
         validate_certificate_payload(payload)
     except CertificateError as exc:
-        raise failed("payload", f"payload does not match {SCHEMA_VERSION}: {exc}") from None
+        raise failed("payload", f"payload does not match {schema}: {exc}") from None
     result.payload = payload
-    passed("payload", f"payload is canonical {SCHEMA_VERSION} JSON (certificate {payload['certificate_id']})")
+    passed("payload", f"payload is canonical {schema} JSON (certificate {payload['certificate_id']})")
 
     # 3. A retired key may only have signed before its retirement.
     issued_at = parse_rfc3339_utc(payload["issued_at"])

@@ -81,10 +81,46 @@ def qr_payload(payload: dict[str, Any], envelope_sha256: str) -> str:
     """What the QR code says: enough to match a paper copy against the log and the JSON file."""
     checkpoint = parse_checkpoint(payload["audit"]["checkpoint"])
     return (
-        f"erasure-certificate/v1;ref={payload['request']['reference']};id={payload['certificate_id']};"
+        f"{payload['schema']};ref={payload['request']['reference']};id={payload['certificate_id']};"
         f"log={checkpoint.origin};size={checkpoint.size};root={b64encode(checkpoint.root)};"
         f"envelope-sha256={envelope_sha256}"
     )
+
+
+NOT_MEASURED = "-"  # a null value: the attack did not run on the base model, or no figure was recorded
+
+CONTROL_SOURCE_TEXT = {"held-out": "held out from training", "generated": "generated (fictitious)"}
+
+
+def _figure(value: str | None) -> str:
+    return NOT_MEASURED if value is None else value
+
+
+def _listed(items: Sequence[str]) -> str:
+    return ", ".join(items) if items else "none recorded"
+
+
+def threat_model_facts(threat_model: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, plain text) lines of a v2 threat model, in reading order."""
+    control = threat_model["control"]
+    people = control["people"]
+    control_text = "none recorded"
+    if control["source"] in CONTROL_SOURCE_TEXT:
+        who = "person" if people == 1 else "people"
+        control_text = f"{people} {who} the model never saw, {CONTROL_SOURCE_TEXT[control['source']]}"
+    sampling, candidates = threat_model["sampling_budget"], threat_model["rank_candidates"]
+    return [
+        ("Attack families", _listed(threat_model["families"])),
+        ("Stronger retries", f"up to {threat_model['retries']} per attack while it found nothing"),
+        ("Sampling budget", NOT_MEASURED if sampling is None else f"{sampling} samples per prompt"),
+        (
+            "Candidates ranked",
+            NOT_MEASURED if candidates is None else f"true value among {candidates} candidates",
+        ),
+        ("Relearning settings", _listed(threat_model["relearning_settings"])),
+        ("Quantization levels", _listed(threat_model["quantization_levels"])),
+        ("Never-seen control", control_text),
+    ]
 
 
 def render_certificate_pdf_bytes(payload: dict[str, Any], envelope_json: bytes) -> bytes:
@@ -219,7 +255,7 @@ def render_certificate_pdf_bytes(payload: dict[str, Any], envelope_json: bytes) 
         rows.append(
             (
                 p(_text(row["attack"])),
-                p(_text(row["before"])),
+                p(_text(_figure(row["before"]))),
                 p(_text(row["after"])),
                 p(_text(row["threshold"])),
                 p(outcome),
@@ -227,6 +263,14 @@ def render_certificate_pdf_bytes(payload: dict[str, Any], envelope_json: bytes) 
         )
     if verification["summary"]:
         story.append(grid(rows, (width * 0.36, width * 0.16, width * 0.16, width * 0.16, width * 0.16)))
+    if any(row["before"] is None for row in verification["summary"]):
+        story.append(
+            Paragraph(
+                f"Before {NOT_MEASURED}: not run on the base model (an attack only run against the new "
+                "version, or a ratio of the new version to the base model).",
+                small,
+            )
+        )
     passed = verification["verdict"] == "pass"
     verdict_colour = colors.HexColor(_GREEN if passed else _RED)
     verdict = Table(
@@ -252,6 +296,55 @@ def render_certificate_pdf_bytes(payload: dict[str, Any], envelope_json: bytes) 
         )
     )
     story += [Spacer(1, 2 * mm), verdict]
+
+    # What "erased" was measured against (schema v2; a v1 certificate does not state it).
+    story.append(Paragraph("Threat model", heading))
+    threat_model = verification.get("threat_model")
+    if threat_model is None:
+        story.append(
+            Paragraph(f"This certificate ({_text(payload['schema'])}) does not state the threat model.", base)
+        )
+    else:
+        story.append(
+            grid(
+                [(p(k, cell_bold), p(_text(v))) for k, v in threat_model_facts(threat_model)],
+                (34 * mm, width - 34 * mm),
+                header=False,
+            )
+        )
+        if threat_model["never_seen_comparison"]:
+            story.append(Spacer(1, 2 * mm))
+            heads = (
+                "Attack",
+                "Mean z: subjects vs control (band)",
+                "Rank-1 share vs control",
+                "Top-10 share vs control",
+            )
+            rows = [tuple(p(h, cell_bold) for h in heads)]
+            for row in threat_model["never_seen_comparison"]:
+                rows.append(
+                    (
+                        p(_text(row["attack"])),
+                        p(
+                            _text(
+                                f"{_figure(row['mean_z'])} vs {_figure(row['control_mean_z'])} "
+                                f"(band {_figure(row['mean_z_band'])})"
+                            )
+                        ),
+                        p(_text(f"{_figure(row['rank1_share'])} vs {_figure(row['control_rank1_share'])}")),
+                        p(_text(f"{_figure(row['top10_share'])} vs {_figure(row['control_top10_share'])}")),
+                    )
+                )
+            story.append(grid(rows, (width * 0.22, width * 0.34, width * 0.22, width * 0.22)))
+            story.append(
+                Paragraph(
+                    "Never-seen comparison: the subjects' true values ranked among same-format candidates, next "
+                    "to people the model never saw. Erased data should look never seen: the subjects' mean z "
+                    "differs from the control's by no more than the band, and their rank-1 and top-10 shares "
+                    "are close to the control's.",
+                    small,
+                )
+            )
 
     published = ", ".join(
         k["vkey"].split("+")[0] + "+" + k["vkey"].split("+")[1] + f" ({k['status']})"

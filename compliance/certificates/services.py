@@ -31,6 +31,8 @@ from compliance.audit import signing
 from compliance.audit.canonical import canonical_json_document, parse_canonical
 from compliance.audit.models import AuditCheckpoint, AuditLeaf
 from compliance.certificates.envelope import (
+    COMPARISON_FIGURES,
+    CONTROL_SOURCES,
     TIMELINE_EVENT_TYPES,
     audit_leaf_entry,
     build_certificate_payload,
@@ -74,7 +76,9 @@ class _Evidence:
 
 
 def _one_line(value: Any, fallback: str) -> str:
-    text = " ".join(str(value or "").split())[:MAX_TEXT]
+    # Control characters are dropped (the schema refuses them), runs of white space become one.
+    printable = "".join(ch for ch in str(value or "") if ch.isprintable() or ch.isspace())
+    text = " ".join(printable.split())[:MAX_TEXT]
     return text or fallback
 
 
@@ -144,12 +148,56 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _verification(report: VerificationReport) -> dict[str, Any]:
-    """Verdict and per-check rows from the stored report (unlearning_worker.verify.report layout).
+def _count_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
-    A row needs a measured value before and after and one bound. Checks without a "before"
-    (relative metrics) or never evaluated cannot be written in schema v1 and are left out; the
-    full report stays bound to the certificate through its SHA-256 in the completion leaf.
+
+def _texts(value: Any) -> list[str]:
+    """The non-empty strings of a stored list, each squeezed to one line; anything else is dropped."""
+    items = value if isinstance(value, list) else []
+    return [text for text in (_one_line(item, "") for item in items if isinstance(item, str)) if text]
+
+
+def _threat_model(document: dict[str, Any]) -> dict[str, Any]:
+    """The report's `threat_model` in the certificate's v2 shape (envelope.THREAT_MODEL_KEYS).
+
+    Reports stored before the worker recorded it, or with a damaged one, give what is known and
+    nothing more: no families, null budgets, no control ("none"), no comparison. Never raises.
+    """
+    stored = _mapping(document.get("threat_model"))
+    control = _mapping(stored.get("control"))
+    source = control.get("source")
+    comparison = []
+    seen: set[str] = set()
+    for name, figures in _mapping(stored.get("never_seen_comparison")).items():
+        attack = _one_line(name, "")
+        if not attack or attack in seen or not isinstance(figures, dict):
+            continue
+        seen.add(attack)
+        comparison.append({"attack": attack, **{key: _number(figures.get(key)) for key in COMPARISON_FIGURES}})
+    return {
+        "families": sorted(set(_texts(stored.get("families")))),
+        "retries": _count_or_none(stored.get("retries")) or 0,
+        "sampling_budget": _count_or_none(stored.get("sampling_budget")),
+        "rank_candidates": _count_or_none(stored.get("rank_candidates")),
+        "relearning_settings": _texts(stored.get("relearning_settings")),
+        "quantization_levels": _texts(stored.get("quantization_levels")),
+        "control": {
+            "people": _count_or_none(control.get("people")) or 0,
+            "source": source if source in CONTROL_SOURCES else "none",
+        },
+        "never_seen_comparison": sorted(comparison, key=lambda row: row["attack"]),
+    }
+
+
+def _verification(report: VerificationReport) -> dict[str, Any]:
+    """Verdict, per-check rows and threat model from the stored report (unlearning_worker.verify.report).
+
+    A row needs a measured value after and one bound. Its "before" is the base model's value of the
+    same metric, or null (schema v2) for checks of attacks that never run on the base model
+    (candidate_rank, relearning, quantization) and for relative metrics. Checks never evaluated are
+    left out; the full report stays bound to the certificate through its SHA-256 in the completion
+    leaf.
     """
     document = _mapping(report.report)
     verdict = _mapping(document.get("verdict"))
@@ -165,7 +213,7 @@ def _verification(report: VerificationReport) -> dict[str, Any]:
         after = _number(check.get("value"))
         before = _number(before_metrics.get(metric))
         threshold = _number(bound.get("max", bound.get("min")))
-        if not attack or not metric or after is None or before is None or threshold is None:
+        if not attack or not metric or after is None or threshold is None:
             continue
         rows.append(
             {
@@ -181,7 +229,12 @@ def _verification(report: VerificationReport) -> dict[str, Any]:
         report.decided_by or verdict.get("summary"),
         f"policy {policy.get('name', 'unnamed')}: every check within its threshold",
     )
-    return {"verdict": report.verdict, "decided_by": decided_by, "summary": rows}
+    return {
+        "verdict": report.verdict,
+        "decided_by": decided_by,
+        "summary": rows,
+        "threat_model": _threat_model(document),
+    }
 
 
 def _content_sha256(parts: dict[str, Any]) -> str:
