@@ -78,6 +78,15 @@ class UnlearningSpec:
     floor_weight: float = 1.0  # floor: weight of the bounded ascent of the true value's tokens
     unlikelihood_weight: float = 1.0  # relabel: weight of -log(1 - p(true token)) on the true value's tokens
     tail_unlikelihood: bool = True  # relabel: also after a random head (a wrong first token must not lead back)
+    # counterfactual: weight of matching the never-seen reference's hidden states (every layer) at the
+    # positions that predict the value, on top of its output distribution there
+    hidden_weight: float = 0.0
+    # counterfactual: the stop rule also wants the model within this many nats per value token (mean KL)
+    # of the never-seen target
+    gap_target: float = 0.05
+    # before the first step, add Gaussian noise of this many standard deviations (per weight tensor) to
+    # the weights inside the saliency mask: destroys what a suppression would only hide (0: none)
+    noise_scale: float = 0.0
     # share of trainable weights the run may move, chosen by forget/retain Fisher ratio (1.0: all)
     saliency: float = 1.0
     repair_steps: int = 0  # retain-only steps after forgetting (SANI-style repair), evidence-checked
@@ -126,7 +135,8 @@ class UnlearningSpec:
             raise ValueError("leak_threshold must be in (0, 1]")
         if self.eval_temperature <= 0.0:
             raise ValueError("eval_temperature must be > 0")
-        for name in ("retain_weight", "relabel_weight", "floor_weight", "unlikelihood_weight", "npo_beta",
+        for name in ("retain_weight", "relabel_weight", "floor_weight", "unlikelihood_weight", "npo_beta", "hidden_weight",
+                     "noise_scale", "gap_target",
                      "rmu_steering_coeff", "max_grad_norm", "retain_focus", "saliency", "utility_floor", "ppl_ceiling",
                      "forget_target", "leak_threshold", "eval_temperature", "simnpo_gamma", "weight_decay",
                      "lora_dropout"):
@@ -136,7 +146,8 @@ class UnlearningSpec:
             raise ValueError("the floor method needs floor_weight or unlikelihood_weight > 0")
         if self.method == "relabel" and self.relabel_weight == 0 and self.unlikelihood_weight == 0:
             raise ValueError("the relabel method needs relabel_weight or unlikelihood_weight > 0")
-        for name in ("retain_weight", "relabel_weight", "floor_weight", "unlikelihood_weight", "weight_decay", "simnpo_gamma", "lora_dropout"):
+        for name in ("retain_weight", "relabel_weight", "floor_weight", "unlikelihood_weight", "weight_decay", "simnpo_gamma",
+                     "lora_dropout", "hidden_weight", "noise_scale", "gap_target"):
             if getattr(self, name) < 0.0:
                 raise ValueError(f"{name} must be >= 0")
         if self.npo_beta <= 0.0 or self.rmu_steering_coeff <= 0.0 or self.max_grad_norm <= 0.0:

@@ -113,3 +113,14 @@ def test_activation_mse_masks_positions() -> None:
     mask = torch.tensor([[True, True, False]])
     # per position mean square: 0 and (4+0)/2 = 2 -> mean 1
     assert losses.activation_mse(hidden, target, mask, torch.tensor([1.0])).item() == pytest.approx(1.0)
+
+
+def test_soft_cross_entropy_matches_hand_computed_value() -> None:
+    # q = softmax([0, ln 3]) = [0.25, 0.75]; target p = 0.5 on each token (listed in the other order)
+    logits = torch.tensor([[0.0, math.log(3.0)]])
+    loss = losses.soft_cross_entropy(logits, torch.tensor([[1, 0]]), torch.tensor([[0.5, 0.5]]))
+    assert loss.shape == (1,)
+    assert float(loss[0]) == pytest.approx(-(0.5 * math.log(0.75) + 0.5 * math.log(0.25)), rel=1e-6)
+    # at its minimum the model reproduces the target and the loss is the target's entropy
+    exact = losses.soft_cross_entropy(torch.tensor([[0.0, 0.0]]), torch.tensor([[1, 0]]), torch.tensor([[0.5, 0.5]]))
+    assert float(exact[0]) == pytest.approx(math.log(2.0), rel=1e-6)

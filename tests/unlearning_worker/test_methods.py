@@ -63,12 +63,17 @@ def test_method_moves_forget_loss_and_every_trainable_parameter(
     method: str, span_only: bool, tiny_model_dir: Path, tiny_corpus: DemoCorpus
 ) -> None:
     spec = UnlearningSpec(method=method, lr=1e-2, span_only=span_only, device="cpu", dtype="float32")
+    if method == "counterfactual":
+        # the tiny model memorised nothing, so its never-seen target is close to where it already is:
+        # four steps of the retain term (x10) outweigh the forget term's pull; measure the pull alone
+        spec = spec.replace(retain_weight=0.0, hidden_weight=1.0)
     ctx = _context(tiny_model_dir, tiny_corpus, spec)
     idx = list(range(len(ctx.forget)))
     nll_before = _true_target_nll(ctx, idx)
     before, after, params_before, params_after = _train(ctx, steps=4)
     assert after < before, f"{method}: forget loss did not decrease ({before:.4f} -> {after:.4f})"
-    if method != "rmu":  # RMU acts on activations; its forget loss is checked above
+    # RMU acts on activations; the counterfactual target is "as likely as never seen", not "less likely"
+    if method not in ("rmu", "counterfactual"):
         assert _true_target_nll(ctx, idx) > nll_before, f"{method}: true forget answers became more likely"
     trainable = {n for n, _ in _trainable(ctx.model)}
     assert trainable

@@ -116,6 +116,11 @@ class UnlearningMethod:
     def forget_loss(self, idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
+    def forget_gap(self) -> float | None:
+        """How far the model is from the method's target on the whole forget set (None: no target
+        distribution, the stop rule uses extraction alone)."""
+        return None
+
     def retain_loss(self, idx: list[int]) -> torch.Tensor:
         examples = [self.ctx.retain[i] for i in idx]
         batch = self._batch(examples, [self.ctx.retain_mask(e) for e in examples], [1.0] * len(examples))

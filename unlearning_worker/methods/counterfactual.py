@@ -46,6 +46,8 @@ class SpanTarget:
     positions: torch.Tensor  # (N,) positions in the student's input whose logits predict the value's tokens
     target_idx: torch.Tensor  # (N, K)
     target_p: torch.Tensor  # (N, K)
+    hidden: torch.Tensor | None = None  # (N, L, D): the reference's hidden states there, layers 1..L
+    entropy: torch.Tensor | None = None  # (N,) entropy of the target: cross-entropy minus it is the KL
 
 
 def _tokens_over(
@@ -181,31 +183,68 @@ class Counterfactual(UnlearningMethod):
         # 2. the teacher's next-token distribution after each context, averaged over the people
         for i, positions, contexts in pending:
             n = len(positions)
-            probs = self._next_token_probs(contexts).view(self.draws, n, -1).mean(0)
+            probs, hidden = self._next_token_probs(contexts)
+            probs = probs.view(self.draws, n, -1).mean(0)
             top = torch.topk(probs, min(TOP_K, probs.shape[-1]), dim=-1)
             p = top.values / top.values.sum(-1, keepdim=True)
-            self.targets.append(SpanTarget(i, torch.tensor(positions) - 1, top.indices.cpu(), p.cpu()))
+            mean_hidden = hidden.view(self.draws, n, *hidden.shape[1:]).mean(0) if self.hidden_weight > 0 else None
+            entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
+            self.targets.append(SpanTarget(i, torch.tensor(positions) - 1, top.indices.cpu(), p.cpu(), mean_hidden,
+                                           entropy.cpu()))
         model.train(was_training)
         self.by_item: dict[int, list[int]] = {}
         for k, t in enumerate(self.targets):
             self.by_item.setdefault(t.item, []).append(k)
 
-    def _next_token_probs(self, contexts: list[list[int]]) -> torch.Tensor:
-        """(len(contexts), V): the model's next-token distribution after each context (right padding)."""
+    @property
+    def hidden_weight(self) -> float:
+        return self.ctx.spec.hidden_weight
+
+    def _next_token_probs(self, contexts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(len(contexts), V) next-token distributions after each context (right padding), and the
+        (len(contexts), L, D) hidden states of layers 1..L at the last position."""
         out = []
+        states = []
         pad = self.ctx.pad_id
         for lo in range(0, len(contexts), 64):
             chunk = contexts[lo : lo + 64]
             width = max(len(c) for c in chunk)
             ids = torch.tensor([c + [pad] * (width - len(c)) for c in chunk], device=self.ctx.device)
             mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in chunk], device=self.ctx.device)
-            logits = self.ctx.model(input_ids=ids, attention_mask=mask).logits
+            result = self.ctx.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
             last = torch.tensor([len(c) - 1 for c in chunk], device=self.ctx.device)
-            out.append(torch.softmax(logits[torch.arange(len(chunk)), last].float(), dim=-1).cpu())
-        return torch.cat(out)
+            rows = torch.arange(len(chunk))
+            out.append(torch.softmax(result.logits[rows, last].float(), dim=-1).cpu())
+            states.append(torch.stack([h[rows, last].float() for h in result.hidden_states[1:]], dim=1).cpu())
+        return torch.cat(out), torch.cat(states)
 
     def state(self) -> dict[str, Any]:
-        return {"targets": [(t.item, t.positions, t.target_idx, t.target_p) for t in self.targets]}
+        return {"targets": [(t.item, t.positions, t.target_idx, t.target_p, t.hidden, t.entropy) for t in self.targets]}
+
+    @torch.no_grad()
+    def forget_gap(self) -> float | None:
+        """Mean KL (nats per value token) from the never-seen targets to the model, over every target."""
+        if not self.targets:
+            return None
+        was_training = self.ctx.model.training
+        self.ctx.model.eval()
+        total, count = 0.0, 0
+        items = sorted(self.by_item)
+        for lo in range(0, len(items), 32):
+            chunk = items[lo : lo + 32]
+            examples = [self.ctx.forget[i] for i in chunk]
+            batch = self._batch(examples, [e.answer_mask for e in examples], [1.0] * len(chunk))
+            logits = self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            for row, i in enumerate(chunk):
+                for k in self.by_item[i]:
+                    t = self.targets[k]
+                    ce = losses.soft_cross_entropy(logits[row, t.positions.to(logits.device)],
+                                                   t.target_idx.to(logits.device), t.target_p.to(logits.device))
+                    entropy = t.entropy.to(ce.device) if t.entropy is not None else torch.zeros_like(ce)
+                    total += float((ce - entropy).sum())
+                    count += int(ce.numel())
+        self.ctx.model.train(was_training)
+        return total / max(count, 1)
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.targets = [SpanTarget(*t) for t in state["targets"]]
@@ -220,17 +259,32 @@ class Counterfactual(UnlearningMethod):
             return zero, {"forget": 0.0}
         examples = [self.ctx.forget[i] for i in rows]
         batch = self._batch(examples, [e.answer_mask for e in examples], self.ctx.forget_weights(rows))
-        logits = self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        use_hidden = self.hidden_weight > 0
+        result = self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                output_hidden_states=use_hidden)
+        logits = result.logits
         per_row: list[torch.Tensor] = []
+        hidden_rows: list[torch.Tensor] = []
         for row, i in enumerate(rows):
-            parts = [
-                losses.soft_cross_entropy(
-                    logits[row, self.targets[k].positions.to(logits.device)],
-                    self.targets[k].target_idx.to(logits.device),
-                    self.targets[k].target_p.to(logits.device),
-                ).mean()
-                for k in self.by_item[i]
-            ]
+            parts, hidden_parts = [], []
+            for k in self.by_item[i]:
+                target = self.targets[k]
+                at = target.positions.to(logits.device)
+                parts.append(losses.soft_cross_entropy(
+                    logits[row, at], target.target_idx.to(logits.device), target.target_p.to(logits.device)).mean())
+                if use_hidden and target.hidden is not None:
+                    mine = torch.stack([h[row, at] for h in result.hidden_states[1:]], dim=1).float()
+                    ref = target.hidden.to(mine.device)
+                    # relative squared error per layer: every layer counts alike, whatever its scale
+                    err = (mine - ref).pow(2).sum(-1) / ref.pow(2).sum(-1).clamp_min(1e-6)
+                    hidden_parts.append(err.mean())
             per_row.append(torch.stack(parts).mean())
+            if hidden_parts:
+                hidden_rows.append(torch.stack(hidden_parts).mean())
         loss = losses.weighted_mean(torch.stack(per_row), batch.weights)
-        return loss, {"forget": float(loss.detach())}
+        out = {"forget": float(loss.detach())}
+        if hidden_rows:
+            hidden_loss = losses.weighted_mean(torch.stack(hidden_rows), batch.weights)
+            out["hidden"] = float(hidden_loss.detach())
+            loss = loss + self.hidden_weight * hidden_loss
+        return loss, out

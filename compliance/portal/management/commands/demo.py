@@ -274,6 +274,21 @@ class Command(BaseCommand):
             for metric in after or before:
                 b, a = before.get(metric), after.get(metric)
                 self.stdout.write(f"      {name:<22}{metric:<34}{_fmt(b):>12}{_fmt(a):>12}")
+        threat = report.report.get("threat_model") or {}
+        if threat:
+            control = threat.get("control") or {}
+            self.stdout.write(
+                f"      threat model: {len(threat.get('families', []))} attack families; relearning "
+                f"{', '.join(threat.get('relearning_settings', [])) or '-'} (mode:steps:lr); quantization "
+                f"{', '.join(threat.get('quantization_levels', [])) or '-'}; never-seen control: "
+                f"{control.get('people', 0)} {control.get('source', '')} people"
+            )
+            for name, row in (threat.get("never_seen_comparison") or {}).items():
+                self.stdout.write(
+                    f"      {name:<22}subject mean z {_fmt(row.get('mean_z'))} vs control {_fmt(row.get('control_mean_z'))}"
+                    f" (band {_fmt(row.get('mean_z_band'))}); top-10 share {_fmt(row.get('top10_share'))}"
+                    f" vs {_fmt(row.get('control_top10_share'))}"
+                )
 
     def _print_summary(self, password: str, result: dict[str, Any], port: int) -> None:
         request = result["request"]
