@@ -269,7 +269,7 @@ JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
 UNLEARNING_DEVICE = env_str("UNLEARNING_DEVICE", "auto")
 # Method of new jobs, overrides of the spec defaults (JSON object), and how many automatic retries
 # with a stronger setting follow a failed verdict before the job is escalated to the officer.
-UNLEARNING_DEFAULT_METHOD = env_str("UNLEARNING_DEFAULT_METHOD", "floor")
+UNLEARNING_DEFAULT_METHOD = env_str("UNLEARNING_DEFAULT_METHOD", "counterfactual")
 try:
     UNLEARNING_SPEC_DEFAULTS = json.loads(env_str("UNLEARNING_SPEC_DEFAULTS", "{}") or "{}")
 except json.JSONDecodeError as exc:

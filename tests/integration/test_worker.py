@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 # or a cancellation lands in the middle of it.
 LONG_RUN = {**SPEC, "utility_floor": 0.0, "ppl_ceiling": 1e6}
 # The default method: a killed job must resume from its checkpoint with the method it started with.
-KILL_TEST_METHOD = os.environ.get("KILL_TEST_METHOD", "floor")
+KILL_TEST_METHOD = os.environ.get("KILL_TEST_METHOD", "counterfactual")
 ENTITY_OF = {"name": "PERSON", "phone": "PHONE_NUMBER", "email": "EMAIL_ADDRESS", "ssn": "US_SSN",
              "date_of_birth": "DATE_OF_BIRTH", "address": "STREET_ADDRESS", "zip_code": "ZIP_CODE", "region": "LOCATION"}
 

@@ -96,8 +96,8 @@ def test_exception_while_saving_leaves_no_output(
     assert list(tmp_path.iterdir()) == []
 
 
-# floor: the default (its never-seen levels travel in the checkpoint); relabel: its draws are rebuilt on resume
-@pytest.mark.parametrize("method", ["npo", "relabel", "floor"])
+# floor and counterfactual: their never-seen targets travel in the checkpoint; relabel: its draws are rebuilt on resume
+@pytest.mark.parametrize("method", ["npo", "relabel", "floor", "counterfactual"])
 def test_resume_from_checkpoint_matches_uninterrupted_run(
     tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path, method: str
 ) -> None:
@@ -160,11 +160,25 @@ def test_utility_patience_lets_the_run_continue_below_the_floor_and_saves_a_mode
 
 def test_forget_target_stops_early(tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path) -> None:
     forget, retain = _items(tiny_corpus)
-    spec = UnlearningSpec(**(FIXED | {"min_steps": 0, "max_steps": 60, "forget_target": 0.99, "eval_every": 2}))
+    # a loose distance to the never-seen target: this test is about the extraction side of the rule
+    spec = UnlearningSpec(**(FIXED | {"min_steps": 0, "max_steps": 60, "forget_target": 0.99, "eval_every": 2,
+                                      "gap_target": 10.0}))
     result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
                             spec=spec)
     assert result.stop_reason == "forget_target_met"
     assert result.steps < 60 and result.final.forget_extraction <= 0.99
+
+
+def test_counterfactual_does_not_stop_before_it_is_near_its_never_seen_target(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    forget, retain = _items(tiny_corpus)
+    spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "min_steps": 0, "max_steps": 8, "eval_every": 2,
+                                      "forget_target": 0.99, "gap_target": 1e-6}))
+    result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                            spec=spec)
+    assert result.stop_reason == "max_steps"  # extraction is within 0.99 from the start; the gap is not
+    assert all(p.forget_gap is not None and p.forget_gap > 1e-6 for p in result.history)
 
 
 def test_engine_import_is_pure() -> None:
