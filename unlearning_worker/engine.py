@@ -624,6 +624,8 @@ def _run(
             if not torch.isfinite(loss):
                 raise FloatingPointError("unlearning loss is not finite")
             loss.backward()
+            if spec.adversary_every and retain and step % spec.adversary_every == 0:
+                step_losses["adversary"] = _adversarial_gradient(model, method, params, forget_idx, retain, spec, step)
             _apply_masks(model, masks)
             torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
             optimiser.step()
@@ -681,6 +683,37 @@ def _run(
         before=before, final=final_point, history=history, out_dir=out_dir, spec_hash=spec_hash,
         resumed_from_step=resumed_from, weights_sha256=hashes,
     )
+
+
+def _adversarial_gradient(
+    model: Any, method: UnlearningMethod, params: list[torch.nn.Parameter], forget_idx: list[int],
+    retain: list[RetainItem], spec: UnlearningSpec, step: int,
+) -> float:
+    """Fine-tune a copy of the model on retain records as a relearning attacker would, take the forget
+    loss there and add its gradient to `params`' (first-order: the copy's gradient stands in for the
+    gradient through the fine-tune). Returns the forget loss after the attacker's steps."""
+    shadow = copy.deepcopy(model)
+    shadow_params = [p for _n, p in _trainable(shadow)]
+    attacker = torch.optim.Adam(shadow_params, lr=spec.adversary_lr)
+    original = method.ctx.model
+    method.ctx.model = shadow
+    try:
+        for k in range(spec.adversary_steps):
+            idx = step_indices(len(retain), spec.retain_batch_size, step * spec.adversary_steps + k,
+                               seed=spec.seed, salt="adversary")
+            UnlearningMethod.retain_loss(method, idx).backward()
+            attacker.step()
+            attacker.zero_grad(set_to_none=True)
+        loss, _parts = method.forget_loss(forget_idx, step)
+        loss.backward()
+    finally:
+        method.ctx.model = original
+    for mine, theirs in zip(params, shadow_params, strict=True):
+        if theirs.grad is not None:
+            grad = theirs.grad.to(mine.device, mine.dtype) * spec.adversary_weight
+            mine.grad = grad if mine.grad is None else mine.grad + grad
+    del shadow, attacker
+    return float(loss.detach())
 
 
 @torch.no_grad()

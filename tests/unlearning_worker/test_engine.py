@@ -236,3 +236,29 @@ def test_a_dip_that_creeps_along_runs_out_of_patience() -> None:
     recovering = [before] + [EvalPoint(2 * i, {}, 0.0, 0.0, None, 1.0, 0.5 + 0.01 * i, 1.3, "unlearn") for i in range(1, 11)]
     assert _below_floor_streak(recovering, before, spec) == 10  # 10 > 3 x 3: the cap
     assert _below_floor_streak(recovering[:8], before, spec) == 0
+
+
+def test_adversarial_relearning_adds_the_relearned_forget_gradient_and_leaves_the_model(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus
+) -> None:
+    from unlearning_worker.data import encode
+    from unlearning_worker.engine import _adversarial_gradient, _load, _trainable
+    from unlearning_worker.methods import MethodContext, build_method
+
+    forget, retain = _items(tiny_corpus)
+    spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "adversary_every": 1, "adversary_steps": 3,
+                                      "adversary_lr": 1e-2}))
+    model, tokenizer = _load(tiny_model_dir, spec, torch.device("cpu"))
+    model.train()
+    ctx = MethodContext(model, tokenizer, spec, forget, [encode(tokenizer, f.prompt, f.completion, f.pii_spans) for f in forget],
+                        [encode(tokenizer, r.prompt, r.completion, r.pii_spans) for r in retain], torch.device("cpu"))
+    method = build_method(ctx)
+    method.prepare()
+    params = [p for _n, p in _trainable(model)]
+    weights_before = [p.detach().clone() for p in params]
+    loss_after_attack = _adversarial_gradient(model, method, params, list(range(len(forget))), retain, spec, 0)
+    assert loss_after_attack > 0
+    assert method.ctx.model is model  # the shadow copy was swapped back out
+    assert all(torch.equal(a, p.detach()) for a, p in zip(weights_before, params, strict=True))  # only the copy trained
+    with_grad = [p for p in params if p.grad is not None and p.grad.abs().sum() > 0]
+    assert len(with_grad) > len(params) // 2  # the relearned copy's forget gradient landed on the model's weights

@@ -74,7 +74,9 @@ def test_every_method_is_registered() -> None:
 @pytest.mark.parametrize(
     "bad",
     [{"attributes": "phone"}, {"attributes": [""]}, {"retain_focus": 1.5}, {"saliency": 0.0}, {"target_checks": 0},
-     {"utility_patience": -1}, {"floor_weight": -1.0}],
+     {"utility_patience": -1}, {"floor_weight": -1.0}, {"hidden_weight": -1.0}, {"noise_scale": -0.1},
+     {"gap_target": float("nan")}, {"adversary_lr": 0.0}, {"adversary_lr": 1.5}, {"adversary_steps": -1},
+     {"adversary_every": -2}, {"adversary_weight": -1.0}],
 )
 def test_new_fields_reject_bad_values(bad: dict) -> None:
     with pytest.raises(ValueError):
