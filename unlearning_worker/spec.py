@@ -2,7 +2,7 @@
 
 A spec is plain data: it is stored on the job row, hashed into checkpoints (a checkpoint is only
 resumed by a run with the same spec hash) and into the certificate. Every default is chosen for the
-default method ("relabel") on small and mid-sized causal LMs; the comment next to each says why.
+default method ("counterfactual") on small and mid-sized causal LMs; the comment next to each says why.
 
 Pure: no Django, no environment reads.
 """

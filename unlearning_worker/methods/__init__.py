@@ -342,7 +342,7 @@ class RMU(UnlearningMethod):
 
 @register
 class Relabel(UnlearningMethod):
-    """Default. Teach the forget prompts random same-format values in place of the true ones (span-only
+    """Teach the forget prompts random same-format values in place of the true ones (span-only
     by default: the sentence around the value is kept), push down the probability of every true value
     token with an unlikelihood term (so that sampling cannot recover it either), and anchor the retain
     set including its own PII spans (they are what collateral damage hits first).
@@ -466,7 +466,7 @@ class Relabel(UnlearningMethod):
 
 @register
 class Floor(Relabel):
-    """Default. Bounded ascent to the never-seen level: push every token of the true value down until it
+    """Bounded ascent to the never-seen level: push every token of the true value down until it
     is as unlikely as the tokens of a random same-format value in the same context (the level measured
     on the base model, per record), then stop pushing; an unlikelihood term on the same tokens, also
     after a random head (see Relabel), and a retain anchor that covers the retain records' PII spans.
@@ -476,7 +476,9 @@ class Floor(Relabel):
     wrong, and both membership inference (Min-K% AUC 0.97-0.98) and the exposure attack (3-4 bits)
     tell the difference; bounded ascent to the measured never-seen level gave AUC 0.48-0.50 and
     exposure 0.1-0.2 bits at the same forget extraction. Plain gradient ascent has no such level to stop at
-    and collapses the model.
+    and collapses the model. No longer the default: against the adaptive suite it overshoots (the
+    demo subject's SSN ranked 996th of 1,000 candidates, z -2.75 against a never-seen control's -0.3)
+    and higher-rate relearning brings values back (see methods.counterfactual).
     """
 
     name = "floor"
