@@ -361,17 +361,12 @@ def _worst(ctx: AttackContext, outcomes: Sequence[_SettingOutcome], started: flo
 
     worst_index = max(range(len(outcomes)), key=lambda i: badness(outcomes[i]))
     worst = outcomes[worst_index]
-    metrics: dict[str, float | None] = {}
-    for key in _RANK_METRICS:
-        if key.startswith("control_") or key.endswith("_over_control") or key in ("mean_z", "min_z", "mean_z_gap", "mean_z_band"):
-            metrics[key] = worst.metrics.get(key)
-    for key in ("leak_rate", "overshoot_rate", "rank1_share", "top10_share", "extraction_rate", "mean_z_excess"):
-        values = [o.metrics.get(key) for o in outcomes if o.metrics.get(key) is not None]
-        metrics[key] = max(v for v in values if v is not None) if values else None
-    metrics["rank1_share_over_control"] = max(
-        (v for o in outcomes if (v := o.metrics.get("rank1_share_over_control")) is not None), default=None)
-    metrics["top10_share_over_control"] = max(
-        (v for o in outcomes if (v := o.metrics.get("top10_share_over_control")) is not None), default=None)
+    # rates and shares: the highest over the settings; z-scores and the control's figures: the worst setting's
+    highest = ("leak_rate", "overshoot_rate", "rank1_share", "top10_share", "extraction_rate", "mean_z_excess",
+               "rank1_share_over_control", "top10_share_over_control")
+    metrics: dict[str, float | None] = {key: worst.metrics.get(key) for key in _RANK_METRICS}
+    for key in highest:
+        metrics[key] = max((v for o in outcomes if (v := o.metrics.get(key)) is not None), default=None)
     metrics["worst_setting"] = float(worst_index)
     by_cell: dict[tuple[str, str], dict[str, Any]] = {}
     for o in outcomes:
