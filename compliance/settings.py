@@ -258,6 +258,9 @@ CELERY_BEAT_SCHEDULE = {
 AUDIT_LOG_ORIGIN = env_str("AUDIT_LOG_ORIGIN", "erasure.example.org/audit-log") or ""
 AUDIT_SIGNING_KEY_FILE = Path(env_str("AUDIT_SIGNING_KEY_FILE", str(DATA_DIR / "secrets" / "audit_signing.key")) or "")
 AUDIT_KEYRING_FILE = Path(env_str("AUDIT_KEYRING_FILE", str(DATA_DIR / "secrets" / "audit_keyring.json")) or "")
+# The newest checkpoint this service signed, kept outside the database: the signer refuses to sign a
+# log that no longer contains it, and audit_verify checks the database against it (see audit/services.py).
+AUDIT_SIGNED_HEAD_FILE = Path(env_str("AUDIT_SIGNED_HEAD_FILE", str(DATA_DIR / "audit" / "signed-head.note")) or "")
 
 # --- models, corpora, jobs ---------------------------------------------------------------------
 ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(DATA_DIR / "artifacts")) or "").resolve()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,6 +61,9 @@ def _isolated_data_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.
     base = tmp_path_factory.getbasetemp() / "data"
     settings.AUDIT_SIGNING_KEY_FILE = base / "secrets" / "audit_signing.key"
     settings.AUDIT_KEYRING_FILE = base / "secrets" / "audit_keyring.json"
+    # The signer's record of its newest checkpoint belongs with the database it signed, and each test
+    # has its own database state: a shared record would make the signer refuse the next test's log.
+    settings.AUDIT_SIGNED_HEAD_FILE = base / "audit" / f"signed-head-{uuid.uuid4().hex}.note"
     settings.ARTIFACT_ROOT = base / "artifacts"
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 

@@ -14,6 +14,14 @@ followed by one blank line and one or more signature lines
 (U+2014 EM DASH, a space, the key name, a space). Each signature covers the body bytes exactly,
 final newline included. Key names, key ids and the vkey format are in `compliance.audit.keys`.
 
+This log adds one extension line to every checkpoint it signs, linking it to the one signed before:
+
+    previous <size> <base64 root>\n
+
+(`previous 0 <base64 SHA-256("")>` on the first). C2SP allows log-defined extension lines and readers
+that do not know them ignore them; because the line is under the signature, deleting, reordering or
+replaying checkpoint rows breaks the chain visibly (see `previous_link`).
+
 Verification rules (as golang.org/x/mod/sumdb/note `Open`): a signature line whose (name, key id)
 matches no known key is ignored, which is what lets a log add a key during rotation; a line that
 matches a known key but does not verify is an error (someone altered the note); at least one known
@@ -47,6 +55,8 @@ __all__ = [
     "format_checkpoint_body",
     "parse_checkpoint",
     "parse_note",
+    "previous_extension",
+    "previous_link",
     "sign_checkpoint",
     "sign_note",
     "verify_checkpoint",
@@ -56,6 +66,7 @@ __all__ = [
 SIGNATURE_PREFIX = "\u2014 "
 MAX_SIGNATURES = 100  # bounds the work an attacker-supplied note can cause (same limit as Go's note)
 _SIZE = re.compile(r"^(0|[1-9][0-9]{0,19})$")
+PREVIOUS_PREFIX = "previous "
 
 
 class CheckpointError(ValueError):
@@ -229,3 +240,37 @@ def verify_checkpoint(text: str | bytes, verifiers: Sequence[PublicKey], *, orig
         signatures=checkpoint.signatures,
         verified_by=verified,
     )
+
+
+def previous_extension(size: int, root: bytes) -> str:
+    """The extension line naming the checkpoint signed before this one (size 0 and the empty root
+    for the first)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise CheckpointError("previous tree size must be a non-negative integer")
+    if len(root) != HASH_SIZE:
+        raise CheckpointError(f"previous root must be {HASH_SIZE} bytes")
+    return f"{PREVIOUS_PREFIX}{size} {b64encode(root)}"
+
+
+def previous_link(checkpoint: Checkpoint) -> tuple[int, bytes] | None:
+    """The (size, root) of the previous checkpoint from the `previous` line; None when the note has
+    none (signed before the chain existed). Raises CheckpointError when the line is malformed,
+    repeated, or does not precede this checkpoint (sizes only grow)."""
+    lines = [line for line in checkpoint.extensions if line.startswith(PREVIOUS_PREFIX)]
+    if not lines:
+        return None
+    if len(lines) > 1:
+        raise CheckpointError("checkpoint has more than one previous line")
+    parts = lines[0][len(PREVIOUS_PREFIX) :].split(" ")
+    if len(parts) != 2 or not _SIZE.match(parts[0]):
+        raise CheckpointError("previous line must be 'previous <size> <base64 root>'")
+    try:
+        root = b64decode_strict(parts[1], "previous root")
+    except KeyFormatError as exc:
+        raise CheckpointError(str(exc)) from None
+    if len(root) != HASH_SIZE:
+        raise CheckpointError(f"previous root must be {HASH_SIZE} bytes")
+    size = int(parts[0])
+    if size >= checkpoint.size and checkpoint.size > 0:
+        raise CheckpointError(f"previous size {size} is not smaller than the checkpoint's size {checkpoint.size}")
+    return size, root

@@ -2,7 +2,8 @@
 
 `AuditLeaf` rows are the log: dense 0-based sequence numbers, canonical JSON bytes stored raw (never
 re-serialised) and their RFC 6962 leaf hash. `AuditNode` caches the hash of every complete subtree
-of level >= 1, so roots and proofs cost O(log n) reads. `AuditCheckpoint` holds signed tree heads.
+of level >= 1, so roots and proofs cost O(log n) reads. `AuditCheckpoint` holds signed tree heads,
+each linked to the one before it.
 All three are append-only: database triggers (see triggers.py) refuse UPDATE, DELETE and TRUNCATE.
 `AuditHead` is the one mutable row: the allocation lock and the current size.
 """
@@ -65,6 +66,13 @@ class AuditCheckpoint(models.Model):
     root = models.BinaryField(max_length=32)
     note = models.TextField()  # the signed note, verbatim
     created_at = models.DateTimeField()
+    # The chain: the size of the checkpoint signed before this one (0 for the first) and the RFC 9162
+    # consistency proof from it to this one (concatenated 32-byte hashes). The signed note itself
+    # carries the previous size and root in its `previous` extension line, so these columns are
+    # conveniences that audit_verify checks, not the authority. Null on checkpoints signed before
+    # the chain existed.
+    previous_size = models.BigIntegerField(null=True, blank=True)
+    consistency_proof = models.BinaryField(null=True, blank=True)
 
     class Meta:
         ordering = ["size"]

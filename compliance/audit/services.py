@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from compliance.audit import canonical, checkpoint, merkle
+from compliance.audit import canonical, checkpoint, merkle, signing
 from compliance.audit.models import AuditCheckpoint, AuditHead, AuditLeaf, AuditNode
 from compliance.audit.signing import current_signers, published_verifiers
 
@@ -208,25 +208,86 @@ def consistency_proof(size1: int, size2: int) -> list[bytes]:
     return merkle.consistency_proof(size1, size2, _DbNodeStore())
 
 
-def checkpoint_create() -> AuditCheckpoint | None:
-    """Sign the current tree head, after checking it is consistent with the previous checkpoint.
+class AuditLogTampered(RuntimeError):
+    """The database no longer holds what this service signed; the signer refuses to sign on top of it."""
 
-    Returns None when the log has not grown since the last checkpoint.
+
+def checkpoint_parse_trusted(note: str | bytes) -> checkpoint.Checkpoint:
+    """A checkpoint of this log signed by one of its published keys (e.g. one obtained from outside,
+    for `audit_verify --against`); raises CheckpointError with the reason otherwise."""
+    return checkpoint.verify_checkpoint(note, published_verifiers(), origin=settings.AUDIT_LOG_ORIGIN)
+
+
+def checkpoint_create() -> AuditCheckpoint | None:
+    """Sign the current tree head as the next link of the checkpoint chain.
+
+    Returns None when the log has not grown since the last checkpoint; raises AuditLogTampered when
+    the database does not extend what this service signed before.
+    1. Lock the head row: the size we sign cannot move under us.
+    2. The previous checkpoint is the database's newest; its note must verify and match its row.
+    3. The newest checkpoint this signer recorded outside the database must still be in the database
+       with the same root, and the current tree must extend it: otherwise checkpoint rows were
+       deleted or the log was rolled back, and signing now would bless the rewritten log.
+    4. The current tree must extend the previous checkpoint (RFC 9162 consistency proof from the
+       cached nodes, checked against the signed roots).
+    5. Sign with a `previous` line naming the previous checkpoint; keep the proof in the row.
+    6. Once the row commits, record the note outside the database.
     """
+    try:
+        recorded_note = signing.read_signed_head()
+        recorded = checkpoint_parse_trusted(recorded_note) if recorded_note is not None else None
+    except checkpoint.CheckpointError as exc:
+        raise AuditLogTampered(f"the signed-head record at {signing.signed_head_path()} is not valid: {exc}") from None
     with transaction.atomic():
-        # Hold the head lock: the size we sign cannot move under us.
         head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
         size = head.size
         previous = AuditCheckpoint.objects.order_by("-size").first()
         if previous is not None and previous.size >= size:
             return None
-        root = merkle.tree_root(size, _DbNodeStore())
-        if previous is not None:
-            proof = consistency_proof(previous.size, size)
-            merkle.verify_consistency(previous.size, size, proof, bytes(previous.root), root)
-            checkpoint.verify_checkpoint(previous.note, published_verifiers(), origin=settings.AUDIT_LOG_ORIGIN)
-        note = checkpoint.sign_checkpoint(settings.AUDIT_LOG_ORIGIN, size, root, current_signers())
-        return AuditCheckpoint.objects.create(size=size, root=root, note=note, created_at=timezone.now())
+        store = _DbNodeStore()
+        root = merkle.tree_root(size, store)
+        previous_size, previous_root = 0, merkle.EMPTY_ROOT
+        try:
+            if previous is not None:
+                signed = checkpoint_parse_trusted(previous.note)
+                if (signed.size, signed.root) != (previous.size, bytes(previous.root)):
+                    raise AuditLogTampered(f"{_cp_name(previous.pk, previous.size)}: its row disagrees with its signed note")
+                previous_size, previous_root = signed.size, signed.root
+            if recorded is not None:
+                row = AuditCheckpoint.objects.filter(size=recorded.size).first()
+                if row is None or bytes(row.root) != recorded.root:
+                    raise AuditLogTampered(
+                        f"the newest checkpoint this service signed (size {recorded.size}, recorded at "
+                        f"{signing.signed_head_path()}) is not in the database: checkpoints were deleted or the "
+                        "log was rolled back; run audit_verify (if the database was reset on purpose, move the "
+                        "record aside)"
+                    )
+                if recorded.size > 0:
+                    merkle.verify_consistency(
+                        recorded.size, size, consistency_proof(recorded.size, size), recorded.root, root
+                    )
+            proof = consistency_proof(previous_size, size) if previous_size > 0 else []
+            if previous_size > 0:
+                merkle.verify_consistency(previous_size, size, proof, previous_root, root)
+        except (checkpoint.CheckpointError, merkle.ProofError) as exc:
+            raise AuditLogTampered(f"refusing to sign size {size}: {exc}") from None
+        note = checkpoint.sign_checkpoint(
+            settings.AUDIT_LOG_ORIGIN,
+            size,
+            root,
+            current_signers(),
+            extensions=[checkpoint.previous_extension(previous_size, previous_root)],
+        )
+        created = AuditCheckpoint.objects.create(
+            size=size,
+            root=root,
+            note=note,
+            created_at=timezone.now(),
+            previous_size=previous_size,
+            consistency_proof=b"".join(proof),
+        )
+        transaction.on_commit(lambda: signing.record_signed_head(note, size))
+        return created
 
 
 def latest_checkpoint() -> AuditCheckpoint | None:
@@ -242,19 +303,24 @@ class VerifyReport:
     nodes: int = 0
     checkpoints: int = 0
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # facts worth knowing that are not failures
     first_bad_seq: int | None = None
+    first_bad_checkpoint: int | None = None  # id of the first checkpoint row (in chain order) that fails
+    unsigned_tail: int = 0  # leaves after the newest checkpoint that verified: nothing signed covers them
 
     @property
     def ok(self) -> bool:
         return not self.problems
 
     # Evidence ranks: a leaf whose own bytes are wrong (0) names the row exactly; a cached node (1)
-    # or a checkpoint (2) that disagrees only bounds where the edit is, so they name a seq only
+    # or a checkpoint (100) that disagrees only bounds where the edit is, so they name a seq only
     # when no better evidence exists.
     _rank: int = 1000
 
-    def fail(self, message: str, seq: int | None = None, *, rank: int = 0) -> None:
+    def fail(self, message: str, seq: int | None = None, *, rank: int = 0, checkpoint_id: int | None = None) -> None:
         self.problems.append(message)
+        if checkpoint_id is not None and self.first_bad_checkpoint is None:
+            self.first_bad_checkpoint = checkpoint_id
         if seq is None:
             return
         if rank < self._rank or (rank == self._rank and (self.first_bad_seq is None or seq < self.first_bad_seq)):
@@ -277,27 +343,96 @@ def _iter_leaves(batch: int = 5000) -> Iterator[tuple[int, bytes, bytes, str, ob
         last = rows[-1][0]
 
 
-def audit_verify() -> VerifyReport:
-    """Recompute everything from the leaf bytes and compare with what is stored.
+@dataclass
+class _SignedHead:
+    """A verified checkpoint and where it came from, for the messages."""
 
-    1. Every sequence number is present, dense from 0; every leaf hash equals SHA-256(0x00 || bytes);
-       every leaf is canonical JSON whose type and request id match the indexed columns.
-    2. Every cached subtree node equals the hash recomputed from the leaves.
-    3. Every checkpoint's root equals the recomputed root at its size, its signature verifies with a
-       published key, and consecutive checkpoints are consistent (RFC 9162 proof).
+    label: str  # "checkpoint at size 8 (id 3)", "the supplied checkpoint at size 8", ...
+    size: int
+    root: bytes
+    checkpoint_id: int | None = None
+
+
+def _split_hashes(blob: bytes | None) -> list[bytes]:
+    raw = bytes(blob or b"")
+    if len(raw) % merkle.HASH_SIZE:
+        raise merkle.ProofError("stored proof is not a whole number of hashes")
+    return [raw[i : i + merkle.HASH_SIZE] for i in range(0, len(raw), merkle.HASH_SIZE)]
+
+
+def _cp_name(cp_id: int, size: int) -> str:
+    return f"checkpoint at size {size} (id {cp_id})"
+
+
+def _leaves_text(lo: int, hi: int) -> str:
+    return f"leaf {lo}" if hi - lo == 1 else f"leaves {lo}-{hi - 1}"
+
+
+def audit_verify(*, against: checkpoint.Checkpoint | None = None) -> VerifyReport:
+    """Recompute the whole tree from the leaf bytes and check it against everything signed or stored.
+
+    1. Checkpoint notes, in the order the rows were inserted: each verifies with a published key and
+       matches its row. The signed-head record kept outside the database, and `against` (a checkpoint
+       obtained from outside, already verified by `checkpoint_parse_trusted`), join them as anchors.
+    2. Leaves: every sequence number is present, dense from 0; every leaf hash equals
+       SHA-256(0x00 || bytes); every leaf is canonical JSON whose type and request id match the
+       indexed columns. The tree is rebuilt on the way, keeping the root at every signed size.
+    3. Head and node cache: the head's size and frontier, and the set of cached nodes (none missing,
+       none extra, each equal to its recomputed hash).
+    4. The chain: sizes grow from row to row; each note's `previous` line names exactly the row before
+       it; the stored consistency proof links the two signed roots; no two notes sign one size with
+       different roots; every signed root equals the recomputed root at its size.
+    5. The anchors: each is covered by the leaves, matches them, and is present in the database.
     """
     report = VerifyReport()
+    verifiers = published_verifiers()
+    origin = settings.AUDIT_LOG_ORIGIN
+
+    # 1. Checkpoint rows and anchors.
+    rows = list(
+        AuditCheckpoint.objects.order_by("id").values_list(
+            "id", "size", "root", "note", "previous_size", "consistency_proof"
+        )
+    )
+    report.checkpoints = len(rows)
+    notes: dict[int, checkpoint.Checkpoint] = {}
+    for cp_id, size, _root, note, _prev, _proof in rows:
+        try:
+            notes[cp_id] = checkpoint.verify_checkpoint(note, verifiers, origin=origin)
+        except checkpoint.CheckpointError as exc:
+            report.fail(f"{_cp_name(cp_id, size)}: {exc}", checkpoint_id=cp_id)
+    anchors: list[_SignedHead] = []
+    recorded_note = signing.read_signed_head()
+    if recorded_note is None:
+        report.notes.append(
+            "no signed-head record outside the database yet: deletion of the newest checkpoints cannot be ruled out"
+        )
+    else:
+        try:
+            recorded = checkpoint.verify_checkpoint(recorded_note, verifiers, origin=origin)
+            anchors.append(
+                _SignedHead(
+                    f"the newest checkpoint recorded outside the database (size {recorded.size})",
+                    recorded.size,
+                    recorded.root,
+                )
+            )
+        except checkpoint.CheckpointError as exc:
+            report.fail(f"the signed-head record outside the database is not valid: {exc}")
+    if against is not None:
+        anchors.append(_SignedHead(f"the supplied checkpoint at size {against.size}", against.size, against.root))
+    roots_wanted = {size for _, size, *_ in rows} | {cp.size for cp in notes.values()} | {a.size for a in anchors}
+    roots_at: dict[int, bytes] = {0: merkle.EMPTY_ROOT}
+
+    # 2. Leaves, rebuilding the tree.
     stored_nodes = {(lvl, idx): bytes(h) for lvl, idx, h in AuditNode.objects.values_list("level", "index", "hash")}
     report.nodes = len(stored_nodes)
     recomputed_nodes: dict[tuple[int, int], bytes] = {}
-    checkpoints = list(AuditCheckpoint.objects.order_by("size"))
-    roots_wanted = {cp.size for cp in checkpoints}
-    roots_at: dict[int, bytes] = {}
     tree = merkle.CompactRange()
     expected = 0
     for seq, raw, stored_hash, event_type, request_id in _iter_leaves():
         if seq != expected:
-            report.fail(f"sequence gap: expected {expected}, found {seq}", expected)
+            report.fail(f"leaf {expected} is missing (the next leaf stored is {seq})", expected)
             break
         expected += 1
         computed = merkle.leaf_hash(raw)
@@ -313,36 +448,137 @@ def audit_verify() -> VerifyReport:
             report.fail(f"leaf {seq}: not canonical JSON", seq)
         for level, index, node in tree.append(computed)[1:]:
             recomputed_nodes[(level, index)] = node
-        size = seq + 1
-        if size in roots_wanted:
-            roots_at[size] = tree.root()
-        report.leaves = size
-    head_size = log_size()
-    if report.leaves != head_size:
-        report.fail(f"log head says {head_size} leaves but {report.leaves} were read", report.leaves)
-    for key, value in stored_nodes.items():
-        if recomputed_nodes.get(key) != value:
-            level, index = key
-            report.fail(f"cached node level {level} index {index} does not match the leaves", index << level, rank=1 + level)
-    verifiers = published_verifiers()
-    previous: AuditCheckpoint | None = None
-    for cp in checkpoints:
-        report.checkpoints += 1
-        if roots_at.get(cp.size) != bytes(cp.root):
-            report.fail(f"checkpoint at size {cp.size}: root does not match the leaves", cp.size - 1, rank=100)
+        if expected in roots_wanted:
+            roots_at[expected] = tree.root()
+    report.leaves = expected
+
+    # 3. Head and node cache.
+    head = AuditHead.objects.filter(id=1).first()
+    head_size = head.size if head else 0
+    if head_size != report.leaves:
+        report.fail(f"head: says the log has {head_size} leaves but {report.leaves} consecutive leaves were read", min(head_size, report.leaves))
+    elif head is not None and bytes(head.frontier) and bytes(head.frontier) != _frontier_bytes(tree):
+        report.fail("head: stored frontier does not match the tree recomputed from the leaves", rank=200)
+    if report.leaves == head_size and report.nodes != len(recomputed_nodes):
+        report.fail(f"node cache: {report.nodes} cached nodes for a log of {report.leaves} leaves, expected {len(recomputed_nodes)}")
+    for key, value in sorted(stored_nodes.items()):
+        level, index = key
+        span = _leaves_text(index << level, (index + 1) << level)
+        recomputed = recomputed_nodes.get(key)
+        if recomputed is None:
+            report.fail(f"cached node level {level} index {index} ({span}) is not part of the log's tree", rank=300)
+        elif recomputed != value:
+            report.fail(f"cached node level {level} index {index} ({span}) does not match the leaves", index << level, rank=1 + level)
+    for key in sorted(recomputed_nodes.keys() - stored_nodes.keys()):
+        level, index = key
+        span = _leaves_text(index << level, (index + 1) << level)
+        # A deleted cache entry says nothing about which leaf is bad: no seq.
+        report.fail(f"cached node level {level} index {index} ({span}) is missing: nodes were deleted")
+
+    # Sizes whose signed root matches the leaves: the leaves below them are authentic, which bounds
+    # where an edit under a failing checkpoint can be.
+    signed_roots = [(cp.size, cp.root) for cp in notes.values()] + [(a.size, a.root) for a in anchors]
+    good_sizes = sorted({size for size, root in signed_roots if roots_at.get(size) == root})
+
+    def _check_root(head_: _SignedHead) -> None:
+        if head_.size > report.leaves:
+            report.fail(
+                f"{head_.label} covers {_leaves_text(report.leaves, head_.size)}, which are "
+                f"gone: the log has only {report.leaves} consecutive leaves (truncated or deleted)",
+                report.leaves,
+                rank=100,
+                checkpoint_id=head_.checkpoint_id,
+            )
+        elif roots_at.get(head_.size) != head_.root:
+            lo = max((s for s in good_sizes if s < head_.size), default=0)
+            report.fail(
+                f"{head_.label}: signed root does not match the leaves; the edit is in "
+                f"{_leaves_text(lo, head_.size)}",
+                lo,
+                rank=100,
+                checkpoint_id=head_.checkpoint_id,
+            )
+
+    # 4. The chain, in insertion order.
+    previous: _SignedHead | None = None
+    by_size: dict[int, _SignedHead] = {}
+    linked_seen = False
+    for cp_id, size, row_root, _note, previous_size, proof_blob in rows:
+        parsed = notes.get(cp_id)
+        if parsed is None:
+            continue  # reported above: an unverifiable note proves nothing
+        current = _SignedHead(_cp_name(cp_id, parsed.size), parsed.size, parsed.root, cp_id)
+        if (parsed.size, parsed.root) != (size, bytes(row_root)):
+            report.fail(f"{_cp_name(cp_id, size)}: the row disagrees with its signed note", checkpoint_id=cp_id)
+        other = by_size.get(parsed.size)
+        if other is not None and other.root != parsed.root:
+            report.fail(
+                f"{other.label} and {current.label} sign the same size with different roots: the log forked",
+                checkpoint_id=cp_id,
+            )
+        by_size.setdefault(parsed.size, current)
+        if previous is not None and parsed.size <= previous.size:
+            report.fail(
+                f"{current.label} was inserted after the {previous.label}: "
+                "sizes only grow, so an older checkpoint was replayed or re-inserted",
+                checkpoint_id=cp_id,
+            )
         try:
-            parsed = checkpoint.verify_checkpoint(cp.note, verifiers, origin=settings.AUDIT_LOG_ORIGIN)
-            if parsed.size != cp.size or parsed.root != bytes(cp.root):
-                report.fail(f"checkpoint at size {cp.size}: signed note disagrees with its row", cp.size - 1, rank=100)
-        except (checkpoint.CheckpointError, ValueError) as exc:
-            report.fail(f"checkpoint at size {cp.size}: {exc}", cp.size - 1, rank=100)
-        if previous is not None and cp.size in roots_at and previous.size in roots_at:
-            try:
-                proof = consistency_proof(previous.size, cp.size)
-                merkle.verify_consistency(previous.size, cp.size, proof, bytes(previous.root), bytes(cp.root))
-            except (merkle.ProofError, AuditNode.DoesNotExist, AuditLeaf.DoesNotExist) as exc:
-                report.fail(f"checkpoints {previous.size} -> {cp.size} are not consistent: {exc}", previous.size, rank=100)
-        previous = cp
+            link = checkpoint.previous_link(parsed)
+        except checkpoint.CheckpointError as exc:
+            report.fail(f"{current.label}: {exc}", checkpoint_id=cp_id)
+            link = None
+        if link is None:
+            if linked_seen:
+                report.fail(f"{current.label} has no previous line but follows linked checkpoints", checkpoint_id=cp_id)
+        else:
+            linked_seen = True
+            link_size, link_root = link
+            expected_link = (previous.size, previous.root) if previous is not None else (0, merkle.EMPTY_ROOT)
+            if link != expected_link:
+                before = f"the row before it is the {previous.label}" if previous else "no checkpoint row precedes it"
+                if previous is not None and link_size == previous.size:
+                    cause = "the log forked"
+                elif previous is None or link_size > previous.size:
+                    cause = "checkpoint rows were deleted"
+                else:
+                    cause = "checkpoint rows were re-inserted or reordered"
+                report.fail(
+                    f"{current.label} was signed after a checkpoint at size {link_size}, but "
+                    f"{before}: {cause}",
+                    checkpoint_id=cp_id,
+                )
+            if previous_size != link_size:
+                report.fail(f"{current.label}: previous_size column disagrees with its signed note", checkpoint_id=cp_id)
+            if 0 < link_size < parsed.size:
+                try:
+                    merkle.verify_consistency(link_size, parsed.size, _split_hashes(proof_blob), link_root, parsed.root)
+                except merkle.ProofError as exc:
+                    report.fail(
+                        f"{current.label}: stored consistency proof from size {link_size} does not verify: {exc}",
+                        checkpoint_id=cp_id,
+                    )
+        _check_root(current)
+        previous = current
+
+    # 5. Anchors from outside the database.
+    for anchor in anchors:
+        _check_root(anchor)
+        twin = by_size.get(anchor.size)
+        if twin is None:
+            report.fail(f"{anchor.label} is not in the database: checkpoint rows were deleted")
+        elif twin.root != anchor.root:
+            report.fail(
+                f"{anchor.label} and the {twin.label} sign the same size with different roots: the log forked",
+                checkpoint_id=twin.checkpoint_id,
+            )
+    newest = max(good_sizes, default=0)
+    report.unsigned_tail = max(report.leaves - newest, 0)
+    if report.unsigned_tail:
+        report.notes.append(
+            f"{_leaves_text(newest, report.leaves)} are not yet under a signed checkpoint: an edit there is "
+            "detected only after the next checkpoint"
+        )
     return report
 
 

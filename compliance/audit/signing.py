@@ -109,3 +109,44 @@ def rotate_finish(hint: str) -> None:
         raise ValueError("cannot retire the only signing key; start a rotation first")
     _atomic_write(Path(settings.AUDIT_SIGNING_KEY_FILE), "".join(s.to_signer_key() + "\n" for s in signers), 0o600)
     _atomic_write(Path(settings.AUDIT_KEYRING_FILE), ring.retire(entry.public_key, timezone.now()).dumps(), 0o644)
+
+
+# --- the signed head, kept outside the database -----------------------------------------------------
+#
+# Checkpoint rows live in the database, so a database administrator can delete the newest ones (and
+# truncate the log back to an older one) without breaking any signature. The signer therefore keeps
+# the newest checkpoint it signed in AUDIT_SIGNED_HEAD_FILE, next to its key and out of the database's
+# reach: it refuses to sign a log that no longer contains that checkpoint, and audit_verify checks the
+# database against it. The file only ever moves forward (a smaller size is never written over a larger).
+
+
+def signed_head_path() -> Path:
+    return Path(settings.AUDIT_SIGNED_HEAD_FILE)
+
+
+def read_signed_head() -> str | None:
+    """The newest checkpoint note this service recorded, or None when there is no record yet."""
+    path = signed_head_path()
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def record_signed_head(note: str, size: int) -> None:
+    """Keep `note` as the newest signed checkpoint unless the record already holds a larger one.
+
+    Called after the checkpoint row commits (a rolled-back checkpoint must not be recorded). Two
+    signers finishing out of order could both read before either writes; the later write then holds
+    the smaller size, which only weakens the record to an older, still valid checkpoint.
+    """
+    from compliance.audit.checkpoint import CheckpointError, parse_checkpoint
+
+    existing = read_signed_head()
+    if existing is not None:
+        try:
+            if parse_checkpoint(existing).size >= size:
+                return
+        except CheckpointError:
+            pass  # an unreadable record is replaced; audit_verify reports it before that happens
+    _atomic_write(signed_head_path(), note, 0o644)
