@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from compliance.audit import canonical, checkpoint, merkle, signing
@@ -384,6 +384,21 @@ def audit_verify(*, against: checkpoint.Checkpoint | None = None) -> VerifyRepor
        different roots; every signed root equals the recomputed root at its size.
     5. The anchors: each is covered by the leaves, matches them, and is present in the database.
     """
+    # Read the record before the database: it is written after its row commits, so the snapshot
+    # below contains it unless the row was deleted.
+    recorded_note = signing.read_signed_head()
+    if connection.in_atomic_block:  # the caller's transaction decides what is visible
+        return _audit_verify(recorded_note, against)
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            # One snapshot for every table: appends and checkpoints that commit meanwhile are not seen
+            # half-way (SQLite's read transaction is a snapshot already).
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        return _audit_verify(recorded_note, against)
+
+
+def _audit_verify(recorded_note: str | None, against: checkpoint.Checkpoint | None) -> VerifyReport:
     report = VerifyReport()
     verifiers = published_verifiers()
     origin = settings.AUDIT_LOG_ORIGIN
@@ -402,7 +417,6 @@ def audit_verify(*, against: checkpoint.Checkpoint | None = None) -> VerifyRepor
         except checkpoint.CheckpointError as exc:
             report.fail(f"{_cp_name(cp_id, size)}: {exc}", checkpoint_id=cp_id)
     anchors: list[_SignedHead] = []
-    recorded_note = signing.read_signed_head()
     if recorded_note is None:
         report.notes.append(
             "no signed-head record outside the database yet: deletion of the newest checkpoints cannot be ruled out"
@@ -576,7 +590,8 @@ def audit_verify(*, against: checkpoint.Checkpoint | None = None) -> VerifyRepor
     report.unsigned_tail = max(report.leaves - newest, 0)
     if report.unsigned_tail:
         report.notes.append(
-            f"{_leaves_text(newest, report.leaves)} are not yet under a signed checkpoint: an edit there is "
+            f"{_leaves_text(newest, report.leaves)} {'is' if report.unsigned_tail == 1 else 'are'} not yet under a "
+            "signed checkpoint: an edit there is "
             "detected only after the next checkpoint"
         )
     return report

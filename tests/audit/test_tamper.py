@@ -354,3 +354,23 @@ def test_against_a_malformed_file_exits_non_zero_without_a_traceback(tmp_path: P
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert "not a valid signed checkpoint of this log" in result.stderr
+
+
+def test_checkpoints_signed_before_the_chain_existed_still_verify_and_the_chain_starts_from_them(sign: Callable) -> None:
+    from django.utils import timezone
+
+    from compliance.audit.checkpoint import sign_checkpoint
+    from compliance.audit.services import tree_root
+
+    _append(4)
+    size, root = tree_root()
+    legacy_note = sign_checkpoint(settings.AUDIT_LOG_ORIGIN, size, root, signing.current_signers())  # no previous line
+    legacy = AuditCheckpoint.objects.create(size=size, root=root, note=legacy_note, created_at=timezone.now())
+    _append(3)
+    chained = sign()
+    assert (chained.previous_size, legacy.previous_size) == (4, None)
+    report = audit_verify()
+    assert report.ok, report.problems
+    # the first link names the legacy checkpoint, so deleting it is still noticed
+    _sql("DELETE FROM audit_auditcheckpoint WHERE id = %s", [legacy.id])
+    assert "checkpoint rows were deleted" in _problems(audit_verify())
