@@ -1,4 +1,4 @@
-"""Pure PII library: offline Presidio set-up, subject recognizers, corpus scanning, PII Risk Index.
+"""Pure PII library: offline Presidio set-up, the identifier matcher, corpus scanning, PII Risk Index.
 
 No Django, no environment reads: everything takes explicit config objects. Names are imported lazily
 (PEP 562) so that `import pii` stays cheap: Presidio and spaCy (several seconds to import) load only
@@ -14,8 +14,9 @@ _EXPORTS: dict[str, str] = {
     "EngineConfig": "pii.engine",
     "PiiAnalyzer": "pii.engine",
     "build_analyzer": "pii.engine",
-    "SubjectIdentifiers": "pii.subjects",
-    "subject_recognizers": "pii.subjects",
+    "SubjectIdentifiers": "pii.identifiers",
+    "MatchOptions": "pii.matcher",
+    "find_matches": "pii.matcher",
     "CorpusSpec": "pii.scan",
     "EntitySpan": "pii.scan",
     "LocatedRecord": "pii.scan",
@@ -51,7 +52,8 @@ __all__ = [
     "scan_corpus",
     "score_record",
     "score_request",
-    "subject_recognizers",
+    "MatchOptions",
+    "find_matches",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
@@ -67,7 +69,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         read_record,
         scan_corpus,
     )
-    from pii.subjects import SubjectIdentifiers, subject_recognizers
+    from pii.identifiers import SubjectIdentifiers
+    from pii.matcher import MatchOptions, find_matches
 
 
 def __getattr__(name: str) -> Any:

@@ -26,7 +26,8 @@ from presidio_anonymizer import AnonymizerEngine
 from presidio_anonymizer.entities import OperatorConfig
 from presidio_anonymizer.entities import RecognizerResult as AnonymizerSpan
 
-from pii.subjects import GENERIC_ENTITY_BY_KIND, SubjectIdentifiers, build_subject_matcher
+from pii.matcher import SubjectFinder
+from pii.subjects import GENERIC_ENTITY_BY_KIND, SubjectIdentifiers
 
 Scope = Literal["subject", "record"]
 DEFAULT_KEEP_ENTITY_TYPES: frozenset[str] = frozenset({"DATE_TIME"})
@@ -116,7 +117,7 @@ def anonymize_record(
     """
     if scope not in ("subject", "record"):
         raise ValueError("anonymize_record: scope must be 'subject' or 'record'")
-    matcher = build_subject_matcher(subject)
+    matcher = SubjectFinder.for_subject(subject)
     spans: list[Any] = [
         _Span(GENERIC_ENTITY_BY_KIND[kind], start, end) for kind, start, end in matcher.match(text)
     ]

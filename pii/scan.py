@@ -32,26 +32,29 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import ahocorasick
+import re2
 
+from pii.matcher import Match, MatchOptions, PlainIndex, find_matches
 from pii.subjects import (
     GENERIC_ENTITY_BY_KIND,
+    SubjectAnchors,
     SubjectIdentifiers,
-    SubjectMatcher,
-    build_subject_matcher,
+    build_subject_anchors,
 )
+from pii.textnorm import DEFAULT_TRANSFORMS, fold_chars, validate_transforms
 
 ProgressCallback = Callable[[int, int], None]
 
-# Up to this many literal anchors / key regexes, one pass per anchor (each ~1 GB/s) beats one
-# Aho-Corasick pass (~100 MB/s) over a projected copy; past it, the automaton wins.
-_FIND_LOOP_MAX_ANCHORS = 12
-_SEPARATE_REGEX_MAX = 6
+# Up to this many separator-tolerant key regexes, the RE2 automaton searches the block itself
+# (about 500 MB/s for one subject, 230 MB/s for 20); past it, the DFA of the interleaved separator
+# classes grows too large and a projected copy without separators searched for literal keys wins
+# (about 120 MB/s for 100 subjects, translate included).
+_SEPARATE_REGEX_MAX = 60
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class CorpusSpec:
     block_bytes: int = 1 << 20
     validate_json: Literal["candidates", "structural", "all"] = "structural"
     min_entity_score: float = 0.3
+    transforms: frozenset[str] = DEFAULT_TRANSFORMS
 
     def __post_init__(self) -> None:
         if isinstance(self.paths, str | Path):
@@ -94,6 +98,7 @@ class CorpusSpec:
             raise ValueError("CorpusSpec.validate_json must be 'candidates', 'structural' or 'all'")
         if not 0.0 <= self.min_entity_score <= 1.0:
             raise ValueError("CorpusSpec.min_entity_score must be within [0, 1]")
+        object.__setattr__(self, "transforms", validate_transforms(self.transforms))
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,6 @@ class ScanReport:
     records_read: int = 0
     blank_lines: int = 0
     candidate_records: int = 0  # distinct lines the pre-filter flagged (for any subject)
-    candidate_pairs: int = 0  # (line, subject) pairs flagged
     confirmed_records: int = 0  # distinct records confirmed for at least one subject
     malformed_json_lines: int = 0
     missing_text_field: int = 0
@@ -177,105 +181,166 @@ class ScanResult:
 # Bytes the projected pre-filter deletes: the separators that people put inside phone numbers and
 # identifiers ("(415) 555-0143", "GB29 NWBK ..."). Newlines are kept: they delimit records.
 _PROJECTION_DELETE = b" \t\r\f\v-./()"
+# Runs of five or more number words (the pre-filter's view of `pii.textnorm`'s spelled digits).
+_NUMBER_WORDS = (
+    rb"zero|oh|one|two|three|four|five|six|seven|eight|nine|null|eins|zwei|drei|vier|funf|fuenf|sechs|"
+    rb"sieben|acht|neun|un|une|deux|trois|quatre|cinq|sept|huit|neuf|cero|uno|dos|tres|cuatro|cinco|"
+    rb"seis|siete|ocho|nueve|double|triple"
+)
+_SPELLED_RUN = rb"\b(?:" + _NUMBER_WORDS + rb")(?:[ ,.\-]{1,3}(?:" + _NUMBER_WORDS + rb"|\d{1,4})){4,}"
+# The same in a projected block (separators deleted): five number words in a row.
+_SPELLED_RUN_PROJECTED = rb"(?:" + _NUMBER_WORDS + rb"){5,}"
+# A JSON \\u escape, or a surrogate pair of them (characters outside the BMP: "\\ud835\\udc00").
+_JSON_ESCAPE_RE = re.compile(r"\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})|\\u([0-9a-f]{4})", re.IGNORECASE)
+# RE2 builds its DFA lazily within this memory; a batch of a few hundred subjects needs a few MB.
+_RE2_MAX_MEM = 256 << 20
+
+
+def _unescape(m: re.Match[str]) -> str:
+    if m.group(3) is not None:
+        return chr(int(m.group(3), 16))
+    high, low = int(m.group(1), 16), int(m.group(2), 16)
+    return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
+
+
+def _re2(pattern: bytes) -> Any:
+    options = re2.Options()
+    options.max_mem = _RE2_MAX_MEM
+    return re2.compile(pattern, options)
 
 
 class _Prefilter:
-    """Finds candidate lines for each subject in a lower-cased block of whole lines.
+    """Finds the candidate lines of a lower-cased block of whole lines: lines that hold an anchor.
 
-    Two strategies, chosen once from the number of anchors (both over-approximate; both are checked
-    against the subject recognizers by the tests):
+    Every anchor of every subject goes into one RE2 automaton (a DFA: linear time, whatever the
+    number of anchors), so a block is read once for a whole batch of subjects. Two shapes, chosen
+    once from the anchors (both over-approximate; both are checked against the matcher by tests):
 
-    * direct (few subjects): one `bytes.find` pass per literal anchor (surname, e-mail) and one
-      separator-tolerant regex per phone/identifier key, each led by a literal digit so the regex
-      engine's prefix scan skips most of the block;
-    * projected (a batch): the block is lower-cased and stripped of separators once
-      (`bytes.translate`, C speed), then one Aho-Corasick automaton finds every anchor of every
-      subject, projected the same way, in a single pass; hits map back to original lines by line
-      index, since newlines survive the projection. Cost no longer grows with the number of subjects.
+    * direct (a few subjects): literal anchors (surname, e-mail) and separator-tolerant regexes of
+      the phone and identifier keys, searched in the lower-cased block itself;
+    * projected (a batch): the block is stripped of separators once (`bytes.translate`, C speed)
+      and the anchors, projected the same way, are all literals; hits map back to the original
+      lines by line index, since newlines survive the projection.
+
+    A hit makes its whole line a candidate and the search goes on at the next line. Which subject a
+    line concerns is not decided here: the matcher (`pii.matcher`) looks for every subject of the
+    pass in each candidate line. With spelled-out digits on, a run of number words is an anchor too.
+    Blocks with non-ASCII characters or JSON \\u escapes are also searched with their characters
+    folded (`pii.textnorm.fold_chars`: dashes, spaces, invisibles, look-alikes, accents).
     """
 
-    def __init__(self, matchers: Sequence[SubjectMatcher]) -> None:
-        literal: dict[bytes, set[int]] = {}
-        regexes: list[tuple[int, bytes]] = []
-        keys: dict[bytes, set[int]] = {}
-        for index, matcher in enumerate(matchers):
-            for anchor in matcher.literal_anchors:
-                literal.setdefault(anchor, set()).add(index)
-            for _kind, source in matcher.regex_anchors:
-                regexes.append((index, source))
-            for key in matcher.key_anchors:
-                keys.setdefault(key, set()).add(index)
-        self.projected = len(literal) > _FIND_LOOP_MAX_ANCHORS or len(regexes) > _SEPARATE_REGEX_MAX
-        self._literal = {k: tuple(sorted(v)) for k, v in literal.items()}
-        self._separate = [(i, re.compile(src)) for i, src in regexes]
-        self._automaton: Any = None
+    def __init__(self, anchors: Sequence[SubjectAnchors], transforms: frozenset[str] = DEFAULT_TRANSFORMS) -> None:
+        literal: set[bytes] = set()
+        regexes: set[bytes] = set()
+        keys: set[bytes] = set()
+        for subject in anchors:
+            literal.update(subject.literal_anchors)
+            regexes.update(src.replace(rb"(?![0-9])", b"") for _, src in subject.regex_anchors)
+            keys.update(subject.key_anchors)
+        self._transforms = transforms
+        spelled = "spelled_digits" in transforms and any(a.kinds & {"phone", "identifier"} for a in anchors)
+        self.projected = len(regexes) > _SEPARATE_REGEX_MAX
         if self.projected:
-            projected: dict[bytes, set[int]] = {}
-            for anchor, subjects in list(literal.items()) + list(keys.items()):
-                projected.setdefault(anchor.translate(None, _PROJECTION_DELETE), set()).update(subjects)
-            automaton = ahocorasick.Automaton()
-            for anchor, subject_set in projected.items():
-                if anchor:
-                    # latin-1 maps each byte to one code point: automaton positions are byte positions.
-                    automaton.add_word(anchor.decode("latin-1"), tuple(sorted(subject_set)))
-            automaton.make_automaton()
-            self._automaton = automaton
+            projected = {a.translate(None, _PROJECTION_DELETE) for a in literal | keys}
+            parts = [re.escape(a) for a in sorted(projected) if a]
+            if spelled:
+                parts.append(_SPELLED_RUN_PROJECTED)
+        else:
+            parts = [re.escape(a) for a in sorted(literal) if a] + sorted(regexes)
+            if spelled:
+                parts.append(_SPELLED_RUN)
+        self._search = _re2(b"|".join(parts)).search if parts else None
 
-    def hits(self, lowered: bytes, lo: int, hi: int) -> Iterator[tuple[int, int]]:
-        """(byte position in the line, subject index) of every anchor hit in lowered[lo:hi]."""
+    def lines(self, lowered: bytes, lo: int, hi: int, fold: bool = False) -> set[int]:
+        """Start offsets (in the block) of the candidate lines of lowered[lo:hi].
+
+        fold: the block holds non-ASCII characters or JSON \\u escapes; it is searched again with
+        its characters folded.
+        """
+        if self._search is None:
+            return set()
+        starts = set(self._line_hits(lowered, lo, hi))
+        if fold:
+            starts.update(self._folded_hits(lowered, lo, hi))
+        return starts
+
+    def _line_hits(self, lowered: bytes, lo: int, hi: int) -> Iterator[int]:
         if self.projected:
-            yield from self._projected_hits(lowered, lo, hi)
+            projected = lowered[lo:hi].translate(None, _PROJECTION_DELETE)
+            yield from _map_lines(lowered, lo, hi, projected, self._hit_lines(projected))
             return
-        find = lowered.find
-        for anchor, subjects in self._literal.items():
-            pos = find(anchor, lo, hi)
-            while pos != -1:
-                for s in subjects:
-                    yield pos, s
-                pos = find(anchor, pos + 1, hi)
-        for subject, compiled in self._separate:
-            for match in compiled.finditer(lowered, lo, hi):
-                yield match.start(), subject
+        search = self._search
+        pos = lo
+        while pos < hi:
+            m = search(lowered, pos, hi)
+            if m is None:
+                return
+            start = lowered.rfind(b"\n", lo, m.start()) + 1 or lo
+            yield start
+            end = lowered.find(b"\n", m.end() - 1, hi)
+            pos = hi if end == -1 else end + 1
 
-    def _projected_hits(self, lowered: bytes, lo: int, hi: int) -> Iterator[tuple[int, int]]:
-        projected = lowered[lo:hi].translate(None, _PROJECTION_DELETE)
-        found = sorted(
-            (end, subjects) for end, subjects in self._automaton.iter(projected.decode("latin-1"))
-        )
-        line_index, counted_to = 0, 0  # line index of projected position counted_to
-        original_line, original_start = 0, lo  # walk of the original block, line by line
-        for end, subjects in found:
-            line_index += projected.count(b"\n", counted_to, end)
-            counted_to = end
-            while original_line < line_index:
-                original_start = lowered.find(b"\n", original_start, hi) + 1
-                original_line += 1
-            for s in subjects:
-                yield original_start, s
+    def _hit_lines(self, text: bytes) -> Iterator[int]:
+        """Positions of the first hit in each line of `text` that has one."""
+        search = self._search
+        pos, hi = 0, len(text)
+        while pos < hi:
+            m = search(text, pos)
+            if m is None:
+                return
+            yield m.start()
+            end = text.find(b"\n", m.end() - 1)
+            pos = hi if end == -1 else end + 1
+
+    def _folded_hits(self, lowered: bytes, lo: int, hi: int) -> Iterator[int]:
+        segment = lowered[lo:hi]
+        text = segment.decode("utf-8", errors="surrogateescape")
+        if "\\u" in text:
+            text = _JSON_ESCAPE_RE.sub(_unescape, text)
+        folded = fold_chars(text, self._transforms).encode("utf-8", errors="surrogatepass").lower()
+        if folded == segment:
+            return
+        if self.projected:
+            folded = folded.translate(None, _PROJECTION_DELETE)
+        yield from _map_lines(lowered, lo, hi, folded, self._hit_lines(folded))
+
+
+def _map_lines(original: bytes, lo: int, hi: int, rewritten: bytes, positions: Iterable[int]) -> Iterator[int]:
+    """Start offsets in `original` of the lines that hold `positions` of `rewritten` (same lines)."""
+    line_index, counted_to = 0, 0
+    original_line, original_start = 0, lo
+    for pos in sorted(positions):
+        line_index += rewritten.count(b"\n", counted_to, pos)
+        counted_to = pos
+        while original_line < line_index:
+            original_start = original.find(b"\n", original_start, hi) + 1
+            original_line += 1
+        yield original_start
 
 
 @dataclass
 class _Candidate:
     start: int
     end: int
-    subjects: set[int]
 
 
 class _Scanner:
     def __init__(
         self,
         spec: CorpusSpec,
-        matchers: Sequence[SubjectMatcher],
+        subjects: Sequence[SubjectIdentifiers],
         analyzer: Any,
         progress: ProgressCallback | None,
     ) -> None:
         self.spec = spec
-        self.matchers = matchers
         self.analyzer = analyzer
         self.progress = progress
-        self.prefilter = _Prefilter(matchers)
+        self.prefilter = _Prefilter([build_subject_anchors(s) for s in subjects], spec.transforms)
+        # One index for every subject of the pass: a candidate line is matched once, whoever it names.
+        self.index = PlainIndex.build((str(i), s) for i, s in enumerate(subjects))
+        self.options = MatchOptions(transforms=spec.transforms, names="any_case", strict_initials=True)
         self.report = ScanReport(max_line_bytes=spec.max_line_bytes)
-        self.located: list[list[LocatedRecord]] = [[] for _ in matchers]
+        self.located: list[list[LocatedRecord]] = [[] for _ in subjects]
 
     # 1. Stream one file in chunks. The whole lines of a chunk are scanned in place (as the range
     #    [first newline + 1, last newline + 1)) so that no chunk is ever copied; the line cut by a
@@ -375,12 +440,10 @@ class _Scanner:
             self._count_non_utf8(block, lo, hi)
 
         candidates: dict[int, _Candidate] = {}
-        for pos, subject in self.prefilter.hits(lowered, lo, hi):
-            start = block.rfind(b"\n", lo, pos) + 1 or lo
-            candidate = candidates.get(start)
-            if candidate is None:
-                candidate = candidates[start] = _Candidate(start, block.find(b"\n", pos, hi), set())
-            candidate.subjects.add(subject)
+        fold = not is_ascii or lowered.find(b"\\u", lo, hi) != -1
+        for start in self.prefilter.lines(lowered, lo, hi, fold):
+            end = block.find(b"\n", start, hi)
+            candidates[start] = _Candidate(start, hi - 1 if end == -1 else end)
 
         if candidates:
             started = time.perf_counter()
@@ -392,7 +455,6 @@ class _Scanner:
                 if any(a <= start < b for a, b in oversize):
                     continue
                 self.report.candidate_records += 1
-                self.report.candidate_pairs += len(candidate.subjects)
                 self._confirm(path, block, block_offset, candidate, lines_before + 1, start in malformed_starts)
             self.report.confirm_s += time.perf_counter() - started
         return line_number + n_lines
@@ -532,10 +594,11 @@ class _Scanner:
     ) -> None:
         confirmed_any = False
         entities: tuple[EntitySpan, ...] | None = None
-        for subject in sorted(candidate.subjects):
-            matches = self.matchers[subject].match(text)
-            if not matches:
-                continue
+        by_subject: dict[int, list[tuple[str, int, int]]] = {}
+        for m in find_matches(text, self.index, self.options):
+            by_subject.setdefault(int(m.subject_ref), []).append((m.kind, m.start, m.end))
+        for subject in sorted(by_subject):
+            matches = sorted(set(by_subject[subject]), key=lambda item: (item[1], item[2], item[0]))
             if entities is None:
                 entities = self._entities(text)
             confirmed_any = True
@@ -622,8 +685,9 @@ def scan_corpus(
     for path in spec.paths:
         if not path.is_file():
             raise FileNotFoundError(f"corpus file not found: {path}")
-    matchers = [build_subject_matcher(s) for s in subject_list]
-    scanner = _Scanner(spec, matchers, analyzer, progress)
+    for subject in subject_list:
+        subject.require_searchable()
+    scanner = _Scanner(spec, subject_list, analyzer, progress)
     scanner.report.files = len(spec.paths)
     scanner.report.bytes_total = sum(p.stat().st_size for p in spec.paths)
     started = time.perf_counter()

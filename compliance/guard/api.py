@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 from compliance.api.problems import problem
 from compliance.api.serializers import StrictSerializer
 from compliance.guard import runtime
-from compliance.guard.matcher import GuardPolicy
+from pii.guard import GuardPolicy
 
 GUARD_GROUPS = ("api-client", "officer")
 MAX_TEXTS = 256

@@ -17,7 +17,7 @@ Usage (the serving process holds a GuardCache that the Django side refreshes):
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from compliance.guard.hf import GuardedStreamer, guarded_generate
-    from compliance.guard.matcher import GuardCache, GuardPolicy
+    from pii.guard import GuardCache, GuardPolicy
 
     cache = GuardCache(key=guard_hmac_key_bytes)
     cache.refresh(load_rules)  # load_rules() -> (version, [(subject_ref, kind, digest_hex), ...])
@@ -49,15 +49,8 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 from transformers.generation.streamers import BaseStreamer
 
-from compliance.guard.matcher import (
-    GuardIndex,
-    GuardPolicy,
-    GuardResult,
-    Match,
-    find_matches,
-    guard_text,
-    redact_spans,
-)
+from pii.guard import DEFAULT_HOLDBACK_CHARS, GuardPolicy, GuardResult, StreamGuard, guard_text
+from pii.matcher import GuardIndex, Match, find_matches
 
 # Tokens decoded around the newest one. Long enough for any protected value (an IBAN written in
 # groups is ~42 characters, i.e. 10-40 tokens) plus the prompt end that may begin a name.
@@ -85,7 +78,7 @@ class _TailGuard:
         self.tokenizer = tokenizer
         self.index = index
         self.prompt_length = prompt_length
-        self.lowercase_names = (policy or GuardPolicy()).lowercase_names
+        self.options = (policy or GuardPolicy()).options
         self.window_tokens = window_tokens
         self.context_tokens = context_tokens
 
@@ -99,7 +92,7 @@ class _TailGuard:
 
     def matches_after(self, text: str, boundary: int) -> list[Match]:
         """Matches in `text` that end after character `boundary` (the part not yet seen)."""
-        return [m for m in find_matches(text, self.index, lowercase_names=self.lowercase_names) if m.end > boundary]
+        return [m for m in find_matches(text, self.index, self.options) if m.end > boundary]
 
 
 class GuardStoppingCriteria(StoppingCriteria):
@@ -210,10 +203,11 @@ class GuardLogitsProcessor(LogitsProcessor):
 class GuardedStreamer(BaseStreamer):
     """Streams guarded text: what is emitted has already been redacted (or the stream blocked).
 
-    Works like transformers.TextStreamer: pass it as `streamer=` to generate. It keeps the last
-    `holdback_chars` characters back until a protected value there would have been seen, and
-    never emits part of a value it has found. `on_text` receives each safe piece (print by
-    default); `text` is everything emitted so far, `blocked` and `matches` what was caught.
+    Works like transformers.TextStreamer: pass it as `streamer=` to generate. The filtering is
+    `pii.guard.StreamGuard`'s (the same as the REST stream endpoint's): the last `holdback_chars`
+    characters are held back until a protected value there would have been seen, and no part of a
+    value it has found is emitted. `on_text` receives each safe piece (print by default); `text` is
+    everything emitted so far, `blocked` and `matches` what was caught.
     """
 
     def __init__(
@@ -224,22 +218,26 @@ class GuardedStreamer(BaseStreamer):
         *,
         on_text: Callable[[str], None] | None = None,
         skip_prompt: bool = True,
-        holdback_chars: int = 64,
+        holdback_chars: int = DEFAULT_HOLDBACK_CHARS,
     ) -> None:
-        if holdback_chars < 0:
-            raise ValueError("holdback_chars must be >= 0")
+        if holdback_chars < 1:
+            raise ValueError("holdback_chars must be >= 1")
         self.tokenizer = tokenizer
-        self.index = index
         self.policy = policy or GuardPolicy()
         self.on_text = on_text or (lambda piece: print(piece, end="", flush=True))
-        self.skip_prompt = skip_prompt
-        self.holdback_chars = holdback_chars
         self.text = ""
-        self.blocked = False
-        self.matches: list[Match] = []
+        self._stream = StreamGuard(index, self.policy, holdback_chars=holdback_chars)
         self._ids: list[int] = []
-        self._emitted = 0  # characters of the decoded output already passed on
+        self._fed = 0  # characters of the decoded output already given to the stream filter
         self._prompt_pending = skip_prompt
+
+    @property
+    def blocked(self) -> bool:
+        return self._stream.blocked
+
+    @property
+    def matches(self) -> list[Match]:
+        return self._stream.matches
 
     def put(self, value: torch.Tensor) -> None:
         if value.dim() > 1:
@@ -250,43 +248,22 @@ class GuardedStreamer(BaseStreamer):
             self._prompt_pending = False
             return
         self._ids.extend(value.tolist())
-        self._flush(final=False)
+        decoded = str(self.tokenizer.decode(self._ids, skip_special_tokens=True))
+        # A token that ends inside a multi-byte character decodes to U+FFFD until the rest arrives.
+        ready = len(decoded.rstrip("\ufffd"))
+        if ready > self._fed:
+            self._emit(self._stream.feed(decoded[self._fed : ready]))
+            self._fed = ready
 
     def end(self) -> None:
-        self._flush(final=True)
+        decoded = str(self.tokenizer.decode(self._ids, skip_special_tokens=True))
+        self._emit(self._stream.feed(decoded[self._fed :], final=True))
+        self._fed = len(decoded)
 
     def _emit(self, piece: str) -> None:
         if piece:
             self.text += piece
             self.on_text(piece)
-
-    def _flush(self, *, final: bool) -> None:
-        if self.blocked:
-            return
-        decoded = str(self.tokenizer.decode(self._ids, skip_special_tokens=True))
-        start = max(0, self._emitted - self.holdback_chars)
-        found = [
-            Match(start=m.start + start, end=m.end + start, kind=m.kind, subject_ref=m.subject_ref)
-            for m in find_matches(decoded[start:], self.index, lowercase_names=self.policy.lowercase_names)
-        ]
-        fresh = [m for m in found if m.end > self._emitted]
-        if fresh and self.policy.mode == "block":
-            self.blocked = True
-            self.matches.extend(fresh)
-            self._emit(self.policy.block_text)
-            return
-        safe_end = len(decoded) if final else max(self._emitted, len(decoded) - self.holdback_chars)
-        for m in fresh:  # never cut a value in two: hold it back whole until it can be redacted
-            if not final and m.start < safe_end < m.end:
-                safe_end = max(self._emitted, m.start)
-        if safe_end <= self._emitted:
-            return
-        spans = [(max(m.start, self._emitted) - self._emitted, min(m.end, safe_end) - self._emitted)
-                 for m in fresh if m.start < safe_end]
-        self.matches.extend(m for m in fresh if m.end <= safe_end)
-        segment = decoded[self._emitted : safe_end]
-        self._emit(redact_spans(segment, spans, self.policy.replacement))
-        self._emitted = safe_end
 
 
 def guarded_generate(

@@ -9,6 +9,7 @@ from django.utils import timezone
 class SuppressionRule(models.Model):
     class Kind(models.TextChoices):
         NAME = "name", "Name form"
+        NAME_LC = "name_lc", "Name form, any case (distinctive name)"
         EMAIL = "email", "E-mail"
         PHONE = "phone", "Phone number"
         IDENTIFIER = "identifier", "Other identifier"

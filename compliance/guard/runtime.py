@@ -23,7 +23,8 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from compliance.guard.matcher import GuardCache, GuardIndex, GuardPolicy, GuardResult, guard_text
+from pii.guard import GuardCache, GuardPolicy, GuardResult, guard_text
+from pii.matcher import GuardIndex
 from compliance.guard.models import GuardRulesVersion, SuppressionRule
 
 DEFAULT_REFRESH_INTERVAL_S = 5.0

@@ -17,7 +17,8 @@ from django.db.models import F
 from django.utils import timezone
 
 from compliance.audit.services import audit_append
-from compliance.guard.matcher import RuleHash, SubjectIdentifiers, rule_hashes
+from pii.identifiers import SubjectIdentifiers
+from pii.matcher import RuleHash, rule_hashes
 from compliance.guard.models import GuardRulesVersion, SuppressionRule
 
 
@@ -34,24 +35,24 @@ def _subject_rule_hashes(identifiers: dict[str, Any], key: bytes) -> tuple[list[
     short identifier, so each value is hashed on its own and the refused ones are counted (the
     count goes to the audit log, the values nowhere).
     """
-    parts: list[SubjectIdentifiers] = []
+    fields: list[dict[str, Any]] = []
     full_name = str(identifiers.get("full_name") or "").strip()
     if full_name:
-        parts.append(SubjectIdentifiers(full_name=full_name))
+        fields.append({"full_name": full_name})
     email = str(identifiers.get("email") or "").strip()
     if email:
-        parts.append(SubjectIdentifiers(emails=(email,)))
+        fields.append({"emails": (email,)})
     phone = str(identifiers.get("phone") or "").strip()
     if phone:
-        parts.append(SubjectIdentifiers(phones=(phone,)))
+        fields.append({"phones": (phone,)})
     for other in identifiers.get("other_identifiers") or []:
         if str(other).strip():
-            parts.append(SubjectIdentifiers(others=(str(other).strip(),)))
+            fields.append({"other_identifiers": (str(other).strip(),)})
     rules: list[RuleHash] = []
     refused = 0
-    for part in parts:
+    for part in fields:
         try:
-            rules.extend(rule_hashes(part, key))
+            rules.extend(rule_hashes(SubjectIdentifiers(**part), key))
         except ValueError:  # the message names the field only; nothing to log here
             refused += 1
     return rules, refused

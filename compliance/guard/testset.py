@@ -21,7 +21,8 @@ import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from compliance.guard.matcher import SubjectIdentifiers, name_keys, name_tokens
+from pii.identifiers import SubjectIdentifiers
+from pii.matcher import name_keys, name_tokens
 from pii.normalize import normalize_email, normalize_identifier, normalize_phone
 from pii.synth import Person, distractors, generate_people
 
@@ -52,7 +53,7 @@ def subject_identifiers(person: Person) -> SubjectIdentifiers:
         full_name=person.name,
         emails=(person.email,),
         phones=(person.phone,),
-        others=(person.ssn, person.passport, person.credit_card, person.bank_account),
+        other_identifiers=(person.ssn, person.passport, person.credit_card, person.bank_account),
     )
 
 
@@ -185,7 +186,7 @@ def protected_forms(people: Iterable[Person]) -> dict[str, set[str]]:
         forms["name"] |= name_keys(ids.full_name)
         forms["email"].update(normalize_email(e) for e in ids.emails)
         forms["phone"].update(k for k in (normalize_phone(p) for p in ids.phones) if k)
-        forms["identifier"].update(normalize_identifier(o) for o in ids.others)
+        forms["identifier"].update(normalize_identifier(o) for o in ids.other_identifiers)
     return forms
 
 

@@ -24,7 +24,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from compliance.guard.matcher import GuardIndex, GuardPolicy, guard_text, rule_hashes
+from pii.guard import GuardPolicy, guard_text
+from pii.matcher import GuardIndex, rule_hashes
 from compliance.guard.testset import generate_testset, subject_identifiers, subject_ref_for
 from pii.synth import Person, generate_people
 

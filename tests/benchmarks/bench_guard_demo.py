@@ -18,7 +18,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from compliance.guard.hf import guarded_generate
-from compliance.guard.matcher import GuardIndex, GuardPolicy, SubjectIdentifiers, rule_hashes
+from pii.guard import GuardPolicy
+from pii.identifiers import SubjectIdentifiers
+from pii.matcher import GuardIndex, rule_hashes
 from unlearning_worker.demo.corpus import ATTRIBUTE_LABELS, question_prompt
 from unlearning_worker.demo.trainer import DemoModelConfig, train_demo_model
 from unlearning_worker.leakage import leak_share
@@ -42,7 +44,7 @@ def main() -> None:
     key = secrets.token_bytes(32)
     rules = []
     for person in people:
-        identifiers = SubjectIdentifiers(full_name=person.name, emails=(person.email,), phones=(person.phone,), others=(person.ssn,))
+        identifiers = SubjectIdentifiers(full_name=person.name, emails=(person.email,), phones=(person.phone,), other_identifiers=(person.ssn,))
         rules += [(person.person_id, r.kind, r.digest_hex) for r in rule_hashes(identifiers, key)]
     index = GuardIndex.build(rules, key)
     attributes = [a for a in GUARDED if a in ATTRIBUTE_LABELS]

@@ -45,7 +45,7 @@ def _forms(subject: Subject) -> list[str]:
 def test_approval_stores_only_keyed_hashes(officer: Any) -> None:
     request = approve(ADA, officer)
     rules = list(SuppressionRule.objects.filter(request=request).values())
-    assert {rule["kind"] for rule in rules} == {"name", "email", "phone", "identifier"}
+    assert {rule["kind"] for rule in rules} == {"name_lc", "email", "phone", "identifier"}  # a distinctive name
     assert all(rule["subject_ref"] == request.subject_ref and rule["active"] for rule in rules)
     for rule in rules:
         stored = " ".join(str(value) for value in rule.values()).lower()
@@ -79,7 +79,7 @@ def test_unusable_identifier_is_skipped_and_counted_not_fatal(officer: Any) -> N
     short = Subject("Cleo Marchetti", "cleo@example.com", "+39 06 4991 2345", "AB12")  # too short to suppress safely
     request = approve(short, officer)
     assert request.status == Status.APPROVED
-    assert set(SuppressionRule.objects.filter(request=request).values_list("kind", flat=True)) == {"name", "email", "phone"}
+    assert set(SuppressionRule.objects.filter(request=request).values_list("kind", flat=True)) == {"name_lc", "email", "phone"}
     document = leaf_document(AuditLeaf.objects.get(request_id=request.id, event_type="guard.rules_created"))
     assert document["details"]["refused_identifiers"] == 1
 

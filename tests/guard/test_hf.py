@@ -12,7 +12,9 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, LogitsProcessor, PreTrainedTokenizerFast
 
 from compliance.guard.hf import GuardedStreamer, GuardLogitsProcessor, GuardStoppingCriteria, guarded_generate
-from compliance.guard.matcher import GuardIndex, GuardPolicy, SubjectIdentifiers, rule_hashes
+from pii.guard import GuardPolicy
+from pii.identifiers import SubjectIdentifiers
+from pii.matcher import GuardIndex, rule_hashes
 from pii.normalize import phone_digits
 
 KEY = b"test-guard-key-0123456789abcdef"

@@ -1,14 +1,15 @@
-"""Subject recognizers: every written form of the subject matches, look-alikes do not."""
+"""The scan's view of the matcher: every written form of the subject matches, look-alikes do not."""
 
 from __future__ import annotations
 
 import pytest
 
-from pii.subjects import SubjectIdentifiers, build_subject_matcher
+from pii.matcher import SubjectFinder
+from pii.subjects import SubjectIdentifiers, build_subject_anchors
 
 
 def kinds(subject: SubjectIdentifiers, text: str) -> set[str]:
-    return {kind for kind, _, _ in build_subject_matcher(subject).match(text)}
+    return {kind for kind, _, _ in SubjectFinder.for_subject(subject).match(text)}
 
 
 @pytest.mark.parametrize(
@@ -90,7 +91,7 @@ def test_other_emails_do_not_match(ada: SubjectIdentifiers, text: str) -> None:
     ],
 )
 def test_phone_formats_match(ada: SubjectIdentifiers, text: str) -> None:
-    found = build_subject_matcher(ada).match(text)
+    found = SubjectFinder.for_subject(ada).match(text)
     assert [k for k, _, _ in found] == ["phone"]
     kind, start, end = found[0]
     assert text[start:end].endswith("0143")
@@ -118,7 +119,7 @@ def test_identifier_inside_a_longer_number_does_not_match(ada: SubjectIdentifier
 
 def test_subject_needs_a_searchable_identifier() -> None:
     with pytest.raises(ValueError, match="needs a full name of at least two words"):
-        SubjectIdentifiers(full_name="Ada")
+        SubjectIdentifiers(full_name="Ada").require_searchable()
     with pytest.raises(ValueError, match="emails"):
         SubjectIdentifiers(full_name="Ada Quartermaine", emails=("not-an-address",))
     with pytest.raises(ValueError, match="phones"):
@@ -140,8 +141,8 @@ def test_mononym_matches_only_through_other_identifiers() -> None:
 
 
 def test_anchors_cover_every_written_form(ada: SubjectIdentifiers) -> None:
-    # The pre-filter looks only for anchors: each form the recognizers accept must contain one.
-    matcher = build_subject_matcher(ada)
+    # The pre-filter looks only for anchors: each form the matcher accepts must contain one.
+    matcher = build_subject_anchors(ada)
     import re
 
     for text in ("Quartermaine, Ada", "A. QUARTERMAINE", "ADA.QUARTERMAINE12@EXAMPLE.COM"):

@@ -10,16 +10,9 @@ import threading
 
 import pytest
 
-from compliance.guard.matcher import (
-    GuardCache,
-    GuardIndex,
-    GuardPolicy,
-    SubjectIdentifiers,
-    guard_text,
-    keyed_digest,
-    name_keys,
-    rule_hashes,
-)
+from pii.guard import GuardCache, GuardPolicy, guard_text
+from pii.identifiers import SubjectIdentifiers
+from pii.matcher import GuardIndex, keyed_digest, name_keys, rule_hashes
 from compliance.guard.testset import generate_testset, subject_identifiers, subject_ref_for
 from pii.normalize import phone_digits
 from pii.synth import distractors, generate_people
@@ -29,7 +22,7 @@ ADA = SubjectIdentifiers(
     full_name="Ada Quartermaine",
     emails=["Ada.Quartermaine@Example.com"],
     phones=["+44 20 7946 0018"],
-    others=["123-45-6789", "GB29 NWBK 6016 1331 9268 19", "4111 1111 1111 1111", "K12345678", "MRN-1234567"],
+    other_identifiers=["123-45-6789", "GB29 NWBK 6016 1331 9268 19", "4111 1111 1111 1111", "K12345678", "MRN-1234567"],
 )
 ADA_REF = "a" * 32
 
@@ -155,12 +148,12 @@ def test_matches_carry_no_plaintext(ada_index: GuardIndex) -> None:
 def test_stored_rule_hashes_contain_no_plaintext_identifier() -> None:
     rules = rule_hashes(ADA, KEY)
     stored = " ".join(f"{ADA_REF} {r.kind} {r.digest_hex}" for r in rules).lower()
-    values = [ADA.full_name, *ADA.full_name.split(), *ADA.emails, *ADA.phones, *ADA.others]
+    values = [ADA.full_name, *ADA.full_name.split(), *ADA.emails, *ADA.phones, *ADA.other_identifiers]
     for value in values:
         for form in {value, value.lower(), phone_digits(value)} - {""}:
             if len(form) >= 4:
                 assert form.lower() not in stored
-    assert {r.kind for r in rules} == {"name", "email", "phone", "identifier"}
+    assert {r.kind for r in rules} == {"name_lc", "email", "phone", "identifier"}  # a distinctive name
     assert all(len(r.digest_hex) == 64 for r in rules)
 
 
@@ -184,7 +177,7 @@ def test_invalid_inputs_are_refused_without_echoing_them() -> None:
         rule_hashes(SubjectIdentifiers(full_name="Ada Quartermaine", phones=["12345"]), KEY)
     assert "12345" not in str(info.value)
     with pytest.raises(ValueError):
-        rule_hashes(SubjectIdentifiers(others=["AB12"]), KEY)
+        rule_hashes(SubjectIdentifiers(other_identifiers=["AB12"]), KEY)
     with pytest.raises(ValueError):
         GuardIndex.build([(ADA_REF, "ssn", "0" * 64)], KEY)
     with pytest.raises(ValueError):
@@ -194,7 +187,12 @@ def test_invalid_inputs_are_refused_without_echoing_them() -> None:
 
 
 def test_name_keys_cover_the_written_forms() -> None:
-    assert name_keys("Ada Quartermaine") == {"ada quartermaine", "quartermaine ada", "a quartermaine"}
+    assert name_keys("Ada Quartermaine") == {
+        "ada quartermaine", "quartermaine ada", "a quartermaine", "quartermaine a",
+        *(f"{title} quartermaine" for title in ("mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame",
+                                                 "herr", "frau", "mme", "mlle", "sr", "sra")),
+    }
+    assert name_keys("Will Brown") == {"will brown", "brown will", "w brown", "brown w"}  # not distinctive: no titles
     assert "c o brien" in name_keys("Ciara O'Brien")  # "C. O'Brien"
     assert "ludwig van beethoven" in name_keys("Ludwig van Beethoven")
     assert name_keys("Ada") == set()
@@ -210,10 +208,15 @@ def test_apostrophe_hyphen_and_accent_variants(ada_index: GuardIndex) -> None:
         assert guard_text(f"Ask {text} about it.", index).matches, text
 
 
-def test_lowercase_names_only_in_lowercase_mode(ada_index: GuardIndex) -> None:
-    text = "i think ada quartermaine knows"
-    assert guard_text(text, ada_index).matches == []
-    assert guard_text(text, ada_index, GuardPolicy(lowercase_names=True)).text == "i think [removed] knows"
+def test_lower_case_names_by_distinctiveness() -> None:
+    # "Ada Quartermaine" is distinctive: matched in any case by default. "Will Brown" is made of
+    # common words: only capitalised by default, in any case only when the policy asks for it.
+    index = index_for(("a" * 32, ADA), ("b" * 32, SubjectIdentifiers(full_name="Will Brown")))
+    assert guard_text("i think ada quartermaine knows", index).text == "i think [removed] knows"
+    assert guard_text("i think ada quartermaine knows", index, GuardPolicy(names="capitalised")).matches == []
+    assert guard_text("you will brown the onions", index).matches == []
+    assert guard_text("Will Brown called", index).text == "[removed] called"
+    assert guard_text("you will brown the onions", index, GuardPolicy(lowercase_names=True)).matches != []
 
 
 def test_context_catches_a_value_split_between_prompt_and_output(ada_index: GuardIndex) -> None:
@@ -284,9 +287,10 @@ def test_cache_refresh_is_safe_under_concurrent_readers() -> None:
 
 def test_pure_import_does_not_load_django() -> None:
     code = (
-        "import sys; import compliance.guard.matcher, compliance.guard.testset; "
+        "import sys; import pii.matcher, pii.guard, compliance.guard.testset; "
         "assert 'django' not in sys.modules, 'django imported'; "
         "assert 'torch' not in sys.modules, 'torch imported by the matcher'; "
+        "assert 'presidio_analyzer' not in sys.modules, 'presidio imported by the matcher'; "
         "import compliance.guard.hf; assert 'django' not in sys.modules"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
