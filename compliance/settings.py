@@ -182,6 +182,11 @@ FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 GUARD_MAX_BODY_BYTES = env_int("GUARD_MAX_BODY_BYTES", 4 * 1024 * 1024, minimum=1024)
 # Seconds between checks whether the guard's suppression rules changed (per process).
 GUARD_REFRESH_INTERVAL_S = env_int("GUARD_REFRESH_INTERVAL_S", 5, minimum=1)
+# How the guard matches names when a caller does not say (pii.matcher): "distinctive" (every name
+# capitalised, distinctive names in any case), "capitalised" (3-4x cheaper on prose), "any_case".
+GUARD_NAME_MODE = env_str("GUARD_NAME_MODE", "distinctive") or "distinctive"
+if GUARD_NAME_MODE not in ("capitalised", "distinctive", "any_case"):
+    raise ConfigurationError("GUARD_NAME_MODE must be capitalised, distinctive or any_case")
 CERTIFICATE_UPLOAD_MAX_BYTES = env_int("CERTIFICATE_UPLOAD_MAX_BYTES", 2 * 1024 * 1024, minimum=1024)
 
 # --- security headers and cookies -------------------------------------------------------------

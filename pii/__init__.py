@@ -59,6 +59,8 @@ __all__ = [
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from pii.anonymize import AnonymizedRecord, anonymize_record, anonymize_text
     from pii.engine import EngineConfig, PiiAnalyzer, build_analyzer
+    from pii.identifiers import SubjectIdentifiers
+    from pii.matcher import MatchOptions, find_matches
     from pii.pri import PriPolicy, PriScore, score_record, score_request
     from pii.scan import (
         CorpusSpec,
@@ -69,8 +71,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         read_record,
         scan_corpus,
     )
-    from pii.identifiers import SubjectIdentifiers
-    from pii.matcher import MatchOptions, find_matches
 
 
 def __getattr__(name: str) -> Any:

@@ -39,6 +39,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal, Protocol, get_args
 
 import re2
@@ -63,6 +64,8 @@ NAME_MODES: tuple[str, ...] = get_args(NameMode)
 _MESSAGE_PREFIX = "guard-v1\x1f"
 # Shorter keys make the digests guessable by brute force over the (small) space of identifiers.
 MIN_KEY_BYTES = 16
+# Candidates remembered as misses per GuardIndex (about 100 bytes each).
+MISS_CACHE_SIZE = 200_000
 # Longest identifier kept as one candidate (an IBAN is at most 34 characters).
 MAX_IDENTIFIER_CHARS = 40
 # Names are matched as n-grams of this many tokens at most ("Ada Mary Jane Quartermaine" is 4).
@@ -120,27 +123,36 @@ _POSSESSIVE_RE = re.compile(r"'[sS]?(?![^\W\d_])")
 _LETTERS_RE = re.compile(r"[^\W\d_]+")
 # Within a run: a token is letters (combining marks allowed, for text that is not NFC).
 _TOKEN_RE = re.compile(r"[^\W\d_](?:[^\W\d_]|[\u0300-\u036f])*")
+# The lower-case pass of "distinctive" mode: words, and what may stand between two words of a name.
+_WORD_RE = re.compile(r"[^\W\d_]+")
+_NAME_GAP_RE = re.compile(r"[ \t\u00a0]{0,2}[,.]?[ \t\u00a0\n]{0,2}|['\u2019-]")
 # Titles written before a surname: "Dr Quartermaine" is the subject when the name is distinctive.
 _TITLES = ("mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame", "herr", "frau", "mme", "mlle", "sr", "sra")
 
-# Common words that are also given names or surnames. A name with one of them as its first or last
-# token ("Will Smith", "Rose Hill", "Grace Park") is not distinctive: in lower-case text the words
-# occur together by chance. Kept short and documented on purpose; see `is_distinctive_name`.
-COMMON_NAME_WORDS = frozenset(
-    """will may june april august rose lily daisy ivy iris hope faith joy grace mark bill bob pat sue art
-    rich frank earl duke king prince major young brown green white black gray grey wood woods hill hills
-    stone rock ford bush lane field fields banks wells rivers brooks bell ball hall wall page cook baker
-    smith miller turner hunter fisher walker long short little small love mann bird fox wolf lamb swan
-    crane drake hawk finch robin jay ray star sky summer winter spring snow rain storm day knight bishop
-    pope dean mason carter cooper porter parker potter sawyer shepherd taylor weaver ward chase cash
-    gold silver steel price worth rice berry cherry olive pearl ruby amber jade hazel heather holly
-    dawn eve sunny sandy rusty buck chance chip chuck colt dash doc don gene guy hunt jack jean jim
-    joe john max mike miles nick norman pierce reed reid rob rod ross roy sean lee wong park kim ali
-    more moore west north south east lord best good hart heart hood hope low lowe case close cross
-    field golden newman street thomas james""".split()
-)
-# A distinctive name's tokens together have at least this many letters ("ada li" is too short).
-MIN_DISTINCTIVE_LETTERS = 9
+# The frequency rule for distinctive names (see `is_distinctive_name`), from the word frequencies of
+# the `wordfreq` package (offline data, several sources of English text):
+# - a token among the COMMON_WORDS most frequent English words is an ordinary word; lower-case runs
+#   of text break at it when distinctive names are matched in any case, which is also what keeps
+#   that mode cheap (most lower-case words of prose are common words);
+# - a name is distinctive when neither its first nor its last token is common, both have at least
+#   three letters, and the product of their frequencies is below DISTINCTIVE_MAX_PAIR_FREQUENCY:
+#   the chance that the two words stand next to each other in text by accident.
+COMMON_WORDS = 5000
+DISTINCTIVE_MAX_PAIR_FREQUENCY = 1e-10
+
+
+@lru_cache(maxsize=1)
+def common_words() -> frozenset[str]:
+    """The COMMON_WORDS most frequent English words, and the function words that never name anyone."""
+    from wordfreq import top_n_list
+
+    return frozenset(top_n_list("en", COMMON_WORDS)) | _LOWER_STOPWORDS
+
+
+def _word_frequency(token: str) -> float:
+    from wordfreq import word_frequency
+
+    return float(word_frequency(token, "en"))
 
 
 def name_tokens(text: str) -> list[str]:
@@ -152,19 +164,20 @@ def name_tokens(text: str) -> list[str]:
 def is_distinctive_name(full_name: str) -> bool:
     """True when the name may be matched in any case and after a title ("dr quartermaine").
 
-    Rule (documented, measured in tests/benchmarks/bench_matcher.py): two tokens or more, neither the
-    first nor the last token a common word that is also a name (`COMMON_NAME_WORDS`) or a lower-case
-    function word, both at least three letters, and at least `MIN_DISTINCTIVE_LETTERS` letters in all.
-    Lower-case text is mostly ordinary words; two words that are not common words rarely stand next
-    to each other by chance, so such a pair in lower case is the person.
+    The frequency rule above: "Barbara Liskov" and "Ada Quartermaine" are distinctive; "Will Smith",
+    "Maria Garcia" (common first name) and "Li Wu" (too short) are not, and are matched when
+    capitalised only. Measured on clean text in tests/benchmarks/bench_guard.py.
     """
     tokens = name_tokens(full_name)
     if len(tokens) < 2:
         return False
     first, last = tokens[0], tokens[-1]
-    if min(len(first), len(last)) < 3 or sum(len(t) for t in tokens) < MIN_DISTINCTIVE_LETTERS:
+    if min(len(first), len(last)) < 3:
         return False
-    return not ({first, last} & (COMMON_NAME_WORDS | _LOWER_STOPWORDS))
+    common = common_words()
+    if first in common or last in common:
+        return False
+    return _word_frequency(first) * _word_frequency(last) < DISTINCTIVE_MAX_PAIR_FREQUENCY
 
 
 def name_keys(full_name: str) -> set[str]:
@@ -414,12 +427,17 @@ class GuardIndex:
     readers holding the old one keep a consistent view.
     """
 
-    __slots__ = ("_hasher", "_lookup", "_kinds", "rule_count", "subject_count")
+    __slots__ = ("_hasher", "_lookup", "_kinds", "_misses", "rule_count", "subject_count")
 
     def __init__(self, hasher: _KeyedHasher, lookup: dict[bytes, tuple[str, ...]], kinds: frozenset[str], rule_count: int) -> None:
         self._hasher = hasher
         self._lookup = lookup
         self._kinds = kinds
+        # Candidates that matched no rule ("thank you", "the Board"), so that the keyed hash of a
+        # phrase that recurs in outputs is computed once per index. Only misses are kept: a value
+        # that is protected never enters it, so the guard still holds no protected plaintext.
+        # Bounded: cleared when full. A new index (rules changed) starts empty.
+        self._misses: dict[tuple[str, str], None] = {}
         self.rule_count = rule_count
         self.subject_count = len({ref for refs in lookup.values() for ref in refs})
 
@@ -452,7 +470,15 @@ class GuardIndex:
 
     def lookup(self, kind: str, normalized: str) -> tuple[str, ...]:
         """subject_refs whose rule matches this normalised value (empty tuple when none)."""
-        return self._lookup.get(self._hasher.digest(kind, normalized), ())
+        misses = self._misses
+        if (kind, normalized) in misses:
+            return ()
+        found = self._lookup.get(self._hasher.digest(kind, normalized), ())
+        if not found:
+            if len(misses) >= MISS_CACHE_SIZE:
+                misses.clear()
+            misses[(kind, normalized)] = None
+        return found
 
     def has_kind(self, kind: str) -> bool:
         return kind in self._kinds
@@ -682,8 +708,18 @@ class _Finder:
     # -- names --------------------------------------------------------------------------------
     def names(self, text: str, mode: NameMode) -> None:
         has_plain, has_lc = self.index.has_kind("name"), self.index.has_kind("name_lc")
+        if mode == "distinctive":
+            # Every name when capitalised; distinctive names ("name_lc" rules) in any case, found by
+            # a lighter pass over the words that are not common (`_lower_case_names`).
+            self._name_runs(text, "capitalised", has_plain, has_lc)
+            if has_lc:
+                self._lower_case_names(text)
+            return
+        self._name_runs(text, mode, has_plain, has_lc)
+
+    def _name_runs(self, text: str, mode: NameMode, has_plain: bool, has_lc: bool) -> None:
         vocabulary = getattr(self.index, "name_vocabulary", None)
-        any_case = mode == "any_case" or (mode == "distinctive" and has_lc)
+        any_case = mode == "any_case"
         ascii_text = text.isascii()
         run_re = _NAME_RUN_RES[(ascii_text, any_case)]
         runs = run_re.finditer(text) if any_case else self._capitalised_runs(text, ascii_text, run_re)
@@ -708,6 +744,37 @@ class _Finder:
                 tokens.append((t.start(), t.end(), folded, capital))
             if vocabulary is None or known >= 2:  # a key has two tokens or more
                 self._name_ngrams(base, tokens, mode, has_plain, has_lc)
+
+    def _lower_case_names(self, text: str) -> None:
+        # n-grams (2 to MAX_NAME_TOKENS words, joined only by spaces, commas, full stops, hyphens
+        # or apostrophes) whose first and last words are not common words and that hold a word
+        # that is not capitalised (capitalised n-grams were checked by the capitalised pass). A
+        # distinctive name never has a common word at its ends, and most words of prose are
+        # common, so few n-grams are hashed; word positions are worked out only for a hit.
+        common = common_words()
+        written = _WORD_RE.findall(text)
+        folded = [w.lower() if w.isascii() else fold(w) for w in written]
+        rare = [w not in common for w in folded]
+        n = len(written)
+        spans: list[tuple[int, int]] | None = None
+        for i in [k for k in range(n - 1) if rare[k]]:
+            capital = written[i][0].isupper()
+            words_so_far = folded[i]
+            for j in range(i + 1, min(n, i + MAX_NAME_TOKENS)):
+                words_so_far = f"{words_so_far} {folded[j]}"
+                capital = capital and written[j][0].isupper()
+                if not rare[j] or capital:
+                    continue
+                found = self.refs("name_lc", words_so_far)
+                if not found:
+                    continue
+                if spans is None:
+                    spans = [m.span() for m in _WORD_RE.finditer(text)]
+                if all(
+                    _NAME_GAP_RE.fullmatch(text[spans[k - 1][1] : spans[k][0]]) for k in range(i + 1, j + 1)
+                ):
+                    start, end = spans[i][0], spans[j][1]
+                    self.matches.extend(Match(start=start, end=end, kind="name", subject_ref=ref) for ref in found)
 
     @staticmethod
     def _capitalised_runs(text: str, ascii_text: bool, run_re: re.Pattern[str]) -> Iterator[re.Match[str]]:

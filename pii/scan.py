@@ -39,7 +39,7 @@ from typing import Any, Literal
 
 import re2
 
-from pii.matcher import Match, MatchOptions, PlainIndex, find_matches
+from pii.matcher import MatchOptions, PlainIndex, find_matches
 from pii.subjects import (
     GENERIC_ENTITY_BY_KIND,
     SubjectAnchors,

@@ -1,7 +1,13 @@
 """REST face of the inference guard, for serving stacks that are not Python.
 
     POST /api/v1/guard          {"texts": ["...", ...], "mode": "redact" | "block"}
+    POST /api/v1/guard/stream   {"piece": "...", "state": {...} | null, "final": false}
     GET  /api/v1/guard/health
+
+The stream endpoint filters a response that the caller streams to its user in pieces: each call
+returns the text that is safe to show now and a `state` (the held-back tail of the caller's own
+response) that the caller sends back with the next piece, so the server keeps nothing between
+calls and an identifier split across pieces is still caught (pii.guard.StreamGuard).
 
 Callers authenticate with a token (or a portal session) and must be in the `api-client` or
 `officer` group, or hold `guard.view_suppressionrule`. Responses never echo a subject_ref or a
@@ -24,7 +30,9 @@ from rest_framework.views import APIView
 from compliance.api.problems import problem
 from compliance.api.serializers import StrictSerializer
 from compliance.guard import runtime
-from pii.guard import GuardPolicy
+from pii.guard import DEFAULT_HOLDBACK_CHARS, GuardPolicy, StreamGuard, StreamState
+from pii.matcher import NAME_MODES
+from pii.textnorm import DEFAULT_TRANSFORMS, TRANSFORMS
 
 GUARD_GROUPS = ("api-client", "officer")
 MAX_TEXTS = 256
@@ -57,7 +65,54 @@ class GuardRequestSerializer(StrictSerializer):
         max_length=MAX_TEXTS,
     )
     mode = serializers.ChoiceField(choices=["redact", "block"], default="redact")
+    lowercase_names = serializers.BooleanField(default=False, help_text="Older switch: true means names=any_case.")
+    names = serializers.ChoiceField(
+        choices=list(NAME_MODES), required=False,
+        help_text="capitalised | distinctive (default: distinctive names in any case) | any_case",
+    )
+    transforms = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(TRANSFORMS)), required=False, max_length=len(TRANSFORMS),
+        help_text="Text transforms applied before matching; default all but 'encoded'.",
+    )
+
+
+def _policy(data: dict[str, Any]) -> GuardPolicy:
+    names = data.get("names") or str(getattr(settings, "GUARD_NAME_MODE", "distinctive"))
+    transforms = frozenset(data["transforms"]) if "transforms" in data else DEFAULT_TRANSFORMS
+    return GuardPolicy(mode=data["mode"], lowercase_names=data["lowercase_names"], names=names, transforms=transforms)
+
+
+class StreamStateSerializer(StrictSerializer):
+    pending = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=4 * DEFAULT_HOLDBACK_CHARS)
+    context = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=4 * DEFAULT_HOLDBACK_CHARS)
+    blocked = serializers.BooleanField()
+
+
+class GuardStreamRequestSerializer(StrictSerializer):
+    piece = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=MAX_TEXT_CHARS)
+    state = StreamStateSerializer(required=False, allow_null=True)
+    final = serializers.BooleanField(default=False)
+    mode = serializers.ChoiceField(choices=["redact", "block"], default="redact")
     lowercase_names = serializers.BooleanField(default=False)
+    names = serializers.ChoiceField(choices=list(NAME_MODES), required=False)
+    transforms = serializers.ListField(
+        child=serializers.ChoiceField(choices=list(TRANSFORMS)), required=False, max_length=len(TRANSFORMS)
+    )
+
+
+class StreamStateOutSerializer(serializers.Serializer):
+    pending = serializers.CharField(allow_blank=True)
+    context = serializers.CharField(allow_blank=True)
+    blocked = serializers.BooleanField()
+
+
+class GuardStreamResponseSerializer(serializers.Serializer):
+    text = serializers.CharField(allow_blank=True)
+    blocked = serializers.BooleanField()
+    kinds = serializers.ListField(child=serializers.CharField())
+    state = StreamStateOutSerializer()
+    rules_version = serializers.CharField(allow_null=True)
+    status = serializers.CharField()
 
 
 class GuardMatchSerializer(serializers.Serializer):
@@ -102,8 +157,7 @@ class GuardFilter(APIView):
         serializer = GuardRequestSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        policy = GuardPolicy(mode=data["mode"], lowercase_names=data["lowercase_names"])
-        results = runtime.guard_texts(data["texts"], policy)
+        results = runtime.guard_texts(data["texts"], _policy(data))
         health = runtime.get_runtime().current_health()
         body = {
             "results": [
@@ -126,6 +180,32 @@ class GuardFilter(APIView):
         return Response(GuardResponseSerializer(body).data)
 
 
+class GuardStream(APIView):
+    permission_classes = [CanUseGuard]
+
+    @extend_schema(request=GuardStreamRequestSerializer, responses={200: GuardStreamResponseSerializer})
+    def post(self, request: Request) -> Response:
+        if _body_too_large(request):
+            return problem(413, "The body is too large; send the response in smaller pieces.")
+        serializer = GuardStreamRequestSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        state = StreamState(**data["state"]) if data.get("state") else None
+        stream = StreamGuard(runtime.current_index(), _policy(data), state=state)
+        text = stream.feed(data["piece"], final=data["final"])
+        health = runtime.get_runtime().current_health()
+        out = stream.state
+        body = {
+            "text": text,
+            "blocked": stream.blocked,
+            "kinds": sorted({m.kind for m in stream.matches}),
+            "state": {"pending": out.pending, "context": out.context, "blocked": out.blocked},
+            "rules_version": health.version,
+            "status": health.status,
+        }
+        return Response(GuardStreamResponseSerializer(body).data)
+
+
 class GuardHealthView(APIView):
     permission_classes = [CanUseGuard]
 
@@ -136,5 +216,6 @@ class GuardHealthView(APIView):
 
 urlpatterns = [
     path("guard", GuardFilter.as_view(), name="guard"),
+    path("guard/stream", GuardStream.as_view(), name="guard_stream"),
     path("guard/health", GuardHealthView.as_view(), name="guard_health"),
 ]

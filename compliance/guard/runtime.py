@@ -23,9 +23,9 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
+from compliance.guard.models import GuardRulesVersion, SuppressionRule
 from pii.guard import GuardCache, GuardPolicy, GuardResult, guard_text
 from pii.matcher import GuardIndex
-from compliance.guard.models import GuardRulesVersion, SuppressionRule
 
 DEFAULT_REFRESH_INTERVAL_S = 5.0
 

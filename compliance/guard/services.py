@@ -17,9 +17,9 @@ from django.db.models import F
 from django.utils import timezone
 
 from compliance.audit.services import audit_append
+from compliance.guard.models import GuardRulesVersion, SuppressionRule
 from pii.identifiers import SubjectIdentifiers
 from pii.matcher import RuleHash, rule_hashes
-from compliance.guard.models import GuardRulesVersion, SuppressionRule
 
 
 def guard_key() -> bytes:

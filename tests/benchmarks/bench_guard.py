@@ -24,9 +24,9 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from compliance.guard.testset import generate_testset, subject_identifiers, subject_ref_for
 from pii.guard import GuardPolicy, guard_text
 from pii.matcher import GuardIndex, rule_hashes
-from compliance.guard.testset import generate_testset, subject_identifiers, subject_ref_for
 from pii.synth import Person, generate_people
 
 KEY = b"benchmark-guard-key-32-bytes-long!"

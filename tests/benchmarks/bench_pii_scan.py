@@ -26,9 +26,9 @@ from typing import Any
 
 from pii.corpusgen import CorpusGenConfig, build_population, write_corpus
 from pii.engine import build_analyzer
-from pii.scan import CorpusSpec, scan_corpus
 from pii.identifiers import SubjectIdentifiers
 from pii.matcher import SubjectFinder
+from pii.scan import CorpusSpec, scan_corpus
 from pii.synth import Person
 
 ROOT = Path(__file__).resolve().parents[2]

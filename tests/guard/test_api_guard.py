@@ -26,6 +26,7 @@ from tests.factories import api_client  # noqa: E402
 
 pytestmark = pytest.mark.django_db
 GUARD = "/api/v1/guard"
+STREAM = "/api/v1/guard/stream"
 HEALTH = "/api/v1/guard/health"
 
 
@@ -40,6 +41,7 @@ def serving(db: Any) -> APIClient:
 
 def test_urls_are_the_documented_ones() -> None:
     assert reverse("api:guard") == GUARD and reverse("api:guard_health") == HEALTH
+    assert reverse("api:guard_stream") == STREAM
 
 
 def test_redacts_a_protected_phone_written_in_another_format(officer: Any, serving: APIClient) -> None:
@@ -102,6 +104,8 @@ def test_rejects_unauthenticated_and_unprivileged_calls(reviewer: Any, outsider:
         ({"texts": ["x"] * 257}, "texts"),
         ({"texts": ["x"], "mode": "shout"}, "mode"),
         ({"texts": ["x"], "colour": "red"}, "colour"),
+        ({"texts": ["x"], "names": "sometimes"}, "names"),
+        ({"texts": ["x"], "transforms": ["rot13"]}, "transforms"),
         ([1, 2], "non_field_errors"),
     ],
 )
@@ -141,3 +145,40 @@ def test_health_reports_stale_after_an_outage_and_the_endpoint_still_filters(off
         response = serving.post(GUARD, {"texts": ["Ada Quartermaine, 020 7946 0018"]}, format="json").json()
         assert response["results"][0]["text"] == "[removed], [removed]" and response["status"] == "stale"
     assert serving.get(HEALTH).json()["status"] == "ok"
+
+
+def test_obfuscated_identifiers_are_caught_and_transforms_can_be_switched(officer: Any, serving: APIClient) -> None:
+    approve(ADA, officer)  # phone "+44 20 7946 0018"
+    texts = ["Call 020\u20137946\u00a00018", "call two oh seven nine four six oh oh one eight", "ada quartermaine is here"]
+    results = serving.post(GUARD, {"texts": texts}, format="json").json()["results"]
+    assert [r["kinds"] for r in results] == [["phone"], ["phone"], ["name"]]
+    assert results[0]["text"] == "Call [removed]"
+    off = serving.post(GUARD, {"texts": texts, "transforms": ["separators"], "names": "capitalised"}, format="json")
+    assert [r["matched"] for r in off.json()["results"]] == [True, False, False]
+
+
+def test_stream_catches_a_value_split_across_pieces_and_keeps_no_state(officer: Any, serving: APIClient) -> None:
+    approve(ADA, officer)
+    pieces = ["Her number is +44 20 79", "46 0018, and her name is Ada Quarter", "maine. " + "All for today. " * 10]
+    shown, state = [], None
+    for i, piece in enumerate(pieces + [""]):
+        body = {"piece": piece, "state": state, "final": i == len(pieces)}
+        response = serving.post(STREAM, body, format="json")
+        assert response.status_code == 200, response.content
+        data = response.json()
+        shown.append(data["text"])
+        state = data["state"]
+    text = "".join(shown)
+    assert text.startswith("Her number is [removed], and her name is [removed]. All for today.")
+    assert "7946" not in text and "Quarter" not in text and "79" not in shown[0]
+
+
+def test_stream_block_mode_and_bad_state(officer: Any, serving: APIClient) -> None:
+    approve(ADA, officer)
+    data = serving.post(STREAM, {"piece": "mail ada.quartermaine@example.org", "final": True, "mode": "block"}, format="json").json()
+    assert data["blocked"] is True and data["kinds"] == ["email"] and "example" not in data["text"]
+    after = serving.post(STREAM, {"piece": "more", "state": data["state"], "final": True}, format="json").json()
+    assert after["text"] == "" and after["blocked"] is True  # a blocked stream stays blocked
+    bad = serving.post(STREAM, {"piece": "x", "state": {"pending": "x"}}, format="json")
+    assert "state" in _is_problem(bad, 400)["errors"]
+    assert "piece" in _is_problem(serving.post(STREAM, {"state": None}, format="json"), 400)["errors"]

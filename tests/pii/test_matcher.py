@@ -10,10 +10,10 @@ import threading
 
 import pytest
 
+from compliance.guard.testset import generate_testset, subject_identifiers, subject_ref_for
 from pii.guard import GuardCache, GuardPolicy, guard_text
 from pii.identifiers import SubjectIdentifiers
 from pii.matcher import GuardIndex, keyed_digest, name_keys, rule_hashes
-from compliance.guard.testset import generate_testset, subject_identifiers, subject_ref_for
 from pii.normalize import phone_digits
 from pii.synth import distractors, generate_people
 
