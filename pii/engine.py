@@ -9,7 +9,7 @@ Two guarantees matter more than anything else here:
    reached) and (b) replace the e-mail recognizer's validation with a `TLDExtract` that has no suffix
    list URLs and no cache directory, so it reads the snapshot bundled with the package.
 2. **Say what is active.** With a blank pipeline there is no NER: PERSON and LOCATION come only from a
-   real spaCy model or from the subject recognizers (`pii.subjects`). `PiiAnalyzer.description` lists
+   real spaCy model or from the identifier matcher (`pii.matcher`). `PiiAnalyzer.description` lists
    the NLP pipeline and every active recognizer, so a report can state what the scan could and could
    not see.
 

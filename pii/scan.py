@@ -3,15 +3,15 @@
 Two stages, so that Presidio (milliseconds per record) runs on a handful of records, not on all:
 
 1. **Pre-filter** (`_Prefilter`), one streaming pass over raw bytes in chunks of `block_bytes`:
-   the whole lines of each chunk are lower-cased (ASCII) once and searched for every subject's
-   anchors (`pii.subjects`): for one or a few subjects with `bytes.find` per literal (surname,
-   e-mail) and a separator-tolerant byte regex per phone/identifier key; for a batch, on a copy with
-   separators deleted, with one Aho-Corasick automaton for all anchors of all subjects. A hit marks
-   its line a candidate for that subject. Memory is bounded by about 3 x `block_bytes` +
-   `max_line_bytes`, whatever the file size.
-2. **Confirmation**: each candidate line is decoded (JSON: the `text_field`), the subject's Presidio
-   recognizers must match in the text itself (word boundaries, normalised comparison); only then the
-   configured `PiiAnalyzer` lists every PII entity of the record for the PRI and for anonymisation.
+   the whole lines of each chunk are lower-cased (ASCII) once and searched with one RE2 automaton
+   for every anchor of every subject (`pii.subjects`); blocks with non-ASCII characters or JSON
+   `\\u` escapes are searched again with their characters folded (`pii.textnorm`). A hit marks its
+   line a candidate. Memory is bounded by about 3 x `block_bytes` + `max_line_bytes`, whatever the
+   file size.
+2. **Confirmation**: each candidate line is decoded (JSON: the `text_field`) and the identifier
+   matcher (`pii.matcher`, the same as the inference guard's) looks for every subject of the pass in
+   the text itself (normalised, word boundaries); only for a located record the configured
+   `PiiAnalyzer` lists every PII entity of the record for the PRI and for anonymisation.
 
 Integrity counters (`ScanReport`), each counted and never fatal: malformed JSON lines, non-UTF-8
 lines, lines over `max_line_bytes` (skipped, not scanned: the report says how many), records whose
@@ -156,7 +156,8 @@ class ScanReport:
     oversize_lines: int = 0
     max_line_bytes: int = 0
     elapsed_s: float = 0.0
-    confirm_s: float = 0.0  # time in decoding + subject recognizers + Presidio
+    confirm_s: float = 0.0  # time in decoding + the matcher + Presidio
+    entities_s: float = 0.0  # of which Presidio listing every PII entity of the located records
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -621,6 +622,13 @@ class _Scanner:
             self.report.confirmed_records += 1
 
     def _entities(self, text: str) -> tuple[EntitySpan, ...]:
+        started = time.perf_counter()
+        try:
+            return self._analyze(text)
+        finally:
+            self.report.entities_s += time.perf_counter() - started
+
+    def _analyze(self, text: str) -> tuple[EntitySpan, ...]:
         results = self.analyzer.analyze(text, score_threshold=self.spec.min_entity_score)
         spans = [
             EntitySpan(r.entity_type, r.start, r.end, round(float(r.score), 4), _recognizer_name(r))
@@ -641,7 +649,7 @@ class _Scanner:
     ) -> tuple[EntitySpan, ...]:
         """Add the subject's own matches where no generic recognizer typed the same text.
 
-        Without NER the subject's name is found only by the subject recognizer; a phone in a format
+        Without NER the subject's name is found only by the matcher; a phone in a format
         the phonenumbers library rejects likewise. An identifier takes the type of the generic
         entity overlapping it (SSN, IBAN...), else SUBJECT_IDENTIFIER.
         """

@@ -105,6 +105,8 @@ def _confusable_prototypes() -> dict[str, str]:
             # A letter imitates a letter, a digit a digit: Cyrillic "О" is "O", never "0".
             if category.startswith("L") != base.isalpha():
                 continue
+            if base == "l" and category == "Lu":
+                base = "I"  # the data's skeleton of I is l; a capital that looks like l is an I ("Ι", "І")
             out[char] = base
             break
     return out

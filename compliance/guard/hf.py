@@ -37,7 +37,8 @@ millisecond on a CPU core, which is small next to a forward pass of any real mod
 Limits: the mask hook only tries the `top_k` most likely tokens; a sampled token outside them can
 still complete a value, which the stop hook, the streamer and the final pass then catch. The
 streamer cannot take back text it has emitted, so a value longer than `holdback_chars` may leak
-its beginning before its end is seen; 64 characters covers names, phones, cards and IBANs.
+its beginning before its end is seen; the default (96 characters) covers names, phones, cards, IBANs
+and most spelled-out numbers.
 """
 
 from __future__ import annotations

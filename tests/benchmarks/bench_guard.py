@@ -1,6 +1,14 @@
-"""Benchmark of the inference guard: recall, false positives, throughput and latency.
+"""Benchmark of the identifier matcher (inference guard and corpus scan): recall, false positives, speed.
 
 Run: nice -n 10 .venv/bin/python -m tests.benchmarks.bench_guard [--subjects 1000] [--rules 10000]
+
+0. Recall per text transform (tests/pii/variant_corpus.py: en dashes, no-break and narrow spaces,
+   full-width forms, zero-width characters, Cyrillic/Greek look-alikes, accents, case, spelled-out
+   digits, "at"/"dot" e-mails, base64/hex) for the guard (keyed hashes, default policy) and for the
+   scan's matcher (plain keys), each match required at the exact span of the written value.
+   False positives on clean text: 1 KB chunks of English prose (docstrings of the Python standard
+   library, never tuned on) and the same chunks lower-cased, against an index of synthetic people
+   plus realistic names, distinctive ("Barbara Liskov") and not ("Will Smith").
 
 1. Recall: every subject of the labelled test set (compliance.guard.testset) in every written form;
    an output counts as caught when a match names the right subject_ref and the value no longer
@@ -26,7 +34,10 @@ from pathlib import Path
 
 from compliance.guard.testset import generate_testset, subject_identifiers, subject_ref_for
 from pii.guard import GuardPolicy, guard_text
-from pii.matcher import GuardIndex, rule_hashes
+from pii.identifiers import SubjectIdentifiers
+from pii.matcher import SCAN_OPTIONS, GuardIndex, PlainIndex, find_matches, is_distinctive_name, rule_hashes
+from pii.textnorm import DEFAULT_TRANSFORMS
+from tests.pii.variant_corpus import WRITERS, generate_variants, identifiers_of
 from pii.synth import Person, generate_people
 
 KEY = b"benchmark-guard-key-32-bytes-long!"
@@ -58,6 +69,60 @@ def stdlib_prose(limit_bytes: int) -> str:
         if size >= limit_bytes:
             break
     return "\n\n".join(docs)
+
+
+# Realistic names for the false-positive check: none appears in the standard library's docstrings.
+REAL_NAMES = (
+    "Barbara Liskov", "Edsger Dijkstra", "Marta Kowalczyk", "Dmitri Volkov", "Siobhan O'Connell",
+    "Kwame Mensah", "Priya Raghunathan", "Lars Henriksen", "Yuki Tanabe", "Lucas Moreau", "Ingrid Solheim",
+    "Tomasz Wierzbicki", "Will Smith", "Maria Garcia", "John Park", "Rose Hill", "Mark Long", "James Brown",
+    "Sarah Connor", "Chloe Martin", "Fatima Zahra", "Hans Strauss", "Grace Hopper", "Alan Turing",
+)
+
+
+def transforms_table(people: int) -> None:
+    subjects = generate_people(people, seed=23)
+    variants = generate_variants(subjects, seed=23)
+    guard_index = GuardIndex.build(
+        [(p.person_id, r.kind, r.digest_hex) for p in subjects for r in rule_hashes(identifiers_of(p), KEY)], KEY
+    )
+    plain = PlainIndex.build((p.person_id, identifiers_of(p)) for p in subjects)
+    with_encoded = GuardPolicy(transforms=DEFAULT_TRANSFORMS | {"encoded"})
+    scan_encoded = SCAN_OPTIONS.__class__(transforms=DEFAULT_TRANSFORMS | {"encoded"}, names="any_case", strict_initials=True)
+    print(f"\n## Recall per transform ({people} subjects, {len(variants)} variants, exact span required)")
+    print(f"{'transform':<16} {'variants':>8} {'guard':>8} {'scan':>8}  target")
+    for transform in WRITERS:
+        chosen = [v for v in variants if v.transform == transform]
+        policy = with_encoded if transform == "encoded" else GuardPolicy()
+        options = scan_encoded if transform == "encoded" else SCAN_OPTIONS
+
+        def exact(matches: list, v: object) -> bool:
+            return any(m.subject_ref == v.person_id and (m.start, m.end) == (v.start, v.end) for m in matches)  # type: ignore[attr-defined]
+
+        guard_recall = sum(exact(guard_text(v.text, guard_index, policy).matches, v) for v in chosen) / len(chosen)
+        scan_recall = sum(exact(find_matches(v.text, plain, options), v) for v in chosen) / len(chosen)
+        met = "met" if min(guard_recall, scan_recall) >= 0.99 else "MISSED"
+        note = " (option, off by default)" if transform == "encoded" else ""
+        print(f"{transform:<16} {len(chosen):>8} {guard_recall:>8.2%} {scan_recall:>8.2%}  >= 99% {met}{note}")
+
+
+def false_positive_table(prose_chunks: list[str], synthetic: int) -> None:
+    people = generate_people(synthetic, seed=11)
+    rules = [(subject_ref_for(p), r.kind, r.digest_hex) for p in people for r in rule_hashes(subject_identifiers(p), KEY)]
+    for i, name in enumerate(REAL_NAMES):
+        rules.extend((f"real-{i}", r.kind, r.digest_hex) for r in rule_hashes(SubjectIdentifiers(full_name=name), KEY))
+    index = GuardIndex.build(rules, KEY)
+    distinctive = [n for n in REAL_NAMES if is_distinctive_name(n)]
+    print(f"\n## False positives on clean text ({len(prose_chunks)} chunks of 1 KB, {synthetic} synthetic people + "
+          f"{len(REAL_NAMES)} realistic names, {len(distinctive)} of them distinctive)")
+    print(f"distinctive: {', '.join(distinctive)}")
+    print(f"{'text':<28} {'names mode':<12} {'chunks flagged':>15}  target")
+    for label, chunks in (("prose as written", prose_chunks), ("prose lower-cased", [c.lower() for c in prose_chunks])):
+        for mode in ("capitalised", "distinctive", "any_case"):
+            flagged = sum(bool(guard_text(c, index, GuardPolicy(names=mode)).matches) for c in chunks)
+            share = flagged / len(chunks)
+            met = "met" if share <= 0.001 else "MISSED"
+            print(f"{label:<28} {mode:<12} {flagged:>6} ({share:6.2%})  <= 0.1% {met}")
 
 
 def chunks_of(text: str, size: int = 1024) -> list[str]:
@@ -93,6 +158,7 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=1000, help="subjects with rules in the labelled set")
     parser.add_argument("--rules", type=int, default=10_000, help="subjects with active rules for timing")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--variant-people", type=int, default=300, help="people in the per-transform recall table")
     args = parser.parse_args()
 
     # 1-2. Recall and false positives.
@@ -129,16 +195,16 @@ def main() -> None:
     t0 = time.perf_counter()
     big_index = build_index(many)
     build_s = time.perf_counter() - t0
+    big_rules = [(subject_ref_for(p), r.kind, r.digest_hex) for p in many for r in rule_hashes(subject_identifiers(p), KEY)]
     chat_text = "\n".join(o.text for o in testset)
     chat_chunks = chunks_of(chat_text)[:2000]
     prose_chunks = chunks_of(stdlib_prose(2_500_000))[:2000]
-    timings = {
-        ("chatbot outputs with PII", "capitalised names"): time_calls(chat_chunks, big_index, policy, args.repeat),
-        ("stdlib prose, no PII", "capitalised names"): time_calls(prose_chunks, big_index, policy, args.repeat),
-        ("stdlib prose, no PII", "+ lower-case names"): time_calls(
-            prose_chunks, big_index, GuardPolicy(lowercase_names=True), args.repeat
-        ),
-    }
+    timings = {}
+    for corpus, chunks in (("chatbot outputs with PII", chat_chunks), ("stdlib prose, no PII", prose_chunks)):
+        for mode in ("capitalised", "distinctive", "any_case"):
+            fresh = GuardIndex.build(big_rules, KEY)  # an empty miss cache: the first pass is cold
+            timings[(corpus, f"{mode} names, cold")] = time_calls(chunks, fresh, GuardPolicy(names=mode), 1)
+            timings[(corpus, f"{mode} names, warm")] = time_calls(chunks, fresh, GuardPolicy(names=mode), args.repeat)
     hits_per_chunk = statistics.mean(bool(guard_text(c, big_index).matches) for c in chat_chunks)
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -164,6 +230,8 @@ def main() -> None:
         print("missed positives by form:", ", ".join(f"{f} {n}/{per_form[f]}" for f, n in missed.most_common()))
     if fp_by_form:
         print("false positives by form:", ", ".join(f"{f} {n}" for f, n in fp_by_form.most_common()))
+    transforms_table(args.variant_people)
+    false_positive_table(prose_chunks, args.rules)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def test_small_blocks_give_the_same_records_as_large_ones(labelled, analyzer: Pi
 def test_batched_subjects_equal_separate_scans_also_with_automaton(labelled, analyzer: PiiAnalyzer) -> None:
     path, subjects, _ = labelled
     spec = CorpusSpec(paths=(path,))
-    # 3 subjects + 40 strangers: more literal anchors than the find-loop limit, so Aho-Corasick runs.
+    # 3 subjects + 40 strangers: more key regexes than the direct limit, so the projected search runs.
     strangers = [identifiers_of(p) for p in build_population(CorpusGenConfig(seed=99, n_people=40, n_subjects=1)).people]
     batch = scan_corpus(spec, [identifiers_of(p) for p in subjects] + strangers, analyzer=analyzer)
     for index, person in enumerate(subjects):
