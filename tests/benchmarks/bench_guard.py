@@ -36,9 +36,9 @@ from compliance.guard.testset import generate_testset, subject_identifiers, subj
 from pii.guard import GuardPolicy, guard_text
 from pii.identifiers import SubjectIdentifiers
 from pii.matcher import SCAN_OPTIONS, GuardIndex, PlainIndex, find_matches, is_distinctive_name, rule_hashes
+from pii.synth import Person, generate_people
 from pii.textnorm import DEFAULT_TRANSFORMS
 from tests.pii.variant_corpus import WRITERS, generate_variants, identifiers_of
-from pii.synth import Person, generate_people
 
 KEY = b"benchmark-guard-key-32-bytes-long!"
 
