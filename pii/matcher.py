@@ -128,6 +128,7 @@ _WORD_RE = re.compile(r"[^\W\d_]+")
 _NAME_GAP_RE = re.compile(r"[ \t\u00a0]{0,2}[,.]?[ \t\u00a0\n]{0,2}|['\u2019-]")
 # Titles written before a surname: "Dr Quartermaine" is the subject when the name is distinctive.
 _TITLES = ("mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame", "herr", "frau", "mme", "mlle", "sr", "sra")
+_TITLE_SET = frozenset(_TITLES)
 
 # The frequency rule for distinctive names (see `is_distinctive_name`), from the word frequencies of
 # the `wordfreq` package (offline data, several sources of English text):
@@ -734,7 +735,7 @@ class _Finder:
                 word = t.group()
                 if any_case and word in _LOWER_STOPWORDS:
                     if vocabulary is None or known >= 2:
-                        self._name_ngrams(base, tokens, mode, has_plain, has_lc)
+                        self._name_ngrams(base, tokens, mode, has_plain, has_lc, cleaned)
                     tokens, known = [], 0
                     continue
                 folded = word.lower() if word.isascii() else fold(word)
@@ -743,7 +744,7 @@ class _Finder:
                 capital = word[0].isupper() or folded in _PARTICLE_SET
                 tokens.append((t.start(), t.end(), folded, capital))
             if vocabulary is None or known >= 2:  # a key has two tokens or more
-                self._name_ngrams(base, tokens, mode, has_plain, has_lc)
+                self._name_ngrams(base, tokens, mode, has_plain, has_lc, cleaned)
 
     def _lower_case_names(self, text: str) -> None:
         # n-grams (2 to MAX_NAME_TOKENS words, joined only by spaces, commas, full stops, hyphens
@@ -757,7 +758,7 @@ class _Finder:
         rare = [w not in common for w in folded]
         n = len(written)
         spans: list[tuple[int, int]] | None = None
-        for i in [k for k in range(n - 1) if rare[k]]:
+        for i in [k for k in range(n - 1) if rare[k] or folded[k] in _TITLE_SET]:
             capital = written[i][0].isupper()
             words_so_far = folded[i]
             for j in range(i + 1, min(n, i + MAX_NAME_TOKENS)):
@@ -789,12 +790,23 @@ class _Finder:
             pos = run.end()
 
     def _name_ngrams(
-        self, base: int, tokens: list[tuple[int, int, str, bool]], mode: NameMode, has_plain: bool, has_lc: bool
+        self,
+        base: int,
+        tokens: list[tuple[int, int, str, bool]],
+        mode: NameMode,
+        has_plain: bool,
+        has_lc: bool,
+        run: str,
     ) -> None:
         strict = self.strict_initials
         vocabulary = getattr(self.index, "name_vocabulary", None)
         n = len(tokens)
         for i in range(n - 1):
+            if len(tokens[i + 1][2]) == 1 and "," not in run[tokens[i][1] : tokens[i + 1][0]]:
+                # "Quartermaine, A." is a name; "Cormaine. E-mail" and "Cormaine E" are not.
+                first_pair_ok = False
+            else:
+                first_pair_ok = True
             if strict and i > 0 and len(tokens[i][2]) == 1 and tokens[i - 1][3]:
                 continue  # "Paric D. Tercroft": the middle initial of another name, not "D. Tercroft"
             if vocabulary is not None and tokens[i][2] not in vocabulary:
@@ -805,6 +817,8 @@ class _Finder:
                 words = f"{words} {tokens[j][2]}"
                 capital = capital and tokens[j][3]
                 if vocabulary is not None and tokens[j][2] not in vocabulary:
+                    continue
+                if j == i + 1 and not first_pair_ok:
                     continue
                 start, end = base + tokens[i][0], base + tokens[j][1]
                 # Capitalised n-grams are every name's; other n-grams only distinctive names'

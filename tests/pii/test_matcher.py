@@ -295,3 +295,56 @@ def test_pure_import_does_not_load_django() -> None:
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr
+
+
+@pytest.mark.parametrize(
+    ("name", "distinctive"),
+    [
+        ("Barbara Liskov", True),
+        ("Ada Quartermaine", True),
+        ("Edsger W. Dijkstra", True),
+        ("Will Smith", False),  # both common words
+        ("Maria Garcia", False),  # a common first name
+        ("Li Wu", False),  # too short to stand out in lower case
+        ("Madonna", False),  # one word never matches
+    ],
+)
+def test_distinctive_names_by_word_frequency(name: str, distinctive: bool) -> None:
+    from pii.matcher import is_distinctive_name
+
+    assert is_distinctive_name(name) is distinctive
+
+
+def test_title_and_surname_of_a_distinctive_name(ada_index: GuardIndex) -> None:
+    assert guard_text("Ask Dr. Quartermaine or Mrs Quartermaine.", ada_index).text == "Ask [removed] or [removed]."
+    assert guard_text("ask dr quartermaine", ada_index).text == "ask [removed]"
+    index = index_for(("b" * 32, SubjectIdentifiers(full_name="Will Smith")))
+    assert guard_text("Ask Mr Smith.", index).matches == []  # not distinctive: no partial forms
+
+
+def test_stream_guard_holds_back_a_value_split_across_pieces(ada_index: GuardIndex) -> None:
+    from pii.guard import StreamGuard
+
+    stream = StreamGuard(ada_index, holdback_chars=40)
+    shown = [stream.feed(p) for p in ("Call +44 20 79", "46 0018 or write to Ada.Quarter", "maine@Example.com today. ")]
+    shown.append(stream.close())
+    text = "".join(shown)
+    assert text == "Call [removed] or write to [removed] today. "
+    assert "79" not in shown[0]  # the start of the number was held back, never shown
+    # The state is all a stateless server needs: a new filter resumes from it.
+    first = StreamGuard(ada_index, holdback_chars=40)
+    out = first.feed("Her name is Ada Quar")
+    resumed = StreamGuard(ada_index, holdback_chars=40, state=first.state)
+    out += resumed.feed("termaine.", final=True)
+    assert out == "Her name is [removed]."
+
+
+def test_stream_guard_block_mode_stops_the_stream(ada_index: GuardIndex) -> None:
+    from pii.guard import StreamGuard
+
+    stream = StreamGuard(ada_index, GuardPolicy(mode="block"), holdback_chars=40)
+    assert stream.feed("ok so far, ") == ""  # held back: shorter than the hold-back
+    assert stream.feed("the number is 020 7946 0018") == GuardPolicy().block_text
+    assert stream.feed("more text", final=True) == "" and stream.blocked
+    with pytest.raises(ValueError, match="holdback_chars"):
+        StreamGuard(ada_index, holdback_chars=0)

@@ -44,6 +44,7 @@ def test_name_variants_match(ada: SubjectIdentifiers, text: str) -> None:
         "We met a Quartermaine at the fair.",  # the article is not an initial
         "Posted by Paric A. Quartermaine.",  # someone else's middle initial
         "Ada told Quartermaine nothing.",
+        "Account holder Ivo Quartermaine. A note follows.",  # a sentence end is not "Quartermaine, A."
     ],
 )
 def test_look_alikes_do_not_match(ada: SubjectIdentifiers, text: str) -> None:
