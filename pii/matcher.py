@@ -754,17 +754,25 @@ class _Finder:
         # common, so few n-grams are hashed; word positions are worked out only for a hit.
         common = common_words()
         written = _WORD_RE.findall(text)
-        folded = [w.lower() if w.isascii() else fold(w) for w in written]
-        rare = [w not in common for w in folded]
+        if text.isascii():
+            folded = _WORD_RE.findall(text.lower())  # same words, in C
+        else:
+            folded = [w.lower() if w.isascii() else fold(w) for w in written]
+        rare = {k for k, w in enumerate(folded) if w not in common}
+        if len(rare) < 2 and not (rare and _TITLE_SET.intersection(folded)):
+            return  # a name needs two words that are not common (or a title and one)
         n = len(written)
         spans: list[tuple[int, int]] | None = None
-        for i in [k for k in range(n - 1) if rare[k] or folded[k] in _TITLE_SET]:
+        starts = sorted(rare | {k for k, w in enumerate(folded) if w in _TITLE_SET})
+        for i in starts:
+            if i >= n - 1:
+                break
             capital = written[i][0].isupper()
             words_so_far = folded[i]
             for j in range(i + 1, min(n, i + MAX_NAME_TOKENS)):
                 words_so_far = f"{words_so_far} {folded[j]}"
                 capital = capital and written[j][0].isupper()
-                if not rare[j] or capital:
+                if j not in rare or capital:
                     continue
                 found = self.refs("name_lc", words_so_far)
                 if not found:

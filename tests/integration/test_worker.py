@@ -144,7 +144,7 @@ def test_two_requests_become_one_job_that_runs_end_to_end_and_a_late_one_starts_
     third = approve_person(corpus.people[2], corpus, registration.corpus_version, officer)
     assert dispatch_now() == []  # the running job's model is busy: the late request waits
 
-    done = wait_for(lambda: finished(job), timeout=150, what="job 1 to finish", worker=worker)
+    done = beat_until(lambda: finished(job), timeout=180, what="job 1 to finish", worker=worker)
     assert done.status == JobStatus.SUCCEEDED, (done.error, worker.tail())
     assert done.result_version.status == ModelVersion.Status.ACTIVE and done.result_version.parent_id == base.id
     artifacts.verify_tree(Path(done.result_version.path), done.result_version.sha256)
@@ -161,7 +161,9 @@ def test_two_requests_become_one_job_that_runs_end_to_end_and_a_late_one_starts_
     late = dispatch_now()
     assert len(late) == 1 and list(late[0].requests.all()) == [third]
     assert late[0].base_version_id == done.result_version_id
-    done2 = wait_for(lambda: finished(late[0]), timeout=150, what="job 2 to finish", worker=worker)
+    # With the reconcile beat, as in production: under load a task message is sometimes not delivered
+    # (the job waits in "verification queued"); the beat re-sends it. Root cause open (issue #19).
+    done2 = beat_until(lambda: finished(late[0]), timeout=180, what="job 2 to finish", worker=worker)
     assert done2.status == JobStatus.SUCCEEDED, done2.error
 
     # No personal data in any task message or result: ids and codes only.
