@@ -210,6 +210,8 @@ if env_bool("BEHIND_TLS_PROXY", False):
 RATE_LIMIT_SUBMIT_PER_IP = env_int("RATE_LIMIT_SUBMIT_PER_IP", 20, minimum=1)  # per hour
 RATE_LIMIT_SUBMIT_PER_EMAIL = env_int("RATE_LIMIT_SUBMIT_PER_EMAIL", 5, minimum=1)  # per day
 RATE_LIMIT_LOGIN_PER_IP = env_int("RATE_LIMIT_LOGIN_PER_IP", 10, minimum=1)  # per 15 minutes
+# Public audit-log reads (checkpoint, proofs): each costs O(log n) reads; per minute.
+RATE_LIMIT_AUDIT_READ_PER_IP = env_int("RATE_LIMIT_AUDIT_READ_PER_IP", 600, minimum=1)
 DUPLICATE_WINDOW_HOURS = env_int("DUPLICATE_WINDOW_HOURS", 24, minimum=0)
 IDENTITY_TOKEN_TTL_HOURS = env_int("IDENTITY_TOKEN_TTL_HOURS", 72, minimum=1)
 IDENTITY_MAX_ATTEMPTS = env_int("IDENTITY_MAX_ATTEMPTS", 5, minimum=1)
@@ -252,8 +254,21 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # its redelivered message claims nothing (claims are conditional). Celery 6 flips the default to True.
 CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = False
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 6 * 3600, minimum=60)}
+if env_str("AUDIT_CHECKPOINT_EVERY_S") is not None:
+    raise ConfigurationError("AUDIT_CHECKPOINT_EVERY_S was renamed AUDIT_CHECKPOINT_INTERVAL_S (default 30)")
+# Seconds after an append within which a checkpoint covers it (audit.checkpoint is a no-op while the
+# log has not grown). Leaves after the newest checkpoint are protected by nothing signed, so this is
+# short; an hour bounds it from above so a typo cannot leave the tail unsigned for days.
+AUDIT_CHECKPOINT_INTERVAL_S = env_int("AUDIT_CHECKPOINT_INTERVAL_S", 30, minimum=1)
+if AUDIT_CHECKPOINT_INTERVAL_S > 3600:
+    raise ConfigurationError(f"AUDIT_CHECKPOINT_INTERVAL_S must be at most 3600, not {AUDIT_CHECKPOINT_INTERVAL_S}")
 CELERY_BEAT_SCHEDULE = {
-    "audit-checkpoint": {"task": "audit.checkpoint", "schedule": env_int("AUDIT_CHECKPOINT_EVERY_S", 300, minimum=10)},
+    "audit-checkpoint": {
+        "task": "audit.checkpoint",
+        "schedule": AUDIT_CHECKPOINT_INTERVAL_S,
+        # A run that waited in the queue past the next one is dropped: the next one signs the same.
+        "options": {"expires": AUDIT_CHECKPOINT_INTERVAL_S},
+    },
     "deadline-reminders": {"task": "erasure.deadline_reminders", "schedule": 3600},
     "jobs-reconcile": {"task": "jobs.reconcile", "schedule": env_int("JOB_RECONCILE_EVERY_S", 60, minimum=5)},
     "jobs-dispatch": {"task": "jobs.dispatch", "schedule": env_int("JOB_BATCH_WAIT_S", 30, minimum=1)},
@@ -261,6 +276,10 @@ CELERY_BEAT_SCHEDULE = {
 
 # --- audit log ---------------------------------------------------------------------------------
 AUDIT_LOG_ORIGIN = env_str("AUDIT_LOG_ORIGIN", "erasure.example.org/audit-log") or ""
+# The origin is the checkpoint's first line and the name of the log's keys (C2SP: key name = origin),
+# so it obeys both formats: one printable line without white space or "+".
+if not AUDIT_LOG_ORIGIN or "+" in AUDIT_LOG_ORIGIN or any(ch.isspace() or not ch.isprintable() for ch in AUDIT_LOG_ORIGIN):
+    raise ConfigurationError("AUDIT_LOG_ORIGIN must be a name without white space or '+', e.g. privacy.example.org/audit-log")
 AUDIT_SIGNING_KEY_FILE = Path(env_str("AUDIT_SIGNING_KEY_FILE", str(DATA_DIR / "secrets" / "audit_signing.key")) or "")
 AUDIT_KEYRING_FILE = Path(env_str("AUDIT_KEYRING_FILE", str(DATA_DIR / "secrets" / "audit_keyring.json")) or "")
 # The newest checkpoint this service signed, kept outside the database: the signer refuses to sign a

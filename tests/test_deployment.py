@@ -62,6 +62,12 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path: Path) -> None:
         ({"DATABASE_URL": "mysql://x/y"}, "DATABASE_URL scheme must be postgres or sqlite"),
         ({"JOB_BATCH_MAX_REQUESTS": "many"}, "JOB_BATCH_MAX_REQUESTS must be an integer"),
         ({"COMPLIANCE_ENV": "staging"}, "COMPLIANCE_ENV must be"),
+        ({"AUDIT_CHECKPOINT_INTERVAL_S": "0"}, "AUDIT_CHECKPOINT_INTERVAL_S must be at least 1"),
+        ({"AUDIT_CHECKPOINT_INTERVAL_S": "3601"}, "AUDIT_CHECKPOINT_INTERVAL_S must be at most 3600"),
+        ({"AUDIT_CHECKPOINT_INTERVAL_S": "30s"}, "AUDIT_CHECKPOINT_INTERVAL_S must be an integer"),
+        ({"AUDIT_CHECKPOINT_EVERY_S": "300"}, "AUDIT_CHECKPOINT_EVERY_S was renamed AUDIT_CHECKPOINT_INTERVAL_S"),
+        ({"AUDIT_LOG_ORIGIN": "privacy.example.org/audit log"}, "AUDIT_LOG_ORIGIN must be a name without white space"),
+        ({"AUDIT_LOG_ORIGIN": "privacy.example.org+log"}, "AUDIT_LOG_ORIGIN must be a name without white space"),
     ],
 )
 def test_bad_configuration_fails_at_start_naming_the_variable(tmp_path: Path, extra: dict[str, str], message: str) -> None:
