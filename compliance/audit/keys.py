@@ -2,7 +2,8 @@
 
 Formats (golang.org/x/mod/sumdb/note, used by the C2SP signed-note and tlog-checkpoint specs):
 
-- key name: non-empty UTF-8 without whitespace or '+', e.g. `erasure.example.org/audit-2025`;
+- key name: non-empty UTF-8 without whitespace or '+'; this log names its keys by its origin (C2SP),
+  e.g. `erasure.example.org/audit-log`;
 - key id: the first 4 bytes of SHA-256(name || 0x0A || 0x01 || 32-byte public key), where 0x01
   is the Ed25519 algorithm byte; it binds the name to the key;
 - verifier key ("vkey"), safe to publish: `<name>+<8 hex digits key id>+<base64(0x01 || public key)>`;

@@ -402,6 +402,11 @@ def _audit_verify(recorded_note: str | None, against: checkpoint.Checkpoint | No
     report = VerifyReport()
     verifiers = published_verifiers()
     origin = settings.AUDIT_LOG_ORIGIN
+    for unnamed in signing.keys_not_named_by_origin():
+        report.notes.append(
+            f"current key {unnamed.key_hint} is not named by the log origin {origin} (C2SP wants key name = origin): "
+            f"rotate with audit_keygen --rotate, then audit_keygen --retire {unnamed.key_hint}"
+        )
 
     # 1. Checkpoint rows and anchors.
     rows = list(

@@ -45,8 +45,19 @@ def _atomic_write(path: Path, text: str, mode: int) -> None:
 
 
 def key_name() -> str:
-    """Key names follow the note convention: the log origin's host part."""
-    return settings.AUDIT_LOG_ORIGIN.split("/")[0] or "audit-log"
+    """The name of every key this service creates: the log origin (C2SP tlog-checkpoint: a log's
+    checkpoint key is named by its origin, so a verifier finds the key from the note's first line).
+
+    Keys made before this rule were named by the origin's host part alone. They keep signing until
+    rotated (`audit_keygen --rotate`, then `--retire`) and stay published, so what they signed keeps
+    verifying: a note's signature line names its key, and verifiers match name and key id.
+    """
+    return settings.AUDIT_LOG_ORIGIN
+
+
+def keys_not_named_by_origin() -> list[PublicKey]:
+    """Current keys whose name is not the origin (made before key name = origin): rotate them."""
+    return [key for key in keyring().current() if key.name != key_name()]
 
 
 def ensure_keys() -> None:

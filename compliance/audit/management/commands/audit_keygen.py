@@ -27,5 +27,10 @@ class Command(BaseCommand):
                 signing.ensure_keys()
             for entry in signing.keyring().entries:
                 self.stdout.write(f"{entry.status:8} {entry.public_key.to_vkey()}")
+            for key in signing.keys_not_named_by_origin():
+                self.stdout.write(
+                    f"note: {key.key_hint} is not named by the log origin {signing.key_name()} (C2SP); new keys are. "
+                    f"Rotate with --rotate, then --retire {key.key_hint}"
+                )
         except (ValueError, signing.SigningKeyMissing) as exc:
             raise CommandError(str(exc)) from exc
