@@ -6,9 +6,10 @@ The certificate's evidence is the audit log. It must carry the request's `reques
 that checkpoint. The completion leaf therefore cannot hold the hash of a file that does not exist
 yet; it commits to the certificate's content instead (`certificate_content_sha256`: everything the
 certificate states except the audit section and the issue time) and to the verification report.
-The hash of the final file is logged right after, in `certificate.issued`, which the next
-checkpoint covers. Everything happens in one transaction: the request is completed, checkpointed,
-certified, rendered and mailed, or nothing is.
+The hash of the final file is logged right after, in `certificate.issued`, which a checkpoint
+signed right after commit covers (task `audit.checkpoint`; should that run be lost, beat signs one
+within AUDIT_CHECKPOINT_INTERVAL_S). Everything happens in one transaction: the request is
+completed, checkpointed, certified, rendered and mailed, or nothing is.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from compliance.certificates.envelope import (
 from compliance.certificates.models import Certificate
 from compliance.certificates.offline import verify_certificate
 from compliance.certificates.pdf import render_certificate_pdf
+from compliance.common.tasks import enqueue
 from compliance.erasure import notifications
 from compliance.erasure.models import ErasureRequest, Status
 from compliance.erasure.permissions import can_decide
@@ -288,6 +290,7 @@ def certificate_issue(*, request: ErasureRequest, officer: AbstractBaseUser) -> 
        and check it with the offline verifier against the published key ring.
     6. Render the PDF atomically; store the certificate row; log `certificate.issued` with the
        hashes of the JSON, payload and PDF; e-mail the subject after commit.
+    7. After commit, sign a checkpoint over `certificate.issued` (task `audit.checkpoint`).
     A failure at any step rolls the transaction back and removes the PDF.
     """
     if not can_decide(officer):
@@ -419,6 +422,9 @@ def certificate_issue(*, request: ErasureRequest, officer: AbstractBaseUser) -> 
                 },
                 details={"checkpoint_size": checkpoint.size, "leaves": len(leaves)},
             )
+            # 7. Put `certificate.issued` under a checkpoint now rather than at the next beat, so that
+            #    every event of the certificate is covered by a checkpoint a verifier can fetch.
+            enqueue("audit.checkpoint")
             notifications.send_after_commit("completed", locked)
     except BaseException:
         # The row and the log entries rolled back with the transaction; the file must go too.

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from compliance.audit import services as audit_services
 from compliance.audit.models import AuditLeaf
+from compliance.certificates.selectors import certificate_log_coverage
 from compliance.common.net import client_ip
 from compliance.common.ratelimit import RateLimited, hit
 from compliance.erasure import selectors, services
@@ -82,6 +83,7 @@ def detail(request: HttpRequest, reference: str) -> HttpResponse:
     located = []
     for item in items:
         located.append({"item": item, "segments": _highlight(item)})
+    certificate = getattr(erasure_request, "certificate", None)
     context = {
         "req": erasure_request,
         "identifiers": erasure_request.identifiers() if erasure_request.purged_at is None else None,
@@ -94,7 +96,8 @@ def detail(request: HttpRequest, reference: str) -> HttpResponse:
         "extend_form": forms.ExtendForm(),
         "assign_form": forms.AssignForm(initial={"assignee": erasure_request.assignee}),
         "jobs": erasure_request.jobs.order_by("-created_at")[:10],
-        "certificate": getattr(erasure_request, "certificate", None),
+        "certificate": certificate,
+        "certificate_log": certificate_log_coverage(certificate) if certificate is not None else None,
     }
     return render(request, "portal/detail.html", context)
 

@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
+from compliance.certificates.selectors import certificate_log_coverage
 from compliance.common.net import client_ip
 from compliance.common.ratelimit import RateLimited
 from compliance.erasure import selectors, services
@@ -74,6 +75,7 @@ def status(request: HttpRequest, token: str) -> HttpResponse:
             "timeline": selectors.timeline(erasure_request),
             "can_withdraw": erasure_request.is_open,
             "certificate": certificate,
+            "certificate_log": certificate_log_coverage(certificate) if certificate is not None else None,
             "authority": settings.SUPERVISORY_AUTHORITY,
             "Status": Status,
         },
