@@ -58,12 +58,9 @@ class CanUseGuard(permissions.BasePermission):
         return bool(user.groups.filter(name__in=GUARD_GROUPS).exists() or user.has_perm("guard.view_suppressionrule"))
 
 
-class GuardRequestSerializer(StrictSerializer):
-    texts = serializers.ListField(
-        child=serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=MAX_TEXT_CHARS),
-        min_length=1,
-        max_length=MAX_TEXTS,
-    )
+class GuardPolicySerializer(StrictSerializer):
+    """The policy fields every guard call takes."""
+
     mode = serializers.ChoiceField(choices=["redact", "block"], default="redact")
     lowercase_names = serializers.BooleanField(default=False, help_text="Older switch: true means names=any_case.")
     names = serializers.ChoiceField(
@@ -74,6 +71,23 @@ class GuardRequestSerializer(StrictSerializer):
         child=serializers.ChoiceField(choices=list(TRANSFORMS)), required=False, max_length=len(TRANSFORMS),
         help_text="Text transforms applied before matching; default all but 'encoded'.",
     )
+
+
+class GuardRequestSerializer(GuardPolicySerializer):
+    texts = serializers.ListField(
+        child=serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=MAX_TEXT_CHARS),
+        min_length=1,
+        max_length=MAX_TEXTS,
+    )
+
+
+def _validated(request: Request, serializer_class: type[GuardPolicySerializer]) -> dict[str, Any] | Response:
+    """The validated body, or the 413 problem for a body over GUARD_MAX_BODY_BYTES (400s are raised)."""
+    if _body_too_large(request):
+        return problem(413, "The body is too large; send at most 256 texts per call (or smaller pieces), in several calls if needed.")
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
 
 
 def _policy(data: dict[str, Any]) -> GuardPolicy:
@@ -88,16 +102,10 @@ class StreamStateSerializer(StrictSerializer):
     blocked = serializers.BooleanField()
 
 
-class GuardStreamRequestSerializer(StrictSerializer):
+class GuardStreamRequestSerializer(GuardPolicySerializer):
     piece = serializers.CharField(allow_blank=True, trim_whitespace=False, max_length=MAX_TEXT_CHARS)
     state = StreamStateSerializer(required=False, allow_null=True)
     final = serializers.BooleanField(default=False)
-    mode = serializers.ChoiceField(choices=["redact", "block"], default="redact")
-    lowercase_names = serializers.BooleanField(default=False)
-    names = serializers.ChoiceField(choices=list(NAME_MODES), required=False)
-    transforms = serializers.ListField(
-        child=serializers.ChoiceField(choices=list(TRANSFORMS)), required=False, max_length=len(TRANSFORMS)
-    )
 
 
 class StreamStateOutSerializer(serializers.Serializer):
@@ -152,11 +160,9 @@ class GuardFilter(APIView):
 
     @extend_schema(request=GuardRequestSerializer, responses={200: GuardResponseSerializer})
     def post(self, request: Request) -> Response:
-        if _body_too_large(request):
-            return problem(413, "The body is too large; send at most 256 texts per call, in several calls if needed.")
-        serializer = GuardRequestSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = _validated(request, GuardRequestSerializer)
+        if isinstance(data, Response):
+            return data
         results = runtime.guard_texts(data["texts"], _policy(data))
         health = runtime.get_runtime().current_health()
         body = {
@@ -185,11 +191,9 @@ class GuardStream(APIView):
 
     @extend_schema(request=GuardStreamRequestSerializer, responses={200: GuardStreamResponseSerializer})
     def post(self, request: Request) -> Response:
-        if _body_too_large(request):
-            return problem(413, "The body is too large; send the response in smaller pieces.")
-        serializer = GuardStreamRequestSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        data = _validated(request, GuardStreamRequestSerializer)
+        if isinstance(data, Response):
+            return data
         state = StreamState(**data["state"]) if data.get("state") else None
         stream = StreamGuard(runtime.current_index(), _policy(data), state=state)
         text = stream.feed(data["piece"], final=data["final"])
