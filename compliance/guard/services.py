@@ -9,6 +9,7 @@ exception message.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -116,6 +117,67 @@ def suppression_rules_create(*, request: Any, actor: str) -> int:
         )
         transaction.on_commit(_invalidate_local_cache)
     return len(new_rules)
+
+
+@dataclass(frozen=True)
+class Rederived:
+    requests: int  # requests whose rules were looked at
+    added: int  # rules added (a new kind or a new normalisation)
+    retired: int  # active rules switched off because the current derivation no longer gives them
+    skipped: int  # requests whose identifiers can no longer be read (erased or purged)
+
+
+def suppression_rules_rederive(*, actor: str, dry_run: bool = False) -> Rederived:
+    """Derive the rules of every request that has active rules again, with the current matcher.
+
+    After a change of derivation (a new rule kind such as "name_lc" for distinctive names, a new
+    normalisation), rules stored earlier keep matching what they matched; this adds what the current
+    derivation gives and switches off the active rules it no longer gives, per request, in one
+    transaction each, with a `guard.rules_rederived` audit event (counts only). Requests whose
+    identifiers cannot be unsealed any more (their data key was destroyed) keep their rules as they
+    are. dry_run: count, change nothing.
+    """
+    from compliance.erasure.models import ErasureRequest
+
+    request_ids = (
+        SuppressionRule.objects.filter(active=True).values_list("request_id", flat=True).distinct().order_by("request_id")
+    )
+    added = retired = skipped = looked = 0
+    key = guard_key()
+    for request in ErasureRequest.objects.filter(pk__in=list(request_ids)).order_by("pk"):
+        looked += 1
+        try:
+            rules, _refused = _subject_rule_hashes(request.identifiers(), key)
+        except Exception:  # noqa: BLE001 - a destroyed data key or purged identifiers: keep the rules as they are
+            skipped += 1
+            continue
+        wanted = {(rule.kind, rule.digest_hex) for rule in rules}
+        with transaction.atomic():
+            current = SuppressionRule.objects.select_for_update().filter(request=request)
+            have = {(r.kind, r.digest): r for r in current}
+            to_add = [k for k in wanted if k not in have]
+            to_retire = [r.pk for k, r in have.items() if r.active and k not in wanted]
+            to_reactivate = [r.pk for k, r in have.items() if not r.active and k in wanted]
+            added += len(to_add) + len(to_reactivate)
+            retired += len(to_retire)
+            if dry_run or not (to_add or to_retire or to_reactivate):
+                continue
+            SuppressionRule.objects.bulk_create(
+                [SuppressionRule(request=request, subject_ref=request.subject_ref, kind=k, digest=d) for k, d in sorted(to_add)]
+            )
+            SuppressionRule.objects.filter(pk__in=to_retire).update(active=False)
+            SuppressionRule.objects.filter(pk__in=to_reactivate).update(active=True)
+            version = rules_version_bump()
+            audit_append(
+                event_type="guard.rules_rederived",
+                actor=actor,
+                outcome="ok",
+                request_id=request.id,
+                subject_ref=request.subject_ref,
+                details={"added": len(to_add) + len(to_reactivate), "retired": len(to_retire), "rules_version": version},
+            )
+            transaction.on_commit(_invalidate_local_cache)
+    return Rederived(requests=looked, added=added, retired=retired, skipped=skipped)
 
 
 def _invalidate_local_cache() -> None:

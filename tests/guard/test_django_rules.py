@@ -171,3 +171,40 @@ def test_refresh_is_rate_limited_by_the_interval(officer: Any, settings: Any, dj
 def test_guard_before_any_rules_reports_ok_with_an_empty_index(db: Any) -> None:
     health = runtime.guard_health()
     assert (health.status, health.rule_count, health.version) == ("ok", 0, "0")
+
+
+def test_rules_derived_before_an_upgrade_are_derived_again(officer: Any, settings: Any) -> None:
+    # A request approved before distinctive names existed: its name rules are of kind "name" only.
+    from django.core.management import call_command
+
+    from compliance.guard.services import guard_key
+    from pii.matcher import keyed_digest, name_keys
+
+    request = approve(ADA, officer)
+    rules = SuppressionRule.objects.filter(request=request)
+    rules.filter(kind="name_lc").delete()
+    old = [SuppressionRule(request=request, subject_ref=request.subject_ref, kind="name",
+                           digest=keyed_digest("name", key, guard_key())) for key in sorted(name_keys(ADA.full_name))]
+    SuppressionRule.objects.bulk_create(old)
+    settings.GUARD_REFRESH_INTERVAL_S = 0  # every call looks at the rules version
+    assert runtime.guard_texts(["i saw ada quartermaine"])[0].matched is False  # lower case: not yet
+
+    out = _call(call_command, "guard_rules_rederive", "--dry-run")
+    assert "would add" in out and SuppressionRule.objects.filter(request=request, kind="name_lc").count() == 0
+    out = _call(call_command, "guard_rules_rederive")
+    assert f"added {len(old)} rule(s), retired {len(old)}" in out
+    assert SuppressionRule.objects.filter(request=request, kind="name_lc", active=True).count() == len(old)
+    assert not SuppressionRule.objects.filter(request=request, kind="name", active=True).exists()
+    assert runtime.guard_texts(["i saw ada quartermaine"])[0].text == "i saw [removed]"
+    assert runtime.guard_texts(["I saw Ada Quartermaine"])[0].text == "I saw [removed]"  # still caught capitalised
+    leaf = AuditLeaf.objects.filter(request_id=request.id, event_type="guard.rules_rederived").get()
+    assert leaf_document(leaf)["details"]["retired"] == len(old)
+    assert "added 0 rule(s), retired 0" in _call(call_command, "guard_rules_rederive")  # idempotent
+
+
+def _call(call_command: Any, *args: str) -> str:
+    from io import StringIO
+
+    buffer = StringIO()
+    call_command(*args, stdout=buffer)
+    return buffer.getvalue()

@@ -17,6 +17,7 @@ _EVENT_LABELS = {
     "request.withdrawn": "Withdrawn",
     "request.purged": "Personal data destroyed",
     "guard.rules_created": "Output filter rules created",
+    "guard.rules_rederived": "Output filter rules derived again",
 }
 
 
