@@ -297,6 +297,9 @@ UNLEARNING_DEVICE = env_str("UNLEARNING_DEVICE", "auto")
 # Method of new jobs, overrides of the spec defaults (JSON object), and how many automatic retries
 # with a stronger setting follow a failed verdict before the job is escalated to the officer.
 UNLEARNING_DEFAULT_METHOD = env_str("UNLEARNING_DEFAULT_METHOD", "counterfactual")
+# Steps between engine checkpoints of a job (0: none). A worker killed mid-job resumes from the last
+# one instead of step 0; a spec that sets checkpoint_every itself keeps its own value.
+UNLEARNING_CHECKPOINT_EVERY = env_int("UNLEARNING_CHECKPOINT_EVERY", 25, minimum=0)
 try:
     UNLEARNING_SPEC_DEFAULTS = json.loads(env_str("UNLEARNING_SPEC_DEFAULTS", "{}") or "{}")
 except json.JSONDecodeError as exc:

@@ -44,7 +44,8 @@ def default_method() -> str:
 
 def build_spec(*, method: str | None = None, overrides: dict[str, Any] | None = None) -> BuiltSpec:
     """A validated spec for `method` with `overrides` on top of the defaults (and of settings)."""
-    values: dict[str, Any] = dict(getattr(settings, "UNLEARNING_SPEC_DEFAULTS", {}) or {})
+    values: dict[str, Any] = {"checkpoint_every": int(getattr(settings, "UNLEARNING_CHECKPOINT_EVERY", 0))}
+    values.update(getattr(settings, "UNLEARNING_SPEC_DEFAULTS", {}) or {})
     values.update(overrides or {})
     chosen = method or values.pop("method", None) or default_method()
     values["method"] = chosen
