@@ -8,7 +8,7 @@ inference guard (`pii.guard`, filtering model outputs). It works in three steps:
    rewritten into one canonical text, with an offset map back to the original characters.
 2. **Find candidates** in the normalised text: e-mail-like spans around each "@", digit regions
    (phones and identifiers written with separators), and runs of name-like words.
-3. **Look each candidate's key up** in an index: `PlainIndex` (keys in memory, for the scan of a
+3. **Look each candidate's key up** (`pii.keys` derives the keys) in an index (`pii.indexes`): `PlainIndex` (keys in memory, for the scan of a
    corpus) or `GuardIndex` (keyed HMAC-SHA256 digests, so that the guard holds no plaintext). A hit
    becomes a `Match` with positions in the *original* text, its kind and the subject's reference.
 
@@ -35,41 +35,33 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
-from typing import Literal, Protocol, get_args
-
-import re2
+from typing import Literal, get_args
 
 from pii.identifiers import MIN_IDENTIFIER_CHARS, SubjectIdentifiers
-from pii.normalize import (
-    PHONE_MIN_DIGITS,
-    fold,
-    name_variants,
-    normalize_email,
-    normalize_identifier,
-    normalize_phone,
+from pii.indexes import GuardIndex, KeyIndex, PlainIndex, RuleHash, keyed_digest, rule_hashes
+from pii.keys import (
+    _APOSTROPHES,
+    _LOWER_STOPWORDS,
+    _POSSESSIVE_RE,
+    _TITLE_SET,
+    KINDS,
+    MAX_IDENTIFIER_CHARS,
+    MAX_NAME_TOKENS,
+    common_words,
+    is_distinctive_name,
+    name_keys,
+    name_tokens,
+    subject_keys,
 )
-from pii.textnorm import DEFAULT_TRANSFORMS, Normalized, fold_chars, normalize, validate_transforms
+from pii.normalize import PHONE_MIN_DIGITS, fold, normalize_email
+from pii.textnorm import DEFAULT_TRANSFORMS, Normalized, normalize, validate_transforms
 
-Kind = Literal["name", "name_lc", "email", "phone", "identifier"]
-KINDS: tuple[str, ...] = get_args(Kind)
 NameMode = Literal["capitalised", "distinctive", "any_case"]
 NAME_MODES: tuple[str, ...] = get_args(NameMode)
 
-# The HMAC message is b"guard-v1" US kind US value. Changing it invalidates every stored rule.
-_MESSAGE_PREFIX = "guard-v1\x1f"
-# Shorter keys make the digests guessable by brute force over the (small) space of identifiers.
-MIN_KEY_BYTES = 16
-# Candidates remembered as misses per GuardIndex (about 100 bytes each).
-MISS_CACHE_SIZE = 200_000
-# Longest identifier kept as one candidate (an IBAN is at most 34 characters).
-MAX_IDENTIFIER_CHARS = 40
-# Names are matched as n-grams of this many tokens at most ("Ada Mary Jane Quartermaine" is 4).
-MAX_NAME_TOKENS = 4
 # An identifier is at most this many chunks (an IBAN in groups of four is 9 with a word before it).
 _MAX_ID_CHUNKS = 10
 # A digit group longer than any E.164 number (15 digits) may hide a phone glued to other digits.
@@ -114,387 +106,14 @@ class Match:
 
 
 # --------------------------------------------------------------------------------------------
-# Keys: the normalised forms of a subject's identifiers
+# Candidate finders
 # --------------------------------------------------------------------------------------------
 
-# Typographic apostrophes count as plain ones; a possessive "'s" is not part of a name.
-_APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\uff07": "'"})
-_POSSESSIVE_RE = re.compile(r"'[sS]?(?![^\W\d_])")
-_LETTERS_RE = re.compile(r"[^\W\d_]+")
 # Within a run: a token is letters (combining marks allowed, for text that is not NFC).
 _TOKEN_RE = re.compile(r"[^\W\d_](?:[^\W\d_]|[\u0300-\u036f])*")
 # The lower-case pass of "distinctive" mode: words, and what may stand between two words of a name.
 _WORD_RE = re.compile(r"[^\W\d_]+")
 _NAME_GAP_RE = re.compile(r"[ \t\u00a0]{0,2}[,.]?[ \t\u00a0\n]{0,2}|['\u2019-]")
-# Titles written before a surname: "Dr Quartermaine" is the subject when the name is distinctive.
-_TITLES = ("mr", "mrs", "ms", "miss", "mx", "dr", "prof", "sir", "dame", "herr", "frau", "mme", "mlle", "sr", "sra")
-_TITLE_SET = frozenset(_TITLES)
-
-# The frequency rule for distinctive names (see `is_distinctive_name`), from the word frequencies of
-# the `wordfreq` package (offline data, several sources of English text):
-# - a token among the COMMON_WORDS most frequent English words is an ordinary word; lower-case runs
-#   of text break at it when distinctive names are matched in any case, which is also what keeps
-#   that mode cheap (most lower-case words of prose are common words);
-# - a name is distinctive when neither its first nor its last token is common, both have at least
-#   three letters, and the product of their frequencies is below DISTINCTIVE_MAX_PAIR_FREQUENCY:
-#   the chance that the two words stand next to each other in text by accident.
-COMMON_WORDS = 5000
-DISTINCTIVE_MAX_PAIR_FREQUENCY = 1e-10
-
-
-@lru_cache(maxsize=1)
-def common_words() -> frozenset[str]:
-    """The COMMON_WORDS most frequent English words, and the function words that never name anyone."""
-    from wordfreq import top_n_list
-
-    return frozenset(top_n_list("en", COMMON_WORDS)) | _LOWER_STOPWORDS
-
-
-def _word_frequency(token: str) -> float:
-    from wordfreq import word_frequency
-
-    return float(word_frequency(token, "en"))
-
-
-def name_tokens(text: str) -> list[str]:
-    """Normalised name tokens: folded, possessives dropped, split at apostrophes and hyphens."""
-    folded = fold_chars(text)
-    return _LETTERS_RE.findall(fold(_POSSESSIVE_RE.sub(" ", folded.translate(_APOSTROPHES))))
-
-
-def is_distinctive_name(full_name: str) -> bool:
-    """True when the name may be matched in any case and after a title ("dr quartermaine").
-
-    The frequency rule above: "Barbara Liskov" and "Ada Quartermaine" are distinctive; "Will Smith",
-    "Maria Garcia" (common first name) and "Li Wu" (too short) are not, and are matched when
-    capitalised only. Measured on clean text in tests/benchmarks/bench_guard.py.
-    """
-    tokens = name_tokens(full_name)
-    if len(tokens) < 2:
-        return False
-    first, last = tokens[0], tokens[-1]
-    if min(len(first), len(last)) < 3:
-        return False
-    common = common_words()
-    if first in common or last in common:
-        return False
-    return _word_frequency(first) * _word_frequency(last) < DISTINCTIVE_MAX_PAIR_FREQUENCY
-
-
-def name_keys(full_name: str) -> set[str]:
-    """Every normalised written form of a name that is protected (two tokens or more).
-
-    Built on pii.normalize.name_variants (full, "first last", "last, first", "f. last"), plus the
-    initial or "last, first" with a multi-token surname ("C. O'Brien", "van Beethoven, Ludwig"),
-    "last, f." and, for a distinctive name, a title before the surname ("Dr Quartermaine").
-    """
-    tokens = name_tokens(full_name)
-    if len(tokens) < 2:
-        return set()
-    keys: set[str] = set()
-    for variant in name_variants(" ".join(tokens)):
-        variant_tokens = name_tokens(variant)
-        if 2 <= len(variant_tokens) <= MAX_NAME_TOKENS:
-            keys.add(" ".join(variant_tokens))
-    rest = tokens[1:]
-    for extra in ([tokens[0][0], *rest], [*rest, tokens[0]], tokens[:MAX_NAME_TOKENS], [tokens[-1], tokens[0][0]]):
-        if 2 <= len(extra) <= MAX_NAME_TOKENS:
-            keys.add(" ".join(extra))
-    if is_distinctive_name(full_name):
-        keys.update(f"{title} {tokens[-1]}" for title in _TITLES)
-    return keys
-
-
-def _email_key(value: str) -> str:
-    return normalize_email(fold_chars(value))
-
-
-def _phone_key(value: str) -> str | None:
-    return normalize_phone(fold_chars(value))
-
-
-def _identifier_key(value: str) -> str:
-    return normalize_identifier(fold_chars(value))
-
-
-def subject_keys(identifiers: SubjectIdentifiers) -> list[tuple[str, str]]:
-    """(kind, normalised key) pairs for one subject: what an index is built from.
-
-    Raises ValueError (naming the field, never its value) for an e-mail without '@', a phone with
-    fewer than PHONE_MIN_DIGITS digits, or an identifier shorter than MIN_IDENTIFIER_CHARS: such a
-    value would either match nothing or match ordinary text, and the officer should know. A name of
-    one token gives no key: a single word is never matched (see the module notes). A distinctive
-    name's keys are of kind "name_lc" (matched in any case), other names' of kind "name".
-    """
-    wanted: list[tuple[str, str]] = []
-    name_kind = "name_lc" if is_distinctive_name(identifiers.full_name or "") else "name"
-    for key in sorted(name_keys(identifiers.full_name or "")):
-        wanted.append((name_kind, key))
-    for i, email in enumerate(identifiers.emails):
-        normalized = _email_key(email)
-        if "@" not in normalized or normalized.startswith("@") or normalized.endswith("@"):
-            raise ValueError(f"emails[{i}] is not an e-mail address")
-        wanted.append(("email", normalized))
-    for i, phone in enumerate(identifiers.phones):
-        phone_key = _phone_key(phone)
-        if phone_key is None:
-            raise ValueError(f"phones[{i}] has fewer than {PHONE_MIN_DIGITS} digits")
-        wanted.append(("phone", phone_key))
-    for i, other in enumerate(identifiers.other_identifiers):
-        normalized = _identifier_key(other)
-        if not MIN_IDENTIFIER_CHARS <= len(normalized) <= MAX_IDENTIFIER_CHARS:
-            raise ValueError(
-                f"other_identifiers[{i}] must have {MIN_IDENTIFIER_CHARS} to {MAX_IDENTIFIER_CHARS} letters or digits"
-            )
-        wanted.append(("identifier", normalized))
-    return list(dict.fromkeys(wanted))
-
-
-# --------------------------------------------------------------------------------------------
-# Indexes
-# --------------------------------------------------------------------------------------------
-
-
-class KeyIndex(Protocol):
-    """What the finders ask: which subjects have this (kind, normalised key)?"""
-
-    def lookup(self, kind: str, normalized: str) -> tuple[str, ...]: ...
-    def has_kind(self, kind: str) -> bool: ...
-    @property
-    def rule_count(self) -> int: ...
-
-
-class PlainIndex:
-    """Keys in memory (the scan of a corpus and the anonymiser; never stored). Immutable once built."""
-
-    __slots__ = ("_lookup", "_kinds", "_name_hint", "_digit_hint", "name_vocabulary", "rule_count", "subject_count")
-
-    def __init__(self, lookup: dict[tuple[str, str], tuple[str, ...]]) -> None:
-        self._lookup = lookup
-        self._kinds = frozenset(kind for kind, _ in lookup)
-        # Every token of every name key: a name n-gram whose first or last token is not one of them
-        # cannot be a key, so the finder skips it without building it (most words of a record).
-        self.name_vocabulary: frozenset[str] | None = frozenset(
-            token for kind, key in lookup if kind in ("name", "name_lc") for token in key.split()
-        )
-        self.rule_count = len(lookup)
-        self.subject_count = len({ref for refs in lookup.values() for ref in refs})
-        # Cheap RE2 tests of a whole (ASCII) text before the finders run: does any name key appear,
-        # in any case, with any separators and an optional middle initial? Does any phone or
-        # identifier key appear once separators are deleted? Most candidate records of a corpus
-        # scan are namesakes, and most of their words and digits are nobody's key.
-        names = sorted({key for kind, key in lookup if kind in ("name", "name_lc")})
-        gap = r"[\s,.'\-]+(?:[a-z][\s,.'\-]+)?"
-        self._name_hint = _re2("|".join(gap.join(re.escape(t) for t in key.split()) for key in names)) if names else None
-        digits = sorted({key for kind, key in lookup if kind in ("phone", "identifier")})
-        self._digit_hint = _re2("|".join(re.escape(k) for k in digits)) if digits else None
-
-    def may_hold_names(self, text: str) -> bool:
-        return self._name_hint is not None and (not text.isascii() or self._name_hint.search(text.lower()) is not None)
-
-    def may_hold_digits(self, text: str) -> bool:
-        if self._digit_hint is None:
-            return False
-        return not text.isascii() or self._digit_hint.search(text.lower().translate(_DIGIT_HINT_DELETE)) is not None
-
-    @classmethod
-    def build(cls, subjects: Iterable[tuple[str, SubjectIdentifiers]], *, strict: bool = False) -> PlainIndex:
-        """subjects: (subject_ref, identifiers). strict=False skips unusable values field by field."""
-        grouped: dict[tuple[str, str], list[str]] = {}
-        for ref, identifiers in subjects:
-            for kind, key in _keys_field_by_field(identifiers) if not strict else subject_keys(identifiers):
-                refs = grouped.setdefault((kind, key), [])
-                if ref not in refs:
-                    refs.append(ref)
-        return cls({k: tuple(v) for k, v in grouped.items()})
-
-    def lookup(self, kind: str, normalized: str) -> tuple[str, ...]:
-        return self._lookup.get((kind, normalized), ())
-
-    def has_kind(self, kind: str) -> bool:
-        return kind in self._kinds
-
-    def __repr__(self) -> str:
-        return f"PlainIndex(keys={self.rule_count}, subjects={self.subject_count})"
-
-
-def _re2(pattern: str) -> re2._Regexp:
-    options = re2.Options()
-    options.max_mem = 256 << 20  # the DFA of a few hundred subjects' keys needs tens of MB
-    return re2.compile(pattern, options)
-
-
-# Characters the digit hint deletes before looking for phone and identifier keys (the separators
-# that the digit-region finder allows inside a written number).
-_DIGIT_HINT_DELETE = str.maketrans("", "", " \t.-()/\u00a0")
-
-
-def _keys_field_by_field(identifiers: SubjectIdentifiers) -> list[tuple[str, str]]:
-    """subject_keys, skipping (not refusing) a value that cannot be matched safely."""
-    keys: list[tuple[str, str]] = []
-    parts = [SubjectIdentifiers(full_name=identifiers.full_name)]
-    parts += [SubjectIdentifiers(emails=(e,)) for e in identifiers.emails]
-    parts += [SubjectIdentifiers(phones=(p,)) for p in identifiers.phones]
-    parts += [SubjectIdentifiers(other_identifiers=(o,)) for o in identifiers.other_identifiers]
-    for part in parts:
-        try:
-            keys.extend(subject_keys(part))
-        except ValueError:
-            continue
-    return keys
-
-
-_HEX64_RE = re.compile(r"[0-9a-f]{64}")
-_IPAD = bytes(x ^ 0x36 for x in range(256))
-_OPAD = bytes(x ^ 0x5C for x in range(256))
-
-
-class _KeyedHasher:
-    """HMAC-SHA256 with the key schedule and the message prefix of each kind hashed once (RFC 2104).
-
-    The padded-key states are copied per message; they are never updated in place, so one instance
-    is safe to share between threads.
-    """
-
-    __slots__ = ("_inner_by_kind", "_outer")
-
-    def __init__(self, key: bytes) -> None:
-        if not isinstance(key, bytes | bytearray) or len(key) < MIN_KEY_BYTES:
-            raise ValueError(f"the guard key must be at least {MIN_KEY_BYTES} bytes")
-        key = bytes(key)
-        if len(key) > 64:
-            key = hashlib.sha256(key).digest()
-        key = key.ljust(64, b"\0")
-        inner = hashlib.sha256(key.translate(_IPAD))
-        self._inner_by_kind = {}
-        for kind in KINDS:
-            state = inner.copy()
-            state.update(f"{_MESSAGE_PREFIX}{kind}\x1f".encode())
-            self._inner_by_kind[kind] = state
-        self._outer = hashlib.sha256(key.translate(_OPAD))
-
-    def digest(self, kind: str, normalized: str) -> bytes:
-        inner = self._inner_by_kind[kind].copy()
-        inner.update(normalized.encode())
-        outer = self._outer.copy()
-        outer.update(inner.digest())
-        return outer.digest()
-
-    def __repr__(self) -> str:
-        return "_KeyedHasher(<key hidden>)"
-
-
-def keyed_digest(kind: str, normalized: str, key: bytes) -> str:
-    """The hex digest stored for one normalised value (exposed for tests and re-keying tools)."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}")
-    return _KeyedHasher(key).digest(kind, normalized).hex()
-
-
-@dataclass(frozen=True)
-class RuleHash:
-    """One stored suppression rule, minus the subject_ref the caller attaches."""
-
-    kind: str
-    digest_hex: str
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, not {self.kind!r}")
-        if not _HEX64_RE.fullmatch(self.digest_hex):
-            raise ValueError("digest_hex must be 64 lower-case hex characters")
-
-
-def rule_hashes(identifiers: SubjectIdentifiers, key: bytes) -> list[RuleHash]:
-    """The suppression rules for one subject: exactly what the database stores (with subject_ref).
-
-    Raises ValueError as `subject_keys` does (the message names the field, never its value).
-    """
-    hasher = _KeyedHasher(key)
-    out: list[RuleHash] = []
-    seen: set[tuple[str, str]] = set()
-    for kind, normalized in subject_keys(identifiers):
-        digest_hex = hasher.digest(kind, normalized).hex()
-        if (kind, digest_hex) not in seen:
-            seen.add((kind, digest_hex))
-            out.append(RuleHash(kind=kind, digest_hex=digest_hex))
-    return out
-
-
-class GuardIndex:
-    """Digest -> subject_refs lookup plus the keyed hasher. Immutable once built.
-
-    Build a new one when rules change and swap the reference (pii.guard.GuardCache does this);
-    readers holding the old one keep a consistent view.
-    """
-
-    __slots__ = ("_hasher", "_lookup", "_kinds", "_misses", "rule_count", "subject_count")
-
-    def __init__(self, hasher: _KeyedHasher, lookup: dict[bytes, tuple[str, ...]], kinds: frozenset[str], rule_count: int) -> None:
-        self._hasher = hasher
-        self._lookup = lookup
-        self._kinds = kinds
-        # Candidates that matched no rule ("thank you", "the Board"), so that the keyed hash of a
-        # phrase that recurs in outputs is computed once per index. Only misses are kept: a value
-        # that is protected never enters it, so the guard still holds no protected plaintext.
-        # Bounded: cleared when full. A new index (rules changed) starts empty.
-        self._misses: dict[tuple[str, str], None] = {}
-        self.rule_count = rule_count
-        self.subject_count = len({ref for refs in lookup.values() for ref in refs})
-
-    @classmethod
-    def build(cls, rules: Iterable[tuple[str, str, str]], key: bytes) -> GuardIndex:
-        """rules: (subject_ref, kind, digest_hex) triples, as stored."""
-        hasher = _KeyedHasher(key)
-        grouped: dict[bytes, list[str]] = {}
-        kinds: set[str] = set()
-        count = 0
-        for subject_ref, kind, digest_hex in rules:
-            if kind not in KINDS:
-                raise ValueError(f"rule {count}: kind must be one of {KINDS}")
-            if not isinstance(subject_ref, str) or not subject_ref:
-                raise ValueError(f"rule {count}: subject_ref must be a non-empty string")
-            digest_hex = digest_hex.lower()
-            if not _HEX64_RE.fullmatch(digest_hex):
-                raise ValueError(f"rule {count}: digest must be 64 hex characters")
-            refs = grouped.setdefault(bytes.fromhex(digest_hex), [])
-            if subject_ref not in refs:
-                refs.append(subject_ref)
-            kinds.add(kind)
-            count += 1
-        lookup = {digest: tuple(refs) for digest, refs in grouped.items()}
-        return cls(hasher, lookup, frozenset(kinds), count)
-
-    @classmethod
-    def empty(cls, key: bytes) -> GuardIndex:
-        return cls.build((), key)
-
-    def lookup(self, kind: str, normalized: str) -> tuple[str, ...]:
-        """subject_refs whose rule matches this normalised value (empty tuple when none)."""
-        misses = self._misses
-        if (kind, normalized) in misses:
-            return ()
-        found = self._lookup.get(self._hasher.digest(kind, normalized), ())
-        if not found:
-            if len(misses) >= MISS_CACHE_SIZE:
-                misses.clear()
-            misses[(kind, normalized)] = None
-        return found
-
-    def has_kind(self, kind: str) -> bool:
-        return kind in self._kinds
-
-    def __len__(self) -> int:
-        return self.rule_count
-
-    def __repr__(self) -> str:
-        return f"GuardIndex(rules={self.rule_count}, subjects={self.subject_count})"
-
-
-# --------------------------------------------------------------------------------------------
-# Candidate finders
-# --------------------------------------------------------------------------------------------
-
 # Every upper-case letter of the Basic Multilingual Plane (so "Élodie Ørsted" starts a name run).
 _UPPER_CHARS = "".join(chr(c) for c in range(0x10000) if chr(c).isupper() and chr(c).isalpha())
 # Surname particles written in lower case inside a capitalised name ("Ludwig van Beethoven").
@@ -526,19 +145,6 @@ _NAME_RUN_RES = {
     (False, False): _name_run_re("[" + re.escape(_UPPER_CHARS) + "]", r"[^\W\d_]", lowercase=False),
     (False, True): _name_run_re("[" + re.escape(_UPPER_CHARS) + "]", r"[^\W\d_]", lowercase=True),
 }
-# Lower-case words that never belong to a name; they break a run when names are matched in any
-# case. Words that are also names in some language ("he", "do", "to", "an", "will", "may") are left
-# out on purpose: capitalised forms are never filtered anyway.
-_LOWER_STOPWORDS = frozenset(
-    """a about above after again against all also am and any are as at be because been before being
-    below between both but by could did does doing down during each few for from further had has have
-    having her here hers herself him himself his how i if in into is it its itself just me more most my
-    myself no nor not now of off on once only or other our ours ourselves out over own same she should
-    some such than that the their theirs them themselves then there these they this those through too
-    under until up very was we were what when where which while who whom why with would you your yours
-    yourself yourselves can phone number email address name card account called""".split()
-)
-
 # E-mails are found from each "@": the local part is matched backwards from it, the domain forwards.
 _EMAIL_LOCAL_RE = re.compile(r"[A-Za-z0-9._%+\-]+\Z")
 _EMAIL_DOMAIN_RE = re.compile(r"[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
