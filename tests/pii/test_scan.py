@@ -64,7 +64,13 @@ def test_batched_subjects_equal_separate_scans_also_with_automaton(labelled, ana
     spec = CorpusSpec(paths=(path,))
     # 3 subjects + 40 strangers: more key regexes than the direct limit, so the projected search runs.
     strangers = [identifiers_of(p) for p in build_population(CorpusGenConfig(seed=99, n_people=40, n_subjects=1)).people]
-    batch = scan_corpus(spec, [identifiers_of(p) for p in subjects] + strangers, analyzer=analyzer)
+    from pii.prefilter import Prefilter
+    from pii.subjects import build_subject_anchors
+
+    everyone = [identifiers_of(p) for p in subjects] + strangers
+    assert Prefilter([build_subject_anchors(s) for s in everyone]).projected  # the batch path is the one tested
+    assert not Prefilter([build_subject_anchors(identifiers_of(subjects[0]))]).projected
+    batch = scan_corpus(spec, everyone, analyzer=analyzer)
     for index, person in enumerate(subjects):
         alone = scan_corpus(spec, identifiers_of(person), analyzer=analyzer)
         assert [r.record_id for r in batch.for_subject(index)] == [r.record_id for r in alone.for_subject(0)]
