@@ -33,8 +33,14 @@ MISS_CACHE_SIZE = 200_000
 class KeyIndex(Protocol):
     """What the finders ask: which subjects have this (kind, normalised key)?"""
 
+    # Every token of every name key, when the index knows its keys in plaintext (else None): the
+    # finder skips name n-grams that start or end with another word.
+    name_vocabulary: frozenset[str] | None
+
     def lookup(self, kind: str, normalized: str) -> tuple[str, ...]: ...
     def has_kind(self, kind: str) -> bool: ...
+    def may_hold_names(self, text: str) -> bool: ...
+    def may_hold_digits(self, text: str) -> bool: ...
     @property
     def rule_count(self) -> int: ...
 
@@ -243,6 +249,15 @@ class GuardIndex:
 
     def has_kind(self, kind: str) -> bool:
         return kind in self._kinds
+
+    # Keyed hashes say nothing about a text before its candidates are hashed: every text may hold a key.
+    name_vocabulary = None
+
+    def may_hold_names(self, text: str) -> bool:
+        return self.has_kind("name") or self.has_kind("name_lc")
+
+    def may_hold_digits(self, text: str) -> bool:
+        return self.has_kind("phone") or self.has_kind("identifier")
 
     def __len__(self) -> int:
         return self.rule_count

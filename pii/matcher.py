@@ -168,12 +168,6 @@ _ASCII_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
 _ALNUM_RE = re.compile(r"[A-Za-z0-9]+")
 
 
-def _fold_token(token: str) -> str:
-    if token.isascii():
-        return token.lower()  # casefold == lower on ASCII, and there is nothing to strip
-    return fold(token)
-
-
 class _Finder:
     """Collects matches in one (normalised) text; a repeated candidate is looked up once."""
 
@@ -325,7 +319,7 @@ class _Finder:
         self._name_runs(text, mode, has_plain, has_lc)
 
     def _name_runs(self, text: str, mode: NameMode, has_plain: bool, has_lc: bool) -> None:
-        vocabulary = getattr(self.index, "name_vocabulary", None)
+        vocabulary = self.index.name_vocabulary
         any_case = mode == "any_case"
         ascii_text = text.isascii()
         run_re = _NAME_RUN_RES[(ascii_text, any_case)]
@@ -413,7 +407,7 @@ class _Finder:
         run: str,
     ) -> None:
         strict = self.strict_initials
-        vocabulary = getattr(self.index, "name_vocabulary", None)
+        vocabulary = self.index.name_vocabulary
         n = len(tokens)
         for i in range(n - 1):
             if len(tokens[i + 1][2]) == 1 and "," not in run[tokens[i][1] : tokens[i + 1][0]]:
@@ -462,13 +456,12 @@ _HEX_RE = re.compile(r"(?<![0-9A-Fa-f])(?:[0-9A-Fa-f]{2}){6,}(?![0-9A-Fa-f])")
 
 def _find_in(text: str, index: KeyIndex, options: MatchOptions) -> list[Match]:
     finder = _Finder(index, options.strict_initials)
-    plain = isinstance(index, PlainIndex)
     if index.has_kind("email") and "@" in text:
         finder.emails(text)
     phones, identifiers = index.has_kind("phone"), index.has_kind("identifier")
-    if (phones or identifiers) and (not plain or index.may_hold_digits(text)):
+    if (phones or identifiers) and index.may_hold_digits(text):
         finder.digit_regions(text, phones, identifiers)
-    if (index.has_kind("name") or index.has_kind("name_lc")) and (not plain or index.may_hold_names(text)):
+    if (index.has_kind("name") or index.has_kind("name_lc")) and index.may_hold_names(text):
         if "@" in text:  # a name inside an e-mail address is the address's business, not a name
             text = _EMAIL_LIKE_RE.sub(lambda m: " " * len(m.group()), text)
         finder.names(text, options.names)

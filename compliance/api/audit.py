@@ -39,7 +39,7 @@ _DIGITS = re.compile(r"[0-9]+")  # ASCII only: int() would also take "٣", "+1",
 
 
 class BadParameter(ValueError):
-    pass
+    """A query parameter that is missing, repeated or not a non-negative integer (a 400)."""
 
 
 def _natural(request: Request, name: str) -> int:
