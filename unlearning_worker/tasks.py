@@ -44,6 +44,7 @@ from compliance.jobs.models import UnlearningJob
 from compliance.registry import artifacts
 from compliance.registry.erasure import corpus_erase
 from compliance.registry.models import CorpusVersion, ForgetItem
+from compliance.registry.selectors import EXACT_METHOD
 
 logger = logging.getLogger(__name__)
 
@@ -258,14 +259,19 @@ def split_record(text: str, entities: list[dict[str, Any]]) -> tuple[str, str, l
     return text[:cut], text[cut:], completion_spans
 
 
-def _subjects_and_items(job: UnlearningJob) -> tuple[list[SubjectData], list[Any], list[ForgetItem]]:
-    """Decrypt the job's located records and the subjects' identifiers into engine ForgetItems."""
+def _subjects_and_items(
+    job: UnlearningJob, *, except_corpus: int | None = None
+) -> tuple[list[SubjectData], list[Any], list[ForgetItem]]:
+    """Decrypt the job's located records and the subjects' identifiers into engine ForgetItems
+    (`except_corpus`: leave out the records of that corpus, which the exact path has handled)."""
     from compliance.registry import selectors as registry_selectors
     from unlearning_worker.data import ForgetItem as EngineForgetItem
 
     corpus_ids = registry_selectors.corpora_of(version=job.base_version) or None
     requests = list(job.requests.select_related("data_key").order_by("received_at"))
     rows = list(registry_selectors.forget_items_for(request_ids=[r.id for r in requests], corpus_ids=corpus_ids))
+    if except_corpus is not None:
+        rows = [row for row in rows if row.corpus_version.corpus_id != except_corpus]
     by_request: dict[Any, list[ForgetItem]] = {}
     for row in rows:
         by_request.setdefault(row.request_id, []).append(row)
@@ -568,6 +574,8 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
     subjects, forget, rows = _subjects_and_items(job)
     if not forget:
         raise job_services.JobError("none of the job's requests has a located record for this model")
+    if job.method.startswith(EXACT_METHOD):
+        return _exact_with(job, claim, heartbeat, sink, rows, base_dir)
     eval_set = _eval_set(job, subjects)
     retain = _retain_items(eval_set)
     spec = UnlearningSpec.from_dict(job.spec)
@@ -618,6 +626,73 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
     shutil.rmtree(checkpoints, ignore_errors=True)
     logger.info("job %s: unlearned in %.1fs (%d steps, %s)", job.id, time.monotonic() - started, steps, stop_reason)
     return "unlearned"
+
+
+def _exact_with(
+    job: UnlearningJob, claim: job_services.Claim, heartbeat: Heartbeat, sink: ProgressSink, rows: list[ForgetItem],
+    base_dir: Path,
+) -> str:
+    """Exact erasure (unlearning_worker.sharding): erase the corpus, retrain the shard adapters that held
+    the records, and, where records also sit in other training data ("both"), unlearn those from the
+    exact result with the job's approximate spec. The proof is kept beside the output until handed over."""
+    from compliance.registry import selectors as registry_selectors
+    from unlearning_worker.sharding import exact_erase
+
+    started = time.monotonic()
+    out_dir = _candidate_dir(job)
+    proof_file = out_dir.parent / f"job-{job.id}.exact-proof.json"
+    corpus_versions = _db_retry(lambda: _erase_corpora(job, rows), what=f"job {job.id}: corpus erasure")
+    training = registry_selectors.sharded_training(version=job.base_version) or {}
+    _, others, _ = _subjects_and_items(job, except_corpus=int(training.get("corpus", 0) or 0))
+    exact_dir = out_dir.parent / f"job-{job.id}-exact" if others else out_dir
+    if out_dir.exists() and proof_file.exists():
+        logger.info("job %s: reusing the finished output of an earlier attempt", job.id)
+        saved = json.loads(proof_file.read_text())
+        new_training, proof, steps = saved["training"], saved["proof"], int(saved["steps"])
+    else:
+        for stale in {exact_dir, out_dir}:  # an attempt that died before its proof was saved: redo it
+            shutil.rmtree(stale, ignore_errors=True)
+        sink({"phase": "exact shard retraining", "step": 0})
+        result = exact_erase(base=job.base_version, rows=rows, corpus_versions=corpus_versions, out_dir=exact_dir)
+        new_training, proof, steps = result.training, result.proof, result.retrained_slices
+        if others:
+            steps += _approximate_on(job, claim, sink, exact_dir, out_dir, others)
+            shutil.rmtree(exact_dir, ignore_errors=True)
+            new_training = {}  # weights moved off the sharded fine-tune: later requests go the approximate way
+        artifacts.write_json_atomic(proof_file, {"training": new_training, "proof": proof, "steps": steps})
+    if sink.lost or heartbeat.lost:
+        return "claim_lost"
+    sha256 = artifacts.tree_sha256(out_dir)
+    finished = _db_retry(
+        lambda: job_services.job_unlearning_finished(
+            claim=claim, version_path=str(out_dir), sha256=sha256, corpus_versions=corpus_versions,
+            stop_reason=EXACT_METHOD, steps=steps, training=new_training, exact_proof=proof,
+        ),
+        what=f"job {job.id}: hand-over to verification",
+    )
+    if finished is None:
+        return "claim_lost"
+    proof_file.unlink(missing_ok=True)
+    logger.info("job %s: exact erasure in %.1fs (%d slices retrained)", job.id, time.monotonic() - started, steps)
+    return "unlearned"
+
+
+def _approximate_on(
+    job: UnlearningJob, claim: job_services.Claim, sink: ProgressSink, model_dir: Path, out_dir: Path, forget: list[Any]
+) -> int:
+    """Approximate unlearning of `forget` from model_dir into out_dir with the job's spec; returns its steps."""
+    from unlearning_worker.engine import run_unlearning
+    from unlearning_worker.spec import UnlearningSpec
+
+    subjects, _, _ = _subjects_and_items(job)
+    spec = UnlearningSpec.from_dict(job.spec)
+    if spec.device == "auto":
+        spec = spec.replace(device=_device())
+    result = run_unlearning(model_dir=model_dir, out_dir=out_dir, forget=forget,
+                            retain=_retain_items(_eval_set(job, subjects)), spec=spec, progress=sink,
+                            should_cancel=sink.should_cancel, checkpoint_dir=_checkpoint_dir(job))
+    shutil.rmtree(_checkpoint_dir(job), ignore_errors=True)
+    return int(getattr(result, "steps", 0) or 0)
 
 
 # --- verification --------------------------------------------------------------------------------

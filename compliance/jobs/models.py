@@ -35,7 +35,7 @@ class UnlearningJob(models.Model):
         "registry.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     requests = models.ManyToManyField("erasure.ErasureRequest", related_name="jobs")
-    method = models.CharField(max_length=32)
+    method = models.CharField(max_length=64)  # a registered method, exact-shard-retrain, or exact-shard-retrain+<method>
     spec = models.JSONField()
     spec_sha256 = models.CharField(max_length=64)
     status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
@@ -53,6 +53,9 @@ class UnlearningJob(models.Model):
     history = models.JSONField(default=list, blank=True)
     log_tail = models.TextField(blank=True)
     stop_reason = models.CharField(max_length=64, blank=True)
+    # Exact erasure (method exact-shard-retrain): what was retrained and the absence proofs, hashes only
+    # (unlearning_worker.sharding.exact_erase). {} for approximate unlearning.
+    exact_proof = models.JSONField(default=dict, blank=True)
 
     worker = models.CharField(max_length=200, blank=True)
     device = models.CharField(max_length=64, blank=True)

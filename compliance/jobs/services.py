@@ -186,10 +186,21 @@ def jobs_dispatch(*, now: datetime | None = None, method: str | None = None) -> 
                 next_due = due if next_due is None else min(next_due, due)
                 continue
             batch = pending[: settings.JOB_BATCH_MAX_REQUESTS]
-            built = specs.build_spec(method=method)
+            built = _with_path(specs.build_spec(method=method), base, batch)
             job = _job_create(model=model, base=base, requests=batch, built=built, actor="system")
             created.append(job)
     return DispatchResult(created=created, waiting=waiting, next_due_in_s=next_due)
+
+
+def _with_path(built: specs.BuiltSpec, base: ModelVersion, batch: list[ErasureRequest]) -> specs.BuiltSpec:
+    """The job's method by where the batch's records sit: exact shard retraining for a sharded fine-tune,
+    the approximate method otherwise, both when records sit in both (registry_selectors.erasure_path).
+    The spec stays the approximate one: it covers the rest, and a strengthened retry uses it."""
+    items = registry_selectors.forget_items_for(
+        request_ids=[r.id for r in batch], corpus_ids=registry_selectors.corpora_of(version=base) or None
+    )
+    path = registry_selectors.erasure_path(version=base, items=items)
+    return specs.BuiltSpec(method=path.method(built.method), spec=built.spec, sha256=built.sha256)
 
 
 def _job_create(
@@ -355,9 +366,12 @@ def job_unlearning_finished(
     corpus_versions: Iterable[CorpusVersion],
     stop_reason: str,
     steps: int,
+    training: dict[str, object] | None = None,
+    exact_proof: dict[str, object] | None = None,
 ) -> UnlearningJob | None:
     """Register the candidate version and hand the job to verification (released claim, new task).
-    Returns None, changing nothing, if the claim was lost."""
+    `training` marks the candidate as a sharded fine-tune (exact erasure keeps it one) and
+    `exact_proof` is the exact path's proof. Returns None, changing nothing, if the claim was lost."""
     with transaction.atomic():
         job = UnlearningJob.objects.select_for_update().filter(pk=claim.job_id, claim_token=claim.token).first()
         if job is None or job.status != JobStatus.RUNNING:
@@ -373,14 +387,19 @@ def job_unlearning_finished(
             trained_on=trained_on,
             actor=_worker_actor(job.worker),
         )
+        if training:
+            candidate.training = training
+            candidate.save(update_fields=["training"])
         job.result_version = candidate
+        job.exact_proof = exact_proof or {}
         job.status = JobStatus.VERIFYING
         job.phase = "verification queued"
         job.stop_reason = stop_reason[:64]
         job.step = steps
         job.claim_token = ""
         job.attempts = 0  # verification has its own attempt budget
-        job.save(update_fields=["result_version", "status", "phase", "stop_reason", "step", "claim_token", "attempts"])
+        job.save(update_fields=["result_version", "exact_proof", "status", "phase", "stop_reason", "step", "claim_token",
+                                "attempts"])
         _job_audit(
             job, "unlearned", actor=_worker_actor(job.worker), version=candidate.number, steps=steps, stop=_code(stop_reason)
         )

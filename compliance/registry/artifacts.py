@@ -15,6 +15,7 @@ The digest covers file names and bytes, in sorted relative-path order, so renami
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import time
@@ -149,6 +150,23 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_json_atomic(final: Path, document: object) -> None:
+    """Write one JSON file atomically (temporary sibling, fsync, rename): readers see all of it or none."""
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{final.name}")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            json.dump(document, fh, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(final.parent)
 
 
 def sweep_temporaries(parent: Path, *, older_than_s: float = 3600.0) -> int:

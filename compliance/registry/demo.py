@@ -76,8 +76,16 @@ def register_demo(
     retain_people: int = 40,
     actor: str = "system",
     progress: Any = None,
+    sharded: Any = None,
 ) -> DemoRegistration:
-    """Train (or reuse) the demo model and register it with its corpus; idempotent."""
+    """Train (or reuse) the demo model and register it with its corpus; idempotent.
+
+    `sharded` (a ShardRecipe): the exact-erasure variant. The registered base is a demo model trained on
+    *other* fictitious people (it knows the formats, not the corpus's people), and the corpus's people
+    are then learnt by a sharded fine-tune (unlearning_worker.sharding), which becomes the active version.
+    """
+    from dataclasses import replace
+
     from unlearning_worker.demo.trainer import DemoModelConfig, train_demo_model
 
     existing = AIModel.objects.filter(name=model_name).first()
@@ -90,7 +98,8 @@ def register_demo(
 
     config = config or DemoModelConfig()
     cache = Path(cache_dir or Path(settings.DATA_DIR) / "demo-cache")
-    model_dir = train_demo_model(config, cache_dir=cache, progress=progress)
+    base_config = replace(config, seed=config.seed + 1000) if sharded is not None else config
+    model_dir = train_demo_model(base_config, cache_dir=cache, progress=progress)
     demo_corpus = config.corpus()
     with tempfile.TemporaryDirectory(dir=artifacts.artifact_root()) as scratch:
         jsonl = Path(scratch) / "demo-corpus.jsonl"
@@ -103,10 +112,14 @@ def register_demo(
                 description="Synthetic people and filler text the demo model memorised.", actor=actor,
             )
             version = registry_services.model_register(
-                name=model_name, source_dir=model_dir, trained_on=[corpus_version],
+                name=model_name, source_dir=model_dir, trained_on=[] if sharded is not None else [corpus_version],
                 description="Small causal LM trained on the demo corpus.", actor=actor,
             )
             model_eval_set_attach(model=version.model, source=eval_path)
+    if sharded is not None:
+        from unlearning_worker.sharding import sharded_train
+
+        version = sharded_train(model=version.model, corpus_version=corpus_version, recipe=sharded, actor=actor)
     return DemoRegistration(model_version=version, corpus_version=corpus_version, created=True)
 
 

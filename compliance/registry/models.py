@@ -87,6 +87,10 @@ class ModelVersion(models.Model):
     trained_on = models.ManyToManyField(CorpusVersion, blank=True, related_name="model_versions")
     created_by_job = models.ForeignKey("jobs.UnlearningJob", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     quarantine_until = models.DateField(null=True, blank=True)
+    # How the version was trained, where the service can use it: {"kind": "sharded-lora/v1", "corpus": id,
+    # "corpus_version": id, "recipe_sha256", "shards", "slices"} for a sharded fine-tune (exact erasure
+    # by shard retraining; the full manifest is sharding.json in the version's directory). {} otherwise.
+    training = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

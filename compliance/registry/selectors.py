@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
+
 from django.db.models import QuerySet
 
 from compliance.registry.models import AIModel, Corpus, CorpusVersion, ForgetItem, ModelVersion
@@ -31,3 +34,52 @@ def forget_items_for(*, request_ids: list[object], corpus_ids: set[int] | None) 
     if corpus_ids is not None:
         qs = qs.filter(corpus_version__corpus_id__in=corpus_ids)
     return qs.order_by("request_id", "corpus_version__corpus_id", "line_number")
+
+
+SHARDED_KIND = "sharded-lora/v1"
+EXACT_METHOD = "exact-shard-retrain"
+
+
+def sharded_training(*, version: ModelVersion) -> dict[str, object] | None:
+    """The version's sharded fine-tune (corpus, recipe hash, K, S), or None if it was not trained so."""
+    training = version.training or {}
+    return training if training.get("kind") == SHARDED_KIND else None
+
+
+@dataclass(frozen=True)
+class ErasurePath:
+    """How a request's records leave a model version: "exact" (retrain the affected shard adapters),
+    "approximate" (unlearning), or "both" (exact for the sharded fine-tune, approximate for the rest)."""
+
+    kind: str
+    reason: str
+    exact_records: int = 0
+    other_records: int = 0
+
+    def method(self, approximate: str) -> str:
+        if self.kind == "exact":
+            return EXACT_METHOD
+        if self.kind == "both":
+            return f"{EXACT_METHOD}+{approximate}"
+        return approximate
+
+
+def erasure_path(*, version: ModelVersion, items: Iterable[ForgetItem]) -> ErasurePath:
+    """Which path the located records take out of `version` (shown to the officer before approval)."""
+    training = sharded_training(version=version)
+    rows = list(items)
+    if training is None:
+        return ErasurePath("approximate", f"{version} was not fine-tuned as sharded adapters", 0, len(rows))
+    corpus_id = training.get("corpus")
+    corpus = Corpus.objects.filter(pk=corpus_id).first()
+    if corpus is None or corpus.format != Corpus.Format.JSONL or not corpus.id_field:
+        return ErasurePath("approximate", "the sharded corpus has no stable record ids", 0, len(rows))
+    exact = [r for r in rows if r.corpus_version.corpus_id == corpus_id]
+    other = len(rows) - len(exact)
+    if not exact:
+        return ErasurePath("approximate", f"no located record is in {corpus.name}, the sharded fine-tuning corpus", 0, other)
+    if other:
+        return ErasurePath("both", f"{len(exact)} record(s) sit in the sharded fine-tune of {corpus.name} (exact); "
+                                   f"{other} in other training data (approximate unlearning)", len(exact), other)
+    return ErasurePath("exact", f"every located record sits in the sharded fine-tune of {corpus.name}: only the "
+                                f"shard adapters holding them are retrained", len(exact), 0)

@@ -55,6 +55,10 @@ class Command(BaseCommand):
         parser.add_argument("--no-serve", action="store_true", help="stop after the journey")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--subject", type=int, default=None, help="index of the demo person to erase")
+        parser.add_argument("--sharded", action="store_true",
+                            help="the exact-erasure variant: the people are learnt by a sharded fine-tune "
+                                 "(8 LoRA shard adapters x 4 slices) and erased by retraining only the shards that "
+                                 "held them (models demo-sharded-model / corpus demo-sharded-corpus)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.CELERY_TASK_ALWAYS_EAGER:
@@ -81,7 +85,13 @@ class Command(BaseCommand):
         password = self._demo_accounts()
 
         with Step(self, 1, "Demo model and corpus (trained once, then reused from the cache)"):
-            registration = register_demo(progress=_progress_printer(self))
+            if options["sharded"]:
+                from unlearning_worker.sharded.recipe import ShardRecipe
+
+                registration = register_demo(progress=_progress_printer(self), model_name="demo-sharded-model",
+                                             corpus_name="demo-sharded-corpus", sharded=ShardRecipe.fresh())
+            else:
+                registration = register_demo(progress=_progress_printer(self))
             version = registration.model_version
             self.stdout.write(f"      model {version} sha256 {version.sha256[:16]}…  corpus {registration.corpus_version}")
             self._seed_other_requests()
@@ -128,6 +138,14 @@ class Command(BaseCommand):
                     f" stop: {attempt.stop_reason or '-'}"
                     + (" (verdict failed: retried with a stronger setting)" if attempt.retries.exists() else "")
                 )
+                proof = attempt.exact_proof or {}
+                if proof:
+                    retrained = [s["index"] for s in proof["shards"] if s["retrained_from_slice"] is not None]
+                    self.stdout.write(
+                        f"      exact: retrained shard(s) {retrained} of {len(proof['shards'])} "
+                        f"({proof['retrained_slices']} of {proof['total_slices']} slice trainings, "
+                        f"{proof['train_seconds']:.1f} s); {len(proof['removed'])} record(s) proven absent from every shard"
+                    )
                 if not attempt.retries.exists():
                     break
                 attempt = attempt.retries.order_by("-created_at").first()
