@@ -23,6 +23,7 @@ from compliance.erasure.models import ErasureRequest
 from compliance.erasure.permissions import can_decide, can_view
 from compliance.erasure.transitions import TransitionNotAllowed
 from compliance.portal import forms
+from compliance.registry import selectors as registry_selectors
 
 
 class LoginView(auth_views.LoginView):
@@ -96,6 +97,7 @@ def detail(request: HttpRequest, reference: str) -> HttpResponse:
         "extend_form": forms.ExtendForm(),
         "assign_form": forms.AssignForm(initial={"assignee": erasure_request.assignee}),
         "jobs": erasure_request.jobs.order_by("-created_at")[:10],
+        "paths": registry_selectors.erasure_paths(request=erasure_request) if erasure_request.is_open else [],
         "certificate": certificate,
         "certificate_log": certificate_log_coverage(certificate) if certificate is not None else None,
     }

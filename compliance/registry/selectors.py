@@ -83,3 +83,21 @@ def erasure_path(*, version: ModelVersion, items: Iterable[ForgetItem]) -> Erasu
                                    f"{other} in other training data (approximate unlearning)", len(exact), other)
     return ErasurePath("exact", f"every located record sits in the sharded fine-tune of {corpus.name}: only the "
                                 f"shard adapters holding them are retrained", len(exact), 0)
+
+
+def erasure_paths(*, request: object) -> list[tuple[AIModel, ErasurePath]]:
+    """For each model in the request's scope with an active version: the path its located records
+    would take out of that version (what the officer sees before approving)."""
+    scope_all = bool(getattr(request, "scope_all_models", True))
+    scoped = set() if scope_all else set(request.scope_models.values_list("id", flat=True))  # type: ignore[attr-defined]
+    out: list[tuple[AIModel, ErasurePath]] = []
+    for model in models_with_active_version():
+        if not scope_all and model.id not in scoped:
+            continue
+        version = active_version(model=model)
+        if version is None:
+            continue
+        items = forget_items_for(request_ids=[request.pk], corpus_ids=corpora_of(version=version) or None)  # type: ignore[attr-defined]
+        if items.exists():
+            out.append((model, erasure_path(version=version, items=items)))
+    return out

@@ -106,6 +106,14 @@ def test_a_request_in_the_sharded_corpus_is_erased_exactly_and_proven_absent(sha
     assert after.parent_id == registration.corpus_version.id and after.sha256 == proof["corpus_after_sha256"]
     assert not any(r.person_id == person.person_id for r in corpus.records if r.record_id in _ids(after))
 
+    # The officer's job page shows what was retrained and what was proven.
+    from django.test import Client
+
+    client = Client()
+    client.force_login(factories.user("officer"))
+    page = client.get(f"/portal/jobs/{job.id}/").content.decode()
+    assert 'id="exact-card"' in page and f"{len(proof['removed'])} record(s), from every shard" in page
+
     # Replay: a retrained shard reproduces its published adapter bit for bit, from the recipe alone.
     out = StringIO()
     call_command("shard_replay", "shard-model", str(result.number), "--shard", str(retrained[0]["index"]), stdout=out)
