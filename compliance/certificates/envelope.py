@@ -1,12 +1,12 @@
 """Certificate payload schema and its DSSE signature envelope (pure: no Django).
 
-Payload (schema "erasure-certificate/v2", issued now; "erasure-certificate/v1" is still read),
+Payload (schema "erasure-certificate/v3", issued now; v2 and v1 are still read),
 serialised with `compliance.audit.canonical.canonical_json_document` (sorted keys, no whitespace,
 UTF-8; strings, integers, booleans, null, lists, objects; no floats). Every object has exactly the
 keys below.
 
     {
-      "schema": "erasure-certificate/v2",    # or "erasure-certificate/v1"
+      "schema": "erasure-certificate/v3",    # or "erasure-certificate/v2" or "/v1"
       "certificate_id": str,                 # opaque, e.g. a UUID
       "issued_at": str,                      # RFC 3339 UTC, e.g. "2025-03-01T10:00:00.000000Z"
       "issuer": {"organisation": str, "log_origin": str},   # log_origin = the checkpoint origin line
@@ -15,11 +15,12 @@ keys below.
       "timeline": {"received": ts, "verified": ts | null, "approved": ts | null, "completed": ts},
       "models": [{"model": str, "before": VERSION, "after": VERSION}],
       "corpora": [{"corpus": str, "before": VERSION, "after": VERSION, "records_removed": int >= 0}],
-      "unlearning": {"method": str, "spec_sha256": HEX64, "steps": int >= 0, "stop_reason": str},
+      "unlearning": {"method": str, "spec_sha256": HEX64, "steps": int >= 0, "stop_reason": str,
+                     "exact": EXACT | null},                 # v3 only, required (null: approximate)
       "verification": {"verdict": "pass" | "fail", "decided_by": str,
                        "summary": [{"attack": str, "before": DEC | null, "after": DEC,
                                     "threshold": DEC, "passed": bool}],
-                       "threat_model": THREAT_MODEL},                      # v2 only, required
+                       "threat_model": THREAT_MODEL},                      # v2 and v3, required
       "audit": {"leaves": [{"index": int >= 0, "leaf_b64": B64, "proof": [B64, ...]}],   # >= 1 leaf
                 "checkpoint": str,           # the signed note text, verbatim
                 "public_keys": [{"vkey": str, "status": "current" | "retired",
@@ -37,13 +38,42 @@ keys below.
                                  "mean_z_band": DEC | null,
                                  "rank1_share": DEC | null, "control_rank1_share": DEC | null,
                                  "top10_share": DEC | null, "control_top10_share": DEC | null}]}
+    EXACT = {                                # exact erasure by retraining shard adapters (SISA)
+      "method": "exact-shard-retrain", "format": "exact-shard-proof/v1",
+      "recipe_sha256": HEX64,                # SHA-256 of the recipe as the worker hashes it (below)
+      "recipe": {"shards": int >= 1, "slices": int >= 1, "seed": int, "assignment_key": hex,
+                 "lora_rank": int >= 1, "lora_alpha": int >= 1, "lora_target_modules": [str, ...],
+                 "lr": FLOAT, "epochs_per_slice": int >= 1, "batch_size": int >= 1,
+                 "max_length": int >= 1, "combine": str, "threads": int >= 1, "extra": {...}},
+      "base_sha256": HEX64,                  # tree hash of the model the adapters sit on
+      "environment": {"python": str, "torch": str, "transformers": str, "peft": str, "machine": str},
+      "corpus_before_sha256": HEX64, "corpus_after_sha256": HEX64,
+      "shards": [{"index": k,                # one per recipe shard, in order (index = position)
+                  "retrained_from_slice": int >= 0 | null,                  # null: reused unchanged
+                  "before": {"records": int >= 0, "data_root": HEX64, "adapter": HEX64},
+                  "after": {"records": int >= 0, "data_root": HEX64, "adapter": HEX64,
+                            "checkpoints": [HEX64, ...]}}],                   # one per slice
+      "removed": [{"commitment": HEX64,      # sorted by commitment, unique
+                   "shards": [[NEIGHBOUR, ...], ...]}],   # per shard, in order: 0..2 neighbours
+      "retrained_slices": int >= 0, "total_slices": int >= 0, "train_seconds": DEC >= 0}
+    NEIGHBOUR = {"index": int >= 0, "leaf": HEX64, "path": [HEX64, ...]}
     VERSION = {"version": str, "sha256": HEX64};  HEX64 = 64 lower-case hex digits;
     DEC = decimal number as a string ("0.031", "1e-05"): measured values are never JSON floats, so
-    every verifier compares the exact signed digits; B64 = standard base64 with padding.
+    every verifier compares the exact signed digits; FLOAT = a DEC that is Python's shortest
+    round-trip repr of a binary float ("0.003", "3e-05"); B64 = standard base64 with padding.
 
 v1 differs from v2 only in `verification`: it has no `threat_model`, and every summary row's `before`
 is a DEC. v2 lets `before` be null for checks of attacks that never run on the base model
-(candidate_rank, relearning, quantization), so those checks are no longer left out.
+(candidate_rank, relearning, quantization), so those checks are no longer left out. v3 adds
+`unlearning.exact`: the proof of an exact erasure (`UnlearningJob.exact_proof`, written by
+unlearning_worker.sharding.exact_erase) or null. Its two floats are carried as text: the recipe's `lr`
+as FLOAT, so that `float(lr)` gives back the number the worker hashed: `recipe_sha256` is
+SHA-256(json.dumps(recipe with lr as that float, sort_keys=True, separators=(",", ":"))); and
+`train_seconds` as DEC. `removed[i].shards[k]` is the `neighbours` list of
+`compliance.audit.datacommit.SortedSet.absence_proof` against shard k's after-tree head (records,
+data_root). `unlearning.method` is the proof's method, alone or followed by "+<approximate method>"
+(records also sat in other training data); with `exact` null it does not name the exact method. The
+schema checks shapes and counts; what the proof proves is checked by `compliance.certificates.offline`.
 
 Audit leaves are the canonical JSON written by `compliance.audit.services.build_event`: every leaf of
 a certificate carries the certificate's `request_id` and `subject_ref`; the timeline is backed by
@@ -59,6 +89,8 @@ envelope itself is formatted.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import math
 import re
@@ -81,9 +113,10 @@ from compliance.audit.keys import (
 PAYLOAD_TYPE = "application/vnd.erasure-certificate+json"
 SCHEMA_V1 = "erasure-certificate/v1"
 SCHEMA_V2 = "erasure-certificate/v2"
-SCHEMA_VERSION = SCHEMA_V2  # what new certificates are issued as
+SCHEMA_V3 = "erasure-certificate/v3"
+SCHEMA_VERSION = SCHEMA_V3  # what new certificates are issued as
 # Every schema a verifier reads: a certificate stays verifiable for as long as the log keeps it.
-SCHEMA_VERSIONS = (SCHEMA_V1, SCHEMA_V2)
+SCHEMA_VERSIONS = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
 
 THREAT_MODEL_KEYS = (
     "families", "retries", "sampling_budget", "rank_candidates", "relearning_settings",
@@ -96,6 +129,32 @@ COMPARISON_FIGURES = (
     "control_top10_share",
 )  # fmt: skip
 
+# v3 `unlearning.exact`: the proof unlearning_worker.sharding.exact_erase writes. The method name is
+# compliance.registry.selectors.EXACT_METHOD (not imported: this module stays free of Django).
+EXACT_METHOD = "exact-shard-retrain"
+EXACT_FORMAT = "exact-shard-proof/v1"
+EXACT_KEYS = (
+    "method", "format", "recipe_sha256", "recipe", "base_sha256", "environment", "corpus_before_sha256",
+    "corpus_after_sha256", "shards", "removed", "retrained_slices", "total_slices", "train_seconds",
+)  # fmt: skip
+# ShardRecipe.to_dict() (unlearning_worker/sharded/recipe.py). Exactly these: the recipe hash covers every
+# field, so a recipe with a field this schema does not know cannot be certified without a new schema.
+RECIPE_KEYS = (
+    "shards", "slices", "seed", "assignment_key", "lora_rank", "lora_alpha", "lora_target_modules", "lr",
+    "epochs_per_slice", "batch_size", "max_length", "combine", "threads", "extra",
+)  # fmt: skip
+RECIPE_POSITIVE = (
+    "shards",
+    "slices",
+    "lora_rank",
+    "lora_alpha",
+    "epochs_per_slice",
+    "batch_size",
+    "max_length",
+    "threads",
+)
+ENVIRONMENT_KEYS = ("python", "torch", "transformers", "peft", "machine")
+
 # Which audit event type backs each timeline entry (the lead's state machine emits these).
 TIMELINE_EVENT_TYPES: dict[str, str] = {
     "received": "request.received",
@@ -107,6 +166,7 @@ TIMELINE_REQUIRED = ("received", "completed")
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _DECIMAL = re.compile(r"^-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?$")
+_KEY_HEX = re.compile(r"^(?:[0-9a-fA-F]{2}){16,}$")  # ShardRecipe: hex, at least 16 bytes
 MAX_TEXT = 512  # generous for codes, names and references; bounds what a PDF line must hold
 
 
@@ -345,8 +405,140 @@ def _threat_model(value: Any, path: str) -> None:
         raise _fail(f"{path}.never_seen_comparison", "must be sorted by attack, one row per attack")
 
 
+def _integer(value: Any, path: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or (minimum is not None and value < minimum):
+        raise _fail(path, "must be an integer" + ("" if minimum is None else f" >= {minimum}"))
+    return value
+
+
+def _float_text(value: Any, path: str) -> float:
+    """FLOAT: a decimal string that is the shortest round-trip repr of a finite binary float.
+
+    One spelling per number ("0.003", never "0.0030"), and `float(text)` is exactly the float the
+    worker hashed, which is what lets a verifier recompute the recipe hash from the signed text.
+    """
+    _decimal(value, path)
+    number = float(value)
+    if not math.isfinite(number) or repr(number) != value:
+        raise _fail(path, "must be a float written as its shortest round-trip repr, e.g. '0.003' or '3e-05'")
+    return number
+
+
+def _recipe(value: Any, path: str) -> dict[str, Any]:
+    """`exact.recipe`: ShardRecipe.to_dict() with `lr` as FLOAT."""
+    recipe = _object(value, path, RECIPE_KEYS)
+    for key in RECIPE_POSITIVE:
+        _integer(recipe[key], f"{path}.{key}", minimum=1)
+    _integer(recipe["seed"], f"{path}.seed")
+    if not isinstance(recipe["assignment_key"], str) or not _KEY_HEX.match(recipe["assignment_key"]):
+        raise _fail(f"{path}.assignment_key", "must be hex, at least 16 bytes")
+    for i, module in enumerate(_list(recipe["lora_target_modules"], f"{path}.lora_target_modules")):
+        _text(module, f"{path}.lora_target_modules[{i}]")
+    if not 0.0 < _float_text(recipe["lr"], f"{path}.lr") < 1.0:
+        raise _fail(f"{path}.lr", "must be in (0, 1)")
+    _text(recipe["combine"], f"{path}.combine")
+    if not isinstance(recipe["extra"], dict):  # its values obey the canonical JSON rules (no floats)
+        raise _fail(f"{path}.extra", "must be an object")
+    return recipe
+
+
+def _neighbours(value: Any, path: str) -> None:
+    """One absence proof's neighbours (datacommit.SortedSet.absence_proof): none (empty tree), one or two."""
+    if len(_list(value, path)) > 2:
+        raise _fail(path, "an absence proof has at most two neighbouring leaves")
+    for j, item in enumerate(value):
+        row = f"{path}[{j}]"
+        _object(item, row, ("index", "leaf", "path"))
+        _count(item["index"], f"{row}.index")
+        _hex64(item["leaf"], f"{row}.leaf")
+        for h, node in enumerate(_list(item["path"], f"{row}.path")):
+            _hex64(node, f"{row}.path[{h}]")
+
+
+def _shard_side(value: Any, path: str, keys: Sequence[str]) -> dict[str, Any]:
+    side = _object(value, path, keys)
+    _count(side["records"], f"{path}.records")
+    _hex64(side["data_root"], f"{path}.data_root")
+    _hex64(side["adapter"], f"{path}.adapter")
+    return side
+
+
+def validate_exact_proof(value: Any, path: str = "$.unlearning.exact") -> None:
+    """v3 `unlearning.exact` (not null): types, hashes and counts. Raises CertificateError naming the path.
+
+    Counts that make the proof well-formed are checked here (one shard row per recipe shard, listed in
+    order; one absence proof per shard for every removed record); whether the proof holds (recipe
+    hash, absence, reuse, slice arithmetic, adapter files) is the offline verifier's job.
+    """
+    proof = _object(value, path, EXACT_KEYS)
+    if proof["method"] != EXACT_METHOD:
+        raise _fail(f"{path}.method", f"must be {EXACT_METHOD!r}")
+    if proof["format"] != EXACT_FORMAT:
+        raise _fail(f"{path}.format", f"must be {EXACT_FORMAT!r}")
+    for key in ("recipe_sha256", "base_sha256", "corpus_before_sha256", "corpus_after_sha256"):
+        _hex64(proof[key], f"{path}.{key}")
+    recipe = _recipe(proof["recipe"], f"{path}.recipe")
+    environment = _object(proof["environment"], f"{path}.environment", ENVIRONMENT_KEYS)
+    for key in ENVIRONMENT_KEYS:
+        _text(environment[key], f"{path}.environment.{key}")
+    shards = _list(proof["shards"], f"{path}.shards")
+    if len(shards) != recipe["shards"]:
+        raise _fail(f"{path}.shards", f"lists {len(shards)} shards, the recipe has {recipe['shards']}")
+    for k, shard in enumerate(shards):
+        row = f"{path}.shards[{k}]"
+        _object(shard, row, ("index", "retrained_from_slice", "before", "after"))
+        if _integer(shard["index"], f"{row}.index") != k:
+            raise _fail(f"{row}.index", f"must be {k}: shards are listed in order")
+        _nullable_count(shard["retrained_from_slice"], f"{row}.retrained_from_slice")
+        _shard_side(shard["before"], f"{row}.before", ("records", "data_root", "adapter"))
+        after = _shard_side(
+            shard["after"], f"{row}.after", ("records", "data_root", "adapter", "checkpoints")
+        )
+        for j, checkpoint in enumerate(
+            _list(after["checkpoints"], f"{row}.after.checkpoints", non_empty=True)
+        ):
+            _hex64(checkpoint, f"{row}.after.checkpoints[{j}]")
+    commitments: list[str] = []
+    for i, item in enumerate(_list(proof["removed"], f"{path}.removed")):
+        row = f"{path}.removed[{i}]"
+        _object(item, row, ("commitment", "shards"))
+        _hex64(item["commitment"], f"{row}.commitment")
+        per_shard = _list(item["shards"], f"{row}.shards")
+        if len(per_shard) != len(shards):
+            raise _fail(
+                f"{row}.shards",
+                f"holds {len(per_shard)} absence proofs, one per shard ({len(shards)}) is needed",
+            )
+        for k, neighbours in enumerate(per_shard):
+            _neighbours(neighbours, f"{row}.shards[{k}]")
+        commitments.append(item["commitment"])
+    # One row per record in a fixed order, so equal proofs are equal bytes.
+    if commitments != sorted(set(commitments)):
+        raise _fail(f"{path}.removed", "must be sorted by commitment, one row per commitment")
+    _count(proof["retrained_slices"], f"{path}.retrained_slices")
+    _count(proof["total_slices"], f"{path}.total_slices")
+    _decimal(proof["train_seconds"], f"{path}.train_seconds")
+    if proof["train_seconds"].startswith("-"):
+        raise _fail(f"{path}.train_seconds", "must not be negative")
+
+
+def _exact_method(unlearning: dict[str, Any]) -> None:
+    """The stated method and the proof agree: exact alone or "exact+<approximate>" iff a proof is carried."""
+    method, exact = unlearning["method"], unlearning["exact"]
+    names_exact = method == EXACT_METHOD or method.startswith(f"{EXACT_METHOD}+")
+    if exact is None and names_exact:
+        raise _fail(
+            "$.unlearning.exact", f"is null, but the method {method!r} is exact erasure: the proof is missing"
+        )
+    if exact is not None and not names_exact:
+        raise _fail(
+            "$.unlearning.method",
+            f"must be {EXACT_METHOD!r} or {EXACT_METHOD}+<method> when an exact proof is carried",
+        )
+
+
 def validate_certificate_payload(payload: Any) -> None:
-    """Raise CertificateError naming the first path that breaks the payload's schema (v1 or v2)."""
+    """Raise CertificateError naming the first path that breaks the payload's schema (v1, v2 or v3)."""
     top = (
         "schema", "certificate_id", "issued_at", "issuer", "request", "timeline", "models", "corpora",
         "unlearning", "verification", "audit",
@@ -358,7 +550,8 @@ def validate_certificate_payload(payload: Any) -> None:
         raise _fail(
             "$.schema", f"unknown schema version {schema!r}; this verifier reads {', '.join(SCHEMA_VERSIONS)}"
         )
-    v2 = schema == SCHEMA_V2
+    v2 = schema in (SCHEMA_V2, SCHEMA_V3)  # v3 keeps every v2 rule
+    v3 = schema == SCHEMA_V3
     _object(payload, "$", top)
     _text(payload["certificate_id"], "$.certificate_id")
     _timestamp(payload["issued_at"], "$.issued_at")
@@ -389,17 +582,20 @@ def validate_certificate_payload(payload: Any) -> None:
         _version(item["before"], f"{path}.before")
         _version(item["after"], f"{path}.after")
         _count(item["records_removed"], f"{path}.records_removed")
-    unlearning = _object(
-        payload["unlearning"], "$.unlearning", ("method", "spec_sha256", "steps", "stop_reason")
-    )
+    unlearning_keys = ("method", "spec_sha256", "steps", "stop_reason") + (("exact",) if v3 else ())
+    unlearning = _object(payload["unlearning"], "$.unlearning", unlearning_keys)
     _text(unlearning["method"], "$.unlearning.method")
     _hex64(unlearning["spec_sha256"], "$.unlearning.spec_sha256")
     _count(unlearning["steps"], "$.unlearning.steps")
     _text(unlearning["stop_reason"], "$.unlearning.stop_reason")
+    if v3:
+        if unlearning["exact"] is not None:
+            validate_exact_proof(unlearning["exact"])
+        _exact_method(unlearning)
     if v2 and isinstance(payload["verification"], dict) and "threat_model" not in payload["verification"]:
         raise _fail(
             "$.verification.threat_model",
-            f"is required in {SCHEMA_V2} (what the verification was measured against)",
+            f"is required in {schema} (what the verification was measured against)",
         )
     verification_keys = ("verdict", "decided_by", "summary") + (("threat_model",) if v2 else ())
     verification = _object(payload["verification"], "$.verification", verification_keys)
@@ -474,10 +670,39 @@ def _with_decimals(row: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any
     return {**row, **{k: decimal_text(row[k]) for k in keys if row.get(k) is not None}}
 
 
+def _exact_part(exact: Any) -> Any:
+    return exact_proof_text(exact) if isinstance(exact, Mapping) else exact
+
+
 def _threat_model_text(threat_model: Mapping[str, Any]) -> dict[str, Any]:
     """The comparison figures as decimal strings, rows sorted by attack."""
     rows = [_with_decimals(row, COMPARISON_FIGURES) for row in threat_model.get("never_seen_comparison", [])]
     return {**threat_model, "never_seen_comparison": sorted(rows, key=lambda row: str(row.get("attack")))}
+
+
+def exact_proof_text(proof: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored exact proof (UnlearningJob.exact_proof) in the certificate's v3 shape; idempotent.
+
+    `recipe.lr` and `train_seconds` become decimal strings (shortest round-trip repr, which `float()`
+    reads back to the hashed number), `removed` is sorted by commitment. Nothing else changes: every
+    other recipe value is hashed as it is. The input is not modified.
+    """
+    document = copy.deepcopy(dict(proof))
+    recipe = document.get("recipe")
+    if isinstance(recipe, dict):
+        if isinstance(recipe.get("lr"), int | float) and not isinstance(recipe.get("lr"), bool):
+            recipe["lr"] = decimal_text(float(recipe["lr"]))
+        if isinstance(recipe.get("lora_target_modules"), tuple):
+            recipe["lora_target_modules"] = list(recipe["lora_target_modules"])
+    if isinstance(document.get("train_seconds"), int | float) and not isinstance(
+        document.get("train_seconds"), bool
+    ):
+        document["train_seconds"] = decimal_text(document["train_seconds"])
+    if isinstance(document.get("removed"), list):
+        document["removed"] = sorted(
+            document["removed"], key=lambda row: str(row.get("commitment")) if isinstance(row, dict) else ""
+        )
+    return document
 
 
 def build_certificate_payload(
@@ -496,10 +721,12 @@ def build_certificate_payload(
     checkpoint: str,
     keyring: KeyRing,
 ) -> dict[str, Any]:
-    """Assemble and validate a v2 payload; datetimes become RFC 3339 strings, floats decimal strings.
+    """Assemble and validate a v3 payload; datetimes become RFC 3339 strings, floats decimal strings.
 
-    `verification` holds verdict, decided_by, summary rows (a row's `before` may be None) and
-    `threat_model` (its `never_seen_comparison` a list of rows with an `attack` each).
+    `unlearning` holds method, spec_sha256, steps, stop_reason and optionally `exact`: the stored exact
+    proof (see `exact_proof_text`) or None (absent: None, an approximate erasure). `verification`
+    holds verdict, decided_by, summary rows (a row's `before` may be None) and `threat_model` (its
+    `never_seen_comparison` a list of rows with an `attack` each).
     `leaves` are `audit_leaf_entry(...)` dicts; `keyring` is the log's published key list.
     Raises CertificateError naming the offending path.
     """
@@ -520,7 +747,7 @@ def build_certificate_payload(
         "timeline": {key: _ts(value) for key, value in timeline.items()},
         "models": [dict(m) for m in models],
         "corpora": [dict(c) for c in corpora],
-        "unlearning": dict(unlearning),
+        "unlearning": {**unlearning, "exact": _exact_part(unlearning.get("exact"))},
         "verification": verification_part,
         "audit": {
             "leaves": sorted((dict(leaf) for leaf in leaves), key=lambda leaf: leaf["index"]),
@@ -552,12 +779,26 @@ def published_key_ring(payload: Mapping[str, Any]) -> KeyRing:
     return KeyRing.from_json(list(payload["audit"]["public_keys"]))
 
 
+def recipe_sha256(recipe: Mapping[str, Any]) -> str:
+    """The recipe hash of a certificate's `exact.recipe`, as the worker computes it (ShardRecipe.sha256):
+    SHA-256 of json.dumps(recipe, sort_keys=True, separators=(",", ":")) with `lr` as the float its
+    text spells (the other values are hashed as carried)."""
+    hashed = {**recipe, "lr": float(recipe["lr"])}
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 __all__ = [
     "COMPARISON_FIGURES",
     "CONTROL_SOURCES",
+    "ENVIRONMENT_KEYS",
+    "EXACT_FORMAT",
+    "EXACT_KEYS",
+    "EXACT_METHOD",
     "PAYLOAD_TYPE",
+    "RECIPE_KEYS",
     "SCHEMA_V1",
     "SCHEMA_V2",
+    "SCHEMA_V3",
     "SCHEMA_VERSION",
     "SCHEMA_VERSIONS",
     "THREAT_MODEL_KEYS",
@@ -572,6 +813,8 @@ __all__ = [
     "decimal_text",
     "ensure_envelope_payload",
     "envelope_bytes",
+    "exact_proof_text",
+    "recipe_sha256",
     "issue_certificate",
     "open_envelope",
     "pae",
@@ -579,5 +822,6 @@ __all__ = [
     "published_key_ring",
     "sign_envelope",
     "validate_certificate_payload",
+    "validate_exact_proof",
     "verify_envelope",
 ]

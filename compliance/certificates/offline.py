@@ -2,6 +2,7 @@
 
     erasure-verify certificate.pdf --keyring keys.json
     python -m compliance.certificates certificate.json --key 'org.example/audit+1a2b3c4d+AR...'
+    erasure-verify certificate.json --keyring keys.json --shards shards/ --model-dir models/m/v7/
 
 Trust model. The *pinned* keys (`--key` vkeys or a `--keyring` JSON file obtained from the issuer
 through a channel the auditor trusts) are the only trust anchor. The certificate carries the log's
@@ -9,16 +10,30 @@ published key list, but a certificate cannot vouch for itself: a published key i
 pinned ring holds the same name and key bytes. Concretely:
 
 1. the envelope must carry a valid signature by a pinned key;
-2. the payload must be canonical JSON of a known schema: erasure-certificate/v2 (issued now, with
-   the threat model the verification was measured against) or erasure-certificate/v1 (issued
-   before it was recorded; such certificates stay verifiable);
+2. the payload must be canonical JSON of a known schema: erasure-certificate/v3 (issued now: v2
+   plus the proof of an exact erasure, when there was one), erasure-certificate/v2 (with the threat
+   model the verification was measured against) or erasure-certificate/v1 (issued before it was
+   recorded); older certificates stay verifiable;
 3. a pinned key that is retired signs only certificates issued no later than its `retired_at`;
 4. at least one key of the certificate's published list must be pinned;
 5. the checkpoint must be signed by such a key (published in the certificate *and* pinned), for the
    log origin the certificate names;
 6. every leaf's inclusion proof must lead to the checkpoint root at the checkpoint size;
 7. every leaf must be canonical audit JSON about this request (`request_id`, `subject_ref`);
-8. every timeline entry must be backed by a leaf of the matching event type at the same instant.
+8. every timeline entry must be backed by a leaf of the matching event type at the same instant;
+9. where the certificate carries an exact-erasure proof (v3 `unlearning.exact`):
+   - "exact recipe": the recipe hashes to `recipe_sha256`;
+   - "exact shards": a reused shard (retrained_from_slice null) kept its records, data root and
+     adapter; a retrained one restarted at a slice of the recipe; every shard has one checkpoint
+     per slice and its adapter is the last one;
+   - "exact slices": `retrained_slices` is the sum over retrained shards of (slices - restart
+     slice) and `total_slices` is shards x slices;
+   - "absence[i]": removed record i's commitment is proven absent from the after-tree (records,
+     data_root) of every shard, i.e. from the data every adapter of the new version was trained on;
+   - with `--shards DIR` (the content-addressed adapter store, `<DIR>/<sha[:2]>/<sha>.safetensors`),
+     "adapter[k]": shard k's after-adapter file is there and its bytes hash to its name;
+   - with `--model-dir DIR` (the new model version's directory), "model dir": its `sharding.json`
+     names the proof's recipe and base and lists exactly the proof's after adapters and checkpoints.
 
 Checks run in that order and stop at the first failure, because each later check relies on what the
 earlier ones authenticated. Exit status: 0 verified, 1 not verified (the reason is the last line),
@@ -28,7 +43,9 @@ earlier ones authenticated. Exit status: 0 verified, 1 not verified (the reason 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,18 +55,22 @@ from typing import Any
 from compliance.audit import merkle
 from compliance.audit.canonical import parse_canonical, parse_canonical_document, parse_rfc3339_utc
 from compliance.audit.checkpoint import CheckpointError, verify_checkpoint
+from compliance.audit.datacommit import CommitmentError, verify_absence
 from compliance.audit.keys import KeyFormatError, KeyRing, KeyRingEntry, b64decode_strict, load_keyring
 from compliance.certificates.envelope import (
+    EXACT_METHOD,
     SCHEMA_VERSIONS,
     TIMELINE_EVENT_TYPES,
     CertificateError,
     EnvelopeError,
     open_envelope,
     published_key_ring,
+    recipe_sha256,
     validate_certificate_payload,
 )
 
 ATTACHMENT_NAME = "certificate.json"
+MANIFEST_NAME = "sharding.json"  # unlearning_worker.sharded.train.MANIFEST_NAME
 
 
 @dataclass(frozen=True)
@@ -109,8 +130,19 @@ def _certificate_bytes(source: bytes | str | Mapping[str, Any]) -> bytes | Mappi
     return source
 
 
-def verify_certificate(source: bytes | str | Mapping[str, Any], keyring: KeyRing) -> VerificationResult:
-    """Run every check against the pinned `keyring`; never raises for a bad certificate."""
+def verify_certificate(
+    source: bytes | str | Mapping[str, Any],
+    keyring: KeyRing,
+    *,
+    shards: Path | None = None,
+    model_dir: Path | None = None,
+) -> VerificationResult:
+    """Run every check against the pinned `keyring`; never raises for a bad certificate.
+
+    `shards` (the adapter store) and `model_dir` (the new model version's directory) add the checks
+    of an exact erasure's files; a certificate without an exact proof then fails, since what was
+    asked cannot be checked.
+    """
     result = VerificationResult()
 
     def passed(name: str, detail: str) -> None:
@@ -122,6 +154,7 @@ def verify_certificate(source: bytes | str | Mapping[str, Any], keyring: KeyRing
 
     try:
         _run_checks(source, keyring, result, passed, failed)
+        _exact_checks(result, passed, failed, shards=shards, model_dir=model_dir)
     except _Stop:
         result.ok = False
         result.summary = f"certificate NOT verified: {result.reason}"
@@ -250,6 +283,205 @@ def _same_instant(value: Any, moment: Any) -> bool:
         return False
 
 
+# --- exact erasure (schema v3) ---------------------------------------------------------------------
+
+
+def _short(digest: str) -> str:
+    return f"{digest[:16]}\u2026"
+
+
+def _exact_checks(
+    result: VerificationResult, passed: Any, failed: Any, *, shards: Path | None, model_dir: Path | None
+) -> None:
+    """9. The exact-erasure proof, on a payload the earlier checks authenticated and schema-checked."""
+    payload = result.payload
+    exact = payload["unlearning"].get("exact") if payload is not None else None
+    if exact is None:
+        if payload is not None and (shards is not None or model_dir is not None):
+            option = "--shards" if shards is not None else "--model-dir"
+            raise failed(
+                "exact erasure",
+                f"{option} was given, but the certificate states no exact erasure "
+                f"(method {payload['unlearning']['method']}, schema {payload['schema']}): nothing to check it against",
+            )
+        return
+    recipe = exact["recipe"]
+    slices = recipe["slices"]
+    rows = exact["shards"]  # one per recipe shard, index = position (schema)
+
+    # The recipe is the one its hash names (the hash the model version and the audit log record).
+    actual = recipe_sha256(recipe)
+    if actual != exact["recipe_sha256"]:
+        raise failed(
+            "exact recipe",
+            f"exact recipe: the recipe hashes to {_short(actual)}, not the stated recipe_sha256 "
+            f"{_short(exact['recipe_sha256'])}",
+        )
+    passed(
+        "exact recipe",
+        f"exact recipe {_short(actual)}: {recipe['shards']} shards x {slices} slices, LoRA rank {recipe['lora_rank']}",
+    )
+
+    # Reused shards are unchanged; retrained ones restarted inside the recipe; adapters end the checkpoints.
+    retrained = []
+    for row in rows:
+        k, start, before, after = row["index"], row["retrained_from_slice"], row["before"], row["after"]
+        if start is None:
+            for key in ("adapter", "data_root", "records"):
+                if before[key] != after[key]:
+                    raise failed(
+                        "exact shards",
+                        f"shard {k} is marked reused (retrained_from_slice null) but its {key} changed "
+                        f"({_describe(before[key])} -> {_describe(after[key])})",
+                    )
+        elif start >= slices:
+            raise failed(
+                "exact shards",
+                f"shard {k} was retrained from slice {start}, outside the recipe's slices 0..{slices - 1}",
+            )
+        else:
+            retrained.append(row)
+        if len(after["checkpoints"]) != slices:
+            raise failed(
+                "exact shards",
+                f"shard {k} lists {len(after['checkpoints'])} checkpoints, the recipe has {slices} slices",
+            )
+        if after["checkpoints"][-1] != after["adapter"]:
+            raise failed(
+                "exact shards",
+                f"shard {k}'s adapter {_short(after['adapter'])} is not its last slice checkpoint "
+                f"{_short(after['checkpoints'][-1])}",
+            )
+    which = ", ".join(str(row["index"]) for row in retrained) or "none"
+    plural = "s" if len(retrained) > 1 else ""
+    passed(
+        "exact shards",
+        f"{len(retrained)} of {len(rows)} shards retrained (shard{plural} {which}), "
+        f"{len(rows) - len(retrained)} reused unchanged; every adapter is its shard's last slice checkpoint",
+    )
+
+    # The slice arithmetic: retraining a shard from slice s redoes its slices s..S-1.
+    expected = sum(slices - row["retrained_from_slice"] for row in retrained)
+    if exact["retrained_slices"] != expected:
+        raise failed(
+            "exact slices",
+            f"retrained_slices is {exact['retrained_slices']}, but the retrained shards account for {expected}",
+        )
+    if exact["total_slices"] != len(rows) * slices:
+        raise failed(
+            "exact slices",
+            f"total_slices is {exact['total_slices']}, but the recipe makes {len(rows)} x {slices} = {len(rows) * slices}",
+        )
+    passed("exact slices", f"{expected} of {exact['total_slices']} slice trainings redone")
+
+    # Every removed record is absent from the data every shard of the new version was trained on.
+    for i, item in enumerate(exact["removed"]):
+        commitment = item["commitment"]
+        for row, neighbours in zip(rows, item["shards"], strict=True):
+            try:
+                verify_absence(
+                    {"commitment": commitment, "neighbours": neighbours},
+                    size=row["after"]["records"],
+                    root_hex=row["after"]["data_root"],
+                )
+            except CommitmentError as exc:
+                raise failed(
+                    f"absence[{i}]",
+                    f"removed record {i} (commitment {_short(commitment)}) is not proven absent from shard "
+                    f"{row['index']}'s training data ({row['after']['records']} records, root "
+                    f"{_short(row['after']['data_root'])}): {exc}",
+                ) from None
+        passed(
+            f"absence[{i}]",
+            f"removed record {i} (commitment {_short(commitment)}) is absent from the training data of all "
+            f"{len(rows)} shards",
+        )
+
+    # The files: the adapters exist and are what the proof names; the model is built from them.
+    if shards is not None:
+        hashed: dict[str, str | None] = {}
+        for row in rows:
+            k, adapter = row["index"], row["after"]["adapter"]
+            path = shards / adapter[:2] / f"{adapter}.safetensors"
+            if adapter not in hashed:
+                hashed[adapter] = _file_sha256(path)
+            found = hashed[adapter]
+            if found is None:
+                raise failed(
+                    f"adapter[{k}]",
+                    f"shard {k}'s adapter {_short(adapter)} is not in the adapter store ({path})",
+                )
+            if found != adapter:
+                raise failed(
+                    f"adapter[{k}]",
+                    f"shard {k}'s adapter file {path} hashes to {_short(found)}, not to its name: the file was altered",
+                )
+            passed(
+                f"adapter[{k}]",
+                f"shard {k}'s adapter {_short(adapter)} is in the store and hashes to its name",
+            )
+    if model_dir is not None:
+        problem = _manifest_problem(model_dir, exact)
+        if problem:
+            method = payload["unlearning"]["method"] if payload is not None else EXACT_METHOD
+            if method != EXACT_METHOD:  # exact, then approximate: the new version is not the sharded model
+                problem += f" (with {method} the new version is the approximate method's output)"
+            raise failed("model dir", f"model directory {model_dir}: {problem}")
+        passed(
+            "model dir",
+            f"model directory {model_dir}: {MANIFEST_NAME} lists exactly the proof's {len(rows)} adapters",
+        )
+    result.summary += (
+        f"; exact erasure: {len(exact['removed'])} removed records proven absent from all {len(rows)} shards"
+    )
+
+
+def _describe(value: Any) -> str:
+    return _short(value) if isinstance(value, str) else str(value)
+
+
+def _file_sha256(path: Path) -> str | None:
+    """SHA-256 of a file's bytes, read in blocks (adapters are megabytes); None if it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+def _manifest_problem(model_dir: Path, exact: Mapping[str, Any]) -> str:
+    """Why the model directory's sharding manifest does not match the proof ("" when it does)."""
+    path = model_dir / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_bytes())
+    except OSError:
+        return f"no readable {MANIFEST_NAME}: not the directory of a sharded model version"
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return f"{MANIFEST_NAME} is not JSON ({exc})"
+    listed = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(listed, list) or not all(isinstance(entry, dict) for entry in listed):
+        return f"{MANIFEST_NAME} has no list of shards"
+    for key in ("recipe_sha256", "base_sha256"):
+        if manifest.get(key) != exact[key]:
+            return (
+                f"{MANIFEST_NAME} names {key} {_describe(manifest.get(key))}, the proof {_short(exact[key])}"
+            )
+    if len(listed) != len(exact["shards"]):
+        return f"{MANIFEST_NAME} lists {len(listed)} shards, the proof {len(exact['shards'])}"
+    for k, (entry, row) in enumerate(zip(listed, exact["shards"], strict=True)):
+        if entry.get("adapter") != row["after"]["adapter"]:
+            return (
+                f"{MANIFEST_NAME} shard {k} adapter is {_describe(entry.get('adapter'))}, "
+                f"the proof's {_short(row['after']['adapter'])}"
+            )
+        if entry.get("checkpoints") != row["after"]["checkpoints"]:
+            return f"{MANIFEST_NAME} shard {k} checkpoints differ from the proof's"
+    return ""
+
+
 # --- command line ---------------------------------------------------------------------------------
 
 
@@ -270,6 +502,14 @@ def _pinned_keyring(keys: Sequence[str], keyring_paths: Sequence[str]) -> KeyRin
         raise _UsageError(f"bad pinned key: {exc}") from None
 
 
+def _directory(value: str | None, what: str) -> Path | None:
+    if value is None:
+        return None
+    if not Path(value).is_dir():
+        raise _UsageError(f"{what} {value} is not a directory")
+    return Path(value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="erasure-verify",
@@ -282,12 +522,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--keyring", action="append", default=[], metavar="FILE", help="pinned key ring JSON file"
     )
+    parser.add_argument(
+        "--shards",
+        metavar="DIR",
+        help="exact erasure: the content-addressed adapter store; check every after-adapter file's hash",
+    )
+    parser.add_argument(
+        "--model-dir",
+        metavar="DIR",
+        help="exact erasure: the new model version's directory; check its sharding.json lists the proof's adapters",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the last line")
     args = parser.parse_args(argv)
     try:
         if not args.key and not args.keyring:
             raise _UsageError("pin at least one public key with --key or --keyring")
         keyring = _pinned_keyring(args.key, args.keyring)
+        shards, model_dir = (
+            _directory(args.shards, "adapter store"),
+            _directory(args.model_dir, "model directory"),
+        )
         try:
             data = Path(args.certificate).read_bytes()
         except OSError as exc:
@@ -295,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         print(f"erasure-verify: error: {exc}", file=sys.stderr)
         return 2
-    result = verify_certificate(data, keyring)
+    result = verify_certificate(data, keyring, shards=shards, model_dir=model_dir)
     if not args.quiet:
         for check in result.checks:
             print(check.line)

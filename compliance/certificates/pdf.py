@@ -18,7 +18,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from xml.sax.saxutils import escape
 
 from compliance.audit.canonical import canonical_json_document, parse_rfc3339_utc
@@ -120,6 +120,40 @@ def threat_model_facts(threat_model: dict[str, Any]) -> list[tuple[str, str]]:
         ("Relearning settings", _listed(threat_model["relearning_settings"])),
         ("Quantization levels", _listed(threat_model["quantization_levels"])),
         ("Never-seen control", control_text),
+    ]
+
+
+class Fact(NamedTuple):
+    label: str
+    text: str
+    mono: bool = False  # a hash: set in a fixed-width face
+
+
+def exact_facts(unlearning: dict[str, Any]) -> list[Fact]:
+    """The "Exact erasure" lines of a v3 `unlearning` whose `exact` is not null (PDF and web page)."""
+    exact = unlearning["exact"]
+    shards = exact["shards"]
+    retrained = [str(row["index"]) for row in shards if row["retrained_from_slice"] is not None]
+    approximate = unlearning["method"].partition("+")[2]
+    method = f"{exact['method']}: the shard adapters that held the records were retrained without them"
+    if approximate:
+        method += f"; then {approximate} for the records in other training data"
+    removed = len(exact["removed"])
+    return [
+        Fact("Method", method),
+        Fact(
+            "Shards retrained",
+            f"{len(retrained)} of {len(shards)}"
+            + (f" (shard{'s' if len(retrained) > 1 else ''} {', '.join(retrained)})" if retrained else ""),
+        ),
+        Fact("Slices retrained", f"{exact['retrained_slices']} of {exact['total_slices']}"),
+        Fact(
+            "Records proven absent",
+            f"{removed} record{'' if removed == 1 else 's'}, from the training data of every shard",
+        ),
+        Fact("Recipe SHA-256", exact["recipe_sha256"], mono=True),
+        Fact("Corpus before", exact["corpus_before_sha256"], mono=True),
+        Fact("Corpus after", exact["corpus_after_sha256"], mono=True),
     ]
 
 
@@ -243,6 +277,35 @@ def render_certificate_pdf_bytes(payload: dict[str, Any], envelope_json: bytes) 
             ParagraphStyle("after_table", parent=base, spaceBefore=4),
         )
     )
+
+    # Exact erasure (schema v3, only when the job retrained shard adapters): hashes, no personal data.
+    if unlearning.get("exact") is not None:
+        story.append(Paragraph("Exact erasure", heading))
+        story.append(
+            grid(
+                [
+                    (
+                        p(fact.label, cell_bold),
+                        p(
+                            f"<font face='Courier' size='7.5'>{_text(fact.text)}</font>"
+                            if fact.mono
+                            else _text(fact.text)
+                        ),
+                    )
+                    for fact in exact_facts(unlearning)
+                ],
+                (40 * mm, width - 40 * mm),
+                header=False,
+            )
+        )
+        story.append(
+            Paragraph(
+                "Each located record is proven absent, by a Merkle non-membership proof, from the data every shard "
+                "adapter of the new version was trained on; the offline verifier checks these proofs, the recipe "
+                "hash and, given the adapter store, the adapter files.",
+                small,
+            )
+        )
 
     story.append(Paragraph("Verification of the erasure", heading))
     rows = [tuple(p(h, cell_bold) for h in ("Attack", "Before", "After", "Threshold", "Result"))]

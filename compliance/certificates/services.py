@@ -34,12 +34,16 @@ from compliance.audit.models import AuditCheckpoint, AuditLeaf
 from compliance.certificates.envelope import (
     COMPARISON_FIGURES,
     CONTROL_SOURCES,
+    EXACT_METHOD,
     TIMELINE_EVENT_TYPES,
+    CertificateError,
     audit_leaf_entry,
     build_certificate_payload,
     certificate_payload_bytes,
     decimal_text,
+    exact_proof_text,
     issue_certificate,
+    validate_exact_proof,
 )
 from compliance.certificates.models import Certificate
 from compliance.certificates.offline import verify_certificate
@@ -239,6 +243,32 @@ def _verification(report: VerificationReport) -> dict[str, Any]:
     }
 
 
+def _exact(job: UnlearningJob) -> dict[str, Any] | None:
+    """The job's exact-erasure proof in the certificate's shape, or None for an approximate job.
+
+    A job whose method is exact erasure must carry a valid proof: a certificate that names the exact
+    method without one would claim more than it can show.
+    """
+    proof = job.exact_proof or None
+    names_exact = job.method == EXACT_METHOD or job.method.startswith(f"{EXACT_METHOD}+")
+    if proof is None:
+        if names_exact:
+            raise CertificateBuildError(
+                f"The unlearning job's method is {job.method} but it recorded no exact-erasure proof; "
+                "it cannot be certified."
+            )
+        return None
+    if not isinstance(proof, dict):
+        raise CertificateBuildError("The unlearning job's exact-erasure proof is not a JSON object.")
+    try:
+        exact = exact_proof_text(proof)
+        validate_exact_proof(exact)
+        canonical_json_document(exact)  # e.g. a float among the recipe's `extra` values
+    except (CertificateError, ValueError) as exc:
+        raise CertificateBuildError(f"The unlearning job's exact-erasure proof cannot be certified: {exc}") from None
+    return exact
+
+
 def _content_sha256(parts: dict[str, Any]) -> str:
     return hashlib.sha256(canonical_json_document(parts)).hexdigest()
 
@@ -283,7 +313,8 @@ def certificate_issue(*, request: ErasureRequest, officer: AbstractBaseUser) -> 
 
     1. Lock the request; re-check the preconditions under the lock.
     2. Gather what the certificate states (models and corpora before/after with SHA-256, method
-       and spec hash, verification rows) and fail before writing anything if it is incomplete.
+       and spec hash, the exact-erasure proof if the job retrained shards, verification rows) and
+       fail before writing anything if it is incomplete.
     3. Transition verifying -> completed, committing to that content and to the report's hash.
     4. Sign a checkpoint over the log (it now holds every leaf of the request).
     5. Build the payload with each leaf's inclusion proof, sign it (DSSE, the log's current keys)
@@ -330,6 +361,7 @@ def certificate_issue(*, request: ErasureRequest, officer: AbstractBaseUser) -> 
                 "spec_sha256": evidence.job.spec_sha256,
                 "steps": int(evidence.job.step),
                 "stop_reason": _one_line(evidence.job.stop_reason, "not recorded"),
+                "exact": _exact(evidence.job),
             }
             if not _HEX64.match(unlearning["spec_sha256"] or ""):
                 raise CertificateBuildError("The unlearning job has no spec SHA-256 recorded; it cannot be certified.")

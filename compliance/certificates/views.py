@@ -23,6 +23,7 @@ from compliance.certificates.offline import (
     extract_certificate_from_pdf,
     verify_certificate,
 )
+from compliance.certificates.pdf import exact_facts
 from compliance.erasure.models import ErasureRequest
 from compliance.erasure.permissions import can_decide, can_view
 from compliance.erasure.services import ErasureError, TokenInvalid, request_from_status_token
@@ -163,9 +164,14 @@ def read_certificate_upload(data: bytes) -> bytes | dict[str, Any]:
     return data
 
 
+VERIFY_TEMPLATE = "certificate/verify.html"  # public/verify.html plus the "Exact erasure" card
+
+
 def verification_context(result: VerificationResult) -> dict[str, Any]:
     # What the certificate states is shown only once every check passed.
-    return {"result": result, "payload": result.payload if result.ok else None}
+    payload = result.payload if result.ok else None
+    exact = payload["unlearning"].get("exact") if payload is not None else None
+    return {"result": result, "payload": payload, "exact_facts": exact_facts(payload["unlearning"]) if exact else []}
 
 
 @require_http_methods(["GET", "POST"])
@@ -174,10 +180,10 @@ def verify_page(request: HttpRequest) -> HttpResponse:
     limit = settings.CERTIFICATE_UPLOAD_MAX_BYTES
     context: dict[str, Any] = {"limit_kb": limit // 1024, "keys": [entry.to_json() for entry in signing.keyring().entries]}
     if request.method == "GET":
-        return render(request, "public/verify.html", context)
+        return render(request, VERIFY_TEMPLATE, context)
 
     def rejected(message: str, status: int = 400) -> HttpResponse:
-        return render(request, "public/verify.html", {**context, "error": message}, status=status)
+        return render(request, VERIFY_TEMPLATE, {**context, "error": message}, status=status)
 
     # Refuse an oversized body before Django spools it (the multipart overhead is small).
     declared = request.META.get("CONTENT_LENGTH") or "0"
@@ -198,4 +204,4 @@ def verify_page(request: HttpRequest) -> HttpResponse:
     except UploadRejected as exc:
         return rejected(str(exc))
     result = verify_certificate(certificate, signing.keyring())
-    return render(request, "public/verify.html", {**context, **verification_context(result), "filename": upload.name})
+    return render(request, VERIFY_TEMPLATE, {**context, **verification_context(result), "filename": upload.name})

@@ -3,14 +3,17 @@
 The leaves have the shape `compliance.audit.services.build_event` writes; other requests' events
 are interleaved so that proofs are taken from the middle of a tree that is not a power of two.
 
-`issue()` builds the current schema (v2). `V1_CERTIFICATE` is the certificate `issue()` produced
-before v2 existed (same seeds, log and key), kept byte for byte: a v1 certificate in the field
-must keep verifying.
+`issue()` builds the current schema (v3; `exact=` adds an exact-erasure proof). `V1_CERTIFICATE`
+and `V2_CERTIFICATE` are the certificates `issue()` produced before v2 and v3 existed (same seeds,
+log and key), kept byte for byte: a certificate in the field must keep verifying.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
+import random
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,6 +23,7 @@ from typing import Any
 from compliance.audit import merkle
 from compliance.audit.canonical import canonical_bytes, rfc3339_utc
 from compliance.audit.checkpoint import sign_checkpoint
+from compliance.audit.datacommit import SortedSet
 from compliance.audit.keys import KeyRing, Signer
 from compliance.certificates.envelope import (
     TIMELINE_EVENT_TYPES,
@@ -27,6 +31,7 @@ from compliance.certificates.envelope import (
     build_certificate_payload,
     issue_certificate,
 )
+from unlearning_worker.sharded.recipe import ShardRecipe  # pure: hashlib, hmac, json
 
 ORIGIN = "erasure.example.org/audit-log"
 ORGANISATION = "Example Language Models GmbH"
@@ -34,6 +39,7 @@ REQUEST_ID = "0b6f7c1e-4a0e-4c53-9d0e-2f5a5d1b8c41"
 SUBJECT_REF = "9f86d081884c7d659a2feaa0c55ad015"
 T0 = datetime(2025, 3, 3, 9, 30, tzinfo=UTC)
 V1_CERTIFICATE = Path(__file__).parent / "data" / "certificate-v1.json"
+V2_CERTIFICATE = Path(__file__).parent / "data" / "certificate-v2.json"
 
 # What the builder is given (floats, rows out of order); the payload holds decimal strings, sorted.
 THREAT_MODEL: dict[str, Any] = {
@@ -119,6 +125,8 @@ def issue(
     ring: KeyRing | None = None,
     issued_at: datetime | None = None,
     threat_model: dict[str, Any] | None = None,
+    method: str = "gradient_difference",
+    exact: dict[str, Any] | None = None,
     **log_options: int,
 ) -> Issued:
     signer = envelope_signer or fixed_signer("erasure.example.org/audit-2025", 1)
@@ -158,10 +166,11 @@ def issue(
             }
         ],
         unlearning={
-            "method": "gradient_difference",
+            "method": method,
             "spec_sha256": "e" * 64,
             "steps": 120,
             "stop_reason": "target_reached",
+            "exact": copy.deepcopy(exact),
         },
         verification={
             "verdict": "pass",
@@ -196,3 +205,94 @@ def issue(
         keyring=ring,
     )
     return Issued(payload, issue_certificate(payload, signer), store, leaves, signer, ring)
+
+
+# --- an exact erasure (sharded adapters), built with the pure library -------------------------------
+
+EXACT_RECIPE = ShardRecipe(
+    shards=3, slices=4, seed=7, assignment_key="5a" * 32, lora_rank=4, lora_alpha=8,
+    lora_target_modules=("c_attn", "c_proj"), lr=3e-05, epochs_per_slice=2, batch_size=4, max_length=64,
+)  # fmt: skip
+EXACT_ENVIRONMENT = {
+    "python": "3.12.3",
+    "torch": "2.5.1",
+    "transformers": "4.46.3",
+    "peft": "0.13.2",
+    "machine": "x86_64",
+}
+RESTARTS = (None, 2, 0)  # shard 0 reused; shard 1 restarts at slice 2, shard 2 at slice 0
+
+
+@dataclass
+class ExactWorld:
+    """An exact erasure as the worker stores it (`UnlearningJob.exact_proof`, floats and all), with
+    the adapter store it names and the sorted sets behind its tree heads."""
+
+    proof: dict[str, Any]
+    store: Path
+    records: list[list[bytes]]  # per shard, the record commitments before the erasure
+    after: list[SortedSet]  # per shard, the training data after the erasure
+    removed: list[bytes]  # the subject's record commitments (shard 1 slice 2, shard 2 slice 0)
+
+    def manifest(self) -> dict[str, Any]:
+        """The new version's sharding.json (unlearning_worker.sharded.train.Manifest.to_dict)."""
+        return {
+            "format": "sharded-lora/v1", "recipe": EXACT_RECIPE.to_dict(), "recipe_sha256": EXACT_RECIPE.sha256(),
+            "base_sha256": self.proof["base_sha256"], "corpus_sha256": self.proof["corpus_after_sha256"],
+            "environment": EXACT_ENVIRONMENT,
+            "shards": [
+                {"index": row["index"], "records": row["after"]["records"], "data_root": row["after"]["data_root"],
+                 "checkpoints": row["after"]["checkpoints"], "adapter": row["after"]["adapter"]}
+                for row in self.proof["shards"]
+            ],
+        }  # fmt: skip
+
+    def adapter_path(self, sha256: str) -> Path:
+        return self.store / sha256[:2] / f"{sha256}.safetensors"
+
+
+def put_adapter(store: Path, data: bytes) -> str:
+    """Write bytes into a content-addressed store as AdapterStore does: <sha[:2]>/<sha>.safetensors."""
+    sha256 = hashlib.sha256(data).hexdigest()
+    path = store / sha256[:2] / f"{sha256}.safetensors"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return sha256
+
+
+def exact_world(store: Path, seed: int = 15) -> ExactWorld:
+    """K=3 shards of random 32-byte record commitments; two of the subject's records leave shards 1 and 2,
+    which are retrained from the slice that held them; shard 0 is reused. Adapters are random bytes."""
+    rng = random.Random(seed)
+    slices = EXACT_RECIPE.slices
+    records = [[rng.randbytes(32) for _ in range(count)] for count in (17, 20, 23)]
+    removed = [records[1][5], records[2][0]]
+    before = [SortedSet.of(shard) for shard in records]
+    after = [SortedSet.of(c for c in shard if c not in removed) for shard in records]
+    rows = []
+    for k, start in enumerate(RESTARTS):
+        old = [put_adapter(store, rng.randbytes(200 + 10 * s)) for s in range(slices)]
+        new = (
+            old
+            if start is None
+            else old[:start] + [put_adapter(store, rng.randbytes(300)) for _ in range(start, slices)]
+        )
+        rows.append({
+            "index": k, "retrained_from_slice": start,
+            "before": {"records": before[k].size, "data_root": before[k].root().hex(), "adapter": old[-1]},
+            "after": {"records": after[k].size, "data_root": after[k].root().hex(), "adapter": new[-1], "checkpoints": new},
+        })  # fmt: skip
+    proof = {
+        "method": "exact-shard-retrain", "format": "exact-shard-proof/v1",
+        "recipe_sha256": EXACT_RECIPE.sha256(), "recipe": EXACT_RECIPE.to_dict(),
+        "base_sha256": "1" * 64, "environment": dict(EXACT_ENVIRONMENT),
+        "corpus_before_sha256": "c" * 64, "corpus_after_sha256": "d" * 64,
+        "shards": rows,
+        # in the order the worker found the records, not sorted: the certificate sorts them
+        "removed": [{"commitment": c.hex(), "shards": [s.absence_proof(c)["neighbours"] for s in after]}
+                    for c in sorted(removed, reverse=True)],
+        "retrained_slices": sum(slices - s for s in RESTARTS if s is not None),
+        "total_slices": EXACT_RECIPE.shards * slices, "train_seconds": 12.345,
+    }  # fmt: skip
+    # What the job row holds: the proof after a round trip through the JSONField.
+    return ExactWorld(json.loads(json.dumps(proof)), store, records, after, removed)

@@ -1,4 +1,4 @@
-"""DSSE envelope and the payload schema (v2, and v1 as still read)."""
+"""DSSE envelope and the payload schema (v3, and v2 and v1 as still read)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from compliance.certificates.envelope import (
     PAYLOAD_TYPE,
     SCHEMA_V1,
     SCHEMA_V2,
+    SCHEMA_V3,
     CertificateError,
     EnvelopeError,
     certificate_payload_bytes,
@@ -23,7 +24,7 @@ from compliance.certificates.envelope import (
     validate_certificate_payload,
     verify_envelope,
 )
-from tests.certificates.factory import V1_CERTIFICATE, issue
+from tests.certificates.factory import V1_CERTIFICATE, V2_CERTIFICATE, issue
 
 SIGNER = Signer.from_seed("cert-2025", b"\x07" * 32)
 OTHER = Signer.from_seed("cert-2026", b"\x08" * 32)
@@ -86,7 +87,7 @@ def seen(payload: dict) -> list:
 @pytest.mark.parametrize(
     ("mutate", "path"),
     [
-        (lambda p: p.update(schema="erasure-certificate/v3"), r"\$\.schema: unknown schema version 'erasure"),
+        (lambda p: p.update(schema="erasure-certificate/v9"), r"\$\.schema: unknown schema version 'erasure"),
         (lambda p: p.pop("schema"), r"\$\.schema: unknown schema version None"),
         (lambda p: p.pop("models"), r"\$: missing models"),
         (lambda p: p.update(extra="x"), r"\$: unexpected extra"),
@@ -139,7 +140,8 @@ def test_payload_bytes_are_canonical_and_measurements_are_strings() -> None:
     payload = issue().payload
     raw = certificate_payload_bytes(payload)
     assert raw == json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    assert payload["schema"] == SCHEMA_V2
+    assert payload["schema"] == SCHEMA_V3
+    assert payload["unlearning"]["exact"] is None  # an approximate erasure
     assert payload["verification"]["summary"][0]["before"] == "0.62"
     assert payload["verification"]["summary"][2]["before"] is None  # adaptive attack: not run on the base
 
@@ -171,3 +173,18 @@ def test_v1_payload_is_still_valid_and_may_not_carry_v2_fields() -> None:
     without_before["verification"]["summary"][0]["before"] = None  # v1 rows always had a "before"
     with pytest.raises(CertificateError, match=r"summary\[0\]\.before"):
         validate_certificate_payload(without_before)
+
+
+def test_v2_payload_is_still_valid_and_may_not_carry_the_v3_exact_member() -> None:
+    envelope = json.loads(V2_CERTIFICATE.read_bytes())
+    payload = json.loads(base64.b64decode(envelope["payload"]))
+    assert payload["schema"] == SCHEMA_V2
+    validate_certificate_payload(payload)
+    with_exact = copy.deepcopy(payload)
+    with_exact["unlearning"]["exact"] = None
+    with pytest.raises(CertificateError, match=r"\$\.unlearning: unexpected exact"):
+        validate_certificate_payload(with_exact)
+    # Relabelled as v3 it lacks the member v3 requires (null for an approximate erasure).
+    payload["schema"] = SCHEMA_V3
+    with pytest.raises(CertificateError, match=r"\$\.unlearning: missing exact"):
+        validate_certificate_payload(payload)

@@ -22,7 +22,7 @@ from compliance.audit import signing
 from compliance.audit.models import AuditCheckpoint, AuditLeaf
 from compliance.audit.services import audit_verify, leaf_document
 from compliance.certificates import services
-from compliance.certificates.envelope import SCHEMA_V2
+from compliance.certificates.envelope import SCHEMA_V3
 from compliance.certificates.models import Certificate
 from compliance.certificates.offline import verify_certificate
 from compliance.erasure.models import Status
@@ -91,7 +91,8 @@ def test_issue_completes_request_and_signs_verifiable_certificate(officer: Any) 
         "passed": True,
     }  # fmt: skip
     # The threat model the report recorded, in the certificate's shape (sampling did not run: null).
-    assert payload["schema"] == SCHEMA_V2
+    assert payload["schema"] == SCHEMA_V3
+    assert payload["unlearning"]["exact"] is None  # an approximate job
     assert payload["verification"]["threat_model"] == {
         "families": ["direct_probe", "membership_inference", "relearning", "utility"],
         "retries": 1, "sampling_budget": None, "rank_candidates": None,

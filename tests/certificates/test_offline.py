@@ -1,5 +1,5 @@
-"""The offline verifier: every check, every tampering, key rotation, schemas v1 and v2, CLI exit
-codes, no Django."""
+"""The offline verifier: every check, every tampering, key rotation, schemas v1, v2 and v3, CLI exit
+codes, no Django. (Exact-erasure proofs: test_exact_proof.py.)"""
 
 from __future__ import annotations
 
@@ -23,12 +23,13 @@ from compliance.audit.keys import KeyRing, Signer
 from compliance.certificates.envelope import (
     SCHEMA_V1,
     SCHEMA_V2,
+    SCHEMA_V3,
     envelope_bytes,
     issue_certificate,
     sign_envelope,
 )
 from compliance.certificates.offline import main, verify_certificate
-from tests.certificates.factory import ORIGIN, V1_CERTIFICATE, fixed_signer, issue
+from tests.certificates.factory import ORIGIN, V1_CERTIFICATE, V2_CERTIFICATE, fixed_signer, issue
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -188,17 +189,18 @@ def test_payload_that_is_not_canonical_or_of_another_schema_is_refused(issued) -
     name, detail = failure(resigned(other, issued.signer), issued.ring)
     assert name == "payload" and detail == (
         "payload schema 'erasure-certificate/v9' is not a known version; "
-        "this verifier reads erasure-certificate/v1, erasure-certificate/v2"
+        "this verifier reads erasure-certificate/v1, erasure-certificate/v2, erasure-certificate/v3"
     )
 
 
-# --- schema v2 (threat model) and v1 (issued before it) --------------------------------------------
+# --- schema v3 (exact proof), v2 (threat model) and v1 (issued before it) ---------------------------
 
 
-def test_v2_certificate_round_trips_and_states_its_threat_model(issued) -> None:
+def test_v3_certificate_round_trips_and_states_its_threat_model(issued) -> None:
     result = verify_certificate(issued.envelope, issued.ring)
     assert result.ok, result.reason
-    assert result.checks[1].detail.startswith(f"payload is canonical {SCHEMA_V2} JSON")
+    assert result.checks[1].detail.startswith(f"payload is canonical {SCHEMA_V3} JSON")
+    assert result.payload["unlearning"]["exact"] is None
     carried = json.loads(base64.b64decode(json.loads(issued.envelope)["payload"]))
     assert carried == issued.payload == result.payload
     threat_model = result.payload["verification"]["threat_model"]
@@ -219,12 +221,22 @@ def test_v1_certificate_issued_before_v2_still_verifies(capsys) -> None:
     assert "verified" in capsys.readouterr().out
 
 
-def test_v2_without_threat_model_is_refused_even_when_properly_signed(issued) -> None:
+def test_v2_certificate_issued_before_v3_still_verifies() -> None:
+    signer = fixed_signer("erasure.example.org/audit-2025", 1)
+    result = verify_certificate(V2_CERTIFICATE.read_bytes(), KeyRing.of([signer.public_key]))
+    assert result.ok, result.reason
+    assert result.payload is not None and result.payload["schema"] == SCHEMA_V2
+    assert "exact" not in result.payload["unlearning"] and "threat_model" in result.payload["verification"]
+    assert result.checks[1].detail.startswith(f"payload is canonical {SCHEMA_V2} JSON")
+
+
+def test_v3_without_threat_model_is_refused_even_when_properly_signed(issued) -> None:
     payload = copy.deepcopy(issued.payload)
     del payload["verification"]["threat_model"]
     name, detail = failure(resigned(payload, issued.signer), issued.ring)
-    assert name == "payload" and f"payload does not match {SCHEMA_V2}: $.verification.threat_model" in detail
+    assert name == "payload" and f"payload does not match {SCHEMA_V3}: $.verification.threat_model" in detail
     # Relabelled as v1 it would need v1 rows too: the "before"-less adaptive row gives it away.
+    del payload["unlearning"]["exact"]
     payload["schema"] = SCHEMA_V1
     name, detail = failure(resigned(payload, issued.signer), issued.ring)
     assert name == "payload" and "$.verification.summary[2].before" in detail

@@ -247,6 +247,7 @@ def test_verify_page_shows_every_check_ok_for_json_and_pdf(issued: Certificate, 
         assert set(rows) == {"pass"}
         assert issued.request.reference in html
         assert signing.keyring().entries[0].public_key.to_vkey() in html  # the trust anchor is shown
+        assert 'id="exact-erasure"' not in html  # an approximate erasure: no exact-erasure card
 
 
 def test_verify_page_shows_the_failing_check_for_a_tampered_certificate(issued: Certificate, client: Client) -> None:
