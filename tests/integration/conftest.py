@@ -79,6 +79,7 @@ def broker(settings: Any, broker_url: str) -> Iterator[Any]:
 
     client = redis.Redis.from_url(broker_url)
     client.flushdb()
+    _current_broker[:] = [broker_url]
     settings.CELERY_TASK_ALWAYS_EAGER = False
     saved = {k: app.conf.get(k) for k in ("broker_url", "result_backend", "task_always_eager")}
     app.conf.update(broker_url=broker_url, result_backend=broker_url, task_always_eager=False)
@@ -204,6 +205,37 @@ def beat_until(predicate: Callable[[], Any], *, timeout: float, what: str, worke
     return wait_for(tick, timeout=timeout, what=what, worker=worker)
 
 
+_current_broker: list[str] = []  # the broker URL of the running test, for diagnostics
+
+
+def broker_state() -> str:
+    """Where the task messages are: each queue's pending task names and the reserved (unacked) ones."""
+    if not _current_broker:
+        return "(no broker)"
+    try:
+        import json
+
+        import redis
+
+        client = redis.Redis.from_url(_current_broker[0], socket_connect_timeout=1)
+
+        def names(raw: list[bytes]) -> list[str]:
+            out = []
+            for item in raw:
+                try:
+                    out.append(str(json.loads(item)["headers"].get("task")))
+                except (ValueError, KeyError, TypeError):
+                    out.append("?")
+            return out
+
+        lines = [f"{queue}: {names(client.lrange(queue, 0, -1))}" for queue in ("gpu", "default", "ae.undeliver")]
+        unacked = [json.loads(v)[0] for v in client.hgetall("unacked").values()]
+        lines.append(f"unacked: {[m.get('headers', {}).get('task') for m in unacked]}")
+        return "\n".join(lines)
+    except Exception as exc:  # noqa: BLE001  (diagnostics only)
+        return f"(broker state unavailable: {type(exc).__name__})"
+
+
 def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, worker: Worker | None = None) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -211,7 +243,10 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, worker:
         if value:
             return value
         time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n--- worker log ---\n{worker.tail() if worker else ''}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}\n--- broker ---\n{broker_state()}\n"
+        f"--- worker log ---\n{worker.tail() if worker else ''}"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
