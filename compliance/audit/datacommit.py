@@ -73,7 +73,9 @@ class SortedSet:
         return merkle.tree_root(self.size, _ListStore([merkle.leaf_hash(x) for x in self.leaves]))
 
     def __contains__(self, item: object) -> bool:
-        i = bisect.bisect_left(self.leaves, item)  # type: ignore[arg-type]
+        if not isinstance(item, bytes):
+            return False
+        i = bisect.bisect_left(self.leaves, item)
         return i < len(self.leaves) and self.leaves[i] == item
 
     def _proof_at(self, store: _ListStore, index: int) -> dict[str, Any]:

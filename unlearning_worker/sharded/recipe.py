@@ -21,6 +21,14 @@ FORMAT = "sharded-lora/v1"
 COMBINES = ("sum",)
 
 
+def _plain_json(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_json(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_plain_json(v) for v in value)
+    return value is None or isinstance(value, str | int | bool)
+
+
 @dataclass(frozen=True)
 class ShardRecipe:
     """Everything that determines the shard adapters, given the base model and the records."""
@@ -58,6 +66,9 @@ class ShardRecipe:
             raise ValueError("lr must be in (0, 1)")
         if self.combine not in COMBINES:
             raise ValueError(f"combine must be one of {', '.join(COMBINES)}")
+        if not _plain_json(self.extra):
+            raise ValueError("extra holds strings, integers, booleans, lists and objects only (no floats: the recipe is "
+                             "hashed and carried in certificates, whose canonical JSON has no floats)")
         if not isinstance(self.lora_target_modules, tuple) or not all(isinstance(m, str) and m for m in self.lora_target_modules):
             raise ValueError("lora_target_modules must be a tuple of module names")
 
