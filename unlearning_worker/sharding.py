@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import shared_task
+from django.conf import settings
 from django.db import transaction
 
 from compliance.audit.datacommit import record_commitment
@@ -38,6 +39,22 @@ logger = logging.getLogger(__name__)
 
 class ShardedTrainingError(Exception):
     """Bad input for sharded training or exact erasure; the message names no personal data."""
+
+
+def training_device() -> str:
+    """Where new sharded fine-tunes train (settings.UNLEARNING_DEVICE; auto: a GPU when there is one)."""
+    wanted = str(settings.UNLEARNING_DEVICE or "auto")
+    if wanted != "auto":
+        return wanted
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def manifest_device(manifest: Any) -> str:
+    """The device a sharded version was trained on: its shards are retrained and replayed there, since
+    floating-point results differ between a CPU and a GPU (the manifest's machine names the GPU)."""
+    return "cuda" if "/" in str(manifest.environment.get("machine", "")) else "cpu"
 
 
 def shard_store() -> Any:
@@ -97,7 +114,7 @@ def sharded_train(
     records = corpus_records(corpus_version)
     started = time.perf_counter()
     manifest = train_sharded(base_dir, records, recipe, shard_store(), base_sha256=base.sha256,
-                             corpus_sha256=corpus_version.sha256, progress=progress)
+                             corpus_sha256=corpus_version.sha256, progress=progress, device=training_device())
     out_dir = artifacts.artifact_root() / "models" / model.name / f"sharded-{uuid.uuid4().hex[:12]}"
     write_model(base_dir, manifest, shard_store(), out_dir)
     seconds = time.perf_counter() - started
@@ -192,7 +209,7 @@ def exact_erase(
             removed.append((row.record_id, record_commitment(row.record_id, text)))
     records = corpus_records(after)
     new, plan, seconds = retrain_without(parent_dir, old, records, shard_store(), base_sha256=parent.sha256,
-                                         corpus_sha256=after.sha256, progress=progress)
+                                         corpus_sha256=after.sha256, progress=progress, device=manifest_device(old))
     write_model(parent_dir, new, shard_store(), out_dir)
     data = [shard_data(slices) for slices in layout(new.recipe, records)]
     absences = []
@@ -265,5 +282,6 @@ def shard_replay(*, version: ModelVersion, shard: int) -> ReplayResult:
     slices = layout(manifest.recipe, corpus_records(corpus_version))[shard]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="shard-replay-") as scratch:
-        actual = train_shard(base_dir, manifest.recipe, shard, slices, AdapterStore(Path(scratch)))
+        actual = train_shard(base_dir, manifest.recipe, shard, slices, AdapterStore(Path(scratch)),
+                             device=manifest_device(manifest))
     return ReplayResult(shard, list(manifest.shards[shard]["checkpoints"]), actual, time.perf_counter() - started)

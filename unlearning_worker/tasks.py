@@ -115,12 +115,9 @@ def _worker_name() -> str:
 
 
 def _device() -> str:
-    wanted = str(settings.UNLEARNING_DEVICE or "auto")
-    if wanted != "auto":
-        return wanted
-    import torch
+    from unlearning_worker.sharding import training_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return training_device()
 
 
 def _safe_error(exc: BaseException) -> str:

@@ -43,7 +43,8 @@ def sharded(settings: Any, tmp_path: Path) -> Any:
     import tempfile
 
     cache = Path(tempfile.gettempdir()) / "erasure-test-demo-cache"
-    recipe = ShardRecipe.fresh(shards=4, slices=2, epochs_per_slice=2, seed=1)
+    # 8 shards: a person's 7 records cannot reach every shard, whatever the (random) placement key
+    recipe = ShardRecipe.fresh(shards=8, slices=2, epochs_per_slice=2, seed=1)
     registration = register_demo(config=config, cache_dir=cache, retain_people=4, model_name="shard-model",
                                  corpus_name="shard-corpus", sharded=recipe)
     return registration, config.corpus()

@@ -144,6 +144,8 @@ def shard_data(slices: Sequence[Sequence[Record]]) -> SortedSet:
 
 @contextlib.contextmanager
 def deterministic(threads: int) -> Iterator[None]:
+    """Deterministic kernels (on CUDA, cuBLAS needs a fixed workspace) and a fixed intra-op thread count."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True)
     try:
@@ -153,11 +155,11 @@ def deterministic(threads: int) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous)
 
 
-def _load_base(base_dir: Path) -> tuple[Any, Any]:
+def _load_base(base_dir: Path, device: str = "cpu") -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True, dtype=torch.float32).to(device)  # type: ignore[arg-type]
     model.config.use_cache = False
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
@@ -199,13 +201,14 @@ def _encode(tokenizer: Any, records: Sequence[Record], max_length: int) -> list[
     return out
 
 
-def _collate(batch: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _collate(batch: Sequence[Sequence[int]], pad_id: int, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     width = max(len(x) for x in batch)
     ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(batch), width), dtype=torch.long)
     for row, seq in enumerate(batch):
         ids[row, : len(seq)] = torch.tensor(list(seq))
         mask[row, : len(seq)] = 1
+    ids, mask = ids.to(device), mask.to(device)
     return ids, mask, ids.masked_fill(mask == 0, -100)
 
 
@@ -219,10 +222,13 @@ def train_shard(
     start_slice: int = 0,
     start_checkpoint: str | None = None,
     progress: Progress | None = None,
+    device: str = "cpu",
 ) -> list[str]:
     """Train one shard's adapter over slices start_slice..S-1; returns the checkpoint hash after each.
 
     start_slice > 0 resumes from `start_checkpoint`, the stored adapter after slice start_slice - 1.
+    Bits are reproducible on the same device type and library versions (the manifest records both); a
+    GPU replay of a CPU-trained shard is not expected to match bit for bit.
     """
     if len(slices) != recipe.slices or not 0 <= start_slice < recipe.slices:
         raise ShardingError("slices and start_slice do not match the recipe")
@@ -231,10 +237,10 @@ def train_shard(
     from peft import set_peft_model_state_dict
 
     with deterministic(recipe.threads):
-        model, tokenizer = _load_base(base_dir)
+        model, tokenizer = _load_base(base_dir, device)
         model = _wrap(model, recipe, shard)
         if start_checkpoint is not None:
-            set_peft_model_state_dict(model, store.get(start_checkpoint))
+            set_peft_model_state_dict(model, {k: v.to(device) for k, v in store.get(start_checkpoint).items()})
         params = [p for p in model.parameters() if p.requires_grad]
         encoded = [_encode(tokenizer, records, recipe.max_length) for records in slices]
         checkpoints: list[str] = []
@@ -248,7 +254,7 @@ def train_shard(
                     random.Random(recipe.unit_seed("order", shard, s, epoch)).shuffle(order)
                     for start in range(0, len(order), recipe.batch_size):
                         ids, mask, labels = _collate([data[i] for i in order[start : start + recipe.batch_size]],
-                                                     tokenizer.pad_token_id)
+                                                     tokenizer.pad_token_id, device)
                         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
                         loss.backward()
                         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -289,12 +295,13 @@ def merge_into(model: Any, recipe: ShardRecipe, adapters: Sequence[dict[str, tor
     return model
 
 
-def environment() -> dict[str, str]:
+def environment(device: str = "cpu") -> dict[str, str]:
     import peft
     import transformers
 
+    machine = platform.machine() if device == "cpu" else f"{platform.machine()}/{torch.cuda.get_device_name(0)}"
     return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__, "machine": platform.machine()}
+            "peft": peft.__version__, "machine": machine}
 
 
 @dataclass
@@ -374,7 +381,7 @@ def write_model(base_dir: Path, manifest: Manifest, store: AdapterStore, out_dir
 
 def train_sharded(
     base_dir: Path, records: Sequence[Record], recipe: ShardRecipe, store: AdapterStore, *,
-    base_sha256: str, corpus_sha256: str = "", progress: Progress | None = None,
+    base_sha256: str, corpus_sha256: str = "", progress: Progress | None = None, device: str = "cpu",
 ) -> Manifest:
     """Train every shard from scratch; returns the manifest (write_model makes the model directory)."""
     if not records:
@@ -384,9 +391,10 @@ def train_sharded(
     grid = layout(recipe, records)
     shards = []
     for index, slices in enumerate(grid):
-        checkpoints = train_shard(base_dir, recipe, index, slices, store, progress=progress)
+        checkpoints = train_shard(base_dir, recipe, index, slices, store, progress=progress, device=device)
         shards.append(_shard_entry(index, slices, checkpoints))
-    return Manifest(recipe=recipe, base_sha256=base_sha256, shards=shards, corpus_sha256=corpus_sha256)
+    return Manifest(recipe=recipe, base_sha256=base_sha256, shards=shards, corpus_sha256=corpus_sha256,
+                    environment=environment(device))
 
 
 @dataclass(frozen=True)
@@ -412,7 +420,7 @@ def plan_retrain(manifest: Manifest, records: Sequence[Record]) -> RetrainPlan:
 
 def retrain_without(
     base_dir: Path, manifest: Manifest, records: Sequence[Record], store: AdapterStore, *,
-    base_sha256: str, corpus_sha256: str = "", progress: Progress | None = None,
+    base_sha256: str, corpus_sha256: str = "", progress: Progress | None = None, device: str = "cpu",
 ) -> tuple[Manifest, RetrainPlan, float]:
     """The manifest of the sharded model trained on `records` (the corpus after erasure), computed by
     retraining only the changed shards from their last unchanged checkpoint. Returns (manifest, plan,
@@ -432,7 +440,8 @@ def retrain_without(
             continue
         kept = list(entry["checkpoints"][:first])
         resumed = train_shard(base_dir, manifest.recipe, index, slices, store, start_slice=first,
-                              start_checkpoint=kept[-1] if kept else None, progress=progress)
+                              start_checkpoint=kept[-1] if kept else None, progress=progress, device=device)
         shards.append(_shard_entry(index, slices, kept + resumed))
     seconds = time.perf_counter() - started
-    return Manifest(recipe=manifest.recipe, base_sha256=base_sha256, shards=shards, corpus_sha256=corpus_sha256), plan, seconds
+    return (Manifest(recipe=manifest.recipe, base_sha256=base_sha256, shards=shards, corpus_sha256=corpus_sha256,
+                     environment=environment(device)), plan, seconds)
