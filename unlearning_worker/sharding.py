@@ -63,9 +63,10 @@ def shard_store() -> Any:
     return AdapterStore(artifacts.artifact_root() / "shards")
 
 
-def corpus_records(version: CorpusVersion) -> list[Any]:
-    """Every record of a corpus version as (id, text). Exact erasure needs ids that survive a new
-    version: the corpus must be JSON lines with an id field."""
+def corpus_records(version: CorpusVersion, *, group_field: str = "") -> list[Any]:
+    """Every record of a corpus version as (id, text, group). Exact erasure needs ids that survive a new
+    version: the corpus must be JSON lines with an id field. `group_field` names the field whose value
+    places records together (a record without it is placed by its id)."""
     from unlearning_worker.sharded.train import Record
 
     corpus = version.corpus
@@ -82,8 +83,9 @@ def corpus_records(version: CorpusVersion) -> list[Any]:
                 if record_id is None or record is None:
                     continue
                 text = record.get(corpus.text_field)
+                group = record.get(group_field) if group_field else None
                 if isinstance(text, str) and text:
-                    records.append(Record(record_id, text))
+                    records.append(Record(record_id, text, str(group) if group not in (None, "") else ""))
     if not records:
         raise ShardedTrainingError(f"{version} holds no record with a text")
     return records
@@ -111,7 +113,7 @@ def sharded_train(
         raise ShardedTrainingError(f"{base} is already a sharded fine-tune; fine-tune its parent instead")
     base_dir = artifacts.within_root(Path(base.path))
     artifacts.verify_tree(base_dir, base.sha256)
-    records = corpus_records(corpus_version)
+    records = corpus_records(corpus_version, group_field=recipe.group_field)
     started = time.perf_counter()
     manifest = train_sharded(base_dir, records, recipe, shard_store(), base_sha256=base.sha256,
                              corpus_sha256=corpus_version.sha256, progress=progress, device=training_device())
@@ -140,11 +142,11 @@ def sharded_train(
 
 @shared_task(name="unlearning.train_sharded", queue="gpu", acks_late=True)
 def train_sharded_task(*, model: str, corpus_version_id: int, shards: int = 8, slices: int = 4, epochs: int = 8,
-                       seed: int = 0, **kwargs: object) -> dict[str, Any]:
+                       seed: int = 0, group_field: str = "", **kwargs: object) -> dict[str, Any]:
     """The same as `manage.py train_sharded`, on a GPU worker. Ids and numbers in, ids out."""
     from unlearning_worker.sharded.recipe import ShardRecipe
 
-    recipe = ShardRecipe.fresh(shards=shards, slices=slices, epochs_per_slice=epochs, seed=seed)
+    recipe = ShardRecipe.fresh(shards=shards, slices=slices, epochs_per_slice=epochs, seed=seed, group_field=group_field)
     version = sharded_train(model=AIModel.objects.get(name=model),
                             corpus_version=CorpusVersion.objects.get(pk=corpus_version_id), recipe=recipe,
                             actor="worker")
@@ -207,7 +209,7 @@ def exact_erase(
         text = row.text()
         if text:
             removed.append((row.record_id, record_commitment(row.record_id, text)))
-    records = corpus_records(after)
+    records = corpus_records(after, group_field=old.recipe.group_field)
     new, plan, seconds = retrain_without(parent_dir, old, records, shard_store(), base_sha256=parent.sha256,
                                          corpus_sha256=after.sha256, progress=progress, device=manifest_device(old))
     write_model(parent_dir, new, shard_store(), out_dir)
@@ -279,7 +281,7 @@ def shard_replay(*, version: ModelVersion, shard: int) -> ReplayResult:
         raise ShardedTrainingError("the training corpus version does not match the manifest")
     base_dir = artifacts.within_root(Path(parent.path))
     artifacts.verify_tree(base_dir, parent.sha256)
-    slices = layout(manifest.recipe, corpus_records(corpus_version))[shard]
+    slices = layout(manifest.recipe, corpus_records(corpus_version, group_field=manifest.recipe.group_field))[shard]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="shard-replay-") as scratch:
         actual = train_shard(base_dir, manifest.recipe, shard, slices, AdapterStore(Path(scratch)),

@@ -44,7 +44,8 @@ keys below.
       "recipe": {"shards": int >= 1, "slices": int >= 1, "seed": int, "assignment_key": hex,
                  "lora_rank": int >= 1, "lora_alpha": int >= 1, "lora_target_modules": [str, ...],
                  "lr": FLOAT, "epochs_per_slice": int >= 1, "batch_size": int >= 1,
-                 "max_length": int >= 1, "combine": str, "threads": int >= 1, "extra": {...}},
+                 "max_length": int >= 1, "group_field": str, "combine": str, "threads": int >= 1,
+                 "extra": {...}},
       "base_sha256": HEX64,                  # tree hash of the model the adapters sit on
       "environment": {"python": str, "torch": str, "transformers": str, "peft": str, "machine": str},
       "corpus_before_sha256": HEX64, "corpus_after_sha256": HEX64,
@@ -141,7 +142,7 @@ EXACT_KEYS = (
 # field, so a recipe with a field this schema does not know cannot be certified without a new schema.
 RECIPE_KEYS = (
     "shards", "slices", "seed", "assignment_key", "lora_rank", "lora_alpha", "lora_target_modules", "lr",
-    "epochs_per_slice", "batch_size", "max_length", "combine", "threads", "extra",
+    "epochs_per_slice", "batch_size", "max_length", "group_field", "combine", "threads", "extra",
 )  # fmt: skip
 RECIPE_POSITIVE = (
     "shards",
@@ -436,6 +437,8 @@ def _recipe(value: Any, path: str) -> dict[str, Any]:
         _text(module, f"{path}.lora_target_modules[{i}]")
     if not 0.0 < _float_text(recipe["lr"], f"{path}.lr") < 1.0:
         raise _fail(f"{path}.lr", "must be in (0, 1)")
+    if not isinstance(recipe["group_field"], str):  # "" (placed by record id) is allowed
+        raise _fail(f"{path}.group_field", "must be a string")
     _text(recipe["combine"], f"{path}.combine")
     if not isinstance(recipe["extra"], dict):  # its values obey the canonical JSON rules (no floats)
         raise _fail(f"{path}.extra", "must be an object")

@@ -1,6 +1,10 @@
 """The recipe of a sharded fine-tune (SISA with one LoRA adapter per shard) and record placement.
 
-A record's place is a keyed hash of its id: shard = h mod K, slice = (h div K) mod S. The key is part
+A record's place is a keyed hash of its placement key: shard = h mod K, slice = (h div K) mod S. The
+placement key is the record's group (the value of the recipe's `group_field`, e.g. the person or
+conversation a record belongs to) or, without one, its id. Grouping puts all of one data subject's
+records in one shard and one slice, so erasing them retrains one shard from one slice instead of
+touching most shards. The key is part
 of the recipe (random per training run, recorded), so placement is reproducible by anyone holding the
 recipe and cannot be steered by whoever chooses record ids without it. Everything that determines the
 adapters' bits is in the recipe, and its SHA-256 is what a certificate names.
@@ -44,6 +48,7 @@ class ShardRecipe:
     epochs_per_slice: int = 8  # passes over the data seen so far (slices 0..s) when training slice s
     batch_size: int = 16
     max_length: int = 256
+    group_field: str = ""  # corpus field that places records together ("" : each record by its id)
     # How shard adapters make one model. "sum": every adapter's low-rank update added to the base
     # weights (one ordinary model directory; see docs/DESIGN-NOTES.md for the measured alternative).
     combine: Literal["sum"] = "sum"
@@ -64,6 +69,8 @@ class ShardRecipe:
             raise ValueError("lora_rank, lora_alpha, epochs_per_slice, batch_size, max_length and threads must be >= 1")
         if not 0.0 < self.lr < 1.0:
             raise ValueError("lr must be in (0, 1)")
+        if not isinstance(self.group_field, str) or "\x00" in self.group_field or len(self.group_field) > 64:
+            raise ValueError("group_field must be a field name (at most 64 characters)")
         if self.combine not in COMBINES:
             raise ValueError(f"combine must be one of {', '.join(COMBINES)}")
         if not _plain_json(self.extra):
@@ -101,7 +108,7 @@ class ShardRecipe:
         return replace(self, **changes)
 
     def place(self, record_id: str) -> tuple[int, int]:
-        """(shard, slice) of a record id."""
+        """(shard, slice) of a placement key (a record's group, or its id)."""
         if not self.assignment_key:
             raise ValueError("the recipe has no assignment key")
         digest = hmac.new(bytes.fromhex(self.assignment_key), record_id.encode("utf-8"), hashlib.sha256).digest()

@@ -53,6 +53,11 @@ class ShardingError(ValueError):
 class Record:
     record_id: str
     text: str
+    group: str = ""  # the value of the recipe's group_field ("" : placed by record id)
+
+    @property
+    def placement_key(self) -> str:
+        return self.group or self.record_id
 
     @property
     def commitment(self) -> bytes:
@@ -119,7 +124,7 @@ def layout(recipe: ShardRecipe, records: Sequence[Record]) -> list[list[list[Rec
         if record.record_id in seen:
             raise ShardingError("two records share an id: placement needs unique record ids")
         seen.add(record.record_id)
-        shard, slice_ = recipe.place(record.record_id)
+        shard, slice_ = recipe.place(record.placement_key)
         grid[shard][slice_].append(record)
     for shard in grid:
         for slice_ in shard:

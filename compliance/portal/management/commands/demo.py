@@ -89,7 +89,8 @@ class Command(BaseCommand):
                 from unlearning_worker.sharded.recipe import ShardRecipe
 
                 registration = register_demo(progress=_progress_printer(self), model_name="demo-sharded-model",
-                                             corpus_name="demo-sharded-corpus", sharded=ShardRecipe.fresh())
+                                             corpus_name="demo-sharded-corpus",
+                                             sharded=ShardRecipe.fresh(group_field="person_id"))
             else:
                 registration = register_demo(progress=_progress_printer(self))
             version = registration.model_version

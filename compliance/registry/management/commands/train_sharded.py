@@ -27,6 +27,9 @@ class Command(BaseCommand):
         parser.add_argument("--lr", type=float, default=3e-3)
         parser.add_argument("--rank", type=int, default=16, help="LoRA rank (alpha = 2 x rank)")
         parser.add_argument("--seed", type=int, default=0)
+        parser.add_argument("--group-field", default="",
+                            help="corpus field that places records together, e.g. the person or conversation id: "
+                                 "one subject's records then sit in one shard and slice (default: by record id)")
         parser.add_argument("--async", dest="run_async", action="store_true",
                             help="queue it for a GPU worker (task unlearning.train_sharded) instead of running here")
 
@@ -45,12 +48,12 @@ class Command(BaseCommand):
         try:
             recipe = ShardRecipe.fresh(shards=options["shards"], slices=options["slices"], epochs_per_slice=options["epochs"],
                                        lr=options["lr"], lora_rank=options["rank"], lora_alpha=2 * options["rank"],
-                                       seed=options["seed"])
+                                       seed=options["seed"], group_field=options["group_field"])
         except ValueError as exc:
             raise CommandError(f"invalid recipe: {exc}") from exc
         if options["run_async"]:
             enqueue("unlearning.train_sharded", model=model.name, corpus_version_id=version.id, shards=recipe.shards,
-                    slices=recipe.slices, epochs=recipe.epochs_per_slice, seed=recipe.seed)
+                    slices=recipe.slices, epochs=recipe.epochs_per_slice, seed=recipe.seed, group_field=recipe.group_field)
             self.stdout.write("queued for a GPU worker (task unlearning.train_sharded)")
             return
         try:
