@@ -272,6 +272,8 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=10, help="subjects in the larger erasure")
     parser.add_argument("--seed", type=int, default=0, help="which people are erased, and the placement key")
     parser.add_argument("--no-route", action="store_true", help="skip the routed-shards comparison")
+    parser.add_argument("--group", action="store_true",
+                        help="place records by person (recipe group_field): one subject's records in one shard and slice")
     parser.add_argument("--check-exact", action="store_true",
                         help="also train from scratch without the subject and compare adapters and model hashes")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "sharded-bench-cache")
@@ -298,7 +300,7 @@ def run(args: argparse.Namespace, size: Size, work: Path) -> None:
           f"other people (seed {BASE_SEED}), {size.base_steps} steps; ready in {time.perf_counter() - t0:.0f} s")
     corpus = build_demo_corpus(size.people, 0, size.holdout)
     base_corpus = config.corpus()
-    records = [Record(r.record_id, r.text) for r in corpus.records]
+    records = [Record(r.record_id, r.text, group=r.person_id if args.group else "") for r in corpus.records]
     erased_ids = pick_people(corpus, args.subjects, args.seed)
     subject = corpus.person(erased_ids[0])
     retained = [p for p in corpus.people if p.person_id not in set(erased_ids)]
@@ -310,7 +312,7 @@ def run(args: argparse.Namespace, size: Size, work: Path) -> None:
     key = hashlib.sha256(f"bench-sharded:{args.seed}".encode()).hexdigest()
     recipe = ShardRecipe(shards=args.shards, slices=args.slices, epochs_per_slice=size.epochs, lr=size.lr,
                          lora_rank=size.rank, lora_alpha=2 * size.rank, batch_size=size.batch_size, seed=1,
-                         assignment_key=key)
+                         assignment_key=key, group_field="person_id" if args.group else "", combine="sum")
     single_epochs = args.single_epochs or args.slices * size.epochs
     single = recipe.replace(shards=1, slices=1, epochs_per_slice=single_epochs)
     print(f"corpus: {len(corpus.people)} people x 7 records + {sum(r.kind == 'general' for r in corpus.records)} general "
@@ -344,6 +346,8 @@ def run(args: argparse.Namespace, size: Size, work: Path) -> None:
 
     dirs = {name: write_model(base_dir, m, store, work / name)
             for name, m in (("sharded", full), ("single", single_manifest), ("erased", after_1))}
+    mean = Manifest(recipe=full.recipe.replace(combine="mean"), base_sha256=full.base_sha256, shards=full.shards)
+    dirs["mean"] = write_model(base_dir, mean, store, work / "mean")
     exact_line = ""
     if args.check_exact:
         scratch_store = AdapterStore(work / "scratch-store")
@@ -369,8 +373,10 @@ def quality(args: argparse.Namespace, size: Size, base_dir: Path, dirs: dict[str
     rows: list[tuple[str, Under, float | None]] = [
         ("base (formats only)", Under("base", [load_model(base_dir)]), None),
         (f"single adapter (1 x 1, {single_epochs} ep)", Under("single", [load_model(dirs["single"])]), single_s),
-        (f"sharded K={full.recipe.shards} S={full.recipe.slices}, sum (library)",
+        (f"sharded K={full.recipe.shards} S={full.recipe.slices}, sum",
          Under("sum", [load_model(dirs["sharded"])]), full_s),
+        (f"sharded K={full.recipe.shards} S={full.recipe.slices}, mean (default)",
+         Under("mean", [load_model(dirs["mean"])]), full_s),
     ]
     if not args.no_route:
         rows.append((f"sharded K={full.recipe.shards} S={full.recipe.slices}, routed (bench)",
@@ -388,7 +394,7 @@ def quality(args: argparse.Namespace, size: Size, base_dir: Path, dirs: dict[str
         print(f"{label:40} {_pct(_mean(got)):>12} {_pct(got['phone']):>7} {_pct(got['email']):>7} {_pct(got['ssn']):>7}"
               f" {perplexity(under, retained_texts):12.3f} {perplexity(under, general):11.3f}"
               f" {'-' if seconds is None else f'{seconds:.0f}':>8}", flush=True)
-    for name in ("sum", "route"):
+    for name in ("sum", "mean", "route"):
         if name in facts:
             gap = facts[name] - facts["single"]
             verdict = "n/a, the single adapter memorised nothing" if facts["single"] == 0 else (

@@ -75,7 +75,7 @@ def test_recipe_round_trips_and_its_hash_names_every_field() -> None:
         {"assignment_key": "ab" * 8},  # 8 bytes: too short
         {"lr": 0.0},
         {"lora_rank": 0},
-        {"combine": "mean"},
+        {"combine": "max"},
     ],
 )
 def test_bad_recipes_are_refused(values: dict[str, object]) -> None:

@@ -275,10 +275,13 @@ def train_shard(
 
 
 def merge_into(model: Any, recipe: ShardRecipe, adapters: Sequence[dict[str, torch.Tensor]]) -> Any:
-    """Add every adapter's low-rank update to the base weights ("sum"), in shard order, in float32."""
+    """Add the adapters' low-rank updates to the base weights, in shard order, in float32: all of them
+    ("sum") or their average ("mean")."""
     from transformers.pytorch_utils import Conv1D
 
     scale = recipe.lora_alpha / recipe.lora_rank
+    if recipe.combine == "mean":
+        scale /= max(1, len(adapters))
     modules = dict(model.named_modules())
     deltas: dict[str, torch.Tensor] = {}
     for state in adapters:
