@@ -81,6 +81,37 @@ def canonical_json_document(obj: dict[str, Any]) -> bytes:
     return _dump(obj)
 
 
+MAX_DEPTH = 64  # no document the service reads nests deeper than about 8
+
+
+class JSONLimitError(ValueError):
+    """JSON beyond the service's limits (nesting, integer length): refused with this error, never with
+    a RecursionError or an unhandled ValueError from deep inside the parser."""
+
+
+def loads_limited(text: str | bytes, *, max_depth: int = MAX_DEPTH, **options: Any) -> Any:
+    """json.loads for untrusted input: JSONDecodeError for malformed text (as json.loads), JSONLimitError
+    for nesting deeper than `max_depth` or an integer over Python's 4,300-digit conversion limit."""
+    try:
+        value = json.loads(text, **options)
+    except RecursionError:
+        raise JSONLimitError(f"JSON nested deeper than {max_depth} levels") from None
+    except json.JSONDecodeError:
+        raise
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):
+            raise JSONLimitError("JSON holds an integer with too many digits") from None
+        raise
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:  # iterative: the depth check itself must not recurse
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > max_depth:
+                raise JSONLimitError(f"JSON nested deeper than {max_depth} levels")
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return value
+
+
 def _reject_float(text: str) -> Any:
     raise ValueError("floats are not allowed in canonical JSON")
 
@@ -101,7 +132,7 @@ def _parse(data: bytes, allow_literals: bool) -> dict[str, Any]:
         # No object_pairs_hook: a duplicate key survives parsing only once, so the re-serialised
         # bytes below differ from the input and duplicates are refused anyway, while the C parser
         # keeps its fast path (audit_verify parses every leaf of the log).
-        value = json.loads(text, parse_float=_reject_float, parse_constant=_reject_constant)
+        value = loads_limited(text, parse_float=_reject_float, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON: {exc.msg} at character {exc.pos}") from None
     if not isinstance(value, dict):

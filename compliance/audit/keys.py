@@ -38,7 +38,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from compliance.audit.canonical import parse_rfc3339_utc, rfc3339_utc
+from compliance.audit.canonical import loads_limited, parse_rfc3339_utc, rfc3339_utc
 
 ALG_ED25519 = 0x01
 SIGNATURE_SIZE = 64
@@ -308,9 +308,9 @@ class KeyRing:
         """Accepts {"keys": [...]} or the bare list (the certificate's `audit.public_keys`)."""
         if isinstance(data, bytes | str):
             try:
-                data = json.loads(data)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise KeyFormatError("key ring is not JSON") from None
+                data = loads_limited(data)
+            except (ValueError, UnicodeDecodeError):  # malformed, or beyond the limits (JSONLimitError)
+                raise KeyFormatError("key ring is not JSON within the verifier's limits") from None
         items = data.get("keys") if isinstance(data, dict) else data
         if not isinstance(items, list):
             raise KeyFormatError('key ring must be {"keys": [...]} or a list')

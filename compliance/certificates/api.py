@@ -18,7 +18,6 @@ from django.http import HttpResponse
 from django.urls import path
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, serializers
-from rest_framework.parsers import JSONParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -94,7 +93,6 @@ class CertificateVerify(APIView):
 
     authentication_classes: list[Any] = []
     permission_classes = [permissions.AllowAny]
-    parser_classes = [JSONParser]
 
     @extend_schema(request=dict, responses={200: VerifyResponseSerializer})
     def post(self, request: Request) -> Response:

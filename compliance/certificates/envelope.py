@@ -100,7 +100,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from compliance.audit.canonical import canonical_json_document, parse_rfc3339_utc, rfc3339_utc
+from compliance.audit.canonical import (
+    JSONLimitError,
+    canonical_json_document,
+    loads_limited,
+    parse_rfc3339_utc,
+    rfc3339_utc,
+)
 from compliance.audit.keys import (
     KeyFormatError,
     KeyRing,
@@ -212,7 +218,9 @@ def parse_envelope(data: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
     """Load and shape-check an envelope (no signature check)."""
     if isinstance(data, bytes | bytearray | str):
         try:
-            envelope = json.loads(data)
+            envelope = loads_limited(data)
+        except JSONLimitError as exc:
+            raise EnvelopeError(f"envelope is beyond the verifier's limits: {exc}") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise EnvelopeError(f"envelope is not JSON: {exc}") from None
     else:

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import io
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,7 +52,12 @@ from pathlib import Path
 from typing import Any
 
 from compliance.audit import merkle
-from compliance.audit.canonical import parse_canonical, parse_canonical_document, parse_rfc3339_utc
+from compliance.audit.canonical import (
+    loads_limited,
+    parse_canonical,
+    parse_canonical_document,
+    parse_rfc3339_utc,
+)
 from compliance.audit.checkpoint import CheckpointError, verify_checkpoint
 from compliance.audit.datacommit import CommitmentError, verify_absence
 from compliance.audit.keys import KeyFormatError, KeyRing, KeyRingEntry, b64decode_strict, load_keyring
@@ -456,10 +460,10 @@ def _manifest_problem(model_dir: Path, exact: Mapping[str, Any]) -> str:
     """Why the model directory's sharding manifest does not match the proof ("" when it does)."""
     path = model_dir / MANIFEST_NAME
     try:
-        manifest = json.loads(path.read_bytes())
+        manifest = loads_limited(path.read_bytes())
     except OSError:
         return f"no readable {MANIFEST_NAME}: not the directory of a sharded model version"
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # malformed, or beyond the limits (JSONLimitError)
         return f"{MANIFEST_NAME} is not JSON ({exc})"
     listed = manifest.get("shards") if isinstance(manifest, dict) else None
     if not isinstance(listed, list) or not all(isinstance(entry, dict) for entry in listed):

@@ -15,6 +15,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
 from compliance.audit import signing
+from compliance.audit.canonical import JSONLimitError, loads_limited
 from compliance.certificates import services
 from compliance.certificates.models import Certificate
 from compliance.certificates.offline import (
@@ -154,7 +155,9 @@ def read_certificate_upload(data: bytes) -> bytes | dict[str, Any]:
         except CertificateFormatError as exc:
             raise UploadRejected(f"This PDF is not a certificate of erasure: {exc}.") from None
     try:
-        document = json.loads(data)
+        document = loads_limited(data)
+    except JSONLimitError as exc:
+        raise UploadRejected(f"This file is not a certificate: {exc}.") from None
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise UploadRejected(
             "This file is neither a certificate PDF nor certificate JSON. Upload the .pdf or .json file you received."
