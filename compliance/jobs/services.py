@@ -42,6 +42,7 @@ from compliance.erasure.models import ErasureRequest, Status
 from compliance.erasure.permissions import can_decide
 from compliance.erasure.transitions import TransitionNotAllowed, transition
 from compliance.jobs import specs
+from compliance.jobs import transitions as job_transitions
 from compliance.jobs.models import ACTIVE_JOB_STATUSES, JobStatus, UnlearningJob, VerificationReport
 from compliance.registry import selectors as registry_selectors
 from compliance.registry import services as registry_services
@@ -263,6 +264,7 @@ def job_claim(*, job_id: uuid.UUID | str, worker: str, phase: str, task_id: str 
         "attempts": F("attempts") + 1,
         "celery_task_id": task_id[:64],
     }
+    assert job_transitions.allowed(JobStatus.QUEUED, JobStatus.RUNNING)  # the claim's conditional UPDATE below
     with transaction.atomic():
         if phase == "unlearning":
             changed = UnlearningJob.objects.filter(
@@ -390,16 +392,11 @@ def job_unlearning_finished(
         if training:
             candidate.training = training
             candidate.save(update_fields=["training"])
-        job.result_version = candidate
-        job.exact_proof = exact_proof or {}
-        job.status = JobStatus.VERIFYING
-        job.phase = "verification queued"
-        job.stop_reason = stop_reason[:64]
-        job.step = steps
-        job.claim_token = ""
-        job.attempts = 0  # verification has its own attempt budget
-        job.save(update_fields=["result_version", "exact_proof", "status", "phase", "stop_reason", "step", "claim_token",
-                                "attempts"])
+        job_transitions.move(
+            job, JobStatus.VERIFYING, result_version=candidate, exact_proof=exact_proof or {},
+            phase="verification queued", stop_reason=stop_reason[:64], step=steps, claim_token="",
+            attempts=0,  # verification has its own attempt budget
+        )
         _job_audit(
             job, "unlearned", actor=_worker_actor(job.worker), version=candidate.number, steps=steps, stop=_code(stop_reason)
         )
@@ -463,9 +460,7 @@ def job_verification_record(
         actor = _worker_actor(job.worker)
         if passed:
             registry_services.model_version_activate(version=job.result_version, actor=actor, quarantine_previous=True)
-            job.status = JobStatus.SUCCEEDED
-            job.phase = "done"
-            job.save(update_fields=["verdict", "finished_at", "claim_token", "status", "phase"])
+            job_transitions.move(job, JobStatus.SUCCEEDED, verdict=job.verdict, finished_at=now, claim_token="", phase="done")
             _job_audit(job, "verified", actor=actor, outcome="pass", version=job.result_version.number)
             artefacts = {"weights_sha256": job.result_version.sha256, "report_sha256": report_sha256}
             for request in job.requests.all():
@@ -473,7 +468,9 @@ def job_verification_record(
                     transition(request, Status.VERIFYING, actor=actor, artefacts=artefacts, details={"job": str(job.id)})
         else:
             registry_services.model_version_reject(version=job.result_version, actor=actor)
-            job.status = JobStatus.FAILED
+            if not job_transitions.allowed(job.status, JobStatus.FAILED):
+                raise job_transitions.JobTransitionNotAllowed(job.pk, job.status, JobStatus.FAILED)
+            job.status = JobStatus.FAILED  # saved below, with or without escalation
             job.phase = "verification failed"
             job.error = ("verification failed: " + "; ".join(decided_by))[:2000]
             rounds = int(getattr(settings, "JOB_STRENGTHEN_ROUNDS", 1))
@@ -530,13 +527,8 @@ def _release_requests(job: UnlearningJob, *, actor: str) -> None:
 
 
 def _job_fail_locked(job: UnlearningJob, *, error: str, escalate: bool) -> None:
-    job.status = JobStatus.FAILED
-    job.error = error[:2000]
-    job.escalated = escalate
-    job.finished_at = timezone.now()
-    job.claim_token = ""
-    job.phase = "failed"
-    job.save(update_fields=["status", "error", "escalated", "finished_at", "claim_token", "phase"])
+    job_transitions.move(job, JobStatus.FAILED, error=error[:2000], escalated=escalate, finished_at=timezone.now(),
+                         claim_token="", phase="failed")
     if job.result_version_id and job.result_version.status == ModelVersion.Status.CANDIDATE:
         registry_services.model_version_reject(version=job.result_version)
     _job_audit(job, "failed", outcome="error", attempt=job.attempts)
@@ -580,11 +572,8 @@ def job_cancel(*, job: UnlearningJob, officer: AbstractBaseUser) -> UnlearningJo
 
 
 def _finish_cancel(job: UnlearningJob) -> None:
-    job.status = JobStatus.CANCELLED
-    job.finished_at = timezone.now()
-    job.claim_token = ""
-    job.phase = "cancelled"
-    job.save(update_fields=["cancel_requested", "status", "finished_at", "claim_token", "phase"])
+    job_transitions.move(job, JobStatus.CANCELLED, cancel_requested=job.cancel_requested, finished_at=timezone.now(),
+                         claim_token="", phase="cancelled")
     if job.result_version_id and job.result_version.status == ModelVersion.Status.CANDIDATE:
         registry_services.model_version_reject(version=job.result_version)
     _job_audit(job, "cancelled")
@@ -665,15 +654,16 @@ def jobs_reconcile(*, now: datetime | None = None, timeout_s: float | None = Non
                 _job_fail_locked(job, error=f"worker lost {job.attempts} times (no heartbeat)", escalate=True)
                 continue
             task = "unlearning.run_job"
+            # The resend itself counts as a beat: not requeued again next round.
             if job.status == JobStatus.RUNNING:
-                job.status = JobStatus.QUEUED
-                job.phase = "requeued"
-            elif job.status == JobStatus.VERIFYING:
-                task = "verification.run_job"
-                job.phase = "verification requeued"
-            job.claim_token = ""
-            job.heartbeat_at = now  # the resend itself counts as a beat: not requeued again next round
-            job.save(update_fields=["status", "phase", "claim_token", "heartbeat_at"])
+                job_transitions.move(job, JobStatus.QUEUED, phase="requeued", claim_token="", heartbeat_at=now)
+            else:  # queued and never claimed, or verifying: the status stays, the message is sent again
+                if job.status == JobStatus.VERIFYING:
+                    task = "verification.run_job"
+                    job.phase = "verification requeued"
+                job.claim_token = ""
+                job.heartbeat_at = now
+                job.save(update_fields=["phase", "claim_token", "heartbeat_at"])
             _job_audit(job, "requeued", attempt=job.attempts)
             enqueue(task, job_id=str(job.id))
             requeued.append(job.id)
