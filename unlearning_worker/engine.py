@@ -50,6 +50,7 @@ from unlearning_worker.methods import (
     losses,
     rmu_layer_index,
 )
+from unlearning_worker.routed import is_routed
 from unlearning_worker.spec import UnlearningSpec
 
 __all__ = [
@@ -473,6 +474,8 @@ def run_unlearning(
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not (model_dir / "config.json").is_file():
         raise ValueError("model_dir is not a Hugging Face model directory (no config.json)")
+    if is_routed(model_dir):  # its weights are the base only: unlearning them would miss every shard
+        raise ValueError("a routed sharded model is erased by retraining its shards, not by approximate unlearning")
     if out_dir.exists():
         raise ValueError("out_dir must not exist: the engine never overwrites a model")
     if out_dir.resolve() == model_dir.resolve() or model_dir.resolve() in out_dir.resolve().parents:

@@ -95,6 +95,7 @@ def _training_info(manifest: Any, corpus_version: CorpusVersion) -> dict[str, An
     return {
         "kind": registry_selectors.SHARDED_KIND, "corpus": corpus_version.corpus_id, "corpus_version": corpus_version.id,
         "recipe_sha256": manifest.recipe.sha256(), "shards": manifest.recipe.shards, "slices": manifest.recipe.slices,
+        "combine": manifest.recipe.combine,
     }
 
 

@@ -641,6 +641,11 @@ def _exact_with(
     corpus_versions = _db_retry(lambda: _erase_corpora(job, rows), what=f"job {job.id}: corpus erasure")
     training = registry_selectors.sharded_training(version=job.base_version) or {}
     _, others, _ = _subjects_and_items(job, except_corpus=int(training.get("corpus", 0) or 0))
+    if others and training.get("combine") == "route":
+        raise job_services.JobError(
+            "records also sit in training data outside the sharded fine-tune, and a routed sharded model cannot be "
+            "unlearnt approximately: retrain the model without them, or erase them from a merged version"
+        )
     exact_dir = out_dir.parent / f"job-{job.id}-exact" if others else out_dir
     if out_dir.exists() and proof_file.exists():
         logger.info("job %s: reusing the finished output of an earlier attempt", job.id)

@@ -79,8 +79,10 @@ def erasure_path(*, version: ModelVersion, items: Iterable[ForgetItem]) -> Erasu
     if not exact:
         return ErasurePath("approximate", f"no located record is in {corpus.name}, the sharded fine-tuning corpus", 0, other)
     if other:
+        caveat = ("; not possible on a routed sharded model: the job will fail and ask for a decision"
+                  if training.get("combine") == "route" else "")
         return ErasurePath("both", f"{len(exact)} record(s) sit in the sharded fine-tune of {corpus.name} (exact); "
-                                   f"{other} in other training data (approximate unlearning)", len(exact), other)
+                                   f"{other} in other training data (approximate unlearning){caveat}", len(exact), other)
     return ErasurePath("exact", f"every located record sits in the sharded fine-tune of {corpus.name}: only the "
                                 f"shard adapters holding them are retrained", len(exact), 0)
 

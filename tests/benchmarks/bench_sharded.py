@@ -14,11 +14,12 @@ Tables:
            question is exactly right; the logic of demo.trainer.memorisation_rate) and perplexity on the
            retained people's records and on held-out general text, for: the base model; a single adapter
            (the same code with shards=1, slices=1, trained for slices x epochs passes: as many as the
-           sharded model's first slice gets); the sharded model as the library builds it (combine "sum":
-           every shard's LoRA update added to the base weights); and, for comparison, the same shard
-           adapters combined at inference by routing (each question answered by the shard most confident
-           in its greedy answer; perplexity of the uniform token-level mixture; candidate scores the max
-           over shards). Routing is computed here in the bench, the library has no such combine.
+           sharded model's first slice gets); the sharded model as the library builds it with each combine:
+           "sum" and "mean" (the shards' LoRA updates added to the base weights, or their average) and
+           "route" (the default: unlearning_worker.routed, each sequence served by the shard under which
+           its input is most likely); and, for comparison, routing computed here in the bench (each
+           question answered by the shard most confident in its greedy answer; perplexity of the uniform
+           token-level mixture; candidate scores the max over shards).
            Target: sharded retain facts within 2 points of the single adapter.
   cost     training seconds and record passes (records x epochs, the compute) of: the sharded model
            from scratch (= a full retrain), exact erasure of 1 and of 10 subjects (retrain_without), a
@@ -346,8 +347,10 @@ def run(args: argparse.Namespace, size: Size, work: Path) -> None:
 
     dirs = {name: write_model(base_dir, m, store, work / name)
             for name, m in (("sharded", full), ("single", single_manifest), ("erased", after_1))}
-    mean = Manifest(recipe=full.recipe.replace(combine="mean"), base_sha256=full.base_sha256, shards=full.shards)
-    dirs["mean"] = write_model(base_dir, mean, store, work / "mean")
+    for combine, name, manifest in (("mean", "mean", full), ("route", "route", full), ("route", "route-erased", after_1)):
+        variant = Manifest(recipe=manifest.recipe.replace(combine=combine), base_sha256=manifest.base_sha256,
+                           shards=manifest.shards)
+        dirs[name] = write_model(base_dir, variant, store, work / name)
     exact_line = ""
     if args.check_exact:
         scratch_store = AdapterStore(work / "scratch-store")
@@ -375,8 +378,10 @@ def quality(args: argparse.Namespace, size: Size, base_dir: Path, dirs: dict[str
         (f"single adapter (1 x 1, {single_epochs} ep)", Under("single", [load_model(dirs["single"])]), single_s),
         (f"sharded K={full.recipe.shards} S={full.recipe.slices}, sum",
          Under("sum", [load_model(dirs["sharded"])]), full_s),
-        (f"sharded K={full.recipe.shards} S={full.recipe.slices}, mean (default)",
+        (f"sharded K={full.recipe.shards} S={full.recipe.slices}, mean",
          Under("mean", [load_model(dirs["mean"])]), full_s),
+        (f"sharded K={full.recipe.shards} S={full.recipe.slices}, route (default)",
+         Under("route-lib", [load_model(dirs["route"])]), full_s),
     ]
     if not args.no_route:
         rows.append((f"sharded K={full.recipe.shards} S={full.recipe.slices}, routed (bench)",
@@ -394,7 +399,7 @@ def quality(args: argparse.Namespace, size: Size, base_dir: Path, dirs: dict[str
         print(f"{label:40} {_pct(_mean(got)):>12} {_pct(got['phone']):>7} {_pct(got['email']):>7} {_pct(got['ssn']):>7}"
               f" {perplexity(under, retained_texts):12.3f} {perplexity(under, general):11.3f}"
               f" {'-' if seconds is None else f'{seconds:.0f}':>8}", flush=True)
-    for name in ("sum", "mean", "route"):
+    for name in ("sum", "mean", "route-lib", "route"):
         if name in facts:
             gap = facts[name] - facts["single"]
             verdict = "n/a, the single adapter memorised nothing" if facts["single"] == 0 else (
@@ -451,7 +456,8 @@ def erased(args: argparse.Namespace, size: Size, base_dir: Path, dirs: dict[str,
            population: dict[str, list[str]]) -> None:
     controls = list(corpus.holdout_people)
     pairs: list[tuple[str, Under, Under]] = [
-        ("sum (library)", Under("sum", [load_model(dirs["sharded"])]), Under("sum", [load_model(dirs["erased"])])),
+        ("route (library)", Under("route-lib", [load_model(dirs["route"])]),
+         Under("route-lib", [load_model(dirs["route-erased"])])),
     ]
     if not args.no_route:
         pairs.append(("routed (bench)", Under("route", shard_lms(base_dir, full, store)),

@@ -4,6 +4,7 @@ scratch without that person gives."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -246,8 +247,18 @@ def test_erasure_equals_training_from_scratch_without_the_person(erasure: Erasur
     assert [s["checkpoints"] for s in erasure.after.shards] == [s["checkpoints"] for s in erasure.scratch.shards]
     assert erasure.after.to_dict() == erasure.scratch.to_dict()
     assert tree_sha256(erasure.after_dir) == tree_sha256(erasure.scratch_dir)
-    # the shards did change the model: the merged weights are not the base weights
-    assert tree_sha256(erasure.after_dir / "model.safetensors") != tree_sha256(erasure.base_dir / "model.safetensors")
+    # the shards are the model: routed (the default), each adapter sits beside the base weights
+    adapters = sorted((erasure.after_dir / "adapters").iterdir(), key=lambda p: int(p.stem))
+    assert [hashlib.sha256(p.read_bytes()).hexdigest() for p in adapters] == erasure.after.adapters()
+
+
+def test_merged_combines_change_the_base_weights(erasure: Erasure, tmp_path: Path) -> None:
+    for combine in ("mean", "sum"):
+        merged = Manifest(recipe=erasure.after.recipe.replace(combine=combine), base_sha256=erasure.base_sha,
+                          shards=erasure.after.shards)
+        out = write_model(erasure.base_dir, merged, erasure.store, tmp_path / combine)
+        assert not (out / "adapters").exists()
+        assert tree_sha256(out / "model.safetensors") != tree_sha256(erasure.base_dir / "model.safetensors")
 
 
 def test_erasure_reuses_the_shards_the_person_was_never_in(erasure: Erasure) -> None:

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 FORMAT = "sharded-lora/v1"
-COMBINES = ("mean", "sum")
+COMBINES = ("mean", "sum", "route")
 
 
 def _plain_json(value: Any) -> bool:
@@ -49,12 +49,12 @@ class ShardRecipe:
     batch_size: int = 16
     max_length: int = 256
     group_field: str = ""  # corpus field that places records together ("" : each record by its id)
-    # How shard adapters make one model directory: "mean" adds the average of the adapters' low-rank
-    # updates to the base weights, "sum" adds them all. Measured (bench_sharded, docs/DESIGN-NOTES.md):
-    # "sum" wrecks the model (each update alone moves it far; eight together give perplexity in the
-    # thousands); "mean" keeps it fluent but dilutes each shard's facts K-fold. Neither keeps what the
-    # fine-tune learned; routing between shard adapters does, and is not yet a servable combine.
-    combine: Literal["mean", "sum"] = "mean"
+    # How shard adapters make one model: "route" keeps them apart and serves each sequence from the shard
+    # under which its input is most likely (unlearning_worker.sharded.routed; K forward passes); "mean"
+    # adds the average of their low-rank updates to the base weights, "sum" adds them all (one plain
+    # model directory). Measured (bench_sharded, docs/DESIGN-NOTES.md): only "route" keeps what the
+    # fine-tune learned; "sum" wrecks the model and "mean" dilutes each shard's facts K-fold.
+    combine: Literal["mean", "sum", "route"] = "route"
     threads: int = 1  # intra-op threads while training: bitwise results on CPU depend on it
     extra: dict[str, Any] = field(default_factory=dict)
 

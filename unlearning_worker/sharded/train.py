@@ -38,10 +38,10 @@ from typing import Any
 import torch
 
 from compliance.audit.datacommit import SortedSet, record_commitment
+from unlearning_worker.routed import ADAPTERS_DIR, MANIFEST_NAME, add_lora_updates
 from unlearning_worker.sharded.recipe import FORMAT, ShardRecipe
 from unlearning_worker.threads import torch_threads
 
-MANIFEST_NAME = "sharding.json"
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -277,30 +277,13 @@ def train_shard(
 def merge_into(model: Any, recipe: ShardRecipe, adapters: Sequence[dict[str, torch.Tensor]]) -> Any:
     """Add the adapters' low-rank updates to the base weights, in shard order, in float32: all of them
     ("sum") or their average ("mean")."""
-    from transformers.pytorch_utils import Conv1D
-
     scale = recipe.lora_alpha / recipe.lora_rank
     if recipe.combine == "mean":
         scale /= max(1, len(adapters))
-    modules = dict(model.named_modules())
-    deltas: dict[str, torch.Tensor] = {}
-    for state in adapters:
-        for key, a in sorted(state.items()):
-            if ".lora_A." not in key:
-                continue
-            b = state[key.replace(".lora_A.", ".lora_B.")]
-            name = key.split(".lora_A.")[0].removeprefix("base_model.model.")
-            if name not in modules:
-                raise ShardingError(f"adapter targets a module the base model does not have: {name}")
-            delta = (b.float() @ a.float()) * scale  # (out, in)
-            if isinstance(modules[name], Conv1D):  # GPT-2 stores (in, out)
-                delta = delta.T
-            deltas[name] = deltas[name] + delta if name in deltas else delta
-    with torch.no_grad():
-        for name, delta in deltas.items():
-            weight = modules[name].weight
-            weight.copy_((weight.float() + delta).to(weight.dtype))
-    return model
+    try:
+        return add_lora_updates(model, adapters, scale)
+    except ValueError as exc:
+        raise ShardingError(str(exc)) from None
 
 
 def environment(device: str = "cpu") -> dict[str, str]:
@@ -362,7 +345,8 @@ def _shard_entry(index: int, slices: Sequence[Sequence[Record]], checkpoints: li
 
 
 def write_model(base_dir: Path, manifest: Manifest, store: AdapterStore, out_dir: Path) -> Path:
-    """Write base + merged adapters and the manifest to out_dir atomically (never over an existing one)."""
+    """Write the model and the manifest to out_dir atomically (never over an existing one): the base with
+    the adapters merged in, or, for combine "route", the base with the adapters beside it."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise ShardingError(f"{out_dir.name} exists: model versions are never overwritten")
@@ -371,7 +355,14 @@ def write_model(base_dir: Path, manifest: Manifest, store: AdapterStore, out_dir
     try:
         with deterministic(manifest.recipe.threads):
             model, tokenizer = _load_base(base_dir)
-            merge_into(model, manifest.recipe, [store.get(sha) for sha in manifest.adapters()])
+            if manifest.recipe.combine == "route":  # the base as it is, each adapter beside it
+                adapters = tmp / ADAPTERS_DIR
+                adapters.mkdir()
+                for index, sha in enumerate(manifest.adapters()):
+                    store.get(sha)  # checks the hash
+                    shutil.copyfile(store.path(sha), adapters / f"{index}.safetensors")
+            else:
+                merge_into(model, manifest.recipe, [store.get(sha) for sha in manifest.adapters()])
             model.config.use_cache = True
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)

@@ -41,7 +41,9 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> LoadedMod
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if tokenizer.pad_token_id is None:  # GPT-2 style tokenizers ship without one
         tokenizer.pad_token = tokenizer.eos_token
-    model: Any = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    from unlearning_worker.routed import is_routed, load_routed
+
+    model: Any = load_routed(path) if is_routed(path) else AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     dev = torch.device(device)
     model.to(dev)
     model.eval()
