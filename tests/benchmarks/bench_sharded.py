@@ -4,6 +4,7 @@
     .venv/bin/python -m tests.benchmarks.bench_sharded --quick                  # ~2 min
     .venv/bin/python -m tests.benchmarks.bench_sharded --shards 16 --slices 4 --epochs 12
     .venv/bin/python -m tests.benchmarks.bench_sharded --check-exact            # + train from scratch without the subject
+    .venv/bin/python -m tests.benchmarks.bench_sharded --group                  # records placed by person (the README's figures)
 
 The base model is a demo model trained on *other* people (corpus seed 101): it knows the record formats
 but none of the people the adapters are fine-tuned on (the demo corpus of seed 0, people + general text).
@@ -273,6 +274,9 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=10, help="subjects in the larger erasure")
     parser.add_argument("--seed", type=int, default=0, help="which people are erased, and the placement key")
     parser.add_argument("--no-route", action="store_true", help="skip the routed-shards comparison")
+    parser.add_argument("--relearn", nargs="*", default=["full:100:3e-3", "full:300:1e-3", "lora:100:3e-3"],
+                        metavar="MODE:STEPS:LR", help="relearning attacks on the exact result (none: skip the section)")
+    parser.add_argument("--no-approx", action="store_true", help="skip timing the approximate default method")
     parser.add_argument("--group", action="store_true",
                         help="place records by person (recipe group_field): one subject's records in one shard and slice")
     parser.add_argument("--check-exact", action="store_true",
@@ -366,6 +370,11 @@ def run(args: argparse.Namespace, size: Size, work: Path) -> None:
         cost(args, recipe, records, remaining_1, remaining_n, full, plan_1, plan_n, clock, full_s, erase1_s, erasen_s,
              single, single_s, len(erased_ids))
         erased(args, size, base_dir, dirs, store, full, after_1, corpus, subject, retained, population)
+        if args.relearn:
+            attacked(args, size, dirs, corpus, subject, retained, population)
+    if not args.no_approx:
+        approximate(dirs, corpus, erased_ids, work, full_s=full_s, single_s=single_s, erase1_s=erase1_s,
+                    erasen_s=erasen_s)
     if exact_line:
         print("\n" + exact_line)
 
@@ -495,6 +504,70 @@ def erased(args: argparse.Namespace, size: Size, base_dir: Path, dirs: dict[str,
         print(f"{'':16} target: 0 exact and |subject z - control z| <= chance band: {verdict} "
               f"({leaked} exact; gap {gap:+.2f}, band {band:.2f})"
               f"{'' if known else '; vacuous: the model did not know the subject before either'}")
+
+
+
+def attacked(args: argparse.Namespace, size: Size, dirs: dict[str, Path], corpus: DemoCorpus, subject: Person,
+             retained: list[Person], population: dict[str, list[str]]) -> None:
+    """The exact result (routed, as served) attacked as an adaptive attacker would: fine-tuned on other
+    people's records and general text (no record of the subject), and quantized; the subject's values
+    ranked again next to the never-seen control."""
+    from unlearning_worker.verify.attacks.adaptive import RelearnSetting, quantize_weights, relearn
+    from unlearning_worker.verify.lm import LoadedModel
+
+    lm = load_model(dirs["route-erased"])
+    texts = [r.text for r in corpus.records_of(p.person_id for p in retained)] + [
+        r.text for r in corpus.records if r.kind == "general"]
+    controls = list(corpus.holdout_people)
+    copies: list[tuple[str, LoadedModel]] = []
+    for setting in args.relearn:
+        copies.append((f"relearned {setting}", relearn(lm, texts, RelearnSetting.parse(setting), batch_size=8, seed=0)))
+    for bits, group in ((8, 0), (4, 64)):
+        copies.append((f"int{bits}", LoadedModel(model=quantize_weights(lm.model, bits, group), tokenizer=lm.tokenizer,
+                                                 device=lm.device)))
+    print(f"\n== attacked: the exact result (route) of subject {subject.person_id}, fine-tuned on {len(texts)} other "
+          f"records (none of the subject's) or quantized; rank among {size.candidates} decoys vs the control")
+    head = (f"{'attack':28} {'subject exact':>13} {'subject z':>9} {'control z':>9} {'top-1 subj/ctrl':>16}"
+            f" {'gap':>6} {'band':>5}  verdict")
+    print(head)
+    print("-" * len(head))
+    for name, copy_lm in copies:
+        under = Under(name, [copy_lm])
+        got = exact_facts(under, [subject])
+        subj = rank_values(under, [subject], population, size.candidates)
+        ctrl = rank_values(under, controls, population, size.candidates)
+        control_z = [r.z for r in ctrl]
+        band = 1.96 * max(1.0, statistics.stdev(control_z)) * math.sqrt(1 / len(subj) + 1 / len(ctrl))
+        gap = statistics.fmean(r.z for r in subj) - statistics.fmean(control_z)
+        leaked = sum(round(v) for v in got.values())
+        top1 = (sum(r.rank <= 1 for r in subj) / len(subj), sum(r.rank <= 1 for r in ctrl) / len(ctrl))
+        verdict = "PASS" if leaked == 0 and abs(gap) <= band else "MISS"
+        print(f"{name:28} {f'{leaked}/{len(IDENTIFIERS)}':>13} {statistics.fmean(r.z for r in subj):9.2f}"
+              f" {statistics.fmean(control_z):9.2f} {_pct(top1[0]):>8}/{_pct(top1[1]):>7} {gap:+6.2f} {band:5.2f}  {verdict}",
+              flush=True)
+
+
+
+def approximate(dirs: dict[str, Path], corpus: DemoCorpus, erased_ids: list[str], work: Path, *, full_s: float,
+                single_s: float, erase1_s: float, erasen_s: float) -> None:
+    """The approximate default method (the service's default spec) on the single-adapter model, for the
+    same 1 and N subjects: what erasure costs where the model was not fine-tuned in shards."""
+    from unlearning_worker.engine import demo_items, run_unlearning
+    from unlearning_worker.spec import UnlearningSpec
+
+    print("\n== time: exact erasure vs a full retrain vs the approximate default method (one intra-op thread)")
+    head = f"{'subjects':>8} {'exact (route)':>13} {'full retrain':>12} {'single-adapter retrain':>22} {'approximate':>22}"
+    print(head)
+    print("-" * len(head))
+    for n, exact_s in ((1, erase1_s), (len(erased_ids), erasen_s)):
+        forget, retain = demo_items(corpus, erased_ids[:n])
+        spec = UnlearningSpec(num_threads=1, device="cpu")
+        t = time.perf_counter()
+        result = run_unlearning(model_dir=dirs["single"], out_dir=work / f"approx-{n}", forget=forget, retain=retain,
+                                spec=spec)
+        approx_s = time.perf_counter() - t
+        label = f"{approx_s:.0f} s ({spec.method}, {getattr(result, 'steps', '?')} steps)"
+        print(f"{n:8d} {f'{exact_s:.0f} s':>13} {f'{full_s:.0f} s':>12} {f'{single_s:.0f} s':>22} {label:>22}", flush=True)
 
 
 if __name__ == "__main__":

@@ -57,8 +57,9 @@ class Command(BaseCommand):
         parser.add_argument("--subject", type=int, default=None, help="index of the demo person to erase")
         parser.add_argument("--sharded", action="store_true",
                             help="the exact-erasure variant: the people are learnt by a sharded fine-tune "
-                                 "(8 LoRA shard adapters x 4 slices) and erased by retraining only the shards that "
-                                 "held them (models demo-sharded-model / corpus demo-sharded-corpus)")
+                                 "(4 routed LoRA shard adapters x 2 slices, records placed by person) and erased by "
+                                 "retraining only the shard that held them (model demo-sharded-model, corpus "
+                                 "demo-sharded-corpus); the attack suite runs on 4 shards, so it takes about 4x as long")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if not settings.CELERY_TASK_ALWAYS_EAGER:
@@ -90,7 +91,7 @@ class Command(BaseCommand):
 
                 registration = register_demo(progress=_progress_printer(self), model_name="demo-sharded-model",
                                              corpus_name="demo-sharded-corpus",
-                                             sharded=ShardRecipe.fresh(group_field="person_id"))
+                                             sharded=ShardRecipe.fresh(group_field="person_id", shards=4, slices=2))
             else:
                 registration = register_demo(progress=_progress_printer(self))
             version = registration.model_version
