@@ -40,6 +40,7 @@ from typing import Any
 import torch
 
 from unlearning_worker.data import Example, ForgetItem, RetainItem, collate, encode, step_indices
+from unlearning_worker.files import write_atomic
 from unlearning_worker.generation import generate_batch
 from unlearning_worker.leakage import chance_share, judge_leak
 from unlearning_worker.methods import (
@@ -385,17 +386,7 @@ def _data_fingerprint(model_dir: Path, forget: list[ForgetItem], retain: list[Re
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_atomic(path, lambda fh: torch.save(obj, fh))
 
 
 def _snapshot(model: Any) -> dict[str, torch.Tensor]:

@@ -163,6 +163,27 @@ def shards_base(version: ModelVersion) -> ModelVersion | None:
     return parent
 
 
+def _sharded(version: ModelVersion) -> tuple[dict[str, Any], Any, Path]:
+    """(training record, manifest, base directory) of a sharded version, each checked: the registration
+    names this manifest, the files hash to what the registry holds, the adapters' base is registered."""
+    from unlearning_worker.sharded.train import Manifest
+
+    training = registry_selectors.sharded_training(version=version)
+    if training is None:
+        raise ShardedTrainingError(f"{version} is not a sharded fine-tune")
+    model_dir = artifacts.within_root(Path(version.path))
+    artifacts.verify_tree(model_dir, version.sha256)
+    manifest = Manifest.read(model_dir)
+    if manifest is None or manifest.recipe.sha256() != training["recipe_sha256"]:
+        raise ShardedTrainingError(f"{version} has no sharding manifest matching its registration")
+    base = shards_base(version)
+    if base is None or base.sha256 != manifest.base_sha256:
+        raise ShardedTrainingError(f"the model {version} was fine-tuned from is not registered")
+    base_dir = artifacts.within_root(Path(base.path))
+    artifacts.verify_tree(base_dir, base.sha256)
+    return training, manifest, base_dir
+
+
 # --- exact erasure ---------------------------------------------------------------------------------
 
 
@@ -182,21 +203,9 @@ def exact_erase(
     out_dir. The proof: corpus hashes before and after, the recipe hash, for each shard its data tree
     head, adapter and checkpoints before and after (reused shards keep theirs), and for each located
     record of the sharded corpus an absence proof against the tree head of the shard it was placed in."""
-    from unlearning_worker.sharded.train import Manifest, layout, retrain_without, shard_data, write_model
+    from unlearning_worker.sharded.train import layout, retrain_without, shard_data, write_model
 
-    training = registry_selectors.sharded_training(version=base)
-    if training is None:
-        raise ShardedTrainingError(f"{base} is not a sharded fine-tune")
-    base_dir = artifacts.within_root(Path(base.path))
-    artifacts.verify_tree(base_dir, base.sha256)
-    old = Manifest.read(base_dir)
-    if old is None or old.recipe.sha256() != training["recipe_sha256"]:
-        raise ShardedTrainingError(f"{base} has no sharding manifest matching its registration")
-    parent = shards_base(base)
-    if parent is None or parent.sha256 != old.base_sha256:
-        raise ShardedTrainingError(f"the model {base} was fine-tuned from is not registered")
-    parent_dir = artifacts.within_root(Path(parent.path))
-    artifacts.verify_tree(parent_dir, parent.sha256)
+    training, old, parent_dir = _sharded(base)
     corpus_id = training["corpus"]
     before = CorpusVersion.objects.get(pk=training["corpus_version"])
     after = next((cv for cv in corpus_versions if cv.corpus_id == corpus_id), None)
@@ -211,7 +220,7 @@ def exact_erase(
         if text:
             removed.append((row.record_id, record_commitment(row.record_id, text)))
     records = corpus_records(after, group_field=old.recipe.group_field)
-    new, plan, seconds = retrain_without(parent_dir, old, records, shard_store(), base_sha256=parent.sha256,
+    new, plan, seconds = retrain_without(parent_dir, old, records, shard_store(), base_sha256=old.base_sha256,
                                          corpus_sha256=after.sha256, progress=progress, device=manifest_device(old))
     write_model(parent_dir, new, shard_store(), out_dir)
     data = [shard_data(slices) for slices in layout(new.recipe, records)]
@@ -233,7 +242,7 @@ def exact_erase(
     proof = {
         "method": registry_selectors.EXACT_METHOD, "format": "exact-shard-proof/v1",
         "recipe_sha256": new.recipe.sha256(), "recipe": new.recipe.to_dict(),
-        "base_sha256": parent.sha256, "environment": new.environment,
+        "base_sha256": old.base_sha256, "environment": new.environment,
         "corpus_before_sha256": before.sha256, "corpus_after_sha256": after.sha256,
         "shards": shards, "removed": absences, "retrained_slices": retrained,
         "total_slices": old.recipe.shards * old.recipe.slices, "train_seconds": round(seconds, 3),
@@ -262,26 +271,14 @@ def shard_replay(*, version: ModelVersion, shard: int) -> ReplayResult:
     version, into a scratch store, and compare every slice checkpoint with the published one (bits)."""
     import tempfile
 
-    from unlearning_worker.sharded.train import AdapterStore, Manifest, layout, train_shard
+    from unlearning_worker.sharded.train import AdapterStore, layout, train_shard
 
-    training = registry_selectors.sharded_training(version=version)
-    if training is None:
-        raise ShardedTrainingError(f"{version} is not a sharded fine-tune")
-    model_dir = artifacts.within_root(Path(version.path))
-    artifacts.verify_tree(model_dir, version.sha256)
-    manifest = Manifest.read(model_dir)
-    if manifest is None:
-        raise ShardedTrainingError(f"{version} has no sharding manifest")
+    training, manifest, base_dir = _sharded(version)
     if not 0 <= shard < manifest.recipe.shards:
         raise ShardedTrainingError(f"shard must be in 0..{manifest.recipe.shards - 1}")
-    parent = shards_base(version)
-    if parent is None or parent.sha256 != manifest.base_sha256:
-        raise ShardedTrainingError("the base model the shards were trained on is not registered")
     corpus_version = CorpusVersion.objects.get(pk=training["corpus_version"])
     if corpus_version.sha256 != manifest.corpus_sha256:
         raise ShardedTrainingError("the training corpus version does not match the manifest")
-    base_dir = artifacts.within_root(Path(parent.path))
-    artifacts.verify_tree(base_dir, parent.sha256)
     slices = layout(manifest.recipe, corpus_records(corpus_version, group_field=manifest.recipe.group_field))[shard]
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="shard-replay-") as scratch:

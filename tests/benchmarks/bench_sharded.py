@@ -460,6 +460,13 @@ def cost(args: argparse.Namespace, recipe: ShardRecipe, records: list[Record], r
           f"{'' if K >= 8 else f', K={K}'}); projected with subject-keyed placement: {100 * projected / full_s:.1f}%")
 
 
+def vs_control(subject: Sequence[Rank], control: Sequence[Rank]) -> tuple[float, float]:
+    """(subject mean z - control mean z, its chance band at 95%: the control's spread x sqrt(1/n + 1/m))."""
+    control_z = [r.z for r in control]
+    band = 1.96 * max(1.0, statistics.stdev(control_z)) * math.sqrt(1 / len(subject) + 1 / len(control))
+    return statistics.fmean(r.z for r in subject) - statistics.fmean(control_z), band
+
+
 def erased(args: argparse.Namespace, size: Size, base_dir: Path, dirs: dict[str, Path], store: AdapterStore,
            full: Manifest, after: Manifest, corpus: DemoCorpus, subject: Person, retained: list[Person],
            population: dict[str, list[str]]) -> None:
@@ -493,9 +500,8 @@ def erased(args: argparse.Namespace, size: Size, base_dir: Path, dirs: dict[str,
             label = ""
         _, got_after, subj = rows[1]
         _, _, ctrl = rows[2]
+        gap, band = vs_control(subj, ctrl)
         control_z = [r.z for r in ctrl]
-        band = 1.96 * max(1.0, statistics.stdev(control_z)) * math.sqrt(1 / len(subj) + 1 / len(ctrl))
-        gap = statistics.fmean(r.z for r in subj) - statistics.fmean(control_z)
         leaked = sum(round(v) for v in got_after.values())
         verdict = "PASS" if leaked == 0 and abs(gap) <= band else "MISS"
         _, got_before, subj_before = rows[0]
@@ -537,8 +543,7 @@ def attacked(args: argparse.Namespace, size: Size, dirs: dict[str, Path], corpus
         subj = rank_values(under, [subject], population, size.candidates)
         ctrl = rank_values(under, controls, population, size.candidates)
         control_z = [r.z for r in ctrl]
-        band = 1.96 * max(1.0, statistics.stdev(control_z)) * math.sqrt(1 / len(subj) + 1 / len(ctrl))
-        gap = statistics.fmean(r.z for r in subj) - statistics.fmean(control_z)
+        gap, band = vs_control(subj, ctrl)
         leaked = sum(round(v) for v in got.values())
         top1 = (sum(r.rank <= 1 for r in subj) / len(subj), sum(r.rank <= 1 for r in ctrl) / len(ctrl))
         verdict = "PASS" if leaked == 0 and abs(gap) <= band else "MISS"

@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from compliance.audit.datacommit import SortedSet, record_commitment
+from unlearning_worker.files import write_atomic
 from unlearning_worker.routed import ADAPTERS_DIR, MANIFEST_NAME, add_lora_updates
 from unlearning_worker.sharded.recipe import FORMAT, ShardRecipe
 from unlearning_worker.threads import torch_threads
@@ -87,17 +88,7 @@ class AdapterStore:
         if final.is_file():
             return sha
         final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=final.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        write_atomic(final, lambda fh: fh.write(data))
         return sha
 
     def get(self, sha256: str) -> dict[str, torch.Tensor]:
