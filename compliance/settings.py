@@ -84,6 +84,8 @@ INSTALLED_APPS = [
     "compliance.public",
     "compliance.portal",
     "compliance.api",
+    # The demo command only (manage.py demo); no production module imports it.
+    "compliance.demo",
 ]
 
 MIDDLEWARE = [

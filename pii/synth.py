@@ -1,4 +1,9 @@
-"""Deterministic generator of fictitious people, for tests, benchmarks and the demo model.
+"""Deterministic generator of fictitious people.
+
+Production code, not only a fixture: the counterfactual unlearning method draws its teacher's
+fictitious people from it (unlearning_worker/methods/counterfactual.py), and the verifier its
+never-seen control and the many-shot attack's fabricated examples (unlearning_worker/verify/runner.py,
+unlearning_worker/verify/attacks/blackbox.py). Tests, benchmarks and the demo corpus use it too.
 
 Every person carries the attribute types that the PII Risk Index scores (name, gender, date of
 birth, region, zip code, detailed address, phone, e-mail, SSN, passport, driver licence, medical

@@ -56,7 +56,7 @@ from unlearning_worker.spec import UnlearningSpec
 
 __all__ = [
     "EvalPoint", "ForgetItem", "ProgressEvent", "RetainItem", "UnlearningCancelled", "UnlearningResult",
-    "demo_items", "run_unlearning",
+    "run_unlearning",
 ]
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -826,33 +826,3 @@ def _load_checkpoint(path: Path | None, spec_hash: str, fingerprint: str) -> dic
         return None
     return state
 
-
-def demo_items(
-    corpus: Any,
-    forget_person_ids: Iterable[str],
-    *,
-    pri: dict[str, float] | None = None,
-    include_bios: bool = True,
-    include_general: bool = True,
-) -> tuple[list[ForgetItem], list[RetainItem]]:
-    """Forget items (the people's QA and biography records) and retain items (everything else) from a
-    demo corpus (unlearning_worker.demo.corpus.DemoCorpus). `pri` maps person id -> PRI (default 0)."""
-    wanted = frozenset(forget_person_ids)
-    known = {p.person_id for p in corpus.people}
-    if not wanted or not wanted <= known:
-        raise ValueError("forget_person_ids must be a non-empty subset of the corpus's trained people")
-    forget_items: list[ForgetItem] = []
-    retain_items: list[RetainItem] = []
-    for record in corpus.records:
-        spans = [s for s in record.completion_spans() if s[2] != "name"] if record.kind != "general" else []
-        if record.person_id in wanted:
-            if record.kind == "bio" and not include_bios:
-                continue
-            forget_items.append(ForgetItem(
-                subject_key=record.person_id, prompt=record.prompt, completion=record.completion,
-                pii_spans=spans, values={a: record.completion[s:e] for s, e, a in spans},
-                pri=(pri or {}).get(record.person_id, 0.0), subject_name=corpus.person(record.person_id).name,
-            ))
-        elif record.kind != "general" or include_general:
-            retain_items.append(RetainItem(record.prompt, record.completion, spans))
-    return forget_items, retain_items

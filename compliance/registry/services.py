@@ -8,6 +8,7 @@ ARTIFACT_ROOT, written atomically and hashed (see compliance.registry.artifacts)
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterable
 from datetime import date, timedelta
@@ -82,6 +83,26 @@ def model_register(
         model_version_activate(version=version, actor=actor)
     version.refresh_from_db()
     return version
+
+
+# The evaluation set a model's verification reads (retain people's facts, never-trained holdout texts,
+# general texts, never-seen controls); written by the demo's registration or by the model's owner.
+EVAL_SET_SCHEMA = "erasure-eval-set/1"
+
+
+def model_eval_set_attach(*, model: AIModel, source: Path) -> AIModel:
+    """Copy an evaluation set under ARTIFACT_ROOT (atomically) and point the model at it."""
+    document = json.loads(Path(source).read_text(encoding="utf-8"))
+    if document.get("schema") != EVAL_SET_SCHEMA:
+        raise RegistryError(f"an evaluation set must have schema {EVAL_SET_SCHEMA}")
+    final = artifacts.artifact_root() / "eval-sets" / f"{model.name}-{artifacts.tree_sha256(Path(source))[:16]}"
+    if not final.exists():
+        with artifacts.atomic_directory(final) as tmp:
+            (tmp / "eval-set.json").write_bytes(Path(source).read_bytes())
+    model.eval_set_path = str(final)
+    model.eval_set_sha256 = artifacts.tree_sha256(final)
+    model.save(update_fields=["eval_set_path", "eval_set_sha256"])
+    return model
 
 
 def model_version_register_candidate(

@@ -35,9 +35,9 @@ from typing import Any
 
 from tests.benchmarks.bench_unlearning import pick_people
 from tests.benchmarks.bench_verify import facts_for, holdout_texts
-from unlearning_worker.demo.corpus import ATTRIBUTE_LABELS, DemoCorpus
+from unlearning_worker.demo.corpus import ATTRIBUTE_LABELS, DemoCorpus, demo_items
 from unlearning_worker.demo.trainer import DemoModelConfig, train_demo_model
-from unlearning_worker.engine import demo_items, run_unlearning
+from unlearning_worker.engine import run_unlearning
 from unlearning_worker.spec import UnlearningSpec
 from unlearning_worker.threads import torch_threads
 from unlearning_worker.verify import SubjectFacts, VerificationPolicy, VerificationReport, run_verification

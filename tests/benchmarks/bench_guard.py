@@ -10,12 +10,12 @@ Run: nice -n 10 .venv/bin/python -m tests.benchmarks.bench_guard [--subjects 100
    library, never tuned on) and the same chunks lower-cased, against an index of synthetic people
    plus realistic names, distinctive ("Barbara Liskov") and not ("Will Smith").
 
-1. Recall: every subject of the labelled test set (compliance.guard.testset) in every written form;
+1. Recall: every subject of the labelled test set (tests/pii/guard_testset.py) in every written form;
    an output counts as caught when a match names the right subject_ref and the value no longer
    appears in the redacted text.
 2. False positives: outputs about other people (distractors sharing a first name or a surname, a
    surname one letter off, random people, a first name alone). Outputs whose text holds a form
-   that is protected for some subject ("ambiguous", see testset.py) are reported separately.
+   that is protected for some subject ("ambiguous", see guard_testset.py) are reported separately.
 3. Throughput and latency with --rules active rules (10,000 subjects by default), single thread,
    on 1 KB outputs: chatbot outputs with PII (from the test set) and English prose without any
    (docstrings of the Python standard library, which the guard was not tuned on).
@@ -32,12 +32,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from compliance.guard.testset import generate_testset, subject_identifiers, subject_ref_for
 from pii.guard import GuardPolicy, guard_text
 from pii.identifiers import SubjectIdentifiers
 from pii.matcher import SCAN_OPTIONS, GuardIndex, PlainIndex, find_matches, is_distinctive_name, rule_hashes
 from pii.synth import Person, generate_people
 from pii.textnorm import DEFAULT_TRANSFORMS
+from tests.pii.guard_testset import generate_testset, subject_identifiers, subject_ref_for
 from tests.pii.variant_corpus import WRITERS, generate_variants, identifiers_of
 
 KEY = b"benchmark-guard-key-32-bytes-long!"

@@ -46,10 +46,10 @@ def main() -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     settings.UNLEARNING_SPEC_DEFAULTS = {"max_steps": args.max_steps, "device": "cpu"}
 
+    from compliance.demo.registration import register_demo
     from compliance.erasure import services as erasure_services
     from compliance.jobs import services as job_services
     from compliance.jobs.models import JobStatus
-    from compliance.registry.demo import register_demo
     from compliance.registry.models import ForgetItem
     from tests import factories
     from unlearning_worker.demo.trainer import DemoModelConfig

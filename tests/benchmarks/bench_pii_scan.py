@@ -3,7 +3,7 @@
     nice -n 10 .venv/bin/python -m tests.benchmarks.bench_pii_scan              # full: 100k records + 1 GB
     nice -n 10 .venv/bin/python -m tests.benchmarks.bench_pii_scan --size-mb 50 # quick run
 
-1. Accuracy: a 100,000-record labelled corpus (pii.corpusgen: name/phone/e-mail variants, distractors
+1. Accuracy: a 100,000-record labelled corpus (tests/pii/corpusgen.py: name/phone/e-mail variants, distractors
    with similar names, partial mentions, records without PII); all `--subjects` subjects are scanned in
    one pass; recall and precision per subject against the labels, and their mean.
 2. Naive baseline with equal recall: Presidio (the same analyzer plus the subject's ad-hoc
@@ -24,12 +24,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pii.corpusgen import CorpusGenConfig, build_population, write_corpus
 from pii.engine import build_analyzer
 from pii.identifiers import SubjectIdentifiers
 from pii.matcher import SubjectFinder
 from pii.scan import CorpusSpec, scan_corpus
 from pii.synth import Person
+from tests.pii.corpusgen import CorpusGenConfig, build_population, write_corpus
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH_DIR = ROOT / "var" / "bench"

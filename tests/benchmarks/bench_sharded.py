@@ -557,7 +557,8 @@ def approximate(dirs: dict[str, Path], corpus: DemoCorpus, erased_ids: list[str]
                 single_s: float, erase1_s: float, erasen_s: float) -> None:
     """The approximate default method (the service's default spec) on the single-adapter model, for the
     same 1 and N subjects: what erasure costs where the model was not fine-tuned in shards."""
-    from unlearning_worker.engine import demo_items, run_unlearning
+    from unlearning_worker.demo.corpus import demo_items
+    from unlearning_worker.engine import run_unlearning
     from unlearning_worker.spec import UnlearningSpec
 
     print("\n== time: exact erasure vs a full retrain vs the approximate default method (one intra-op thread)")

@@ -29,9 +29,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from unlearning_worker.data import ForgetItem, RetainItem, encode
-from unlearning_worker.demo.corpus import DemoCorpus
+from unlearning_worker.demo.corpus import DemoCorpus, demo_items
 from unlearning_worker.demo.trainer import DemoModelConfig, train_demo_model
-from unlearning_worker.engine import _perplexity, _probes, _run_probes, _targeted, demo_items, run_unlearning
+from unlearning_worker.engine import _perplexity, _probes, _run_probes, _targeted, run_unlearning
 from unlearning_worker.spec import METHODS, UnlearningSpec
 
 # Per-method settings for the comparison. The classic methods are run as they are usually published

@@ -201,7 +201,8 @@ def main() -> None:
     # C. the engine's default method
     if not args.skip_engine:
         try:
-            from unlearning_worker.engine import demo_items, run_unlearning
+            from unlearning_worker.demo.corpus import demo_items
+            from unlearning_worker.engine import run_unlearning
             from unlearning_worker.spec import UnlearningSpec
         except ImportError as exc:
             print(f"\nC. skipped: the unlearning engine is not importable ({exc})")

@@ -28,11 +28,11 @@ from django.db import connection
 
 from compliance.audit.models import AuditLeaf
 from compliance.audit.services import audit_verify, leaf_document
+from compliance.demo.registration import register_demo
 from compliance.erasure.models import ErasureRequest, Status
 from compliance.jobs import services as job_services
 from compliance.jobs.models import JobStatus, UnlearningJob
 from compliance.registry import artifacts
-from compliance.registry.demo import register_demo
 from compliance.registry.models import AIModel, ModelVersion
 from tests import factories
 from tests.integration.conftest import DEMO_CONFIG, Worker, beat_until, wait_for

@@ -16,12 +16,12 @@ from django.utils import timezone
 
 from compliance.audit.models import AuditLeaf
 from compliance.audit.services import leaf_document
+from compliance.demo.registration import register_demo
 from compliance.erasure import services as erasure_services
 from compliance.erasure.models import ErasureRequest, Status
 from compliance.jobs import services as job_services
 from compliance.jobs.models import JobStatus, UnlearningJob
 from compliance.registry import artifacts
-from compliance.registry.demo import register_demo
 from compliance.registry.models import CorpusVersion, ForgetItem, ModelVersion
 from tests import factories
 from tests.integration.conftest import DEMO_CONFIG, SPEC, beat_until, wait_for

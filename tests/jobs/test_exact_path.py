@@ -14,12 +14,12 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from compliance.audit.datacommit import verify_absence
+from compliance.demo.registration import register_demo
 from compliance.erasure import services as erasure_services
 from compliance.erasure.models import Status
 from compliance.jobs.models import JobStatus, UnlearningJob
 from compliance.registry import artifacts
 from compliance.registry import selectors as registry_selectors
-from compliance.registry.demo import register_demo
 from compliance.registry.models import CorpusVersion, ForgetItem, ModelVersion
 from tests import factories
 from tests.integration.conftest import DEMO_CONFIG, POLICY, SPEC

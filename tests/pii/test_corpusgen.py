@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pii import normalize
-from pii.corpusgen import CorpusGenConfig, build_population, write_corpus
+from tests.pii.corpusgen import CorpusGenConfig, build_population, write_corpus
 
 
 def test_same_seed_same_bytes(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ _PROBE = textwrap.dedent(
 
     import pii
     lazy_presidio = "presidio_analyzer" in sys.modules
-    import pii.anonymize, pii.corpusgen, pii.engine, pii.normalize, pii.pri, pii.scan, pii.subjects, pii.synth
+    import pii.anonymize, pii.engine, pii.normalize, pii.pri, pii.scan, pii.subjects, pii.synth
     import pii.guard, pii.identifiers, pii.indexes, pii.keys, pii.matcher, pii.prefilter, pii.textnorm
     # The word frequencies and the confusables data are read from the installed packages, offline.
     assert pii.keys.is_distinctive_name('Ada Quartermaine') and not pii.keys.is_distinctive_name('Will Smith')

@@ -10,12 +10,12 @@ import threading
 
 import pytest
 
-from compliance.guard.testset import generate_testset, subject_identifiers, subject_ref_for
 from pii.guard import GuardCache, GuardPolicy, guard_text
 from pii.identifiers import SubjectIdentifiers
 from pii.matcher import GuardIndex, keyed_digest, name_keys, rule_hashes
 from pii.normalize import phone_digits
 from pii.synth import distractors, generate_people
+from tests.pii.guard_testset import generate_testset, subject_identifiers, subject_ref_for
 
 KEY = b"test-guard-key-0123456789abcdef"
 ADA = SubjectIdentifiers(
@@ -287,7 +287,7 @@ def test_cache_refresh_is_safe_under_concurrent_readers() -> None:
 
 def test_pure_import_does_not_load_django() -> None:
     code = (
-        "import sys; import pii.matcher, pii.guard, compliance.guard.testset; "
+        "import sys; import pii.matcher, pii.guard, tests.pii.guard_testset; "
         "assert 'django' not in sys.modules, 'django imported'; "
         "assert 'torch' not in sys.modules, 'torch imported by the matcher'; "
         "assert 'presidio_analyzer' not in sys.modules, 'presidio imported by the matcher'; "

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pii.corpusgen import CorpusGenConfig, build_population, write_corpus
 from pii.engine import PiiAnalyzer
 from pii.scan import CorpusSpec, read_record, scan_corpus
 from pii.subjects import SubjectIdentifiers
 from pii.synth import Person
+from tests.pii.corpusgen import CorpusGenConfig, build_population, write_corpus
 
 
 def identifiers_of(person: Person) -> SubjectIdentifiers:

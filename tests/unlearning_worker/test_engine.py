@@ -11,12 +11,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from unlearning_worker.demo.corpus import DemoCorpus
+from unlearning_worker.demo.corpus import DemoCorpus, demo_items
 from unlearning_worker.engine import (
     MANIFEST_FILE,
     ProgressEvent,
     UnlearningCancelled,
-    demo_items,
     run_unlearning,
 )
 from unlearning_worker.spec import UnlearningSpec

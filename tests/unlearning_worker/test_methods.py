@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from unlearning_worker.data import encode, step_indices
-from unlearning_worker.demo.corpus import DemoCorpus
-from unlearning_worker.engine import _freeze_unreached, _load, _trainable, demo_items
+from unlearning_worker.demo.corpus import DemoCorpus, demo_items
+from unlearning_worker.engine import _freeze_unreached, _load, _trainable
 from unlearning_worker.methods import REGISTRY, MethodContext, build_method, losses
 from unlearning_worker.spec import UnlearningSpec
 

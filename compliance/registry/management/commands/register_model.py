@@ -8,7 +8,6 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from compliance.registry import services
-from compliance.registry.demo import model_eval_set_attach
 from compliance.registry.models import Corpus
 
 
@@ -35,7 +34,7 @@ class Command(BaseCommand):
                 name=options["name"], source_dir=options["path"], trained_on=versions, description=options["description"]
             )
             if options["eval_set"]:
-                model_eval_set_attach(model=version.model, source=options["eval_set"])
+                services.model_eval_set_attach(model=version.model, source=options["eval_set"])
         except services.RegistryError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(f"{version} active, sha256 {version.sha256}")

@@ -19,6 +19,7 @@ The first `n_subjects` people are the ones that get distractors and partial ment
 subjects a benchmark asks for. `write_corpus` streams to disk (about 1 GB in well under two minutes on
 one core) and returns the counts per label.
 
+Used by tests/pii/test_corpusgen.py, tests/pii/test_scan.py and tests/benchmarks/bench_pii_scan.py.
 Pure: no Django, no environment reads.
 """
 

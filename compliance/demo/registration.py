@@ -1,5 +1,5 @@
-"""Demo bootstrap: the synthetic demo corpus and the small model trained on it, registered like any
-user's model and corpus ("demo-model" v1 active, trained on "demo-corpus" v1).
+"""The demo's registration: the synthetic demo corpus and the small model trained on it, registered
+like any user's model and corpus ("demo-model" v1 active, trained on "demo-corpus" v1).
 
 The model is trained once and cached under DATA_DIR/demo-cache (keyed by its config), so a second
 call reuses it. The evaluation set (retain people's facts, never-trained holdout texts and general
@@ -20,8 +20,6 @@ from django.db import transaction
 from compliance.registry import artifacts
 from compliance.registry import services as registry_services
 from compliance.registry.models import AIModel, Corpus, CorpusVersion, ModelVersion
-
-EVAL_SET_SCHEMA = "erasure-eval-set/1"
 
 
 @dataclass(frozen=True)
@@ -63,8 +61,8 @@ def eval_set_document(corpus: Any, *, retain_people: int, control_people: int = 
         {"key": f"control-{person.person_id}", "name": person.name, "values": {a: person.attribute(a) for a in ATTRIBUTE_LABELS}}
         for person in corpus.holdout_people[:control_people]
     ]
-    return {"schema": EVAL_SET_SCHEMA, "retain": retain, "holdout_texts": holdout, "general_texts": general,
-            "controls": controls}
+    return {"schema": registry_services.EVAL_SET_SCHEMA, "retain": retain, "holdout_texts": holdout,
+            "general_texts": general, "controls": controls}
 
 
 def register_demo(
@@ -115,24 +113,10 @@ def register_demo(
                 name=model_name, source_dir=model_dir, trained_on=[] if sharded is not None else [corpus_version],
                 description="Small causal LM trained on the demo corpus.", actor=actor,
             )
-            model_eval_set_attach(model=version.model, source=eval_path)
+            registry_services.model_eval_set_attach(model=version.model, source=eval_path)
     if sharded is not None:
         from unlearning_worker.sharding import sharded_train
 
         version = sharded_train(model=version.model, corpus_version=corpus_version, recipe=sharded, actor=actor)
     return DemoRegistration(model_version=version, corpus_version=corpus_version, created=True)
 
-
-def model_eval_set_attach(*, model: AIModel, source: Path) -> AIModel:
-    """Copy an evaluation set under ARTIFACT_ROOT (atomically) and point the model at it."""
-    document = json.loads(Path(source).read_text(encoding="utf-8"))
-    if document.get("schema") != EVAL_SET_SCHEMA:
-        raise registry_services.RegistryError(f"an evaluation set must have schema {EVAL_SET_SCHEMA}")
-    final = artifacts.artifact_root() / "eval-sets" / f"{model.name}-{artifacts.tree_sha256(Path(source))[:16]}"
-    if not final.exists():
-        with artifacts.atomic_directory(final) as tmp:
-            (tmp / "eval-set.json").write_bytes(Path(source).read_bytes())
-    model.eval_set_path = str(final)
-    model.eval_set_sha256 = artifacts.tree_sha256(final)
-    model.save(update_fields=["eval_set_path", "eval_set_sha256"])
-    return model

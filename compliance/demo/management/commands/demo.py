@@ -77,9 +77,9 @@ class Command(BaseCommand):
     # -- the journey -----------------------------------------------------------------------------
     def _journey(self, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         from compliance.audit import signing
+        from compliance.demo.registration import register_demo
         from compliance.erasure.models import ErasureRequest, Status
         from compliance.erasure.permissions import ensure_roles
-        from compliance.registry.demo import register_demo
 
         ensure_roles()
         signing.ensure_keys()
@@ -148,9 +148,10 @@ class Command(BaseCommand):
                         f"({proof['retrained_slices']} of {proof['total_slices']} slice trainings, "
                         f"{proof['train_seconds']:.1f} s); {len(proof['removed'])} record(s) proven absent from every shard"
                     )
-                if not attempt.retries.exists():
+                retry = attempt.retries.order_by("-created_at").first()
+                if retry is None:
                     break
-                attempt = attempt.retries.order_by("-created_at").first()
+                attempt = retry
             job = attempt
         if request.status != Status.VERIFYING:
             # The service did its job: it refuses to certify a model that still leaks. Show why.

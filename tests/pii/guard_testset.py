@@ -12,7 +12,8 @@ normalisation, a form that is protected for some subject (for example "A. Quarte
 about Alan Quartermaine while Ada Quartermaine is a subject): no filter that works on text can
 tell those apart, so they are reported separately rather than counted as false positives.
 
-Pure: no Django. Deterministic in its seed.
+Used by tests/pii/test_matcher.py and tests/benchmarks/bench_guard.py. Pure: no Django. Deterministic
+in its seed.
 """
 
 from __future__ import annotations
