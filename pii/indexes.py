@@ -34,8 +34,10 @@ class KeyIndex(Protocol):
     """What the finders ask: which subjects have this (kind, normalised key)?"""
 
     # Every token of every name key, when the index knows its keys in plaintext (else None): the
-    # finder skips name n-grams that start or end with another word.
-    name_vocabulary: frozenset[str] | None
+    # finder skips name n-grams that start or end with another word. Read-only here, so an index
+    # that never knows its keys (GuardIndex) may declare it None for good.
+    @property
+    def name_vocabulary(self) -> frozenset[str] | None: ...
 
     def lookup(self, kind: str, normalized: str) -> tuple[str, ...]: ...
     def has_kind(self, kind: str) -> bool: ...

@@ -116,6 +116,7 @@ class Prefilter:
             yield from _map_lines(lowered, lo, hi, projected, self._hit_lines(projected))
             return
         search = self._search
+        assert search is not None  # lines() returns before searching when there is no anchor
         pos = lo
         while pos < hi:
             m = search(lowered, pos, hi)
@@ -129,6 +130,7 @@ class Prefilter:
     def _hit_lines(self, text: bytes) -> Iterator[int]:
         """Positions of the first hit in each line of `text` that has one."""
         search = self._search
+        assert search is not None  # lines() returns before searching when there is no anchor
         pos, hi = 0, len(text)
         while pos < hi:
             m = search(text, pos)

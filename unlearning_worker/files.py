@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def write_atomic(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Create or replace `path` with what `write` writes to the open binary file."""
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Create or replace `path` with what `write` writes to the open binary file (its return value,
+    such as a byte count, is ignored)."""
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:

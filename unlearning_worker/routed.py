@@ -64,17 +64,23 @@ class RoutedCausalLM(torch.nn.Module):
     # --- the parts of the PreTrainedModel interface the service uses -------------------------------
 
     @property
+    def _first(self) -> Any:
+        # The first shard, typed as the transformers model it is: an item of a ModuleList is typed
+        # Module, whose unknown attributes torch types as Tensor | Module (not callable as methods).
+        return self.shards[0]
+
+    @property
     def base_model(self) -> Any:  # the final norm is shared (adapters never touch it)
-        return self.shards[0].base_model
+        return self._first.base_model
 
     def get_output_embeddings(self) -> Any:  # the head is shared too
-        return self.shards[0].get_output_embeddings()
+        return self._first.get_output_embeddings()
 
     def get_input_embeddings(self) -> Any:
-        return self.shards[0].get_input_embeddings()
+        return self._first.get_input_embeddings()
 
     def prepare_inputs_for_generation(self, *args: Any, **kwargs: Any) -> Any:
-        return self.shards[0].prepare_inputs_for_generation(*args, **kwargs)
+        return self._first.prepare_inputs_for_generation(*args, **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -130,7 +136,11 @@ class RoutedCausalLM(torch.nn.Module):
             loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), shifted,
                                                      ignore_index=-100)
         new_cache = RoutedCache(routes, [_cache_of(o) for o in outputs]) if use_cache else None
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=new_cache, hidden_states=hidden)
+        # The output's cache field is `cache` in transformers 5 (`past_key_values` there is a deprecated
+        # alias that logs a warning) and `past_key_values` in transformers 4, which has no `cache`.
+        cache_field = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+        cache_out: dict[str, Any] = {cache_field: new_cache}
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=hidden, **cache_out)
 
 
 def _cache_of(output: Any) -> Any:
@@ -177,7 +187,7 @@ def _manifest(model_dir: Path) -> dict[str, Any] | None:
 
 def is_routed(model_dir: Path) -> bool:
     document = _manifest(model_dir)
-    return bool(document) and document.get("recipe", {}).get("combine") == "route"
+    return document is not None and document.get("recipe", {}).get("combine") == "route"
 
 
 def load_routed(model_dir: Path, device: str | torch.device = "cpu") -> RoutedCausalLM:

@@ -149,6 +149,8 @@ def audit_append(
     )
     leaf_bytes = canonical.canonical_bytes(event)
     leaf_hash = merkle.leaf_hash(leaf_bytes)
+    # The row's request column holds the id as the event states it (build_event's canonical form).
+    leaf_request_id = str(event["request_id"]) if "request_id" in event else None
     with transaction.atomic():
         head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
         seq = head.size
@@ -157,7 +159,7 @@ def audit_append(
             leaf_bytes=leaf_bytes,
             leaf_hash=leaf_hash,
             event_type=event_type,
-            request_id=event.get("request_id"),
+            request_id=leaf_request_id,
             created_at=moment,
         )
         tree = _tree_from_frontier(seq, bytes(head.frontier))
@@ -353,7 +355,7 @@ class _SignedHead:
     checkpoint_id: int | None = None
 
 
-def _split_hashes(blob: bytes | None) -> list[bytes]:
+def _split_hashes(blob: bytes | memoryview | None) -> list[bytes]:  # BinaryField: memoryview on PostgreSQL
     raw = bytes(blob or b"")
     if len(raw) % merkle.HASH_SIZE:
         raise merkle.ProofError("stored proof is not a whole number of hashes")

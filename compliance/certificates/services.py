@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -305,7 +305,7 @@ def _write_pdf(payload: dict[str, Any], envelope_json: bytes, reference: str, ce
     return str(relative), hashlib.sha256(target.read_bytes()).hexdigest()
 
 
-def certificate_issue(*, request: ErasureRequest, officer: AbstractBaseUser) -> Certificate:
+def certificate_issue(*, request: ErasureRequest, officer: User) -> Certificate:
     """Sign off a verified request: complete it and issue its certificate (idempotent).
 
     Preconditions: `officer` can decide; the request is `verifying`; its latest job's latest
@@ -363,7 +363,7 @@ def certificate_issue(*, request: ErasureRequest, officer: AbstractBaseUser) -> 
                 "stop_reason": _one_line(evidence.job.stop_reason, "not recorded"),
                 "exact": _exact(evidence.job),
             }
-            if not _HEX64.match(unlearning["spec_sha256"] or ""):
+            if not _HEX64.match(evidence.job.spec_sha256 or ""):
                 raise CertificateBuildError("The unlearning job has no spec SHA-256 recorded; it cannot be certified.")
             verification = _verification(evidence.report)
             content_sha256 = _content_sha256(

@@ -174,7 +174,8 @@ def verification_context(result: VerificationResult) -> dict[str, Any]:
     # What the certificate states is shown only once every check passed.
     payload = result.payload if result.ok else None
     exact = payload["unlearning"].get("exact") if payload is not None else None
-    return {"result": result, "payload": payload, "exact_facts": exact_facts(payload["unlearning"]) if exact else []}
+    facts = exact_facts(payload["unlearning"]) if payload is not None and exact else []
+    return {"result": result, "payload": payload, "exact_facts": facts}
 
 
 @require_http_methods(["GET", "POST"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db import transaction
@@ -18,6 +18,9 @@ from compliance.erasure.transitions import transition
 from compliance.registry.models import Corpus, CorpusVersion, ForgetItem
 
 logger = logging.getLogger(__name__)
+
+# The scanner's name for each Corpus.Format (pii.CorpusSpec.format): the same words, as its Literal type.
+_SCAN_FORMATS: dict[str, Literal["jsonl", "text"]] = {Corpus.Format.JSONL: "jsonl", Corpus.Format.TEXT: "text"}
 
 
 def corpus_files(version: CorpusVersion) -> tuple[Path, ...]:
@@ -32,9 +35,12 @@ def corpus_spec(version: CorpusVersion) -> Any:
     from pii import CorpusSpec
 
     corpus = version.corpus
+    scan_format = _SCAN_FORMATS.get(corpus.format)
+    if scan_format is None:
+        raise ValueError(f"corpus {corpus.name} has format {corpus.format!r}, which the scanner does not read")
     return CorpusSpec(
         paths=corpus_files(version),
-        format=corpus.format,
+        format=scan_format,
         text_field=corpus.text_field,
         id_field=corpus.id_field or None,
         name=corpus.name,

@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, User
 from django.db import transaction
 from django.utils import timezone
 
@@ -238,18 +238,18 @@ def erasure_request_withdraw(*, request: ErasureRequest, actor: str = "subject")
     return request
 
 
-def _require_decider(user: AbstractBaseUser) -> None:
+def _require_decider(user: User) -> None:
     if not can_decide(user):
         raise PermissionDenied("Only privacy officers can decide on erasure requests.")
 
 
-def erasure_request_assign(*, request: ErasureRequest, officer: AbstractBaseUser, assignee: AbstractBaseUser | None) -> ErasureRequest:
+def erasure_request_assign(*, request: ErasureRequest, officer: User, assignee: User | None) -> ErasureRequest:
     _require_decider(officer)
     if assignee is not None and not can_decide(assignee) and not assignee.has_perm("erasure.view_erasurerequest"):
         raise ErasureError("The assignee must be an officer or a reviewer.")
     with transaction.atomic():
         locked = ErasureRequest.objects.select_for_update().get(pk=request.pk)
-        locked.assignee = assignee  # type: ignore[assignment]
+        locked.assignee = assignee
         locked.save(update_fields=["assignee", "updated_at"])
         audit_append(
             event_type="request.assigned",
@@ -263,7 +263,7 @@ def erasure_request_assign(*, request: ErasureRequest, officer: AbstractBaseUser
     return request
 
 
-def erasure_request_approve(*, request: ErasureRequest, officer: AbstractBaseUser, reason: str = "") -> ErasureRequest:
+def erasure_request_approve(*, request: ErasureRequest, officer: User, reason: str = "") -> ErasureRequest:
     """Approve: the guard suppresses the person's PII at once; unlearning is dispatched after commit."""
     from compliance.guard.services import suppression_rules_create
 
@@ -284,7 +284,7 @@ def erasure_request_approve(*, request: ErasureRequest, officer: AbstractBaseUse
 
 
 def erasure_request_refuse(
-    *, request: ErasureRequest, officer: AbstractBaseUser, legal_code: str, reason: str
+    *, request: ErasureRequest, officer: User, legal_code: str, reason: str
 ) -> ErasureRequest:
     _require_decider(officer)
     if not legal_code:
@@ -313,7 +313,7 @@ def erasure_request_refuse(
     return request
 
 
-def erasure_request_extend(*, request: ErasureRequest, officer: AbstractBaseUser, reason: str, today: date | None = None) -> ErasureRequest:
+def erasure_request_extend(*, request: ErasureRequest, officer: User, reason: str, today: date | None = None) -> ErasureRequest:
     """Extend the deadline once by two months (Art. 12(3)), only before the first deadline, with notice."""
     _require_decider(officer)
     if not reason.strip():

@@ -17,7 +17,7 @@ of data were found where.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from django.conf import settings
 from django.urls import path
@@ -31,7 +31,7 @@ from compliance.api.problems import problem
 from compliance.api.serializers import StrictSerializer
 from compliance.guard import runtime
 from pii.guard import DEFAULT_HOLDBACK_CHARS, GuardPolicy, StreamGuard, StreamState
-from pii.matcher import NAME_MODES
+from pii.matcher import NAME_MODES, NameMode
 from pii.textnorm import DEFAULT_TRANSFORMS, TRANSFORMS
 
 GUARD_GROUPS = ("api-client", "officer")
@@ -91,7 +91,9 @@ def _validated(request: Request, serializer_class: type[GuardPolicySerializer]) 
 
 
 def _policy(data: dict[str, Any]) -> GuardPolicy:
-    names = data.get("names") or str(getattr(settings, "GUARD_NAME_MODE", "distinctive"))
+    # A NameMode either way (typed str where it comes from): the serializer's ChoiceField checked the
+    # body's value, settings.py refuses any other GUARD_NAME_MODE at start-up, and GuardPolicy checks again.
+    names = cast(NameMode, data.get("names") or str(getattr(settings, "GUARD_NAME_MODE", "distinctive")))
     transforms = frozenset(data["transforms"]) if "transforms" in data else DEFAULT_TRANSFORMS
     return GuardPolicy(mode=data["mode"], lowercase_names=data["lowercase_names"], names=names, transforms=transforms)
 

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -76,11 +76,11 @@ class JobPermissionDenied(JobError):
     http_status = 403
 
 
-def _actor(user: AbstractBaseUser | None) -> str:
+def _actor(user: User | None) -> str:
     return f"user:{user.pk}" if user is not None and user.is_authenticated else "system"
 
 
-def _require_officer(user: AbstractBaseUser) -> None:
+def _require_officer(user: User) -> None:
     if not can_decide(user):
         raise JobPermissionDenied("Only privacy officers can cancel or retry unlearning jobs.")
 
@@ -101,7 +101,7 @@ def _job_audit(job: UnlearningJob, event: str, *, actor: str = "system", outcome
     base: dict[str, str | int] = {"job": str(job.id), "model": job.model.name, "method": job.method}
     base.update(details)
     artefacts = {"spec_sha256": job.spec_sha256} if job.spec_sha256 else None
-    request_rows = list(job.requests.values_list("id", "subject_ref"))
+    request_rows: list[tuple[uuid.UUID | None, str | None]] = list(job.requests.values_list("id", "subject_ref"))
     for request_id, subject_ref in request_rows or [(None, None)]:
         audit_append(
             event_type=f"job.{event}",
@@ -211,7 +211,7 @@ def _job_create(
     requests: list[ErasureRequest],
     built: specs.BuiltSpec,
     actor: str,
-    created_by: AbstractBaseUser | None = None,
+    created_by: User | None = None,
     retry_of: UnlearningJob | None = None,
     strengthen_round: int = 0,
 ) -> UnlearningJob:
@@ -529,8 +529,9 @@ def _release_requests(job: UnlearningJob, *, actor: str) -> None:
 def _job_fail_locked(job: UnlearningJob, *, error: str, escalate: bool) -> None:
     job_transitions.move(job, JobStatus.FAILED, error=error[:2000], escalated=escalate, finished_at=timezone.now(),
                          claim_token="", phase="failed")
-    if job.result_version_id and job.result_version.status == ModelVersion.Status.CANDIDATE:
-        registry_services.model_version_reject(version=job.result_version)
+    candidate = job.result_version
+    if candidate is not None and candidate.status == ModelVersion.Status.CANDIDATE:
+        registry_services.model_version_reject(version=candidate)
     _job_audit(job, "failed", outcome="error", attempt=job.attempts)
     _release_requests(job, actor="system")
     enqueue("jobs.dispatch")
@@ -550,7 +551,7 @@ def job_fail(*, job_id: uuid.UUID | str, error: str, claim_token: str | None = N
     return job
 
 
-def job_cancel(*, job: UnlearningJob, officer: AbstractBaseUser) -> UnlearningJob:
+def job_cancel(*, job: UnlearningJob, officer: User) -> UnlearningJob:
     """Cancel a job. A queued job is cancelled at once; a running or verifying one is asked to stop and
     its worker stops at the next evaluation (then calls job_cancelled). Finished jobs refuse."""
     _require_officer(officer)
@@ -574,8 +575,9 @@ def job_cancel(*, job: UnlearningJob, officer: AbstractBaseUser) -> UnlearningJo
 def _finish_cancel(job: UnlearningJob) -> None:
     job_transitions.move(job, JobStatus.CANCELLED, cancel_requested=job.cancel_requested, finished_at=timezone.now(),
                          claim_token="", phase="cancelled")
-    if job.result_version_id and job.result_version.status == ModelVersion.Status.CANDIDATE:
-        registry_services.model_version_reject(version=job.result_version)
+    candidate = job.result_version
+    if candidate is not None and candidate.status == ModelVersion.Status.CANDIDATE:
+        registry_services.model_version_reject(version=candidate)
     _job_audit(job, "cancelled")
     _release_requests(job, actor="system")
     enqueue("jobs.dispatch")
@@ -597,7 +599,7 @@ def job_cancelled(*, claim: Claim, step: int | None = None) -> UnlearningJob | N
 
 
 def job_retry(
-    *, job: UnlearningJob, officer: AbstractBaseUser, method: str | None = None, overrides: dict[str, Any] | None = None
+    *, job: UnlearningJob, officer: User, method: str | None = None, overrides: dict[str, Any] | None = None
 ) -> UnlearningJob:
     """Start again after a failure or a cancellation, optionally with another method. The new job
     starts from the model's current active version, for the requests of `job` still approved."""

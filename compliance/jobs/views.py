@@ -103,7 +103,7 @@ def job_retry(request: HttpRequest, job_id: UUID) -> HttpResponse:
 
 
 @login_required
-def job_plot(request: HttpRequest, job_id: UUID, name: str) -> HttpResponse:
+def job_plot(request: HttpRequest, job_id: UUID, name: str) -> HttpResponse | FileResponse:
     if not can_view(request.user):
         return _denied(request)
     job = _job_or_404(job_id)

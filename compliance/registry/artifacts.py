@@ -14,6 +14,7 @@ The digest covers file names and bytes, in sorted relative-path order, so renami
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -71,7 +72,7 @@ def tree_sha256(path: Path) -> str:
         digest.update(len(encoded).to_bytes(4, "big") + encoded)
         digest.update(file.stat().st_size.to_bytes(8, "big"))
         with file.open("rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(_BLOCK), b""):
+            for block in iter(functools.partial(fh.read, _BLOCK), b""):
                 digest.update(block)
     return digest.hexdigest()
 

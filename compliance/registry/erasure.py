@@ -81,7 +81,7 @@ def rewrite_file(
         for line_number, raw in enumerate(src, start=1):
             record_id, record = _identify(raw, source.name, line_number, corpus)
             spans = plan.records.get(record_id) if record_id is not None else None
-            if spans is None:
+            if record_id is None or spans is None:
                 dst.write(raw)
                 continue
             if mode == "remove":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from django.db.models import QuerySet
 
@@ -28,7 +30,7 @@ def corpora_of(*, version: ModelVersion) -> set[int]:
     return set(version.trained_on.values_list("corpus_id", flat=True))
 
 
-def forget_items_for(*, request_ids: list[object], corpus_ids: set[int] | None) -> QuerySet[ForgetItem]:
+def forget_items_for(*, request_ids: Iterable[uuid.UUID], corpus_ids: set[int] | None) -> QuerySet[ForgetItem]:
     """Located records of these requests in these corpora (all corpora when `corpus_ids` is None)."""
     qs = ForgetItem.objects.filter(request_id__in=request_ids).select_related("request__data_key", "corpus_version__corpus")
     if corpus_ids is not None:
@@ -40,7 +42,7 @@ SHARDED_KIND = "sharded-lora/v1"
 EXACT_METHOD = "exact-shard-retrain"
 
 
-def sharded_training(*, version: ModelVersion) -> dict[str, object] | None:
+def sharded_training(*, version: ModelVersion) -> dict[str, Any] | None:
     """The version's sharded fine-tune (corpus, recipe hash, K, S), or None if it was not trained so."""
     training = version.training or {}
     return training if training.get("kind") == SHARDED_KIND else None
@@ -71,7 +73,7 @@ def erasure_path(*, version: ModelVersion, items: Iterable[ForgetItem]) -> Erasu
     if training is None:
         return ErasurePath("approximate", f"{version} was not fine-tuned as sharded adapters", 0, len(rows))
     corpus_id = training.get("corpus")
-    corpus = Corpus.objects.filter(pk=corpus_id).first()
+    corpus = Corpus.objects.filter(pk=corpus_id).first() if corpus_id is not None else None
     if corpus is None or corpus.format != Corpus.Format.JSONL or not corpus.id_field:
         return ErasurePath("approximate", "the sharded corpus has no stable record ids", 0, len(rows))
     exact = [r for r in rows if r.corpus_version.corpus_id == corpus_id]

@@ -117,9 +117,9 @@ def layout(recipe: ShardRecipe, records: Sequence[Record]) -> list[list[list[Rec
         seen.add(record.record_id)
         shard, slice_ = recipe.place(record.placement_key)
         grid[shard][slice_].append(record)
-    for shard in grid:
-        for slice_ in shard:
-            slice_.sort(key=lambda r: r.commitment)
+    for shard_slices in grid:
+        for slice_records in shard_slices:
+            slice_records.sort(key=lambda r: r.commitment)
     return grid
 
 

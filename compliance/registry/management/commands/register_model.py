@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from compliance.registry import services
-from compliance.registry.models import Corpus
+from compliance.registry.models import Corpus, CorpusVersion
 
 
 class Command(BaseCommand):
@@ -23,12 +23,13 @@ class Command(BaseCommand):
         parser.add_argument("--description", default="")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        versions = []
+        versions: list[CorpusVersion] = []
         for name in options["trained_on"]:
             corpus = Corpus.objects.filter(name=name).first()
-            if corpus is None or corpus.current_version() is None:
+            current = corpus.current_version() if corpus is not None else None
+            if current is None:
                 raise CommandError(f"unknown corpus {name!r}; register it first")
-            versions.append(corpus.current_version())
+            versions.append(current)
         try:
             version = services.model_register(
                 name=options["name"], source_dir=options["path"], trained_on=versions, description=options["description"]
