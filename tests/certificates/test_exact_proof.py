@@ -348,7 +348,7 @@ def test_pdf_has_a_short_exact_erasure_section(world: ExactWorld) -> None:
 
 
 def _exact_job(request: Any, proof: dict[str, Any] | None) -> None:
-    """The job the worker finished on the exact path (unlearning_worker.tasks._exact_with)."""
+    """The job the worker finished on the exact path (unlearning_worker.execution._exact_with)."""
     from compliance.jobs.models import UnlearningJob
 
     UnlearningJob.objects.filter(requests=request).update(

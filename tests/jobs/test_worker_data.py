@@ -1,8 +1,8 @@
-"""How the worker turns located records into engine items (pure parts of unlearning_worker.tasks)."""
+"""How the worker turns located records into engine items (compliance.jobs.inputs)."""
 
 from __future__ import annotations
 
-from unlearning_worker.tasks import EvalSet, SubjectData, _retain_items, split_record
+from compliance.jobs.inputs import EvalSet, SubjectData, retain_items, split_record
 
 
 def test_a_record_is_split_before_its_first_value_and_spans_move_into_the_completion() -> None:
@@ -33,7 +33,7 @@ def test_out_of_range_entities_are_ignored() -> None:
 
 def test_retain_items_mark_the_retain_people_values() -> None:
     person = SubjectData("P1", "Bo Lee", {"phone": "555 0100"}, ["Bo Lee's phone is 555 0100.\n", "no value here"])
-    items = _retain_items(EvalSet([person], [], ["The day after Monday is Tuesday.\n"]))
+    items = retain_items(EvalSet([person], [], ["The day after Monday is Tuesday.\n"]))
 
     first = items[0]
     assert first.prompt == "Bo Lee's phone is" and first.values() == {"phone": "555 0100"}

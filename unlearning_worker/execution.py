@@ -1,0 +1,259 @@
+"""What a claimed job does on the worker: one function per phase, called by the Celery tasks.
+
+    unlearn(claim, heartbeat)  inputs -> exact shard retrain or run_unlearning -> corpus erasure ->
+                               candidate version handed over to verification
+    verify(claim, heartbeat)   attacks on the candidate and its base -> plots -> verdict recorded
+
+The job's inputs come from compliance.jobs.inputs as plain data (decrypted in this process only), its
+outputs go where compliance.jobs.outputs says, and every state change goes through the job services
+(compliance.jobs.transitions). Each returns an outcome code: "unlearned", "pass", "fail",
+"cancelled" or "claim_lost".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+
+from compliance.jobs import inputs, outputs
+from compliance.jobs import services as job_services
+from compliance.jobs.models import UnlearningJob
+from compliance.registry import artifacts
+from compliance.registry.models import ForgetItem
+from compliance.registry.selectors import EXACT_METHOD
+from unlearning_worker.runtime import Heartbeat, ProgressSink, db_retry, worker_name
+from unlearning_worker.runtime import device as worker_device
+
+logger = logging.getLogger(__name__)
+
+
+def unlearn(claim: job_services.Claim, heartbeat: Heartbeat) -> str:
+    job = UnlearningJob.objects.select_related("model", "base_version").get(pk=claim.job_id)
+    on = worker_device()
+    sink = ProgressSink(claim, heartbeat, on)
+    try:
+        return _unlearn_with(job, claim, heartbeat, sink, on)
+    finally:
+        sink.close()
+
+
+def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Heartbeat, sink: ProgressSink, device: str) -> str:
+    from unlearning_worker.engine import UnlearningCancelled, run_unlearning
+    from unlearning_worker.spec import UnlearningSpec
+
+    sink({"phase": "prepare", "step": 0})
+    base_dir = artifacts.within_root(Path(job.base_version.path))
+    artifacts.verify_tree(base_dir, job.base_version.sha256)  # never unlearn from a tampered base
+
+    subjects, forget, rows = inputs.subjects_and_items(job)
+    if not forget:
+        raise job_services.JobError("none of the job's requests has a located record for this model")
+    if job.method.startswith(EXACT_METHOD):
+        return _exact_with(job, claim, heartbeat, sink, rows, base_dir)
+    eval_set = inputs.eval_set(job, subjects)
+    retain = inputs.retain_items(eval_set)
+    spec = UnlearningSpec.from_dict(job.spec)
+    if spec.device == "auto":
+        spec = spec.replace(device=device)
+    out_dir = outputs.candidate_dir(job)
+    checkpoints = outputs.checkpoint_dir(job)
+    artifacts.sweep_temporaries(out_dir.parent, older_than_s=0 if not out_dir.exists() else 3600)
+    started = time.monotonic()
+    if out_dir.exists():
+        # A previous attempt finished the engine (its rename is atomic) but died before registering.
+        logger.info("job %s: reusing the finished output of an earlier attempt", job.id)
+        steps, stop_reason = job.step, job.stop_reason or "resumed"
+    else:
+        try:
+            result = run_unlearning(
+                model_dir=base_dir,
+                out_dir=out_dir,
+                forget=forget,
+                retain=retain,
+                spec=spec,
+                progress=sink,
+                should_cancel=sink.should_cancel,
+                checkpoint_dir=checkpoints,
+            )
+        except UnlearningCancelled:
+            if sink.lost or heartbeat.lost:
+                return "claim_lost"
+            db_retry(lambda: job_services.job_cancelled(claim=claim, step=sink.last_step), what=f"job {job.id}: cancel")
+            shutil.rmtree(checkpoints, ignore_errors=True)
+            return "cancelled"
+        steps = int(getattr(result, "steps", 0) or 0)
+        stop_reason = str(getattr(result, "stop_reason", "") or "")
+    if sink.lost or heartbeat.lost:
+        return "claim_lost"
+    sha256 = artifacts.tree_sha256(out_dir)
+    # Both safe to repeat: an erased corpus version is reused, the hand-over is conditional on the claim.
+    corpus_versions = db_retry(lambda: outputs.erase_corpora(job, rows, actor=f"worker:{worker_name()}"), what=f"job {job.id}: corpus erasure")
+    finished = db_retry(
+        lambda: job_services.job_unlearning_finished(
+            claim=claim, version_path=str(out_dir), sha256=sha256, corpus_versions=corpus_versions,
+            stop_reason=stop_reason, steps=steps,
+        ),
+        what=f"job {job.id}: hand-over to verification",
+    )
+    if finished is None:
+        return "claim_lost"
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    logger.info("job %s: unlearned in %.1fs (%d steps, %s)", job.id, time.monotonic() - started, steps, stop_reason)
+    return "unlearned"
+
+
+def _exact_with(
+    job: UnlearningJob, claim: job_services.Claim, heartbeat: Heartbeat, sink: ProgressSink, rows: list[ForgetItem],
+    base_dir: Path,
+) -> str:
+    """Exact erasure (unlearning_worker.sharding): erase the corpus, retrain the shard adapters that held
+    the records, and, where records also sit in other training data ("both"), unlearn those from the
+    exact result with the job's approximate spec. The proof is kept beside the output until handed over."""
+    from compliance.registry import selectors as registry_selectors
+    from unlearning_worker.sharding import exact_erase
+
+    started = time.monotonic()
+    out_dir = outputs.candidate_dir(job)
+    proof_file = out_dir.parent / f"job-{job.id}.exact-proof.json"
+    corpus_versions = db_retry(lambda: outputs.erase_corpora(job, rows, actor=f"worker:{worker_name()}"), what=f"job {job.id}: corpus erasure")
+    training = registry_selectors.sharded_training(version=job.base_version) or {}
+    _, others, _ = inputs.subjects_and_items(job, except_corpus=int(training.get("corpus", 0) or 0))
+    if others and training.get("combine") == "route":
+        raise job_services.JobError(
+            "records also sit in training data outside the sharded fine-tune, and a routed sharded model cannot be "
+            "unlearnt approximately: retrain the model without them, or erase them from a merged version"
+        )
+    exact_dir = out_dir.parent / f"job-{job.id}-exact" if others else out_dir
+    if out_dir.exists() and proof_file.exists():
+        logger.info("job %s: reusing the finished output of an earlier attempt", job.id)
+        saved = json.loads(proof_file.read_text())
+        new_training, proof, steps = saved["training"], saved["proof"], int(saved["steps"])
+    else:
+        for stale in {exact_dir, out_dir}:  # an attempt that died before its proof was saved: redo it
+            shutil.rmtree(stale, ignore_errors=True)
+        sink({"phase": "exact shard retraining", "step": 0})
+        result = exact_erase(base=job.base_version, rows=rows, corpus_versions=corpus_versions, out_dir=exact_dir)
+        new_training, proof, steps = result.training, result.proof, result.retrained_slices
+        if others:
+            steps += _approximate_on(job, claim, sink, exact_dir, out_dir, others)
+            shutil.rmtree(exact_dir, ignore_errors=True)
+            new_training = {}  # weights moved off the sharded fine-tune: later requests go the approximate way
+        artifacts.write_json_atomic(proof_file, {"training": new_training, "proof": proof, "steps": steps})
+    if sink.lost or heartbeat.lost:
+        return "claim_lost"
+    sha256 = artifacts.tree_sha256(out_dir)
+    finished = db_retry(
+        lambda: job_services.job_unlearning_finished(
+            claim=claim, version_path=str(out_dir), sha256=sha256, corpus_versions=corpus_versions,
+            stop_reason=EXACT_METHOD, steps=steps, training=new_training, exact_proof=proof,
+        ),
+        what=f"job {job.id}: hand-over to verification",
+    )
+    if finished is None:
+        return "claim_lost"
+    proof_file.unlink(missing_ok=True)
+    logger.info("job %s: exact erasure in %.1fs (%d slices retrained)", job.id, time.monotonic() - started, steps)
+    return "unlearned"
+
+
+def _approximate_on(
+    job: UnlearningJob, claim: job_services.Claim, sink: ProgressSink, model_dir: Path, out_dir: Path, forget: list[Any]
+) -> int:
+    """Approximate unlearning of `forget` from model_dir into out_dir with the job's spec; returns its steps."""
+    from unlearning_worker.engine import run_unlearning
+    from unlearning_worker.spec import UnlearningSpec
+
+    subjects, _, _ = inputs.subjects_and_items(job)
+    spec = UnlearningSpec.from_dict(job.spec)
+    if spec.device == "auto":
+        spec = spec.replace(device=worker_device())
+    result = run_unlearning(model_dir=model_dir, out_dir=out_dir, forget=forget,
+                            retain=inputs.retain_items(inputs.eval_set(job, subjects)), spec=spec, progress=sink,
+                            should_cancel=sink.should_cancel, checkpoint_dir=outputs.checkpoint_dir(job))
+    shutil.rmtree(outputs.checkpoint_dir(job), ignore_errors=True)
+    return int(getattr(result, "steps", 0) or 0)
+
+
+class _Abort(Exception):
+    pass
+
+
+def verify(claim: job_services.Claim, heartbeat: Heartbeat) -> str:
+    from unlearning_worker.verify import SubjectFacts, VerificationPolicy, render_plots, run_verification
+
+    job = UnlearningJob.objects.select_related("model", "base_version", "result_version").get(pk=claim.job_id)
+    if job.result_version is None:
+        raise job_services.JobError("the job has no candidate version to verify")
+    device = worker_device()
+    candidate = artifacts.within_root(Path(job.result_version.path))
+    base = artifacts.within_root(Path(job.base_version.path))
+    artifacts.verify_tree(candidate, job.result_version.sha256)
+    artifacts.verify_tree(base, job.base_version.sha256)
+    subjects, _forget, _rows = inputs.subjects_and_items(job)
+    eval_set = inputs.eval_set(job, subjects)
+    policy = VerificationPolicy.load(Path(settings.VERIFICATION_POLICY_FILE) if settings.VERIFICATION_POLICY_FILE else None)
+
+    def facts(person: inputs.SubjectData) -> Any:
+        return SubjectFacts(subject_key=person.subject_key, name=person.name, values=dict(person.values),
+                            forget_texts=list(person.texts))
+
+    def progress(stage: str, fraction: float) -> None:
+        signal = db_retry(
+            lambda: job_services.job_progress_record(
+                claim=claim, phase="verifying", step=int(round(fraction * 100)), total_steps=100,
+                log_line=f"verification {stage} done", device=device,
+            ),
+            what=f"job {job.id}: verification progress",
+        )
+        if not signal.held or signal.cancel or heartbeat.lost or heartbeat.cancel:
+            raise _Abort("lost" if not signal.held or heartbeat.lost else "cancel")
+
+    job_services.job_progress_record(claim=claim, phase="verifying", step=0, total_steps=100,
+                                     log_line="verification started", device=device)
+    started = time.monotonic()
+    try:
+        report = run_verification(
+            model_dir=candidate, base_model_dir=base,
+            subjects=[facts(s) for s in subjects if s.values and s.name],
+            retain=[facts(r) for r in eval_set.retain],
+            holdout_texts=eval_set.holdout_texts, general_texts=eval_set.general_texts,
+            controls=[facts(c) for c in eval_set.controls] if eval_set.controls else None,
+            policy=policy, device=device, progress=progress,
+        )
+    except _Abort as abort:
+        if str(abort) == "lost":
+            return "claim_lost"
+        db_retry(lambda: job_services.job_cancelled(claim=claim), what=f"job {job.id}: cancel")
+        return "cancelled"
+    wall_s = time.monotonic() - started
+    document = report.to_dict()
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), default=str).encode("utf-8")
+    plots_final = outputs.reports_dir(job, hashlib.sha256(canonical).hexdigest())
+    if not plots_final.exists():
+        with artifacts.atomic_directory(plots_final) as tmp:
+            render_plots(report, list(job.history or []), tmp)
+            (tmp / "report.json").write_bytes(canonical)
+    verdict = report.verdict
+    recorded = db_retry(
+        lambda: job_services.job_verification_record(
+            claim=claim,
+            passed=bool(verdict.passed),
+            report=json.loads(canonical),
+            report_sha256=hashlib.sha256(canonical).hexdigest(),
+            policy={"name": policy.name, "sha256": policy.sha256},
+            decided_by=list(verdict.decided_by),
+            plots_dir=str(plots_final),
+            wall_s=wall_s,
+        ),
+        what=f"job {job.id}: verdict",
+    )
+    if recorded is None:
+        return "claim_lost"
+    return "pass" if verdict.passed else "fail"
