@@ -189,7 +189,7 @@ class ProgressSink:
             self.last_step = int(step)
         if self._bar is not None and step is not None:
             self._bar.update(max(0, int(step) - self._bar.n))
-        forget = data.get("forget_extraction")
+        forget = _float(data.get("forget_extraction"))
         # The engine measures evidence before the first step, every eval_every steps and at the end;
         # "step" events repeat the latest measured value. Evaluations are always written (the
         # history and the live rate), steps at most once per _PROGRESS_MIN_INTERVAL_S.
@@ -207,15 +207,15 @@ class ProgressSink:
         retain = data.get("retain_extraction", data.get("retain_exact"))
         history = None
         line = ""
-        if evaluation:
+        if evaluation and forget is not None:
             history = {
                 "t": round(time.time(), 3),  # wall clock: lets the portal (and tests) time evaluation intervals
                 "step": int(step or 0),
-                "forget_extraction": float(forget),
+                "forget_extraction": forget,
                 "retain_extraction": _float(retain),
                 "retain_ppl": _float(data.get("retain_ppl")),
             }
-            line = f"{phase} step {int(step or 0)}: forget extraction {float(forget):.3f}"
+            line = f"{phase} step {int(step or 0)}: forget extraction {forget:.3f}"
             if retain is not None:
                 line += f", retain exact {float(retain):.3f}"
             if data.get("retain_ppl") is not None:
@@ -232,7 +232,7 @@ class ProgressSink:
                     step=int(step) if step is not None else None,
                     total_steps=int(total) if total else None,
                     losses={k: float(v) for k, v in (losses or {}).items() if isinstance(v, int | float)} or None,
-                    forget_extraction=_float(forget),
+                    forget_extraction=forget,
                     retain_extraction=_float(retain),
                     history_point=history,
                     log_line=line,
