@@ -288,6 +288,12 @@ AUDIT_KEYRING_FILE = Path(env_str("AUDIT_KEYRING_FILE", str(DATA_DIR / "secrets"
 # log that no longer contains it, and audit_verify checks the database against it (see audit/services.py).
 AUDIT_SIGNED_HEAD_FILE = Path(env_str("AUDIT_SIGNED_HEAD_FILE", str(DATA_DIR / "audit" / "signed-head.note")) or "")
 
+# --- certificate PDFs ----------------------------------------------------------------------------
+# The key that signs certificate PDFs (PAdES; compliance/certificates/pdfkeys.py) and its published
+# certificates (current first, older ones kept so that their PDFs keep verifying; served at /verify/pdf-signing.pem).
+PDF_SIGNING_KEY_FILE = Path(env_str("PDF_SIGNING_KEY_FILE", str(DATA_DIR / "secrets" / "pdf_signing.key")) or "")
+PDF_SIGNING_CERTS_FILE = Path(env_str("PDF_SIGNING_CERTS_FILE", str(DATA_DIR / "secrets" / "pdf_signing_certs.pem")) or "")
+
 # --- models, corpora, jobs ---------------------------------------------------------------------
 ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(DATA_DIR / "artifacts")) or "").resolve()
 JOB_BATCH_MAX_REQUESTS = env_int("JOB_BATCH_MAX_REQUESTS", 100, minimum=1)

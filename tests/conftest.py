@@ -61,6 +61,8 @@ def _isolated_data_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.
     base = tmp_path_factory.getbasetemp() / "data"
     settings.AUDIT_SIGNING_KEY_FILE = base / "secrets" / "audit_signing.key"
     settings.AUDIT_KEYRING_FILE = base / "secrets" / "audit_keyring.json"
+    settings.PDF_SIGNING_KEY_FILE = base / "secrets" / "pdf_signing.key"
+    settings.PDF_SIGNING_CERTS_FILE = base / "secrets" / "pdf_signing_certs.pem"
     # The signer's record of its newest checkpoint belongs with the database it signed, and each test
     # has its own database state: a shared record would make the signer refuse the next test's log.
     settings.AUDIT_SIGNED_HEAD_FILE = base / "audit" / f"signed-head-{uuid.uuid4().hex}.note"

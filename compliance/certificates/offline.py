@@ -1,6 +1,6 @@
 """Offline verifier for erasure certificates: no Django, no database, no network.
 
-    erasure-verify certificate.pdf --keyring keys.json
+    erasure-verify certificate.pdf --keyring keys.json --pdf-cert pdf-signing.pem
     python -m compliance.certificates certificate.json --key 'org.example/audit+1a2b3c4d+AR...'
     erasure-verify certificate.json --keyring keys.json --shards shards/ --model-dir models/m/v7/
 
@@ -36,7 +36,26 @@ pinned ring holds the same name and key bytes. Concretely:
      names the proof's recipe and base and lists exactly the proof's after adapters and checkpoints.
 
 Checks run in that order and stop at the first failure, because each later check relies on what the
-earlier ones authenticated. Exit status: 0 verified, 1 not verified (the reason is the last line),
+earlier ones authenticated.
+
+A certificate PDF is also checked as a document, since a person reads its printed text, not the JSON
+it embeds. The PDF is trusted through its own pins: `--pdf-cert` files (PEM) with the issuer's
+published PDF signing certificates. These checks run first and do not stop the statement's checks, so
+that a rejected PDF still says whether the statement it carries verifies:
+
+- "pdf signature": the PDF carries exactly one signature, PAdES (ETSI.CAdES.detached), whose digest
+  and signature value are intact. A PDF issued before certificates were signed as PDFs fails here
+  with "no PDF signature": its printed text is not protected, and only its certificate.json (checked
+  below, or the JSON file issued with it) is evidence;
+- "pdf coverage": the signature covers the whole file: no incremental update follows the signed
+  revision (whatever one changes, text, pages or attachments, no signature covers);
+- "pdf signer": the signer's certificate is one of the pinned PDF signing certificates, and the signing
+  time it reports lies within that certificate's validity;
+- "pdf text" (after every statement check passed): the printed text agrees with the signed statement:
+  it shows the certificate id, request reference, subject reference, decision, dates, model and corpus
+  versions and verdict the statement holds (`pdf.printed_facts`), and not the other verdict.
+
+Exit status: 0 verified, 1 not verified (the reason is the last line),
 2 usage error (bad arguments, unreadable file, malformed pinned key).
 """
 
@@ -50,6 +69,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
 
 from compliance.audit import merkle
 from compliance.audit.canonical import (
@@ -71,6 +92,16 @@ from compliance.certificates.envelope import (
     published_key_ring,
     recipe_sha256,
     validate_certificate_payload,
+)
+from compliance.certificates.pdf import printed_disagreements, printed_facts, printed_text
+from compliance.certificates.pdfsign import (
+    PADES_SUBFILTER,
+    PdfKeyError,
+    PdfSignatureError,
+    certificate_fingerprint,
+    describe_certificate,
+    load_pdf_certificates,
+    read_pdf_signature,
 )
 
 ATTACHMENT_NAME = "certificate.json"
@@ -140,12 +171,16 @@ def verify_certificate(
     *,
     shards: Path | None = None,
     model_dir: Path | None = None,
+    pdf_certificates: Sequence[x509.Certificate] = (),
 ) -> VerificationResult:
     """Run every check against the pinned `keyring`; never raises for a bad certificate.
 
     `shards` (the adapter store) and `model_dir` (the new model version's directory) add the checks
     of an exact erasure's files; a certificate without an exact proof then fails, since what was
     asked cannot be checked.
+
+    A PDF `source` is checked as a document too, against the pinned `pdf_certificates` (module
+    docstring: "pdf signature", "pdf coverage", "pdf signer", "pdf text").
     """
     result = VerificationResult()
 
@@ -156,14 +191,26 @@ def verify_certificate(
         result.checks.append(Check(name, False, detail))
         return _Stop()
 
+    pdf = _pdf_source(source)
+    pdf_signer = _pdf_signature_checks(pdf, pdf_certificates, result) if pdf is not None else None
     try:
         _run_checks(source, keyring, result, passed, failed)
         _exact_checks(result, passed, failed, shards=shards, model_dir=model_dir)
+        if pdf is not None and result.payload is not None:
+            text_check = _pdf_text_check(pdf, result.payload)
+            result.checks.append(text_check)
+            if not text_check.ok:
+                raise _Stop()
     except _Stop:
         result.ok = False
         result.summary = f"certificate NOT verified: {result.reason}"
         return result
-    result.ok = True
+    # The PDF checks do not stop the others: one of them may have failed before the statement's passed.
+    result.ok = all(check.ok for check in result.checks)
+    if not result.ok:
+        result.summary = f"certificate NOT verified: {result.reason}"
+    elif pdf_signer is not None:
+        result.summary += f"; PDF signed by {pdf_signer}, whole file, printed text agrees"
     return result
 
 
@@ -486,6 +533,124 @@ def _manifest_problem(model_dir: Path, exact: Mapping[str, Any]) -> str:
     return ""
 
 
+# --- the PDF as a document -------------------------------------------------------------------------
+
+
+def _pdf_source(source: Any) -> bytes | None:
+    if isinstance(source, bytes | bytearray) and bytes(source[:5]) == b"%PDF-":
+        return bytes(source)
+    return None
+
+
+def _pdf_signature_checks(
+    data: bytes, pinned: Sequence[x509.Certificate], result: VerificationResult
+) -> str | None:
+    """"pdf signature", "pdf coverage", "pdf signer"; recorded, never stopping. Returns the pinned
+    signer's description when all three passed."""
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        result.checks.append(Check(name, ok, detail))
+
+    try:
+        signature = read_pdf_signature(data)
+    except PdfSignatureError as exc:
+        check("pdf signature", False, f"PDF signature: {exc}")
+        return None
+    if signature is None:
+        check(
+            "pdf signature",
+            False,
+            "no PDF signature: this PDF is not signed, so its printed text is not protected (certificates "
+            "issued before PDF signing are not); only its embedded certificate.json, checked below, is evidence",
+        )
+        return None
+    if signature.count != 1:
+        check("pdf signature", False, f"the PDF carries {signature.count} signatures; a certificate carries exactly one")
+        return None
+    if signature.subfilter != PADES_SUBFILTER:
+        check("pdf signature", False, f"the PDF signature is {signature.subfilter or 'untyped'}, not PAdES ({PADES_SUBFILTER})")
+        return None
+    if not signature.intact:
+        check(
+            "pdf signature",
+            False,
+            "the PDF was edited after it was signed: the signed bytes no longer match the signature's digest",
+        )
+        return None
+    if not signature.valid:
+        check("pdf signature", False, "the PDF signature value does not verify with the signer's certificate")
+        return None
+    signed_at = signature.signed_at.strftime("%Y-%m-%dT%H:%M:%SZ") if signature.signed_at else "at an unstated time"
+    check(
+        "pdf signature",
+        True,
+        f"PDF signature (PAdES, {signature.mechanism}) in field {signature.field_name} is intact, signed {signed_at}",
+    )
+
+    if signature.covers_whole_file:
+        check("pdf coverage", True, "the PDF signature covers the whole file: nothing was added after signing")
+    else:
+        check(
+            "pdf coverage",
+            False,
+            f"the PDF was changed after it was signed: {signature.later_revisions} incremental update(s), "
+            f"{signature.unsigned_bytes} bytes, follow the signed revision, and no signature covers what they change",
+        )
+
+    signer = signature.signer
+    who = describe_certificate(signer) if signer is not None else "an unnamed signer"
+    pinned_fingerprints = {certificate_fingerprint(c) for c in pinned}
+    if signer is None or not pinned:
+        check(
+            "pdf signer",
+            False,
+            f"the PDF is signed by {who}, but no PDF signing certificate is pinned: pin the issuer's published "
+            "certificates (erasure-verify --pdf-cert FILE)",
+        )
+    elif certificate_fingerprint(signer) not in pinned_fingerprints:
+        check("pdf signer", False, f"the PDF is signed by {who}, which is not a pinned PDF signing certificate")
+    elif signature.signed_at is not None and not (
+        signer.not_valid_before_utc <= signature.signed_at <= signer.not_valid_after_utc
+    ):
+        check("pdf signer", False, f"the PDF was signed at {signed_at}, outside the validity of its certificate {who}")
+    else:
+        check("pdf signer", True, f"the PDF is signed by the pinned certificate {who}")
+    if all(c.ok for c in result.checks if c.name.startswith("pdf ")):
+        return who
+    return None
+
+
+def _pdf_text_check(data: bytes, payload: Mapping[str, Any]) -> Check:
+    """"pdf text": the printed text agrees with the statement (which the caller authenticated)."""
+    try:
+        text = printed_text(data)
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many types on hostile input; all mean "unreadable"
+        return Check("pdf text", False, f"the printed text cannot be read ({type(exc).__name__}: {exc})"[:300])
+    problems = printed_disagreements(text, dict(payload))
+    if problems:
+        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        return Check(
+            "pdf text", False, "the printed text disagrees with the signed statement: " + "; ".join(problems[:3]) + more
+        )
+    return Check(
+        "pdf text",
+        True,
+        f"the printed text agrees with the signed statement ({len(printed_facts(dict(payload)))} key facts: "
+        f"certificate id, request reference, dates, versions, verdict {payload['verification']['verdict'].upper()})",
+    )
+
+
+def pdf_document_checks(
+    data: bytes, payload: Mapping[str, Any], pdf_certificates: Sequence[x509.Certificate]
+) -> list[Check]:
+    """The PDF's own checks ("pdf signature", "pdf coverage", "pdf signer", "pdf text") against a
+    statement the caller has verified already: the issuer's self-check of a PDF it just signed."""
+    result = VerificationResult()
+    _pdf_signature_checks(data, pdf_certificates, result)
+    result.checks.append(_pdf_text_check(data, payload))
+    return result.checks
+
+
 # --- command line ---------------------------------------------------------------------------------
 
 
@@ -504,6 +669,18 @@ def _pinned_keyring(keys: Sequence[str], keyring_paths: Sequence[str]) -> KeyRin
         raise _UsageError(f"cannot read key ring: {exc.strerror}: {exc.filename}") from None
     except KeyFormatError as exc:
         raise _UsageError(f"bad pinned key: {exc}") from None
+
+
+def _pinned_pdf_certificates(paths: Sequence[str]) -> list[x509.Certificate]:
+    certificates: list[x509.Certificate] = []
+    for path in paths:
+        try:
+            certificates.extend(load_pdf_certificates(Path(path).read_bytes()))
+        except OSError as exc:
+            raise _UsageError(f"cannot read PDF signing certificates: {exc.strerror}: {path}") from None
+        except PdfKeyError as exc:
+            raise _UsageError(f"--pdf-cert {path}: {exc}") from None
+    return certificates
 
 
 def _directory(value: str | None, what: str) -> Path | None:
@@ -536,12 +713,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="DIR",
         help="exact erasure: the new model version's directory; check its sharding.json lists the proof's adapters",
     )
+    parser.add_argument(
+        "--pdf-cert",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="pinned PDF signing certificates (PEM, as the issuer publishes them); needed to verify a PDF",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only the last line")
     args = parser.parse_args(argv)
     try:
         if not args.key and not args.keyring:
             raise _UsageError("pin at least one public key with --key or --keyring")
         keyring = _pinned_keyring(args.key, args.keyring)
+        pdf_certificates = _pinned_pdf_certificates(args.pdf_cert)
         shards, model_dir = (
             _directory(args.shards, "adapter store"),
             _directory(args.model_dir, "model directory"),
@@ -553,7 +738,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         print(f"erasure-verify: error: {exc}", file=sys.stderr)
         return 2
-    result = verify_certificate(data, keyring, shards=shards, model_dir=model_dir)
+    result = verify_certificate(data, keyring, shards=shards, model_dir=model_dir, pdf_certificates=pdf_certificates)
     if not args.quiet:
         for check in result.checks:
             print(check.line)

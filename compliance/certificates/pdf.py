@@ -1,9 +1,11 @@
 """The human-readable certificate: a PDF that embeds the signed JSON (pure: no Django).
 
 The PDF is a rendering, not the evidence: the evidence is the DSSE envelope embedded as the file
-attachment `certificate.json`, which `erasure-verify certificate.pdf --keyring ...` extracts and
-checks. Everything printed comes from the signed payload, and the function refuses an envelope
-whose payload is not exactly the payload being rendered.
+attachment `certificate.json`, which `erasure-verify certificate.pdf --keyring ... --pdf-cert ...`
+extracts and checks. Everything printed comes from the signed payload, and the function refuses an
+envelope whose payload is not exactly the payload being rendered. The service then signs the whole
+PDF (`pdfsign.py`), and the verifier checks that the printed key facts (`printed_facts`) are the
+statement's.
 
 Fonts: only the standard PDF fonts that reportlab ships (Helvetica, Courier), which use
 WinAnsi (cp1252) encoding. That covers the em dash and Western European text; any other character is
@@ -157,6 +159,111 @@ def exact_facts(unlearning: dict[str, Any]) -> list[Fact]:
     ]
 
 
+def summary_facts(payload: dict[str, Any]) -> list[Fact]:
+    """The first page's left column: who, which request, which certificate, when issued."""
+    request = payload["request"]
+    decision = request["decision"] + (f" ({request['legal_code']})" if request["legal_code"] else "")
+    return [
+        Fact("Request reference", request["reference"]),
+        Fact("Certificate", payload["certificate_id"]),
+        Fact("Subject reference", request["subject_ref"], mono=True),
+        Fact("Legal ground", request["ground"]),
+        Fact("Decision", decision),
+        Fact("Issued", _when(payload["issued_at"])),
+    ]
+
+
+def timeline_facts(payload: dict[str, Any]) -> list[Fact]:
+    """The first page's right column: the request's dates."""
+    timeline = payload["timeline"]
+    return [
+        Fact("Received", _when(timeline["received"])),
+        Fact("Identity verified", _when(timeline["verified"])),
+        Fact("Approved", _when(timeline["approved"])),
+        Fact("Completed", _when(timeline["completed"])),
+    ]
+
+
+def _verdict_text(verification: dict[str, Any]) -> str:
+    return f"Verdict: {'PASS' if verification['verdict'] == 'pass' else 'FAIL'}"
+
+
+# --- what a reader sees must be what the statement says ----------------------------------------------
+#
+# A signed PDF is checked against its embedded statement by the text a reader sees. The labels and value
+# formats below are therefore part of the verifiable format: a signed certificate in the field is
+# checked against them, so change them only together with a check that still accepts the old layout.
+
+MAX_PRINTED_PAGES = 50  # a certificate has 1-3 pages; more is not a certificate, and costs time to extract
+
+
+class PrintedFact(NamedTuple):
+    what: str  # named in a disagreement, e.g. "request reference"
+    text: str  # as printed, label and value; compared with all white space removed
+
+
+def printed_facts(payload: dict[str, Any]) -> list[PrintedFact]:
+    """What the page must show for the statement `payload`: the key facts, each label next to its value."""
+    named = {"Certificate": "certificate id", "Issued": "issue date"}
+    facts = [
+        PrintedFact(named.get(f.label, f.label.lower()), f"{f.label} {_plain(f.text)}") for f in summary_facts(payload)
+    ]
+    facts += [PrintedFact(f"{f.label.lower()} date", f"{f.label} {_plain(f.text)}") for f in timeline_facts(payload)]
+    for m in payload["models"]:
+        facts.append(
+            PrintedFact(
+                f"model {_plain(m['model'])} versions",
+                " ".join(
+                    [_plain(m["model"]), _plain(m["before"]["version"]), _short(m["before"]["sha256"]),
+                     _plain(m["after"]["version"]), _short(m["after"]["sha256"])]
+                ),
+            )  # fmt: skip
+        )
+    for c in payload["corpora"]:
+        facts.append(
+            PrintedFact(
+                f"corpus {_plain(c['corpus'])} versions",
+                " ".join(
+                    [_plain(c["corpus"]), _plain(c["before"]["version"]), _short(c["before"]["sha256"]),
+                     _plain(c["after"]["version"]), _short(c["after"]["sha256"]), str(c["records_removed"])]
+                ),
+            )  # fmt: skip
+        )
+    facts.append(PrintedFact("verdict", _verdict_text(payload["verification"])))
+    return facts
+
+
+def printed_text(data: bytes) -> str:
+    """The text of every page as a reader shows it (pypdf's extraction, in content-stream order)."""
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    if len(reader.pages) > MAX_PRINTED_PAGES:
+        raise ValueError(f"the PDF has {len(reader.pages)} pages; a certificate has at most {MAX_PRINTED_PAGES}")
+    return "\n".join(page.extract_text() or "" for page in reader.pages)
+
+
+def _squeezed(text: str) -> str:
+    # Without white space: a long value wraps differently in another reportlab version or font metric.
+    return "".join(text.split())
+
+
+def printed_disagreements(text: str, payload: dict[str, Any]) -> list[str]:
+    """How the printed `text` disagrees with the statement: each key fact it does not show, and a
+    verdict other than the statement's. Empty when they agree."""
+    printed = _squeezed(text)
+    problems = [
+        f"it does not show the statement's {fact.what} ({fact.text!r})"
+        for fact in printed_facts(payload)
+        if _squeezed(fact.text) not in printed
+    ]
+    stated = payload["verification"]["verdict"]
+    other = _verdict_text({"verdict": "fail" if stated == "pass" else "pass"})
+    if _squeezed(other) in printed:
+        problems.append(f"it shows {other!r} but the statement's verdict is {stated}")
+    return problems
+
+
 def render_certificate_pdf_bytes(payload: dict[str, Any], envelope_json: bytes) -> bytes:
     """The PDF as bytes, with `certificate.json` (the envelope, byte for byte) attached."""
     from pypdf import PdfReader, PdfWriter
@@ -173,7 +280,7 @@ def render_certificate_pdf_bytes(payload: dict[str, Any], envelope_json: bytes) 
     envelope_sha256 = hashlib.sha256(envelope_json).hexdigest()
     payload_sha256 = hashlib.sha256(canonical_json_document(payload)).hexdigest()
     checkpoint = parse_checkpoint(payload["audit"]["checkpoint"])
-    request, issuer, timeline = payload["request"], payload["issuer"], payload["timeline"]
+    request, issuer = payload["request"], payload["issuer"]
     verification, unlearning = payload["verification"], payload["unlearning"]
     organisation = issuer["organisation"]
 
@@ -226,26 +333,14 @@ def render_certificate_pdf_bytes(payload: dict[str, Any], envelope_json: bytes) 
         ),
         Spacer(1, 3 * mm),
     ]
-    facts = [
-        ("Request reference", _text(request["reference"])),
-        ("Certificate", _text(payload["certificate_id"])),
-        ("Subject reference", f"<font face='Courier'>{_text(request['subject_ref'])}</font>"),
-        ("Legal ground", _text(request["ground"])),
-        (
-            "Decision",
-            _text(request["decision"])
-            + (f" ({_text(request['legal_code'])})" if request["legal_code"] else ""),
-        ),
-        ("Issued", _when(payload["issued_at"])),
-    ]
-    dates = [
-        ("Received", _when(timeline["received"])),
-        ("Identity verified", _when(timeline["verified"])),
-        ("Approved", _when(timeline["approved"])),
-        ("Completed", _when(timeline["completed"])),
-    ]
-    left = grid([(p(k, cell_bold), p(v)) for k, v in facts], (32 * mm, 62 * mm), header=False)
-    right = grid([(p(k, cell_bold), p(v)) for k, v in dates], (28 * mm, 50 * mm), header=False)
+    def fact_rows(facts: Sequence[Fact]) -> list[tuple[Paragraph, Paragraph]]:
+        return [
+            (p(f.label, cell_bold), p(f"<font face='Courier'>{_text(f.text)}</font>" if f.mono else _text(f.text)))
+            for f in facts
+        ]
+
+    left = grid(fact_rows(summary_facts(payload)), (32 * mm, 62 * mm), header=False)
+    right = grid(fact_rows(timeline_facts(payload)), (28 * mm, 50 * mm), header=False)
     layout = Table([[left, right]], colWidths=(width * 0.55, width * 0.45), hAlign="LEFT")
     layout.setStyle(TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0)]))
     story += [layout, Paragraph("What was erased", heading)]
@@ -340,7 +435,7 @@ def render_certificate_pdf_bytes(payload: dict[str, Any], envelope_json: bytes) 
         [
             [
                 p(
-                    f"<font color='white'><b>Verdict: {'PASS' if passed else 'FAIL'}</b> \u2014 "
+                    f"<font color='white'><b>{_verdict_text(verification)}</b> \u2014 "
                     f"{'the attacks above no longer recover the erased data from the new model versions' if passed else 'the attacks still recovered erased data'}"
                     f"; decided by {_text(verification['decided_by'])}.</font>"
                 )
@@ -437,11 +532,12 @@ def render_certificate_pdf_bytes(payload: dict[str, Any], envelope_json: bytes) 
     story.append(
         Paragraph(
             "How to verify this certificate offline: the signed certificate is attached to this PDF as "
-            f"<font face='Courier'>{ATTACHMENT_NAME}</font>. With the public key ring published by "
-            f"{_text(organisation)}, run <font face='Courier'>erasure-verify certificate.pdf --keyring keys.json</font> "
-            "(no network, no database). It checks the signature, the signed audit-log checkpoint, the inclusion "
-            "proof of every audit event above, and that the events match this request. The printed text is for "
-            "reading only; the attached file is the evidence.",
+            f"<font face='Courier'>{ATTACHMENT_NAME}</font>, and the PDF itself carries a PDF signature that any PDF "
+            f"reader checks. With the public key ring and PDF signing certificates published by {_text(organisation)}, "
+            "run <font face='Courier'>erasure-verify certificate.pdf --keyring keys.json --pdf-cert pdf-signing.pem</font> "
+            "(no network, no database). It checks both signatures, the signed audit-log checkpoint, the inclusion "
+            "proof of every audit event above, that the events match this request, and that the text printed here "
+            "agrees with the attached file, which is the evidence.",
             small,
         )
     )
@@ -498,8 +594,12 @@ def _plain(text: str) -> str:
 
 
 def render_certificate_pdf(payload: dict[str, Any], envelope_json: bytes, out_path: str | Path) -> Path:
-    """Render and write atomically (temporary file in the same folder, fsync, rename)."""
-    data = render_certificate_pdf_bytes(payload, envelope_json)
+    """Render and write atomically (unsigned: the service signs with `pdfsign` before writing)."""
+    return write_pdf_atomic(render_certificate_pdf_bytes(payload, envelope_json), out_path)
+
+
+def write_pdf_atomic(data: bytes, out_path: str | Path) -> Path:
+    """Write a PDF atomically: temporary file in the same folder, fsync, rename."""
     target = Path(out_path)
     handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:

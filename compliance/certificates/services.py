@@ -31,6 +31,7 @@ from compliance.audit import services as audit_services
 from compliance.audit import signing
 from compliance.audit.canonical import canonical_json_document, parse_canonical
 from compliance.audit.models import AuditCheckpoint, AuditLeaf
+from compliance.certificates import pdfkeys
 from compliance.certificates.envelope import (
     COMPARISON_FIGURES,
     CONTROL_SOURCES,
@@ -46,8 +47,9 @@ from compliance.certificates.envelope import (
     validate_exact_proof,
 )
 from compliance.certificates.models import Certificate
-from compliance.certificates.offline import verify_certificate
-from compliance.certificates.pdf import render_certificate_pdf
+from compliance.certificates.offline import pdf_document_checks, verify_certificate
+from compliance.certificates.pdf import render_certificate_pdf_bytes, write_pdf_atomic
+from compliance.certificates.pdfsign import sign_certificate_pdf
 from compliance.common.tasks import enqueue
 from compliance.erasure import notifications
 from compliance.erasure.models import ErasureRequest, Status
@@ -297,12 +299,26 @@ def _request_leaves(request: ErasureRequest, checkpoint: AuditCheckpoint) -> tup
 
 
 def _write_pdf(payload: dict[str, Any], envelope_json: bytes, reference: str, certificate_id: str) -> tuple[str, str]:
-    """Render to ARTIFACT_ROOT/certificates/<reference>-<id>.pdf; returns (relative path, sha256)."""
+    """Render, sign (PAdES B-B, `pdfkeys`), check as a verifier would and write atomically to
+    ARTIFACT_ROOT/certificates/<reference>-<id>.pdf; returns (relative path, sha256)."""
     relative = Path("certificates") / f"{reference}-{certificate_id}.pdf"
     target = Path(settings.ARTIFACT_ROOT) / relative
     target.parent.mkdir(parents=True, exist_ok=True)
-    render_certificate_pdf(payload, envelope_json, target)
-    return str(relative), hashlib.sha256(target.read_bytes()).hexdigest()
+    try:
+        key, published = pdfkeys.pdf_signing_key(), pdfkeys.published_pdf_certificates()
+    except pdfkeys.PdfSigningKeyMissing as exc:
+        raise CertificateBuildError(f"The certificate PDF cannot be signed: {exc}") from None
+    data = sign_certificate_pdf(
+        render_certificate_pdf_bytes(payload, envelope_json),
+        key,
+        reason=f"Certificate of erasure {reference}",
+        signer_name=settings.ORGANISATION_NAME,
+    )
+    refused = [check for check in pdf_document_checks(data, payload, published) if not check.ok]
+    if refused:
+        raise CertificateBuildError(f"The signed certificate PDF does not verify: {refused[0].detail}")
+    write_pdf_atomic(data, target)
+    return str(relative), hashlib.sha256(data).hexdigest()
 
 
 def certificate_issue(*, request: ErasureRequest, officer: User) -> Certificate:

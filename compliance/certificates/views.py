@@ -16,7 +16,7 @@ from django.views.decorators.http import require_http_methods
 
 from compliance.audit import signing
 from compliance.audit.canonical import JSONLimitError, loads_limited
-from compliance.certificates import services
+from compliance.certificates import pdfkeys, services
 from compliance.certificates.models import Certificate
 from compliance.certificates.offline import (
     CertificateFormatError,
@@ -25,6 +25,7 @@ from compliance.certificates.offline import (
     verify_certificate,
 )
 from compliance.certificates.pdf import exact_facts
+from compliance.certificates.pdfsign import certificate_fingerprint, describe_certificate
 from compliance.erasure.models import ErasureRequest
 from compliance.erasure.permissions import can_decide, can_view
 from compliance.erasure.services import ErasureError, TokenInvalid, request_from_status_token
@@ -148,12 +149,14 @@ class UploadRejected(ValueError):
 
 
 def read_certificate_upload(data: bytes) -> bytes | dict[str, Any]:
-    """Sniff an uploaded file: a certificate PDF (embedded JSON) or a JSON envelope object."""
+    """Sniff an uploaded file: a certificate PDF (returned whole: its signature and printed text are
+    checked too) or a JSON envelope object."""
     if data[:5] == b"%PDF-":
         try:
-            return extract_certificate_from_pdf(data)
+            extract_certificate_from_pdf(data)
         except CertificateFormatError as exc:
             raise UploadRejected(f"This PDF is not a certificate of erasure: {exc}.") from None
+        return data
     try:
         document = loads_limited(data)
     except JSONLimitError as exc:
@@ -182,7 +185,14 @@ def verification_context(result: VerificationResult) -> dict[str, Any]:
 def verify_page(request: HttpRequest) -> HttpResponse:
     """Upload a certificate (JSON or PDF) and see every check, against the log's published keys."""
     limit = settings.CERTIFICATE_UPLOAD_MAX_BYTES
-    context: dict[str, Any] = {"limit_kb": limit // 1024, "keys": [entry.to_json() for entry in signing.keyring().entries]}
+    pdf_certificates = pdfkeys.published_pdf_certificates()
+    context: dict[str, Any] = {
+        "limit_kb": limit // 1024,
+        "keys": [entry.to_json() for entry in signing.keyring().entries],
+        "pdf_certificates": [
+            {"name": describe_certificate(c), "sha256": certificate_fingerprint(c)} for c in pdf_certificates
+        ],
+    }
     if request.method == "GET":
         return render(request, VERIFY_TEMPLATE, context)
 
@@ -207,5 +217,14 @@ def verify_page(request: HttpRequest) -> HttpResponse:
         certificate = read_certificate_upload(data)
     except UploadRejected as exc:
         return rejected(str(exc))
-    result = verify_certificate(certificate, signing.keyring())
+    result = verify_certificate(certificate, signing.keyring(), pdf_certificates=pdf_certificates)
     return render(request, VERIFY_TEMPLATE, {**context, **verification_context(result), "filename": upload.name})
+
+
+@require_http_methods(["GET", "HEAD"])
+def pdf_signing_certificates(request: HttpRequest) -> HttpResponse:
+    """Every published PDF signing certificate (PEM), stable URL, for `erasure-verify --pdf-cert` to pin."""
+    response = HttpResponse(pdfkeys.published_pdf_certificates_pem(), content_type="application/x-pem-file")
+    response["Content-Disposition"] = 'inline; filename="pdf-signing.pem"'
+    response["Cache-Control"] = "public, max-age=300"
+    return response

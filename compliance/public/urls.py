@@ -14,6 +14,7 @@ urlpatterns = [
     path("status/<str:token>/certificate.pdf", certificate_views.subject_pdf, name="certificate_pdf"),
     path("status/<str:token>/certificate.json", certificate_views.subject_json, name="certificate_json"),
     path("verify/", certificate_views.verify_page, name="verify"),
+    path("verify/pdf-signing.pem", certificate_views.pdf_signing_certificates, name="pdf_signing_certificates"),
     path("audit/keys/", audit_views.public_keys, name="audit_keys"),
     path("audit/checkpoint/", audit_views.latest_checkpoint, name="audit_checkpoint"),
 ]

@@ -31,6 +31,7 @@ from compliance.certificates.envelope import (
 )
 from compliance.certificates.offline import main, verify_certificate
 from compliance.certificates.pdf import exact_facts, render_certificate_pdf_bytes
+from compliance.certificates.pdfsign import generate_pdf_signing_key, sign_certificate_pdf
 from tests.certificates.factory import (
     EXACT_RECIPE,
     V2_CERTIFICATE,
@@ -335,7 +336,11 @@ def test_pdf_has_a_short_exact_erasure_section(world: ExactWorld) -> None:
         f"Corpus after\n{'d' * 64}",
     ):
         assert expected in section, expected
-    assert verify_certificate(data, issued.ring).ok  # the PDF embeds the certificate with its proof
+    # The PDF embeds the certificate with its proof; signed, it verifies as a document too.
+    key = generate_pdf_signing_key("Example Language Models GmbH")
+    signed = sign_certificate_pdf(data, key, reason="exact", signer_name="Example Language Models GmbH")
+    result = verify_certificate(signed, issued.ring, pdf_certificates=[key.certificate])
+    assert result.ok, result.reason
     # An approximate certificate has no such section.
     plain = issue()
     assert "Exact erasure" not in "\n".join(

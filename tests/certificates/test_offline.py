@@ -396,7 +396,7 @@ def test_verifier_runs_where_django_cannot_be_imported_and_opens_no_socket(issue
             sys.executable,
             "-c",
             "import sys, compliance.certificates.offline, compliance.certificates.envelope;"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'pypdf', 'reportlab')))",
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'pypdf', 'reportlab', 'pyhanko')))",
         ],
         env=env,
         capture_output=True,

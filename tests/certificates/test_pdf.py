@@ -23,12 +23,18 @@ from compliance.certificates.offline import (
     verify_certificate,
 )
 from compliance.certificates.pdf import render_certificate_pdf, render_certificate_pdf_bytes
+from compliance.certificates.pdfsign import certificates_pem, generate_pdf_signing_key, sign_certificate_pdf
 from tests.certificates.factory import THREAT_MODEL_NOT_RECORDED, V1_CERTIFICATE, fixed_signer, issue
 
 
 @pytest.fixture(scope="module")
 def issued():
     return issue()
+
+
+@pytest.fixture(scope="module")
+def pdf_key():
+    return generate_pdf_signing_key("Example Language Models GmbH")
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +109,11 @@ def test_v1_certificate_still_renders_and_says_it_states_no_threat_model() -> No
     assert "This certificate (erasure-certificate/v1) does not state the threat model." in text
     assert "verbatim_extraction\n0.62" in text
     signer = fixed_signer("erasure.example.org/audit-2025", 1)
-    assert verify_certificate(data, KeyRing.of([signer.public_key])).ok
+    key = generate_pdf_signing_key("Example Language Models GmbH")
+    signed = sign_certificate_pdf(data, key, reason="v1", signer_name="Example Language Models GmbH")
+    result = verify_certificate(signed, KeyRing.of([signer.public_key]), pdf_certificates=[key.certificate])
+    assert result.ok, result.reason
+    assert "verdict PASS" in [c for c in result.checks if c.name == "pdf text"][0].detail
 
 
 @pytest.mark.skipif(shutil.which("pdftoppm") is None, reason="poppler-utils not installed")
@@ -114,10 +124,20 @@ def test_pdf_rasterises_to_png(pdf_path: Path, tmp_path: Path) -> None:
     assert pages[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and pages[0].stat().st_size > 5000
 
 
-def test_offline_verifier_accepts_the_pdf(issued, pdf_path: Path, capsys) -> None:
-    assert verify_certificate(pdf_path.read_bytes(), issued.ring).ok
-    assert main([str(pdf_path), "--key", issued.signer.public_key.to_vkey()]) == 0
-    assert capsys.readouterr().out.splitlines()[-1].endswith("at size 25")
+def test_offline_verifier_accepts_the_signed_pdf_and_not_the_unsigned_rendering(
+    issued, pdf_path: Path, pdf_key, tmp_path: Path, capsys
+) -> None:
+    signed = tmp_path / "signed.pdf"
+    signed.write_bytes(sign_certificate_pdf(pdf_path.read_bytes(), pdf_key, reason="test", signer_name="test"))
+    pem = tmp_path / "pdf-signing.pem"
+    pem.write_bytes(certificates_pem([pdf_key.certificate]))
+    assert verify_certificate(signed.read_bytes(), issued.ring, pdf_certificates=[pdf_key.certificate]).ok
+    assert main([str(signed), "--key", issued.signer.public_key.to_vkey(), "--pdf-cert", str(pem)]) == 0
+    assert "at size 25; PDF signed by" in capsys.readouterr().out.splitlines()[-1]
+    # The rendering alone carries a valid statement but no PDF signature: not verified, and it says why.
+    unsigned = verify_certificate(pdf_path.read_bytes(), issued.ring, pdf_certificates=[pdf_key.certificate])
+    assert not unsigned.ok and unsigned.reason.startswith("no PDF signature")
+    assert main([str(pdf_path), "--key", issued.signer.public_key.to_vkey(), "--pdf-cert", str(pem)]) == 1
 
 
 def test_pdf_without_attachment_or_with_a_foreign_envelope_is_refused(issued, tmp_path: Path) -> None:
@@ -130,7 +150,7 @@ def test_pdf_without_attachment_or_with_a_foreign_envelope_is_refused(issued, tm
     with pytest.raises(CertificateFormatError, match="embeds no certificate.json"):
         extract_certificate_from_pdf(plain.read_bytes())
     result = verify_certificate(plain.read_bytes(), issued.ring)
-    assert not result.ok and "embeds no certificate.json" in result.reason
+    assert not result.ok and "embeds no certificate.json" in result.checks[-1].detail
     truncated = verify_certificate(plain.read_bytes()[: len(plain.read_bytes()) // 2], issued.ring)
     assert not truncated.ok and truncated.checks[-1].name == "envelope"
     # Rendering refuses an envelope that carries a different payload than the one printed.

@@ -24,10 +24,19 @@ from django.urls import reverse
 from compliance.audit import signing
 from compliance.audit.keys import Signer
 from compliance.audit.models import AuditCheckpoint, AuditLeaf
+from compliance.certificates import pdfkeys
 from compliance.certificates.envelope import envelope_bytes, sign_envelope
 from compliance.certificates.models import Certificate
+from compliance.certificates.pdfsign import (
+    certificate_fingerprint,
+    generate_pdf_signing_key,
+    load_pdf_certificates,
+    read_pdf_signature,
+    sign_certificate_pdf,
+)
 from compliance.erasure.models import Status
 from tests import factories
+from tests.certificates import pdftamper
 from tests.certificates.test_issue_helpers import (  # noqa: F401 - fixtures
     ADA,
     isolated_files,
@@ -61,9 +70,10 @@ def _offline_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def _offline(path: Path, keyring: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _offline(path: Path, keyring: Path, env: dict[str, str], pdf_certs: Path | None = None) -> subprocess.CompletedProcess[str]:
+    pins = ["--pdf-cert", str(pdf_certs)] if pdf_certs is not None else []
     return subprocess.run(
-        [sys.executable, "-m", "compliance.certificates", str(path), "--keyring", str(keyring)],
+        [sys.executable, "-m", "compliance.certificates", str(path), "--keyring", str(keyring), *pins],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
@@ -116,9 +126,12 @@ def test_sign_off_to_offline_verification(officer: Any, client: Client, tmp_path
     assert "no-store" in signed_json["Cache-Control"]
 
     # 4. The offline verifier, in a process where Django cannot be imported, accepts both files
-    #    against the key ring the site publishes, and rejects a tampered copy.
+    #    against the key ring and the PDF signing certificates the site publishes, and rejects a
+    #    tampered copy.
     keyring = tmp_path / "keys.json"
     keyring.write_bytes(anonymous.get(reverse("public:audit_keys")).content)
+    pdf_certs = tmp_path / "pdf-signing.pem"
+    pdf_certs.write_bytes(anonymous.get(reverse("public:pdf_signing_certificates")).content)
     (tmp_path / "certificate.json").write_bytes(signed_json.content)
     (tmp_path / "certificate.pdf").write_bytes(pdf.content)
     (tmp_path / "tampered.json").write_bytes(factories.tampered_certificate(signed_json.content))
@@ -126,10 +139,11 @@ def test_sign_off_to_offline_verification(officer: Any, client: Client, tmp_path
     blocked = subprocess.run([sys.executable, "-c", "import django"], env=env, capture_output=True, text=True)
     assert blocked.returncode != 0 and "not available to the offline verifier" in blocked.stderr
     for name in ("certificate.json", "certificate.pdf"):
-        run = _offline(tmp_path / name, keyring, env)
+        run = _offline(tmp_path / name, keyring, env, pdf_certs)
         assert run.returncode == 0, run.stdout + run.stderr
         assert "FAIL" not in run.stdout and "verified" in run.stdout.splitlines()[-1]
         assert "timeline backed by the log" in run.stdout
+    assert "printed text agrees" in run.stdout  # the PDF was checked as a document too
     run = _offline(tmp_path / "tampered.json", keyring, env)
     assert run.returncode == 1 and "NOT verified" in run.stdout
 
@@ -242,8 +256,10 @@ def test_verify_page_shows_every_check_ok_for_json_and_pdf(issued: Certificate, 
         assert '<span class="badge pass" id="verdict">Verified</span>' in html
         rows = _check_rows(html)
         payload = json.loads(bytes(issued.payload))
-        # envelope, payload, signing key, published keys, checkpoint, timeline + 2 per leaf
-        assert len(rows) == 6 + 2 * len(payload["audit"]["leaves"])
+        # envelope, payload, signing key, published keys, checkpoint, timeline + 2 per leaf;
+        # a PDF adds pdf signature, pdf coverage, pdf signer and pdf text
+        pdf_checks = 4 if name.endswith(".pdf") else 0
+        assert len(rows) == 6 + 2 * len(payload["audit"]["leaves"]) + pdf_checks
         assert set(rows) == {"pass"}
         assert issued.request.reference in html
         assert signing.keyring().entries[0].public_key.to_vkey() in html  # the trust anchor is shown
@@ -264,6 +280,53 @@ def test_verify_page_rejects_a_certificate_signed_by_another_key(issued: Certifi
     forged = envelope_bytes(sign_envelope(payload, Signer.from_seed("erasure.example.org", b"\x07" * 32)))
     html = _upload(client, "forged.json", forged).content.decode()
     assert "Not verified" in html and "no valid signature by a pinned key" in html
+
+
+def _failed_checks(html: str) -> list[str]:
+    return re.findall(r'<tr class="check"><td class="small">([^<]+)</td><td><span class="badge fail">', html)
+
+
+def test_issued_pdf_is_signed_with_the_published_certificate(issued: Certificate, client: Client) -> None:
+    signature = read_pdf_signature(issued.pdf_file.read_bytes())
+    assert signature is not None and signature.covers_whole_file and signature.intact
+    published = client.get(reverse("public:pdf_signing_certificates"))
+    assert published.status_code == 200 and published["Content-Type"] == "application/x-pem-file"
+    assert load_pdf_certificates(published.content) == [signature.signer] == [pdfkeys.pdf_signing_key().certificate]
+    assert certificate_fingerprint(signature.signer) in client.get(reverse("public:verify")).content.decode()
+
+
+def test_verify_page_rejects_a_pdf_whose_visible_text_was_edited(issued: Certificate, client: Client) -> None:
+    pdf = issued.pdf_file.read_bytes()
+    reference = issued.request.reference.encode()
+    rewritten = pdftamper.rewrite_text(pdf, reference, reference[:-1] + b"9")
+    appended = pdftamper.edit_text_incrementally(pdf, b"Verdict: PASS", b"Verdict: FAIL")
+    for data, failing, message in (
+        (rewritten, ["pdf signature", "pdf text"], "the PDF was edited after it was signed"),
+        (appended, ["pdf coverage", "pdf text"], "the PDF was changed after it was signed"),
+    ):
+        response = _upload(client, "edited.pdf", data)
+        html = response.content.decode()
+        assert response.status_code == 200
+        assert '<span class="badge fail" id="verdict">Not verified</span>' in html
+        assert _failed_checks(html) == failing
+        assert message in html
+        assert "What the certificate states" not in html  # nothing of an unverified PDF is vouched for
+
+
+def test_verify_page_rejects_a_pdf_signed_by_another_certificate(issued: Certificate, client: Client) -> None:
+    stranger = generate_pdf_signing_key("Demo Organisation Ltd")
+    resigned = sign_certificate_pdf(
+        pdftamper.strip_signature(issued.pdf_file.read_bytes()), stranger, reason="x", signer_name="x"
+    )
+    html = _upload(client, "resigned.pdf", resigned).content.decode()
+    assert "Not verified" in html and _failed_checks(html) == ["pdf signer"]
+    assert "not a pinned PDF signing certificate" in html
+
+
+def test_verify_page_says_no_pdf_signature_for_a_pdf_without_one(issued: Certificate, client: Client) -> None:
+    html = _upload(client, "unsigned.pdf", pdftamper.strip_signature(issued.pdf_file.read_bytes())).content.decode()
+    assert "Not verified" in html and _failed_checks(html) == ["pdf signature"]
+    assert "no PDF signature" in html
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
-"""`manage.py certificate_export ER-2026-000123 [--out DIR] [--keyring]`: write a request's certificate files.
+"""`manage.py certificate_export ER-2026-000123 [--out DIR] [--keyring] [--pdf-certs]`: write a request's certificate files.
 
 Writes <DIR>/certificate-<reference>.json (the signed envelope, byte for byte) and .pdf (after
-checking it against the SHA-256 logged at issue), optionally the published key ring, and prints
-each path on its own line so scripts can pick them up.
+checking it against the SHA-256 logged at issue), optionally the published key ring and the published
+PDF signing certificates (what `erasure-verify --keyring keys.json --pdf-cert pdf-signing.pem` pins),
+and prints each path on its own line so scripts can pick them up.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from compliance.audit import signing
-from compliance.certificates import services
+from compliance.certificates import pdfkeys, services
 from compliance.erasure.models import ErasureRequest
 
 
@@ -39,6 +40,9 @@ class Command(BaseCommand):
         parser.add_argument("reference", help="request reference, e.g. ER-2026-000123")
         parser.add_argument("--out", default=".", help="folder to write into (created if missing)")
         parser.add_argument("--keyring", action="store_true", help="also write the published key ring (keys.json)")
+        parser.add_argument(
+            "--pdf-certs", action="store_true", help="also write the published PDF signing certificates (pdf-signing.pem)"
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         reference = str(options["reference"]).strip()
@@ -60,6 +64,8 @@ class Command(BaseCommand):
         ]
         if options["keyring"]:
             written.append((out / "keys.json", signing.keyring().dumps().encode("utf-8")))
+        if options["pdf_certs"]:
+            written.append((out / "pdf-signing.pem", pdfkeys.published_pdf_certificates_pem()))
         for path, data in written:
             _write_atomic(path, data)
             self.stdout.write(str(path))

@@ -273,7 +273,8 @@ class Command(BaseCommand):
         )
         env = {"PYTHONPATH": f"{blocker}:{settings.BASE_DIR}", "PATH": "/usr/bin:/bin"}
         result = subprocess.run(
-            [sys.executable, "-m", "compliance.certificates", str(path), "--keyring", str(keyring)],
+            [sys.executable, "-m", "compliance.certificates", str(path), "--keyring", str(keyring),
+             "--pdf-cert", str(settings.PDF_SIGNING_CERTS_FILE)],
             capture_output=True, text=True, env=env, cwd=settings.BASE_DIR, timeout=120,
         )
         for line in result.stdout.strip().splitlines():
@@ -322,7 +323,7 @@ class Command(BaseCommand):
                             f"Certificate  {result['json']}",
                             f"             {result['pdf']}",
                             f"Verify it    .venv/bin/python -m compliance.certificates {result['pdf']}"
-                            f" --keyring {settings.AUDIT_KEYRING_FILE}",
+                            f" --keyring {settings.AUDIT_KEYRING_FILE} --pdf-cert {settings.PDF_SIGNING_CERTS_FILE}",
                         ]
                         if result["json"]
                         else ["Certificate  none: the unlearned model did not pass the verification policy"]
