@@ -272,6 +272,8 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": AUDIT_CHECKPOINT_INTERVAL_S},
     },
     "deadline-reminders": {"task": "erasure.deadline_reminders", "schedule": 3600},
+    # Certificates of completed requests that waited for a witness quorum (AUDIT_WITNESS_QUORUM).
+    "certificates-issue-pending": {"task": "certificates.issue_pending", "schedule": AUDIT_CHECKPOINT_INTERVAL_S},
     "jobs-reconcile": {"task": "jobs.reconcile", "schedule": env_int("JOB_RECONCILE_EVERY_S", 60, minimum=5)},
     "jobs-dispatch": {"task": "jobs.dispatch", "schedule": env_int("JOB_BATCH_WAIT_S", 30, minimum=1)},
 }
@@ -287,6 +289,30 @@ AUDIT_KEYRING_FILE = Path(env_str("AUDIT_KEYRING_FILE", str(DATA_DIR / "secrets"
 # The newest checkpoint this service signed, kept outside the database: the signer refuses to sign a
 # log that no longer contains it, and audit_verify checks the database against it (see audit/services.py).
 AUDIT_SIGNED_HEAD_FILE = Path(env_str("AUDIT_SIGNED_HEAD_FILE", str(DATA_DIR / "audit" / "signed-head.note")) or "")
+# Witnesses (C2SP tlog-witness, `python -m compliance.audit.witness serve`) that cosign every checkpoint:
+# entries "<submission URL prefix> <witness vkey>" separated by ";" or newlines. A certificate is issued
+# only on a checkpoint cosigned by AUDIT_WITNESS_QUORUM of them (default: 1 when any is configured).
+# Production refuses to start without a witness: a log nobody outside the database watches can be forked.
+AUDIT_WITNESSES: list[tuple[str, str]] = []
+for _entry in (env_str("AUDIT_WITNESSES", "") or "").replace("\n", ";").split(";"):
+    if not _entry.strip():
+        continue
+    _parts = _entry.split()
+    if len(_parts) != 2 or not _parts[0].startswith(("http://", "https://")):
+        raise ConfigurationError("AUDIT_WITNESSES entries must be '<http(s) URL prefix> <witness vkey>', separated by ';'")
+    try:
+        from compliance.audit.cosignature import Cosigner
+
+        Cosigner.from_vkey(_parts[1])
+    except ValueError as _exc:
+        raise ConfigurationError(f"AUDIT_WITNESSES: {_exc}") from None
+    AUDIT_WITNESSES.append((_parts[0].rstrip("/"), _parts[1]))
+AUDIT_WITNESS_QUORUM = env_int("AUDIT_WITNESS_QUORUM", 1 if AUDIT_WITNESSES else 0, minimum=0)
+if AUDIT_WITNESS_QUORUM > len(AUDIT_WITNESSES):
+    raise ConfigurationError(f"AUDIT_WITNESS_QUORUM is {AUDIT_WITNESS_QUORUM} but only {len(AUDIT_WITNESSES)} witnesses are configured")
+if PRODUCTION and AUDIT_WITNESS_QUORUM < 1:
+    raise ConfigurationError("production needs AUDIT_WITNESSES and AUDIT_WITNESS_QUORUM >= 1 (see the README: witnesses)")
+AUDIT_WITNESS_TIMEOUT_S = env_int("AUDIT_WITNESS_TIMEOUT_S", 5, minimum=1)
 
 # --- certificate PDFs ----------------------------------------------------------------------------
 # The key that signs certificate PDFs (PAdES; compliance/certificates/pdfkeys.py) and its published

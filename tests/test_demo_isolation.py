@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from compliance.audit.cosignature import WitnessKey
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Loading the installed app imports its package and apps.py (both without demo code): Django needs
@@ -77,6 +79,7 @@ def _probe(tmp_path: Path, *extra_imports: str) -> dict[str, list[str]]:
         GUARD_HMAC_KEY=secrets.token_urlsafe(32),
         DJANGO_ALLOWED_HOSTS="privacy.example.org",
         DJANGO_SETTINGS_MODULE="compliance.settings",
+        AUDIT_WITNESSES=f"http://witness:8380 {WitnessKey.generate('witness.example.org/w1').cosigner.to_vkey()}",
         PYTHONPATH=str(ROOT),
     )
     completed = subprocess.run(

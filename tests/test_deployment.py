@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from compliance.audit.cosignature import WitnessKey
+
 ROOT = Path(__file__).resolve().parents[1]
+WITNESS_VKEY = WitnessKey.generate("witness.example.org/w1").cosigner.to_vkey()
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (Debian package) not installed")
@@ -20,11 +23,12 @@ def test_compose_file_validates(tmp_path: Path) -> None:
     shutil.copy(ROOT / "docker-compose.yml", tmp_path)
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
     (tmp_path / "secrets").mkdir()
-    for name in ("django_secret_key", "field_encryption_key", "guard_hmac_key", "audit_signing_key", "pdf_signing_key"):
+    for name in ("django_secret_key", "field_encryption_key", "guard_hmac_key", "audit_signing_key", "witness_key",
+                 "pdf_signing_key"):
         (tmp_path / "secrets" / name).write_text("x\n")
     result = subprocess.run(["docker-compose", "config", "--services"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert set(result.stdout.split()) == {"migrate", "web", "worker-cpu", "worker-gpu", "beat", "postgres", "redis"}
+    assert set(result.stdout.split()) == {"migrate", "web", "worker-cpu", "worker-gpu", "beat", "witness", "postgres", "redis"}
 
 
 def _production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -39,6 +43,7 @@ def _production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         GUARD_HMAC_KEY=secrets.token_urlsafe(32),
         DJANGO_ALLOWED_HOSTS="privacy.example.org",
         DJANGO_SETTINGS_MODULE="compliance.settings",
+        AUDIT_WITNESSES=f"http://witness:8380 {WITNESS_VKEY}",
     )
     env.update(extra)
     return env
@@ -68,6 +73,10 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path: Path) -> None:
         ({"AUDIT_CHECKPOINT_EVERY_S": "300"}, "AUDIT_CHECKPOINT_EVERY_S was renamed AUDIT_CHECKPOINT_INTERVAL_S"),
         ({"AUDIT_LOG_ORIGIN": "privacy.example.org/audit log"}, "AUDIT_LOG_ORIGIN must be a name without white space"),
         ({"AUDIT_LOG_ORIGIN": "privacy.example.org+log"}, "AUDIT_LOG_ORIGIN must be a name without white space"),
+        ({"AUDIT_WITNESSES": ""}, "production needs AUDIT_WITNESSES"),
+        ({"AUDIT_WITNESSES": "witness:8380 x"}, "AUDIT_WITNESSES entries must be"),
+        ({"AUDIT_WITNESSES": "http://witness:8380 not-a-vkey"}, "AUDIT_WITNESSES: witness vkey must look like"),
+        ({"AUDIT_WITNESS_QUORUM": "2"}, "AUDIT_WITNESS_QUORUM is 2 but only 1 witnesses are configured"),
     ],
 )
 def test_bad_configuration_fails_at_start_naming_the_variable(tmp_path: Path, extra: dict[str, str], message: str) -> None:

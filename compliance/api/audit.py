@@ -28,7 +28,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from compliance.api.problems import problem
-from compliance.audit import selectors
+from compliance.audit import selectors, witnessing
 from compliance.audit.services import b64
 from compliance.common.net import client_ip
 from compliance.common.ratelimit import RateLimited, hit
@@ -107,7 +107,9 @@ class AuditCheckpoint(_PublicAuditView):
             "The C2SP tlog-checkpoint signed note: origin line, tree size, base64 root hash, a "
             "`previous <size> <base64 root>` extension line linking it to the checkpoint signed before it, "
             "a blank line and one Ed25519 signature line per signing key (`— <key name> <base64(key id || "
-            "signature)>`). Verify it with the keys published at /audit/keys/."
+            "signature)>`), followed by the cosignatures of the witnesses that checked it (C2SP tlog-cosignature: "
+            "`— <witness name> <base64(key id || timestamp || signature)>`). Verify it with the keys published at "
+            "/audit/keys/ and the witness keys you trust."
         ),
         responses={
             (200, "text/plain"): OpenApiResponse(response=OpenApiTypes.STR, description="The signed note"),
@@ -122,7 +124,7 @@ class AuditCheckpoint(_PublicAuditView):
         checkpoint = selectors.checkpoint_latest()
         if checkpoint is None:
             return problem(404, "No checkpoint has been signed yet.")
-        response = HttpResponse(checkpoint.note, content_type="text/plain; charset=utf-8")
+        response = HttpResponse(witnessing.cosigned_note(checkpoint), content_type="text/plain; charset=utf-8")
         response["Cache-Control"] = "no-cache"  # the newest one changes; clients revalidate
         return response
 

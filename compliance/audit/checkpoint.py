@@ -155,9 +155,12 @@ def parse_note(text: str | bytes) -> tuple[str, tuple[NoteSignature, ...]]:
             raw = b64decode_strict(encoded, "signature")
         except KeyFormatError as exc:
             raise CheckpointError(f"signature line for {name!r}: {exc}") from None
-        if len(raw) != 4 + SIGNATURE_SIZE:
+        # 4-byte key id + Ed25519 signature, or + 8-byte timestamp + signature (a witness's
+        # cosignature/v1); other algorithms' lines are carried along and never match a known key.
+        if len(raw) not in (4 + SIGNATURE_SIZE, 4 + 8 + SIGNATURE_SIZE):
             raise CheckpointError(
-                f"signature line for {name!r}: expected a 4-byte key id and 64-byte signature"
+                f"signature line for {name!r}: expected a 4-byte key id and a 64-byte signature "
+                "(with an 8-byte timestamp before it for a cosignature)"
             )
         signatures.append(NoteSignature(name=name, key_id=raw[:4], signature=raw[4:]))
         if len(signatures) > MAX_SIGNATURES:

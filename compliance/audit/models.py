@@ -80,3 +80,40 @@ class AuditCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"checkpoint at size {self.size}"
+
+
+class AuditCosignature(models.Model):
+    """A witness's cosignature on one of our checkpoints (C2SP tlog-cosignature), as it answered.
+    The line is self-authenticating: it verifies against the checkpoint's note text and the
+    witness's public key, so it is kept as the witness sent it."""
+
+    checkpoint_size = models.BigIntegerField(db_index=True)
+    witness = models.CharField(max_length=300)  # the witness's key hint: <name>+<hex key id>
+    timestamp = models.BigIntegerField()  # the witness's signing time (POSIX seconds)
+    line = models.TextField()  # the signature line, with its newline
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["checkpoint_size", "witness"]
+        constraints = [models.UniqueConstraint(fields=["checkpoint_size", "witness"], name="one_cosignature_per_witness")]
+
+    def __str__(self) -> str:
+        return f"cosignature by {self.witness} at size {self.checkpoint_size}"
+
+
+class AuditWitnessAlert(models.Model):
+    """A witness refused a checkpoint for a reason other than a stale old size: a fork, a shrink, a
+    tree that does not extend what it cosigned, or our signature not accepted. Shown to officers."""
+
+    witness = models.CharField(max_length=300)
+    checkpoint_size = models.BigIntegerField()
+    status = models.IntegerField()  # the witness's HTTP status
+    reason = models.CharField(max_length=500)
+    created_at = models.DateTimeField()
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"witness {self.witness} refused size {self.checkpoint_size} ({self.status})"

@@ -80,6 +80,7 @@ from compliance.audit.canonical import (
     parse_rfc3339_utc,
 )
 from compliance.audit.checkpoint import CheckpointError, verify_checkpoint
+from compliance.audit.cosignature import Cosigner, verify_cosignatures
 from compliance.audit.datacommit import CommitmentError, verify_absence
 from compliance.audit.keys import KeyFormatError, KeyRing, KeyRingEntry, b64decode_strict, load_keyring
 from compliance.certificates.envelope import (
@@ -172,6 +173,8 @@ def verify_certificate(
     shards: Path | None = None,
     model_dir: Path | None = None,
     pdf_certificates: Sequence[x509.Certificate] = (),
+    witnesses: Sequence[Cosigner] = (),
+    witness_quorum: int | None = None,
 ) -> VerificationResult:
     """Run every check against the pinned `keyring`; never raises for a bad certificate.
 
@@ -181,6 +184,10 @@ def verify_certificate(
 
     A PDF `source` is checked as a document too, against the pinned `pdf_certificates` (module
     docstring: "pdf signature", "pdf coverage", "pdf signer", "pdf text").
+
+    `witnesses` (their vkeys) and `witness_quorum` (default: all of them) add the check that the
+    checkpoint carries that many valid cosignatures (C2SP tlog-cosignature): without it a log
+    operator could show this certificate a fork of the log that nobody else sees.
     """
     result = VerificationResult()
 
@@ -195,6 +202,7 @@ def verify_certificate(
     pdf_signer = _pdf_signature_checks(pdf, pdf_certificates, result) if pdf is not None else None
     try:
         _run_checks(source, keyring, result, passed, failed)
+        _witness_checks(result, passed, failed, witnesses=witnesses, quorum=witness_quorum)
         _exact_checks(result, passed, failed, shards=shards, model_dir=model_dir)
         if pdf is not None and result.payload is not None:
             text_check = _pdf_text_check(pdf, result.payload)
@@ -212,6 +220,28 @@ def verify_certificate(
     elif pdf_signer is not None:
         result.summary += f"; PDF signed by {pdf_signer}, whole file, printed text agrees"
     return result
+
+
+def _witness_checks(
+    result: VerificationResult, passed: Any, failed: Any, *,
+    witnesses: Sequence[Cosigner], quorum: int | None,
+) -> None:
+    """Cosignatures on the certificate's checkpoint by the given witnesses (none given: not checked)."""
+    needed = len(witnesses) if quorum is None else quorum
+    if not witnesses or needed <= 0 or result.payload is None:
+        return
+    try:
+        found = verify_cosignatures(result.payload["audit"]["checkpoint"], witnesses)
+    except CheckpointError as exc:
+        raise failed("witnesses", f"witness cosignature: {exc}") from None
+    if len(found) < needed:
+        raise failed(
+            "witnesses",
+            f"the checkpoint is cosigned by {len(found)} of the given witnesses, {needed} needed "
+            f"({', '.join(c.cosigner.key_hint for c in found) or 'none'})",
+        )
+    passed("witnesses", "checkpoint cosigned by " + ", ".join(
+        f"{c.cosigner.key_hint} at {c.timestamp}" for c in found) + f" ({len(found)} of {needed} needed)")
 
 
 def _run_checks(source: Any, keyring: KeyRing, result: VerificationResult, passed: Any, failed: Any) -> None:
@@ -714,6 +744,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="exact erasure: the new model version's directory; check its sharding.json lists the proof's adapters",
     )
     parser.add_argument(
+        "--witness", action="append", default=[], metavar="VKEY",
+        help="a witness you trust (its cosignature/v1 vkey); the checkpoint must carry their cosignatures",
+    )
+    parser.add_argument(
+        "--witness-quorum", type=int, metavar="N", help="how many of the --witness keys must have cosigned (default: all)"
+    )
+    parser.add_argument(
         "--pdf-cert",
         action="append",
         default=[],
@@ -727,6 +764,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise _UsageError("pin at least one public key with --key or --keyring")
         keyring = _pinned_keyring(args.key, args.keyring)
         pdf_certificates = _pinned_pdf_certificates(args.pdf_cert)
+        try:
+            witnesses = [Cosigner.from_vkey(v) for v in args.witness]
+        except KeyFormatError as exc:
+            raise _UsageError(f"--witness: {exc}") from None
+        if args.witness_quorum is not None and not 0 < args.witness_quorum <= len(witnesses):
+            raise _UsageError("--witness-quorum must be between 1 and the number of --witness keys")
         shards, model_dir = (
             _directory(args.shards, "adapter store"),
             _directory(args.model_dir, "model directory"),
@@ -738,7 +781,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         print(f"erasure-verify: error: {exc}", file=sys.stderr)
         return 2
-    result = verify_certificate(data, keyring, shards=shards, model_dir=model_dir, pdf_certificates=pdf_certificates)
+    result = verify_certificate(data, keyring, shards=shards, model_dir=model_dir, witnesses=witnesses,
+                                witness_quorum=args.witness_quorum, pdf_certificates=pdf_certificates)
     if not args.quiet:
         for check in result.checks:
             print(check.line)

@@ -2,14 +2,20 @@
 
 The certificate's evidence is the audit log. It must carry the request's `request.completed` leaf
 (the offline verifier checks that the timeline is backed by leaves), so the completion is logged
-*first*, then a checkpoint is signed over it, then the certificate is built from the leaves under
-that checkpoint. The completion leaf therefore cannot hold the hash of a file that does not exist
-yet; it commits to the certificate's content instead (`certificate_content_sha256`: everything the
-certificate states except the audit section and the issue time) and to the verification report.
-The hash of the final file is logged right after, in `certificate.issued`, which a checkpoint
-signed right after commit covers (task `audit.checkpoint`; should that run be lost, beat signs one
-within AUDIT_CHECKPOINT_INTERVAL_S). Everything happens in one transaction: the request is
-completed, checkpointed, certified, rendered and mailed, or nothing is.
+*first*, then a checkpoint is signed over it and cosigned by the witnesses, then the certificate is
+built from the leaves under that checkpoint. The completion leaf therefore cannot hold the hash of a
+file that does not exist yet; it commits to the certificate's id and content instead
+(`certificate_content_sha256`: everything the certificate states except the audit section and the
+issue time) and to the verification report. The hash of the final file is logged right after, in
+`certificate.issued`, which a checkpoint signed right after commit covers (task `audit.checkpoint`;
+should that run be lost, beat signs one within AUDIT_CHECKPOINT_INTERVAL_S).
+
+Three steps, because a witness may only ever see a committed checkpoint (one it cosigned and that
+then rolled back would be a fork): the completion commits; the checkpoint over it is signed, committed
+and cosigned; the certificate is built, rendered, stored and mailed in a second transaction. Should
+the witnesses not answer, or the last step fail, the request stays completed without a certificate
+and the next sign-off resumes at the checkpoint, checking that the content it would certify is still
+what the completion leaf committed to.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from compliance.audit import services as audit_services
-from compliance.audit import signing
+from compliance.audit import signing, witnessing
 from compliance.audit.canonical import canonical_json_document, parse_canonical
 from compliance.audit.models import AuditCheckpoint, AuditLeaf
 from compliance.certificates import pdfkeys
@@ -321,98 +327,162 @@ def _write_pdf(payload: dict[str, Any], envelope_json: bytes, reference: str, ce
     return str(relative), hashlib.sha256(data).hexdigest()
 
 
+class CertificateAwaitingWitness(CertificateNotReady):
+    """The request is completed, but no checkpoint over its completion carries the cosignatures of
+    AUDIT_WITNESS_QUORUM witnesses yet: the certificate is issued once they do."""
+
+    code = "awaiting_witness"
+
+
+def _content(locked: ErasureRequest, evidence: _Evidence, certificate_id: str) -> tuple[dict[str, Any], str]:
+    """Everything the certificate states except the audit section and the issue time, and its hash."""
+    parts = {
+        "certificate_id": certificate_id,
+        "request": {
+            "reference": locked.reference,
+            "request_id": str(locked.id),
+            "subject_ref": locked.subject_ref,
+            "ground": locked.ground,
+            "decision": locked.decision or "approved",
+            "legal_code": locked.legal_code or None,
+        },
+        "models": _models(evidence),
+        "corpora": _corpora(locked, evidence.job),
+        "unlearning": {
+            "method": _one_line(evidence.job.method, "unspecified"),
+            "spec_sha256": evidence.job.spec_sha256,
+            "steps": int(evidence.job.step),
+            "stop_reason": _one_line(evidence.job.stop_reason, "not recorded"),
+            "exact": _exact(evidence.job),
+        },
+        "verification": _verification(evidence.report),
+    }
+    if not _HEX64.match(evidence.job.spec_sha256 or ""):
+        raise CertificateBuildError("The unlearning job has no spec SHA-256 recorded; it cannot be certified.")
+    return parts, _content_sha256(parts)
+
+
+def _completion_leaf(request: ErasureRequest) -> dict[str, Any] | None:
+    """The request's completion event as logged (its details name the certificate id)."""
+    completed = TIMELINE_EVENT_TYPES["completed"]
+    for raw in AuditLeaf.objects.filter(request_id=request.id, event_type=completed).order_by("seq").values_list(
+        "leaf_bytes", flat=True
+    ):
+        document = parse_canonical(bytes(raw))
+        if document.get("type") == completed and document.get("request_id") == str(request.id):
+            return document
+    return None
+
+
+def _complete(request: ErasureRequest, officer: User) -> tuple[str, dict[str, Any], _Evidence] | Certificate:
+    """Phase 1, one transaction: lock, re-check, and complete the request (verifying -> completed),
+    the completion leaf committing to the certificate's id, content and report. A request completed
+    earlier whose certificate is not issued yet (no witness quorum then, or a failure after the
+    completion) resumes here: its content is recomputed and must hash to what the leaf committed to."""
+    with transaction.atomic():
+        locked = ErasureRequest.objects.select_for_update().get(pk=request.pk)
+        existing = Certificate.objects.filter(request_id=locked.pk).first()
+        if existing is not None:
+            return existing
+        if locked.status == Status.COMPLETED:
+            leaf = _completion_leaf(locked)
+            details = leaf.get("details") if leaf else None
+            committed = (leaf or {}).get("artefacts", {}).get("certificate_content_sha256")
+            if not isinstance(details, dict) or not details.get("certificate_id") or not committed:
+                raise CertificateNotReady(f"{locked.reference} was completed without a certificate id; it cannot be certified.")
+            evidence = _passing_evidence(locked)
+            parts, content_sha256 = _content(locked, evidence, str(details["certificate_id"]))
+            if content_sha256 != committed:
+                raise CertificateBuildError(
+                    f"What the certificate of {locked.reference} would state changed since its completion was logged."
+                )
+            return str(details["certificate_id"]), parts, evidence
+        if locked.status != Status.VERIFYING:
+            raise CertificateNotReady(
+                f"{locked.reference} is {locked.get_status_display().lower()}; a certificate is issued only "
+                "for a request whose unlearning has been verified."
+            )
+        evidence = _passing_evidence(locked)
+        certificate_id = str(uuid.uuid4())
+        parts, content_sha256 = _content(locked, evidence, certificate_id)
+        artefacts = {"certificate_content_sha256": content_sha256}
+        if _HEX64.match(evidence.report.report_sha256 or ""):
+            artefacts["verification_report_sha256"] = evidence.report.report_sha256
+        transition(
+            locked,
+            Status.COMPLETED,
+            actor=actor_of(officer),
+            fields={"completed_at": timezone.now()},
+            artefacts=artefacts,
+            details={"certificate_id": certificate_id},
+            expect_from=frozenset({Status.VERIFYING}),
+        )
+    return certificate_id, parts, evidence
+
+
+def _witnessed_checkpoint(request: ErasureRequest) -> AuditCheckpoint:
+    """Phase 2, outside any transaction: a committed checkpoint over the completion leaf, sent to the
+    witnesses; with AUDIT_WITNESS_QUORUM > 0 it must come back cosigned by that many of them."""
+    audit_services.checkpoint_create()
+    completed = AuditLeaf.objects.filter(request_id=request.id, event_type=TIMELINE_EVENT_TYPES["completed"]).first()
+    covering = AuditCheckpoint.objects.filter(size__gt=completed.seq if completed else 0).order_by("size")
+    if settings.AUDIT_WITNESS_QUORUM <= 0:
+        checkpoint = covering.last()
+    else:
+        witnessing.witness_submit_pending()
+        checkpoint = next((cp for cp in reversed(list(covering)) if witnessing.quorum_met(cp)), None)
+        if checkpoint is None:
+            raise CertificateAwaitingWitness(
+                f"{request.reference} is completed, but no checkpoint over its completion is cosigned by "
+                f"{settings.AUDIT_WITNESS_QUORUM} witness(es) yet (see the portal's health page); the certificate "
+                "is issued as soon as it is (sign off again, or wait for the next beat)."
+            )
+    if checkpoint is None:  # pragma: no cover - checkpoint_create above always covers the completion
+        raise CertificateBuildError("The audit log could not be checkpointed.")
+    return checkpoint
+
+
 def certificate_issue(*, request: ErasureRequest, officer: User) -> Certificate:
     """Sign off a verified request: complete it and issue its certificate (idempotent).
 
-    Preconditions: `officer` can decide; the request is `verifying`; its latest job's latest
-    verification report passed. A request that already has a certificate gets that one back.
+    Preconditions: `officer` can decide; the request is `verifying` (or `completed` without its
+    certificate yet); its latest job's latest verification report passed. A request that already has
+    a certificate gets that one back.
 
-    1. Lock the request; re-check the preconditions under the lock.
-    2. Gather what the certificate states (models and corpora before/after with SHA-256, method
-       and spec hash, the exact-erasure proof if the job retrained shards, verification rows) and
-       fail before writing anything if it is incomplete.
-    3. Transition verifying -> completed, committing to that content and to the report's hash.
-    4. Sign a checkpoint over the log (it now holds every leaf of the request).
-    5. Build the payload with each leaf's inclusion proof, sign it (DSSE, the log's current keys)
-       and check it with the offline verifier against the published key ring.
-    6. Render the PDF atomically; store the certificate row; log `certificate.issued` with the
-       hashes of the JSON, payload and PDF; e-mail the subject after commit.
-    7. After commit, sign a checkpoint over `certificate.issued` (task `audit.checkpoint`).
-    A failure at any step rolls the transaction back and removes the PDF.
+    1. (transaction) Lock the request; re-check the preconditions under the lock; gather what the
+       certificate states (models and corpora before/after with SHA-256, method and spec hash, the
+       exact-erasure proof if the job retrained shards, verification rows) and fail before writing
+       anything if it is incomplete; transition verifying -> completed, the completion leaf
+       committing to the certificate id, that content and the report's hash.
+    2. Sign a checkpoint over the log (it now holds every leaf of the request) and, with witnesses
+       configured, have it cosigned: only a committed checkpoint is ever shown to a witness, and
+       without AUDIT_WITNESS_QUORUM cosignatures no certificate is issued (CertificateAwaitingWitness;
+       the request stays completed and a later sign-off or beat resumes here).
+    3. (transaction) Build the payload with each leaf's inclusion proof under the cosigned checkpoint,
+       sign it (DSSE, the log's current keys) and check it with the offline verifier against the
+       published key ring and the witnesses' keys; render the PDF atomically; store the certificate
+       row; log `certificate.issued` with the hashes of the JSON, payload and PDF; e-mail the subject
+       after commit; then sign a checkpoint over `certificate.issued` (task `audit.checkpoint`).
+    A failure in step 3 rolls that transaction back and removes the PDF; the request stays completed
+    and step 3 is retried by the next sign-off.
     """
     if not can_decide(officer):
         raise PermissionDenied("Only privacy officers can sign off a request and issue its certificate.")
     existing = Certificate.objects.filter(request_id=request.pk).first()
     if existing is not None:
         return existing
+    completed = _complete(request, officer)
+    if isinstance(completed, Certificate):
+        return completed
+    certificate_id, parts, _evidence = completed
+    checkpoint = _witnessed_checkpoint(request)
     pdf_written: Path | None = None
     try:
         with transaction.atomic():
-            # 1. Lock and re-check: two officers clicking at once get one certificate.
             locked = ErasureRequest.objects.select_for_update().get(pk=request.pk)
             existing = Certificate.objects.filter(request_id=locked.pk).first()
             if existing is not None:
                 return existing
-            if locked.status != Status.VERIFYING:
-                raise CertificateNotReady(
-                    f"{locked.reference} is {locked.get_status_display().lower()}; a certificate is issued only "
-                    "for a request whose unlearning has been verified."
-                )
-            evidence = _passing_evidence(locked)
-
-            # 2. What the certificate states.
-            certificate_id = str(uuid.uuid4())
-            request_part = {
-                "reference": locked.reference,
-                "request_id": str(locked.id),
-                "subject_ref": locked.subject_ref,
-                "ground": locked.ground,
-                "decision": locked.decision or "approved",
-                "legal_code": locked.legal_code or None,
-            }
-            models = _models(evidence)
-            corpora = _corpora(locked, evidence.job)
-            unlearning = {
-                "method": _one_line(evidence.job.method, "unspecified"),
-                "spec_sha256": evidence.job.spec_sha256,
-                "steps": int(evidence.job.step),
-                "stop_reason": _one_line(evidence.job.stop_reason, "not recorded"),
-                "exact": _exact(evidence.job),
-            }
-            if not _HEX64.match(evidence.job.spec_sha256 or ""):
-                raise CertificateBuildError("The unlearning job has no spec SHA-256 recorded; it cannot be certified.")
-            verification = _verification(evidence.report)
-            content_sha256 = _content_sha256(
-                {
-                    "certificate_id": certificate_id,
-                    "request": request_part,
-                    "models": models,
-                    "corpora": corpora,
-                    "unlearning": unlearning,
-                    "verification": verification,
-                }
-            )
-
-            # 3. Complete the request (the completion leaf commits to the content and the report).
-            artefacts = {"certificate_content_sha256": content_sha256}
-            if _HEX64.match(evidence.report.report_sha256 or ""):
-                artefacts["verification_report_sha256"] = evidence.report.report_sha256
-            actor = actor_of(officer)
-            transition(
-                locked,
-                Status.COMPLETED,
-                actor=actor,
-                fields={"completed_at": timezone.now()},
-                artefacts=artefacts,
-                expect_from=frozenset({Status.VERIFYING}),
-            )
-
-            # 4. Checkpoint over every leaf of the request.
-            checkpoint = audit_services.checkpoint_create() or audit_services.latest_checkpoint()
-            if checkpoint is None:  # pragma: no cover - the transition above always grows the log
-                raise CertificateBuildError("The audit log could not be checkpointed.")
-
-            # 5. Payload, signature, self-check.
             leaves, timeline = _request_leaves(locked, checkpoint)
             if "completed" not in timeline:
                 raise CertificateBuildError("The completion event is not under the checkpoint.")
@@ -423,23 +493,23 @@ def certificate_issue(*, request: ErasureRequest, officer: User) -> Certificate:
                 issued_at=issued_at,
                 organisation=settings.ORGANISATION_NAME,
                 log_origin=settings.AUDIT_LOG_ORIGIN,
-                request=request_part,
+                request=parts["request"],
                 timeline={key: timeline.get(key) for key in TIMELINE_EVENT_TYPES},
-                models=models,
-                corpora=corpora,
-                unlearning=unlearning,
-                verification=verification,
+                models=parts["models"],
+                corpora=parts["corpora"],
+                unlearning=parts["unlearning"],
+                verification=parts["verification"],
                 leaves=leaves,
-                checkpoint=checkpoint.note,
+                checkpoint=witnessing.cosigned_note(checkpoint),
                 keyring=ring,
             )
             envelope_json = issue_certificate(payload, signing.current_signers())
             payload_bytes = certificate_payload_bytes(payload)
-            check = verify_certificate(envelope_json, ring)
+            check = verify_certificate(envelope_json, ring, witnesses=witnessing.witness_cosigners(),
+                                       witness_quorum=settings.AUDIT_WITNESS_QUORUM)
             if not check.ok:
                 raise CertificateBuildError(f"The new certificate does not verify: {check.reason}")
 
-            # 6. PDF, row, audit event, notice.
             pdf_path, pdf_sha256 = _write_pdf(payload, envelope_json, locked.reference, certificate_id)
             pdf_written = Path(settings.ARTIFACT_ROOT) / pdf_path
             envelope_sha256 = hashlib.sha256(envelope_json).hexdigest()
@@ -457,6 +527,7 @@ def certificate_issue(*, request: ErasureRequest, officer: User) -> Certificate:
                 issued_at=issued_at,
                 issued_by=officer,
             )
+            actor = actor_of(officer)
             audit_services.audit_append(
                 event_type="certificate.issued",
                 actor=actor,
@@ -470,8 +541,8 @@ def certificate_issue(*, request: ErasureRequest, officer: User) -> Certificate:
                 },
                 details={"checkpoint_size": checkpoint.size, "leaves": len(leaves)},
             )
-            # 7. Put `certificate.issued` under a checkpoint now rather than at the next beat, so that
-            #    every event of the certificate is covered by a checkpoint a verifier can fetch.
+            # Put `certificate.issued` under a checkpoint now rather than at the next beat, so that
+            # every event of the certificate is covered by a (cosigned) checkpoint a verifier can fetch.
             enqueue("audit.checkpoint")
             notifications.send_after_commit("completed", locked)
     except BaseException:
@@ -501,3 +572,26 @@ def certificate_pdf_bytes(certificate: Certificate) -> bytes:
     if hashlib.sha256(data).hexdigest() != certificate.pdf_sha256:
         raise CertificateFileDamaged(f"certificate PDF of {certificate.request.reference} does not match its hash")
     return data
+
+
+def certificates_issue_pending() -> list[str]:
+    """Beat: issue the certificates of requests completed while no witness quorum answered (or whose
+    last step failed), in the name of the officer who signed them off. Returns the references issued."""
+    issued = []
+    waiting = ErasureRequest.objects.filter(status=Status.COMPLETED, certificate__isnull=True, purged_at__isnull=True)
+    for request in waiting.order_by("completed_at")[:50]:
+        leaf = _completion_leaf(request)
+        actor = str((leaf or {}).get("actor", ""))
+        officer = User.objects.filter(pk=actor.removeprefix("user:")).first() if actor.startswith("user:") else None
+        if officer is None or not can_decide(officer):
+            continue  # the officer left or lost the role: the next officer to sign off issues it
+        try:
+            certificate_issue(request=request, officer=officer)
+        except CertificateNotReady as exc:  # still no quorum: tried again at the next beat
+            logger.info("%s: %s", request.reference, exc.code)
+            continue
+        except ErasureError as exc:
+            logger.warning("%s: certificate not issued (%s)", request.reference, exc.code)
+            continue
+        issued.append(request.reference)
+    return issued

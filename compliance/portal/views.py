@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
@@ -14,6 +15,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from compliance.audit import services as audit_services
+from compliance.audit import witnessing
 from compliance.audit.models import AuditLeaf
 from compliance.certificates.selectors import certificate_log_coverage
 from compliance.common.net import client_ip
@@ -209,5 +211,10 @@ def audit(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "portal/audit.html",
-        {"events": events, "reference": reference, "req": erasure_request, "size": size, "root": root.hex(), "checkpoint": checkpoint},
+        {
+            "events": events, "reference": reference, "req": erasure_request, "size": size, "root": root.hex(),
+            "checkpoint": checkpoint, "checkpoint_note": witnessing.cosigned_note(checkpoint) if checkpoint else "",
+            "witnesses": witnessing.witness_status(), "witness_alerts": witnessing.open_alerts(),
+            "witness_quorum": settings.AUDIT_WITNESS_QUORUM,
+        },
     )

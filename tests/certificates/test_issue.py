@@ -247,10 +247,12 @@ def test_only_officers_can_issue(persona: str, officer: Any, request: Any) -> No
     assert _state(erasure_request) == before
 
 
-def test_failure_after_rendering_rolls_back_everything_and_removes_the_pdf(officer: Any, monkeypatch: Any) -> None:
-    """The last write (the audit event) fails: no completion, no checkpoint, no row, no file."""
+def test_failure_after_rendering_rolls_back_the_certificate_and_the_next_sign_off_resumes(officer: Any, monkeypatch: Any) -> None:
+    """The last write (the audit event) fails: the completion and its checkpoint stay (a witness may
+    have seen that checkpoint), but no certificate row, file or notice; signing off again issues the
+    certificate whose id the completion leaf committed to."""
     request = verifying_request(ADA, officer)
-    before = _state(request)
+    pdfs_before = _state(request)[4]
     real_append = services.audit_services.audit_append
 
     def failing_append(**kwargs: Any) -> Any:
@@ -261,8 +263,33 @@ def test_failure_after_rendering_rolls_back_everything_and_removes_the_pdf(offic
     monkeypatch.setattr(services.audit_services, "audit_append", failing_append)
     with TestCase.captureOnCommitCallbacks(execute=True), pytest.raises(RuntimeError, match="disk full"):
         services.certificate_issue(request=request, officer=officer)
-    assert _state(request) == before
+    status, _leaves, checkpoints, certificates, pdfs = _state(request)
+    assert (status, certificates, pdfs) == (Status.COMPLETED, 0, pdfs_before) and checkpoints >= 1
     assert len(mail.outbox) == 1  # only the confirmation e-mail; no completion notice
+    committed = services._completion_leaf(request)
+    assert committed is not None
+
+    monkeypatch.setattr(services.audit_services, "audit_append", real_append)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        certificate = services.certificate_issue(request=request, officer=officer)
+    assert str(certificate.certificate_id) == committed["details"]["certificate_id"]
+    assert _payload(certificate)["timeline"]["completed"] == committed["time"]
+    assert len(mail.outbox) == 2
+
+
+def test_a_completed_request_whose_facts_changed_is_not_certified(officer: Any, monkeypatch: Any) -> None:
+    """Resuming recomputes what the certificate states; it must hash to what the completion leaf
+    committed to, or nothing is issued."""
+    request = verifying_request(ADA, officer)
+    monkeypatch.setattr(services, "_witnessed_checkpoint", lambda request: (_ for _ in ()).throw(
+        services.CertificateAwaitingWitness("no witness")))
+    with pytest.raises(services.CertificateAwaitingWitness):
+        services.certificate_issue(request=request, officer=officer)
+    monkeypatch.undo()
+    ModelVersion.objects.filter(number=2).update(sha256="f" * 64)
+    with pytest.raises(services.CertificateBuildError, match="changed since its completion"):
+        services.certificate_issue(request=request, officer=officer)
+    assert Certificate.objects.count() == 0
 
 
 def test_version_without_sha256_is_refused_before_anything_is_written(officer: Any) -> None:

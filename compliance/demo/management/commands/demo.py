@@ -65,14 +65,64 @@ class Command(BaseCommand):
         if not settings.CELERY_TASK_ALWAYS_EAGER:
             raise CommandError("the demo runs on the embedded default: unset CELERY_BROKER_URL")
         started = time.perf_counter()
-        # Batch immediately: the demo has one request and nobody to wait for.
-        with override_settings(JOB_BATCH_WAIT_S=0, ALLOWED_HOSTS=[*settings.ALLOWED_HOSTS, "testserver"]):
-            password, result = self._journey(options)
+        witness = self._start_witness()
+        try:
+            # Batch immediately: the demo has one request and nobody to wait for.
+            with override_settings(JOB_BATCH_WAIT_S=0, ALLOWED_HOSTS=[*settings.ALLOWED_HOSTS, "testserver"]):
+                password, result = self._journey(options)
+        except BaseException:
+            witness.terminate()
+            raise
         total = time.perf_counter() - started
         self.stdout.write(self.style.SUCCESS(f"\nWhole journey: {total:.0f} s"))
         self._print_summary(password, result, options["port"])
-        if not options["no_serve"]:
-            call_command("runserver", f"127.0.0.1:{options['port']}", use_reloader=False)
+        try:
+            if not options["no_serve"]:
+                call_command("runserver", f"127.0.0.1:{options['port']}", use_reloader=False)
+        finally:
+            witness.terminate()
+
+    def _start_witness(self) -> subprocess.Popen[bytes]:
+        """A witness of the demo's audit log in its own process, with its own key and state under the
+        data directory (as compose runs one); every checkpoint is cosigned and the certificate is issued
+        only on a cosigned checkpoint (quorum 1)."""
+        import socket
+        import urllib.request
+
+        from compliance.audit import signing
+        from compliance.audit.cosignature import WitnessKey
+
+        signing.ensure_keys()
+        key_file = Path(settings.DATA_DIR) / "secrets" / "demo_witness.key"
+        if not key_file.exists():
+            subprocess.run([sys.executable, "-m", "compliance.audit.witness", "keygen", "--name", "demo-witness.example.org/w1",
+                            "--out", str(key_file)], check=True, capture_output=True, cwd=settings.BASE_DIR)
+        vkey = WitnessKey.load(key_file).cosigner.to_vkey()
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        log = (Path(settings.DATA_DIR) / "demo_witness.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "compliance.audit.witness", "serve", "--key", str(key_file), "--state",
+             str(Path(settings.DATA_DIR) / "demo_witness"), "--log-keyring", str(settings.AUDIT_KEYRING_FILE),
+             "--listen", f"127.0.0.1:{port}"],
+            cwd=settings.BASE_DIR, stdout=log, stderr=log,
+        )
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1):  # noqa: S310 (our own witness)
+                    break
+            except OSError:
+                if process.poll() is not None:
+                    raise CommandError(f"the demo witness did not start (see {log.name})") from None
+                time.sleep(0.1)
+        # For this process (the in-process tasks and the portal served afterwards).
+        settings.AUDIT_WITNESSES = [(url, vkey)]
+        settings.AUDIT_WITNESS_QUORUM = 1
+        self.witness_vkey = vkey
+        self.stdout.write(f"Witness {vkey.split('+')[0]} on {url} (its own key and state under {settings.DATA_DIR})")
+        return process
 
     # -- the journey -----------------------------------------------------------------------------
     def _journey(self, options: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -274,7 +324,8 @@ class Command(BaseCommand):
         env = {"PYTHONPATH": f"{blocker}:{settings.BASE_DIR}", "PATH": "/usr/bin:/bin"}
         result = subprocess.run(
             [sys.executable, "-m", "compliance.certificates", str(path), "--keyring", str(keyring),
-             "--pdf-cert", str(settings.PDF_SIGNING_CERTS_FILE)],
+             "--pdf-cert", str(settings.PDF_SIGNING_CERTS_FILE),
+             "--witness", self.witness_vkey],
             capture_output=True, text=True, env=env, cwd=settings.BASE_DIR, timeout=120,
         )
         for line in result.stdout.strip().splitlines():
