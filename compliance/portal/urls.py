@@ -1,9 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from compliance.certificates import views as certificate_views
-from compliance.jobs import views as job_views
-from compliance.portal import views
+from compliance.portal import certificate_views, job_views, views
 
 urlpatterns = [
     path("login/", views.LoginView.as_view(), name="login"),

@@ -1,8 +1,6 @@
 from django.urls import path
 
-from compliance.audit import views as audit_views
-from compliance.certificates import views as certificate_views
-from compliance.public import views
+from compliance.public import audit_views, certificate_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),

@@ -1,5 +1,6 @@
-"""Certificate pages: subject downloads (private status link), officer downloads and sign-off,
-and the public verification page. Views parse, fetch through one helper, call one service."""
+"""Public certificate pages: the subject's downloads (through the private status link), the
+verification page and the published PDF signing certificates. The officer's downloads and sign-off are
+in compliance/portal/certificate_views.py. Views parse, fetch through one helper, call one service."""
 
 from __future__ import annotations
 
@@ -8,10 +9,8 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.contrib import messages
-from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from compliance.audit import signing
@@ -26,10 +25,8 @@ from compliance.certificates.offline import (
 )
 from compliance.certificates.pdf import exact_facts
 from compliance.certificates.pdfsign import certificate_fingerprint, describe_certificate
-from compliance.erasure.models import ErasureRequest
-from compliance.erasure.permissions import can_decide, can_view
-from compliance.erasure.services import ErasureError, TokenInvalid, request_from_status_token
-from compliance.erasure.transitions import TransitionNotAllowed
+from compliance.common.downloads import private_download
+from compliance.erasure.services import TokenInvalid, request_from_status_token
 
 logger = logging.getLogger(__name__)
 
@@ -38,20 +35,11 @@ def _error(request: HttpRequest, status: int, title: str, message: str) -> HttpR
     return render(request, "public/error.html", {"title": title, "message": message}, status=status)
 
 
-def _download(data: bytes, content_type: str, filename: str) -> HttpResponse:
-    response = HttpResponse(data, content_type=content_type)
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["Content-Length"] = str(len(data))
-    # Private documents: never kept by shared caches, and the status token must not leak on.
-    response["Cache-Control"] = "private, no-store"
-    return response
+def _json_response(certificate: Certificate) -> HttpResponse:
+    return private_download(bytes(certificate.envelope), "application/json", f"{certificate.download_stem}.json")
 
 
-def certificate_json_response(certificate: Certificate) -> HttpResponse:
-    return _download(bytes(certificate.envelope), "application/json", f"{certificate.download_stem}.json")
-
-
-def certificate_pdf_response(request: HttpRequest, certificate: Certificate) -> HttpResponse:
+def _pdf_response(request: HttpRequest, certificate: Certificate) -> HttpResponse:
     try:
         data = services.certificate_pdf_bytes(certificate)
     except services.CertificateFileDamaged:
@@ -60,7 +48,7 @@ def certificate_pdf_response(request: HttpRequest, certificate: Certificate) -> 
             request, 500, "Certificate PDF unavailable",
             "The PDF file could not be read intact. The signed JSON certificate is still available; please contact us.",
         )  # fmt: skip
-    return _download(data, "application/pdf", f"{certificate.download_stem}.pdf")
+    return private_download(data, "application/pdf", f"{certificate.download_stem}.pdf")
 
 
 # --- data subject (through the private status link) ---------------------------------------------
@@ -80,65 +68,13 @@ def _subject_certificate(request: HttpRequest, token: str) -> Certificate | Http
 @require_http_methods(["GET", "HEAD"])
 def subject_pdf(request: HttpRequest, token: str) -> HttpResponse:
     found = _subject_certificate(request, token)
-    return found if isinstance(found, HttpResponse) else certificate_pdf_response(request, found)
+    return found if isinstance(found, HttpResponse) else _pdf_response(request, found)
 
 
 @require_http_methods(["GET", "HEAD"])
 def subject_json(request: HttpRequest, token: str) -> HttpResponse:
     found = _subject_certificate(request, token)
-    return found if isinstance(found, HttpResponse) else certificate_json_response(found)
-
-
-# --- officers --------------------------------------------------------------------------------------
-
-
-def _officer_certificate(request: HttpRequest, reference: str) -> Certificate | HttpResponse:
-    if not can_view(request.user):
-        return _error(request, 403, "Not allowed", "Your account has no portal role.")
-    erasure_request = get_object_or_404(ErasureRequest, reference=reference)
-    certificate = services.certificate_for(erasure_request)
-    if certificate is None:
-        return _error(request, 404, "No certificate yet", f"{reference} has no certificate yet.")
-    return certificate
-
-
-@login_required
-@require_http_methods(["GET", "HEAD"])
-def officer_pdf(request: HttpRequest, reference: str) -> HttpResponse:
-    found = _officer_certificate(request, reference)
-    return found if isinstance(found, HttpResponse) else certificate_pdf_response(request, found)
-
-
-@login_required
-@require_http_methods(["GET", "HEAD"])
-def officer_json(request: HttpRequest, reference: str) -> HttpResponse:
-    found = _officer_certificate(request, reference)
-    return found if isinstance(found, HttpResponse) else certificate_json_response(found)
-
-
-@login_required
-def sign_off(request: HttpRequest, reference: str) -> HttpResponse:
-    """POST from the request page: complete the request and issue its certificate."""
-    if request.method != "POST":
-        response = _error(
-            request, 405, "Use the sign-off button",
-            "Signing off completes the request and issues its certificate; it is done with the button on the request page.",
-        )  # fmt: skip
-        response["Allow"] = "POST"
-        return response
-    erasure_request = get_object_or_404(ErasureRequest, reference=reference)
-    if not can_decide(request.user):
-        return _error(request, 403, "Not allowed", "Only privacy officers can sign off a request and issue its certificate.")
-    try:
-        certificate = services.certificate_issue(request=erasure_request, officer=request.user)  # type: ignore[arg-type]
-    except (ErasureError, TransitionNotAllowed) as exc:
-        messages.error(request, str(exc))
-        return redirect("portal:detail", reference=reference)
-    messages.success(
-        request,
-        f"{reference} is completed. Certificate {certificate.certificate_id} was issued and the subject was notified.",
-    )
-    return redirect("portal:detail", reference=reference)
+    return found if isinstance(found, HttpResponse) else _json_response(found)
 
 
 # --- public verification -----------------------------------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import Any, cast
 
 from django.conf import settings
-from django.urls import path
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.request import Request
@@ -218,10 +217,3 @@ class GuardHealthView(APIView):
     @extend_schema(responses={200: GuardHealthSerializer})
     def get(self, request: Request) -> Response:
         return Response(GuardHealthSerializer(runtime.guard_health().to_dict()).data)
-
-
-urlpatterns = [
-    path("guard", GuardFilter.as_view(), name="guard"),
-    path("guard/stream", GuardStream.as_view(), name="guard_stream"),
-    path("guard/health", GuardHealthView.as_view(), name="guard_health"),
-]

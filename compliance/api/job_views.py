@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.urls import path
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.generics import ListAPIView
@@ -121,11 +120,3 @@ class JobRetry(_JobView):
         except specs.SpecError as exc:
             return problem(400, str(exc), error="invalid_method")
         return Response(JobSerializer(new).data, status=201)
-
-
-urlpatterns = [
-    path("jobs/", JobList.as_view(), name="jobs"),
-    path("jobs/<str:job_id>/", JobDetail.as_view(), name="job"),
-    path("jobs/<str:job_id>/cancel/", JobCancel.as_view(), name="job_cancel"),
-    path("jobs/<str:job_id>/retry/", JobRetry.as_view(), name="job_retry"),
-]

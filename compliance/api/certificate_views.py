@@ -15,7 +15,6 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpResponse
-from django.urls import path
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, serializers
 from rest_framework.request import Request
@@ -27,7 +26,7 @@ from compliance.audit import signing
 from compliance.certificates import services
 from compliance.certificates.envelope import EnvelopeError, parse_envelope
 from compliance.certificates.offline import verify_certificate
-from compliance.certificates.views import certificate_json_response
+from compliance.common.downloads import private_download
 from compliance.erasure.models import ErasureRequest
 from compliance.erasure.permissions import can_view
 
@@ -56,7 +55,9 @@ class CertificateJson(_CertificateDownload):
     @extend_schema(responses={(200, "application/json"): OpenApiResponse(description="The DSSE envelope")})
     def get(self, request: Request, reference: str) -> Any:
         found = self.certificate(reference)
-        return found if isinstance(found, Response) else certificate_json_response(found)
+        if isinstance(found, Response):
+            return found
+        return private_download(bytes(found.envelope), "application/json", f"{found.download_stem}.json")
 
 
 class CertificatePdf(_CertificateDownload):
@@ -123,10 +124,3 @@ class CertificateVerify(APIView):
             "certificate": certificate,
         }
         return Response(VerifyResponseSerializer(data).data)
-
-
-urlpatterns = [
-    path("requests/<str:reference>/certificate.json", CertificateJson.as_view(), name="certificate_json"),
-    path("requests/<str:reference>/certificate.pdf", CertificatePdf.as_view(), name="certificate_pdf"),
-    path("certificates/verify", CertificateVerify.as_view(), name="certificate_verify"),
-]
