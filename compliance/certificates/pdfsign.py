@@ -23,15 +23,20 @@ readers show the document as certified and flag any later change.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+T = TypeVar("T")
 
 SIGNATURE_FIELD = "CertificateOfErasure"
 PADES_SUBFILTER = "/ETSI.CAdES.detached"
@@ -180,8 +185,22 @@ def sign_certificate_pdf(data: bytes, key: PdfSigningKey, *, reason: str, signer
         reason=reason,
         name=signer_name,
     )
-    signed = signers.sign_pdf(IncrementalPdfFileWriter(io.BytesIO(data)), metadata, signer=signer)
+    signed = _off_any_event_loop(
+        lambda: signers.sign_pdf(IncrementalPdfFileWriter(io.BytesIO(data)), metadata, signer=signer)
+    )
     return bytes(signed.getvalue())
+
+
+def _off_any_event_loop(call: Callable[[], T]) -> T:
+    """Run pyHanko's synchronous API, which calls asyncio.run(): at once when this thread runs no event
+    loop, otherwise in a short-lived thread (under an ASGI server, an async worker or a test session
+    whose browser driver keeps a loop running, asyncio.run() would refuse)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return call()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pdfsign") as pool:
+        return pool.submit(call).result()
 
 
 @dataclass(frozen=True)
@@ -229,7 +248,7 @@ def read_pdf_signature(data: bytes) -> PdfSignature | None:
         )
         # skip_diff: a certificate PDF must have nothing after its signature, so there is no later
         # revision whose changes would need classifying (coverage says whether there is one).
-        status = validate_pdf_signature(signature, context, skip_diff=True)
+        status = _off_any_event_loop(lambda: validate_pdf_signature(signature, context, skip_diff=True))
         byte_range = [int(x) for x in signature.sig_object["/ByteRange"]]
         total_revisions = reader.xrefs.total_revisions
     except Exception as exc:  # noqa: BLE001 - as above: malformed CMS or PDF objects raise many types

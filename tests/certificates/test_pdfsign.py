@@ -278,3 +278,16 @@ def test_cli_verifies_the_signed_pdf_and_names_the_failing_check(signed: bytes, 
     bad.write_bytes(b"not a certificate")
     assert main([str(good), "--key", vkey, "--pdf-cert", str(bad)]) == 2
     assert "--pdf-cert" in capsys.readouterr().err
+
+
+def test_signing_and_reading_work_while_an_event_loop_runs(unsigned: bytes, key) -> None:
+    """pyHanko's synchronous API calls asyncio.run(), which refuses inside a running loop (an ASGI
+    server, an async worker, or a test session whose browser driver keeps one running: CI failed so)."""
+    import asyncio
+
+    async def inside_a_loop() -> object:
+        signed = sign_certificate_pdf(unsigned, key, reason="r", signer_name=ORGANISATION)
+        return read_pdf_signature(signed)
+
+    signature = asyncio.run(inside_a_loop())
+    assert signature is not None and signature.intact and signature.valid and signature.covers_whole_file
