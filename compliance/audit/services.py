@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from compliance.audit import canonical, checkpoint, merkle, signing
+from compliance.audit import canonical, checkpoint, merkle, pgappend, signing
 from compliance.audit.models import AuditCheckpoint, AuditHead, AuditLeaf, AuditNode
 from compliance.audit.signing import current_signers, published_verifiers
 
@@ -134,7 +134,10 @@ def audit_append(
     3. Cache every subtree that this leaf completes (at most log2(n) nodes), computed from the
        frontier kept in the head row: no node is read.
     4. Advance the head and its frontier.
-    Call it last in the caller's transaction: the head lock is held until commit.
+    On PostgreSQL the four steps are one statement (pgappend.py's function; the head lock is then
+    held for that statement and the rest of the caller's transaction, not for four round trips);
+    elsewhere, or when that function finds no head or a head without a valid frontier, they are
+    done through the ORM. Call it last in the caller's transaction: the head lock is held until commit.
     """
     moment = at or timezone.now()
     event = build_event(
@@ -151,6 +154,10 @@ def audit_append(
     leaf_hash = merkle.leaf_hash(leaf_bytes)
     # The row's request column holds the id as the event states it (build_event's canonical form).
     leaf_request_id = str(event["request_id"]) if "request_id" in event else None
+    if connection.vendor == "postgresql":
+        appended = _append_in_one_statement(leaf_bytes, leaf_hash, event_type, leaf_request_id, moment)
+        if appended is not None:
+            return appended
     with transaction.atomic():
         head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
         seq = head.size
@@ -169,6 +176,30 @@ def audit_append(
         head.size = seq + 1
         head.frontier = _frontier_bytes(tree)
         head.save(update_fields=["size", "frontier"])
+    return leaf
+
+
+def _append_in_one_statement(
+    leaf_bytes: bytes, leaf_hash: bytes, event_type: str, request_id: str | None, moment: datetime
+) -> AuditLeaf | None:
+    """audit_append's steps 1-4 as one call of the PostgreSQL function; None when it wrote nothing.
+
+    No savepoint: one statement is atomic by itself, and if it fails the caller's transaction is
+    aborted, so the caller's change cannot commit without its event.
+    """
+    # Built before the call: between the statement and the caller's commit every other appender
+    # waits on the head lock, so nothing is left to do there but read the sequence number.
+    leaf = AuditLeaf(
+        leaf_bytes=leaf_bytes, leaf_hash=leaf_hash, event_type=event_type, request_id=request_id, created_at=moment
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(pgappend.CALL_SQL, [leaf_bytes, leaf_hash, event_type, request_id, moment])
+        row = cursor.fetchone()
+    if row is None or row[0] is None:
+        return None
+    leaf.seq = row[0]
+    leaf._state.adding = False  # the row exists: what objects.create would have returned
+    leaf._state.db = connection.alias
     return leaf
 
 

@@ -1,37 +1,82 @@
-"""Audit log benchmark on PostgreSQL: appends per second (1 and 4 processes), `audit_verify` time for
-100,000 events, proof sizes.
+"""Audit log benchmark on PostgreSQL: appends per second (1 and 4 processes) with checkpointing on,
+the delay from an append to the signed checkpoint that covers it, `audit_verify` time for 100,000
+events, proof sizes.
 
-    python -m tests.benchmarks.bench_audit [--events 100000] [--appends 2000]
+    python -m tests.benchmarks.bench_audit [--events 100000] [--appends 2000] [--checkpoint-every 1.0]
 
-Targets: 500 appends/s; verify 100,000 events under 20 s. The appends go through `audit_append`
-(row lock, leaf, cached nodes, head) one transaction each. To reach 100,000 events in reasonable
-time the rest of the log is then filled through the same leaf builder and node computation written
-in bulk (`COPY`-sized batches); `audit_verify` does not know the difference.
+Targets: 500 appends/s with checkpointing on; verify 100,000 events under 20 s.
+
+Appends go through `audit_append`, each in its own `transaction.atomic()` (a caller's transaction:
+BEGIN, the append, COMMIT). Each appender process connects and appends a few events before the clock
+starts, and all of them start together, so interpreter and Django start-up are not counted. While they
+run, a side process calls `checkpoint_create` every `--checkpoint-every` seconds, as beat would (it
+takes the same head lock), and signs a last checkpoint when they are done. The delay of each appended
+event is its first covering checkpoint's `created_at` minus the event's `created_at`.
+
+To reach 100,000 events in reasonable time the rest of the log is then filled through the same leaf
+builder and node computation written in bulk (`COPY`-sized batches); `audit_verify` does not know the
+difference. The machine's load average is printed: numbers taken while something else runs are noisy.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DB = "bench_audit"
 
 APPENDER = """
-import django, time, uuid
+import django, sys, time, uuid
 django.setup()
+from django.db import transaction
 from compliance.audit.services import audit_append
+def append(i):
+    with transaction.atomic():  # the caller's transaction
+        audit_append(event_type="bench.event", actor="system", outcome="ok", request_id=uuid.uuid4(),
+                     subject_ref=uuid.uuid4().hex, artefacts={{"model": "ab" * 32}}, details={{"i": i}})
+for i in range(5):  # connect, first use
+    append(i)
+print("ready", flush=True)
+sys.stdin.readline()
 n = {n}
-t = time.perf_counter()
+start = time.time()
 for i in range(n):
-    audit_append(event_type="bench.event", actor="system", outcome="ok", request_id=uuid.uuid4(),
-                 subject_ref=uuid.uuid4().hex, artefacts={{"model": "ab" * 32}}, details={{"i": i}})
-print(n / (time.perf_counter() - t))
+    append(i)
+print(n, start, time.time(), flush=True)
+"""
+
+CHECKPOINTER = """
+import django, sys, threading, time
+django.setup()
+from compliance.audit.services import checkpoint_create
+stop = threading.Event()
+threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
+every, signed = {every}, 0
+print("ready", flush=True)
+while True:
+    started = time.monotonic()
+    signed += checkpoint_create() is not None
+    if stop.wait(max(0.0, every - (time.monotonic() - started))):
+        break
+signed += checkpoint_create() is not None  # the tail appended since the last beat
+print(signed, flush=True)
+"""
+
+DELAYS = """
+import bisect, django
+django.setup()
+from compliance.audit.models import AuditCheckpoint, AuditLeaf
+checkpoints = list(AuditCheckpoint.objects.order_by("size").values_list("size", "created_at"))
+sizes = [size for size, _ in checkpoints]
+for seq, created_at in AuditLeaf.objects.order_by("seq").values_list("seq", "created_at"):
+    covering = bisect.bisect_right(sizes, seq)  # first checkpoint with size > seq
+    print((checkpoints[covering][1] - created_at).total_seconds() if covering < len(sizes) else "none")
 """
 
 FILLER = """
@@ -88,35 +133,79 @@ def _run(code: str, env: dict[str, str]) -> str:
     return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
+def _start(code: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    """A child that prints "ready" once set up, then waits for a line on stdin."""
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"benchmark child failed to start (exit {proc.wait()})")
+    return proc
+
+
+def _release(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+
+
+def _finish(proc: subprocess.Popen[str]) -> str:
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"benchmark child exited {proc.returncode}")
+    return out.strip()
+
+
+def _appends_per_second(processes: int, total: int, env: dict[str, str]) -> float:
+    """All appenders start on one signal; the rate is every append over first start to last end."""
+    procs = [_start(APPENDER.format(n=total // processes), env) for _ in range(processes)]
+    for proc in procs:
+        _release(proc)
+    rows = [_finish(proc).split() for proc in procs]
+    appended = sum(int(n) for n, _, _ in rows)
+    return appended / (max(float(end) for *_, end in rows) - min(float(start) for _, start, _ in rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--appends", type=int, default=2000)
+    parser.add_argument("--checkpoint-every", type=float, default=1.0, help="seconds between checkpoints (beat)")
     args = parser.parse_args()
     env = dict(os.environ, DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{DB}", COMPLIANCE_ENV="test",
                COMPLIANCE_DATA_DIR=tempfile.mkdtemp(prefix="bench-audit-"), DJANGO_SETTINGS_MODULE="compliance.settings")
+    load_before = os.getloadavg()[0]
     _psql(f"DROP DATABASE IF EXISTS {DB}")
     _psql(f"CREATE DATABASE {DB}")
     try:
         subprocess.run([sys.executable, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-        one = float(_run(APPENDER.format(n=args.appends), env))
-        started = time.perf_counter()
-        procs = [subprocess.Popen([sys.executable, "-c", APPENDER.format(n=args.appends // 4)], cwd=ROOT, env=env,
-                                  stdout=subprocess.PIPE, text=True) for _ in range(4)]
-        for proc in procs:
-            proc.communicate()
-        four = args.appends / (time.perf_counter() - started)
+        checkpointer = _start(CHECKPOINTER.format(every=args.checkpoint_every), env)
+        try:
+            one = _appends_per_second(1, args.appends, env)
+            four = _appends_per_second(4, args.appends, env)
+        finally:
+            _release(checkpointer)
+            signed = int(_finish(checkpointer))
+        covered = _run(DELAYS, env).split()
+        delays = [float(d) for d in covered if d != "none"]
+        uncovered = len(covered) - len(delays)
         _run(FILLER.format(target=args.events), env)
         elapsed, ok, leaves, proof_len, proof_bytes = _run(VERIFY, env).split()
     finally:
         _psql(f"DROP DATABASE IF EXISTS {DB}")
-    print(f"\nAudit log on PostgreSQL, {os.cpu_count()} cores")
-    print(f"{'measure':<48}{'value':>14}{'target':>14}")
-    print(f"{'appends/s, 1 process (one transaction each)':<48}{one:>14.0f}{'>= 500':>14}")
-    print(f"{'appends/s, 4 processes together':<48}{four:>14.0f}{'>= 500':>14}")
-    print(f"{'audit_verify of ' + leaves + ' events (s)':<48}{float(elapsed):>14.2f}{'< 20':>14}")
-    print(f"{'verify result':<48}{'ok' if ok == 'True' else 'FAILED':>14}{'ok':>14}")
-    print(f"{'inclusion proof at this size (hashes / bytes)':<48}{proof_len + ' / ' + proof_bytes:>14}{'':>14}")
+    load_after = os.getloadavg()[0]
+    quantiles = statistics.quantiles(delays, n=100)
+    every = f"{args.checkpoint_every:g} s"
+    print(f"\nAudit log on PostgreSQL, {os.cpu_count()} cores, load average {load_before:.2f} before, {load_after:.2f} after")
+    print(f"checkpointing on: checkpoint_create every {every} in a side process ({signed} checkpoints signed)")
+    print(f"{'measure':<52}{'value':>14}{'target':>16}")
+    print(f"{'appends/s, 1 process (one transaction each)':<52}{one:>14.0f}{'>= 500':>16}")
+    print(f"{'appends/s, 4 processes together':<52}{four:>14.0f}{'>= 500':>16}")
+    print(f"{'append to signed checkpoint, median (s)':<52}{statistics.median(delays):>14.2f}{'':>16}")
+    print(f"{'append to signed checkpoint, p99 / max (s)':<52}{f'{quantiles[98]:.2f} / {max(delays):.2f}':>14}{'~ ' + every + ' (beat)':>16}")
+    print(f"{'appended events under no checkpoint':<52}{uncovered:>14}{'0':>16}")
+    print(f"{'audit_verify of ' + leaves + ' events (s)':<52}{float(elapsed):>14.2f}{'< 20':>16}")
+    print(f"{'verify result':<52}{'ok' if ok == 'True' else 'FAILED':>14}{'ok':>16}")
+    print(f"{'inclusion proof at this size (hashes / bytes)':<52}{proof_len + ' / ' + proof_bytes:>14}{'':>16}")
 
 
 if __name__ == "__main__":
