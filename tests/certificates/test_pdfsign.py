@@ -284,10 +284,16 @@ def test_signing_and_reading_work_while_an_event_loop_runs(unsigned: bytes, key)
     """pyHanko's synchronous API calls asyncio.run(), which refuses inside a running loop (an ASGI
     server, an async worker, or a test session whose browser driver keeps one running: CI failed so)."""
     import asyncio
+    import threading
 
     async def inside_a_loop() -> object:
         signed = sign_certificate_pdf(unsigned, key, reason="r", signer_name=ORGANISATION)
         return read_pdf_signature(signed)
 
-    signature = asyncio.run(inside_a_loop())
+    # In a thread of its own: this test's thread may already run a loop (the browser tests' driver).
+    result: list[object] = []
+    thread = threading.Thread(target=lambda: result.append(asyncio.run(inside_a_loop())))
+    thread.start()
+    thread.join()
+    signature = result[0]
     assert signature is not None and signature.intact and signature.valid and signature.covers_whole_file
