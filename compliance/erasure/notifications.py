@@ -18,6 +18,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 
 from compliance.erasure.models import ErasureRequest
+from compliance.erasure.tokens import status_token
 
 logger = logging.getLogger(__name__)
 
@@ -25,8 +26,6 @@ KINDS = frozenset({"confirm_email", "withdrawn", "approved", "refused", "extende
 
 
 def _status_url(request: ErasureRequest) -> str:
-    from compliance.erasure.services import status_token
-
     return settings.SITE_URL + reverse("public:status", args=[status_token(request)])
 
 

@@ -33,6 +33,7 @@ from compliance.erasure.models import (
     Status,
 )
 from compliance.erasure.permissions import can_decide
+from compliance.erasure.tokens import STATUS_SALT, status_token
 from compliance.erasure.transitions import TransitionNotAllowed, text_digest, transition
 from pii.normalize import normalize_email
 
@@ -89,18 +90,12 @@ class SubmitResult:
     status_token: str
 
 
-def status_token(request: ErasureRequest) -> str:
-    from django.core import signing
-
-    return signing.dumps(str(request.id), salt="erasure-status", compress=True)
-
-
 def request_from_status_token(token: str) -> ErasureRequest:
     """The request behind a private status link, or TokenInvalid (forged, altered, unknown)."""
     from django.core import signing
 
     try:
-        request_id = signing.loads(token, salt="erasure-status")
+        request_id = signing.loads(token, salt=STATUS_SALT)
     except signing.BadSignature as exc:
         raise TokenInvalid("This status link is not valid.") from exc
     request = ErasureRequest.objects.filter(pk=request_id).first()

@@ -136,13 +136,16 @@ _runtime: GuardRuntime | None = None
 _runtime_lock = threading.Lock()
 
 
+def guard_key() -> bytes:
+    """The HMAC key as bytes. Rotating it invalidates every stored rule (they must be re-derived)."""
+    return str(settings.GUARD_HMAC_KEY).encode("utf-8")
+
+
 def get_runtime() -> GuardRuntime:
     global _runtime
     if _runtime is None:
         with _runtime_lock:
             if _runtime is None:
-                from compliance.guard.services import guard_key
-
                 interval = float(getattr(settings, "GUARD_REFRESH_INTERVAL_S", DEFAULT_REFRESH_INTERVAL_S))
                 _runtime = GuardRuntime(key=guard_key(), interval_s=interval)
     return _runtime

@@ -12,20 +12,15 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
 from compliance.audit.services import audit_append
 from compliance.guard.models import GuardRulesVersion, SuppressionRule
+from compliance.guard.runtime import guard_key, invalidate
 from pii.identifiers import SubjectIdentifiers
 from pii.matcher import RuleHash, rule_hashes
-
-
-def guard_key() -> bytes:
-    """The HMAC key as bytes. Rotating it invalidates every stored rule (they must be re-derived)."""
-    return str(settings.GUARD_HMAC_KEY).encode("utf-8")
 
 
 def _subject_rule_hashes(identifiers: dict[str, Any], key: bytes) -> tuple[list[RuleHash], int]:
@@ -181,6 +176,4 @@ def suppression_rules_rederive(*, actor: str, dry_run: bool = False) -> Rederive
 
 
 def _invalidate_local_cache() -> None:
-    from compliance.guard.runtime import invalidate
-
     invalidate()
