@@ -13,8 +13,6 @@ the demo for other tests, which would make the check vacuous.
 from __future__ import annotations
 
 import json
-import os
-import secrets
 import subprocess
 import sys
 import textwrap
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from compliance.audit.cosignature import WitnessKey
+from tests.test_deployment import production_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,20 +66,7 @@ _PROBE = textwrap.dedent(
 
 
 def _probe(tmp_path: Path, *extra_imports: str) -> dict[str, list[str]]:
-    secret_file = tmp_path / "secret"
-    secret_file.write_text(secrets.token_urlsafe(50))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "CELERY_", "REDIS_URL"))}
-    env.update(
-        COMPLIANCE_ENV="production",
-        COMPLIANCE_DATA_DIR=str(tmp_path / "data"),
-        DJANGO_SECRET_KEY_FILE=str(secret_file),
-        FIELD_ENCRYPTION_KEY=secrets.token_urlsafe(32),
-        GUARD_HMAC_KEY=secrets.token_urlsafe(32),
-        DJANGO_ALLOWED_HOSTS="privacy.example.org",
-        DJANGO_SETTINGS_MODULE="compliance.settings",
-        AUDIT_WITNESSES=f"http://witness:8380 {WitnessKey.generate('witness.example.org/w1').cosigner.to_vkey()}",
-        PYTHONPATH=str(ROOT),
-    )
+    env = production_env(tmp_path, PYTHONPATH=str(ROOT))
     completed = subprocess.run(
         [sys.executable, "-c", _PROBE, *extra_imports],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240, check=False,

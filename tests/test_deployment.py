@@ -31,7 +31,8 @@ def test_compose_file_validates(tmp_path: Path) -> None:
     assert set(result.stdout.split()) == {"migrate", "web", "worker-cpu", "worker-gpu", "beat", "witness", "postgres", "redis"}
 
 
-def _production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+def production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of a production start: secrets, hosts, a witness (tests/test_demo_isolation.py too)."""
     secret_file = tmp_path / "secret"
     secret_file.write_text(secrets.token_urlsafe(50))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_URL", "CELERY_", "REDIS_URL"))}
@@ -52,7 +53,7 @@ def _production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 def test_check_deploy_is_clean_with_production_settings(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=ROOT, env=_production_env(tmp_path), capture_output=True, text=True, timeout=120,
+        cwd=ROOT, env=production_env(tmp_path), capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
@@ -80,7 +81,7 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path: Path) -> None:
     ],
 )
 def test_bad_configuration_fails_at_start_naming_the_variable(tmp_path: Path, extra: dict[str, str], message: str) -> None:
-    env = _production_env(tmp_path, **extra)
+    env = production_env(tmp_path, **extra)
     result = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode != 0
     assert message in result.stderr

@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from compliance.audit.checkpoint import SIGNATURE_PREFIX, CheckpointError, parse_note
-from compliance.audit.keys import KeyFormatError, b64decode_strict, b64encode, check_key_name
+from compliance.audit.keys import KeyFormatError, b64encode, check_key_name, join_key_text, split_key_text
 
 ALG_COSIGNATURE_V1 = 0x04
 KEY_SIZE = 32
@@ -74,22 +74,14 @@ class Cosigner:
         return f"{self.name}+{self.key_id.hex()}"
 
     def to_vkey(self) -> str:
-        return f"{self.key_hint}+{b64encode(bytes([ALG_COSIGNATURE_V1]) + self.key)}"
+        return join_key_text(self.name, self.key_id, ALG_COSIGNATURE_V1, self.key)
 
     @classmethod
     def from_vkey(cls, text: str) -> Cosigner:
         """Parse `<name>+<hex key id>+base64(0x04 || key)`, checking the key id."""
-        if not isinstance(text, str):
-            raise KeyFormatError("witness vkey must be a string")
-        parts = text.strip().split("+", 2)
-        if len(parts) != 3:
-            raise KeyFormatError("witness vkey must look like <name>+<hex key id>+<base64 key>")
-        name, hex_id, encoded = parts
-        check_key_name(name)
-        raw = b64decode_strict(encoded, "witness vkey key")
-        if len(raw) != KEY_SIZE + 1 or raw[0] != ALG_COSIGNATURE_V1:
-            raise KeyFormatError("witness vkey must hold a cosignature/v1 Ed25519 key (0x04 followed by 32 bytes)")
-        cosigner = cls(name=name, key=raw[1:])
+        name, hex_id, material = split_key_text(text, what="witness vkey", alg=ALG_COSIGNATURE_V1,
+                                                alg_name="a cosignature/v1 Ed25519 key")
+        cosigner = cls(name=name, key=material)
         if hex_id != cosigner.key_id.hex():
             raise KeyFormatError(f"witness vkey {name}: key id {hex_id} does not match the key")
         return cosigner
@@ -131,21 +123,16 @@ class WitnessKey:
         seed = self._private_key.private_bytes(
             serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
         )
-        return f"{PRIVATE_PREFIX}{self.cosigner.key_hint}+{b64encode(bytes([ALG_COSIGNATURE_V1]) + seed)}"
+        return PRIVATE_PREFIX + join_key_text(self.name, self.cosigner.key_id, ALG_COSIGNATURE_V1, seed)
 
     @classmethod
     def from_secret(cls, text: str) -> WitnessKey:
         text = text.strip()
         if not text.startswith(PRIVATE_PREFIX):
             raise KeyFormatError("witness key must look like PRIVATE+KEY+<name>+<hex id>+<base64 seed>")
-        parts = text[len(PRIVATE_PREFIX) :].split("+", 2)
-        if len(parts) != 3:
-            raise KeyFormatError("witness key must look like PRIVATE+KEY+<name>+<hex id>+<base64 seed>")
-        name, hex_id, encoded = parts
-        raw = b64decode_strict(encoded, "witness key")
-        if len(raw) != KEY_SIZE + 1 or raw[0] != ALG_COSIGNATURE_V1:
-            raise KeyFormatError("witness key must hold a cosignature/v1 Ed25519 seed (0x04 followed by 32 bytes)")
-        key = cls(name, Ed25519PrivateKey.from_private_bytes(raw[1:]))
+        name, hex_id, seed = split_key_text(text[len(PRIVATE_PREFIX) :], what="witness key", alg=ALG_COSIGNATURE_V1,
+                                            alg_name="a cosignature/v1 Ed25519 seed")
+        key = cls(name, Ed25519PrivateKey.from_private_bytes(seed))
         if key.cosigner.key_id.hex() != hex_id:
             raise KeyFormatError(f"witness key {name}: key id {hex_id} does not match the key")
         return key

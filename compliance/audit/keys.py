@@ -71,6 +71,28 @@ def b64encode(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
+def split_key_text(text: str, *, what: str, alg: int, alg_name: str) -> tuple[str, str, bytes]:
+    """(name, hex key id, 32-byte key material) of `<name>+<hex key id>+base64(alg || material)`,
+    the signed-note spelling of a public key (vkey) and, after `PRIVATE+KEY+`, of a secret one.
+    The key id is the caller's to check: it depends on what the key signs."""
+    if not isinstance(text, str):
+        raise KeyFormatError(f"{what} must be a string")
+    # maxsplit: the base64 part may itself contain "+".
+    parts = text.strip().split("+", 2)
+    if len(parts) != 3:
+        raise KeyFormatError(f"{what} must look like <name>+<hex key id>+<base64 key>")
+    name, hex_id, encoded = parts
+    check_key_name(name)
+    raw = b64decode_strict(encoded, what)
+    if len(raw) != KEY_SIZE + 1 or raw[0] != alg:
+        raise KeyFormatError(f"{what} must hold {alg_name} (0x{alg:02x} followed by 32 bytes)")
+    return name, hex_id, raw[1:]
+
+
+def join_key_text(name: str, key_id: bytes, alg: int, material: bytes) -> str:
+    return f"{name}+{key_id.hex()}+{b64encode(bytes([alg]) + material)}"
+
+
 def check_key_name(name: str) -> str:
     """Key names as the note format allows them: non-empty, printable, no whitespace, no '+'."""
     if not isinstance(name, str) or not name:
@@ -119,23 +141,13 @@ class PublicKey:
         return True
 
     def to_vkey(self) -> str:
-        return f"{self.key_hint}+{b64encode(bytes([ALG_ED25519]) + self.key)}"
+        return join_key_text(self.name, self.key_id, ALG_ED25519, self.key)
 
     @classmethod
     def from_vkey(cls, text: str) -> PublicKey:
         """Parse `<name>+<hex key id>+<base64(0x01 || key)>`, checking the key id."""
-        if not isinstance(text, str):
-            raise KeyFormatError("vkey must be a string")
-        # maxsplit: the base64 key may itself contain "+".
-        parts = text.strip().split("+", 2)
-        if len(parts) != 3:
-            raise KeyFormatError("vkey must look like <name>+<hex key id>+<base64 key>")
-        name, hex_id, encoded = parts
-        check_key_name(name)
-        raw = b64decode_strict(encoded, "vkey key")
-        if len(raw) != KEY_SIZE + 1 or raw[0] != ALG_ED25519:
-            raise KeyFormatError("vkey must hold an Ed25519 key (0x01 followed by 32 bytes)")
-        key = cls(name=name, key=raw[1:])
+        name, hex_id, material = split_key_text(text, what="vkey", alg=ALG_ED25519, alg_name="an Ed25519 key")
+        key = cls(name=name, key=material)
         if hex_id != key.key_id.hex():
             raise KeyFormatError(f"vkey {name}: key id {hex_id} does not match the key")
         return key
@@ -177,7 +189,7 @@ class Signer:
         seed = self._private_key.private_bytes(
             serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
         )
-        return f"{PRIVATE_PREFIX}{self.public_key.key_hint}+{b64encode(bytes([ALG_ED25519]) + seed)}"
+        return PRIVATE_PREFIX + join_key_text(self.name, self.key_id, ALG_ED25519, seed)
 
 
 def parse_signer_key(text: str, name: str | None = None, password: bytes | None = None) -> Signer:
@@ -187,16 +199,12 @@ def parse_signer_key(text: str, name: str | None = None, password: bytes | None 
     """
     text = text.strip()
     if text.startswith(PRIVATE_PREFIX):
-        parts = text[len(PRIVATE_PREFIX) :].split("+", 2)
-        if len(parts) != 3:
-            raise KeyFormatError("signer key must look like PRIVATE+KEY+<name>+<hex id>+<base64 seed>")
-        key_name, hex_id, encoded = parts
+        key_name, hex_id, seed = split_key_text(
+            text[len(PRIVATE_PREFIX) :], what="signer key", alg=ALG_ED25519, alg_name="an Ed25519 seed"
+        )
         if name is not None and name != key_name:
             raise KeyFormatError(f"signer key is named {key_name!r}, expected {name!r}")
-        raw = b64decode_strict(encoded, "signer key")
-        if len(raw) != KEY_SIZE + 1 or raw[0] != ALG_ED25519:
-            raise KeyFormatError("signer key must hold an Ed25519 seed (0x01 followed by 32 bytes)")
-        signer = Signer.from_seed(key_name, raw[1:])
+        signer = Signer.from_seed(key_name, seed)
         if signer.key_id.hex() != hex_id:
             raise KeyFormatError(f"signer key {key_name}: key id {hex_id} does not match the key")
         return signer

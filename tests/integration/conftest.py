@@ -219,21 +219,42 @@ def broker_state() -> str:
 
         client = redis.Redis.from_url(_current_broker[0], socket_connect_timeout=1)
 
+        def describe(message: dict[str, Any]) -> str:
+            """task name, the job id it names, when it was sent (ids only: the messages hold no PII)."""
+            headers = message.get("headers", {})
+            kwargs = str(headers.get("kwargsrepr", ""))
+            return f"{headers.get('task')} {kwargs} id={str(headers.get('id', ''))[:8]}"
+
         def names(raw: list[bytes]) -> list[str]:
             out = []
             for item in raw:
                 try:
-                    out.append(str(json.loads(item)["headers"].get("task")))
-                except (ValueError, KeyError, TypeError):
+                    out.append(describe(json.loads(item)))
+                except (ValueError, KeyError, TypeError, AttributeError):
                     out.append("?")
             return out
 
         lines = [f"{queue}: {names(client.lrange(queue, 0, -1))}" for queue in ("gpu", "default", "ae.undeliver")]
-        unacked = [json.loads(v)[0] for v in client.hgetall("unacked").values()]
-        lines.append(f"unacked: {[m.get('headers', {}).get('task') for m in unacked]}")
+        unacked = {tag.decode(): json.loads(v) for tag, v in client.hgetall("unacked").items()}
+        index = {bytes(tag).decode(): score for tag, score in client.zrange("unacked_index", 0, -1, withscores=True)}
+        lines.append("unacked: " + "; ".join(
+            f"{describe(m[0])} (exchange {m[1]!r}, routing key {m[2]!r}, reserved at {index.get(tag, 0):.1f})"
+            for tag, m in unacked.items()))
+        lines.append(f"clients: {[c.get('name') or c.get('addr') for c in client.client_list()]}")
         return "\n".join(lines)
     except Exception as exc:  # noqa: BLE001  (diagnostics only)
         return f"(broker state unavailable: {type(exc).__name__})"
+
+
+def jobs_state() -> str:
+    """Every job row as the test's database holds it (to compare with the worker log's job ids)."""
+    try:
+        from compliance.jobs.models import UnlearningJob
+
+        rows = UnlearningJob.objects.order_by("created_at").values_list("id", "status", "phase", "claim_token", "attempts")
+        return "\n".join(f"{str(i)[:8]} {st} {ph!r} claimed={bool(tok)} attempts={n}" for i, st, ph, tok, n in rows)
+    except Exception as exc:  # noqa: BLE001  (diagnostics only)
+        return f"(jobs unavailable: {type(exc).__name__})"
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, worker: Worker | None = None) -> Any:
@@ -244,7 +265,7 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, worker:
             return value
         time.sleep(0.2)
     raise AssertionError(
-        f"timed out after {timeout}s waiting for {what}\n--- broker ---\n{broker_state()}\n"
+        f"timed out after {timeout}s waiting for {what}\n--- broker ---\n{broker_state()}\n--- jobs ---\n{jobs_state()}\n"
         f"--- worker log ---\n{worker.tail() if worker else ''}"
     )
 
