@@ -562,16 +562,30 @@ def certificate_for(request: ErasureRequest) -> Certificate | None:
 class CertificateFileDamaged(RuntimeError):
     """The stored PDF is missing or its bytes no longer match the SHA-256 logged at issue."""
 
+    title = "Certificate PDF unavailable"
+    public_message = (
+        "The PDF file could not be read intact. The signed JSON certificate is still available; please contact us."
+    )
+
 
 def certificate_pdf_bytes(certificate: Certificate) -> bytes:
     """The PDF as issued; refuses to serve a file whose hash changed since issue."""
     try:
         data = certificate.pdf_file.read_bytes()
     except OSError as exc:
+        logger.error("certificate PDF for %s is missing", certificate.request.reference)
         raise CertificateFileDamaged(f"certificate PDF of {certificate.request.reference} is missing") from exc
     if hashlib.sha256(data).hexdigest() != certificate.pdf_sha256:
+        logger.error("certificate PDF for %s does not match its logged hash", certificate.request.reference)
         raise CertificateFileDamaged(f"certificate PDF of {certificate.request.reference} does not match its hash")
     return data
+
+
+def certificate_file(certificate: Certificate, kind: str) -> tuple[bytes, str, str]:
+    """(bytes, content type, file name) of the certificate's JSON or PDF, for every face's download."""
+    if kind == "json":
+        return bytes(certificate.envelope), "application/json", f"{certificate.download_stem}.json"
+    return certificate_pdf_bytes(certificate), "application/pdf", f"{certificate.download_stem}.pdf"
 
 
 def certificates_issue_pending() -> list[str]:

@@ -35,20 +35,11 @@ def _error(request: HttpRequest, status: int, title: str, message: str) -> HttpR
     return render(request, "public/error.html", {"title": title, "message": message}, status=status)
 
 
-def _json_response(certificate: Certificate) -> HttpResponse:
-    return private_download(bytes(certificate.envelope), "application/json", f"{certificate.download_stem}.json")
-
-
-def _pdf_response(request: HttpRequest, certificate: Certificate) -> HttpResponse:
+def _download(request: HttpRequest, certificate: Certificate, kind: str) -> HttpResponse:
     try:
-        data = services.certificate_pdf_bytes(certificate)
-    except services.CertificateFileDamaged:
-        logger.error("certificate PDF for %s is missing or altered", certificate.request.reference)
-        return _error(
-            request, 500, "Certificate PDF unavailable",
-            "The PDF file could not be read intact. The signed JSON certificate is still available; please contact us.",
-        )  # fmt: skip
-    return private_download(data, "application/pdf", f"{certificate.download_stem}.pdf")
+        return private_download(*services.certificate_file(certificate, kind))
+    except services.CertificateFileDamaged as damaged:
+        return _error(request, 500, damaged.title, damaged.public_message)
 
 
 # --- data subject (through the private status link) ---------------------------------------------
@@ -68,13 +59,13 @@ def _subject_certificate(request: HttpRequest, token: str) -> Certificate | Http
 @require_http_methods(["GET", "HEAD"])
 def subject_pdf(request: HttpRequest, token: str) -> HttpResponse:
     found = _subject_certificate(request, token)
-    return found if isinstance(found, HttpResponse) else _pdf_response(request, found)
+    return found if isinstance(found, HttpResponse) else _download(request, found, "pdf")
 
 
 @require_http_methods(["GET", "HEAD"])
 def subject_json(request: HttpRequest, token: str) -> HttpResponse:
     found = _subject_certificate(request, token)
-    return found if isinstance(found, HttpResponse) else _json_response(found)
+    return found if isinstance(found, HttpResponse) else _download(request, found, "json")
 
 
 # --- public verification -----------------------------------------------------------------------------
