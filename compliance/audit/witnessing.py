@@ -69,15 +69,21 @@ def _post(witness: Witness, body: bytes) -> tuple[int, str, bytes]:
 
 
 def _alert(witness: Witness, size: int, status: int, reason: str) -> None:
+    """One open alert (and one `audit.witness_refused` leaf) per witness, size and status: the beat
+    retries every interval and must not fill the log with the same refusal."""
     from compliance.audit.services import audit_append
 
+    logger.error("witness %s refused checkpoint %d (%d): %s", witness.hint, size, status, reason)
+    open_alert = AuditWitnessAlert.objects.filter(witness=witness.hint[:300], checkpoint_size=size, status=status,
+                                                  resolved_at__isnull=True)
+    if open_alert.exists():
+        return
     with transaction.atomic():
         AuditWitnessAlert.objects.create(witness=witness.hint[:300], checkpoint_size=size, status=status,
                                          reason=reason[:500], created_at=timezone.now())
         audit_append(event_type="audit.witness_refused", actor="system", outcome="refused",
                      details={"size": size, "status": status,
                               "witness_key_id": int.from_bytes(witness.cosigner.key_id, "big")})
-    logger.error("witness %s refused checkpoint %d (%d): %s", witness.hint, size, status, reason)
 
 
 def _last_cosigned(witness: Witness) -> int:

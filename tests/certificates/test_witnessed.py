@@ -138,6 +138,9 @@ def test_a_fork_is_refused_by_the_witness_and_alerted(running_witness: RunningWi
     assert (alert.status, alert.checkpoint_size) == (409, checkpoint.size) and "forked" in alert.reason
     assert AuditLeaf.objects.filter(event_type="audit.witness_refused").count() == 1
     assert not witnessing.quorum_met(checkpoint)
+    witnessing.witness_submit_pending()  # the next beat: refused again, but alerted once
+    assert AuditWitnessAlert.objects.count() == 1
+    assert AuditLeaf.objects.filter(event_type="audit.witness_refused").count() == 1
 
 
 def checkpoint_origin(checkpoint: AuditCheckpoint) -> str:
@@ -233,3 +236,27 @@ def test_the_public_checkpoint_carries_the_cosignatures(running_witness: Running
     witnessing.witness_submit_pending()
     note = client.get("/api/v1/audit/checkpoint").content.decode()
     assert len(verify_cosignatures(note, [running_witness.key.cosigner])) == 1
+
+
+def test_the_witness_command_shows_status_and_resolves_an_alert(running_witness: RunningWitness) -> None:
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    _events(3)
+    checkpoint = _checkpoint()
+    out = StringIO()
+    call_command("audit_witness", stdout=out)
+    assert "1 checkpoint(s) cosigned now" in out.getvalue() and f"newest cosigned size {checkpoint.size}" in out.getvalue()
+    _events(1)
+    forked = _checkpoint()
+    running_witness.store.put(LogState(checkpoint_origin(forked), forked.size, b"\x07" * 32, "forged\n"))
+    out = StringIO()
+    call_command("audit_witness", stdout=out)
+    alert = AuditWitnessAlert.objects.get()
+    assert f"ALERT {alert.pk}" in out.getvalue()
+    call_command("audit_witness", "--resolve", str(alert.pk), stdout=StringIO())
+    assert witnessing.open_alerts() == []
+    assert AuditLeaf.objects.filter(event_type="audit.witness_alert_resolved").count() == 1
+    with pytest.raises(CommandError, match="no open witness alert"):
+        call_command("audit_witness", "--resolve", str(alert.pk))
