@@ -85,8 +85,10 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
         except UnlearningCancelled:
             if sink.lost or heartbeat.lost:
                 return "claim_lost"
-            db_retry(lambda: job_services.job_cancelled(claim=claim, step=sink.last_step), what=f"job {job.id}: cancel")
+            # Clean up before the job shows as cancelled: whoever sees "cancelled" sees no checkpoints left
+            # (CI saw the directory still there right after the status changed).
             shutil.rmtree(checkpoints, ignore_errors=True)
+            db_retry(lambda: job_services.job_cancelled(claim=claim, step=sink.last_step), what=f"job {job.id}: cancel")
             return "cancelled"
         steps = int(getattr(result, "steps", 0) or 0)
         stop_reason = str(getattr(result, "stop_reason", "") or "")

@@ -143,3 +143,10 @@ def test_ascii_text_without_number_words_or_e_mail_spellings_is_unchanged(text: 
     normalized = normalize(text)
     if not normalized.changed:
         assert normalized.text == text and normalized.span(0, len(text)) == (0, len(text))
+
+
+def test_a_spelled_at_before_a_numeric_domain_normalises_with_and_without_other_hints() -> None:
+    """Found by the offset property: the cheap hint skipped "0 AT 0.0" (a label starting with a digit)
+    unless another spelling elsewhere in the text woke the transform up."""
+    assert normalize("0 AT 0.0").text == "0@0.0"
+    assert normalize("0 AT 0.0[at]").text.startswith("0@0.0")
