@@ -184,7 +184,7 @@ def _approximate_on(
 
 
 class _Abort(Exception):
-    pass
+    """Stops the attack suite from its progress callback: "lost" (another worker holds the job) or "cancel"."""
 
 
 def verify(claim: job_services.Claim, heartbeat: Heartbeat) -> str:

@@ -6,7 +6,7 @@ witness's public key and a quorum rule can then trust that the log did not show 
 
     — <witness name> base64(key id (4) || timestamp (8, big-endian) || Ed25519 signature (64))
 
-key id = SHA-256(name || "\\n" || 0x04 || public key)[:4]; the signed message is
+key id = SHA-256(name || "\\n" || 0x04 || public key)[:4] (keys.key_id with alg 0x04); the signed message is
 "cosignature/v1\\n" "time <timestamp>\\n" followed by the checkpoint's note text (signature lines
 excluded). Witness keys use the signed-note key formats with algorithm byte 0x04:
 vkey `<name>+<hex key id>+base64(0x04 || key)`, secret `PRIVATE+KEY+<name>+<hex key id>+base64(0x04 || seed)`.
@@ -16,18 +16,25 @@ Pure: no Django, no environment reads.
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from compliance.audit.checkpoint import SIGNATURE_PREFIX, CheckpointError, parse_note
-from compliance.audit.keys import KeyFormatError, b64encode, check_key_name, join_key_text, split_key_text
+from compliance.audit.keys import (
+    KeyFormatError,
+    NamedKey,
+    b64encode,
+    check_key_name,
+    join_key_text,
+    split_key_text,
+)
 
 ALG_COSIGNATURE_V1 = 0x04
 KEY_SIZE = 32
@@ -35,13 +42,6 @@ SIGNATURE_SIZE = 64
 COSIGNATURE_SIZE = 4 + 8 + SIGNATURE_SIZE
 PRIVATE_PREFIX = "PRIVATE+KEY+"
 MAX_TIMESTAMP = 2**63 - 1
-
-
-def cosigner_key_id(name: str, public_key: bytes) -> bytes:
-    check_key_name(name)
-    if len(public_key) != KEY_SIZE:
-        raise KeyFormatError("Ed25519 public keys are 32 bytes")
-    return hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([ALG_COSIGNATURE_V1]) + public_key).digest()[:4]
 
 
 def cosigned_message(body: str, timestamp: int) -> bytes:
@@ -54,37 +54,12 @@ def cosigned_message(body: str, timestamp: int) -> bytes:
 
 
 @dataclass(frozen=True)
-class Cosigner:
-    """A witness's public key, as a verifier configures it."""
+class Cosigner(NamedKey):
+    """A witness's public key, as a verifier configures it (key id and vkey with algorithm byte 0x04)."""
 
-    name: str
-    key: bytes
-
-    def __post_init__(self) -> None:
-        check_key_name(self.name)
-        if not isinstance(self.key, bytes) or len(self.key) != KEY_SIZE:
-            raise KeyFormatError("Ed25519 public keys are 32 raw bytes")
-
-    @property
-    def key_id(self) -> bytes:
-        return cosigner_key_id(self.name, self.key)
-
-    @property
-    def key_hint(self) -> str:
-        return f"{self.name}+{self.key_id.hex()}"
-
-    def to_vkey(self) -> str:
-        return join_key_text(self.name, self.key_id, ALG_COSIGNATURE_V1, self.key)
-
-    @classmethod
-    def from_vkey(cls, text: str) -> Cosigner:
-        """Parse `<name>+<hex key id>+base64(0x04 || key)`, checking the key id."""
-        name, hex_id, material = split_key_text(text, what="witness vkey", alg=ALG_COSIGNATURE_V1,
-                                                alg_name="a cosignature/v1 Ed25519 key")
-        cosigner = cls(name=name, key=material)
-        if hex_id != cosigner.key_id.hex():
-            raise KeyFormatError(f"witness vkey {name}: key id {hex_id} does not match the key")
-        return cosigner
+    ALG: ClassVar[int] = ALG_COSIGNATURE_V1
+    WHAT: ClassVar[str] = "witness vkey"
+    ALG_NAME: ClassVar[str] = "a cosignature/v1 Ed25519 key"
 
     def verify(self, body: str, timestamp: int, signature: bytes) -> bool:
         if len(signature) != SIGNATURE_SIZE:

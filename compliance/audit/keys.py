@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -102,17 +102,22 @@ def check_key_name(name: str) -> str:
     return name
 
 
-def key_id(name: str, public_key: bytes) -> bytes:
-    """First 4 bytes of SHA-256(name || '\\n' || 0x01 || public key)."""
+def key_id(name: str, public_key: bytes, alg: int = ALG_ED25519) -> bytes:
+    """First 4 bytes of SHA-256(name || '\\n' || alg || public key): 0x01 for a note signer, 0x04 for a
+    witness's cosignature/v1 key."""
     check_key_name(name)
     if len(public_key) != KEY_SIZE:
         raise KeyFormatError("Ed25519 public keys are 32 bytes")
-    return hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([ALG_ED25519]) + public_key).digest()[:4]
+    return hashlib.sha256(name.encode("utf-8") + b"\n" + bytes([alg]) + public_key).digest()[:4]
 
 
 @dataclass(frozen=True)
-class PublicKey:
-    """A named Ed25519 verifier key."""
+class NamedKey:
+    """A named Ed25519 public key in the signed-note formats; subclasses say what it signs (`ALG`)."""
+
+    ALG: ClassVar[int] = ALG_ED25519
+    WHAT: ClassVar[str] = "vkey"
+    ALG_NAME: ClassVar[str] = "an Ed25519 key"
 
     name: str
     key: bytes  # raw 32-byte public key
@@ -124,12 +129,29 @@ class PublicKey:
 
     @property
     def key_id(self) -> bytes:
-        return key_id(self.name, self.key)
+        return key_id(self.name, self.key, self.ALG)
 
     @property
     def key_hint(self) -> str:
         """`<name>+<hex key id>`: the vkey prefix, used as the DSSE keyid."""
         return f"{self.name}+{self.key_id.hex()}"
+
+    def to_vkey(self) -> str:
+        return join_key_text(self.name, self.key_id, self.ALG, self.key)
+
+    @classmethod
+    def from_vkey(cls, text: str) -> Self:
+        """Parse `<name>+<hex key id>+<base64(alg || key)>`, checking the key id."""
+        name, hex_id, material = split_key_text(text, what=cls.WHAT, alg=cls.ALG, alg_name=cls.ALG_NAME)
+        key = cls(name=name, key=material)
+        if hex_id != key.key_id.hex():
+            raise KeyFormatError(f"{cls.WHAT} {name}: key id {hex_id} does not match the key")
+        return key
+
+
+@dataclass(frozen=True)
+class PublicKey(NamedKey):
+    """A named Ed25519 verifier key (a note signer's: the log's)."""
 
     def verify(self, signature: bytes, message: bytes) -> bool:
         if len(signature) != SIGNATURE_SIZE:
@@ -139,18 +161,6 @@ class PublicKey:
         except InvalidSignature:
             return False
         return True
-
-    def to_vkey(self) -> str:
-        return join_key_text(self.name, self.key_id, ALG_ED25519, self.key)
-
-    @classmethod
-    def from_vkey(cls, text: str) -> PublicKey:
-        """Parse `<name>+<hex key id>+<base64(0x01 || key)>`, checking the key id."""
-        name, hex_id, material = split_key_text(text, what="vkey", alg=ALG_ED25519, alg_name="an Ed25519 key")
-        key = cls(name=name, key=material)
-        if hex_id != key.key_id.hex():
-            raise KeyFormatError(f"vkey {name}: key id {hex_id} does not match the key")
-        return key
 
 
 class Signer:

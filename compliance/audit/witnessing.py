@@ -15,6 +15,7 @@ database no longer holds what the witness saw.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import urllib.error
 import urllib.request
@@ -108,12 +109,9 @@ def _store(witness: Witness, checkpoint: AuditCheckpoint, answer: bytes) -> bool
         found = []
     if not found:
         return False
-    try:
-        with transaction.atomic():
-            AuditCosignature.objects.create(checkpoint_size=checkpoint.size, witness=witness.hint[:300],
-                                            timestamp=found[0].timestamp, line=found[0].line, created_at=timezone.now())
-    except IntegrityError:  # another process stored one first
-        pass
+    with contextlib.suppress(IntegrityError), transaction.atomic():  # another process may have stored it first
+        AuditCosignature.objects.create(checkpoint_size=checkpoint.size, witness=witness.hint[:300],
+                                        timestamp=found[0].timestamp, line=found[0].line, created_at=timezone.now())
     return True
 
 
