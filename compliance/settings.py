@@ -272,6 +272,8 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": AUDIT_CHECKPOINT_INTERVAL_S},
     },
     "deadline-reminders": {"task": "erasure.deadline_reminders", "schedule": 3600},
+    # Closed requests past RETENTION_DAYS_AFTER_COMPLETION are crypto-shredded (erasure.purge_due).
+    "erasure-purge-due": {"task": "erasure.purge_due", "schedule": env_int("PURGE_EVERY_S", 3600, minimum=60)},
     # Certificates of completed requests that waited for a witness quorum (AUDIT_WITNESS_QUORUM).
     "certificates-issue-pending": {"task": "certificates.issue_pending", "schedule": AUDIT_CHECKPOINT_INTERVAL_S},
     "jobs-reconcile": {"task": "jobs.reconcile", "schedule": env_int("JOB_RECONCILE_EVERY_S", 60, minimum=5)},

@@ -109,3 +109,15 @@ def test_jobs_checkpoint_by_default_so_a_killed_worker_resumes(settings: object)
     assert settings_defaults()["UNLEARNING_CHECKPOINT_EVERY"][1] == 25
     assert build_spec().spec["checkpoint_every"] == 25
     assert build_spec(overrides={"checkpoint_every": 0}).spec["checkpoint_every"] == 0
+
+
+def test_beat_runs_every_periodic_task_and_each_is_a_registered_task(settings: object) -> None:
+    """Retention and reminders run on their own: each periodic job is in the beat schedule, under a
+    task name a worker knows (a typo would make beat send messages nobody consumes)."""
+    from compliance.celery import app
+
+    app.loader.import_default_modules()
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}  # type: ignore[attr-defined]
+    assert {"erasure.purge_due", "erasure.deadline_reminders", "audit.checkpoint", "certificates.issue_pending",
+            "jobs.dispatch", "jobs.reconcile"} <= scheduled
+    assert scheduled <= set(app.tasks), scheduled - set(app.tasks)

@@ -28,22 +28,33 @@ class Status(models.TextChoices):
     REFUSED = "refused", "Refused"
     UNLEARNING = "unlearning", "Unlearning"
     VERIFYING = "verifying", "Verifying"
+    NEEDS_DECISION = "needs_decision", "Needs a decision"
     COMPLETED = "completed", "Completed"
+    SUPPRESSED = "suppressed", "Closed: suppressed, not certified"
     WITHDRAWN = "withdrawn", "Withdrawn"
     PURGED = "purged", "Purged"
 
 
-OPEN_STATUSES = frozenset({Status.RECEIVED, Status.VERIFIED, Status.TRIAGED, Status.APPROVED, Status.UNLEARNING, Status.VERIFYING})
+OPEN_STATUSES = frozenset(
+    {Status.RECEIVED, Status.VERIFIED, Status.TRIAGED, Status.APPROVED, Status.UNLEARNING, Status.VERIFYING, Status.NEEDS_DECISION}
+)
 
-# The only allowed moves. A failed job sends the request from unlearning/verifying back to approved.
+# The only allowed moves. A cancelled job sends the request from unlearning/verifying back to approved;
+# a job that failed for good (verification failed after its stronger retries, or the worker gave up)
+# sends it to needs_decision, where an officer chooses: retry with another method (-> unlearning),
+# refuse with a legal code, or close it guard-only with a recorded justification (-> suppressed: the
+# inference guard keeps suppressing the person's data and the corpora are erased, but no certificate
+# says the weights were cleaned).
 ALLOWED_TRANSITIONS: dict[str, frozenset[str]] = {
     Status.RECEIVED: frozenset({Status.VERIFIED, Status.WITHDRAWN}),
     Status.VERIFIED: frozenset({Status.TRIAGED, Status.WITHDRAWN}),
     Status.TRIAGED: frozenset({Status.APPROVED, Status.REFUSED, Status.WITHDRAWN}),
     Status.APPROVED: frozenset({Status.UNLEARNING, Status.WITHDRAWN}),
-    Status.UNLEARNING: frozenset({Status.VERIFYING, Status.APPROVED, Status.WITHDRAWN}),
-    Status.VERIFYING: frozenset({Status.COMPLETED, Status.APPROVED, Status.WITHDRAWN}),
+    Status.UNLEARNING: frozenset({Status.VERIFYING, Status.APPROVED, Status.NEEDS_DECISION, Status.WITHDRAWN}),
+    Status.VERIFYING: frozenset({Status.COMPLETED, Status.APPROVED, Status.NEEDS_DECISION, Status.WITHDRAWN}),
+    Status.NEEDS_DECISION: frozenset({Status.UNLEARNING, Status.REFUSED, Status.SUPPRESSED, Status.WITHDRAWN}),
     Status.COMPLETED: frozenset({Status.PURGED}),
+    Status.SUPPRESSED: frozenset({Status.PURGED}),
     Status.REFUSED: frozenset({Status.PURGED}),
     Status.WITHDRAWN: frozenset({Status.PURGED}),
     Status.PURGED: frozenset(),
@@ -82,6 +93,7 @@ class Decision(models.TextChoices):
     NONE = "", "Pending"
     APPROVED = "approved", "Approved"
     REFUSED = "refused", "Refused"
+    GUARD_ONLY = "guard_only", "Closed guard-only (suppressed, not removed from the weights)"
 
 
 def _new_subject_ref() -> str:
@@ -105,7 +117,7 @@ class ErasureRequest(models.Model):
     extension_reason = models.TextField(blank=True)
     extension_notified_at = models.DateTimeField(null=True, blank=True)
 
-    decision = models.CharField(max_length=8, choices=Decision.choices, blank=True, default=Decision.NONE)
+    decision = models.CharField(max_length=16, choices=Decision.choices, blank=True, default=Decision.NONE)
     legal_code = models.CharField(max_length=10, choices=RefusalCode.choices, blank=True)
     decision_reason = models.TextField(blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)

@@ -17,12 +17,13 @@ from django.db import transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 
-from compliance.erasure.models import ErasureRequest
+from compliance.erasure.models import ErasureRequest, Status
+from compliance.erasure.progress import HEADLINES
 from compliance.erasure.tokens import status_token
 
 logger = logging.getLogger(__name__)
 
-KINDS = frozenset({"confirm_email", "withdrawn", "approved", "refused", "extended", "completed"})
+KINDS = frozenset({"confirm_email", "withdrawn", "approved", "refused", "extended", "completed", "guard_only"})
 
 
 def _status_url(request: ErasureRequest) -> str:
@@ -35,6 +36,8 @@ def render(kind: str, request: ErasureRequest, **context: Any) -> tuple[str, str
     identifiers = request.identifiers()
     ctx = {
         "request": request,
+        # The same words as the status page's headline (compliance.erasure.progress).
+        "headline": HEADLINES.get(Status(request.status), ""),
         "full_name": identifiers.get("full_name", ""),
         "status_url": _status_url(request),
         "organisation": settings.ORGANISATION_NAME,

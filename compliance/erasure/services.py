@@ -308,6 +308,31 @@ def erasure_request_refuse(
     return request
 
 
+def erasure_request_close_guard_only(*, request: ErasureRequest, officer: User, justification: str) -> ErasureRequest:
+    """Close a request whose erasure from the weights could not be verified (needs_decision) without a
+    certificate: the corpora stay erased and the inference guard keeps suppressing the person's data.
+    The officer's justification is required and sent to the subject with the notice."""
+    _require_decider(officer)
+    if not justification.strip():
+        raise ErasureError("Closing guard-only needs a justification; it is sent to the data subject.")
+    transition(
+        request,
+        Status.SUPPRESSED,
+        actor=actor_of(officer),
+        reason=justification,
+        fields={
+            "decision": Decision.GUARD_ONLY,
+            "decision_reason": justification.strip(),
+            "decided_at": timezone.now(),
+            "decided_by": officer,
+        },
+        details={"decision": "guard_only"},
+        expect_from=frozenset({Status.NEEDS_DECISION}),
+    )
+    notifications.send_after_commit("guard_only", request)
+    return request
+
+
 def erasure_request_extend(*, request: ErasureRequest, officer: User, reason: str, today: date | None = None) -> ErasureRequest:
     """Extend the deadline once by two months (Art. 12(3)), only before the first deadline, with notice."""
     _require_decider(officer)
@@ -357,7 +382,9 @@ def erasure_request_purge(*, request: ErasureRequest, actor: str = "system") -> 
 def purge_due_requests(*, today: date | None = None) -> int:
     """Purge every closed request past the retention period. Returns how many were purged."""
     cutoff = timezone.now() - timedelta(days=settings.RETENTION_DAYS_AFTER_COMPLETION)
-    closed = ErasureRequest.objects.filter(status__in=[Status.COMPLETED, Status.REFUSED, Status.WITHDRAWN], updated_at__lt=cutoff)
+    closed = ErasureRequest.objects.filter(
+        status__in=[Status.COMPLETED, Status.SUPPRESSED, Status.REFUSED, Status.WITHDRAWN], updated_at__lt=cutoff
+    )
     count = 0
     for request in closed:
         erasure_request_purge(request=request)

@@ -231,7 +231,7 @@ def _job_create(
     )
     job.requests.set(requests)
     for request in requests:
-        if request.status == Status.APPROVED:
+        if request.status in (Status.APPROVED, Status.NEEDS_DECISION):
             transition(request, Status.UNLEARNING, actor=actor, details={"job": str(job.id)})
     _job_audit(job, "created", actor=actor, base_version=base.number, requests=len(requests), round=strengthen_round)
     enqueue("unlearning.run_job", job_id=str(job.id))
@@ -432,7 +432,7 @@ def job_verification_record(
       verifying (awaiting the officer's sign-off).
     fail: the candidate is rejected; while strengthen rounds remain (settings.JOB_STRENGTHEN_ROUNDS,
       default 1) a retry job with a stronger spec is queued for the same requests; otherwise the job
-      fails for good (escalated) and its requests go back to approved.
+      fails for good (escalated) and its requests move to needs_decision.
     """
     with transaction.atomic():
         job = UnlearningJob.objects.select_for_update(of=("self",)).select_related("model", "result_version").filter(
@@ -514,11 +514,13 @@ def _all_model_jobs_passed(request: ErasureRequest) -> bool:
 
 
 def _release_requests(job: UnlearningJob, *, actor: str) -> None:
-    """Send the job's requests back to approved (with the failure recorded on the job)."""
+    """Hand the job's requests back to the officer: to needs_decision when the job failed for good
+    (escalated: compliance.jobs.escalation lists the options), to approved when it was cancelled."""
+    to = Status.NEEDS_DECISION if job.escalated else Status.APPROVED
     for request in job.requests.all():
         if request.status in (Status.UNLEARNING, Status.VERIFYING):
             try:
-                transition(request, Status.APPROVED, actor=actor, details={"job": str(job.id), "job_status": job.status})
+                transition(request, to, actor=actor, details={"job": str(job.id), "job_status": job.status})
             except TransitionNotAllowed:  # withdrawn meanwhile: nothing to release
                 continue
 
@@ -602,9 +604,19 @@ def job_retry(
     *, job: UnlearningJob, officer: User, method: str | None = None, overrides: dict[str, Any] | None = None
 ) -> UnlearningJob:
     """Start again after a failure or a cancellation, optionally with another method. The new job
-    starts from the model's current active version, for the requests of `job` still approved."""
+    starts from the model's current active version, for the requests of `job` still waiting for
+    unlearning (approved after a cancellation, needs_decision after an escalation).
+
+    The same approximate method again runs at the next stronger settings (specs.strengthen): the
+    settings that failed would fail again. The records still take the path they allow (exact shard
+    retraining where they sit in a sharded fine-tune), as at dispatch."""
     _require_officer(officer)
-    built = specs.build_spec(method=method or job.method, overrides=overrides)  # SpecError before any write
+    failed_method = str(job.spec.get("method") or job.method)
+    chosen = method or failed_method
+    if overrides is None and chosen == failed_method and job.status == JobStatus.FAILED:
+        built = specs.strengthen(spec=job.spec, round=1)  # SpecError before any write
+    else:
+        built = specs.build_spec(method=chosen, overrides=overrides)
     with transaction.atomic():
         AIModel.objects.select_for_update().get(pk=job.model_id)
         locked = UnlearningJob.objects.select_for_update().get(pk=job.pk)
@@ -617,12 +629,12 @@ def job_retry(
         base = registry_selectors.active_version(model=locked.model)
         if base is None:
             raise JobConflict("The model has no active version to start from.")
-        requests = list(locked.requests.filter(status=Status.APPROVED))
+        requests = list(locked.requests.filter(status__in=[Status.APPROVED, Status.NEEDS_DECISION]))
         if not requests:
             raise JobConflict("None of this job's requests is still waiting for unlearning.")
         new = _job_create(
-            model=locked.model, base=base, requests=requests, built=built, actor=_actor(officer), created_by=officer,
-            retry_of=locked,
+            model=locked.model, base=base, requests=requests, built=_with_path(built, base, requests), actor=_actor(officer),
+            created_by=officer, retry_of=locked,
         )
     return new
 

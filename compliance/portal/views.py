@@ -24,6 +24,8 @@ from compliance.erasure import selectors, services
 from compliance.erasure.models import ErasureRequest
 from compliance.erasure.permissions import can_decide, can_view
 from compliance.erasure.transitions import TransitionNotAllowed
+from compliance.jobs import escalation as escalation_services
+from compliance.jobs import specs
 from compliance.portal import forms
 from compliance.registry import selectors as registry_selectors
 
@@ -87,6 +89,7 @@ def detail(request: HttpRequest, reference: str) -> HttpResponse:
     for item in items:
         located.append({"item": item, "segments": _highlight(item)})
     certificate = getattr(erasure_request, "certificate", None)
+    escalation = escalation_services.escalation_for(erasure_request)
     context = {
         "req": erasure_request,
         "identifiers": erasure_request.identifiers() if erasure_request.purged_at is None else None,
@@ -102,7 +105,12 @@ def detail(request: HttpRequest, reference: str) -> HttpResponse:
         "paths": registry_selectors.erasure_paths(request=erasure_request) if erasure_request.is_open else [],
         "certificate": certificate,
         "certificate_log": certificate_log_coverage(certificate) if certificate is not None else None,
+        "escalation": escalation,
     }
+    if escalation is not None:
+        failed_method = escalation.failures[0].method if escalation.failures else specs.default_method()
+        context["retry_form"] = forms.RetryForm(methods=escalation.methods, initial_method=failed_method)
+        context["guard_form"] = forms.GuardOnlyForm()
     return render(request, "portal/detail.html", context)
 
 
@@ -138,7 +146,7 @@ def _act(request: HttpRequest, reference: str, form_class: type, action: Any) ->
         return redirect("portal:detail", reference=reference)
     try:
         action(erasure_request, form.cleaned_data)
-    except (services.ErasureError, TransitionNotAllowed) as exc:
+    except (services.ErasureError, TransitionNotAllowed, escalation_services.EscalationError) as exc:
         messages.error(request, str(exc))
         response = redirect("portal:detail", reference=reference)
         return response
@@ -183,6 +191,41 @@ def assign(request: HttpRequest, reference: str) -> HttpResponse:
         messages.success(request, "Assignment saved.")
 
     return _act(request, reference, forms.AssignForm, action)
+
+
+class _EscalationRetryForm(forms.RetryForm):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, methods=specs.known_methods(), **kwargs)
+
+
+@login_required
+@require_POST
+def escalation_retry(request: HttpRequest, reference: str) -> HttpResponse:
+    def action(r: ErasureRequest, data: dict[str, Any]) -> None:
+        jobs = escalation_services.escalation_retry(request=r, officer=request.user, method=data["method"])
+        messages.success(request, f"{r.reference}: {len(jobs)} retry job(s) queued with {data['method']}.")
+
+    return _act(request, reference, _EscalationRetryForm, action)
+
+
+@login_required
+@require_POST
+def escalation_refuse(request: HttpRequest, reference: str) -> HttpResponse:
+    def action(r: ErasureRequest, data: dict[str, Any]) -> None:
+        escalation_services.escalation_refuse(request=r, officer=request.user, legal_code=data["legal_code"], reason=data["reason"])
+        messages.success(request, f"{r.reference} refused; the notice was sent to the subject.")
+
+    return _act(request, reference, forms.RefuseForm, action)
+
+
+@login_required
+@require_POST
+def escalation_guard_only(request: HttpRequest, reference: str) -> HttpResponse:
+    def action(r: ErasureRequest, data: dict[str, Any]) -> None:
+        escalation_services.escalation_guard_only(request=r, officer=request.user, justification=data["justification"])
+        messages.success(request, f"{r.reference} closed guard-only; the notice was sent to the subject.")
+
+    return _act(request, reference, forms.GuardOnlyForm, action)
 
 
 @login_required

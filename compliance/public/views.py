@@ -10,7 +10,7 @@ from django.views.decorators.http import require_http_methods
 from compliance.certificates.selectors import certificate_log_coverage
 from compliance.common.net import client_ip
 from compliance.common.ratelimit import RateLimited
-from compliance.erasure import selectors, services
+from compliance.erasure import progress, selectors, services
 from compliance.erasure.models import Status
 from compliance.erasure.services import ErasureError, SubjectInput, TokenInvalid
 from compliance.erasure.transitions import TransitionNotAllowed
@@ -66,13 +66,16 @@ def status(request: HttpRequest, token: str) -> HttpResponse:
     except TokenInvalid as exc:
         return render(request, "public/error.html", {"title": "Link not valid", "message": str(exc)}, status=404)
     certificate = getattr(erasure_request, "certificate", None)
+    timeline = selectors.timeline(erasure_request)
     return render(
         request,
         "public/status.html",
         {
             "req": erasure_request,
             "token": token,
-            "timeline": selectors.timeline(erasure_request),
+            "timeline": timeline,
+            "progress": progress.subject_progress(erasure_request, timeline),
+            "certificate_meaning": progress.CERTIFICATE_MEANING,
             "can_withdraw": erasure_request.is_open,
             "certificate": certificate,
             "certificate_log": certificate_log_coverage(certificate) if certificate is not None else None,

@@ -162,7 +162,9 @@ def test_request_to_verified_certificate(
     page.click("#confirm-button")
     page.wait_for_url("**/status/**")
     status_url = page.url
-    assert page.inner_text("#status-badge") == "Triaged"  # the scan ran in-process and found records
+    # The scan ran in-process and found records: the subject reads that an officer is reviewing it.
+    assert page.get_attribute("li[data-step=review]", "class") == "step current"
+    assert "privacy officer is reviewing" in page.inner_text("#status-headline")
     request = ErasureRequest.objects.get()
     located_ids = set(request.forget_items.values_list("record_id", flat=True))
     assert located_ids == record_ids, "the scan must locate exactly the person's records of the demo corpus"
@@ -187,6 +189,7 @@ def test_request_to_verified_certificate(
     # 3. Approve. The POST runs dispatch, unlearning and verification inline (embedded set-up), so
     #    the officer watches the job from a second tab of the same session. The job pauses after its
     #    first evaluation past step 0 until that tab has shown it, so "mid-run" is seen on any machine.
+    page.check("#approve-confirm")
     page.click("#approve-button", no_wait_after=True)
     watcher = page.context.new_page()
     watcher.set_default_timeout(90_000)
@@ -243,7 +246,9 @@ def test_request_to_verified_certificate(
         subject_page = subject.new_page()
         subject_page.set_default_timeout(90_000)
         subject_page.goto(status_link)
-        assert subject_page.inner_text("#status-badge") == "Completed"
+        assert all(cls == "step done" for cls in subject_page.eval_on_selector_all("#stepper li", "els => els.map(e => e.className)"))
+        assert "certificate is ready" in subject_page.inner_text("#status-headline")
+        assert "holds no personal data" in subject_page.inner_text("#certificate-meaning")
         files: dict[str, Path] = {}
         for kind in ("json", "pdf"):
             with subject_page.expect_download() as download:

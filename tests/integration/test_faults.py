@@ -162,13 +162,15 @@ def assert_invariants(base: ModelVersion, requests: Iterable[ErasureRequest]) ->
         request.refresh_from_db()
         jobs = list(request.jobs.all())
         # Not lost: still being worked on by an active job, awaiting sign-off after a succeeded one,
-        # or back to approved after a failed one (an officer retries it).
+        # or waiting for the officer's decision after a job that failed for good.
         assert jobs, "the request lost its job"
         if any(j.status in (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.VERIFYING) for j in jobs):
             assert request.status == Status.UNLEARNING
         elif any(j.status == JobStatus.SUCCEEDED for j in jobs):
             assert request.status == Status.VERIFYING
-        else:
+        elif any(j.escalated for j in jobs):
+            assert request.status == Status.NEEDS_DECISION
+        else:  # cancelled
             assert request.status == Status.APPROVED
     report = audit_verify()
     assert report.ok and report.leaves > 0, report.problems[:5]
@@ -336,7 +338,7 @@ def test_a_full_disk_while_writing_the_new_version_fails_the_job_with_the_cause_
     checkpoints = artifacts.artifact_root() / "checkpoints" / str(job.id)
     wait_for(lambda: not checkpoints.exists(), timeout=10, what="the failed job's checkpoints to be removed", worker=worker)
     assert_invariants(base, [request])
-    assert request.status == Status.APPROVED
+    assert request.status == Status.NEEDS_DECISION
 
     # Not lost: once there is room again, an officer's retry finishes the request.
     subprocess.run(["mount", "-o", "remount,size=16m", str(small_models_fs)], check=True)

@@ -102,7 +102,7 @@ def test_failing_verdict_retries_once_stronger_then_escalates(queued_job: Unlear
     retry.refresh_from_db()
     assert retry.status == JobStatus.FAILED and retry.escalated
     assert not UnlearningJob.objects.filter(retry_of=retry).exists()
-    assert {r.status for r in retry.requests.all()} == {Status.APPROVED}
+    assert {r.status for r in retry.requests.all()} == {Status.NEEDS_DECISION}
     assert AuditLeaf.objects.filter(request_id=retry.requests.first().id).exists()
     model_version.refresh_from_db()
     assert model_version.status == ModelVersion.Status.ACTIVE
@@ -115,7 +115,7 @@ def test_job_fail_records_the_error_and_releases_the_requests(queued_job: Unlear
 
     queued_job.refresh_from_db()
     assert queued_job.status == JobStatus.FAILED and queued_job.error == "RuntimeError" and queued_job.escalated
-    assert {r.status for r in queued_job.requests.all()} == {Status.APPROVED}
+    assert {r.status for r in queued_job.requests.all()} == {Status.NEEDS_DECISION}
     assert services.job_fail(job_id=queued_job.id, error="again") is None  # finished jobs stay as they are
 
 

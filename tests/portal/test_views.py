@@ -44,17 +44,36 @@ def test_detail_shows_timeline_and_decision_forms(officer_client: Client) -> Non
 
 def test_officer_approves(officer_client: Client) -> None:
     request = factories.request_in(Status.TRIAGED)
-    response = officer_client.post(reverse("portal:approve", args=[request.reference]), {"reason": "ok"})
+    response = officer_client.post(reverse("portal:approve", args=[request.reference]), {"reason": "ok", "confirm": "on"})
     assert response.status_code == 302
     request.refresh_from_db()
     assert request.status == Status.APPROVED
+
+
+def test_approve_without_the_confirmation_changes_nothing(officer_client: Client) -> None:
+    request = factories.request_in(Status.TRIAGED)
+    response = officer_client.post(reverse("portal:approve", args=[request.reference]), {"reason": "ok"}, follow=True)
+    assert b"Tick the confirmation box" in response.content
+    request.refresh_from_db()
+    assert request.status == Status.TRIAGED
+
+
+def test_a_second_approval_is_refused_and_records_nothing(officer_client: Client) -> None:
+    from compliance.audit.models import AuditLeaf
+
+    request = factories.request_in(Status.TRIAGED)
+    officer_client.post(reverse("portal:approve", args=[request.reference]), {"reason": "ok", "confirm": "on"})
+    leaves = AuditLeaf.objects.count()
+    again = officer_client.post(reverse("portal:approve", args=[request.reference]), {"reason": "ok", "confirm": "on"}, follow=True)
+    assert b"cannot move from approved to approved" in again.content
+    assert AuditLeaf.objects.count() == leaves
 
 
 def test_reviewer_cannot_approve(client: Client) -> None:
     request = factories.request_in(Status.TRIAGED)
     client.force_login(factories.user("reviewer"))
     assert client.get(reverse("portal:detail", args=[request.reference])).status_code == 200
-    response = client.post(reverse("portal:approve", args=[request.reference]), {"reason": "ok"})
+    response = client.post(reverse("portal:approve", args=[request.reference]), {"reason": "ok", "confirm": "on"})
     assert response.status_code == 403
     request.refresh_from_db()
     assert request.status == Status.TRIAGED
@@ -70,7 +89,7 @@ def test_refuse_without_code_shows_error_and_changes_nothing(officer_client: Cli
 
 def test_disallowed_transition_shows_error(officer_client: Client) -> None:
     request = factories.request_in(Status.VERIFIED)
-    response = officer_client.post(reverse("portal:approve", args=[request.reference]), {"reason": ""}, follow=True)
+    response = officer_client.post(reverse("portal:approve", args=[request.reference]), {"reason": "", "confirm": "on"}, follow=True)
     assert b"cannot move from verified to approved" in response.content
     request.refresh_from_db()
     assert request.status == Status.VERIFIED

@@ -37,7 +37,7 @@ def test_submit_then_confirm_then_status(client: Client, django_capture_on_commi
         response = client.post(confirm_url)
     assert response.status_code == 302 and "/status/" in response.url
     page = client.get(response.url)
-    assert page.status_code == 200 and b"Identity verified" in page.content
+    assert page.status_code == 200 and b"Your e-mail address is confirmed" in page.content
     assert b"ada.quartermaine" not in response.url.encode()
 
 

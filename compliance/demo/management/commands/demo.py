@@ -176,7 +176,7 @@ class Command(BaseCommand):
         officer_client = Client()
         officer_client.login(username=DEMO_OFFICER, password=password)
         with Step(self, 4, "The officer approves: guard on, unlearning and attack suite (in-process)"):
-            response = officer_client.post(f"/portal/requests/{request.reference}/approve/", {"reason": "Consent withdrawn."})
+            response = officer_client.post(f"/portal/requests/{request.reference}/approve/", {"reason": "Consent withdrawn.", "confirm": "on"})
             request.refresh_from_db()
             job = request.jobs.filter(retry_of__isnull=True).order_by("created_at").first()
             if job is None:
@@ -207,8 +207,9 @@ class Command(BaseCommand):
             # The service did its job: it refuses to certify a model that still leaks. Show why.
             self.stdout.write(self.style.WARNING(
                 f"      Verification FAILED after {job.strengthen_round} stronger retr{'y' if job.strengthen_round == 1 else 'ies'}:"
-                f" no certificate is issued; {request.reference} is back to '{request.get_status_display()}'"
-                " and escalated to the officer (see the job page)."
+                f" no certificate is issued; {request.reference} is now '{request.get_status_display()}':"
+                " the request page lists the failed checks and the officer's options (retry with another method,"
+                " close guard-only with a justification, or refuse with a legal code)."
             ))
             with Step(self, 7, "Before/after: the attack suite on the base and the unlearned model"):
                 self._print_table(job)
