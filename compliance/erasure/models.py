@@ -146,6 +146,9 @@ class ErasureRequest(models.Model):
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # When the status last changed (set by transitions.transition): how long the request has been at
+    # its stage, for the queue. updated_at also moves on assignment or an extension.
+    status_changed_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
         ordering = ["due_at", "received_at"]

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from compliance.audit.models import AuditLeaf
 from compliance.audit.services import leaf_document
-from compliance.erasure.models import OPEN_STATUSES, ErasureRequest
+from compliance.erasure.models import OPEN_STATUSES, ErasureRequest, Status
 
 
 def queue(
@@ -38,6 +38,22 @@ def queue(
     if assignee_id is not None:
         qs = qs.filter(assignee_id=assignee_id)
     return qs.order_by("due_at", "received_at")
+
+
+WAITING_FOR = {
+    Status.RECEIVED: "the subject to confirm the e-mail address",
+    Status.VERIFIED: "the corpus scan",
+    Status.TRIAGED: "an officer's decision",
+    Status.APPROVED: "dispatch to an unlearning worker (approved requests are batched for a short window)",
+    Status.UNLEARNING: "the unlearning job and the attack suite",
+    Status.VERIFYING: "an officer's sign-off (the certificate)",
+    Status.NEEDS_DECISION: "an officer's decision on the failed verification",
+}
+
+
+def waiting_for(request: ErasureRequest) -> str:
+    """What an open request waits for at its stage ("" once closed)."""
+    return WAITING_FOR.get(Status(request.status), "")
 
 
 @dataclass(frozen=True)

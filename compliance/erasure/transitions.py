@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from compliance.audit.services import audit_append
 from compliance.erasure.models import ALLOWED_TRANSITIONS, ErasureRequest, Status
@@ -52,6 +53,7 @@ def transition(
             raise TransitionNotAllowed(locked.reference, current, target)
         updates = dict(fields or {})
         updates["status"] = target
+        updates["status_changed_at"] = timezone.now()
         for name, value in updates.items():
             setattr(locked, name, value)
         locked.save(update_fields=[*updates.keys(), "updated_at"])

@@ -73,7 +73,7 @@ def queue(request: HttpRequest) -> HttpResponse:
         }
     page = Paginator(selectors.queue(**filters), 25).get_page(request.GET.get("page"))
     today = timezone.localdate()
-    rows = [(r, selectors.deadline_badge(r, today), r.days_left(today)) for r in page.object_list]
+    rows = [(r, selectors.deadline_badge(r, today), r.days_left(today), selectors.waiting_for(r)) for r in page.object_list]
     query = request.GET.copy()
     query.pop("page", None)
     return render(request, "portal/queue.html", {"form": form, "page": page, "rows": rows, "query": query.urlencode()})

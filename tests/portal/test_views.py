@@ -34,6 +34,29 @@ def test_queue_lists_and_filters(officer_client: Client) -> None:
     assert triaged.reference.encode() in filtered.content and received.reference.encode() not in filtered.content
 
 
+def test_queue_says_how_long_each_request_has_been_at_its_stage_and_what_it_waits_for(officer_client: Client) -> None:
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    triaged = factories.request_in(Status.TRIAGED)
+    received = factories.submit()
+    ErasureRequest.objects.filter(pk=triaged.pk).update(status_changed_at=timezone.now() - timedelta(days=3, hours=1))
+    html = officer_client.get(reverse("portal:queue")).content.decode()
+    rows = {ref: html[html.index(ref):html.index("</tr>", html.index(ref))] for ref in (triaged.reference, received.reference)}
+    assert "for 3\xa0days" in rows[triaged.reference] and "an officer&#x27;s decision" in rows[triaged.reference]
+    assert "the subject to confirm the e-mail address" in rows[received.reference]
+
+
+def test_status_changed_at_moves_with_the_status_only(officer_client: Client) -> None:
+    request = factories.request_in(Status.TRIAGED)
+    before = ErasureRequest.objects.get(pk=request.pk).status_changed_at
+    officer_client.post(reverse("portal:assign", args=[request.reference]), {"assignee": ""})
+    assert ErasureRequest.objects.get(pk=request.pk).status_changed_at == before
+    officer_client.post(reverse("portal:approve", args=[request.reference]), {"reason": "ok", "confirm": "on"})
+    assert ErasureRequest.objects.get(pk=request.pk).status_changed_at > before
+
+
 def test_detail_shows_timeline_and_decision_forms(officer_client: Client) -> None:
     request = factories.request_in(Status.TRIAGED, factories.ADA)
     page = officer_client.get(reverse("portal:detail", args=[request.reference]))

@@ -78,6 +78,11 @@ class Command(BaseCommand):
         self._print_summary(password, result, options["port"])
         try:
             if not options["no_serve"]:
+                # No broker, no beat process: the periodic tasks (dispatch of approved requests,
+                # reconcile, checkpoints, retention) run in a thread of this process.
+                from compliance.common.embedded_beat import start_embedded_beat
+
+                start_embedded_beat()
                 call_command("runserver", f"127.0.0.1:{options['port']}", use_reloader=False)
         finally:
             witness.terminate()
