@@ -130,10 +130,21 @@ def _models(evidence: _Evidence) -> list[dict[str, Any]]:
     ]
 
 
-def _corpora(request: ErasureRequest, job: UnlearningJob) -> list[dict[str, Any]]:
-    """Corpus versions the job wrote (after) with their parents (before)."""
+def _corpora(request: ErasureRequest) -> list[dict[str, Any]]:
+    """Corpus versions written for this request (after) with their parents (before).
+
+    Any of the request's jobs may have written them: when a job fails verification after erasing the
+    corpora, its retry finds the records already gone and writes nothing, so looking only at the job
+    that passed listed no corpus at all. A corpus counts when the request had records located in it.
+    """
+    corpus_ids = ForgetItem.objects.filter(request=request).values("corpus_version__corpus_id")
+    written = (
+        CorpusVersion.objects.filter(created_by_job__requests=request, corpus_id__in=corpus_ids)
+        .select_related("corpus", "parent")
+        .distinct()
+        .order_by("corpus__name", "number")
+    )
     rows = []
-    written = CorpusVersion.objects.filter(created_by_job=job).select_related("corpus", "parent").order_by("corpus__name")
     for after in written:
         if after.parent is None:
             raise CertificateBuildError(f"corpus version {after} has no parent version to compare with.")
@@ -142,7 +153,7 @@ def _corpora(request: ErasureRequest, job: UnlearningJob) -> list[dict[str, Any]
                 "corpus": after.corpus.name,
                 "before": _version(after.parent, "corpus version"),
                 "after": _version(after, "corpus version"),
-                "records_removed": ForgetItem.objects.filter(request=request, corpus_version=after.parent).count(),
+                "records_removed": ForgetItem.objects.filter(request=request, corpus_version__corpus=after.corpus).count(),
             }
         )
     return rows
@@ -217,6 +228,7 @@ def _verification(report: VerificationReport) -> dict[str, Any]:
     verdict = _mapping(document.get("verdict"))
     attacks = _mapping(document.get("attacks"))
     rows = []
+    left_out: list[str] = []
     checks = verdict.get("checks")
     for check in checks if isinstance(checks, list) else []:
         if not isinstance(check, dict):
@@ -228,6 +240,7 @@ def _verification(report: VerificationReport) -> dict[str, Any]:
         before = _number(before_metrics.get(metric))
         threshold = _number(bound.get("max", bound.get("min")))
         if not attack or not metric or after is None or threshold is None:
+            left_out.append(f"{attack or '?'}.{metric or '?'} ({check.get('status', 'not evaluated')})")
             continue
         rows.append(
             {
@@ -239,8 +252,13 @@ def _verification(report: VerificationReport) -> dict[str, Any]:
             }
         )
     policy = _mapping(report.policy)
+    # The sentence counts what the certificate lists: the report's own summary counted every check,
+    # including those without a measured value, and so said "12 checks" above a table of 9.
+    listed = f"{len(rows)} check{'s' if len(rows) != 1 else ''} listed"
+    if left_out:
+        listed += f"; {len(left_out)} not listed, without a measured value or bound: {', '.join(left_out)}"
     decided_by = _one_line(
-        report.decided_by or verdict.get("summary"),
+        report.decided_by or f"policy {policy.get('name', 'unnamed')}: every listed check within its threshold ({listed})",
         f"policy {policy.get('name', 'unnamed')}: every check within its threshold",
     )
     return {
@@ -347,7 +365,7 @@ def _content(locked: ErasureRequest, evidence: _Evidence, certificate_id: str) -
             "legal_code": locked.legal_code or None,
         },
         "models": _models(evidence),
-        "corpora": _corpora(locked, evidence.job),
+        "corpora": _corpora(locked),
         "unlearning": {
             "method": _one_line(evidence.job.method, "unspecified"),
             "spec_sha256": evidence.job.spec_sha256,

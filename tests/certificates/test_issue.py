@@ -131,6 +131,56 @@ def test_issue_completes_request_and_signs_verifiable_certificate(officer: Any) 
     assert "https://privacy.example.org/status/" in notice.body
 
 
+def test_corpora_erased_by_an_earlier_job_of_the_request_are_certified(officer: Any) -> None:
+    """A job that erased the corpora and then failed verification leaves nothing for its retry to erase:
+    the certificate still lists the corpus version written for this request (it listed none)."""
+    from compliance.jobs.models import JobStatus, UnlearningJob
+    from compliance.registry.models import CorpusVersion
+    from tests.certificates.test_issue_helpers import approve, run_pipeline
+
+    request = approve(ADA, officer)
+    pipeline = run_pipeline(request)
+    failed = UnlearningJob.objects.create(
+        model=pipeline.job.model, base_version=pipeline.base, method="gradient_difference", spec={}, spec_sha256="0" * 64,
+        status=JobStatus.FAILED,
+    )
+    failed.requests.add(request)
+    from datetime import timedelta
+
+    UnlearningJob.objects.filter(pk=failed.pk).update(created_at=pipeline.job.created_at - timedelta(hours=1))
+    CorpusVersion.objects.filter(pk=pipeline.corpus_after.pk).update(created_by_job=failed)
+    # A version another request's job wrote in a corpus this request has no record in is not listed.
+    other = CorpusVersion.objects.create(corpus=pipeline.corpus_before.corpus.__class__.objects.create(name="unrelated"),
+                                         number=1, path="x", sha256="1" * 64, records=1)
+    CorpusVersion.objects.create(corpus=other.corpus, number=2, parent=other, path="y", sha256="2" * 64, records=0,
+                                 created_by_job=failed)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        certificate = services.certificate_issue(request=request, officer=officer)
+    corpora = _payload(certificate)["corpora"]
+    assert [(c["corpus"], c["after"]["sha256"]) for c in corpora] == [(pipeline.corpus_after.corpus.name, pipeline.corpus_after.sha256)]
+    assert corpora[0]["records_removed"] == 1
+
+
+def test_the_verdict_sentence_counts_the_checks_the_certificate_lists(officer: Any) -> None:
+    """The report's summary counted every check ("all 12 checks") above a table of those with a value."""
+    request = verifying_request(ADA, officer)
+    report = VerificationReport.objects.get(job__requests=request)
+    document = dict(report.report)
+    document["verdict"] = dict(document["verdict"], summary="PASS: all 5 checks within the policy's thresholds")
+    document["verdict"]["checks"] = [*document["verdict"]["checks"], {
+        "attack": "logit_lens", "metric": "leak_rate", "threshold": "leak_rate <= 0.0", "bound": {"max": 0.0},
+        "value": None, "status": "not_evaluated", "mandatory": False, "decides_failure": False,
+    }]  # fmt: skip
+    VerificationReport.objects.filter(pk=report.pk).update(report=document)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        certificate = services.certificate_issue(request=request, officer=officer)
+    verification = _payload(certificate)["verification"]
+    assert len(verification["summary"]) == 4
+    assert "4 checks listed" in verification["decided_by"]
+    assert "1 not listed" in verification["decided_by"] and "logit_lens.leak_rate (not_evaluated)" in verification["decided_by"]
+    assert "5 checks" not in verification["decided_by"]
+
+
 def test_report_stored_without_threat_model_certifies_that_none_was_recorded(officer: Any) -> None:
     request = verifying_request(ADA, officer)
     report = VerificationReport.objects.get(job__requests=request)
