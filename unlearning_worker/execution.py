@@ -209,7 +209,7 @@ def verify(claim: job_services.Claim, heartbeat: Heartbeat) -> str:
     def progress(stage: str, fraction: float) -> None:
         signal = db_retry(
             lambda: job_services.job_progress_record(
-                claim=claim, phase="verifying", step=int(round(fraction * 100)), total_steps=100,
+                claim=claim, phase="verifying", verification_percent=int(round(fraction * 100)),
                 log_line=f"verification {stage} done", device=device,
             ),
             what=f"job {job.id}: verification progress",
@@ -217,7 +217,7 @@ def verify(claim: job_services.Claim, heartbeat: Heartbeat) -> str:
         if not signal.held or signal.cancel or heartbeat.lost or heartbeat.cancel:
             raise _Abort("lost" if not signal.held or heartbeat.lost else "cancel")
 
-    job_services.job_progress_record(claim=claim, phase="verifying", step=0, total_steps=100,
+    job_services.job_progress_record(claim=claim, phase="verifying", verification_percent=0,
                                      log_line="verification started", device=device)
     started = time.monotonic()
     try:

@@ -9,6 +9,7 @@ for the portal. The job row never holds personal data: subjects are referenced b
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 from django.conf import settings
 from django.db import models
@@ -43,9 +44,11 @@ class UnlearningJob(models.Model):
     strengthen_round = models.PositiveSmallIntegerField(default=0, help_text="Retries with a stronger setting after a failed verdict")
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
 
-    # progress, for the portal
+    # progress, for the portal. step / total_steps count unlearning steps only (the certificate states
+    # `step` as the steps the method ran); the attack suite's progress has its own field.
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
+    verification_percent = models.PositiveSmallIntegerField(default=0)
     phase = models.CharField(max_length=32, blank=True)
     losses = models.JSONField(default=dict, blank=True)
     forget_extraction = models.FloatField(null=True, blank=True)
@@ -82,9 +85,21 @@ class UnlearningJob(models.Model):
 
     @property
     def progress_percent(self) -> int:
+        """Of the unlearning step budget. The method stops earlier once its target is met, so this
+        is an upper bound on the work left, and a finished unlearning phase shows 100."""
+        if self.phase == "verifying" or self.result_version_id is not None or self.status == JobStatus.SUCCEEDED:
+            return 100
         if not self.total_steps:
             return 0
         return min(100, int(100 * self.step / self.total_steps))
+
+    def eta_seconds(self, now: datetime | None = None) -> float | None:
+        """Seconds until the step budget is spent at the rate so far (an upper bound: the method may
+        stop early), while unlearning runs; None before the first step or after the phase."""
+        if self.status != JobStatus.RUNNING or self.phase == "verifying" or not self.started_at or not self.step or not self.total_steps:
+            return None
+        elapsed = ((now or timezone.now()) - self.started_at).total_seconds()
+        return max(0.0, elapsed / self.step * max(0, self.total_steps - self.step))
 
 
 class VerificationReport(models.Model):

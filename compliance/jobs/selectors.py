@@ -70,6 +70,8 @@ def progress_document(job: UnlearningJob) -> dict[str, Any]:
         "step": job.step,
         "total_steps": job.total_steps,
         "percent": job.progress_percent,
+        "verification_percent": job.verification_percent,
+        "eta_s": job.eta_seconds(),
         "losses": job.losses,
         "forget_extraction": job.forget_extraction,
         "retain_extraction": job.retain_extraction,

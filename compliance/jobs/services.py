@@ -319,6 +319,7 @@ def job_progress_record(
     history_point: Mapping[str, Any] | None = None,
     log_line: str = "",
     device: str = "",
+    verification_percent: int | None = None,
 ) -> Signal:
     """Record progress for the portal (numbers and codes only; `log_line` must hold no PII)."""
     with transaction.atomic():
@@ -334,6 +335,9 @@ def job_progress_record(
         if total_steps is not None:
             job.total_steps = max(0, int(total_steps))
             fields.append("total_steps")
+        if verification_percent is not None:
+            job.verification_percent = min(100, max(0, int(verification_percent)))
+            fields.append("verification_percent")
         if losses is not None:
             job.losses = {str(k): float(v) for k, v in losses.items()}
             fields.append("losses")

@@ -61,6 +61,7 @@ def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
         "retries": job.retries.order_by("created_at"),
         "can_cancel": job.status in ACTIVE_JOB_STATUSES and not job.cancel_requested,
         "can_retry": job.status in (JobStatus.FAILED, JobStatus.CANCELLED),
+        "eta_s": job.eta_seconds(),
     }
     return render(request, "portal/job_detail.html", context)
 

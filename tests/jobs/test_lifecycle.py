@@ -145,3 +145,25 @@ def test_reconcile_fails_a_job_out_of_attempts(queued_job: UnlearningJob, settin
 
     queued_job.refresh_from_db()
     assert queued_job.status == JobStatus.FAILED and queued_job.escalated
+
+
+def test_verification_progress_never_overwrites_the_unlearning_steps(queued_job: UnlearningJob) -> None:
+    """The certificate states job.step as the steps the method ran; the attack suite's progress used to
+    land in the same field (0-100) and the job page showed 'step 100 of 100' after 12 steps."""
+    c = unlearned(queued_job)  # 12 steps
+    services.job_progress_record(claim=c, phase="verifying", verification_percent=40, log_line="verification probes done")
+    queued_job.refresh_from_db()
+    assert (queued_job.step, queued_job.verification_percent, queued_job.progress_percent) == (12, 40, 100)
+    assert queued_job.eta_seconds() is None
+    assert services.job_progress_record(claim=c, phase="verifying", verification_percent=250).held
+    queued_job.refresh_from_db()
+    assert queued_job.verification_percent == 100 and queued_job.step == 12
+
+
+def test_eta_is_the_step_budget_at_the_rate_so_far(queued_job: UnlearningJob) -> None:
+    c = claim(queued_job)
+    services.job_progress_record(claim=c, phase="unlearning", step=25, total_steps=100)
+    queued_job.refresh_from_db()
+    now = queued_job.started_at + timedelta(seconds=50)
+    assert queued_job.eta_seconds(now) == pytest.approx(150.0)  # 2 s a step, 75 steps left
+    assert queued_job.progress_percent == 25

@@ -188,8 +188,7 @@ class Command(BaseCommand):
                 raise CommandError("no unlearning job was created")
             attempt = job
             while True:  # a failed verdict retries once with a stronger setting
-                # job.step ends as the verification progress (percent); the unlearning steps are in the history
-                steps = max((int(p.get("step") or 0) for p in attempt.history), default=0)
+                steps = attempt.step  # the unlearning steps (the attack suite's progress has its own field)
                 self.stdout.write(
                     f"      job {str(attempt.id)[:8]} {attempt.method}: {attempt.status}, {steps} unlearning steps,"
                     f" stop: {attempt.stop_reason or '-'}"
