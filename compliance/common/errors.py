@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
@@ -17,7 +18,10 @@ def _respond(request: HttpRequest, status: int, message: str) -> HttpResponse:
             status=status,
             content_type="application/problem+json",
         )
-    html = render_to_string("public/error.html", {"title": _TITLES.get(status, "Error"), "message": message}, request=None)
+    # The organisation's name comes in directly: the page must render even where the request's own
+    # context (processors, session, user) is what failed, so it is rendered without the request.
+    context = {"title": _TITLES.get(status, "Error"), "message": message, "ORGANISATION_NAME": settings.ORGANISATION_NAME}
+    html = render_to_string("public/error.html", context, request=None)
     return HttpResponse(html, status=status)
 
 

@@ -97,10 +97,11 @@ def detail(request: HttpRequest, reference: str) -> HttpResponse:
         "badge": selectors.deadline_badge(erasure_request),
         "can_decide": can_decide(request.user),
         "located": located,
-        "approve_form": forms.ApproveForm(),
-        "refuse_form": forms.RefuseForm(),
-        "extend_form": forms.ExtendForm(),
-        "assign_form": forms.AssignForm(initial={"assignee": erasure_request.assignee}),
+        # Several forms on one page: each gets its own id prefix, so every label names one field.
+        "approve_form": forms.ApproveForm(auto_id="approve_%s"),
+        "refuse_form": forms.RefuseForm(auto_id="refuse_%s"),
+        "extend_form": forms.ExtendForm(auto_id="extend_%s"),
+        "assign_form": forms.AssignForm(auto_id="assign_%s", initial={"assignee": erasure_request.assignee}),
         "jobs": erasure_request.jobs.order_by("-created_at")[:10],
         "paths": registry_selectors.erasure_paths(request=erasure_request) if erasure_request.is_open else [],
         "certificate": certificate,
@@ -109,8 +110,8 @@ def detail(request: HttpRequest, reference: str) -> HttpResponse:
     }
     if escalation is not None:
         failed_method = escalation.failures[0].method if escalation.failures else specs.default_method()
-        context["retry_form"] = forms.RetryForm(methods=escalation.methods, initial_method=failed_method)
-        context["guard_form"] = forms.GuardOnlyForm()
+        context["retry_form"] = forms.RetryForm(methods=escalation.methods, initial_method=failed_method, auto_id="retry_%s")
+        context["guard_form"] = forms.GuardOnlyForm(auto_id="guard_%s")
     return render(request, "portal/detail.html", context)
 
 
