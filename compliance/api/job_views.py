@@ -31,13 +31,17 @@ class JobSerializer(serializers.ModelSerializer):
     result_sha256 = serializers.CharField(source="result_version.sha256", allow_null=True, default=None)
     requests = serializers.SlugRelatedField(many=True, read_only=True, slug_field="reference")
     percent = serializers.IntegerField(source="progress_percent")
+    # Claims over the job's whole life (a kill and a resume, then the hand-over to verification, add up);
+    # phase_attempts is the current phase's count against JOB_MAX_ATTEMPTS.
+    attempts = serializers.IntegerField(source="attempts_total", read_only=True)
+    phase_attempts = serializers.IntegerField(source="attempts", read_only=True)
 
     class Meta:
         model = UnlearningJob
         fields = [
             "id", "model", "base_version", "base_sha256", "result_version", "result_sha256", "requests", "method",
             "spec", "spec_sha256", "status", "phase", "step", "total_steps", "percent", "losses", "forget_extraction",
-            "retain_extraction", "device", "attempts", "strengthen_round", "retry_of", "cancel_requested", "verdict",
+            "retain_extraction", "device", "attempts", "phase_attempts", "strengthen_round", "retry_of", "cancel_requested", "verdict",
             "escalated", "error", "stop_reason", "created_at", "started_at", "finished_at",
         ]
 

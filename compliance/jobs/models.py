@@ -40,7 +40,10 @@ class UnlearningJob(models.Model):
     spec = models.JSONField()
     spec_sha256 = models.CharField(max_length=64)
     status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
+    # Claims in the current phase (the budget JOB_MAX_ATTEMPTS counts; reset when the job is handed to
+    # verification) and claims over the job's whole life (what the portal and the API show).
     attempts = models.PositiveSmallIntegerField(default=0)
+    attempts_total = models.PositiveSmallIntegerField(default=0)
     strengthen_round = models.PositiveSmallIntegerField(default=0, help_text="Retries with a stronger setting after a failed verdict")
     retry_of = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retries")
 

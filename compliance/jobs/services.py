@@ -262,6 +262,7 @@ def job_claim(*, job_id: uuid.UUID | str, worker: str, phase: str, task_id: str 
         "worker": worker[:200],
         "heartbeat_at": now,
         "attempts": F("attempts") + 1,
+        "attempts_total": F("attempts_total") + 1,
         "celery_task_id": task_id[:64],
     }
     assert job_transitions.allowed(JobStatus.QUEUED, JobStatus.RUNNING)  # the claim's conditional UPDATE below

@@ -167,3 +167,16 @@ def test_eta_is_the_step_budget_at_the_rate_so_far(queued_job: UnlearningJob) ->
     now = queued_job.started_at + timedelta(seconds=50)
     assert queued_job.eta_seconds(now) == pytest.approx(150.0)  # 2 s a step, 75 steps left
     assert queued_job.progress_percent == 25
+
+
+def test_attempts_add_up_across_a_kill_and_the_hand_over_to_verification(queued_job: UnlearningJob) -> None:
+    claim(queued_job)
+    UnlearningJob.objects.filter(pk=queued_job.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    services.jobs_reconcile()  # the worker was killed: requeued
+    c = unlearned(queued_job)  # claimed again, then handed to verification and claimed there
+    queued_job.refresh_from_db()
+    assert (queued_job.attempts_total, queued_job.attempts) == (3, 1)
+    from compliance.jobs.selectors import progress_document
+
+    assert progress_document(queued_job)["attempts"] == 3 and progress_document(queued_job)["phase_attempts"] == 1
+    assert c.attempt == 1
