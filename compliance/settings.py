@@ -143,6 +143,11 @@ def _database_from_url(url: str) -> dict[str, object]:
 _database_url = env_str("DATABASE_URL")
 if _database_url:
     DATABASES = {"default": _database_from_url(_database_url)}
+    # The password may come apart from the URL, from a secret file (DATABASE_PASSWORD_FILE): the URL
+    # then names host, user and database only and can sit in plain configuration.
+    _database_password = env_str("DATABASE_PASSWORD")
+    if _database_password:
+        DATABASES["default"]["PASSWORD"] = _database_password
 else:
     DATABASES = {
         "default": {

@@ -23,8 +23,7 @@ def test_compose_file_validates(tmp_path: Path) -> None:
     shutil.copy(ROOT / "docker-compose.yml", tmp_path)
     shutil.copy(ROOT / ".env.example", tmp_path / ".env")
     (tmp_path / "secrets").mkdir()
-    for name in ("django_secret_key", "field_encryption_key", "guard_hmac_key", "audit_signing_key", "witness_key",
-                 "pdf_signing_key"):
+    for name in ("django_secret_key", "field_encryption_key", "guard_hmac_key", "postgres_password", "witness_key"):
         (tmp_path / "secrets" / name).write_text("x\n")
     result = subprocess.run(["docker-compose", "config", "--services"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

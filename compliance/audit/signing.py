@@ -60,12 +60,14 @@ def keys_not_named_by_origin() -> list[PublicKey]:
     return [key for key in keyring().current() if key.name != key_name()]
 
 
-def ensure_keys() -> None:
-    """Embedded mode: create the first key pair and ring if they do not exist yet."""
+def ensure_keys(*, create_in_production: bool = False) -> None:
+    """Create the first key pair and ring if they do not exist yet: on first use in the embedded
+    set-up; in production only when an operator asks (`manage.py audit_keygen`, which the compose
+    stack's one-shot `migrate` service runs)."""
     key_file, ring_file = Path(settings.AUDIT_SIGNING_KEY_FILE), Path(settings.AUDIT_KEYRING_FILE)
     if key_file.exists() and ring_file.exists():
         return
-    if settings.PRODUCTION:
+    if settings.PRODUCTION and not create_in_production:
         raise SigningKeyMissing(
             "AUDIT_SIGNING_KEY_FILE and AUDIT_KEYRING_FILE must exist in production (create them with manage.py audit_keygen)"
         )

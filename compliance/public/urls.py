@@ -4,6 +4,7 @@ from compliance.public import audit_views, certificate_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("healthz", views.healthz, name="healthz"),
     path("request/", views.request_form, name="request"),
     path("request/sent/", views.sent, name="sent"),
     path("confirm/<str:token>/", views.confirm, name="confirm"),

@@ -97,3 +97,27 @@ def withdraw(request: HttpRequest, token: str) -> HttpResponse:
             request, "public/error.html", {"title": "Cannot withdraw", "message": "This request can no longer be withdrawn."}, status=409
         )
     return redirect("public:status", token=token)
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    """Liveness and readiness for the load balancer and compose: the database answers and the cache
+    answers. 200 {"ok": true}, or 503 naming what failed (never an exception text)."""
+    from django.core.cache import cache
+    from django.db import connection
+    from django.http import JsonResponse
+
+    failed = []
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except Exception:  # noqa: BLE001 - reported as a failed dependency
+        failed.append("database")
+    try:
+        cache.set("healthz", "1", timeout=5)
+        if cache.get("healthz") != "1":
+            failed.append("cache")
+    except Exception:  # noqa: BLE001
+        failed.append("cache")
+    response = JsonResponse({"ok": not failed, "failed": failed}, status=503 if failed else 200)
+    response["Cache-Control"] = "no-store"
+    return response

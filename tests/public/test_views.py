@@ -128,3 +128,17 @@ def test_reused_confirmation_link_shows_error(client: Client, django_capture_on_
         client.post(url)
     response = client.post(url)
     assert response.status_code == 400 and b"already been used" in response.content
+
+
+def test_healthz_answers_ok_and_names_a_failed_dependency(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    ok = client.get("/healthz")
+    assert ok.status_code == 200 and ok.json() == {"ok": True, "failed": []} and ok["Cache-Control"] == "no-store"
+    from django.core.cache import cache
+
+    def down(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("redis is down")
+
+    monkeypatch.setattr(cache, "set", down)
+    bad = client.get("/healthz")
+    assert bad.status_code == 503 and bad.json() == {"ok": False, "failed": ["cache"]}
+    assert b"redis is down" not in bad.content

@@ -24,7 +24,7 @@ class Command(BaseCommand):
                 signing.rotate_finish(options["retire"])
                 self.stdout.write(f"key {options['retire']} retired (still published)")
             else:
-                signing.ensure_keys()
+                signing.ensure_keys(create_in_production=True)
             for entry in signing.keyring().entries:
                 self.stdout.write(f"{entry.status:8} {entry.public_key.to_vkey()}")
             for key in signing.keys_not_named_by_origin():
