@@ -10,7 +10,7 @@ everywhere. No internal code (status names, job ids, attack names) reaches the t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from compliance.erasure.models import ErasureRequest, Status
 from compliance.erasure.selectors import TimelineEntry
@@ -84,6 +84,47 @@ _DONE = {
     Status.COMPLETED: 6,
 }
 _CLOSED = frozenset({Status.REFUSED, Status.WITHDRAWN, Status.SUPPRESSED, Status.PURGED})
+
+
+# The events the person reads in "what has happened so far", in plain words. Everything else in the
+# audit log (job claims, checkpoints, guard rule counts) is the organisation's bookkeeping.
+SUBJECT_EVENTS = {
+    "request.received": "Request received",
+    "request.duplicate": "Same request filed again (merged)",
+    "request.verified": "E-mail address confirmed",
+    "request.triaged": "Training data searched and risk scored",
+    "request.approved": "Erasure approved; output filter switched on",
+    "request.refused": "Erasure refused",
+    "request.extended": "Deadline extended (Art. 12(3))",
+    "request.unlearning": "Removing the data from the models",
+    "request.needs_decision": "Tests could not confirm the removal; an officer decides the next step",
+    "request.suppressed": "Closed without a certificate; output filter stays on",
+    "request.verifying": "Tests found no trace of the data",
+    "request.completed": "Completed; certificate issued",
+    "request.withdrawn": "Withdrawn",
+    "request.purged": "Personal data destroyed",
+}
+
+
+@dataclass(frozen=True)
+class Happened:
+    at: datetime
+    label: str
+
+
+def subject_timeline(timeline: list[TimelineEntry]) -> list[Happened]:
+    """The request's events the person should read, each once per occurrence, in plain words."""
+    out = []
+    for entry in timeline:
+        label = SUBJECT_EVENTS.get(entry.event)
+        if label is None:
+            continue
+        try:
+            at = datetime.fromisoformat(entry.at.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        out.append(Happened(at=at, label=label))
+    return out
 
 
 @dataclass(frozen=True)

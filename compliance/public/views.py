@@ -73,7 +73,7 @@ def status(request: HttpRequest, token: str) -> HttpResponse:
         {
             "req": erasure_request,
             "token": token,
-            "timeline": timeline,
+            "timeline": progress.subject_timeline(timeline),
             "progress": progress.subject_progress(erasure_request, timeline),
             "certificate_meaning": progress.CERTIFICATE_MEANING,
             "can_withdraw": erasure_request.is_open,
