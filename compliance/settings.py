@@ -7,6 +7,7 @@ in-process, e-mails written to ./var/mail, secrets generated once into ./var/sec
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import secrets
 from pathlib import Path
@@ -55,6 +56,22 @@ FIELD_ENCRYPTION_KEY = _secret("FIELD_ENCRYPTION_KEY", "field_encryption_key")
 # HMAC key for the inference guard's suppression rules and for duplicate detection of requests.
 GUARD_HMAC_KEY = _secret("GUARD_HMAC_KEY", "guard_hmac_key")
 
+
+def _require_strong(name: str, value: str, minimum: int) -> None:
+    """A production key must be long random data: a short or repetitive value (a placeholder, a word)
+    would let anyone who guesses it open every request's data or forge guard rules."""
+    if len(value) < minimum or len(set(value)) < 16:
+        raise ConfigurationError(
+            f"{name} is too weak: use at least {minimum} characters of random data "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+        )
+
+
+if PRODUCTION:
+    _require_strong("DJANGO_SECRET_KEY", SECRET_KEY, 50)
+    _require_strong("FIELD_ENCRYPTION_KEY", FIELD_ENCRYPTION_KEY, 32)
+    _require_strong("GUARD_HMAC_KEY", GUARD_HMAC_KEY, 32)
+
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", [] if PRODUCTION else ["localhost", "127.0.0.1", "[::1]", "testserver"])
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
 SITE_URL = (env_str("SITE_URL", "http://127.0.0.1:8000") or "").rstrip("/")
@@ -74,6 +91,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "axes",
     "compliance.common",
     "compliance.audit",
     "compliance.registry",
@@ -98,7 +116,12 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "compliance.common.middleware.NoStoreMiddleware",
+    # Last: locks out a login that failed AXES_FAILURE_LIMIT times (portal and admin).
+    "axes.middleware.AxesMiddleware",
 ]
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
 
 ROOT_URLCONF = "compliance.urls"
 WSGI_APPLICATION = "compliance.wsgi.application"
@@ -159,6 +182,9 @@ else:
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env_str("REDIS_URL")
+if PRODUCTION and not REDIS_URL:
+    # Rate limits and login lockouts counted per process would let each web worker allow the limit.
+    raise ConfigurationError("REDIS_URL must be set in production: rate limits and lockouts need a shared cache")
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
@@ -212,6 +238,39 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = PRODUCTION
 SECURE_HSTS_PRELOAD = PRODUCTION
 if env_bool("BEHIND_TLS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Content-Security-Policy (django-csp): scripts, styles, images, forms and frames from this origin
+# only; no script runs inline (the pages use none). Inline style attributes stay allowed for the
+# progress bars' widths; they cannot run code.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'", "'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'none'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+# Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For is believed: the client is the
+# right-most address in it that is not a trusted proxy. Empty: REMOTE_ADDR is the client.
+TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", [])
+for _proxy in TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy.strip(), strict=False)
+    except ValueError as _exc:
+        raise ConfigurationError(f"TRUSTED_PROXIES: {_proxy!r} is not an IP address or network") from _exc
+
+# --- login lockout (django-axes): per account and address, portal and admin alike ----------------
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env_int("AXES_COOLOFF_MINUTES", 30, minimum=1) / 60  # hours
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # failed attempts only; successful logins are not kept
+AXES_CLIENT_IP_CALLABLE = "compliance.common.net.client_ip"
+AXES_LOCKOUT_CALLABLE = "compliance.common.errors.locked_out"
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 
 # --- rate limits (per client IP and per e-mail hash; counted in the cache) ----------------------
 RATE_LIMIT_SUBMIT_PER_IP = env_int("RATE_LIMIT_SUBMIT_PER_IP", 20, minimum=1)  # per hour
@@ -396,6 +455,9 @@ LOGGING = {
         # Presidio logs every recognizer it loads, at INFO, each time an engine is built.
         "presidio-analyzer": {"level": "WARNING"},
         "presidio-anonymizer": {"level": "WARNING"},
+        # django-axes announces itself at every start and logs each failed login with the address;
+        # lockouts stay visible (WARNING).
+        "axes": {"level": "WARNING"},
     },
 }
 CSRF_FAILURE_VIEW = "compliance.common.errors.csrf_failure"

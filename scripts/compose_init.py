@@ -3,7 +3,7 @@
     ./scripts/compose-init [--site-url http://127.0.0.1:8000] [--force-env]
 
 Secrets (./secrets/, mode 0600, never overwritten): django_secret_key, field_encryption_key,
-guard_hmac_key, postgres_password (random, 32 bytes) and witness_key (the compose witness's Ed25519
+guard_hmac_key, postgres_password (random, 48 bytes) and witness_key (the compose witness's Ed25519
 key). The audit and PDF signing keys are not here: the one-shot `migrate` service creates them in the
 compliance-data volume on first start (manage.py deploy_prepare).
 
@@ -41,7 +41,7 @@ def ensure_secrets(folder: Path) -> list[str]:
     for name in RANDOM_SECRETS:
         path = folder / name
         if not path.exists():
-            _write_secret(path, secrets.token_urlsafe(32))
+            _write_secret(path, secrets.token_urlsafe(48))
             created.append(name)
     witness = folder / "witness_key"
     if not witness.exists():

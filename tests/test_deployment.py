@@ -42,6 +42,7 @@ def production_env(tmp_path: Path, **extra: str) -> dict[str, str]:
         FIELD_ENCRYPTION_KEY=secrets.token_urlsafe(32),
         GUARD_HMAC_KEY=secrets.token_urlsafe(32),
         DJANGO_ALLOWED_HOSTS="privacy.example.org",
+        REDIS_URL="redis://127.0.0.1:6379/15",
         DJANGO_SETTINGS_MODULE="compliance.settings",
         AUDIT_WITNESSES=f"http://witness:8380 {WITNESS_VKEY}",
     )
@@ -77,6 +78,9 @@ def test_check_deploy_is_clean_with_production_settings(tmp_path: Path) -> None:
         ({"AUDIT_WITNESSES": "witness:8380 x"}, "AUDIT_WITNESSES entries must be"),
         ({"AUDIT_WITNESSES": "http://witness:8380 not-a-vkey"}, "AUDIT_WITNESSES: witness vkey must look like"),
         ({"AUDIT_WITNESS_QUORUM": "2"}, "AUDIT_WITNESS_QUORUM is 2 but only 1 witnesses are configured"),
+        ({"FIELD_ENCRYPTION_KEY": "changeme-changeme-changeme-changeme"}, "FIELD_ENCRYPTION_KEY is too weak"),
+        ({"GUARD_HMAC_KEY": "short"}, "GUARD_HMAC_KEY is too weak"),
+        ({"REDIS_URL": ""}, "REDIS_URL must be set in production"),
     ],
 )
 def test_bad_configuration_fails_at_start_naming_the_variable(tmp_path: Path, extra: dict[str, str], message: str) -> None:

@@ -8,7 +8,10 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 
-_TITLES = {400: "Bad request", 403: "Not allowed", 404: "Not found", 405: "Method not allowed", 413: "Request too large", 500: "Server error"}
+_TITLES = {
+    400: "Bad request", 403: "Not allowed", 404: "Not found", 405: "Method not allowed", 413: "Request too large",
+    429: "Too many attempts", 500: "Server error",
+}
 
 
 def _respond(request: HttpRequest, status: int, message: str) -> HttpResponse:
@@ -43,3 +46,11 @@ def server_error(request: HttpRequest) -> HttpResponse:
 
 def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
     return _respond(request, 403, "The form was missing its security token (CSRF). Reload the page and try again.")
+
+
+def locked_out(request: HttpRequest, original_response: Any = None, credentials: Any = None) -> HttpResponse:
+    """django-axes: a login locked after too many failures (the account and address are not named)."""
+    minutes = int(float(settings.AXES_COOLOFF_TIME) * 60)
+    response = _respond(request, 429, f"Too many failed logins. This login is locked for {minutes} minutes.")
+    response["Retry-After"] = str(minutes * 60)
+    return response

@@ -36,3 +36,22 @@ class BodySizeLimitMiddleware:
         if length > _limit_for(request.path):
             return _respond(request, 413, "The request body is too large.")
         return self.get_response(request)
+
+
+class NoStoreMiddleware:
+    """`Cache-Control: no-store` on every response that does not say how it may be cached.
+
+    Pages with personal data (the officer's portal, the subject's status page, API answers) must not
+    stay in a shared or browser cache. The few public, person-free documents (key rings, checkpoints,
+    the verification page's certificates) set their own caching; static files never reach this
+    middleware (WhiteNoise answers them first).
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if not response.has_header("Cache-Control"):
+            response["Cache-Control"] = "no-store"
+        return response

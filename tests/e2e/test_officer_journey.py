@@ -199,7 +199,7 @@ def test_request_to_verified_certificate(
         watcher.click("#jobs-card .job-link")
         watcher.wait_for_url("**/portal/jobs/**")
         assert watcher.inner_text("#job-status") == JobStatus.RUNNING.label
-        progress = re.search(r"step (\d+) of (\d+) \((\d+)%\)", watcher.inner_text("#progress-text"))
+        progress = re.search(r"step (\d+) of at most (\d+) \((\d+)% of the step budget\)", watcher.inner_text("#progress-text"))
         assert progress, watcher.inner_text("#progress-text")
         step, total, percent = (int(g) for g in progress.groups())
         assert 0 < step < total == SPEC["max_steps"] and 0 < percent < 100

@@ -179,7 +179,10 @@ class Command(BaseCommand):
             )
 
         officer_client = Client()
-        officer_client.login(username=DEMO_OFFICER, password=password)
+        # Through the portal's login form, as the officer would (login lockout and rate limit included).
+        login = officer_client.post("/portal/login/", {"username": DEMO_OFFICER, "password": password})
+        if login.status_code != 302:
+            raise CommandError(f"the demo officer could not log in ({login.status_code})")
         with Step(self, 4, "The officer approves: guard on, unlearning and attack suite (in-process)"):
             response = officer_client.post(f"/portal/requests/{request.reference}/approve/", {"reason": "Consent withdrawn.", "confirm": "on"})
             request.refresh_from_db()
