@@ -133,12 +133,12 @@ def test_reused_confirmation_link_shows_error(client: Client, django_capture_on_
 def test_healthz_answers_ok_and_names_a_failed_dependency(client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
     ok = client.get("/healthz")
     assert ok.status_code == 200 and ok.json() == {"ok": True, "failed": []} and ok["Cache-Control"] == "no-store"
-    from django.core.cache import cache
 
-    def down(*args: object, **kwargs: object) -> None:
-        raise ConnectionError("redis is down")
+    class Down:
+        def set(self, *args: object, **kwargs: object) -> None:
+            raise ConnectionError("redis is down")
 
-    monkeypatch.setattr(cache, "set", down)
+    monkeypatch.setattr("django.core.cache.cache", Down())
     bad = client.get("/healthz")
     assert bad.status_code == 503 and bad.json() == {"ok": False, "failed": ["cache"]}
     assert b"redis is down" not in bad.content
