@@ -268,7 +268,7 @@ AXES_COOLOFF_TIME = env_int("AXES_COOLOFF_MINUTES", 30, minimum=1) / 60  # hours
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_DISABLE_ACCESS_LOG = True  # failed attempts only; successful logins are not kept
-AXES_CLIENT_IP_CALLABLE = "compliance.common.net.client_ip"
+AXES_CLIENT_IP_CALLABLE = "compliance.common.net.client_ip_or_none"
 AXES_LOCKOUT_CALLABLE = "compliance.common.errors.locked_out"
 AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 

@@ -43,3 +43,13 @@ def client_ip(request: HttpRequest) -> str:
             except ValueError:
                 return peer  # a malformed hop: fall back to the proxy itself, never to text the client chose
     return peer
+
+
+def client_ip_or_none(request: HttpRequest) -> str | None:
+    """client_ip for django-axes, which stores it in an IP address column: None when the request has
+    no address (a session started by the server itself, such as a test client's force_login)."""
+    address = client_ip(request)
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return None
