@@ -3,7 +3,8 @@
     ./scripts/compose-init [--site-url http://127.0.0.1:8000] [--force-env]
 
 Secrets (./secrets/, mode 0600, never overwritten): django_secret_key, field_encryption_key,
-guard_hmac_key, postgres_password (random, 48 bytes) and witness_key (the compose witness's Ed25519
+guard_hmac_key, postgres_password (the owner role), postgres_app_password (the application's
+role) (random, 48 bytes) and witness_key (the compose witness's Ed25519
 key). The audit and PDF signing keys are not here: the one-shot `migrate` service creates them in the
 compliance-data volume on first start (manage.py deploy_prepare).
 
@@ -25,7 +26,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RANDOM_SECRETS = ("django_secret_key", "field_encryption_key", "guard_hmac_key", "postgres_password")
+RANDOM_SECRETS = ("django_secret_key", "field_encryption_key", "guard_hmac_key", "postgres_password", "postgres_app_password")
 WITNESS_NAME = "witness.local/compose"
 
 
@@ -70,7 +71,7 @@ def local_env(example: str, *, site_url: str, vkey: str) -> str:
         "SECURE_HSTS_SECONDS": "0",
         "SITE_URL": site_url,
         "ORGANISATION_NAME": "Local Compose Ltd",
-        "DATABASE_URL": "postgres://compliance@postgres:5432/compliance",
+        "DATABASE_URL": "postgres://compliance_app@postgres:5432/compliance",
         "AUDIT_LOG_ORIGIN": "compose.local/audit-log",
         "AUDIT_WITNESSES": f"http://witness:8380 {vkey}",
     }

@@ -76,7 +76,7 @@ def test_depends_on_conditions_can_be_met(name: str) -> None:
 def test_app_services_start_after_the_one_shot_preparation() -> None:
     for name in ("web", "worker-cpu", "worker-gpu", "beat", "witness"):
         assert SERVICES[name]["depends_on"]["migrate"] == {"condition": "service_completed_successfully"}, name
-    assert SERVICES["migrate"]["command"] == ["python", "manage.py", "deploy_prepare"]
+    assert SERVICES["migrate"]["command"][:3] == ["python", "manage.py", "deploy_prepare"]
 
 
 @pytest.mark.parametrize("name", sorted(set(SERVICES) - ONE_SHOT))
@@ -85,14 +85,23 @@ def test_every_long_running_service_has_a_health_check(name: str) -> None:
     assert check and check["test"][0] in ("CMD", "CMD-SHELL"), name
 
 
-def test_database_uses_password_authentication() -> None:
+def test_database_uses_password_authentication_and_the_app_a_least_privilege_role() -> None:
     postgres = _environment(SERVICES["postgres"])
     assert "POSTGRES_HOST_AUTH_METHOD" not in postgres
     assert postgres["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
-    for name in ("migrate", "web", "worker-cpu", "worker-gpu", "beat"):
+    migrate = _environment(SERVICES["migrate"])
+    assert migrate["DATABASE_URL"].startswith("postgres://compliance@")  # the owner: migrations, triggers
+    assert migrate["DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    command = SERVICES["migrate"]["command"]
+    assert command[command.index("--app-role") + 1] == "compliance_app"
+    for name in ("web", "worker-cpu", "worker-gpu", "beat"):
         env = _environment(SERVICES[name])
-        assert env["DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_password", name
-        assert "@" in env["DATABASE_URL"] and ":" not in env["DATABASE_URL"].split("//", 1)[1].split("@")[0], "no password in the URL"
+        assert env["DATABASE_URL"].startswith("postgres://compliance_app@"), name
+        assert env["DATABASE_PASSWORD_FILE"] == "/run/secrets/postgres_app_password", name
+        assert "postgres_password" not in SERVICES[name]["secrets"], f"{name} must not hold the owner's password"
+    for name in ("migrate", "web", "worker-cpu", "worker-gpu", "beat"):
+        url = _environment(SERVICES[name])["DATABASE_URL"]
+        assert ":" not in url.split("//", 1)[1].split("@")[0], "no password in the URL"
 
 
 def test_web_listens_on_the_loopback_by_default() -> None:

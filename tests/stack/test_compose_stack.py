@@ -47,12 +47,14 @@ def _free_port() -> int:
 
 
 class Stack:
-    def __init__(self, tmp: Path, database_url: str, redis_base: str) -> None:
+    def __init__(self, tmp: Path, owner_url: str, app_url: str, app_role: str, redis_base: str) -> None:
         self.tmp = tmp
         self.web_port, self.witness_port = _free_port(), _free_port()
         self.site = f"http://127.0.0.1:{self.web_port}"
         self.replacements = [
-            ("postgres://compliance@postgres:5432/compliance", database_url),
+            ("postgres://compliance@postgres:5432/compliance", owner_url),
+            ("postgres://compliance_app@postgres:5432/compliance", app_url),
+            ("compliance_app", app_role),
             ("redis://redis:6379/0", f"{redis_base}/14"),
             ("redis://redis:6379/1", f"{redis_base}/13"),
             ("http://witness:8380", f"http://127.0.0.1:{self.witness_port}"),
@@ -156,17 +158,20 @@ def stack(tmp_path: Path, demo_model_dir: Path) -> Iterator[tuple[Stack, dict[st
     except Exception as exc:  # noqa: BLE001
         pytest.skip(f"no Redis: {type(exc).__name__}")
     name = f"compose_stack_{secrets.token_hex(4)}"
+    app_role = f"stack_app_{secrets.token_hex(4)}"  # roles are cluster-wide: one per run
     admin = f"host={db['HOST'] or '127.0.0.1'} port={db['PORT'] or 5432} user={db['USER']} dbname=postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{name}"
+    server = f"{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{name}"
+    url = f"postgres://{db['USER']}@{server}"
+    app_url = f"postgres://{app_role}@{server}"
     for n in (13, 14):
         redis.Redis.from_url(f"{redis_base}/{n}").flushdb()
 
     from scripts import compose_init
 
     compose_init.ensure_secrets(tmp_path / "secrets")
-    s = Stack(tmp_path, url, redis_base)
+    s = Stack(tmp_path, url, app_url, app_role, redis_base)
     example = (ROOT / ".env.example").read_text()
     local = compose_init.local_env(example, site_url=s.site, vkey=compose_init.witness_vkey(tmp_path / "secrets"))
     dot_env = dict(line.split("=", 1) for line in local.splitlines() if line and not line.startswith("#") and "=" in line)
@@ -176,6 +181,7 @@ def stack(tmp_path: Path, demo_model_dir: Path) -> Iterator[tuple[Stack, dict[st
         s.stop()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f"DROP ROLE IF EXISTS {app_role}")
         for n in (13, 14):
             redis.Redis.from_url(f"{redis_base}/{n}").flushdb()
 
