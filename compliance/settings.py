@@ -53,6 +53,10 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = _secret("DJANGO_SECRET_KEY", "django_secret_key")
 # Master key that wraps each request's data key (envelope encryption; crypto-shredding on purge).
 FIELD_ENCRYPTION_KEY = _secret("FIELD_ENCRYPTION_KEY", "field_encryption_key")
+# During a rotation of FIELD_ENCRYPTION_KEY: the previous keys (comma-separated; or a file per line
+# through FIELD_ENCRYPTION_KEYS_PREVIOUS_FILE), still read until `manage.py keystore_rewrap` has wrapped
+# every data key under the new one.
+FIELD_ENCRYPTION_KEYS_PREVIOUS = [k for k in (env_str("FIELD_ENCRYPTION_KEYS_PREVIOUS", "") or "").replace("\n", ",").split(",") if k.strip()]
 # HMAC key for the inference guard's suppression rules and for duplicate detection of requests.
 GUARD_HMAC_KEY = _secret("GUARD_HMAC_KEY", "guard_hmac_key")
 
@@ -387,6 +391,11 @@ PDF_SIGNING_KEY_FILE = Path(env_str("PDF_SIGNING_KEY_FILE", str(DATA_DIR / "secr
 PDF_SIGNING_CERTS_FILE = Path(env_str("PDF_SIGNING_CERTS_FILE", str(DATA_DIR / "secrets" / "pdf_signing_certs.pem")) or "")
 
 # --- models, corpora, jobs ---------------------------------------------------------------------
+# The data keys' own store, outside the application database (compliance.common.keystore): its own
+# file, its own backups. KEYSTORE_BACKUP_RETENTION_DAYS is how long the operator keeps copies of that
+# file; a purged request records the date after which no copy can decrypt its data.
+KEYSTORE_PATH = Path(env_str("KEYSTORE_PATH", str(DATA_DIR / "keystore" / "keys.sqlite3")) or "").resolve()
+KEYSTORE_BACKUP_RETENTION_DAYS = env_int("KEYSTORE_BACKUP_RETENTION_DAYS", 35, minimum=0)
 ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(DATA_DIR / "artifacts")) or "").resolve()
 JOB_BATCH_MAX_REQUESTS = env_int("JOB_BATCH_MAX_REQUESTS", 100, minimum=1)
 JOB_BATCH_WAIT_S = env_int("JOB_BATCH_WAIT_S", 30, minimum=0)

@@ -67,6 +67,7 @@ def _isolated_data_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.
     # has its own database state: a shared record would make the signer refuse the next test's log.
     settings.AUDIT_SIGNED_HEAD_FILE = base / "audit" / f"signed-head-{uuid.uuid4().hex}.note"
     settings.ARTIFACT_ROOT = base / "artifacts"
+    settings.KEYSTORE_PATH = base / "keystore" / "keys.sqlite3"
     settings.EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"
 
 

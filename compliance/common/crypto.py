@@ -4,10 +4,12 @@ Each erasure request gets its own random 256-bit data key. Personal fields (the 
 identifiers, located record texts) are sealed with AES-256-GCM under that key, with associated
 data that binds each ciphertext to its row and field, so a ciphertext copied to another row does
 not decrypt. The data key itself is stored wrapped (AES-GCM) under the master key
-`FIELD_ENCRYPTION_KEY`, which lives in the environment or a secret file, never in the database.
+`FIELD_ENCRYPTION_KEY`, which lives in the environment or a secret file, never in the database, and the
+wrapped key lives in the key store (compliance.common.keystore), not in the application database.
 
-Purging a request destroys its wrapped data key: every ciphertext sealed under it becomes
-unreadable at once, wherever copies of the rows went (backups included).
+Purging a request destroys its data key in the key store: every ciphertext sealed under it becomes
+unreadable, in the database and in every database backup. Copies of the key store itself keep the key
+until they expire (KEYSTORE_BACKUP_RETENTION_DAYS).
 """
 
 from __future__ import annotations
@@ -39,7 +41,10 @@ def _master(master_secret: str) -> AESGCM:
 
 def new_wrapped_data_key(master_secret: str, key_id: str) -> bytes:
     """A fresh data key, returned wrapped under the master key (bound to key_id)."""
-    data_key = AESGCM.generate_key(bit_length=256)
+    return wrap_data_key(master_secret, key_id, AESGCM.generate_key(bit_length=256))
+
+
+def wrap_data_key(master_secret: str, key_id: str, data_key: bytes) -> bytes:
     nonce = os.urandom(_NONCE_BYTES)
     return _VERSION + nonce + _master(master_secret).encrypt(nonce, data_key, key_id.encode())
 

@@ -3,20 +3,41 @@
 from __future__ import annotations
 
 import uuid
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
 
-from compliance.common import crypto
+from compliance.common import crypto, keystore
+
+
+def key_store() -> keystore.LocalKeyStore:
+    """The configured key store (one per path and key-encryption keys; SQLite connections per thread)."""
+    return _store(str(settings.KEYSTORE_PATH), settings.FIELD_ENCRYPTION_KEY, tuple(settings.FIELD_ENCRYPTION_KEYS_PREVIOUS))
+
+
+@lru_cache(maxsize=8)
+def _store(path: str, kek: str, previous: tuple[str, ...]) -> keystore.LocalKeyStore:
+    return keystore.LocalKeyStore(Path(path), kek, previous)
 
 
 class DataKey(models.Model):
-    """A wrapped AES-256 data key. Destroying it shreds every ciphertext sealed under it."""
+    """A request's AES-256 data key: its id here, the key itself in the key store (outside this
+    database, so database backups hold no key). Destroying it shreds every ciphertext sealed under it.
+
+    Rows created before the key store have the key wrapped in `wrapped` (store "db"); `manage.py
+    keystore_migrate` moves them into the store."""
+
+    class Store(models.TextChoices):
+        DATABASE = "db", "wrapped in the application database (before the key store)"
+        KEYSTORE = "keystore", "in the key store"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    wrapped = models.BinaryField(editable=False)
+    wrapped = models.BinaryField(editable=False, blank=True, default=b"")
+    store = models.CharField(max_length=16, choices=Store.choices, default=Store.DATABASE, editable=False)
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     destroyed_at = models.DateTimeField(null=True, blank=True, editable=False)
 
@@ -29,9 +50,14 @@ class DataKey(models.Model):
     @classmethod
     def create(cls) -> DataKey:
         key_id = uuid.uuid4()
-        return cls.objects.create(id=key_id, wrapped=crypto.new_wrapped_data_key(settings.FIELD_ENCRYPTION_KEY, str(key_id)))
+        key_store().create(str(key_id))  # first: a row never points at a key that was not stored
+        return cls.objects.create(id=key_id, wrapped=b"", store=cls.Store.KEYSTORE)
 
     def _key(self) -> bytes:
+        if self.destroyed_at is not None:
+            raise crypto.DataKeyDestroyed(f"data key {self.id} has been destroyed")
+        if self.store == self.Store.KEYSTORE:
+            return key_store().key(str(self.id))
         return crypto.unwrap_data_key(settings.FIELD_ENCRYPTION_KEY, str(self.id), bytes(self.wrapped))
 
     def seal_json(self, value: Any, *, aad: str) -> bytes:
@@ -41,7 +67,19 @@ class DataKey(models.Model):
         return crypto.open_json(self._key(), bytes(blob), aad)
 
     def destroy(self) -> None:
-        """Crypto-shred: overwrite the wrapped key. Irreversible by design."""
+        """Crypto-shred: destroy the key in the key store (and any legacy copy here). Irreversible by design."""
+        key_store().destroy(str(self.id))
         self.wrapped = b""
         self.destroyed_at = timezone.now()
         self.save(update_fields=["wrapped", "destroyed_at"])
+
+    def move_to_key_store(self) -> bool:
+        """A legacy row's key into the key store; its wrapped copy here is blanked. False if nothing to do."""
+        if self.store == self.Store.KEYSTORE or self.destroyed_at is not None or not self.wrapped:
+            return False
+        data_key = crypto.unwrap_data_key(settings.FIELD_ENCRYPTION_KEY, str(self.id), bytes(self.wrapped))
+        key_store().put(str(self.id), data_key)
+        self.wrapped = b""
+        self.store = self.Store.KEYSTORE
+        self.save(update_fields=["wrapped", "store"])
+        return True

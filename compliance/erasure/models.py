@@ -149,6 +149,10 @@ class ErasureRequest(models.Model):
     # When the status last changed (set by transitions.transition): how long the request has been at
     # its stage, for the queue. updated_at also moves on assignment or an extension.
     status_changed_at = models.DateTimeField(default=timezone.now)
+    # Set by the purge: the day after which no copy of the key store (its backups expire after
+    # KEYSTORE_BACKUP_RETENTION_DAYS) can decrypt this request's personal data. Database backups never
+    # could: they hold no key.
+    undecryptable_after = models.DateField(null=True, blank=True)
 
     class Meta:
         ordering = ["due_at", "received_at"]

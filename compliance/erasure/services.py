@@ -366,13 +366,21 @@ def erasure_request_extend(*, request: ErasureRequest, officer: User, reason: st
 
 
 def erasure_request_purge(*, request: ErasureRequest, actor: str = "system") -> ErasureRequest:
-    """Crypto-shred a closed request: destroy its data key, drop located-record texts.
+    """Crypto-shred a closed request: destroy its data key in the key store, drop located-record texts.
 
-    What remains is the pseudonymous row, the audit trail and the certificate the subject holds.
+    What remains is the pseudonymous row, the audit trail and the certificate the subject holds. The key
+    is destroyed last, inside the transaction: if the commit then fails, the data is already
+    unreadable and the next purge run records it (erasure errs towards erasing). `undecryptable_after`
+    is the day the last key-store backup that could hold the key expires.
     """
     with transaction.atomic():
         locked = ErasureRequest.objects.select_for_update().get(pk=request.pk)
-        transition(locked, Status.PURGED, actor=actor, fields={"purged_at": timezone.now()})
+        now = timezone.now()
+        undecryptable = (now + timedelta(days=settings.KEYSTORE_BACKUP_RETENTION_DAYS)).date()
+        # Free text the officer wrote to the subject may name them: it goes too (the log holds its digest).
+        transition(locked, Status.PURGED, actor=actor,
+                   fields={"purged_at": now, "undecryptable_after": undecryptable, "decision_reason": "", "extension_reason": ""},
+                   details={"undecryptable_after": undecryptable.isoformat()})
         locked.forget_items.update(text_sealed=None)
         locked.data_key.destroy()
     request.refresh_from_db()

@@ -146,6 +146,7 @@ def start_worker(settings: Any, tmp_path: Path, broker: Any, broker_url: str) ->
             CELERY_RESULT_BACKEND=broker_url,
             COMPLIANCE_DATA_DIR=str(tmp_path / "worker-data"),
             ARTIFACT_ROOT=str(settings.ARTIFACT_ROOT),
+            KEYSTORE_PATH=str(settings.KEYSTORE_PATH),
             DJANGO_SECRET_KEY=settings.SECRET_KEY,
             FIELD_ENCRYPTION_KEY=settings.FIELD_ENCRYPTION_KEY,
             GUARD_HMAC_KEY=settings.GUARD_HMAC_KEY,

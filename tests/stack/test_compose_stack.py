@@ -65,6 +65,7 @@ class Stack:
             ("/srv/compliance", str(tmp / "data")),
             ("/srv/artifacts", str(tmp / "artifacts")),
             ("/srv/witness", str(tmp / "witness")),
+            ("/srv/keystore", str(tmp / "keystore")),
             ("/run/secrets/", str(tmp / "secrets") + "/"),
             ("$$HOSTNAME", socket.gethostname()),
         ]

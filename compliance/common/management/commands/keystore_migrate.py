@@ -1,0 +1,27 @@
+"""Move data keys still wrapped in the application database into the key store (once, after upgrading).
+
+Until a key is moved, every database backup holds it. After this command the database holds none; the
+backups taken before it still do until they expire, which the output says.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from compliance.common.models import DataKey
+
+
+class Command(BaseCommand):
+    help = "Move data keys wrapped in the application database into the key store."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        moved = 0
+        for key in DataKey.objects.filter(store=DataKey.Store.DATABASE, destroyed_at__isnull=True).iterator():
+            moved += int(key.move_to_key_store())
+        self.stdout.write(
+            f"{moved} data key(s) moved to the key store at {settings.KEYSTORE_PATH}. Database backups taken "
+            "before now still hold them until those backups expire."
+        )
