@@ -66,3 +66,24 @@ def send(kind: str, request: ErasureRequest, **context: Any) -> bool:
 
 def send_after_commit(kind: str, request: ErasureRequest, **context: Any) -> None:
     transaction.on_commit(lambda: send(kind, request, **context))
+
+
+def erase_spooled_mail(request: ErasureRequest) -> int:
+    """Delete the request's messages from the mail spool (the file backend of the embedded set-up and
+    a local compose stack writes each message to its own file under EMAIL_FILE_PATH). With SMTP the
+    messages left this service; the mail server's retention applies. Returns how many were deleted."""
+    folder = getattr(settings, "EMAIL_FILE_PATH", None)
+    if settings.EMAIL_BACKEND != "django.core.mail.backends.filebased.EmailBackend" or not folder:
+        return 0
+    from pathlib import Path
+
+    deleted = 0
+    marker = request.reference.encode()
+    for path in Path(folder).glob("*"):
+        try:
+            if path.is_file() and marker in path.read_bytes():
+                path.unlink()
+                deleted += 1
+        except OSError:
+            logger.warning("mail spool file %s could not be removed", path.name)
+    return deleted

@@ -379,9 +379,11 @@ def erasure_request_purge(*, request: ErasureRequest, actor: str = "system") -> 
         undecryptable = (now + timedelta(days=settings.KEYSTORE_BACKUP_RETENTION_DAYS)).date()
         # Free text the officer wrote to the subject may name them: it goes too (the log holds its digest).
         transition(locked, Status.PURGED, actor=actor,
-                   fields={"purged_at": now, "undecryptable_after": undecryptable, "decision_reason": "", "extension_reason": ""},
+                   fields={"purged_at": now, "undecryptable_after": undecryptable, "decision_reason": "", "extension_reason": "",
+                           "email_digest": ""},
                    details={"undecryptable_after": undecryptable.isoformat()})
         locked.forget_items.update(text_sealed=None)
+        notifications.erase_spooled_mail(locked)
         locked.data_key.destroy()
     request.refresh_from_db()
     return request

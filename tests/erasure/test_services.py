@@ -215,3 +215,27 @@ def test_queue_puts_overdue_first_and_filters() -> None:
     ordered = list(selectors.queue())
     assert ordered[0].pk == late.pk
     assert [r.pk for r in selectors.queue(overdue=True)] == [late.pk]
+
+
+def test_purge_leaves_no_trace_of_the_person_in_the_rows_or_the_mail_spool(settings, tmp_path, django_capture_on_commit_callbacks) -> None:
+    """Searched for every identifier in every form: plain, the e-mail digest (brute-forceable), and
+    the mail spool the embedded set-up writes."""
+    from compliance.erasure.models import ErasureRequest
+
+    settings.EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+    settings.EMAIL_FILE_PATH = tmp_path / "mail"
+    other = factories.submit(factories.subject(7))
+    with django_capture_on_commit_callbacks(execute=True):
+        request = factories.request_in(Status.REFUSED, person=factories.ADA)
+    spool = list((tmp_path / "mail").glob("*"))
+    assert any(factories.ADA.email.encode() in p.read_bytes() for p in spool)  # the notices were spooled
+    digest = ErasureRequest.objects.get(pk=request.pk).email_digest
+    services.erasure_request_purge(request=request)
+    row = ErasureRequest.objects.filter(pk=request.pk).values().get()
+    text = repr(row).lower()
+    for value in (factories.ADA.email, factories.ADA.full_name, digest, "pending litigation"):
+        assert value.lower() not in text, value
+    for path in (tmp_path / "mail").glob("*"):
+        body = path.read_bytes()
+        assert factories.ADA.email.encode() not in body and request.reference.encode() not in body
+    assert ErasureRequest.objects.get(pk=other.pk).identifiers()["email"] == factories.subject(7).email  # others untouched
