@@ -5,9 +5,10 @@ the unlearning job runs (watched on the job page) -> verification report -> sign
 downloads the certificate (JSON and PDF) -> the public verification page accepts both and rejects a
 tampered copy.
 
-Nothing is stubbed: the embedded set-up runs every task in-process (eager), so the approval POST
-itself runs dispatch, unlearning and verification inside the live server while a second tab watches
-the job page, as an officer of a single-machine installation would. The one test hook only waits:
+Nothing is stubbed, and it runs in the served mode of the embedded set-up (the demo's `serve`): tasks
+run in-process, and the periodic ones in the embedded beat thread, so the approval only nudges
+dispatch while the batch window is open and the beat's tick after it starts the job, with no manual
+tick; the officer watches the job page in a second tab as it runs. The one test hook only waits:
 the job is held after its first mid-run evaluation until the browser has shown it (a tiny job
 finishes in seconds, so without the hold "watching it run" would depend on the machine's speed).
 The demo model (6 people, 2 layers) is trained once per machine and cached, like in
@@ -58,12 +59,12 @@ def demo_model_dir() -> Path:
 @pytest.fixture
 def demo_person(demo_model_dir: Path, settings: Any) -> tuple[Any, set[str]]:
     """Register the demo model and corpus, and set up jobs as the integration tests do (short spec,
-    fast policy), with no batch window: the approval dispatches at once. Returns one corpus person
+    fast policy), with a one-second batch window that only the beat closes. Returns one corpus person
     and the ids of their records."""
     from unlearning_worker.demo.trainer import DemoModelConfig
 
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    settings.JOB_BATCH_WAIT_S = 0
+    settings.JOB_BATCH_WAIT_S = 1
     settings.UNLEARNING_SPEC_DEFAULTS = SPEC
     settings.UNLEARNING_DEVICE = "cpu"
     settings.VERIFICATION_POLICY_FILE = str(POLICY)
@@ -72,6 +73,22 @@ def demo_person(demo_model_dir: Path, settings: Any) -> tuple[Any, set[str]]:
     corpus = config.corpus()
     person = corpus.people[0]
     return person, {r.record_id for r in corpus.records_of([person.person_id])}
+
+
+@pytest.fixture
+def served(settings: Any) -> Iterator[None]:
+    """The embedded beat, as `manage.py demo` starts it before serving (intervals shortened)."""
+    from compliance.common.embedded_beat import start_embedded_beat
+
+    settings.CELERY_BEAT_SCHEDULE = {
+        "jobs-dispatch": {"task": "jobs.dispatch", "schedule": 1},
+        "audit-checkpoint": {"task": "audit.checkpoint", "schedule": 2},
+        "certificates-issue-pending": {"task": "certificates.issue_pending", "schedule": 2},
+    }
+    beat = start_embedded_beat()
+    assert beat is not None
+    yield
+    beat.stop(timeout=60)
 
 
 @dataclass
@@ -143,7 +160,8 @@ def _watch_job(page: Any, timeout_ms: int) -> list[tuple[str, str]]:
 
 
 def test_request_to_verified_certificate(
-    live_server: Any, page: Any, browser: Any, settings: Any, demo_person: tuple[Any, set[str]], mid_run: Gate, tmp_path: Path
+    live_server: Any, page: Any, browser: Any, settings: Any, demo_person: tuple[Any, set[str]], mid_run: Gate, tmp_path: Path,
+    served: None,
 ) -> None:
     settings.SITE_URL = live_server.url
     base = live_server.url
@@ -186,11 +204,13 @@ def test_request_to_verified_certificate(
     assert page.locator("#located-records mark").count() >= len(record_ids)  # PII spans highlighted
     assert page.locator("#sign-off-button").count() == 0  # nothing to sign off before verification
 
-    # 3. Approve. The POST runs dispatch, unlearning and verification inline (embedded set-up), so
-    #    the officer watches the job from a second tab of the same session. The job pauses after its
-    #    first evaluation past step 0 until that tab has shown it, so "mid-run" is seen on any machine.
+    # 3. Approve. The batch window is open, so the approval creates no job; the beat's next tick does,
+    #    and the job runs in the beat's thread while the officer watches from a second tab. The job
+    #    pauses after its first evaluation past step 0 until that tab has shown it, so "mid-run" is
+    #    seen on any machine.
     page.check("#approve-confirm")
-    page.click("#approve-button", no_wait_after=True)
+    page.click("#approve-button")
+    page.wait_for_selector("text=approved")
     watcher = page.context.new_page()
     watcher.set_default_timeout(90_000)
     try:
@@ -226,8 +246,11 @@ def test_request_to_verified_certificate(
     assert _bar_width(watcher) == 100
     watcher.close()
 
-    # 5. Sign-off, back in the first tab once the approval's response has arrived.
-    page.wait_for_selector("#sign-off-button", timeout=JOB_TIMEOUT_MS)
+    # 5. Sign-off, back in the first tab: the request page offers it once the job has passed.
+    deadline = time.monotonic() + JOB_TIMEOUT_MS / 1000
+    while page.locator("#sign-off-button").count() == 0 and time.monotonic() < deadline:
+        page.wait_for_timeout(1000)
+        page.reload()
     assert page.inner_text("#status-badge") == "Verifying"
     page.click("#sign-off-button")
     page.wait_for_selector("#certificate-card")
