@@ -39,6 +39,7 @@ def render_plots(report: VerificationReport, history: Sequence[Mapping[str, Any]
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
 
+    bounds = {(c.attack, c.metric): c.bound for c in report.verdict.checks}
     rows = []
     for name, attack in report.attacks.items():
         metric = HEADLINE.get(name) or next(iter(attack.after.metrics), None) if attack.after else None
@@ -46,23 +47,39 @@ def render_plots(report: VerificationReport, history: Sequence[Mapping[str, Any]
             continue
         before = attack.before.metrics.get(metric) if attack.before else None
         after = attack.after.metrics.get(metric) if attack.after else None
-        rows.append((f"{name}\n{metric}", before, after))
+        rows.append((name, metric, before, after, bounds.get((name, metric)) or {}))
     if rows:
-        fig, axes = plt.subplots(1, len(rows), figsize=(2.4 * len(rows), 3.6), squeeze=False)
-        for ax, (label, before, after) in zip(axes[0], rows, strict=True):
-            values = [before if before is not None else 0.0, after if after is not None else 0.0]
-            bars = ax.bar(["before", "after"], values, color=["#9e9e9e", "#1f77b4"])
-            for bar, raw in zip(bars, (before, after), strict=True):
+        # A grid of at most four panels a row, wide enough to read on the job page at its own width
+        # (one row of eleven panels was shrunk to an unreadable strip).
+        columns = min(4, len(rows))
+        lines = -(-len(rows) // columns)
+        fig, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 2.9 * lines), squeeze=False)
+        for ax in axes.flat[len(rows):]:
+            ax.set_visible(False)
+        for ax, (name, metric, before, after, bound) in zip(axes.flat, rows, strict=False):
+            labels = ["before", "after"] if before is not None else ["after (new model only)"]
+            shown = [before, after] if before is not None else [after]
+            values = [0.0 if v is None else float(v) for v in shown]
+            bars = ax.bar(labels, values, color=["#9e9e9e", "#1f4e8c"][-len(values):])
+            for bar, raw in zip(bars, shown, strict=True):
                 ax.annotate("n/a" if raw is None else f"{raw:.2f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                            ha="center", va="bottom", fontsize=8)
-            ax.set_title(label, fontsize=8)
-            ax.tick_params(labelsize=8)
+                            ha="center", va="bottom", fontsize=9)
+            for key, style in (("max", "upper bound"), ("min", "lower bound")):
+                if isinstance(bound.get(key), int | float):
+                    ax.axhline(float(bound[key]), color="#b3261e", linestyle="--", linewidth=1, label=style)
+            limits = [*values, *(float(v) for v in bound.values() if isinstance(v, int | float))]
+            top = max(limits, default=0.0)
+            ax.set_ylim(min(0.0, *limits), top * 1.18 if top > 0 else 1.0)
+            if bound:
+                ax.legend(fontsize=7, loc="upper right")
+            ax.set_title(f"{name}\n{metric}", fontsize=10)
+            ax.tick_params(labelsize=9)
         verdict = report.verdict
         headline = "PASS" if verdict.passed else f"FAIL ({len(verdict.failing)} failing checks)"
-        fig.suptitle(f"Verification: {headline}", fontsize=9)
+        fig.suptitle(f"Verification: {headline} (dashed: the policy's bound)", fontsize=11)
         fig.tight_layout()
         path = out / "attacks_before_after.png"
-        fig.savefig(path, dpi=110)
+        fig.savefig(path, dpi=100)
         plt.close(fig)
         written.append(path)
 

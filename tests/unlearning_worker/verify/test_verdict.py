@@ -115,6 +115,11 @@ def test_render_plots_writes_pngs(tmp_path: Path, untrained_report: Verification
         data = path.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5_000
     assert [p.name for p in render_plots(untrained_report, [], tmp_path / "no_history")] == ["attacks_before_after.png"]
+    # Readable on the job page: at most four panels a row, so the image is not a thin strip.
+    import struct
+
+    width, height = struct.unpack(">II", (tmp_path / "plots" / "attacks_before_after.png").read_bytes()[16:24])
+    assert width <= 1300 and height >= 250, (width, height)
 
 
 def test_verify_package_is_pure() -> None:
