@@ -121,3 +121,18 @@ def test_beat_runs_every_periodic_task_and_each_is_a_registered_task(settings: o
     assert {"erasure.purge_due", "erasure.deadline_reminders", "audit.checkpoint", "certificates.issue_pending",
             "jobs.dispatch", "jobs.reconcile"} <= scheduled
     assert scheduled <= set(app.tasks), scheduled - set(app.tasks)
+
+
+@pytest.mark.parametrize(
+    ("task", "queue"),
+    [("unlearning.run_job", "gpu"), ("verification.run_job", "gpu"), ("unlearning.train_sharded", "gpu"),
+     ("jobs.dispatch", "default"), ("erasure.scan_request", "default"), ("certificates.issue_pending", "default")],
+)
+def test_tasks_are_routed_by_the_settings(task: str, queue: str) -> None:
+    """Routing lives in CELERY_TASK_ROUTES (the tasks' own `queue` attribute is deprecated in Celery)."""
+    from compliance.celery import app
+    from compliance.common.tasks import queue_for
+
+    app.loader.import_default_modules()
+    assert app.amqp.router.route({}, task)["queue"].name == queue
+    assert queue_for(task) == queue

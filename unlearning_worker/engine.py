@@ -149,12 +149,34 @@ def _load(model_dir: Path, spec: UnlearningSpec, device: torch.device) -> tuple[
     if spec.lora:
         model = _wrap_lora(model, spec)
     if spec.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _checkpointing(model, on=True)
     return model, tokenizer
 
 
+def _checkpointing(model: Any, *, on: bool) -> None:
+    """Activation checkpointing on or off, by the API the installed transformers has (5.x renamed
+    gradient_checkpointing_* to activation_checkpointing_* and warns on the old names)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        if on:
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.activation_checkpointing_disable()
+    elif on:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_disable()
+
+
+def _is_checkpointing(model: Any) -> bool:
+    if hasattr(type(model), "is_activation_checkpointing"):
+        return bool(model.is_activation_checkpointing)
+    return bool(getattr(model, "is_gradient_checkpointing", False))
+
+
 def _wrap_lora(model: Any, spec: UnlearningSpec) -> Any:
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
+
+    from unlearning_worker.adapters import wrap_lora
 
     target = list(spec.lora_target_modules) or _linear_module_names(model)
     layers = None
@@ -165,7 +187,7 @@ def _wrap_lora(model: Any, spec: UnlearningSpec) -> Any:
         layers_to_transform=layers, bias="none", task_type="CAUSAL_LM",
         fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2",  # GPT-2 uses Conv1D (in, out)
     )
-    return get_peft_model(model, config)
+    return wrap_lora(model, config)
 
 
 def _linear_module_names(model: Any) -> list[str]:
@@ -416,8 +438,8 @@ def _save_output(model: Any, tokenizer: Any, out_dir: Path, manifest: dict[str, 
         to_save = model
         if hasattr(model, "merge_and_unload"):  # LoRA: ship a plain model any consumer can load
             to_save = copy.deepcopy(model).merge_and_unload()
-        if getattr(to_save, "is_gradient_checkpointing", False):
-            to_save.gradient_checkpointing_disable()
+        if _is_checkpointing(to_save):
+            _checkpointing(to_save, on=False)
         to_save.config.use_cache = True
         to_save.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)

@@ -41,13 +41,13 @@ def newline_token_ids(tokenizer: Any) -> frozenset[int]:
     return ids
 
 
-def _cache_kwarg(model: Any) -> str:
+def cache_keyword(model: Any) -> str:
     """transformers 5 renamed `past_key_values` to `cache`; peft wrappers hide the signature."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
 
 
-def _cache_of(output: Any) -> Any:
+def cache_of(output: Any) -> Any:
     cache = output.get("cache") if hasattr(output, "get") else None
     return cache if cache is not None else output.past_key_values
 
@@ -105,7 +105,7 @@ def generate_batch(
         generator.manual_seed(0 if seed is None else seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
-    cache_kwarg = _cache_kwarg(model)
+    cache_kwarg = cache_keyword(model)
     expanded = [p for p in prompts for _ in range(num_return_sequences)]
     texts: list[str] = []
     was_training = model.training
@@ -121,7 +121,7 @@ def generate_batch(
             # left padding: positions count real tokens only, so a padded prompt sees the same positions
             positions = (attention.cumsum(-1) - 1).clamp(min=0)
             out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True)
-            past = _cache_of(out)
+            past = cache_of(out)
             logits = out.logits[:, -1, :]
             finished = torch.zeros(len(chunk), dtype=torch.bool, device=device)
             new_tokens: list[torch.Tensor] = []
@@ -145,7 +145,7 @@ def generate_batch(
                     input_ids=token[:, None], attention_mask=attention, position_ids=next_pos,
                     use_cache=True, **{cache_kwarg: past},
                 )
-                past = _cache_of(out)
+                past = cache_of(out)
                 logits = out.logits[:, -1, :]
                 next_pos = next_pos + 1
             generated = torch.stack(new_tokens, dim=1).tolist()

@@ -141,7 +141,7 @@ def sharded_train(
     return version
 
 
-@shared_task(name="unlearning.train_sharded", queue="gpu", acks_late=True)
+@shared_task(name="unlearning.train_sharded", acks_late=True)  # queue gpu: CELERY_TASK_ROUTES
 def train_sharded_task(*, model: str, corpus_version_id: int, shards: int = 8, slices: int = 4, epochs: int = 8,
                        seed: int = 0, group_field: str = "", **kwargs: object) -> dict[str, Any]:
     """The same as `manage.py train_sharded`, on a GPU worker. Ids and numbers in, ids out."""

@@ -82,8 +82,7 @@ def _run_claimed(job_id: str, claim: job_services.Claim, body: Callable[[job_ser
 @shared_task(
     bind=True,
     base=JobTask,
-    name="unlearning.run_job",
-    queue="gpu",
+    name="unlearning.run_job",  # queue gpu: CELERY_TASK_ROUTES
     acks_late=True,
     soft_time_limit=settings.JOB_SOFT_TIME_LIMIT_S,
     time_limit=settings.JOB_SOFT_TIME_LIMIT_S + 300,
@@ -99,8 +98,7 @@ def run_unlearning_job(self: Task, *, job_id: str, **kwargs: Any) -> dict[str, A
 @shared_task(
     bind=True,
     base=JobTask,
-    name="verification.run_job",
-    queue="gpu",
+    name="verification.run_job",  # queue gpu: CELERY_TASK_ROUTES
     acks_late=True,
     soft_time_limit=settings.JOB_SOFT_TIME_LIMIT_S,
     time_limit=settings.JOB_SOFT_TIME_LIMIT_S + 300,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from celery import shared_task
 
 
-@shared_task(name="certificates.issue_pending", queue="default", soft_time_limit=300, time_limit=360)
+@shared_task(name="certificates.issue_pending", soft_time_limit=300, time_limit=360)
 def issue_pending(**kwargs: object) -> list[str]:
     """Issue the certificates that waited for a witness quorum (see certificates_issue_pending)."""
     from compliance.certificates.services import certificates_issue_pending

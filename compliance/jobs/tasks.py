@@ -6,7 +6,7 @@ from celery import shared_task
 from django.conf import settings
 
 
-@shared_task(name="jobs.dispatch", queue="default", soft_time_limit=120, time_limit=180)
+@shared_task(name="jobs.dispatch", soft_time_limit=120, time_limit=180)
 def dispatch(**kwargs: object) -> dict[str, object]:
     """Batch approved requests into jobs. When a batch window is still open and a broker is
     configured, check again when it closes (beat also calls this every JOB_BATCH_WAIT_S)."""
@@ -18,7 +18,7 @@ def dispatch(**kwargs: object) -> dict[str, object]:
     return {"created": [str(job.id) for job in result.created], "waiting": result.waiting}
 
 
-@shared_task(name="jobs.reconcile", queue="default", soft_time_limit=120, time_limit=180)
+@shared_task(name="jobs.reconcile", soft_time_limit=120, time_limit=180)
 def reconcile(**kwargs: object) -> list[str]:
     """Beat: requeue jobs whose worker stopped beating."""
     from compliance.jobs.services import jobs_reconcile

@@ -172,7 +172,9 @@ def target_modules(model: Any, recipe: ShardRecipe) -> list[str]:
 
 
 def _wrap(model: Any, recipe: ShardRecipe, shard: int) -> Any:
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
+
+    from unlearning_worker.adapters import wrap_lora
 
     config = LoraConfig(
         r=recipe.lora_rank, lora_alpha=recipe.lora_alpha, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
@@ -180,7 +182,7 @@ def _wrap(model: Any, recipe: ShardRecipe, shard: int) -> Any:
         fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2",
     )
     torch.manual_seed(recipe.unit_seed("init", shard))
-    return get_peft_model(model, config)
+    return wrap_lora(model, config)
 
 
 def _lora_state(peft_model: Any) -> dict[str, torch.Tensor]:

@@ -470,14 +470,16 @@ def _relearn(lm: LoadedModel, texts: Sequence[str], setting: RelearnSetting, *, 
 
 
 def _with_lora(model: Any) -> Any:
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
     from transformers.pytorch_utils import Conv1D
+
+    from unlearning_worker.adapters import wrap_lora
 
     names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
                     if isinstance(m, torch.nn.Linear | Conv1D) and "lm_head" not in n})
     config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=names, bias="none",
                         task_type="CAUSAL_LM", fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2")
-    return get_peft_model(model, config)
+    return wrap_lora(model, config)
 
 
 def _validate_relearning(params: Mapping[str, Any]) -> None:

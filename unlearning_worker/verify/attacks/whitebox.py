@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from unlearning_worker.generation import cache_keyword, cache_of
 from unlearning_worker.leakage import leak_share
 from unlearning_worker.verify.attacks.common import TRAINED_TEMPLATE, Probe, fill, run_probes
 from unlearning_worker.verify.lm import (
@@ -202,7 +203,8 @@ def _sequence_scores_cached(
     with torch.inference_mode():
         out = lm.model(input_ids=torch.tensor([prompt_ids], device=lm.device), use_cache=True)
         first_logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-        prompt_cache = out.past_key_values
+        prompt_cache = cache_of(out)
+        cache_kwarg = cache_keyword(lm.model)
         scores: list[float] = []
         for start in range(0, len(continuations), batch_size):
             chunk = continuations[start : start + batch_size]
@@ -213,7 +215,7 @@ def _sequence_scores_cached(
             cache = copy.deepcopy(prompt_cache)
             cache.batch_repeat_interleave(len(chunk))
             logits = lm.model(
-                input_ids=feed, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True
+                input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_kwarg: cache}
             ).logits
             logp = torch.log_softmax(logits.float(), dim=-1)
             for row, c in enumerate(chunk):

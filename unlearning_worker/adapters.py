@@ -1,0 +1,18 @@
+"""peft's get_peft_model, without the deprecation warning it triggers in transformers 5.
+
+peft still reads `is_gradient_checkpointing`, which transformers 5 renamed: the FutureWarning is about
+peft's code, not ours, and would otherwise reach the demo's output and every log. One place wraps it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+
+def wrap_lora(model: Any, config: Any) -> Any:
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
