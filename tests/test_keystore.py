@@ -70,3 +70,23 @@ def test_legacy_keys_move_out_of_the_database(settings: Any) -> None:
     assert legacy.store == DataKey.Store.KEYSTORE and bytes(legacy.wrapped) == b""
     assert legacy.open_json(sealed, aad="t") == {"x": 1}
     assert len(key_store().key(str(key_id))) == 32
+
+
+def test_a_key_created_after_a_read_is_visible_to_another_process_at_once(tmp_path: Path) -> None:
+    """A cursor left unfinished by a read used to keep the connection's transaction open, so a key
+    created next on the same connection stayed uncommitted and a worker process could not find it."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "keys.sqlite3"
+    store = LocalKeyStore(path, KEK)
+    store.create("first")
+    store.key("first")  # a read on the connection
+    store.create("second")  # then a write on the same connection
+    code = (
+        "import sys; from pathlib import Path; from compliance.common.keystore import LocalKeyStore;"
+        f"print(len(LocalKeyStore(Path({str(path)!r}), {KEK!r}).key('second')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 0 and result.stdout.strip() == "32", result.stderr[-2000:]

@@ -22,8 +22,8 @@ No Django here: the store is given its path and key-encryption keys.
 from __future__ import annotations
 
 import sqlite3
-import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
@@ -64,19 +64,26 @@ class LocalKeyStore:
         self.path = Path(path)
         self._keks = {kek_id(k): k for k in (kek, *previous) if k}
         self._current = kek_id(kek)
-        self._local = threading.local()
+        self._ready = False
 
-    def _db(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA secure_delete=ON")
-            conn.execute(_SCHEMA)
-            self.path.chmod(0o600)
-            self._local.conn = conn
-        return conn
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """A connection for one operation, closed after it. A connection kept open per thread was seen
+        to hide a key another process had just committed (a worker could not find the key of the request
+        it was given); a fresh connection always reads the latest committed state, and opening a local
+        SQLite file costs well under a millisecond."""
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            conn.execute("PRAGMA secure_delete=ON").fetchall()
+            if not self._ready:
+                conn.execute(_SCHEMA)
+                self.path.chmod(0o600)
+                self._ready = True
+            yield conn
+        finally:
+            conn.close()
 
     def create(self, key_id: str) -> None:
         self._insert(key_id, crypto.new_wrapped_data_key(self._keks[self._current], key_id))
@@ -86,16 +93,18 @@ class LocalKeyStore:
         self._insert(key_id, crypto.wrap_data_key(self._keks[self._current], key_id, data_key))
 
     def _insert(self, key_id: str, wrapped: bytes) -> None:
-        self._db().execute(
-            "INSERT INTO data_keys (key_id, wrapped, kek_id, created_at) VALUES (?, ?, ?, ?)",
-            (key_id, wrapped, self._current, datetime.now(UTC).isoformat()),
-        )
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO data_keys (key_id, wrapped, kek_id, created_at) VALUES (?, ?, ?, ?)",
+                (key_id, wrapped, self._current, datetime.now(UTC).isoformat()),
+            )
 
     def key(self, key_id: str) -> bytes:
-        row = self._db().execute("SELECT wrapped, kek_id FROM data_keys WHERE key_id = ?", (key_id,)).fetchone()
-        if row is None:
+        with self._db() as db:
+            rows = db.execute("SELECT wrapped, kek_id FROM data_keys WHERE key_id = ?", (key_id,)).fetchall()
+        if not rows:
             raise KeyMissing(f"data key {key_id} is not in the key store at {self.path}")
-        wrapped, wrapped_by = row
+        wrapped, wrapped_by = rows[0]
         if wrapped is None:
             raise crypto.DataKeyDestroyed(f"data key {key_id} has been destroyed")
         kek = self._keks.get(wrapped_by)
@@ -104,26 +113,26 @@ class LocalKeyStore:
         return crypto.unwrap_data_key(kek, key_id, bytes(wrapped))
 
     def destroy(self, key_id: str) -> None:
-        db = self._db()
         now = datetime.now(UTC).isoformat()
-        db.execute("UPDATE data_keys SET wrapped = NULL, destroyed_at = ? WHERE key_id = ? AND wrapped IS NOT NULL", (now, key_id))
-        db.execute("INSERT OR IGNORE INTO data_keys (key_id, wrapped, kek_id, created_at, destroyed_at) VALUES (?, NULL, ?, ?, ?)",
-                   (key_id, self._current, now, now))
-        # The old row's bytes are zeroed in the database file (secure_delete); the write-ahead log
-        # still holds the page until a checkpoint copies it back and truncates the log.
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self._db() as db:
+            db.execute("UPDATE data_keys SET wrapped = NULL, destroyed_at = ? WHERE key_id = ? AND wrapped IS NOT NULL",
+                       (now, key_id))
+            db.execute("INSERT OR IGNORE INTO data_keys (key_id, wrapped, kek_id, created_at, destroyed_at) "
+                       "VALUES (?, NULL, ?, ?, ?)", (key_id, self._current, now, now))
+            # The old row's bytes are zeroed in the database file (secure_delete); the write-ahead log
+            # still holds the page until a checkpoint copies it back and truncates the log.
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     def rewrap(self) -> int:
         """Wrap every live key under the current key-encryption key (after a rotation); returns how many
         were rewrapped. Keys wrapped by a previous key stay readable meanwhile, so this needs no downtime."""
-        db = self._db()
-        count = 0
-        rows = db.execute("SELECT key_id, kek_id FROM data_keys WHERE wrapped IS NOT NULL AND kek_id != ?", (self._current,)).fetchall()
-        for key_id, _old in rows:
-            data_key = self.key(key_id)
-            wrapped = crypto.wrap_data_key(self._keks[self._current], key_id, data_key)
-            db.execute("UPDATE data_keys SET wrapped = ?, kek_id = ? WHERE key_id = ? AND wrapped IS NOT NULL",
-                       (wrapped, self._current, key_id))
-            count += 1
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return count
+        with self._db() as db:
+            rows = db.execute("SELECT key_id FROM data_keys WHERE wrapped IS NOT NULL AND kek_id != ?", (self._current,)).fetchall()
+        for (key_id,) in rows:
+            wrapped = crypto.wrap_data_key(self._keks[self._current], key_id, self.key(key_id))
+            with self._db() as db:
+                db.execute("UPDATE data_keys SET wrapped = ?, kek_id = ? WHERE key_id = ? AND wrapped IS NOT NULL",
+                           (wrapped, self._current, key_id))
+        with self._db() as db:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        return len(rows)
