@@ -286,6 +286,9 @@ DUPLICATE_WINDOW_HOURS = env_int("DUPLICATE_WINDOW_HOURS", 24, minimum=0)
 IDENTITY_TOKEN_TTL_HOURS = env_int("IDENTITY_TOKEN_TTL_HOURS", 72, minimum=1)
 IDENTITY_MAX_ATTEMPTS = env_int("IDENTITY_MAX_ATTEMPTS", 5, minimum=1)
 RETENTION_DAYS_AFTER_COMPLETION = env_int("RETENTION_DAYS_AFTER_COMPLETION", 90, minimum=0)
+# A private status link stops working this many days after it was sent (every notice sends a fresh one):
+# longer than a request can stay open (one month, extended once by two) plus the retention period.
+STATUS_LINK_TTL_DAYS = env_int("STATUS_LINK_TTL_DAYS", 200, minimum=1)
 DUE_SOON_DAYS = 7
 
 # --- e-mail ------------------------------------------------------------------------------------

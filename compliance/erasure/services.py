@@ -95,7 +95,9 @@ def request_from_status_token(token: str) -> ErasureRequest:
     from django.core import signing
 
     try:
-        request_id = signing.loads(token, salt=STATUS_SALT)
+        request_id = signing.loads(token, salt=STATUS_SALT, max_age=timedelta(days=settings.STATUS_LINK_TTL_DAYS))
+    except signing.SignatureExpired as exc:
+        raise TokenInvalid("This status link has expired. The latest e-mail we sent you has a fresh one.") from exc
     except signing.BadSignature as exc:
         raise TokenInvalid("This status link is not valid.") from exc
     request = ErasureRequest.objects.filter(pk=request_id).first()

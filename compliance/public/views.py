@@ -65,6 +65,13 @@ def status(request: HttpRequest, token: str) -> HttpResponse:
         erasure_request = services.request_from_status_token(token)
     except TokenInvalid as exc:
         return render(request, "public/error.html", {"title": "Link not valid", "message": str(exc)}, status=404)
+    if erasure_request.status == Status.PURGED:
+        # Nothing about the person is left to show: a neutral page, no reference, no history.
+        return render(request, "public/error.html", {
+            "title": "Request closed",
+            "message": "This request is closed and the personal data it held has been destroyed, as our retention "
+                       "policy requires. If you kept your certificate of erasure, it stays valid and verifiable.",
+        })
     certificate = getattr(erasure_request, "certificate", None)
     timeline = selectors.timeline(erasure_request)
     return render(
