@@ -27,7 +27,7 @@ def _all_rows_text() -> str:
     out = []
     with connection.cursor() as cursor:
         for table in connection.introspection.table_names():
-            cursor.execute(f'SELECT * FROM "{table}"')
+            cursor.execute(f"SELECT * FROM {connection.ops.quote_name(table)}")  # noqa: S608 - names from introspection
             for row in cursor.fetchall():
                 for value in row:
                     if isinstance(value, bytes | memoryview):
