@@ -182,3 +182,26 @@ def test_stream_block_mode_and_bad_state(officer: Any, serving: APIClient) -> No
     bad = serving.post(STREAM, {"piece": "x", "state": {"pending": "x"}}, format="json")
     assert "state" in _is_problem(bad, 400)["errors"]
     assert "piece" in _is_problem(serving.post(STREAM, {"state": None}, format="json"), 400)["errors"]
+
+
+def test_accepts_its_documented_maximum_body_and_refuses_one_byte_more(serving: APIClient, settings: Any) -> None:
+    """GUARD_MAX_BODY_BYTES (4 MiB by default) is the documented maximum: a body of exactly that size is
+    checked; one byte more is refused with 413 before parsing (the REST framework's own 64 KB default
+    once broke the endpoint silently)."""
+    import json
+
+    limit = settings.GUARD_MAX_BODY_BYTES
+    assert limit == 4 * 1024 * 1024
+    texts = [("Ordinary model output about the weather. " * 2500)[:100_000]] * 41
+    body = json.dumps({"texts": texts}, separators=(",", ":"))
+    fill = limit - len(body.encode()) - len(',""')
+    assert 0 < fill <= 100_000
+    exact = json.dumps({"texts": [*texts, "b" * fill]}, separators=(",", ":")).encode()
+    assert len(exact) == limit
+    ok = serving.generic("POST", GUARD, exact, content_type="application/json")
+    assert ok.status_code == 200, ok.content[:300]
+    assert len(ok.json()["results"]) == 42
+    over_body = exact[:-3] + b'b"]}'  # one more character in the last text
+    over = serving.generic("POST", GUARD, over_body, content_type="application/json")
+    assert len(over_body) == limit + 1
+    _is_problem(over, 413)
