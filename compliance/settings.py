@@ -399,6 +399,16 @@ PDF_SIGNING_CERTS_FILE = Path(env_str("PDF_SIGNING_CERTS_FILE", str(DATA_DIR / "
 # file; a purged request records the date after which no copy can decrypt its data.
 KEYSTORE_PATH = Path(env_str("KEYSTORE_PATH", str(DATA_DIR / "keystore" / "keys.sqlite3")) or "").resolve()
 KEYSTORE_BACKUP_RETENTION_DAYS = env_int("KEYSTORE_BACKUP_RETENTION_DAYS", 35, minimum=0)
+# local: the SQLite file above. pkcs11: each data key an object in a PKCS#11 token (an HSM, a cloud HSM's
+# PKCS#11 library, SoftHSM), named by its library, token label and user PIN (a secret: _FILE).
+KEYSTORE_BACKEND = env_str("KEYSTORE_BACKEND", "local") or "local"
+if KEYSTORE_BACKEND not in ("local", "pkcs11"):
+    raise ConfigurationError(f"KEYSTORE_BACKEND must be local or pkcs11, not {KEYSTORE_BACKEND!r}")
+KEYSTORE_PKCS11_LIBRARY = env_str("KEYSTORE_PKCS11_LIBRARY", "/usr/lib/softhsm/libsofthsm2.so") or ""
+KEYSTORE_PKCS11_TOKEN = env_str("KEYSTORE_PKCS11_TOKEN", "compliance") or ""
+KEYSTORE_PKCS11_PIN = env_str("KEYSTORE_PKCS11_PIN", "") or ""
+if KEYSTORE_BACKEND == "pkcs11" and not KEYSTORE_PKCS11_PIN:
+    raise ConfigurationError("KEYSTORE_BACKEND=pkcs11 needs KEYSTORE_PKCS11_PIN (or KEYSTORE_PKCS11_PIN_FILE)")
 ARTIFACT_ROOT = Path(env_str("ARTIFACT_ROOT", str(DATA_DIR / "artifacts")) or "").resolve()
 JOB_BATCH_MAX_REQUESTS = env_int("JOB_BATCH_MAX_REQUESTS", 100, minimum=1)
 JOB_BATCH_WAIT_S = env_int("JOB_BATCH_WAIT_S", 30, minimum=0)

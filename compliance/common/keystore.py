@@ -13,8 +13,11 @@ key deletes its row with SQLite's secure_delete on (freed pages are zeroed) and 
 write-ahead log, leaving a tombstone so that a read says "destroyed" rather than "missing". Copies of
 the key store's file (its backups) keep a destroyed key until they expire: KEYSTORE_BACKUP_RETENTION_DAYS
 is how long the operator keeps them, and the date after which no copy can decrypt the data is the
-destruction date plus that (recorded on the purged request). A multi-host deployment points KEYSTORE at a
-KMS-style store with the same interface (see the README's security section).
+destruction date plus that (recorded on the purged request).
+
+`Pkcs11KeyStore` keeps each data key as an object in a PKCS#11 token (an HSM, a cloud HSM's PKCS#11
+library, or SoftHSM, which the tests run against): the production choice for more than one host, with
+the token's own storage, access control and backups.
 
 No Django here: the store is given its path and key-encryption keys.
 """
@@ -26,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from compliance.common import crypto
 
@@ -37,8 +40,10 @@ class KeyMissing(LookupError):
 
 class KeyStore(Protocol):
     def create(self, key_id: str) -> None: ...
+    def put(self, key_id: str, data_key: bytes) -> None: ...
     def key(self, key_id: str) -> bytes: ...
     def destroy(self, key_id: str) -> None: ...
+    def rewrap(self) -> int: ...
 
 
 _SCHEMA = """
@@ -136,3 +141,63 @@ class LocalKeyStore:
         with self._db() as db:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         return len(rows)
+
+
+class Pkcs11KeyStore:
+    """Data keys as objects in a PKCS#11 token: a hardware security module, a cloud HSM behind its
+    PKCS#11 library, or SoftHSM (tested here). Each data key is one AES-256 secret-key object labelled by
+    its id; destroying it is C_DestroyObject in the token, whose storage and backups the HSM's operator
+    runs apart from the application database. The key-encryption key of the local store is not used:
+    the token protects its objects (PIN, and the HSM's own key hierarchy).
+    """
+
+    def __init__(self, library: str, token_label: str, pin: str) -> None:
+        self.library, self.token_label, self._pin = library, token_label, pin
+        self.path = f"pkcs11:{token_label}"
+
+    @contextmanager
+    def _session(self) -> Iterator[Any]:
+        import pkcs11
+
+        token = pkcs11.lib(self.library).get_token(token_label=self.token_label)
+        with token.open(user_pin=self._pin, rw=True) as session:
+            yield session
+
+    @staticmethod
+    def _template(key_id: str) -> dict[Any, Any]:
+        from pkcs11 import Attribute, KeyType, ObjectClass
+
+        return {
+            Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES, Attribute.LABEL: key_id,
+            Attribute.TOKEN: True, Attribute.PRIVATE: True, Attribute.EXTRACTABLE: True, Attribute.SENSITIVE: False,
+        }
+
+    def create(self, key_id: str) -> None:
+        import secrets
+
+        self.put(key_id, secrets.token_bytes(32))
+
+    def put(self, key_id: str, data_key: bytes) -> None:
+        from pkcs11 import Attribute
+
+        with self._session() as session:
+            session.create_object({**self._template(key_id), Attribute.VALUE: bytes(data_key)})
+
+    def key(self, key_id: str) -> bytes:
+        from pkcs11 import Attribute, ObjectClass
+
+        with self._session() as session:
+            found = list(session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: key_id}))
+            if not found:
+                raise KeyMissing(f"data key {key_id} is not in the PKCS#11 token {self.token_label}")
+            return bytes(found[0][Attribute.VALUE])
+
+    def destroy(self, key_id: str) -> None:
+        from pkcs11 import Attribute, ObjectClass
+
+        with self._session() as session:
+            for found in list(session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: key_id})):
+                found.destroy()
+
+    def rewrap(self) -> int:
+        return 0  # the token protects its objects itself: nothing is wrapped by FIELD_ENCRYPTION_KEY

@@ -14,14 +14,21 @@ from django.utils import timezone
 from compliance.common import crypto, keystore
 
 
-def key_store() -> keystore.LocalKeyStore:
-    """The configured key store (one per path and key-encryption keys; SQLite connections per thread)."""
-    return _store(str(settings.KEYSTORE_PATH), settings.FIELD_ENCRYPTION_KEY, tuple(settings.FIELD_ENCRYPTION_KEYS_PREVIOUS))
+def key_store() -> keystore.KeyStore:
+    """The configured key store (KEYSTORE_BACKEND: local, or pkcs11 for an HSM)."""
+    if settings.KEYSTORE_BACKEND == "pkcs11":
+        return _pkcs11_store(settings.KEYSTORE_PKCS11_LIBRARY, settings.KEYSTORE_PKCS11_TOKEN, settings.KEYSTORE_PKCS11_PIN)
+    return _local_store(str(settings.KEYSTORE_PATH), settings.FIELD_ENCRYPTION_KEY, tuple(settings.FIELD_ENCRYPTION_KEYS_PREVIOUS))
 
 
 @lru_cache(maxsize=8)
-def _store(path: str, kek: str, previous: tuple[str, ...]) -> keystore.LocalKeyStore:
+def _local_store(path: str, kek: str, previous: tuple[str, ...]) -> keystore.LocalKeyStore:
     return keystore.LocalKeyStore(Path(path), kek, previous)
+
+
+@lru_cache(maxsize=4)
+def _pkcs11_store(library: str, token: str, pin: str) -> keystore.Pkcs11KeyStore:
+    return keystore.Pkcs11KeyStore(library, token, pin)
 
 
 class DataKey(models.Model):
