@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from unlearning_worker.adapters import name_the_loss, wrap_lora
 from unlearning_worker.data import Example, ForgetItem, RetainItem, collate, encode, step_indices
 from unlearning_worker.files import write_atomic
 from unlearning_worker.generation import generate_batch
@@ -142,6 +143,7 @@ def _load(model_dir: Path, spec: UnlearningSpec, device: torch.device) -> tuple[
     model = AutoModelForCausalLM.from_pretrained(
         model_dir, local_files_only=True, dtype=_resolve_dtype(spec, device)
     ).to(device)  # type: ignore[arg-type]  # transformers stubs
+    name_the_loss(model)
     model.config.use_cache = False  # training; generation passes use_cache explicitly
     for module in model.modules():  # unlearning wants deterministic gradients: no dropout
         if isinstance(module, torch.nn.Dropout):
@@ -175,8 +177,6 @@ def _is_checkpointing(model: Any) -> bool:
 
 def _wrap_lora(model: Any, spec: UnlearningSpec) -> Any:
     from peft import LoraConfig
-
-    from unlearning_worker.adapters import wrap_lora
 
     target = list(spec.lora_target_modules) or _linear_module_names(model)
     layers = None

@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from unlearning_worker.adapters import name_the_loss
+
 MANIFEST_NAME = "sharding.json"  # the manifest of a sharded model version (unlearning_worker.sharded.train)
 ADAPTERS_DIR = "adapters"
 
@@ -202,7 +204,7 @@ def load_routed(model_dir: Path, device: str | torch.device = "cpu") -> RoutedCa
     scale = recipe["lora_alpha"] / recipe["lora_rank"]
     shards = []
     for index in range(int(recipe["shards"])):
-        model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+        model = name_the_loss(AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32))
         add_lora_updates(model, [load_file(Path(model_dir) / ADAPTERS_DIR / f"{index}.safetensors")], scale)
         shards.append(model)
     routed = RoutedCausalLM(shards).to(device)

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import torch
 
+from unlearning_worker.adapters import name_the_loss
 from unlearning_worker.demo.corpus import (
     ATTRIBUTE_LABELS,
     DemoCorpus,
@@ -173,7 +174,7 @@ def build_model(config: DemoModelConfig, tokenizer: Any) -> Any:
             tie_word_embeddings=True, **ids,
         )
     torch.manual_seed(config.seed)
-    return AutoModelForCausalLM.from_config(model_config)
+    return name_the_loss(AutoModelForCausalLM.from_config(model_config))
 
 
 def _batches(
@@ -323,7 +324,7 @@ def memorisation_rate(
     from unlearning_worker.generation import generate_batch
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)  # type: ignore[arg-type]  # transformers stubs
+    model = name_the_loss(AutoModelForCausalLM.from_pretrained(model_dir)).to(device)  # type: ignore[arg-type]  # transformers stubs
     rates: dict[str, float] = {}
     for attribute in attributes:
         if attribute not in ATTRIBUTE_LABELS:

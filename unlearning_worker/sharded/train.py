@@ -38,6 +38,7 @@ from typing import Any
 import torch
 
 from compliance.audit.datacommit import SortedSet, record_commitment
+from unlearning_worker.adapters import name_the_loss
 from unlearning_worker.files import write_atomic
 from unlearning_worker.routed import ADAPTERS_DIR, MANIFEST_NAME, add_lora_updates
 from unlearning_worker.sharded.recipe import FORMAT, ShardRecipe
@@ -155,7 +156,7 @@ def _load_base(base_dir: Path, device: str = "cpu") -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True, dtype=torch.float32).to(device)  # type: ignore[arg-type]
+    model = name_the_loss(AutoModelForCausalLM.from_pretrained(base_dir, local_files_only=True, dtype=torch.float32)).to(device)  # type: ignore[arg-type]
     model.config.use_cache = False
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):

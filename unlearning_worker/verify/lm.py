@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from unlearning_worker.adapters import name_the_loss
+
 
 @dataclass
 class LoadedModel:
@@ -43,7 +45,7 @@ def load_model(model_dir: Path, device: str | torch.device = "cpu") -> LoadedMod
         tokenizer.pad_token = tokenizer.eos_token
     from unlearning_worker.routed import is_routed, load_routed
 
-    model: Any = load_routed(path) if is_routed(path) else AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
+    model: Any = load_routed(path) if is_routed(path) else name_the_loss(AutoModelForCausalLM.from_pretrained(path, local_files_only=True))
     dev = torch.device(device)
     model.to(dev)
     model.eval()
