@@ -97,7 +97,7 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from compliance.audit.canonical import (
@@ -121,9 +121,14 @@ PAYLOAD_TYPE = "application/vnd.erasure-certificate+json"
 SCHEMA_V1 = "erasure-certificate/v1"
 SCHEMA_V2 = "erasure-certificate/v2"
 SCHEMA_V3 = "erasure-certificate/v3"
-SCHEMA_VERSION = SCHEMA_V3  # what new certificates are issued as
+# v4: + `retention`, when the service's own copy of the person's data is destroyed and from which day no
+# copy anywhere (database backups hold no key; key-store backups expire) can be decrypted.
+SCHEMA_V4 = "erasure-certificate/v4"
+SCHEMA_VERSION = SCHEMA_V4  # what new certificates are issued as
 # Every schema a verifier reads: a certificate stays verifiable for as long as the log keeps it.
-SCHEMA_VERSIONS = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3)
+SCHEMA_VERSIONS = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
+RETENTION_KEYS = ("purge_by", "no_copy_decryptable_after", "key_store")
+KEY_STORES = ("local", "pkcs11")
 
 THREAT_MODEL_KEYS = (
     "families", "retries", "sampling_budget", "rank_candidates", "relearning_settings",
@@ -350,6 +355,25 @@ def _timestamp(value: Any, path: str, nullable: bool = False) -> None:
         raise _fail(path, str(exc)) from None
 
 
+def _day(value: Any, path: str) -> date:
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise _fail(path, "must be a date, YYYY-MM-DD")
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise _fail(path, str(exc)) from None
+
+
+def _retention(value: Any, path: str) -> None:
+    retention = _object(value, path, RETENTION_KEYS)
+    purge_by = _day(retention["purge_by"], f"{path}.purge_by")
+    after = _day(retention["no_copy_decryptable_after"], f"{path}.no_copy_decryptable_after")
+    if after < purge_by:
+        raise _fail(f"{path}.no_copy_decryptable_after", "cannot be before purge_by")
+    if retention["key_store"] not in KEY_STORES:
+        raise _fail(f"{path}.key_store", f"must be one of {', '.join(KEY_STORES)}")
+
+
 def _hex64(value: Any, path: str) -> None:
     if not isinstance(value, str) or not _HEX64.match(value):
         raise _fail(path, "must be 64 lower-case hex digits (SHA-256)")
@@ -561,9 +585,12 @@ def validate_certificate_payload(payload: Any) -> None:
         raise _fail(
             "$.schema", f"unknown schema version {schema!r}; this verifier reads {', '.join(SCHEMA_VERSIONS)}"
         )
-    v2 = schema in (SCHEMA_V2, SCHEMA_V3)  # v3 keeps every v2 rule
-    v3 = schema == SCHEMA_V3
-    _object(payload, "$", top)
+    v2 = schema in (SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)  # each version keeps every rule of the one before
+    v3 = schema in (SCHEMA_V3, SCHEMA_V4)
+    v4 = schema == SCHEMA_V4
+    _object(payload, "$", top + (("retention",) if v4 else ()))
+    if v4:
+        _retention(payload["retention"], "$.retention")
     _text(payload["certificate_id"], "$.certificate_id")
     _timestamp(payload["issued_at"], "$.issued_at")
     issuer = _object(payload["issuer"], "$.issuer", ("organisation", "log_origin"))
@@ -731,8 +758,9 @@ def build_certificate_payload(
     leaves: Sequence[Mapping[str, Any]],
     checkpoint: str,
     keyring: KeyRing,
+    retention: Mapping[str, str],
 ) -> dict[str, Any]:
-    """Assemble and validate a v3 payload; datetimes become RFC 3339 strings, floats decimal strings.
+    """Assemble and validate a v4 payload; datetimes become RFC 3339 strings, floats decimal strings.
 
     `unlearning` holds method, spec_sha256, steps, stop_reason and optionally `exact`: the stored exact
     proof (see `exact_proof_text`) or None (absent: None, an approximate erasure). `verification`
@@ -760,6 +788,7 @@ def build_certificate_payload(
         "corpora": [dict(c) for c in corpora],
         "unlearning": {**unlearning, "exact": _exact_part(unlearning.get("exact"))},
         "verification": verification_part,
+        "retention": dict(retention),
         "audit": {
             "leaves": sorted((dict(leaf) for leaf in leaves), key=lambda leaf: leaf["index"]),
             "checkpoint": checkpoint,
@@ -810,6 +839,7 @@ __all__ = [
     "SCHEMA_V1",
     "SCHEMA_V2",
     "SCHEMA_V3",
+    "SCHEMA_V4",
     "SCHEMA_VERSION",
     "SCHEMA_VERSIONS",
     "THREAT_MODEL_KEYS",

@@ -170,6 +170,18 @@ def summary_facts(payload: dict[str, Any]) -> list[Fact]:
         Fact("Legal ground", request["ground"]),
         Fact("Decision", decision),
         Fact("Issued", _when(payload["issued_at"])),
+        *retention_facts(payload),
+    ]
+
+
+def retention_facts(payload: dict[str, Any]) -> list[Fact]:
+    """v4: when the service's copy of the person's data is destroyed, and from when no copy decrypts."""
+    retention = payload.get("retention")
+    if not isinstance(retention, dict):
+        return []
+    return [
+        Fact("Data destroyed by", retention["purge_by"]),
+        Fact("No copy readable after", retention["no_copy_decryptable_after"]),
     ]
 
 

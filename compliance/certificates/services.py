@@ -25,6 +25,7 @@ import logging
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -345,6 +346,19 @@ def _write_pdf(payload: dict[str, Any], envelope_json: bytes, reference: str, ce
     return str(relative), hashlib.sha256(data).hexdigest()
 
 
+def retention_statement(issued_at: datetime) -> dict[str, str]:
+    """What the certificate states about the person's data held by this service: the purge (beat,
+    RETENTION_DAYS_AFTER_COMPLETION after completion; a day's margin for the hourly run) destroys its key
+    in the key store, and the last key-store backup that could hold that key expires
+    KEYSTORE_BACKUP_RETENTION_DAYS later. Database backups never hold a key."""
+    purge_by = issued_at.date() + timedelta(days=settings.RETENTION_DAYS_AFTER_COMPLETION + 1)
+    return {
+        "purge_by": purge_by.isoformat(),
+        "no_copy_decryptable_after": (purge_by + timedelta(days=settings.KEYSTORE_BACKUP_RETENTION_DAYS)).isoformat(),
+        "key_store": settings.KEYSTORE_BACKEND,
+    }
+
+
 class CertificateAwaitingWitness(CertificateNotReady):
     """The request is completed, but no checkpoint over its completion carries the cosignatures of
     AUDIT_WITNESS_QUORUM witnesses yet: the certificate is issued once they do."""
@@ -520,6 +534,7 @@ def certificate_issue(*, request: ErasureRequest, officer: User) -> Certificate:
                 leaves=leaves,
                 checkpoint=witnessing.cosigned_note(checkpoint),
                 keyring=ring,
+                retention=retention_statement(issued_at),
             )
             envelope_json = issue_certificate(payload, signing.current_signers())
             payload_bytes = certificate_payload_bytes(payload)

@@ -203,6 +203,7 @@ def issue(
         leaves=[audit_leaf_entry(i, leaves[i], merkle.inclusion_proof(i, size, store)) for i in mine],
         checkpoint=note,
         keyring=ring,
+        retention={"purge_by": "2025-06-01", "no_copy_decryptable_after": "2025-07-06", "key_store": "local"},
     )
     return Issued(payload, issue_certificate(payload, signer), store, leaves, signer, ring)
 

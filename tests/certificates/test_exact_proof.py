@@ -23,7 +23,7 @@ from compliance.audit.datacommit import SortedSet
 from compliance.audit.keys import KeyRing
 from compliance.certificates.envelope import (
     SCHEMA_V2,
-    SCHEMA_V3,
+    SCHEMA_V4,
     CertificateError,
     exact_proof_text,
     recipe_sha256,
@@ -108,7 +108,7 @@ def test_valid_exact_proof_verifies_every_named_check(world: ExactWorld, model_d
 
 def test_the_certificate_carries_the_proof_with_floats_as_exact_text(world: ExactWorld) -> None:
     payload = certify(world.proof).payload
-    assert payload["schema"] == SCHEMA_V3
+    assert payload["schema"] == SCHEMA_V4
     exact = payload["unlearning"]["exact"]
     assert exact["recipe"]["lr"] == "3e-05" and exact["train_seconds"] == "12.345"
     # The text gives back the float the worker hashed: the recipe hash is the worker's.
@@ -375,7 +375,7 @@ def test_service_certifies_the_jobs_exact_proof_and_the_verify_page_shows_it(
     _exact_job(request, world.proof)
     certificate = certificate_issue(request=request, officer=officer)
     payload = json.loads(bytes(certificate.payload))
-    assert payload["schema"] == SCHEMA_V3 and payload["unlearning"]["method"] == EXACT
+    assert payload["schema"] == SCHEMA_V4 and payload["unlearning"]["method"] == EXACT
     assert payload["unlearning"]["exact"] == exact_proof_text(world.proof)
     result = verify_certificate(bytes(certificate.envelope), signing.keyring(), shards=world.store)
     assert result.ok, result.reason

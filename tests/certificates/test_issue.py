@@ -22,7 +22,7 @@ from compliance.audit import signing
 from compliance.audit.models import AuditCheckpoint, AuditLeaf
 from compliance.audit.services import audit_verify, leaf_document
 from compliance.certificates import services
-from compliance.certificates.envelope import SCHEMA_V3
+from compliance.certificates.envelope import SCHEMA_V4
 from compliance.certificates.models import Certificate
 from compliance.certificates.offline import verify_certificate
 from compliance.erasure.models import Status
@@ -91,7 +91,7 @@ def test_issue_completes_request_and_signs_verifiable_certificate(officer: Any) 
         "passed": True,
     }  # fmt: skip
     # The threat model the report recorded, in the certificate's shape (sampling did not run: null).
-    assert payload["schema"] == SCHEMA_V3
+    assert payload["schema"] == SCHEMA_V4
     assert payload["unlearning"]["exact"] is None  # an approximate job
     assert payload["verification"]["threat_model"] == {
         "families": ["direct_probe", "membership_inference", "relearning", "utility"],
@@ -395,3 +395,21 @@ def test_export_command_refuses_a_request_without_certificate(officer: Any, tmp_
     with pytest.raises(CommandError, match="has no certificate"):
         call_command("certificate_export", request.reference, "--out", str(tmp_path))
     assert not any(tmp_path.iterdir())
+
+
+def test_the_certificate_states_when_no_copy_of_the_data_is_readable(officer: Any, settings: Any) -> None:
+    settings.RETENTION_DAYS_AFTER_COMPLETION = 90
+    settings.KEYSTORE_BACKUP_RETENTION_DAYS = 35
+    request = verifying_request(ADA, officer)
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        certificate = services.certificate_issue(request=request, officer=officer)
+    payload = _payload(certificate)
+    issued = payload["issued_at"][:10]
+    from datetime import date, timedelta
+
+    purge_by = date.fromisoformat(issued) + timedelta(days=91)
+    assert payload["retention"] == {
+        "purge_by": purge_by.isoformat(),
+        "no_copy_decryptable_after": (purge_by + timedelta(days=35)).isoformat(),
+        "key_store": "local",
+    }

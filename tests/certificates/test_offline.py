@@ -8,6 +8,7 @@ import copy
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import textwrap
@@ -24,6 +25,7 @@ from compliance.certificates.envelope import (
     SCHEMA_V1,
     SCHEMA_V2,
     SCHEMA_V3,
+    SCHEMA_V4,
     envelope_bytes,
     issue_certificate,
     sign_envelope,
@@ -189,17 +191,18 @@ def test_payload_that_is_not_canonical_or_of_another_schema_is_refused(issued) -
     name, detail = failure(resigned(other, issued.signer), issued.ring)
     assert name == "payload" and detail == (
         "payload schema 'erasure-certificate/v9' is not a known version; "
-        "this verifier reads erasure-certificate/v1, erasure-certificate/v2, erasure-certificate/v3"
+        "this verifier reads erasure-certificate/v1, erasure-certificate/v2, erasure-certificate/v3, erasure-certificate/v4"
     )
 
 
 # --- schema v3 (exact proof), v2 (threat model) and v1 (issued before it) ---------------------------
 
 
-def test_v3_certificate_round_trips_and_states_its_threat_model(issued) -> None:
+def test_v4_certificate_round_trips_and_states_its_threat_model_and_retention(issued) -> None:
     result = verify_certificate(issued.envelope, issued.ring)
     assert result.ok, result.reason
-    assert result.checks[1].detail.startswith(f"payload is canonical {SCHEMA_V3} JSON")
+    assert result.checks[1].detail.startswith(f"payload is canonical {SCHEMA_V4} JSON")
+    assert result.payload["retention"] == {"purge_by": "2025-06-01", "no_copy_decryptable_after": "2025-07-06", "key_store": "local"}
     assert result.payload["unlearning"]["exact"] is None
     carried = json.loads(base64.b64decode(json.loads(issued.envelope)["payload"]))
     assert carried == issued.payload == result.payload
@@ -230,13 +233,42 @@ def test_v2_certificate_issued_before_v3_still_verifies() -> None:
     assert result.checks[1].detail.startswith(f"payload is canonical {SCHEMA_V2} JSON")
 
 
-def test_v3_without_threat_model_is_refused_even_when_properly_signed(issued) -> None:
+def test_v3_certificate_issued_before_v4_still_verifies(issued) -> None:
+    payload = copy.deepcopy(issued.payload)
+    del payload["retention"]
+    payload["schema"] = SCHEMA_V3
+    result = verify_certificate(resigned(payload, issued.signer), issued.ring)
+    assert result.ok, result.reason
+    assert result.checks[1].detail.startswith(f"payload is canonical {SCHEMA_V3} JSON")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.pop("purge_by"), r"\$\.retention: missing purge_by"),
+        (lambda r: r.update(purge_by="1 June 2025"), r"\$\.retention\.purge_by: must be a date"),
+        (lambda r: r.update(no_copy_decryptable_after="2025-05-01"), r"cannot be before purge_by"),
+        (lambda r: r.update(key_store="vault"), r"\$\.retention\.key_store: must be one of local, pkcs11"),
+    ],
+)
+def test_v4_retention_is_checked(issued, change, message) -> None:
+    payload = copy.deepcopy(issued.payload)
+    change(payload["retention"])
+    name, detail = failure(resigned(payload, issued.signer), issued.ring)
+    assert name == "payload" and re.search(message, detail), detail
+    del payload["retention"]
+    name, detail = failure(resigned(payload, issued.signer), issued.ring)
+    assert name == "payload" and "$: missing retention" in detail
+
+
+def test_v4_without_threat_model_is_refused_even_when_properly_signed(issued) -> None:
     payload = copy.deepcopy(issued.payload)
     del payload["verification"]["threat_model"]
     name, detail = failure(resigned(payload, issued.signer), issued.ring)
-    assert name == "payload" and f"payload does not match {SCHEMA_V3}: $.verification.threat_model" in detail
+    assert name == "payload" and f"payload does not match {SCHEMA_V4}: $.verification.threat_model" in detail
     # Relabelled as v1 it would need v1 rows too: the "before"-less adaptive row gives it away.
     del payload["unlearning"]["exact"]
+    del payload["retention"]
     payload["schema"] = SCHEMA_V1
     name, detail = failure(resigned(payload, issued.signer), issued.ring)
     assert name == "payload" and "$.verification.summary[2].before" in detail
