@@ -37,7 +37,12 @@ logger = logging.getLogger(__name__)
 def unlearn(claim: job_services.Claim, heartbeat: Heartbeat) -> str:
     job = UnlearningJob.objects.select_related("model", "base_version").get(pk=claim.job_id)
     on = worker_device()
-    sink = ProgressSink(claim, heartbeat, on)
+    # A stronger retry says so as it starts, and why (the log and the demo's output show the bar's label).
+    label = f"job {str(job.id)[:8]} {job.method}"
+    if job.strengthen_round:
+        label += f" (retry {job.strengthen_round}: stronger settings, the last verdict failed)"
+        logger.warning("job %s: retry %d with stronger settings after a failed verdict", job.id, job.strengthen_round)
+    sink = ProgressSink(claim, heartbeat, on, label=label)
     try:
         return _unlearn_with(job, claim, heartbeat, sink, on)
     finally:
@@ -96,6 +101,7 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
         return "claim_lost"
     sha256 = artifacts.tree_sha256(out_dir)
     # Both safe to repeat: an erased corpus version is reused, the hand-over is conditional on the claim.
+    sink.close()
     corpus_versions = db_retry(lambda: outputs.erase_corpora(job, rows, actor=f"worker:{worker_name()}"), what=f"job {job.id}: corpus erasure")
     finished = db_retry(
         lambda: job_services.job_unlearning_finished(
@@ -124,6 +130,7 @@ def _exact_with(
     started = time.monotonic()
     out_dir = outputs.candidate_dir(job)
     proof_file = out_dir.parent / f"job-{job.id}.exact-proof.json"
+    sink.close()
     corpus_versions = db_retry(lambda: outputs.erase_corpora(job, rows, actor=f"worker:{worker_name()}"), what=f"job {job.id}: corpus erasure")
     training = registry_selectors.sharded_training(version=job.base_version) or {}
     _, others, _ = inputs.subjects_and_items(job, except_corpus=int(training.get("corpus", 0) or 0))

@@ -166,10 +166,11 @@ def _event_dict(event: Any) -> dict[str, Any]:
 class ProgressSink:
     """Engine progress -> job row (throttled; every evaluation is written) and a tqdm bar in the log."""
 
-    def __init__(self, claim: job_services.Claim, heartbeat: Heartbeat, device: str) -> None:
+    def __init__(self, claim: job_services.Claim, heartbeat: Heartbeat, device: str, *, label: str = "") -> None:
         self.claim = claim
         self.heartbeat = heartbeat
         self.device = device
+        self.label = label or f"job {str(claim.job_id)[:8]}"
         self.cancel = False
         self.lost = False
         self._last_write = 0.0
@@ -184,7 +185,7 @@ class ProgressSink:
         if self._bar is None and total:
             from tqdm import tqdm
 
-            self._bar = tqdm(total=int(total), desc=f"job {str(self.claim.job_id)[:8]}", file=sys.__stderr__, mininterval=2.0)
+            self._bar = tqdm(total=int(total), desc=self.label, file=sys.__stderr__, mininterval=2.0)
         if step is not None:
             self.last_step = int(step)
         if self._bar is not None and step is not None:
@@ -269,8 +270,12 @@ class ProgressSink:
         return self.cancel or self.lost or self.heartbeat.cancel or self.heartbeat.lost
 
     def close(self) -> None:
+        """End the progress bar (idempotent). Called when the engine is done, before the hand-over to
+        verification: in-process, the verification (and a stronger retry) runs inside that hand-over,
+        and an open bar would sit above theirs."""
         if self._bar is not None:
             self._bar.close()
+            self._bar = None
 
 
 def _float(value: Any) -> float | None:

@@ -65,6 +65,7 @@ class Command(BaseCommand):
         if not settings.CELERY_TASK_ALWAYS_EAGER:
             raise CommandError("the demo runs on the embedded default: unset CELERY_BROKER_URL")
         started = time.perf_counter()
+        _quiet_libraries()
         witness = self._start_witness()
         try:
             # Batch immediately: the demo has one request and nobody to wait for.
@@ -409,6 +410,20 @@ class _Null:
 
     def flush(self) -> None:
         return None
+
+
+def _quiet_libraries() -> None:
+    """One clean line per stage: the libraries' own progress bars (loading and writing weights) and the
+    in-process task log lines would interleave with the demo's output. Warnings and errors still show;
+    the job's own progress bar stays (one at a time)."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    for name in ("celery", "compliance", "unlearning_worker", "pii"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _progress_printer(command: BaseCommand) -> Any:
