@@ -280,6 +280,26 @@ def erasure_request_approve(*, request: ErasureRequest, officer: User, reason: s
     return request
 
 
+def _close_with_notice(
+    request: ErasureRequest, officer: User, *, to: Status, decision: Decision, reason: str, notice: str,
+    details: dict[str, str | int], extra: dict[str, Any] | None = None, expect_from: frozenset[str] | None = None,
+) -> ErasureRequest:
+    """An officer's closing decision: the transition with who decided, when and the reason the subject
+    reads (audited by digest), then the notice after commit."""
+    transition(
+        request,
+        to,
+        actor=actor_of(officer),
+        reason=reason,
+        fields={"decision": decision, "decision_reason": reason.strip(), "decided_at": timezone.now(), "decided_by": officer,
+                **(extra or {})},
+        details=details,
+        expect_from=expect_from,
+    )
+    notifications.send_after_commit(notice, request)
+    return request
+
+
 def erasure_request_refuse(
     *, request: ErasureRequest, officer: User, legal_code: str, reason: str
 ) -> ErasureRequest:
@@ -292,22 +312,8 @@ def erasure_request_refuse(
         raise ErasureError("Unknown legal code for a refusal.") from exc
     if not reason.strip():
         raise ErasureError("A refusal needs a reason the data subject can read.")
-    transition(
-        request,
-        Status.REFUSED,
-        actor=actor_of(officer),
-        reason=reason,
-        fields={
-            "decision": Decision.REFUSED,
-            "legal_code": legal_code,
-            "decision_reason": reason.strip(),
-            "decided_at": timezone.now(),
-            "decided_by": officer,
-        },
-        details={"legal_code": legal_code},
-    )
-    notifications.send_after_commit("refused", request)
-    return request
+    return _close_with_notice(request, officer, to=Status.REFUSED, decision=Decision.REFUSED, reason=reason, notice="refused",
+                              details={"legal_code": legal_code}, extra={"legal_code": legal_code})
 
 
 def erasure_request_close_guard_only(*, request: ErasureRequest, officer: User, justification: str) -> ErasureRequest:
@@ -317,22 +323,9 @@ def erasure_request_close_guard_only(*, request: ErasureRequest, officer: User, 
     _require_decider(officer)
     if not justification.strip():
         raise ErasureError("Closing guard-only needs a justification; it is sent to the data subject.")
-    transition(
-        request,
-        Status.SUPPRESSED,
-        actor=actor_of(officer),
-        reason=justification,
-        fields={
-            "decision": Decision.GUARD_ONLY,
-            "decision_reason": justification.strip(),
-            "decided_at": timezone.now(),
-            "decided_by": officer,
-        },
-        details={"decision": "guard_only"},
-        expect_from=frozenset({Status.NEEDS_DECISION}),
-    )
-    notifications.send_after_commit("guard_only", request)
-    return request
+    return _close_with_notice(request, officer, to=Status.SUPPRESSED, decision=Decision.GUARD_ONLY, reason=justification,
+                              notice="guard_only", details={"decision": "guard_only"},
+                              expect_from=frozenset({Status.NEEDS_DECISION}))
 
 
 def erasure_request_extend(*, request: ErasureRequest, officer: User, reason: str, today: date | None = None) -> ErasureRequest:
