@@ -24,7 +24,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 
-def _interval(entry: Mapping[str, Any]) -> float:
+def interval_seconds(entry: Mapping[str, Any]) -> float:
+    """A beat entry's interval in seconds (a number or a timedelta-like schedule)."""
     schedule = entry["schedule"]
     seconds = schedule.total_seconds() if hasattr(schedule, "total_seconds") else float(schedule)
     if seconds <= 0:
@@ -36,7 +37,7 @@ class EmbeddedBeat:
     """Run each entry of `schedule` (name -> {"task": name, "schedule": seconds}) through `run`."""
 
     def __init__(self, schedule: Mapping[str, Mapping[str, Any]], run: Callable[[str], object], *, poll_s: float = 1.0) -> None:
-        self._entries = [(name, str(entry["task"]), _interval(entry)) for name, entry in schedule.items()]
+        self._entries = [(name, str(entry["task"]), interval_seconds(entry)) for name, entry in schedule.items()]
         self._run = run
         self._poll_s = poll_s
         self._next: dict[str, float] = {}

@@ -90,3 +90,18 @@ class DataKey(models.Model):
         self.store = self.Store.KEYSTORE
         self.save(update_fields=["wrapped", "store"])
         return True
+
+
+class PeriodicRun(models.Model):
+    """The last run of each periodic (beat) task, for the portal's health page: a purge or reminder run
+    that stopped happening is visible, not silent. Written after every run of a task named in
+    CELERY_BEAT_SCHEDULE (compliance.common.periodic); holds counts and ids, never personal data."""
+
+    task = models.CharField(max_length=100, primary_key=True)
+    last_run_at = models.DateTimeField()
+    last_state = models.CharField(max_length=16)
+    last_summary = models.CharField(max_length=200, blank=True)
+    runs = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.task} at {self.last_run_at:%Y-%m-%d %H:%M:%S} ({self.last_state})"

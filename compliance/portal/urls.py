@@ -25,4 +25,5 @@ urlpatterns = [
     path("jobs/<uuid:job_id>/retry/", job_views.job_retry, name="job_retry"),
     path("jobs/<uuid:job_id>/plots/<str:name>", job_views.job_plot, name="job_plot"),
     path("audit/", views.audit, name="audit"),
+    path("health/", views.health, name="health"),
 ]

@@ -262,3 +262,20 @@ def audit(request: HttpRequest) -> HttpResponse:
             "witness_quorum": settings.AUDIT_WITNESS_QUORUM,
         },
     )
+
+
+@login_required
+def health(request: HttpRequest) -> HttpResponse:
+    """What runs on its own (beat: dispatch, reconcile, checkpoints, pending certificates, reminders,
+    retention) and when each last ran; late ones are flagged."""
+    if denied := _viewer_required(request):
+        return denied
+    from compliance.common.periodic import health as periodic_health
+
+    tasks = periodic_health()
+    counts = {
+        "needs_decision": ErasureRequest.objects.filter(status="needs_decision").count(),
+        "overdue": selectors.queue(overdue=True).count(),
+    }
+    return render(request, "portal/health.html", {"tasks": tasks, "late": [t for t in tasks if t.late], "counts": counts,
+                                                 "key_store": settings.KEYSTORE_BACKEND})

@@ -60,6 +60,7 @@ def test_no_serious_violation_on_any_page(live_server: Any, browser: Any, settin
         "/portal/jobs/",
         f"/portal/jobs/{job.id}/",
         "/portal/audit/",
+        "/portal/health/",
     ]
     found: dict[str, list[str]] = {}
     page.goto(f"{base}/portal/login/")
@@ -74,4 +75,4 @@ def test_no_serious_violation_on_any_page(live_server: Any, browser: Any, settin
     bad = {path: v for path, v in found.items() if v}
     assert not bad, bad
     assert PASSWORD  # the officer logged in with it (the portal pages above are not the login page)
-    assert page.url.startswith(base + "/portal/audit/")
+    assert page.url.startswith(base + "/portal/health/")
