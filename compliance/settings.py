@@ -56,7 +56,9 @@ FIELD_ENCRYPTION_KEY = _secret("FIELD_ENCRYPTION_KEY", "field_encryption_key")
 # During a rotation of FIELD_ENCRYPTION_KEY: the previous keys (comma-separated; or a file per line
 # through FIELD_ENCRYPTION_KEYS_PREVIOUS_FILE), still read until `manage.py keystore_rewrap` has wrapped
 # every data key under the new one.
-FIELD_ENCRYPTION_KEYS_PREVIOUS = [k for k in (env_str("FIELD_ENCRYPTION_KEYS_PREVIOUS", "") or "").replace("\n", ",").split(",") if k.strip()]
+FIELD_ENCRYPTION_KEYS_PREVIOUS = [
+    k.strip() for k in (env_str("FIELD_ENCRYPTION_KEYS_PREVIOUS", "") or "").replace("\n", ",").split(",") if k.strip()
+]
 # HMAC key for the inference guard's suppression rules and for duplicate detection of requests.
 GUARD_HMAC_KEY = _secret("GUARD_HMAC_KEY", "guard_hmac_key")
 

@@ -132,3 +132,13 @@ def test_compose_init_writes_secrets_once_and_a_local_env(tmp_path: Path) -> Non
     from compliance.audit.cosignature import WitnessKey
 
     assert env["AUDIT_WITNESSES"].split(" ", 1)[1] == WitnessKey.load(tmp_path / "secrets" / "witness_key").cosigner.to_vkey()
+
+
+def test_the_witness_cannot_read_the_signing_keys() -> None:
+    """The witness attests the log; a witness able to read the log's signing key could sign a fork itself."""
+    env = _environment(SERVICES["web"])
+    key_dirs = {str(Path(env[name]).parent) for name in ("AUDIT_SIGNING_KEY_FILE", "PDF_SIGNING_KEY_FILE")}
+    witness_mounts = {str(v).split(":")[1] for v in SERVICES["witness"].get("volumes", [])}
+    assert key_dirs == {"/srv/keys"}
+    assert not any(d == m or d.startswith(m.rstrip("/") + "/") for d in key_dirs for m in witness_mounts), witness_mounts
+    assert "/srv/keys" in {str(v).split(":")[1] for v in SERVICES["web"]["volumes"]}

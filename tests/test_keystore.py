@@ -28,9 +28,22 @@ def test_create_read_destroy(tmp_path: Path) -> None:
         store.key("a")
     with pytest.raises(KeyMissing):
         store.key("never")
-    store.destroy("never")  # a tombstone: later reads say destroyed, not missing
+    with pytest.raises(KeyMissing, match="nothing was destroyed"):
+        store.destroy("never")  # a store that never held the key must not look like an erasure
+    store.destroy("a")  # again: a no-op, the tombstone stays
     with pytest.raises(crypto.DataKeyDestroyed):
-        store.key("never")
+        store.key("a")
+
+
+def test_a_key_is_stored_once_and_a_destroyed_key_never_comes_back(tmp_path: Path) -> None:
+    store = LocalKeyStore(tmp_path / "keys.sqlite3", KEK)
+    store.put("a", b"\x01" * 32)
+    store.put("a", b"\x02" * 32)
+    assert store.key("a") == b"\x01" * 32
+    store.destroy("a")
+    store.put("a", b"\x03" * 32)  # a rerun of keystore_migrate after a purge
+    with pytest.raises(crypto.DataKeyDestroyed):
+        store.key("a")
 
 
 def test_rotation_without_downtime(tmp_path: Path) -> None:

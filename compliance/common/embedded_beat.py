@@ -4,7 +4,8 @@ With a broker, `celery beat` sends the periodic tasks (dispatch, reconcile, chec
 certificates, reminders, retention) to the workers. The embedded default has no broker and no beat
 process: tasks run in-process when they are enqueued, and nothing would ever run a periodic one. An
 approved request then waits for its batch window to close and nobody looks again, so it stays
-"approved" for ever. The served demo (and any embedded server) starts this thread instead.
+"approved" for ever. The served demo (`manage.py demo`) starts this thread before serving; another
+embedded server must call `start_embedded_beat()` itself (a plain `runserver` does not).
 
 Tasks run one after the other in this thread, in schedule order, each when its interval has passed
 (the first round at start-up); a long task (an unlearning job started by a dispatch) delays the next

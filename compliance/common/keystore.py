@@ -25,6 +25,8 @@ No Django here: the store is given its path and key-encryption keys.
 from __future__ import annotations
 
 import sqlite3
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -36,6 +38,10 @@ from compliance.common import crypto
 
 class KeyMissing(LookupError):
     """The store has no record of this key (a different store, or a restored copy older than the key)."""
+
+
+class KeyStoreBusy(RuntimeError):
+    """A destroyed key's bytes could not be flushed out of the store's log yet."""
 
 
 class KeyStore(Protocol):
@@ -84,8 +90,10 @@ class LocalKeyStore:
             conn.execute("PRAGMA secure_delete=ON").fetchall()
             if not self._ready:
                 conn.execute(_SCHEMA)
-                self.path.chmod(0o600)
                 self._ready = True
+            for path in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+                if path.exists():
+                    path.chmod(0o600)
             yield conn
         finally:
             conn.close()
@@ -98,9 +106,11 @@ class LocalKeyStore:
         self._insert(key_id, crypto.wrap_data_key(self._keks[self._current], key_id, data_key))
 
     def _insert(self, key_id: str, wrapped: bytes) -> None:
+        # A key id is stored once: a second insert (a rerun of keystore_migrate) changes nothing, and
+        # never brings a destroyed key back.
         with self._db() as db:
             db.execute(
-                "INSERT INTO data_keys (key_id, wrapped, kek_id, created_at) VALUES (?, ?, ?, ?)",
+                "INSERT INTO data_keys (key_id, wrapped, kek_id, created_at) VALUES (?, ?, ?, ?) ON CONFLICT (key_id) DO NOTHING",
                 (key_id, wrapped, self._current, datetime.now(UTC).isoformat()),
             )
 
@@ -118,15 +128,24 @@ class LocalKeyStore:
         return crypto.unwrap_data_key(kek, key_id, bytes(wrapped))
 
     def destroy(self, key_id: str) -> None:
+        """Destroy the key; raise KeyMissing if this store never held it (a wrong KEYSTORE_PATH must not
+        look like a successful erasure). Destroying it again is a no-op (its tombstone stays)."""
         now = datetime.now(UTC).isoformat()
         with self._db() as db:
+            known = db.execute("SELECT 1 FROM data_keys WHERE key_id = ?", (key_id,)).fetchall()
+            if not known:
+                raise KeyMissing(f"data key {key_id} is not in the key store at {self.path}; nothing was destroyed")
             db.execute("UPDATE data_keys SET wrapped = NULL, destroyed_at = ? WHERE key_id = ? AND wrapped IS NOT NULL",
                        (now, key_id))
-            db.execute("INSERT OR IGNORE INTO data_keys (key_id, wrapped, kek_id, created_at, destroyed_at) "
-                       "VALUES (?, NULL, ?, ?, ?)", (key_id, self._current, now, now))
-            # The old row's bytes are zeroed in the database file (secure_delete); the write-ahead log
-            # still holds the page until a checkpoint copies it back and truncates the log.
-            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            # The old row's bytes are zeroed in the database file (secure_delete) once the write-ahead
+            # log has been copied back and truncated; a reader can delay that, so retry, then fail loudly
+            # (the purge then rolls back and its next run destroys again).
+            for attempt in range(20):
+                busy, _log, _done = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0]
+                if not busy:
+                    return
+                time.sleep(0.05 * (attempt + 1))
+        raise KeyStoreBusy(f"the key store at {self.path} could not checkpoint its log; retry the purge")
 
     def rewrap(self) -> int:
         """Wrap every live key under the current key-encryption key (after a rotation); returns how many
@@ -151,6 +170,10 @@ class Pkcs11KeyStore:
     the token protects its objects (PIN, and the HSM's own key hierarchy).
     """
 
+    # A PKCS#11 login belongs to the whole process: one thread's logout would hide the token's objects
+    # from another thread's session (and a second login fails). One operation at a time per process.
+    _lock = threading.Lock()
+
     def __init__(self, library: str, token_label: str, pin: str) -> None:
         self.library, self.token_label, self._pin = library, token_label, pin
         self.path = f"pkcs11:{token_label}"
@@ -159,9 +182,10 @@ class Pkcs11KeyStore:
     def _session(self) -> Iterator[Any]:
         import pkcs11
 
-        token = pkcs11.lib(self.library).get_token(token_label=self.token_label)
-        with token.open(user_pin=self._pin, rw=True) as session:
-            yield session
+        with self._lock:
+            token = pkcs11.lib(self.library).get_token(token_label=self.token_label)
+            with token.open(user_pin=self._pin, rw=True) as session:
+                yield session
 
     @staticmethod
     def _template(key_id: str) -> dict[Any, Any]:
@@ -178,9 +202,11 @@ class Pkcs11KeyStore:
         self.put(key_id, secrets.token_bytes(32))
 
     def put(self, key_id: str, data_key: bytes) -> None:
-        from pkcs11 import Attribute
+        from pkcs11 import Attribute, ObjectClass
 
         with self._session() as session:
+            if list(session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: key_id})):
+                return  # stored once: a rerun changes nothing
             session.create_object({**self._template(key_id), Attribute.VALUE: bytes(data_key)})
 
     def key(self, key_id: str) -> bytes:
@@ -196,8 +222,11 @@ class Pkcs11KeyStore:
         from pkcs11 import Attribute, ObjectClass
 
         with self._session() as session:
-            for found in list(session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: key_id})):
-                found.destroy()
+            found = list(session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: key_id}))
+            if not found:
+                raise KeyMissing(f"data key {key_id} is not in the PKCS#11 token {self.token_label}; nothing was destroyed")
+            for key in found:
+                key.destroy()
 
     def rewrap(self) -> int:
         return 0  # the token protects its objects itself: nothing is wrapped by FIELD_ENCRYPTION_KEY

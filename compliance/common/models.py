@@ -31,6 +31,20 @@ def _pkcs11_store(library: str, token: str, pin: str) -> keystore.Pkcs11KeyStore
     return keystore.Pkcs11KeyStore(library, token, pin)
 
 
+def _unwrap_legacy(key_id: str, wrapped: bytes) -> bytes:
+    """A key wrapped in the database by an older version: by the current key-encryption key, or during a
+    rotation by a previous one."""
+    last: Exception | None = None
+    for kek in (settings.FIELD_ENCRYPTION_KEY, *settings.FIELD_ENCRYPTION_KEYS_PREVIOUS):
+        try:
+            return crypto.unwrap_data_key(kek, key_id, wrapped)
+        except crypto.DataKeyDestroyed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the wrong key-encryption key: try the next one
+            last = exc
+    raise keystore.KeyMissing(f"data key {key_id} is wrapped by a key-encryption key that is not configured") from last
+
+
 class DataKey(models.Model):
     """A request's AES-256 data key: its id here, the key itself in the key store (outside this
     database, so database backups hold no key). Destroying it shreds every ciphertext sealed under it.
@@ -65,7 +79,7 @@ class DataKey(models.Model):
             raise crypto.DataKeyDestroyed(f"data key {self.id} has been destroyed")
         if self.store == self.Store.KEYSTORE:
             return key_store().key(str(self.id))
-        return crypto.unwrap_data_key(settings.FIELD_ENCRYPTION_KEY, str(self.id), bytes(self.wrapped))
+        return _unwrap_legacy(str(self.id), bytes(self.wrapped))
 
     def seal_json(self, value: Any, *, aad: str) -> bytes:
         return crypto.seal_json(self._key(), value, aad)
@@ -74,8 +88,12 @@ class DataKey(models.Model):
         return crypto.open_json(self._key(), bytes(blob), aad)
 
     def destroy(self) -> None:
-        """Crypto-shred: destroy the key in the key store (and any legacy copy here). Irreversible by design."""
-        key_store().destroy(str(self.id))
+        """Crypto-shred: destroy the key in the key store (and any legacy copy here). Irreversible by design.
+        A store that never held the key raises KeyMissing: a misconfigured store must not look like an erasure."""
+        if self.destroyed_at is not None:
+            return
+        if self.store == self.Store.KEYSTORE:
+            key_store().destroy(str(self.id))
         self.wrapped = b""
         self.destroyed_at = timezone.now()
         self.save(update_fields=["wrapped", "destroyed_at"])
@@ -84,7 +102,7 @@ class DataKey(models.Model):
         """A legacy row's key into the key store; its wrapped copy here is blanked. False if nothing to do."""
         if self.store == self.Store.KEYSTORE or self.destroyed_at is not None or not self.wrapped:
             return False
-        data_key = crypto.unwrap_data_key(settings.FIELD_ENCRYPTION_KEY, str(self.id), bytes(self.wrapped))
+        data_key = _unwrap_legacy(str(self.id), bytes(self.wrapped))
         key_store().put(str(self.id), data_key)
         self.wrapped = b""
         self.store = self.Store.KEYSTORE

@@ -244,6 +244,8 @@ def erasure_request_assign(*, request: ErasureRequest, officer: User, assignee: 
     _require_decider(officer)
     if assignee is not None and not can_decide(assignee) and not assignee.has_perm("erasure.view_erasurerequest"):
         raise ErasureError("The assignee must be an officer or a reviewer.")
+    if not request.is_open:
+        raise ErasureError("A closed request cannot be assigned.")
     with transaction.atomic():
         locked = ErasureRequest.objects.select_for_update().get(pk=request.pk)
         locked.assignee = assignee
@@ -370,6 +372,7 @@ def erasure_request_purge(*, request: ErasureRequest, actor: str = "system") -> 
     """
     with transaction.atomic():
         locked = ErasureRequest.objects.select_for_update().get(pk=request.pk)
+        status_before = locked.status
         now = timezone.now()
         undecryptable = (now + timedelta(days=settings.KEYSTORE_BACKUP_RETENTION_DAYS)).date()
         # Free text the officer wrote to the subject may name them: it goes too (the log holds its digest).
@@ -378,6 +381,12 @@ def erasure_request_purge(*, request: ErasureRequest, actor: str = "system") -> 
                            "email_digest": ""},
                    details={"undecryptable_after": undecryptable.isoformat()})
         locked.forget_items.update(text_sealed=None)
+        if status_before in (Status.REFUSED, Status.WITHDRAWN):
+            # Nothing was erased, so nothing is suppressed: the guard's keyed digests of the person's
+            # identifiers go with the rest (completed and guard-only requests keep theirs for good).
+            from compliance.guard.services import suppression_rules_remove
+
+            suppression_rules_remove(request=locked)
         notifications.erase_spooled_mail(locked)
         locked.data_key.destroy()
     request.refresh_from_db()
@@ -387,8 +396,10 @@ def erasure_request_purge(*, request: ErasureRequest, actor: str = "system") -> 
 def purge_due_requests(*, today: date | None = None) -> int:
     """Purge every closed request past the retention period. Returns how many were purged."""
     cutoff = timezone.now() - timedelta(days=settings.RETENTION_DAYS_AFTER_COMPLETION)
+    # Counted from when the request was closed (status_changed_at), not from its last update: an edit
+    # after closing must not postpone the purge past the date the certificate states.
     closed = ErasureRequest.objects.filter(
-        status__in=[Status.COMPLETED, Status.SUPPRESSED, Status.REFUSED, Status.WITHDRAWN], updated_at__lt=cutoff
+        status__in=[Status.COMPLETED, Status.SUPPRESSED, Status.REFUSED, Status.WITHDRAWN], status_changed_at__lt=cutoff
     )
     count = 0
     for request in closed:

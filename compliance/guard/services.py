@@ -122,6 +122,17 @@ class Rederived:
     skipped: int  # requests whose identifiers can no longer be read (erased or purged)
 
 
+def suppression_rules_remove(*, request: Any) -> int:
+    """Delete a request's rules (a purged request that was refused or withdrawn: nothing is to be
+    suppressed, and its keyed digests of the person's identifiers must not outlive the purge).
+    Returns how many were deleted."""
+    deleted, _ = SuppressionRule.objects.filter(request=request).delete()
+    if deleted:
+        rules_version_bump()
+        transaction.on_commit(_invalidate_local_cache)
+    return int(deleted)
+
+
 def suppression_rules_rederive(*, actor: str, dry_run: bool = False) -> Rederived:
     """Derive the rules of every request that has active rules again, with the current matcher.
 

@@ -115,10 +115,12 @@ def _checks(job: UnlearningJob) -> list[FailedCheck]:
 
 
 def open_failures(request: ErasureRequest) -> list[UnlearningJob]:
-    """The request's jobs that failed for good and have not been retried (one per model at most)."""
+    """The request's jobs that failed for good and have not been retried for this request."""
     return list(
-        UnlearningJob.objects.filter(requests=request, status=JobStatus.FAILED, escalated=True, retries__isnull=True)
+        UnlearningJob.objects.filter(requests=request, status=JobStatus.FAILED, escalated=True)
+        .exclude(retries__requests=request)
         .select_related("model")
+        .distinct()
         .order_by("model__name", "-created_at")
     )
 
@@ -178,7 +180,7 @@ def escalation_retry(*, request: ErasureRequest, officer: Any, method: str) -> l
             raise EscalationError("No failed job is left to retry; refuse or close the request guard-only.")
         _decided(locked, officer=officer, option="retry", method=method, jobs=len(failed))
         try:
-            created = [services.job_retry(job=job, officer=officer, method=method) for job in failed]
+            created = [services.job_retry(job=job, officer=officer, method=method, only=locked) for job in failed]
         except (services.JobError, specs.SpecError) as exc:
             raise EscalationError(str(exc)) from exc
     request.refresh_from_db()

@@ -606,7 +606,8 @@ def job_cancelled(*, claim: Claim, step: int | None = None) -> UnlearningJob | N
 
 
 def job_retry(
-    *, job: UnlearningJob, officer: User, method: str | None = None, overrides: dict[str, Any] | None = None
+    *, job: UnlearningJob, officer: User, method: str | None = None, overrides: dict[str, Any] | None = None,
+    only: ErasureRequest | None = None,
 ) -> UnlearningJob:
     """Start again after a failure or a cancellation, optionally with another method. The new job
     starts from the model's current active version, for the requests of `job` still waiting for
@@ -614,7 +615,11 @@ def job_retry(
 
     The same approximate method again runs at the next stronger settings (specs.strengthen): the
     settings that failed would fail again. The records still take the path they allow (exact shard
-    retraining where they sit in a sharded fine-tune), as at dispatch."""
+    retraining where they sit in a sharded fine-tune), as at dispatch.
+
+    `only`: retry for that one request of the batch (an officer's escalation decision is about one
+    person); the job's other requests keep waiting for their own decision. It may already be unlearning
+    on another model (a request with failures on two models gets one retry per model)."""
     _require_officer(officer)
     failed_method = str(job.spec.get("method") or job.method)
     chosen = method or failed_method
@@ -629,12 +634,16 @@ def job_retry(
             raise JobConflict("Only a failed or cancelled job can be retried.")
         if UnlearningJob.objects.filter(model_id=locked.model_id, status__in=ACTIVE_JOB_STATUSES).exists():
             raise JobConflict("Another job for this model is active; retry when it has finished.")
-        if locked.retries.filter(created_by__isnull=False).exists():
+        retried = locked.retries.filter(created_by__isnull=False)
+        if (retried.filter(requests=only) if only is not None else retried).exists():
             raise JobConflict("This job was already retried.")
         base = registry_selectors.active_version(model=locked.model)
         if base is None:
             raise JobConflict("The model has no active version to start from.")
-        requests = list(locked.requests.filter(status__in=[Status.APPROVED, Status.NEEDS_DECISION]))
+        if only is not None:
+            requests = list(locked.requests.filter(pk=only.pk, status__in=[Status.APPROVED, Status.NEEDS_DECISION, Status.UNLEARNING]))
+        else:
+            requests = list(locked.requests.filter(status__in=[Status.APPROVED, Status.NEEDS_DECISION]))
         if not requests:
             raise JobConflict("None of this job's requests is still waiting for unlearning.")
         new = _job_create(

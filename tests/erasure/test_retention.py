@@ -88,3 +88,31 @@ def test_status_links_expire(settings: Any, client: Client) -> None:
     with mock.patch("django.core.signing.time.time", return_value=later):
         expired = client.get(f"/status/{token}/")
     assert expired.status_code == 404 and b"has expired" in expired.content
+
+
+def test_retention_counts_from_the_close_not_from_the_last_edit(settings: Any) -> None:
+    from django.utils import timezone
+
+    settings.RETENTION_DAYS_AFTER_COMPLETION = 90
+    old = factories.request_in(Status.REFUSED)
+    recent = factories.request_in(Status.REFUSED)
+    long_ago = timezone.now() - timedelta(days=91)
+    ErasureRequest.objects.filter(pk=old.pk).update(status_changed_at=long_ago)  # updated_at stays today
+    ErasureRequest.objects.filter(pk=recent.pk).update(updated_at=long_ago)  # closed today
+    assert services.purge_due_requests() == 1
+    assert ErasureRequest.objects.get(pk=old.pk).status == Status.PURGED
+    assert ErasureRequest.objects.get(pk=recent.pk).status == Status.REFUSED
+    with pytest.raises(services.ErasureError, match="closed request cannot be assigned"):
+        services.erasure_request_assign(request=recent, officer=factories.user("officer", "o9"), assignee=None)
+
+
+def test_a_purged_withdrawn_request_leaves_no_guard_digests(settings: Any) -> None:
+    from compliance.guard.models import SuppressionRule
+
+    withdrawn = factories.request_in(Status.APPROVED, person=factories.subject(5))
+    assert SuppressionRule.objects.filter(request=withdrawn).exists()
+    from compliance.erasure.transitions import transition
+
+    transition(withdrawn, Status.WITHDRAWN, actor="subject")
+    services.erasure_request_purge(request=withdrawn)
+    assert not SuppressionRule.objects.filter(request=withdrawn).exists()

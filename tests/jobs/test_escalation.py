@@ -198,3 +198,19 @@ def test_the_portal_retry_and_a_bad_method(escalated: UnlearningJob, client: Any
     assert ErasureRequest.objects.get(pk=request.pk).status == Status.NEEDS_DECISION
     client.post(url, {"method": "npo"})
     assert ErasureRequest.objects.get(pk=request.pk).status == Status.UNLEARNING
+
+
+def test_a_retry_is_for_the_one_request_decided_on(escalated: UnlearningJob, officer: Any) -> None:
+    """The batch's other requests keep waiting for their own decision (and their own audit event)."""
+    first, second = escalated.requests.order_by("reference")
+    [job] = escalation.escalation_retry(request=first, officer=officer, method="npo")
+    assert list(job.requests.all()) == [first]
+    second.refresh_from_db()
+    assert second.status == Status.NEEDS_DECISION
+    esc = escalation.escalation_for(second)
+    assert esc is not None and [f.job.pk for f in esc.failures] == [escalated.pk]  # still open for the second
+    # One active job per model: the second person's retry waits until the first has finished.
+    with pytest.raises(escalation.EscalationError, match="Another job for this model is active"):
+        escalation.escalation_retry(request=second, officer=officer, method="npo")
+    second.refresh_from_db()
+    assert second.status == Status.NEEDS_DECISION

@@ -66,6 +66,7 @@ class Stack:
             ("/srv/artifacts", str(tmp / "artifacts")),
             ("/srv/witness", str(tmp / "witness")),
             ("/srv/keystore", str(tmp / "keystore")),
+            ("/srv/keys", str(tmp / "keys")),
             ("/run/secrets/", str(tmp / "secrets") + "/"),
             ("$$HOSTNAME", socket.gethostname()),
         ]

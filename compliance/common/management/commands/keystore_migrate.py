@@ -18,9 +18,13 @@ class Command(BaseCommand):
     help = "Move data keys wrapped in the application database into the key store."
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from django.db import transaction
+
         moved = 0
-        for key in DataKey.objects.filter(store=DataKey.Store.DATABASE, destroyed_at__isnull=True).iterator():
-            moved += int(key.move_to_key_store())
+        for key_id in DataKey.objects.filter(store=DataKey.Store.DATABASE, destroyed_at__isnull=True).values_list("id", flat=True):
+            with transaction.atomic():  # the row locked: a purge cannot destroy it between read and move
+                key = DataKey.objects.select_for_update().get(pk=key_id)
+                moved += int(key.move_to_key_store())
         self.stdout.write(
             f"{moved} data key(s) moved to the key store at {settings.KEYSTORE_PATH}. Database backups taken "
             "before now still hold them until those backups expire."
