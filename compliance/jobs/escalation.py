@@ -20,7 +20,7 @@ Each choice is one transaction: the request's transition (and the new jobs) plus
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -33,8 +33,6 @@ from compliance.erasure.transitions import TransitionNotAllowed
 from compliance.jobs import services, specs
 from compliance.jobs.models import JobStatus, UnlearningJob
 from compliance.registry import selectors as registry_selectors
-
-OPTIONS = ("retry", "refuse", "guard_only")
 
 # What each attack family's failure means, for the officer and the subject's notice. An attack a
 # policy adds later without an entry here is described by its name and rule.
@@ -85,7 +83,6 @@ class Escalation:
     methods: list[str]
     days_left: int
     due: date
-    options: tuple[str, ...] = field(default=OPTIONS)
 
     @property
     def days_overdue(self) -> int:
