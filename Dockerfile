@@ -11,6 +11,7 @@ RUN pip install --index-url ${TORCH_INDEX} torch==${TORCH_VERSION}
 COPY pyproject.toml README.md ./
 COPY compliance compliance
 COPY pii pii
+COPY proofs proofs
 COPY unlearning_worker unlearning_worker
 COPY templates templates
 COPY manage.py ./

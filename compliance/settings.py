@@ -364,7 +364,7 @@ AUDIT_KEYRING_FILE = Path(env_str("AUDIT_KEYRING_FILE", str(DATA_DIR / "secrets"
 # The newest checkpoint this service signed, kept outside the database: the signer refuses to sign a
 # log that no longer contains it, and audit_verify checks the database against it (see audit/services.py).
 AUDIT_SIGNED_HEAD_FILE = Path(env_str("AUDIT_SIGNED_HEAD_FILE", str(DATA_DIR / "audit" / "signed-head.note")) or "")
-# Witnesses (C2SP tlog-witness, `python -m compliance.audit.witness serve`) that cosign every checkpoint:
+# Witnesses (C2SP tlog-witness, `python -m proofs.witness serve`) that cosign every checkpoint:
 # entries "<submission URL prefix> <witness vkey>" separated by ";" or newlines. A certificate is issued
 # only on a checkpoint cosigned by AUDIT_WITNESS_QUORUM of them (default: 1 when any is configured).
 # Production refuses to start without a witness: a log nobody outside the database watches can be forked.
@@ -376,7 +376,7 @@ for _entry in (env_str("AUDIT_WITNESSES", "") or "").replace("\n", ";").split(";
     if len(_parts) != 2 or not _parts[0].startswith(("http://", "https://")):
         raise ConfigurationError("AUDIT_WITNESSES entries must be '<http(s) URL prefix> <witness vkey>', separated by ';'")
     try:
-        from compliance.audit.cosignature import Cosigner
+        from proofs.cosignature import Cosigner
 
         Cosigner.from_vkey(_parts[1])
     except ValueError as _exc:

@@ -46,7 +46,7 @@ def ensure_secrets(folder: Path) -> list[str]:
             created.append(name)
     witness = folder / "witness_key"
     if not witness.exists():
-        subprocess.run([sys.executable, "-m", "compliance.audit.witness", "keygen", "--name", WITNESS_NAME, "--out", str(witness)],
+        subprocess.run([sys.executable, "-m", "proofs.witness", "keygen", "--name", WITNESS_NAME, "--out", str(witness)],
                        cwd=ROOT, check=True, capture_output=True, text=True)
         created.append("witness_key")
     return created
@@ -54,7 +54,7 @@ def ensure_secrets(folder: Path) -> list[str]:
 
 def witness_vkey(folder: Path) -> str:
     """The witness's public key (vkey) from its secret key file."""
-    from compliance.audit.cosignature import WitnessKey
+    from proofs.cosignature import WitnessKey
 
     return WitnessKey.load(folder / "witness_key").cosigner.to_vkey()
 

@@ -129,7 +129,7 @@ def test_compose_init_writes_secrets_once_and_a_local_env(tmp_path: Path) -> Non
     assert env["BEHIND_TLS_PROXY"] == "false" and env["SITE_URL"] == "http://127.0.0.1:8000"
     assert "EMAIL_HOST" not in env and "EMAIL_HOST_PASSWORD_FILE" not in env  # no secret that is not defined
     assert env["AUDIT_WITNESSES"].startswith("http://witness:8380 witness.local/compose+")
-    from compliance.audit.cosignature import WitnessKey
+    from proofs.cosignature import WitnessKey
 
     assert env["AUDIT_WITNESSES"].split(" ", 1)[1] == WitnessKey.load(tmp_path / "secrets" / "witness_key").cosigner.to_vkey()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from compliance.audit.cosignature import WitnessKey
+from proofs.cosignature import WitnessKey
 
 ROOT = Path(__file__).resolve().parents[1]
 WITNESS_VKEY = WitnessKey.generate("witness.example.org/w1").cosigner.to_vkey()

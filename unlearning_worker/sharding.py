@@ -26,13 +26,13 @@ from celery import shared_task
 from django.conf import settings
 from django.db import transaction
 
-from compliance.audit.datacommit import record_commitment
 from compliance.audit.services import audit_append
 from compliance.registry import artifacts
 from compliance.registry import selectors as registry_selectors
 from compliance.registry import services as registry_services
 from compliance.registry.erasure import _identify
 from compliance.registry.models import AIModel, Corpus, CorpusVersion, ForgetItem, ModelVersion
+from proofs.datacommit import record_commitment
 
 logger = logging.getLogger(__name__)
 

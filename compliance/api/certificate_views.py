@@ -24,11 +24,11 @@ from rest_framework.views import APIView
 from compliance.api.problems import problem
 from compliance.audit import signing
 from compliance.certificates import services
-from compliance.certificates.envelope import EnvelopeError, parse_envelope
-from compliance.certificates.offline import verify_certificate
 from compliance.common.downloads import private_download
 from compliance.erasure.models import ErasureRequest
 from compliance.erasure.permissions import can_view
+from proofs.envelope import EnvelopeError, parse_envelope
+from proofs.offline import verify_certificate
 
 
 class CanView(permissions.BasePermission):

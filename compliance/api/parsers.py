@@ -15,7 +15,7 @@ from django.conf import settings
 from rest_framework.exceptions import ParseError
 from rest_framework.parsers import BaseParser
 
-from compliance.audit.canonical import JSONLimitError, loads_limited
+from proofs.canonical import JSONLimitError, loads_limited
 
 
 class LimitedJSONParser(BaseParser):

@@ -19,9 +19,10 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from compliance.audit import canonical, checkpoint, merkle, pgappend, signing
+from compliance.audit import pgappend, signing
 from compliance.audit.models import AuditCheckpoint, AuditHead, AuditLeaf, AuditNode
 from compliance.audit.signing import current_signers, published_verifiers
+from proofs import canonical, checkpoint, merkle
 
 # Codes, ids and hashes only: letters, digits and a little punctuation; no spaces, no "@"; <= 80 chars.
 _SAFE_VALUE = re.compile(r"^[A-Za-z0-9_.:()/+\-]{0,80}$")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from compliance.audit.keys import (
+from proofs.keys import (
     KeyRing,
     PublicKey,
     Signer,
@@ -153,7 +153,7 @@ def record_signed_head(note: str, size: int) -> None:
     signers finishing out of order could both read before either writes; the later write then holds
     the smaller size, which only weakens the record to an older, still valid checkpoint.
     """
-    from compliance.audit.checkpoint import CheckpointError, parse_checkpoint
+    from proofs.checkpoint import CheckpointError, parse_checkpoint
 
     existing = read_signed_head()
     if existing is not None:

@@ -25,10 +25,10 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from compliance.audit import cosignature
-from compliance.audit.checkpoint import CheckpointError
 from compliance.audit.models import AuditCheckpoint, AuditCosignature, AuditWitnessAlert
-from compliance.audit.witness import SIZE_CONTENT_TYPE, format_request
+from proofs import cosignature
+from proofs.checkpoint import CheckpointError
+from proofs.witness import SIZE_CONTENT_TYPE, format_request
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography import x509
 from django.conf import settings
 
-from compliance.certificates.pdfsign import (
+from proofs.pdfsign import (
     PdfKeyError,
     PdfSigningKey,
     certificates_pem,

@@ -36,10 +36,19 @@ from django.utils import timezone
 
 from compliance.audit import services as audit_services
 from compliance.audit import signing, witnessing
-from compliance.audit.canonical import canonical_json_document, parse_canonical
 from compliance.audit.models import AuditCheckpoint, AuditLeaf
 from compliance.certificates import pdfkeys
-from compliance.certificates.envelope import (
+from compliance.certificates.models import Certificate
+from compliance.common.tasks import enqueue
+from compliance.erasure import notifications
+from compliance.erasure.models import ErasureRequest, Status
+from compliance.erasure.permissions import can_decide
+from compliance.erasure.services import ErasureError, PermissionDenied, actor_of
+from compliance.erasure.transitions import transition
+from compliance.jobs.models import UnlearningJob, VerificationReport
+from compliance.registry.models import CorpusVersion, ForgetItem, ModelVersion
+from proofs.canonical import canonical_json_document, parse_canonical
+from proofs.envelope import (
     COMPARISON_FIGURES,
     CONTROL_SOURCES,
     EXACT_METHOD,
@@ -53,18 +62,9 @@ from compliance.certificates.envelope import (
     issue_certificate,
     validate_exact_proof,
 )
-from compliance.certificates.models import Certificate
-from compliance.certificates.offline import pdf_document_checks, verify_certificate
-from compliance.certificates.pdf import render_certificate_pdf_bytes, write_pdf_atomic
-from compliance.certificates.pdfsign import sign_certificate_pdf
-from compliance.common.tasks import enqueue
-from compliance.erasure import notifications
-from compliance.erasure.models import ErasureRequest, Status
-from compliance.erasure.permissions import can_decide
-from compliance.erasure.services import ErasureError, PermissionDenied, actor_of
-from compliance.erasure.transitions import transition
-from compliance.jobs.models import UnlearningJob, VerificationReport
-from compliance.registry.models import CorpusVersion, ForgetItem, ModelVersion
+from proofs.offline import pdf_document_checks, verify_certificate
+from proofs.pdf import render_certificate_pdf_bytes, write_pdf_atomic
+from proofs.pdfsign import sign_certificate_pdf
 
 logger = logging.getLogger(__name__)
 

@@ -14,19 +14,19 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from compliance.audit import signing
-from compliance.audit.canonical import JSONLimitError, loads_limited
 from compliance.certificates import pdfkeys, services
 from compliance.certificates.models import Certificate
-from compliance.certificates.offline import (
+from compliance.common.downloads import private_download
+from compliance.erasure.services import TokenInvalid, request_from_status_token
+from proofs.canonical import JSONLimitError, loads_limited
+from proofs.offline import (
     CertificateFormatError,
     VerificationResult,
     extract_certificate_from_pdf,
     verify_certificate,
 )
-from compliance.certificates.pdf import exact_facts
-from compliance.certificates.pdfsign import certificate_fingerprint, describe_certificate
-from compliance.common.downloads import private_download
-from compliance.erasure.services import TokenInvalid, request_from_status_token
+from proofs.pdf import exact_facts
+from proofs.pdfsign import certificate_fingerprint, describe_certificate
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The public audit-log API over HTTP, without login: the checkpoint, inclusion and consistency
-proofs verify with the project's pure verifiers (compliance.audit.checkpoint / merkle, which the
+proofs verify with the project's pure verifiers (proofs.checkpoint / merkle, which the
 offline certificate verifier uses) against the signed checkpoint, and bad input is a clear 400."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ import pytest
 from django.conf import settings
 from django.test import Client
 
-from compliance.audit import merkle
-from compliance.audit.checkpoint import Checkpoint, verify_checkpoint
-from compliance.audit.keys import KeyRing
 from compliance.audit.models import AuditLeaf
 from compliance.audit.services import audit_append, checkpoint_create
+from proofs import merkle
+from proofs.checkpoint import Checkpoint, verify_checkpoint
+from proofs.keys import KeyRing
 
 pytestmark = pytest.mark.django_db
 

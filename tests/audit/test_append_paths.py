@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from django.db import IntegrityError, connection, transaction
 
-from compliance.audit import merkle, services
+from compliance.audit import services
 from compliance.audit.models import AuditHead, AuditLeaf, AuditNode
 from compliance.audit.services import audit_append, audit_verify
+from proofs import merkle
 
 ROOT = Path(__file__).resolve().parents[2]
 on_postgres = pytest.mark.skipif(not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="needs PostgreSQL")

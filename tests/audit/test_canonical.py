@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compliance.audit.canonical import (
+from proofs.canonical import (
     canonical_bytes,
     canonical_json_document,
     parse_canonical,

@@ -7,8 +7,8 @@ import hashlib
 
 import pytest
 
-from compliance.audit import merkle
-from compliance.audit.checkpoint import (
+from proofs import merkle
+from proofs.checkpoint import (
     CheckpointError,
     parse_checkpoint,
     sign_checkpoint,
@@ -16,7 +16,7 @@ from compliance.audit.checkpoint import (
     verify_checkpoint,
     verify_note,
 )
-from compliance.audit.keys import PublicKey, Signer, parse_signer_key
+from proofs.keys import PublicKey, Signer, parse_signer_key
 
 # golang.org/x/mod/sumdb/note note_test.go (BSD licence): the reference key pair and signed note.
 GO_SKEY = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"

@@ -8,7 +8,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from compliance.audit.keys import (
+from proofs.keys import (
     KeyFormatError,
     KeyRing,
     PublicKey,

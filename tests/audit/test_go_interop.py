@@ -26,10 +26,10 @@ from typing import Any
 import pytest
 from django.conf import settings
 
-from compliance.audit.checkpoint import parse_checkpoint, sign_note
-from compliance.audit.keys import Signer
 from compliance.audit.models import AuditLeaf
 from compliance.audit.services import audit_append, checkpoint_create
+from proofs.checkpoint import parse_checkpoint, sign_note
+from proofs.keys import Signer
 
 # The live server reads what the test thread committed, so the test cannot run inside a transaction.
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -13,10 +13,10 @@ from django.conf import settings
 from django.core.management import call_command
 
 from compliance.audit import signing
-from compliance.audit.checkpoint import parse_checkpoint, verify_checkpoint
-from compliance.audit.keys import KeyRing, generate_key
 from compliance.audit.models import AuditCheckpoint
 from compliance.audit.services import audit_append, audit_verify, checkpoint_create
+from proofs.checkpoint import parse_checkpoint, verify_checkpoint
+from proofs.keys import KeyRing, generate_key
 
 pytestmark = pytest.mark.django_db
 

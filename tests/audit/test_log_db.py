@@ -12,10 +12,11 @@ import pytest
 from django.core.management import call_command
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
-from compliance.audit import merkle, services, signing
+from compliance.audit import services, signing
 from compliance.audit.models import AuditCheckpoint, AuditLeaf, AuditNode
 from compliance.audit.services import UnsafeAuditValue, audit_append, audit_verify, checkpoint_create
 from compliance.audit.triggers import drop_sql
+from proofs import merkle
 
 ROOT = Path(__file__).resolve().parents[2]
 needs_postgres = pytest.mark.skipif("os.environ.get('DATABASE_URL', '').startswith('postgres') is False")

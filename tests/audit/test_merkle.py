@@ -6,8 +6,8 @@ import hashlib
 
 import pytest
 
-from compliance.audit import merkle
-from compliance.audit.merkle import ProofError
+from proofs import merkle
+from proofs.merkle import ProofError
 
 
 def naive_mth(leaves: list[bytes]) -> bytes:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from compliance.audit import merkle
+from proofs import merkle
 
 VECTORS = Path(__file__).parent / "testdata" / "rfc6962"
 INCLUSION = sorted((VECTORS / "inclusion").glob("*/*.json"))

@@ -22,7 +22,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from compliance.audit import canonical, merkle, signing
+from compliance.audit import signing
 from compliance.audit.models import AuditCheckpoint, AuditHead, AuditLeaf, AuditNode
 from compliance.audit.services import (
     AuditLogTampered,
@@ -32,6 +32,7 @@ from compliance.audit.services import (
     checkpoint_parse_trusted,
 )
 from compliance.audit.triggers import drop_sql
+from proofs import canonical, merkle
 
 ROOT = Path(__file__).resolve().parents[2]
 on_postgres = pytest.mark.skipif(
@@ -324,8 +325,8 @@ def test_against_a_malformed_file_is_a_clear_error(tmp_path: Path, content: byte
 
 
 def test_against_a_checkpoint_signed_by_another_key_is_refused(tmp_path: Path) -> None:
-    from compliance.audit.checkpoint import sign_checkpoint
-    from compliance.audit.keys import Signer
+    from proofs.checkpoint import sign_checkpoint
+    from proofs.keys import Signer
 
     stranger = Signer.generate(signing.key_name())
     note = sign_checkpoint(settings.AUDIT_LOG_ORIGIN, 1, merkle.leaf_hash(b"x"), [stranger])
@@ -359,8 +360,8 @@ def test_against_a_malformed_file_exits_non_zero_without_a_traceback(tmp_path: P
 def test_checkpoints_signed_before_the_chain_existed_still_verify_and_the_chain_starts_from_them(sign: Callable) -> None:
     from django.utils import timezone
 
-    from compliance.audit.checkpoint import sign_checkpoint
     from compliance.audit.services import tree_root
+    from proofs.checkpoint import sign_checkpoint
 
     _append(4)
     size, root = tree_root()

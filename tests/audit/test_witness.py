@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
-from compliance.audit import cosignature, merkle
-from compliance.audit.checkpoint import CheckpointError, sign_checkpoint
-from compliance.audit.cosignature import Cosigner, WitnessKey, verify_cosignatures
-from compliance.audit.keys import Signer
-from compliance.audit.witness import (
+from proofs import cosignature, merkle
+from proofs.checkpoint import CheckpointError, sign_checkpoint
+from proofs.cosignature import Cosigner, WitnessKey, verify_cosignatures
+from proofs.keys import Signer
+from proofs.witness import (
     SIZE_CONTENT_TYPE,
     LogState,
     StateStore,
@@ -248,7 +248,7 @@ def test_over_http(served: str, log: Log, witness_key: WitnessKey) -> None:
 
 def test_keygen_writes_a_private_key_once_and_prints_its_vkey(tmp_path: Path) -> None:
     key = tmp_path / "w.key"
-    cmd = [sys.executable, "-m", "compliance.audit.witness", "keygen", "--name", "witness.example.org/w9", "--out", str(key)]
+    cmd = [sys.executable, "-m", "proofs.witness", "keygen", "--name", "witness.example.org/w9", "--out", str(key)]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True)
     assert Cosigner.from_vkey(out.stdout.strip()) == WitnessKey.load(key).cosigner
     assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
@@ -260,7 +260,7 @@ def test_serve_with_a_bad_key_file_is_a_clear_error(tmp_path: Path) -> None:
     bad = tmp_path / "bad.key"
     bad.write_text("not a key\n")
     out = subprocess.run(
-        [sys.executable, "-m", "compliance.audit.witness", "serve", "--key", str(bad), "--state", str(tmp_path / "s"),
+        [sys.executable, "-m", "proofs.witness", "serve", "--key", str(bad), "--state", str(tmp_path / "s"),
          "--log-vkey", Signer.generate(ORIGIN).public_key.to_vkey(), "--listen", "127.0.0.1:0"],
         cwd=ROOT, capture_output=True, text=True, timeout=30,
     )
@@ -269,7 +269,7 @@ def test_serve_with_a_bad_key_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_the_witness_module_imports_no_django() -> None:
     out = subprocess.run(
-        [sys.executable, "-c", "import sys, compliance.audit.witness; print(any(m.startswith('django') for m in sys.modules))"],
+        [sys.executable, "-c", "import sys, proofs.witness; print(any(m.startswith('django') for m in sys.modules))"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     )
     assert out.stdout.strip() == "False"

@@ -94,7 +94,7 @@ import django, uuid
 django.setup()
 from django.db import transaction
 from django.utils import timezone
-from compliance.audit import canonical, merkle
+from proofs import canonical, merkle
 from compliance.audit.models import AuditHead, AuditLeaf, AuditNode
 from compliance.audit.services import build_event, _tree_from_frontier, _frontier_bytes
 target = {target}
@@ -174,12 +174,12 @@ def _start_witness(env: dict[str, str]) -> subprocess.Popen[bytes]:
     data = Path(env["COMPLIANCE_DATA_DIR"])
     _run("import django\ndjango.setup()\nfrom compliance.audit import signing\nsigning.ensure_keys()", env)
     key = data / "witness.key"
-    vkey = subprocess.run([sys.executable, "-m", "compliance.audit.witness", "keygen", "--name", "bench-witness.example.org/w1",
+    vkey = subprocess.run([sys.executable, "-m", "proofs.witness", "keygen", "--name", "bench-witness.example.org/w1",
                            "--out", str(key)], cwd=ROOT, check=True, capture_output=True, text=True).stdout.strip()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "compliance.audit.witness", "serve", "--key", str(key), "--state",
+    proc = subprocess.Popen([sys.executable, "-m", "proofs.witness", "serve", "--key", str(key), "--state",
                              str(data / "witness"), "--log-keyring", str(data / "secrets" / "audit_keyring.json"),
                              "--listen", f"127.0.0.1:{port}"], cwd=ROOT, stderr=subprocess.DEVNULL)
     for _ in range(100):
@@ -239,7 +239,7 @@ def main() -> None:
     every = f"{args.checkpoint_every:g} s"
     print(f"\nAudit log on PostgreSQL, {os.cpu_count()} cores, load average {load_before:.2f} before, {load_after:.2f} after")
     print(f"checkpointing on: checkpoint_create every {every} in a side process ({signed} checkpoints signed), each sent "
-          "to a witness process (python -m compliance.audit.witness) over HTTP and cosigned")
+          "to a witness process (python -m proofs.witness) over HTTP and cosigned")
     print(f"{'measure':<52}{'value':>14}{'target':>16}")
     print(f"{'appends/s, 1 process (one transaction each)':<52}{one:>14.0f}{'>= 500':>16}")
     print(f"{'appends/s, 4 processes together':<52}{four:>14.0f}{'>= 500':>16}")

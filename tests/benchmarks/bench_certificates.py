@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from compliance.audit import merkle
-from compliance.audit.canonical import canonical_bytes, parse_canonical, rfc3339_utc
-from compliance.certificates.offline import verify_certificate
-from compliance.certificates.pdf import render_certificate_pdf_bytes
+from proofs import merkle
+from proofs.canonical import canonical_bytes, parse_canonical, rfc3339_utc
+from proofs.offline import verify_certificate
+from proofs.pdf import render_certificate_pdf_bytes
 from tests.certificates.factory import T0, issue
 
 

@@ -20,17 +20,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from compliance.audit import merkle
-from compliance.audit.canonical import canonical_bytes, rfc3339_utc
-from compliance.audit.checkpoint import sign_checkpoint
-from compliance.audit.datacommit import SortedSet
-from compliance.audit.keys import KeyRing, Signer
-from compliance.certificates.envelope import (
+from proofs import merkle
+from proofs.canonical import canonical_bytes, rfc3339_utc
+from proofs.checkpoint import sign_checkpoint
+from proofs.datacommit import SortedSet
+from proofs.envelope import (
     TIMELINE_EVENT_TYPES,
     audit_leaf_entry,
     build_certificate_payload,
     issue_certificate,
 )
+from proofs.keys import KeyRing, Signer
 from unlearning_worker.sharded.recipe import ShardRecipe  # pure: hashlib, hmac, json
 
 ORIGIN = "erasure.example.org/audit-log"

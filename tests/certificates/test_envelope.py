@@ -8,8 +8,7 @@ import json
 
 import pytest
 
-from compliance.audit.keys import KeyRing, Signer
-from compliance.certificates.envelope import (
+from proofs.envelope import (
     PAYLOAD_TYPE,
     SCHEMA_V1,
     SCHEMA_V2,
@@ -25,6 +24,7 @@ from compliance.certificates.envelope import (
     validate_certificate_payload,
     verify_envelope,
 )
+from proofs.keys import KeyRing, Signer
 from tests.certificates.factory import V1_CERTIFICATE, V2_CERTIFICATE, issue
 
 SIGNER = Signer.from_seed("cert-2025", b"\x07" * 32)

@@ -18,10 +18,9 @@ from typing import Any
 import pytest
 from pypdf import PdfReader
 
-from compliance.audit import merkle
-from compliance.audit.datacommit import SortedSet
-from compliance.audit.keys import KeyRing
-from compliance.certificates.envelope import (
+from proofs import merkle
+from proofs.datacommit import SortedSet
+from proofs.envelope import (
     SCHEMA_V2,
     SCHEMA_V4,
     CertificateError,
@@ -29,9 +28,10 @@ from compliance.certificates.envelope import (
     recipe_sha256,
     validate_certificate_payload,
 )
-from compliance.certificates.offline import main, verify_certificate
-from compliance.certificates.pdf import exact_facts, render_certificate_pdf_bytes
-from compliance.certificates.pdfsign import generate_pdf_signing_key, sign_certificate_pdf
+from proofs.keys import KeyRing
+from proofs.offline import main, verify_certificate
+from proofs.pdf import exact_facts, render_certificate_pdf_bytes
+from proofs.pdfsign import generate_pdf_signing_key, sign_certificate_pdf
 from tests.certificates.factory import (
     EXACT_RECIPE,
     V2_CERTIFICATE,

@@ -13,8 +13,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from compliance.audit.canonical import MAX_DEPTH, JSONLimitError, loads_limited, parse_canonical
-from compliance.certificates import offline
+from proofs import offline
+from proofs.canonical import MAX_DEPTH, JSONLimitError, loads_limited, parse_canonical
 from tests import factories
 
 DEEP = "[" * 10_000 + "]" * 10_000

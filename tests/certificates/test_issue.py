@@ -22,13 +22,13 @@ from compliance.audit import signing
 from compliance.audit.models import AuditCheckpoint, AuditLeaf
 from compliance.audit.services import audit_verify, leaf_document
 from compliance.certificates import services
-from compliance.certificates.envelope import SCHEMA_V4
 from compliance.certificates.models import Certificate
-from compliance.certificates.offline import verify_certificate
 from compliance.erasure.models import Status
 from compliance.erasure.services import PermissionDenied
 from compliance.jobs.models import VerificationReport
 from compliance.registry.models import ModelVersion
+from proofs.envelope import SCHEMA_V4
+from proofs.offline import verify_certificate
 from tests.certificates.factory import THREAT_MODEL_NOT_RECORDED, issue
 from tests.certificates.test_issue_helpers import (  # noqa: F401 - fixtures
     ADA,

@@ -17,16 +17,17 @@ from django.core.management import call_command
 from django.test import Client, TestCase
 from django.urls import reverse
 
-from compliance.audit import merkle, signing
-from compliance.audit.checkpoint import parse_checkpoint, verify_checkpoint
-from compliance.audit.keys import KeyRing, generate_key
+from compliance.audit import signing
 from compliance.audit.models import AuditCheckpoint, AuditLeaf
 from compliance.audit.services import audit_verify
 from compliance.audit.tasks import audit_checkpoint
 from compliance.certificates import services
-from compliance.certificates.offline import verify_certificate
 from compliance.certificates.selectors import certificate_log_coverage
 from compliance.erasure.services import status_token
+from proofs import merkle
+from proofs.checkpoint import parse_checkpoint, verify_checkpoint
+from proofs.keys import KeyRing, generate_key
+from proofs.offline import verify_certificate
 from tests.certificates.test_issue_helpers import (  # noqa: F401 - fixtures
     ADA,
     BORIS,

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from compliance.audit import merkle
-from compliance.audit.canonical import canonical_json_document
-from compliance.audit.checkpoint import sign_checkpoint
-from compliance.audit.keys import KeyRing, Signer
-from compliance.certificates.envelope import (
+from proofs import merkle
+from proofs.canonical import canonical_json_document
+from proofs.checkpoint import sign_checkpoint
+from proofs.envelope import (
     SCHEMA_V1,
     SCHEMA_V2,
     SCHEMA_V3,
@@ -30,7 +29,8 @@ from compliance.certificates.envelope import (
     issue_certificate,
     sign_envelope,
 )
-from compliance.certificates.offline import main, verify_certificate
+from proofs.keys import KeyRing, Signer
+from proofs.offline import main, verify_certificate
 from tests.certificates.factory import ORIGIN, V1_CERTIFICATE, V2_CERTIFICATE, fixed_signer, issue
 
 REPO = Path(__file__).resolve().parents[2]
@@ -414,7 +414,7 @@ def test_verifier_runs_where_django_cannot_be_imported_and_opens_no_socket(issue
     )
     assert probe.returncode != 0 and "blocked" in probe.stderr  # the guard is really active
     run = subprocess.run(
-        [sys.executable, "-m", "compliance.certificates", str(cert), "--keyring", str(ring)],
+        [sys.executable, "-m", "proofs", str(cert), "--keyring", str(ring)],
         env=env,
         capture_output=True,
         text=True,
@@ -427,7 +427,7 @@ def test_verifier_runs_where_django_cannot_be_imported_and_opens_no_socket(issue
         [
             sys.executable,
             "-c",
-            "import sys, compliance.certificates.offline, compliance.certificates.envelope;"
+            "import sys, proofs.offline, proofs.envelope;"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('django', 'pypdf', 'reportlab', 'pyhanko')))",
         ],
         env=env,

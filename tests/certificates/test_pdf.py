@@ -14,16 +14,16 @@ from pathlib import Path
 import pytest
 from pypdf import PdfReader
 
-from compliance.audit.keys import KeyRing
-from compliance.certificates.envelope import EnvelopeError
-from compliance.certificates.offline import (
+from proofs.envelope import EnvelopeError
+from proofs.keys import KeyRing
+from proofs.offline import (
     CertificateFormatError,
     extract_certificate_from_pdf,
     main,
     verify_certificate,
 )
-from compliance.certificates.pdf import render_certificate_pdf, render_certificate_pdf_bytes
-from compliance.certificates.pdfsign import certificates_pem, generate_pdf_signing_key, sign_certificate_pdf
+from proofs.pdf import render_certificate_pdf, render_certificate_pdf_bytes
+from proofs.pdfsign import certificates_pem, generate_pdf_signing_key, sign_certificate_pdf
 from tests.certificates.factory import THREAT_MODEL_NOT_RECORDED, V1_CERTIFICATE, fixed_signer, issue
 
 

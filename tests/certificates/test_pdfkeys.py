@@ -17,8 +17,8 @@ from django.core.management import call_command
 
 from compliance.audit import signing
 from compliance.certificates import pdfkeys, services
-from compliance.certificates.offline import verify_certificate
-from compliance.certificates.pdfsign import load_pdf_certificates, read_pdf_signature
+from proofs.offline import verify_certificate
+from proofs.pdfsign import load_pdf_certificates, read_pdf_signature
 from tests.certificates.test_issue_helpers import (  # noqa: F401 - fixtures
     ADA,
     isolated_files,

@@ -14,14 +14,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from compliance.certificates.offline import VerificationResult, main, verify_certificate
-from compliance.certificates.pdf import (
+from proofs.offline import VerificationResult, main, verify_certificate
+from proofs.pdf import (
     printed_disagreements,
     printed_facts,
     printed_text,
     render_certificate_pdf_bytes,
 )
-from compliance.certificates.pdfsign import (
+from proofs.pdfsign import (
     PdfKeyError,
     certificates_pem,
     generate_pdf_signing_key,

@@ -22,19 +22,19 @@ from django.test import Client, TestCase
 from django.urls import reverse
 
 from compliance.audit import signing
-from compliance.audit.keys import Signer
 from compliance.audit.models import AuditCheckpoint, AuditLeaf
 from compliance.certificates import pdfkeys
-from compliance.certificates.envelope import envelope_bytes, sign_envelope
 from compliance.certificates.models import Certificate
-from compliance.certificates.pdfsign import (
+from compliance.erasure.models import Status
+from proofs.envelope import envelope_bytes, sign_envelope
+from proofs.keys import Signer
+from proofs.pdfsign import (
     certificate_fingerprint,
     generate_pdf_signing_key,
     load_pdf_certificates,
     read_pdf_signature,
     sign_certificate_pdf,
 )
-from compliance.erasure.models import Status
 from tests import factories
 from tests.certificates import pdftamper
 from tests.certificates.test_issue_helpers import (  # noqa: F401 - fixtures
@@ -73,7 +73,7 @@ def _offline_env(tmp_path: Path) -> dict[str, str]:
 def _offline(path: Path, keyring: Path, env: dict[str, str], pdf_certs: Path | None = None) -> subprocess.CompletedProcess[str]:
     pins = ["--pdf-cert", str(pdf_certs)] if pdf_certs is not None else []
     return subprocess.run(
-        [sys.executable, "-m", "compliance.certificates", str(path), "--keyring", str(keyring), *pins],
+        [sys.executable, "-m", "proofs", str(path), "--keyring", str(keyring), *pins],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 

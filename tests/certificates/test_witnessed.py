@@ -13,14 +13,15 @@ import pytest
 from django.test import TestCase
 
 from compliance.audit import witnessing
-from compliance.audit.cosignature import WitnessKey, verify_cosignatures
 from compliance.audit.models import AuditCheckpoint, AuditCosignature, AuditLeaf, AuditWitnessAlert
 from compliance.audit.services import audit_append, checkpoint_create
 from compliance.audit.tasks import audit_checkpoint
-from compliance.audit.witness import LogState, StateStore, Witness, serve
-from compliance.certificates import offline, services
+from compliance.certificates import services
 from compliance.certificates.models import Certificate
 from compliance.erasure.models import Status
+from proofs import offline
+from proofs.cosignature import WitnessKey, verify_cosignatures
+from proofs.witness import LogState, StateStore, Witness, serve
 from tests.certificates import test_issue_helpers
 from tests.certificates.test_issue_helpers import ADA, verifying_request
 

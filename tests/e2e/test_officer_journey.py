@@ -30,12 +30,12 @@ import pytest
 from django.core import mail
 
 from compliance.certificates.models import Certificate
-from compliance.certificates.offline import extract_certificate_from_pdf
 from compliance.demo.registration import register_demo
 from compliance.erasure import services as erasure_services
 from compliance.erasure.models import ErasureRequest, Status
 from compliance.jobs import services as job_services
 from compliance.jobs.models import JobStatus, UnlearningJob
+from proofs.offline import extract_certificate_from_pdf
 from tests import factories
 from tests.integration.conftest import DEMO_CONFIG, POLICY, SPEC
 

@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 
-from compliance.audit.datacommit import verify_absence
 from compliance.demo.registration import register_demo
 from compliance.erasure import services as erasure_services
 from compliance.erasure.models import Status
@@ -21,6 +20,7 @@ from compliance.jobs.models import JobStatus, UnlearningJob
 from compliance.registry import artifacts
 from compliance.registry import selectors as registry_selectors
 from compliance.registry.models import CorpusVersion, ForgetItem, ModelVersion
+from proofs.datacommit import verify_absence
 from tests import factories
 from tests.integration.conftest import DEMO_CONFIG, POLICY, SPEC
 from tests.integration.test_worker import ENTITY_OF as ENTITY

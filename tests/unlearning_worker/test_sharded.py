@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from compliance.audit import merkle
-from compliance.audit.datacommit import CommitmentError, SortedSet, record_commitment, verify_absence
 from compliance.registry.artifacts import tree_sha256
+from proofs import merkle
+from proofs.datacommit import CommitmentError, SortedSet, record_commitment, verify_absence
 from unlearning_worker.demo.trainer import DemoModelConfig, train_demo_model
 from unlearning_worker.sharded.recipe import ShardRecipe
 from unlearning_worker.sharded.train import (

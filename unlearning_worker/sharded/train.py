@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from compliance.audit.datacommit import SortedSet, record_commitment
+from proofs.datacommit import SortedSet, record_commitment
 from unlearning_worker.adapters import name_the_loss
 from unlearning_worker.files import write_atomic
 from unlearning_worker.routed import ADAPTERS_DIR, MANIFEST_NAME, add_lora_updates

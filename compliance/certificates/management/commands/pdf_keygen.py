@@ -5,7 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from compliance.certificates import pdfkeys
-from compliance.certificates.pdfsign import certificate_fingerprint, describe_certificate
+from proofs.pdfsign import certificate_fingerprint, describe_certificate
 
 
 class Command(BaseCommand):

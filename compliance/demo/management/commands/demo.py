@@ -96,12 +96,12 @@ class Command(BaseCommand):
         import urllib.request
 
         from compliance.audit import signing
-        from compliance.audit.cosignature import WitnessKey
+        from proofs.cosignature import WitnessKey
 
         signing.ensure_keys()
         key_file = Path(settings.DATA_DIR) / "secrets" / "demo_witness.key"
         if not key_file.exists():
-            subprocess.run([sys.executable, "-m", "compliance.audit.witness", "keygen", "--name", "demo-witness.example.org/w1",
+            subprocess.run([sys.executable, "-m", "proofs.witness", "keygen", "--name", "demo-witness.example.org/w1",
                             "--out", str(key_file)], check=True, capture_output=True, cwd=settings.BASE_DIR)
         vkey = WitnessKey.load(key_file).cosigner.to_vkey()
         with socket.socket() as probe:
@@ -109,7 +109,7 @@ class Command(BaseCommand):
             port = probe.getsockname()[1]
         log = (Path(settings.DATA_DIR) / "demo_witness.log").open("ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "compliance.audit.witness", "serve", "--key", str(key_file), "--state",
+            [sys.executable, "-m", "proofs.witness", "serve", "--key", str(key_file), "--state",
              str(Path(settings.DATA_DIR) / "demo_witness"), "--log-keyring", str(settings.AUDIT_KEYRING_FILE),
              "--listen", f"127.0.0.1:{port}"],
             cwd=settings.BASE_DIR, stdout=log, stderr=log,
@@ -332,7 +332,7 @@ class Command(BaseCommand):
         )
         env = {"PYTHONPATH": f"{blocker}:{settings.BASE_DIR}", "PATH": "/usr/bin:/bin"}
         result = subprocess.run(
-            [sys.executable, "-m", "compliance.certificates", str(path), "--keyring", str(keyring),
+            [sys.executable, "-m", "proofs", str(path), "--keyring", str(keyring),
              "--pdf-cert", str(settings.PDF_SIGNING_CERTS_FILE),
              "--witness", self.witness_vkey],
             capture_output=True, text=True, env=env, cwd=settings.BASE_DIR, timeout=120,
@@ -382,7 +382,7 @@ class Command(BaseCommand):
                         [
                             f"Certificate  {result['json']}",
                             f"             {result['pdf']}",
-                            f"Verify it    .venv/bin/python -m compliance.certificates {result['pdf']}"
+                            f"Verify it    .venv/bin/python -m proofs {result['pdf']}"
                             f" --keyring {settings.AUDIT_KEYRING_FILE} --pdf-cert {settings.PDF_SIGNING_CERTS_FILE}",
                         ]
                         if result["json"]

@@ -1,7 +1,7 @@
 """Offline verifier for erasure certificates: no Django, no database, no network.
 
     erasure-verify certificate.pdf --keyring keys.json --pdf-cert pdf-signing.pem
-    python -m compliance.certificates certificate.json --key 'org.example/audit+1a2b3c4d+AR...'
+    python -m proofs certificate.json --key 'org.example/audit+1a2b3c4d+AR...'
     erasure-verify certificate.json --keyring keys.json --shards shards/ --model-dir models/m/v7/
 
 Trust model. The *pinned* keys (`--key` vkeys or a `--keyring` JSON file obtained from the issuer
@@ -74,18 +74,17 @@ from typing import Any
 
 from cryptography import x509
 
-from compliance.audit import merkle
-from compliance.audit.canonical import (
+from proofs import merkle
+from proofs.canonical import (
     loads_limited,
     parse_canonical,
     parse_canonical_document,
     parse_rfc3339_utc,
 )
-from compliance.audit.checkpoint import CheckpointError, verify_checkpoint
-from compliance.audit.cosignature import Cosigner, verify_cosignatures
-from compliance.audit.datacommit import CommitmentError, verify_absence
-from compliance.audit.keys import KeyFormatError, KeyRing, KeyRingEntry, b64decode_strict, load_keyring
-from compliance.certificates.envelope import (
+from proofs.checkpoint import CheckpointError, verify_checkpoint
+from proofs.cosignature import Cosigner, verify_cosignatures
+from proofs.datacommit import CommitmentError, verify_absence
+from proofs.envelope import (
     EXACT_METHOD,
     SCHEMA_VERSIONS,
     TIMELINE_EVENT_TYPES,
@@ -96,8 +95,9 @@ from compliance.certificates.envelope import (
     recipe_sha256,
     validate_certificate_payload,
 )
-from compliance.certificates.pdf import printed_disagreements, printed_facts, printed_text
-from compliance.certificates.pdfsign import (
+from proofs.keys import KeyFormatError, KeyRing, KeyRingEntry, b64decode_strict, load_keyring
+from proofs.pdf import printed_disagreements, printed_facts, printed_text
+from proofs.pdfsign import (
     PADES_SUBFILTER,
     PdfKeyError,
     PdfSignatureError,

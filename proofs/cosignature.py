@@ -26,8 +26,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from compliance.audit.checkpoint import SIGNATURE_PREFIX, CheckpointError, parse_note
-from compliance.audit.keys import (
+from proofs.checkpoint import SIGNATURE_PREFIX, CheckpointError, parse_note
+from proofs.keys import (
     KeyFormatError,
     NamedKey,
     b64encode,

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from xml.sax.saxutils import escape
 
-from compliance.audit.canonical import canonical_json_document, parse_rfc3339_utc
-from compliance.audit.checkpoint import parse_checkpoint
-from compliance.audit.keys import b64encode
-from compliance.certificates.envelope import (
+from proofs.canonical import canonical_json_document, parse_rfc3339_utc
+from proofs.checkpoint import parse_checkpoint
+from proofs.envelope import (
     ensure_envelope_payload,
     parse_envelope,
     validate_certificate_payload,
 )
+from proofs.keys import b64encode
 
 ATTACHMENT_NAME = "certificate.json"
 

@@ -12,7 +12,7 @@ followed by one blank line and one or more signature lines
     \\u2014 <key name> <base64(4-byte key id || 64-byte Ed25519 signature)>\\n
 
 (U+2014 EM DASH, a space, the key name, a space). Each signature covers the body bytes exactly,
-final newline included. Key names, key ids and the vkey format are in `compliance.audit.keys`.
+final newline included. Key names, key ids and the vkey format are in `proofs.keys`.
 
 This log adds one extension line to every checkpoint it signs, linking it to the one signed before:
 
@@ -34,7 +34,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from compliance.audit.keys import (
+from proofs.keys import (
     SIGNATURE_SIZE,
     KeyFormatError,
     PublicKey,
@@ -43,7 +43,7 @@ from compliance.audit.keys import (
     b64encode,
     check_key_name,
 )
-from compliance.audit.merkle import HASH_SIZE
+from proofs.merkle import HASH_SIZE
 
 # Re-exported: checkpoints and vkeys are published together.
 __all__ = [

@@ -1,7 +1,7 @@
 """Certificate payload schema and its DSSE signature envelope (pure: no Django).
 
 Payload (schema "erasure-certificate/v3", issued now; v2 and v1 are still read),
-serialised with `compliance.audit.canonical.canonical_json_document` (sorted keys, no whitespace,
+serialised with `proofs.canonical.canonical_json_document` (sorted keys, no whitespace,
 UTF-8; strings, integers, booleans, null, lists, objects; no floats). Every object has exactly the
 keys below.
 
@@ -71,10 +71,10 @@ unlearning_worker.sharding.exact_erase) or null. Its two floats are carried as t
 as FLOAT, so that `float(lr)` gives back the number the worker hashed: `recipe_sha256` is
 SHA-256(json.dumps(recipe with lr as that float, sort_keys=True, separators=(",", ":"))); and
 `train_seconds` as DEC. `removed[i].shards[k]` is the `neighbours` list of
-`compliance.audit.datacommit.SortedSet.absence_proof` against shard k's after-tree head (records,
+`proofs.datacommit.SortedSet.absence_proof` against shard k's after-tree head (records,
 data_root). `unlearning.method` is the proof's method, alone or followed by "+<approximate method>"
 (records also sat in other training data); with `exact` null it does not name the exact method. The
-schema checks shapes and counts; what the proof proves is checked by `compliance.certificates.offline`.
+schema checks shapes and counts; what the proof proves is checked by `proofs.offline`.
 
 Audit leaves are the canonical JSON written by `compliance.audit.services.build_event`: every leaf of
 a certificate carries the certificate's `request_id` and `subject_ref`; the timeline is backed by
@@ -100,14 +100,14 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from compliance.audit.canonical import (
+from proofs.canonical import (
     JSONLimitError,
     canonical_json_document,
     loads_limited,
     parse_rfc3339_utc,
     rfc3339_utc,
 )
-from compliance.audit.keys import (
+from proofs.keys import (
     KeyFormatError,
     KeyRing,
     KeyRingEntry,

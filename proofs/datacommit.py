@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from compliance.audit import merkle
+from proofs import merkle
 
 RECORD_DOMAIN = b"erasure-record/v1"
 

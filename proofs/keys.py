@@ -38,7 +38,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from compliance.audit.canonical import loads_limited, parse_rfc3339_utc, rfc3339_utc
+from proofs.canonical import loads_limited, parse_rfc3339_utc, rfc3339_utc
 
 ALG_ED25519 = 0x01
 SIGNATURE_SIZE = 64

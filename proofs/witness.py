@@ -1,7 +1,7 @@
 """A transparency-log witness (C2SP tlog-witness), run as its own process with its own key and state.
 
-    python -m compliance.audit.witness keygen --name witness.example.org/w1 --out witness.key
-    python -m compliance.audit.witness serve --key witness.key --state DIR \\
+    python -m proofs.witness keygen --name witness.example.org/w1 --out witness.key
+    python -m proofs.witness serve --key witness.key --state DIR \\
         --log-vkey <the log's vkey> [--log-vkey ...] [--listen 127.0.0.1:8380]
 
 The service POSTs every new checkpoint to `<prefix>/add-checkpoint` with a consistency proof from the
@@ -39,12 +39,12 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from compliance.audit import merkle
-from compliance.audit.checkpoint import CheckpointError, parse_checkpoint, verify_note
-from compliance.audit.cosignature import WitnessKey
-from compliance.audit.keys import KeyFormatError, PublicKey, b64decode_strict, b64encode
+from proofs import merkle
+from proofs.checkpoint import CheckpointError, parse_checkpoint, verify_note
+from proofs.cosignature import WitnessKey
+from proofs.keys import KeyFormatError, PublicKey, b64decode_strict, b64encode
 
-logger = logging.getLogger("compliance.audit.witness")
+logger = logging.getLogger("proofs.witness")
 
 MAX_BODY = 64 * 1024
 MAX_PROOF_LINES = 63
@@ -289,7 +289,7 @@ def _write_secret(path: Path, text: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m compliance.audit.witness", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m proofs.witness", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     keygen = sub.add_parser("keygen", help="create a witness key; prints its vkey")
     keygen.add_argument("--name", required=True, help="the witness's name, e.g. witness.example.org/w1")
@@ -313,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         key = WitnessKey.load(args.key)
         logs = [PublicKey.from_vkey(v) for v in args.log_vkey]
         if args.log_keyring:
-            from compliance.audit.keys import load_keyring
+            from proofs.keys import load_keyring
 
             logs += [entry.public_key for entry in load_keyring(args.log_keyring).entries]
         if not logs:
