@@ -72,6 +72,15 @@ class SubjectIdentifiers:
             kinds.add("identifier")
         return kinds
 
+    def single_fields(self) -> list[SubjectIdentifiers]:
+        """One carrier per value (the name, each e-mail, phone and identifier), so that a caller can
+        use what is usable and count what is not, value by value (the guard derives its rules so)."""
+        parts = [SubjectIdentifiers(full_name=self.full_name)] if self.full_name.strip() else []
+        parts += [SubjectIdentifiers(emails=(e,)) for e in self.emails]
+        parts += [SubjectIdentifiers(phones=(p,)) for p in self.phones]
+        parts += [SubjectIdentifiers(other_identifiers=(o,)) for o in self.other_identifiers]
+        return parts
+
     def require_searchable(self) -> SubjectIdentifiers:
         if not self.searchable_kinds():
             raise ValueError(

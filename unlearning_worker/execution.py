@@ -125,7 +125,7 @@ def _exact_with(
     the records, and, where records also sit in other training data ("both"), unlearn those from the
     exact result with the job's approximate spec. The proof is kept beside the output until handed over."""
     from compliance.registry import selectors as registry_selectors
-    from unlearning_worker.sharding import exact_erase
+    from compliance.registry.sharding import exact_erase
 
     started = time.monotonic()
     out_dir = outputs.candidate_dir(job)

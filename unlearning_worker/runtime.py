@@ -74,7 +74,7 @@ def worker_name() -> str:
 
 
 def device() -> str:
-    from unlearning_worker.sharding import training_device
+    from compliance.registry.sharding import training_device
 
     return training_device()
 

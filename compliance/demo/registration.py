@@ -115,7 +115,7 @@ def register_demo(
             )
             registry_services.model_eval_set_attach(model=version.model, source=eval_path)
     if sharded is not None:
-        from unlearning_worker.sharding import sharded_train
+        from compliance.registry.sharding import sharded_train
 
         version = sharded_train(model=version.model, corpus_version=corpus_version, recipe=sharded, actor=actor)
     return DemoRegistration(model_version=version, corpus_version=corpus_version, created=True)

@@ -18,6 +18,7 @@ from django.db import models
 from django.utils import timezone
 
 from compliance.common.models import DataKey
+from pii.identifiers import SubjectIdentifiers
 
 
 class Status(models.TextChoices):
@@ -169,6 +170,16 @@ class ErasureRequest(models.Model):
     def identifiers(self) -> dict[str, Any]:
         """The subject's identifiers: full_name, email, phone, other_identifiers (list), details."""
         return dict(self.data_key.open_json(bytes(self.identifiers_sealed), aad=self._aad()))
+
+    def subject(self) -> SubjectIdentifiers:
+        """The identifiers as the one subject type every consumer takes (scan, guard, jobs)."""
+        ids = self.identifiers()
+        return SubjectIdentifiers(
+            full_name=str(ids.get("full_name") or "").strip(),
+            emails=tuple(e for e in [str(ids.get("email") or "").strip()] if e),
+            phones=tuple(p for p in [str(ids.get("phone") or "").strip()] if p),
+            other_identifiers=tuple(str(o).strip() for o in ids.get("other_identifiers") or [] if str(o).strip()),
+        )
 
     def seal_identifiers(self, identifiers: dict[str, Any]) -> None:
         self.identifiers_sealed = self.data_key.seal_json(identifiers, aad=self._aad())

@@ -33,12 +33,11 @@ def _status_url(request: ErasureRequest) -> str:
 def render(kind: str, request: ErasureRequest, **context: Any) -> tuple[str, str]:
     if kind not in KINDS:
         raise ValueError(f"unknown notice kind {kind!r}")
-    identifiers = request.identifiers()
     ctx = {
         "request": request,
         # The same words as the status page's headline (compliance.erasure.progress).
         "headline": HEADLINES.get(Status(request.status), ""),
-        "full_name": identifiers.get("full_name", ""),
+        "full_name": request.subject().full_name,
         "status_url": _status_url(request),
         "organisation": settings.ORGANISATION_NAME,
         "authority": settings.SUPERVISORY_AUTHORITY,
@@ -56,7 +55,7 @@ def send(kind: str, request: ErasureRequest, **context: Any) -> bool:
     request.refresh_from_db()
     try:
         subject, body = render(kind, request, **context)
-        address = request.identifiers()["email"]
+        address = request.subject().emails[0]
         EmailMessage(subject=subject, body=body, from_email=settings.DEFAULT_FROM_EMAIL, to=[address]).send()
         return True
     except Exception:  # a mail outage must not undo the committed change; the officer can resend

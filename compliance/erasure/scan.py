@@ -47,18 +47,6 @@ def corpus_spec(version: CorpusVersion) -> Any:
     )
 
 
-def subject_identifiers(request: ErasureRequest) -> Any:
-    from pii import SubjectIdentifiers
-
-    ids = request.identifiers()
-    return SubjectIdentifiers(
-        full_name=ids.get("full_name", ""),
-        emails=tuple(e for e in [ids.get("email", "")] if e),
-        phones=tuple(p for p in [ids.get("phone", "")] if p),
-        other_identifiers=tuple(ids.get("other_identifiers", [])),
-    )
-
-
 def corpora_in_scope(request: ErasureRequest) -> list[CorpusVersion]:
     """The current version of every corpus the request concerns: all registered corpora unless the
     request names models, in which case the corpora those models' active versions were trained on."""
@@ -94,7 +82,7 @@ def erasure_request_scan(*, request_id: str) -> dict[str, int]:
     request = ErasureRequest.objects.get(pk=request_id)
     if request.status != Status.VERIFIED:
         return {"skipped": 1}
-    subject = subject_identifiers(request)
+    subject = request.subject()
     policy = PriPolicy.load(settings.PRI_POLICY_FILE)
     analyzer = build_analyzer(EngineConfig(spacy_model=settings.PII_SPACY_MODEL))
     located: list[tuple[CorpusVersion, Any, str, Any]] = []

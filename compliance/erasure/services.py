@@ -276,7 +276,7 @@ def erasure_request_approve(*, request: ErasureRequest, officer: User, reason: s
             fields={"decision": Decision.APPROVED, "decided_at": timezone.now(), "decided_by": officer, "decision_reason": reason},
             expect_from=frozenset({Status.TRIAGED}),
         )
-        suppression_rules_create(request=request, actor=actor_of(officer))
+        suppression_rules_create(request=request, subject=request.subject(), actor=actor_of(officer))
         enqueue("jobs.dispatch")
     notifications.send_after_commit("approved", request)
     return request
@@ -406,3 +406,15 @@ def purge_due_requests(*, today: date | None = None) -> int:
         erasure_request_purge(request=request)
         count += 1
     return count
+
+
+def erasure_guard_rules_rederive(*, actor: str, dry_run: bool = False) -> Any:
+    """Re-derive the guard's rules of every request that has active ones, with the current matcher
+    (guard.services.suppression_rules_rederive; the requests' identifiers are unsealed here, one at
+    a time, so the guard never reads the request desk's tables)."""
+    from compliance.guard.services import requests_with_active_rules, suppression_rules_rederive
+
+    requests = ErasureRequest.objects.filter(pk__in=requests_with_active_rules()).select_related("data_key").order_by("pk")
+    return suppression_rules_rederive(
+        subjects=((request, request.subject) for request in requests.iterator()), actor=actor, dry_run=dry_run
+    )

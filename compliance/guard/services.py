@@ -9,6 +9,7 @@ exception message.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from pii.identifiers import SubjectIdentifiers
 from pii.matcher import RuleHash, rule_hashes
 
 
-def _subject_rule_hashes(identifiers: dict[str, Any], key: bytes) -> tuple[list[RuleHash], int]:
+def _subject_rule_hashes(subject: SubjectIdentifiers, key: bytes) -> tuple[list[RuleHash], int]:
     """Rules for every usable identifier, and how many identifiers could not become a rule.
 
     matcher.rule_hashes refuses a whole set when one value is unusable (an identifier of three
@@ -31,24 +32,11 @@ def _subject_rule_hashes(identifiers: dict[str, Any], key: bytes) -> tuple[list[
     short identifier, so each value is hashed on its own and the refused ones are counted (the
     count goes to the audit log, the values nowhere).
     """
-    fields: list[dict[str, Any]] = []
-    full_name = str(identifiers.get("full_name") or "").strip()
-    if full_name:
-        fields.append({"full_name": full_name})
-    email = str(identifiers.get("email") or "").strip()
-    if email:
-        fields.append({"emails": (email,)})
-    phone = str(identifiers.get("phone") or "").strip()
-    if phone:
-        fields.append({"phones": (phone,)})
-    for other in identifiers.get("other_identifiers") or []:
-        if str(other).strip():
-            fields.append({"other_identifiers": (str(other).strip(),)})
     rules: list[RuleHash] = []
     refused = 0
-    for part in fields:
+    for part in subject.single_fields():
         try:
-            rules.extend(rule_hashes(SubjectIdentifiers(**part), key))
+            rules.extend(rule_hashes(part, key))
         except ValueError:  # the message names the field only; nothing to log here
             refused += 1
     return rules, refused
@@ -61,8 +49,9 @@ def rules_version_bump() -> int:
     return GuardRulesVersion.objects.values_list("version", flat=True).get(id=1)
 
 
-def suppression_rules_create(*, request: Any, actor: str) -> int:
-    """Store the keyed hashes of `request`'s identifiers as active rules; returns how many are new.
+def suppression_rules_create(*, request: Any, subject: SubjectIdentifiers, actor: str) -> int:
+    """Store the keyed hashes of `subject` (the identifiers of `request`) as active rules; returns how
+    many are new.
 
     Runs inside the approval's transaction (erasure_request_approve), so a failed approval leaves
     no rules behind and an approval never commits without its rules.
@@ -73,7 +62,7 @@ def suppression_rules_create(*, request: Any, actor: str) -> int:
     4. Append `guard.rules_created` with counts per kind (no values, no digests).
     5. After commit, tell this process's guard to reload at its next call.
     """
-    rules, refused = _subject_rule_hashes(request.identifiers(), guard_key())
+    rules, refused = _subject_rule_hashes(subject, guard_key())
     with transaction.atomic():
         existing = {
             (kind, digest): (pk, active)
@@ -133,7 +122,16 @@ def suppression_rules_remove(*, request: Any) -> int:
     return int(deleted)
 
 
-def suppression_rules_rederive(*, actor: str, dry_run: bool = False) -> Rederived:
+def requests_with_active_rules() -> list[Any]:
+    """The ids of the requests that have active rules (what suppression_rules_rederive looks at)."""
+    return list(
+        SuppressionRule.objects.filter(active=True).values_list("request_id", flat=True).distinct().order_by("request_id")
+    )
+
+
+def suppression_rules_rederive(
+    *, subjects: Iterable[tuple[Any, Callable[[], SubjectIdentifiers]]], actor: str, dry_run: bool = False
+) -> Rederived:
     """Derive the rules of every request that has active rules again, with the current matcher.
 
     After a change of derivation (a new rule kind such as "name_lc" for distinctive names, a new
@@ -142,18 +140,16 @@ def suppression_rules_rederive(*, actor: str, dry_run: bool = False) -> Rederive
     transaction each, with a `guard.rules_rederived` audit event (counts only). Requests whose
     identifiers cannot be unsealed any more (their data key was destroyed) keep their rules as they
     are. dry_run: count, change nothing.
-    """
-    from compliance.erasure.models import ErasureRequest
 
-    request_ids = (
-        SuppressionRule.objects.filter(active=True).values_list("request_id", flat=True).distinct().order_by("request_id")
-    )
+    `subjects`: (request, a function unsealing its identifiers) for the requests of
+    requests_with_active_rules(); the erasure app supplies them (erasure_guard_rules_rederive).
+    """
     added = retired = skipped = looked = 0
     key = guard_key()
-    for request in ErasureRequest.objects.filter(pk__in=list(request_ids)).order_by("pk"):
+    for request, unseal in subjects:
         looked += 1
         try:
-            rules, _refused = _subject_rule_hashes(request.identifiers(), key)
+            rules, _refused = _subject_rule_hashes(unseal(), key)
         except Exception:  # noqa: BLE001 - a destroyed data key or purged identifiers: keep the rules as they are
             skipped += 1
             continue

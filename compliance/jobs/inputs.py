@@ -95,7 +95,7 @@ def subjects_and_items(
     subjects: list[SubjectData] = []
     forget: list[Any] = []
     for request in requests:
-        identifiers = request.identifiers()
+        subject = request.subject()
         values: dict[str, str] = {}
         texts: list[str] = []
         for row in by_request.get(request.id, []):
@@ -115,13 +115,13 @@ def subjects_and_items(
                     pii_spans=[(s, e, a) for s, e, a in spans],
                     values={a: completion[s:e] for s, e, a in spans if a != "name"},
                     pri=min(1.0, max(0.0, float(row.pri_score or 0.0))),
-                    subject_name=str(identifiers.get("full_name", "")),
+                    subject_name=subject.full_name,
                 )
             )
-        for attribute in ("email", "phone"):
-            if identifiers.get(attribute) and attribute not in values:
-                values[attribute] = str(identifiers[attribute])
-        subjects.append(SubjectData(request.subject_ref, str(identifiers.get("full_name", "")), values, texts))
+        for attribute, given in (("email", subject.emails), ("phone", subject.phones)):
+            if given and attribute not in values:
+                values[attribute] = given[0]
+        subjects.append(SubjectData(request.subject_ref, subject.full_name, values, texts))
     return subjects, forget, rows
 
 

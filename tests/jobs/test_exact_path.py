@@ -149,6 +149,6 @@ def test_replay_refuses_a_version_that_is_not_sharded_and_reports_a_tampered_sha
 
 
 def _ids(version: CorpusVersion) -> set[str]:
-    from unlearning_worker.sharding import corpus_records
+    from compliance.registry.sharding import corpus_records
 
     return {r.record_id for r in corpus_records(version)}

@@ -22,7 +22,7 @@ class Command(BaseCommand):
         parser.add_argument("--shard", type=int, action="append", help="shard index (repeatable; default: all)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        from unlearning_worker.sharding import ShardedTrainingError, shard_replay
+        from compliance.registry.sharding import ShardedTrainingError, shard_replay
 
         version = ModelVersion.objects.filter(model__name=options["model"], number=options["version"]).first()
         if version is None:

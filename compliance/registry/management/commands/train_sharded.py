@@ -34,8 +34,8 @@ class Command(BaseCommand):
                             help="queue it for a GPU worker (task unlearning.train_sharded) instead of running here")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        from compliance.registry.sharding import ShardedTrainingError, sharded_train
         from unlearning_worker.sharded.recipe import ShardRecipe
-        from unlearning_worker.sharding import ShardedTrainingError, sharded_train
 
         model = AIModel.objects.filter(name=options["model"]).first()
         corpus = Corpus.objects.filter(name=options["corpus"]).first()

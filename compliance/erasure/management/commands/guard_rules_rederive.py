@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from compliance.guard.services import suppression_rules_rederive
+from compliance.erasure.services import erasure_guard_rules_rederive
 
 
 class Command(BaseCommand):
@@ -19,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--dry-run", action="store_true", help="count what would change, change nothing")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        result = suppression_rules_rederive(actor="system", dry_run=options["dry_run"])
+        result = erasure_guard_rules_rederive(actor="system", dry_run=options["dry_run"])
         prefix = "would add" if options["dry_run"] else "added"
         self.stdout.write(
             f"{result.requests} request(s): {prefix} {result.added} rule(s), "
