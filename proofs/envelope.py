@@ -1,4 +1,5 @@
-"""Certificate payload schema and its DSSE signature envelope (pure: no Django).
+"""The certificate payload's schema and its validation (pure: no Django). The payload is signed in
+a DSSE envelope (proofs.dsse) and built from plain data by proofs.issuing.
 
 Payload (schema "erasure-certificate/v3", issued now; v2 and v1 are still read),
 serialised with `proofs.canonical.canonical_json_document` (sorted keys, no whitespace,
@@ -90,34 +91,22 @@ envelope itself is formatted.
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import math
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
+from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 from proofs.canonical import (
-    JSONLimitError,
-    canonical_json_document,
-    loads_limited,
     parse_rfc3339_utc,
-    rfc3339_utc,
 )
 from proofs.keys import (
     KeyFormatError,
-    KeyRing,
     KeyRingEntry,
     PublicKey,
-    Signer,
     b64decode_strict,
-    b64encode,
 )
 
-PAYLOAD_TYPE = "application/vnd.erasure-certificate+json"
 SCHEMA_V1 = "erasure-certificate/v1"
 SCHEMA_V2 = "erasure-certificate/v2"
 SCHEMA_V3 = "erasure-certificate/v3"
@@ -182,133 +171,11 @@ _KEY_HEX = re.compile(r"^(?:[0-9a-fA-F]{2}){16,}$")  # ShardRecipe: hex, at leas
 MAX_TEXT = 512  # generous for codes, names and references; bounds what a PDF line must hold
 
 
-class EnvelopeError(ValueError):
-    """The DSSE envelope is malformed or carries no valid signature by a trusted key."""
-
-
 class CertificateError(ValueError):
     """The certificate payload does not match its schema (v1 or v2); names the JSON path."""
 
 
 # --- DSSE -----------------------------------------------------------------------------------------
-
-
-def pae(payload_type: str, body: bytes) -> bytes:
-    """DSSE pre-authentication encoding: "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body."""
-    type_bytes = payload_type.encode("utf-8")
-    return b"DSSEv1 %d %s %d %s" % (len(type_bytes), type_bytes, len(body), body)
-
-
-def sign_envelope(
-    payload: bytes, signer: Signer | Sequence[Signer], payload_type: str = PAYLOAD_TYPE
-) -> dict[str, Any]:
-    """A DSSE envelope over `payload`, one signature per signer (several during a key rotation)."""
-    signers = [signer] if isinstance(signer, Signer) else list(signer)
-    if not signers:
-        raise EnvelopeError("an envelope needs at least one signer")
-    message = pae(payload_type, payload)
-    return {
-        "payloadType": payload_type,
-        "payload": b64encode(payload),
-        "signatures": [{"keyid": s.public_key.key_hint, "sig": b64encode(s.sign(message))} for s in signers],
-    }
-
-
-def envelope_bytes(envelope: Mapping[str, Any]) -> bytes:
-    """The certificate file: the envelope as compact canonical JSON."""
-    return canonical_json_document(dict(envelope))
-
-
-def parse_envelope(data: bytes | str | Mapping[str, Any]) -> dict[str, Any]:
-    """Load and shape-check an envelope (no signature check)."""
-    if isinstance(data, bytes | bytearray | str):
-        try:
-            envelope = loads_limited(data)
-        except JSONLimitError as exc:
-            raise EnvelopeError(f"envelope is beyond the verifier's limits: {exc}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise EnvelopeError(f"envelope is not JSON: {exc}") from None
-    else:
-        envelope = dict(data)
-    if not isinstance(envelope, dict):
-        raise EnvelopeError("envelope must be a JSON object")
-    if set(envelope) != {"payloadType", "payload", "signatures"}:
-        raise EnvelopeError("envelope must have exactly payloadType, payload and signatures")
-    if not isinstance(envelope["payloadType"], str) or not isinstance(envelope["payload"], str):
-        raise EnvelopeError("payloadType and payload must be strings")
-    signatures = envelope["signatures"]
-    if not isinstance(signatures, list) or not signatures:
-        raise EnvelopeError("envelope has no signatures")
-    for position, item in enumerate(signatures):
-        if (
-            not isinstance(item, dict)
-            or not set(item) <= {"keyid", "sig"}
-            or not isinstance(item.get("sig"), str)
-            or not isinstance(item.get("keyid", ""), str)
-        ):
-            raise EnvelopeError(f"signatures[{position}] must be {{keyid: str, sig: str}}")
-    return envelope
-
-
-def ensure_envelope_payload(envelope: Mapping[str, Any], payload: bytes) -> None:
-    """Refuse an envelope (signature not checked) whose type or payload bytes differ from `payload`."""
-    if envelope.get("payloadType") != PAYLOAD_TYPE:
-        raise EnvelopeError(f"payloadType must be {PAYLOAD_TYPE!r}")
-    try:
-        carried = b64decode_strict(str(envelope.get("payload", "")), "payload")
-    except KeyFormatError as exc:
-        raise EnvelopeError(str(exc)) from None
-    if carried != payload:
-        raise EnvelopeError("the envelope carries a different payload")
-
-
-@dataclass(frozen=True)
-class VerifiedEnvelope:
-    payload: bytes
-    payload_type: str
-    signed_by: tuple[KeyRingEntry, ...]  # every trusted key whose signature verified
-
-
-def open_envelope(
-    data: bytes | str | Mapping[str, Any], keyring: KeyRing, payload_type: str = PAYLOAD_TYPE
-) -> VerifiedEnvelope:
-    """Check the envelope and return its payload with the trusted keys that signed it.
-
-    A signature whose keyid names no trusted key is skipped (keyids are hints); one that names a
-    trusted key and fails is an error; at least one must verify. A missing keyid tries every key.
-    """
-    envelope = parse_envelope(data)
-    if envelope["payloadType"] != payload_type:
-        raise EnvelopeError(f"payloadType is {envelope['payloadType']!r}, expected {payload_type!r}")
-    try:
-        payload = b64decode_strict(envelope["payload"], "payload")
-    except KeyFormatError as exc:
-        raise EnvelopeError(str(exc)) from None
-    message = pae(payload_type, payload)
-    signed_by: list[KeyRingEntry] = []
-    hints: list[str] = []
-    for position, item in enumerate(envelope["signatures"]):
-        try:
-            signature = b64decode_strict(item["sig"], f"signatures[{position}].sig")
-        except KeyFormatError as exc:
-            raise EnvelopeError(str(exc)) from None
-        hint = item.get("keyid", "")
-        hints.append(hint or "(no keyid)")
-        candidates = (
-            [e for e in keyring.entries if e.public_key.key_hint == hint] if hint else list(keyring.entries)
-        )
-        verified = [e for e in candidates if e.public_key.verify(signature, message)]
-        if hint and candidates and not verified:
-            raise EnvelopeError(f"signature by {hint} does not verify: payload or signature altered")
-        signed_by.extend(e for e in verified if e not in signed_by)
-    if not signed_by:
-        raise EnvelopeError(f"no valid signature by a pinned key (signatures name: {', '.join(hints)})")
-    return VerifiedEnvelope(payload=payload, payload_type=payload_type, signed_by=tuple(signed_by))
-
-
-def verify_envelope(data: bytes | str | Mapping[str, Any], keyring: KeyRing) -> bytes:
-    """The payload bytes of an envelope signed by a key of `keyring`; raises EnvelopeError."""
-    return open_envelope(data, keyring).payload
 
 
 # --- payload schema -------------------------------------------------------------------------------
@@ -676,157 +543,6 @@ def validate_certificate_payload(payload: Any) -> None:
             raise _fail(path, str(exc)) from None
 
 
-# --- builder (the Django side supplies plain data) ------------------------------------------------
-
-
-def _ts(value: datetime | str | None) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return rfc3339_utc(value)
-
-
-def decimal_text(value: float | int | str) -> str:
-    """A measured value as the decimal string the schema carries (shortest round-trip repr)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bool) or not math.isfinite(float(value)):
-        raise CertificateError("measured values must be finite numbers")
-    return repr(float(value)) if isinstance(value, float) else str(value)
-
-
-def audit_leaf_entry(index: int, leaf_bytes: bytes, proof: Sequence[bytes]) -> dict[str, Any]:
-    """One `audit.leaves` item from the stored leaf bytes and its inclusion proof."""
-    return {
-        "index": index,
-        "leaf_b64": b64encode(bytes(leaf_bytes)),
-        "proof": [b64encode(bytes(p)) for p in proof],
-    }
-
-
-def _with_decimals(row: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
-    """`row` with its measured values under `keys` as decimal strings (None stays null)."""
-    return {**row, **{k: decimal_text(row[k]) for k in keys if row.get(k) is not None}}
-
-
-def _exact_part(exact: Any) -> Any:
-    return exact_proof_text(exact) if isinstance(exact, Mapping) else exact
-
-
-def _threat_model_text(threat_model: Mapping[str, Any]) -> dict[str, Any]:
-    """The comparison figures as decimal strings, rows sorted by attack."""
-    rows = [_with_decimals(row, COMPARISON_FIGURES) for row in threat_model.get("never_seen_comparison", [])]
-    return {**threat_model, "never_seen_comparison": sorted(rows, key=lambda row: str(row.get("attack")))}
-
-
-def exact_proof_text(proof: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored exact proof (UnlearningJob.exact_proof) in the certificate's v3 shape; idempotent.
-
-    `recipe.lr` and `train_seconds` become decimal strings (shortest round-trip repr, which `float()`
-    reads back to the hashed number), `removed` is sorted by commitment. Nothing else changes: every
-    other recipe value is hashed as it is. The input is not modified.
-    """
-    document = copy.deepcopy(dict(proof))
-    recipe = document.get("recipe")
-    if isinstance(recipe, dict):
-        if isinstance(recipe.get("lr"), int | float) and not isinstance(recipe.get("lr"), bool):
-            recipe["lr"] = decimal_text(float(recipe["lr"]))
-        if isinstance(recipe.get("lora_target_modules"), tuple):
-            recipe["lora_target_modules"] = list(recipe["lora_target_modules"])
-    if isinstance(document.get("train_seconds"), int | float) and not isinstance(
-        document.get("train_seconds"), bool
-    ):
-        document["train_seconds"] = decimal_text(document["train_seconds"])
-    if isinstance(document.get("removed"), list):
-        document["removed"] = sorted(
-            document["removed"], key=lambda row: str(row.get("commitment")) if isinstance(row, dict) else ""
-        )
-    return document
-
-
-def build_certificate_payload(
-    *,
-    certificate_id: str,
-    issued_at: datetime | str,
-    organisation: str,
-    log_origin: str,
-    request: Mapping[str, str | None],
-    timeline: Mapping[str, datetime | str | None],
-    models: Sequence[Mapping[str, Any]],
-    corpora: Sequence[Mapping[str, Any]],
-    unlearning: Mapping[str, Any],
-    verification: Mapping[str, Any],
-    leaves: Sequence[Mapping[str, Any]],
-    checkpoint: str,
-    keyring: KeyRing,
-    retention: Mapping[str, str],
-) -> dict[str, Any]:
-    """Assemble and validate a v4 payload; datetimes become RFC 3339 strings, floats decimal strings.
-
-    `unlearning` holds method, spec_sha256, steps, stop_reason and optionally `exact`: the stored exact
-    proof (see `exact_proof_text`) or None (absent: None, an approximate erasure). `verification`
-    holds verdict, decided_by, summary rows (a row's `before` may be None) and `threat_model` (its
-    `never_seen_comparison` a list of rows with an `attack` each).
-    `leaves` are `audit_leaf_entry(...)` dicts; `keyring` is the log's published key list.
-    Raises CertificateError naming the offending path.
-    """
-    verification_part: dict[str, Any] = {
-        **verification,
-        "summary": [
-            _with_decimals(row, ("before", "after", "threshold")) for row in verification.get("summary", [])
-        ],
-    }
-    if isinstance(verification.get("threat_model"), Mapping):
-        verification_part["threat_model"] = _threat_model_text(verification["threat_model"])
-    payload: dict[str, Any] = {
-        "schema": SCHEMA_VERSION,
-        "certificate_id": certificate_id,
-        "issued_at": _ts(issued_at),
-        "issuer": {"organisation": organisation, "log_origin": log_origin},
-        "request": dict(request),
-        "timeline": {key: _ts(value) for key, value in timeline.items()},
-        "models": [dict(m) for m in models],
-        "corpora": [dict(c) for c in corpora],
-        "unlearning": {**unlearning, "exact": _exact_part(unlearning.get("exact"))},
-        "verification": verification_part,
-        "retention": dict(retention),
-        "audit": {
-            "leaves": sorted((dict(leaf) for leaf in leaves), key=lambda leaf: leaf["index"]),
-            "checkpoint": checkpoint,
-            "public_keys": keyring.to_json()["keys"],
-        },
-    }
-    validate_certificate_payload(payload)
-    try:
-        canonical_json_document(payload)
-    except ValueError as exc:
-        raise CertificateError(str(exc)) from None
-    return payload
-
-
-def certificate_payload_bytes(payload: Mapping[str, Any]) -> bytes:
-    """The signed bytes of a payload (validated first)."""
-    validate_certificate_payload(dict(payload))
-    return canonical_json_document(dict(payload))
-
-
-def issue_certificate(payload: Mapping[str, Any], signers: Signer | Sequence[Signer]) -> bytes:
-    """Validate, canonicalise, sign: the certificate file bytes (the DSSE envelope JSON)."""
-    return envelope_bytes(sign_envelope(certificate_payload_bytes(payload), signers))
-
-
-def published_key_ring(payload: Mapping[str, Any]) -> KeyRing:
-    """The key list a certificate carries (untrusted until matched against a pinned ring)."""
-    return KeyRing.from_json(list(payload["audit"]["public_keys"]))
-
-
-def recipe_sha256(recipe: Mapping[str, Any]) -> str:
-    """The recipe hash of a certificate's `exact.recipe`, as the worker computes it (ShardRecipe.sha256):
-    SHA-256 of json.dumps(recipe, sort_keys=True, separators=(",", ":")) with `lr` as the float its
-    text spells (the other values are hashed as carried)."""
-    hashed = {**recipe, "lr": float(recipe["lr"])}
-    return hashlib.sha256(json.dumps(hashed, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 __all__ = [
     "COMPARISON_FIGURES",
     "CONTROL_SOURCES",
@@ -834,7 +550,6 @@ __all__ = [
     "EXACT_FORMAT",
     "EXACT_KEYS",
     "EXACT_METHOD",
-    "PAYLOAD_TYPE",
     "RECIPE_KEYS",
     "SCHEMA_V1",
     "SCHEMA_V2",
@@ -845,24 +560,7 @@ __all__ = [
     "THREAT_MODEL_KEYS",
     "TIMELINE_EVENT_TYPES",
     "CertificateError",
-    "EnvelopeError",
     "PublicKey",
-    "VerifiedEnvelope",
-    "audit_leaf_entry",
-    "build_certificate_payload",
-    "certificate_payload_bytes",
-    "decimal_text",
-    "ensure_envelope_payload",
-    "envelope_bytes",
-    "exact_proof_text",
-    "recipe_sha256",
-    "issue_certificate",
-    "open_envelope",
-    "pae",
-    "parse_envelope",
-    "published_key_ring",
-    "sign_envelope",
     "validate_certificate_payload",
     "validate_exact_proof",
-    "verify_envelope",
 ]

@@ -64,11 +64,9 @@ Exit status: 0 verified, 1 not verified (the reason is the last line),
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,71 +74,30 @@ from cryptography import x509
 
 from proofs import merkle
 from proofs.canonical import (
-    loads_limited,
     parse_canonical,
     parse_canonical_document,
     parse_rfc3339_utc,
 )
 from proofs.checkpoint import CheckpointError, verify_checkpoint
+from proofs.checks import CertificateFormatError, Check, StopChecks, VerificationResult
 from proofs.cosignature import Cosigner, verify_cosignatures
-from proofs.datacommit import CommitmentError, verify_absence
+from proofs.dsse import EnvelopeError, open_envelope
 from proofs.envelope import (
-    EXACT_METHOD,
     SCHEMA_VERSIONS,
     TIMELINE_EVENT_TYPES,
     CertificateError,
-    EnvelopeError,
-    open_envelope,
-    published_key_ring,
-    recipe_sha256,
     validate_certificate_payload,
 )
+from proofs.exact_checks import exact_checks
+from proofs.issuing import published_key_ring
 from proofs.keys import KeyFormatError, KeyRing, KeyRingEntry, b64decode_strict, load_keyring
-from proofs.pdf import printed_disagreements, printed_facts, printed_text
+from proofs.pdf_checks import pdf_signature_checks, pdf_source, pdf_text_check
 from proofs.pdfsign import (
-    PADES_SUBFILTER,
     PdfKeyError,
-    PdfSignatureError,
-    certificate_fingerprint,
-    describe_certificate,
     load_pdf_certificates,
-    read_pdf_signature,
 )
 
 ATTACHMENT_NAME = "certificate.json"
-MANIFEST_NAME = "sharding.json"  # unlearning_worker.sharded.train.MANIFEST_NAME
-
-
-@dataclass(frozen=True)
-class Check:
-    name: str  # stable identifier, e.g. "envelope", "inclusion[12]"
-    ok: bool
-    detail: str  # one human sentence, printed after "ok  " or "FAIL "
-
-    @property
-    def line(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL '}{self.detail}"
-
-
-@dataclass
-class VerificationResult:
-    ok: bool = False
-    checks: list[Check] = field(default_factory=list)
-    payload: dict[str, Any] | None = None  # set once the envelope and schema checks passed
-    summary: str = ""
-
-    @property
-    def reason(self) -> str:
-        failed = [c for c in self.checks if not c.ok]
-        return failed[0].detail if failed else ""
-
-
-class _Stop(Exception):
-    """Internal: a check failed; later checks would rely on unauthenticated data."""
-
-
-class CertificateFormatError(ValueError):
-    """The input is neither a certificate JSON envelope nor a PDF that embeds one."""
 
 
 def extract_certificate_from_pdf(data: bytes) -> bytes:
@@ -196,22 +153,22 @@ def verify_certificate(
     def passed(name: str, detail: str) -> None:
         result.checks.append(Check(name, True, detail))
 
-    def failed(name: str, detail: str) -> _Stop:
+    def failed(name: str, detail: str) -> StopChecks:
         result.checks.append(Check(name, False, detail))
-        return _Stop()
+        return StopChecks()
 
-    pdf = _pdf_source(source)
-    pdf_signer = _pdf_signature_checks(pdf, pdf_certificates, result) if pdf is not None else None
+    pdf = pdf_source(source)
+    pdf_signer = pdf_signature_checks(pdf, pdf_certificates, result) if pdf is not None else None
     try:
         _run_checks(source, keyring, result, passed, failed)
         _witness_checks(result, passed, failed, witnesses=witnesses, quorum=witness_quorum)
-        _exact_checks(result, passed, failed, shards=shards, model_dir=model_dir)
+        exact_checks(result, passed, failed, shards=shards, model_dir=model_dir)
         if pdf is not None and result.payload is not None:
-            text_check = _pdf_text_check(pdf, result.payload)
+            text_check = pdf_text_check(pdf, result.payload)
             result.checks.append(text_check)
             if not text_check.ok:
-                raise _Stop()
-    except _Stop:
+                raise StopChecks()
+    except StopChecks:
         result.ok = False
         result.summary = f"certificate NOT verified: {result.reason}"
         return result
@@ -369,318 +326,7 @@ def _same_instant(value: Any, moment: Any) -> bool:
 # --- exact erasure (schema v3) ---------------------------------------------------------------------
 
 
-def _short(digest: str) -> str:
-    return f"{digest[:16]}\u2026"
-
-
-def _exact_checks(
-    result: VerificationResult, passed: Any, failed: Any, *, shards: Path | None, model_dir: Path | None
-) -> None:
-    """9. The exact-erasure proof, on a payload the earlier checks authenticated and schema-checked."""
-    payload = result.payload
-    exact = payload["unlearning"].get("exact") if payload is not None else None
-    if exact is None:
-        if payload is not None and (shards is not None or model_dir is not None):
-            option = "--shards" if shards is not None else "--model-dir"
-            raise failed(
-                "exact erasure",
-                f"{option} was given, but the certificate states no exact erasure "
-                f"(method {payload['unlearning']['method']}, schema {payload['schema']}): nothing to check it against",
-            )
-        return
-    recipe = exact["recipe"]
-    slices = recipe["slices"]
-    rows = exact["shards"]  # one per recipe shard, index = position (schema)
-
-    # The recipe is the one its hash names (the hash the model version and the audit log record).
-    actual = recipe_sha256(recipe)
-    if actual != exact["recipe_sha256"]:
-        raise failed(
-            "exact recipe",
-            f"exact recipe: the recipe hashes to {_short(actual)}, not the stated recipe_sha256 "
-            f"{_short(exact['recipe_sha256'])}",
-        )
-    passed(
-        "exact recipe",
-        f"exact recipe {_short(actual)}: {recipe['shards']} shards x {slices} slices, LoRA rank {recipe['lora_rank']}",
-    )
-
-    # Reused shards are unchanged; retrained ones restarted inside the recipe; adapters end the checkpoints.
-    retrained = []
-    for row in rows:
-        k, start, before, after = row["index"], row["retrained_from_slice"], row["before"], row["after"]
-        if start is None:
-            for key in ("adapter", "data_root", "records"):
-                if before[key] != after[key]:
-                    raise failed(
-                        "exact shards",
-                        f"shard {k} is marked reused (retrained_from_slice null) but its {key} changed "
-                        f"({_describe(before[key])} -> {_describe(after[key])})",
-                    )
-        elif start >= slices:
-            raise failed(
-                "exact shards",
-                f"shard {k} was retrained from slice {start}, outside the recipe's slices 0..{slices - 1}",
-            )
-        else:
-            retrained.append(row)
-        if len(after["checkpoints"]) != slices:
-            raise failed(
-                "exact shards",
-                f"shard {k} lists {len(after['checkpoints'])} checkpoints, the recipe has {slices} slices",
-            )
-        if after["checkpoints"][-1] != after["adapter"]:
-            raise failed(
-                "exact shards",
-                f"shard {k}'s adapter {_short(after['adapter'])} is not its last slice checkpoint "
-                f"{_short(after['checkpoints'][-1])}",
-            )
-    which = ", ".join(str(row["index"]) for row in retrained) or "none"
-    plural = "s" if len(retrained) > 1 else ""
-    passed(
-        "exact shards",
-        f"{len(retrained)} of {len(rows)} shards retrained (shard{plural} {which}), "
-        f"{len(rows) - len(retrained)} reused unchanged; every adapter is its shard's last slice checkpoint",
-    )
-
-    # The slice arithmetic: retraining a shard from slice s redoes its slices s..S-1.
-    expected = sum(slices - row["retrained_from_slice"] for row in retrained)
-    if exact["retrained_slices"] != expected:
-        raise failed(
-            "exact slices",
-            f"retrained_slices is {exact['retrained_slices']}, but the retrained shards account for {expected}",
-        )
-    if exact["total_slices"] != len(rows) * slices:
-        raise failed(
-            "exact slices",
-            f"total_slices is {exact['total_slices']}, but the recipe makes {len(rows)} x {slices} = {len(rows) * slices}",
-        )
-    passed("exact slices", f"{expected} of {exact['total_slices']} slice trainings redone")
-
-    # Every removed record is absent from the data every shard of the new version was trained on.
-    for i, item in enumerate(exact["removed"]):
-        commitment = item["commitment"]
-        for row, neighbours in zip(rows, item["shards"], strict=True):
-            try:
-                verify_absence(
-                    {"commitment": commitment, "neighbours": neighbours},
-                    size=row["after"]["records"],
-                    root_hex=row["after"]["data_root"],
-                )
-            except CommitmentError as exc:
-                raise failed(
-                    f"absence[{i}]",
-                    f"removed record {i} (commitment {_short(commitment)}) is not proven absent from shard "
-                    f"{row['index']}'s training data ({row['after']['records']} records, root "
-                    f"{_short(row['after']['data_root'])}): {exc}",
-                ) from None
-        passed(
-            f"absence[{i}]",
-            f"removed record {i} (commitment {_short(commitment)}) is absent from the training data of all "
-            f"{len(rows)} shards",
-        )
-
-    # The files: the adapters exist and are what the proof names; the model is built from them.
-    if shards is not None:
-        hashed: dict[str, str | None] = {}
-        for row in rows:
-            k, adapter = row["index"], row["after"]["adapter"]
-            path = shards / adapter[:2] / f"{adapter}.safetensors"
-            if adapter not in hashed:
-                hashed[adapter] = _file_sha256(path)
-            found = hashed[adapter]
-            if found is None:
-                raise failed(
-                    f"adapter[{k}]",
-                    f"shard {k}'s adapter {_short(adapter)} is not in the adapter store ({path})",
-                )
-            if found != adapter:
-                raise failed(
-                    f"adapter[{k}]",
-                    f"shard {k}'s adapter file {path} hashes to {_short(found)}, not to its name: the file was altered",
-                )
-            passed(
-                f"adapter[{k}]",
-                f"shard {k}'s adapter {_short(adapter)} is in the store and hashes to its name",
-            )
-    if model_dir is not None:
-        problem = _manifest_problem(model_dir, exact)
-        if problem:
-            method = payload["unlearning"]["method"] if payload is not None else EXACT_METHOD
-            if method != EXACT_METHOD:  # exact, then approximate: the new version is not the sharded model
-                problem += f" (with {method} the new version is the approximate method's output)"
-            raise failed("model dir", f"model directory {model_dir}: {problem}")
-        passed(
-            "model dir",
-            f"model directory {model_dir}: {MANIFEST_NAME} lists exactly the proof's {len(rows)} adapters",
-        )
-    result.summary += (
-        f"; exact erasure: {len(exact['removed'])} removed records proven absent from all {len(rows)} shards"
-    )
-
-
-def _describe(value: Any) -> str:
-    return _short(value) if isinstance(value, str) else str(value)
-
-
-def _file_sha256(path: Path) -> str | None:
-    """SHA-256 of a file's bytes, read in blocks (adapters are megabytes); None if it cannot be read."""
-    digest = hashlib.sha256()
-    try:
-        with path.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
-    except OSError:
-        return None
-    return digest.hexdigest()
-
-
-def _manifest_problem(model_dir: Path, exact: Mapping[str, Any]) -> str:
-    """Why the model directory's sharding manifest does not match the proof ("" when it does)."""
-    path = model_dir / MANIFEST_NAME
-    try:
-        manifest = loads_limited(path.read_bytes())
-    except OSError:
-        return f"no readable {MANIFEST_NAME}: not the directory of a sharded model version"
-    except (ValueError, UnicodeDecodeError) as exc:  # malformed, or beyond the limits (JSONLimitError)
-        return f"{MANIFEST_NAME} is not JSON ({exc})"
-    listed = manifest.get("shards") if isinstance(manifest, dict) else None
-    if not isinstance(listed, list) or not all(isinstance(entry, dict) for entry in listed):
-        return f"{MANIFEST_NAME} has no list of shards"
-    for key in ("recipe_sha256", "base_sha256"):
-        if manifest.get(key) != exact[key]:
-            return (
-                f"{MANIFEST_NAME} names {key} {_describe(manifest.get(key))}, the proof {_short(exact[key])}"
-            )
-    if len(listed) != len(exact["shards"]):
-        return f"{MANIFEST_NAME} lists {len(listed)} shards, the proof {len(exact['shards'])}"
-    for k, (entry, row) in enumerate(zip(listed, exact["shards"], strict=True)):
-        if entry.get("adapter") != row["after"]["adapter"]:
-            return (
-                f"{MANIFEST_NAME} shard {k} adapter is {_describe(entry.get('adapter'))}, "
-                f"the proof's {_short(row['after']['adapter'])}"
-            )
-        if entry.get("checkpoints") != row["after"]["checkpoints"]:
-            return f"{MANIFEST_NAME} shard {k} checkpoints differ from the proof's"
-    return ""
-
-
 # --- the PDF as a document -------------------------------------------------------------------------
-
-
-def _pdf_source(source: Any) -> bytes | None:
-    if isinstance(source, bytes | bytearray) and bytes(source[:5]) == b"%PDF-":
-        return bytes(source)
-    return None
-
-
-def _pdf_signature_checks(
-    data: bytes, pinned: Sequence[x509.Certificate], result: VerificationResult
-) -> str | None:
-    """"pdf signature", "pdf coverage", "pdf signer"; recorded, never stopping. Returns the pinned
-    signer's description when all three passed."""
-
-    def check(name: str, ok: bool, detail: str) -> None:
-        result.checks.append(Check(name, ok, detail))
-
-    try:
-        signature = read_pdf_signature(data)
-    except PdfSignatureError as exc:
-        check("pdf signature", False, f"PDF signature: {exc}")
-        return None
-    if signature is None:
-        check(
-            "pdf signature",
-            False,
-            "no PDF signature: this PDF is not signed, so its printed text is not protected (certificates "
-            "issued before PDF signing are not); only its embedded certificate.json, checked below, is evidence",
-        )
-        return None
-    if signature.count != 1:
-        check("pdf signature", False, f"the PDF carries {signature.count} signatures; a certificate carries exactly one")
-        return None
-    if signature.subfilter != PADES_SUBFILTER:
-        check("pdf signature", False, f"the PDF signature is {signature.subfilter or 'untyped'}, not PAdES ({PADES_SUBFILTER})")
-        return None
-    if not signature.intact:
-        check(
-            "pdf signature",
-            False,
-            "the PDF was edited after it was signed: the signed bytes no longer match the signature's digest",
-        )
-        return None
-    if not signature.valid:
-        check("pdf signature", False, "the PDF signature value does not verify with the signer's certificate")
-        return None
-    signed_at = signature.signed_at.strftime("%Y-%m-%dT%H:%M:%SZ") if signature.signed_at else "at an unstated time"
-    check(
-        "pdf signature",
-        True,
-        f"PDF signature (PAdES, {signature.mechanism}) in field {signature.field_name} is intact, signed {signed_at}",
-    )
-
-    if signature.covers_whole_file:
-        check("pdf coverage", True, "the PDF signature covers the whole file: nothing was added after signing")
-    else:
-        check(
-            "pdf coverage",
-            False,
-            f"the PDF was changed after it was signed: {signature.later_revisions} incremental update(s), "
-            f"{signature.unsigned_bytes} bytes, follow the signed revision, and no signature covers what they change",
-        )
-
-    signer = signature.signer
-    who = describe_certificate(signer) if signer is not None else "an unnamed signer"
-    pinned_fingerprints = {certificate_fingerprint(c) for c in pinned}
-    if signer is None or not pinned:
-        check(
-            "pdf signer",
-            False,
-            f"the PDF is signed by {who}, but no PDF signing certificate is pinned: pin the issuer's published "
-            "certificates (erasure-verify --pdf-cert FILE)",
-        )
-    elif certificate_fingerprint(signer) not in pinned_fingerprints:
-        check("pdf signer", False, f"the PDF is signed by {who}, which is not a pinned PDF signing certificate")
-    elif signature.signed_at is not None and not (
-        signer.not_valid_before_utc <= signature.signed_at <= signer.not_valid_after_utc
-    ):
-        check("pdf signer", False, f"the PDF was signed at {signed_at}, outside the validity of its certificate {who}")
-    else:
-        check("pdf signer", True, f"the PDF is signed by the pinned certificate {who}")
-    if all(c.ok for c in result.checks if c.name.startswith("pdf ")):
-        return who
-    return None
-
-
-def _pdf_text_check(data: bytes, payload: Mapping[str, Any]) -> Check:
-    """"pdf text": the printed text agrees with the statement (which the caller authenticated)."""
-    try:
-        text = printed_text(data)
-    except Exception as exc:  # noqa: BLE001 - pypdf raises many types on hostile input; all mean "unreadable"
-        return Check("pdf text", False, f"the printed text cannot be read ({type(exc).__name__}: {exc})"[:300])
-    problems = printed_disagreements(text, dict(payload))
-    if problems:
-        more = f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
-        return Check(
-            "pdf text", False, "the printed text disagrees with the signed statement: " + "; ".join(problems[:3]) + more
-        )
-    return Check(
-        "pdf text",
-        True,
-        f"the printed text agrees with the signed statement ({len(printed_facts(dict(payload)))} key facts: "
-        f"certificate id, request reference, dates, versions, verdict {payload['verification']['verdict'].upper()})",
-    )
-
-
-def pdf_document_checks(
-    data: bytes, payload: Mapping[str, Any], pdf_certificates: Sequence[x509.Certificate]
-) -> list[Check]:
-    """The PDF's own checks ("pdf signature", "pdf coverage", "pdf signer", "pdf text") against a
-    statement the caller has verified already: the issuer's self-check of a PDF it just signed."""
-    result = VerificationResult()
-    _pdf_signature_checks(data, pdf_certificates, result)
-    result.checks.append(_pdf_text_check(data, payload))
-    return result.checks
 
 
 # --- command line ---------------------------------------------------------------------------------

@@ -25,11 +25,8 @@ from xml.sax.saxutils import escape
 
 from proofs.canonical import canonical_json_document, parse_rfc3339_utc
 from proofs.checkpoint import parse_checkpoint
-from proofs.envelope import (
-    ensure_envelope_payload,
-    parse_envelope,
-    validate_certificate_payload,
-)
+from proofs.dsse import ensure_envelope_payload, parse_envelope
+from proofs.envelope import validate_certificate_payload
 from proofs.keys import b64encode
 
 ATTACHMENT_NAME = "certificate.json"

@@ -27,7 +27,7 @@ from compliance.certificates import services
 from compliance.common.downloads import private_download
 from compliance.erasure.models import ErasureRequest
 from compliance.erasure.permissions import can_view
-from proofs.envelope import EnvelopeError, parse_envelope
+from proofs.dsse import EnvelopeError, parse_envelope
 from proofs.offline import verify_certificate
 
 

@@ -54,16 +54,19 @@ from proofs.envelope import (
     EXACT_METHOD,
     TIMELINE_EVENT_TYPES,
     CertificateError,
+    validate_exact_proof,
+)
+from proofs.issuing import (
     audit_leaf_entry,
     build_certificate_payload,
     certificate_payload_bytes,
     decimal_text,
     exact_proof_text,
     issue_certificate,
-    validate_exact_proof,
 )
-from proofs.offline import pdf_document_checks, verify_certificate
+from proofs.offline import verify_certificate
 from proofs.pdf import render_certificate_pdf_bytes, write_pdf_atomic
+from proofs.pdf_checks import pdf_document_checks
 from proofs.pdfsign import sign_certificate_pdf
 
 logger = logging.getLogger(__name__)

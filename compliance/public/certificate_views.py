@@ -19,12 +19,8 @@ from compliance.certificates.models import Certificate
 from compliance.common.downloads import private_download
 from compliance.erasure.services import TokenInvalid, request_from_status_token
 from proofs.canonical import JSONLimitError, loads_limited
-from proofs.offline import (
-    CertificateFormatError,
-    VerificationResult,
-    extract_certificate_from_pdf,
-    verify_certificate,
-)
+from proofs.checks import CertificateFormatError, VerificationResult
+from proofs.offline import extract_certificate_from_pdf, verify_certificate
 from proofs.pdf import exact_facts
 from proofs.pdfsign import certificate_fingerprint, describe_certificate
 

@@ -24,12 +24,8 @@ from proofs import merkle
 from proofs.canonical import canonical_bytes, rfc3339_utc
 from proofs.checkpoint import sign_checkpoint
 from proofs.datacommit import SortedSet
-from proofs.envelope import (
-    TIMELINE_EVENT_TYPES,
-    audit_leaf_entry,
-    build_certificate_payload,
-    issue_certificate,
-)
+from proofs.envelope import TIMELINE_EVENT_TYPES
+from proofs.issuing import audit_leaf_entry, build_certificate_payload, issue_certificate
 from proofs.keys import KeyRing, Signer
 from unlearning_worker.sharded.recipe import ShardRecipe  # pure: hashlib, hmac, json
 

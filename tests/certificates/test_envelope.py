@@ -8,22 +8,24 @@ import json
 
 import pytest
 
-from proofs.envelope import (
+from proofs.dsse import (
     PAYLOAD_TYPE,
+    EnvelopeError,
+    envelope_bytes,
+    open_envelope,
+    pae,
+    sign_envelope,
+    verify_envelope,
+)
+from proofs.envelope import (
     SCHEMA_V1,
     SCHEMA_V2,
     SCHEMA_V3,
     SCHEMA_V4,
     CertificateError,
-    EnvelopeError,
-    certificate_payload_bytes,
-    envelope_bytes,
-    open_envelope,
-    pae,
-    sign_envelope,
     validate_certificate_payload,
-    verify_envelope,
 )
+from proofs.issuing import certificate_payload_bytes
 from proofs.keys import KeyRing, Signer
 from tests.certificates.factory import V1_CERTIFICATE, V2_CERTIFICATE, issue
 

@@ -20,14 +20,8 @@ from pypdf import PdfReader
 
 from proofs import merkle
 from proofs.datacommit import SortedSet
-from proofs.envelope import (
-    SCHEMA_V2,
-    SCHEMA_V4,
-    CertificateError,
-    exact_proof_text,
-    recipe_sha256,
-    validate_certificate_payload,
-)
+from proofs.envelope import SCHEMA_V2, SCHEMA_V4, CertificateError, validate_certificate_payload
+from proofs.issuing import exact_proof_text, recipe_sha256
 from proofs.keys import KeyRing
 from proofs.offline import main, verify_certificate
 from proofs.pdf import exact_facts, render_certificate_pdf_bytes

@@ -20,15 +20,9 @@ import pytest
 from proofs import merkle
 from proofs.canonical import canonical_json_document
 from proofs.checkpoint import sign_checkpoint
-from proofs.envelope import (
-    SCHEMA_V1,
-    SCHEMA_V2,
-    SCHEMA_V3,
-    SCHEMA_V4,
-    envelope_bytes,
-    issue_certificate,
-    sign_envelope,
-)
+from proofs.dsse import envelope_bytes, sign_envelope
+from proofs.envelope import SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4
+from proofs.issuing import issue_certificate
 from proofs.keys import KeyRing, Signer
 from proofs.offline import main, verify_certificate
 from tests.certificates.factory import ORIGIN, V1_CERTIFICATE, V2_CERTIFICATE, fixed_signer, issue

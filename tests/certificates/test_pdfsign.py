@@ -14,7 +14,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from proofs.offline import VerificationResult, main, verify_certificate
+from proofs.checks import VerificationResult
+from proofs.offline import main, verify_certificate
 from proofs.pdf import (
     printed_disagreements,
     printed_facts,

@@ -26,7 +26,7 @@ from compliance.audit.models import AuditCheckpoint, AuditLeaf
 from compliance.certificates import pdfkeys
 from compliance.certificates.models import Certificate
 from compliance.erasure.models import Status
-from proofs.envelope import envelope_bytes, sign_envelope
+from proofs.dsse import envelope_bytes, sign_envelope
 from proofs.keys import Signer
 from proofs.pdfsign import (
     certificate_fingerprint,
