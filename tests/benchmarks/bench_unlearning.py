@@ -31,7 +31,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from unlearning_worker.data import ForgetItem, RetainItem, encode
 from unlearning_worker.demo.corpus import DemoCorpus, demo_items
 from unlearning_worker.demo.trainer import DemoModelConfig, train_demo_model
-from unlearning_worker.engine import _perplexity, _probes, _run_probes, _targeted, run_unlearning
+from unlearning_worker.engine import _targeted, run_unlearning
+from unlearning_worker.evaluation import perplexity, probes, run_probes
 from unlearning_worker.spec import METHODS, UnlearningSpec
 
 # Per-method settings for the comparison. The classic methods are run as they are usually published
@@ -62,18 +63,18 @@ def measure(model_dir: Path, forget: list[ForgetItem], retain_probe: list[Retain
             device: str, seed: int = 0) -> Measure:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
-    f_probes = _probes(tokenizer, (f.prompt for f in forget), (f.completion for f in forget), (f.values for f in forget))
-    leaked, _, total = _run_probes(model, tokenizer, f_probes, threshold=0.5)
+    f_probes = probes(tokenizer, (f.prompt for f in forget), (f.completion for f in forget), (f.values for f in forget))
+    leaked, _, total = run_probes(model, tokenizer, f_probes, threshold=0.5)
     sampled = None
     if samples:
-        s_leaked, _, _ = _run_probes(model, tokenizer, f_probes, threshold=0.5, samples=samples, seed=seed)
+        s_leaked, _, _ = run_probes(model, tokenizer, f_probes, threshold=0.5, samples=samples, seed=seed)
         sampled = s_leaked / total
-    r_probes = _probes(tokenizer, (r.prompt for r in retain_probe), (r.completion for r in retain_probe),
+    r_probes = probes(tokenizer, (r.prompt for r in retain_probe), (r.completion for r in retain_probe),
                        (r.values() for r in retain_probe))
-    r_leaked, r_exact, r_total = _run_probes(model, tokenizer, r_probes, threshold=0.5)
+    r_leaked, r_exact, r_total = run_probes(model, tokenizer, r_probes, threshold=0.5)
     pad = tokenizer.pad_token_id
     examples = [encode(tokenizer, r.prompt, r.completion, r.pii_spans) for r in retain_probe]
-    ppl = _perplexity(model, examples, pad, torch.device(device))
+    ppl = perplexity(model, examples, pad, torch.device(device))
     return Measure(leaked / total, sampled, r_leaked / max(r_total, 1), r_exact / max(r_total, 1), ppl)
 
 

@@ -11,13 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from unlearning_worker.checkpoints import MANIFEST_FILE
 from unlearning_worker.demo.corpus import DemoCorpus, demo_items
-from unlearning_worker.engine import (
-    MANIFEST_FILE,
-    ProgressEvent,
-    UnlearningCancelled,
-    run_unlearning,
-)
+from unlearning_worker.engine import ProgressEvent, UnlearningCancelled, run_unlearning
 from unlearning_worker.spec import UnlearningSpec
 
 # No stop on evidence unless a test asks for it: run exactly max_steps steps.
@@ -208,7 +204,8 @@ def test_only_the_spec_attributes_are_targeted_and_an_empty_result_is_refused(
 
 
 def test_patience_counts_a_falling_or_stalled_dip_not_a_recovery() -> None:
-    from unlearning_worker.engine import EvalPoint, _below_floor_streak
+    from unlearning_worker.engine import _below_floor_streak
+    from unlearning_worker.evaluation import EvalPoint
 
     def point(step: int, exact: float, ppl: float, phase: str = "unlearn") -> EvalPoint:
         return EvalPoint(step, {}, 0.0, 0.0, None, 1.0, exact, ppl, phase)
@@ -225,7 +222,8 @@ def test_patience_counts_a_falling_or_stalled_dip_not_a_recovery() -> None:
 
 
 def test_a_dip_that_creeps_along_runs_out_of_patience() -> None:
-    from unlearning_worker.engine import EvalPoint, _below_floor_streak
+    from unlearning_worker.engine import _below_floor_streak
+    from unlearning_worker.evaluation import EvalPoint
 
     before = EvalPoint(0, {}, 0.0, 0.0, None, 1.0, 0.8, 1.0, "before")
     spec = UnlearningSpec(utility_floor=0.9, ppl_ceiling=1.1, utility_patience=3)
@@ -241,19 +239,20 @@ def test_adversarial_relearning_adds_the_relearned_forget_gradient_and_leaves_th
     tiny_model_dir: Path, tiny_corpus: DemoCorpus
 ) -> None:
     from unlearning_worker.data import encode
-    from unlearning_worker.engine import _adversarial_gradient, _load, _trainable
+    from unlearning_worker.engine import _adversarial_gradient
     from unlearning_worker.methods import MethodContext, build_method
+    from unlearning_worker.modeling import load_model, trainable_parameters
 
     forget, retain = _items(tiny_corpus)
     spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "adversary_every": 1, "adversary_steps": 3,
                                       "adversary_lr": 1e-2}))
-    model, tokenizer = _load(tiny_model_dir, spec, torch.device("cpu"))
+    model, tokenizer = load_model(tiny_model_dir, spec, torch.device("cpu"))
     model.train()
     ctx = MethodContext(model, tokenizer, spec, forget, [encode(tokenizer, f.prompt, f.completion, f.pii_spans) for f in forget],
                         [encode(tokenizer, r.prompt, r.completion, r.pii_spans) for r in retain], torch.device("cpu"))
     method = build_method(ctx)
     method.prepare()
-    params = [p for _n, p in _trainable(model)]
+    params = [p for _n, p in trainable_parameters(model)]
     weights_before = [p.detach().clone() for p in params]
     loss_after_attack = _adversarial_gradient(model, method, params, list(range(len(forget))), retain, spec, 0)
     assert loss_after_attack > 0

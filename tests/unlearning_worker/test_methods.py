@@ -10,14 +10,14 @@ import torch
 
 from unlearning_worker.data import encode, step_indices
 from unlearning_worker.demo.corpus import DemoCorpus, demo_items
-from unlearning_worker.engine import _freeze_unreached, _load, _trainable
 from unlearning_worker.methods import REGISTRY, MethodContext, build_method, losses
+from unlearning_worker.modeling import freeze_unreached, load_model, trainable_parameters
 from unlearning_worker.spec import UnlearningSpec
 
 
 def _context(model_dir: Path, corpus: DemoCorpus, spec: UnlearningSpec) -> MethodContext:
     forget, retain = demo_items(corpus, [corpus.people[0].person_id], pri={corpus.people[0].person_id: 0.5})
-    model, tokenizer = _load(model_dir, spec, torch.device("cpu"))
+    model, tokenizer = load_model(model_dir, spec, torch.device("cpu"))
     model.train()
     return MethodContext(
         model, tokenizer, spec, forget,
@@ -40,11 +40,11 @@ def _train(ctx: MethodContext, steps: int) -> tuple[float, float, dict[str, torc
     forget_idx = list(range(len(ctx.forget)))
     retain_idx = step_indices(len(ctx.retain), 8, 0, seed=0, salt="retain")
     if ctx.spec.method == "rmu":
-        _freeze_unreached(ctx.model, method, forget_idx, retain_idx)
+        freeze_unreached(ctx.model, method, forget_idx, retain_idx)
     all_before = {n: p.detach().clone() for n, p in ctx.model.named_parameters()}
     with torch.no_grad():
         forget_before = float(method.forget_loss(forget_idx, 0)[0])
-    params = [p for _, p in _trainable(ctx.model)]
+    params = [p for _, p in trainable_parameters(ctx.model)]
     optimiser = torch.optim.Adam(params, lr=ctx.spec.lr)
     for step in range(steps):
         loss, _parts = method.loss(forget_idx, retain_idx, step)
@@ -75,7 +75,7 @@ def test_method_moves_forget_loss_and_every_trainable_parameter(
     # RMU acts on activations; the counterfactual target is "as likely as never seen", not "less likely"
     if method not in ("rmu", "counterfactual"):
         assert _true_target_nll(ctx, idx) > nll_before, f"{method}: true forget answers became more likely"
-    trainable = {n for n, _ in _trainable(ctx.model)}
+    trainable = {n for n, _ in trainable_parameters(ctx.model)}
     assert trainable
     unchanged = [n for n in trainable if torch.equal(params_before[n], params_after[n])]
     assert unchanged == []
@@ -91,7 +91,7 @@ def test_lora_changes_every_adapter_parameter_and_no_base_weight(
     before, after, params_before, params_after = _train(ctx, steps=4)
     assert after < before
     lora = [n for n in params_before if "lora_" in n]
-    assert lora and {n for n, _ in _trainable(ctx.model)} == set(lora)
+    assert lora and {n for n, _ in trainable_parameters(ctx.model)} == set(lora)
     assert [n for n in lora if torch.equal(params_before[n], params_after[n])] == []
     base = [n for n in params_before if "lora_" not in n]
     assert [n for n in base if not torch.equal(params_before[n], params_after[n])] == []

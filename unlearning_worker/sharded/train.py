@@ -167,9 +167,9 @@ def _load_base(base_dir: Path, device: str = "cpu") -> tuple[Any, Any]:
 
 
 def target_modules(model: Any, recipe: ShardRecipe) -> list[str]:
-    from unlearning_worker.engine import _linear_module_names
+    from unlearning_worker.modeling import linear_module_names
 
-    return list(recipe.lora_target_modules) or _linear_module_names(model)
+    return list(recipe.lora_target_modules) or linear_module_names(model)
 
 
 def _wrap(model: Any, recipe: ShardRecipe, shard: int) -> Any:
