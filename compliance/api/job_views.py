@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 from compliance.api.problems import problem
 from compliance.api.serializers import StrictSerializer
 from compliance.erasure.permissions import can_decide, can_view
-from compliance.jobs import selectors, services, specs
+from compliance.jobs import dispatch, selectors, services, specs
 from compliance.jobs.models import JobStatus, UnlearningJob
 
 
@@ -118,7 +118,7 @@ class JobRetry(_JobView):
             job = self.job(job_id)
             if not can_decide(request.user):
                 return problem(403, "Only privacy officers can retry unlearning jobs.")
-            new = services.job_retry(job=job, officer=request.user, method=serializer.validated_data.get("method") or None)
+            new = dispatch.job_retry(job=job, officer=request.user, method=serializer.validated_data.get("method") or None)
         except services.JobError as exc:
             return problem(exc.http_status, str(exc), error=exc.code)
         except specs.SpecError as exc:

@@ -30,7 +30,7 @@ from compliance.audit.services import audit_append
 from compliance.erasure import services as erasure_services
 from compliance.erasure.models import ErasureRequest, Status
 from compliance.erasure.transitions import TransitionNotAllowed
-from compliance.jobs import services, specs
+from compliance.jobs import dispatch, services, specs
 from compliance.jobs.models import JobStatus, UnlearningJob
 from compliance.registry import selectors as registry_selectors
 
@@ -177,7 +177,7 @@ def escalation_retry(*, request: ErasureRequest, officer: Any, method: str) -> l
             raise EscalationError("No failed job is left to retry; refuse or close the request guard-only.")
         _decided(locked, officer=officer, option="retry", method=method, jobs=len(failed))
         try:
-            created = [services.job_retry(job=job, officer=officer, method=method, only=locked) for job in failed]
+            created = [dispatch.job_retry(job=job, officer=officer, method=method, only=locked) for job in failed]
         except (services.JobError, specs.SpecError) as exc:
             raise EscalationError(str(exc)) from exc
     request.refresh_from_db()

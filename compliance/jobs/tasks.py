@@ -10,7 +10,7 @@ from django.conf import settings
 def dispatch(**kwargs: object) -> dict[str, object]:
     """Batch approved requests into jobs. When a batch window is still open and a broker is
     configured, check again when it closes (beat also calls this every JOB_BATCH_WAIT_S)."""
-    from compliance.jobs.services import jobs_dispatch
+    from compliance.jobs.dispatch import jobs_dispatch
 
     result = jobs_dispatch()
     if result.next_due_in_s is not None and not settings.CELERY_TASK_ALWAYS_EAGER:

@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from compliance.erasure.permissions import can_decide, can_view
-from compliance.jobs import selectors, services, specs
+from compliance.jobs import dispatch, selectors, services, specs
 from compliance.jobs.models import ACTIVE_JOB_STATUSES, JobStatus, UnlearningJob
 
 
@@ -95,7 +95,7 @@ def job_retry(request: HttpRequest, job_id: UUID) -> HttpResponse:
         return _denied(request, "Only privacy officers can retry jobs.")
     method = (request.POST.get("method") or "").strip()[:32] or None
     try:
-        new = services.job_retry(job=job, officer=request.user, method=method)  # type: ignore[arg-type]
+        new = dispatch.job_retry(job=job, officer=request.user, method=method)  # type: ignore[arg-type]
     except (services.JobError, specs.SpecError) as exc:
         messages.error(request, str(exc))
         return redirect("portal:job", job_id=job.id)

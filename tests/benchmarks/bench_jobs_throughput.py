@@ -48,7 +48,7 @@ def main() -> None:
 
     from compliance.demo.registration import register_demo
     from compliance.erasure import services as erasure_services
-    from compliance.jobs import services as job_services
+    from compliance.jobs import dispatch as job_dispatch
     from compliance.jobs.models import JobStatus
     from compliance.registry.models import ForgetItem
     from tests import factories
@@ -79,7 +79,7 @@ def main() -> None:
                 item.save()
             erasure_services.erasure_request_approve(request=request, officer=officer, reason="benchmark")
         started = time.perf_counter()
-        jobs = job_services.jobs_dispatch(now=timezone.now() + timedelta(hours=1)).created  # runs in-process (eager)
+        jobs = job_dispatch.jobs_dispatch(now=timezone.now() + timedelta(hours=1)).created  # runs in-process (eager)
         wall = time.perf_counter() - started
         job = jobs[0]
         job.refresh_from_db()

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from compliance.erasure import services as erasure_services
 from compliance.erasure.models import ErasureRequest, Status
+from compliance.jobs import dispatch as job_dispatch
 from compliance.jobs import services as job_services
 from compliance.jobs.models import JobStatus, UnlearningJob
 from compliance.registry import services as registry_services
@@ -51,7 +52,7 @@ def _escalated(tmp_path: Path, officer: Any, settings: Any) -> ErasureRequest:
     registry_services.model_register(name="assistant", source_dir=write_model_dir(tmp_path / "m"), trained_on=[corpus])
     request = factories.request_in(Status.APPROVED, person=factories.subject(1), officer=officer)
     locate(request, corpus, 1)
-    [job] = job_services.jobs_dispatch(now=timezone.now() + timedelta(hours=1)).created
+    [job] = job_dispatch.jobs_dispatch(now=timezone.now() + timedelta(hours=1)).created
     claim = job_services.job_claim(job_id=job.id, worker="gpu-1", phase="unlearning")
     assert claim is not None
     path, sha = publish_candidate(job.base_version)

@@ -30,7 +30,7 @@ from compliance.audit.models import AuditLeaf
 from compliance.audit.services import audit_verify, leaf_document
 from compliance.demo.registration import register_demo
 from compliance.erasure.models import ErasureRequest, Status
-from compliance.jobs import services as job_services
+from compliance.jobs import dispatch as job_dispatch
 from compliance.jobs.models import JobStatus, UnlearningJob
 from compliance.registry import artifacts
 from compliance.registry.models import AIModel, ModelVersion
@@ -342,7 +342,7 @@ def test_a_full_disk_while_writing_the_new_version_fails_the_job_with_the_cause_
 
     # Not lost: once there is room again, an officer's retry finishes the request.
     subprocess.run(["mount", "-o", "remount,size=16m", str(small_models_fs)], check=True)
-    retry = job_services.job_retry(job=done, officer=officer)
+    retry = job_dispatch.job_retry(job=done, officer=officer)
     finished_retry = wait_for(lambda: finished(retry), timeout=180, what="the retry to finish", worker=worker)
     assert finished_retry.status == JobStatus.SUCCEEDED, (finished_retry.error, worker.tail())
     assert_invariants(base, [request])

@@ -19,6 +19,7 @@ from compliance.audit.services import leaf_document
 from compliance.demo.registration import register_demo
 from compliance.erasure import services as erasure_services
 from compliance.erasure.models import ErasureRequest, Status
+from compliance.jobs import dispatch as job_dispatch
 from compliance.jobs import services as job_services
 from compliance.jobs.models import JobStatus, UnlearningJob
 from compliance.registry import artifacts
@@ -82,7 +83,7 @@ def approve_person(person: Any, corpus: Any, corpus_version: CorpusVersion, offi
 
 
 def dispatch_now() -> list[UnlearningJob]:
-    return job_services.jobs_dispatch(now=timezone.now() + timedelta(hours=2)).created
+    return job_dispatch.jobs_dispatch(now=timezone.now() + timedelta(hours=2)).created
 
 
 def job_row(job: UnlearningJob) -> UnlearningJob:

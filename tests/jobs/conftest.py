@@ -96,7 +96,7 @@ def queued_job(model_version: ModelVersion, approved: Any) -> Any:
 
     from django.utils import timezone
 
-    from compliance.jobs.services import jobs_dispatch
+    from compliance.jobs.dispatch import jobs_dispatch
 
     approved(1), approved(2)
     return jobs_dispatch(now=timezone.now() + timedelta(hours=1)).created[0]

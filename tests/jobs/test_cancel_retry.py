@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from compliance.erasure.models import Status
-from compliance.jobs import services, specs
+from compliance.jobs import dispatch, services, specs
 from compliance.jobs.models import JobStatus, UnlearningJob
 from tests import factories
 
@@ -59,7 +59,7 @@ def test_only_officers_cancel_or_retry(queued_job: UnlearningJob) -> None:
     with pytest.raises(services.JobPermissionDenied):
         services.job_cancel(job=queued_job, officer=reviewer)
     with pytest.raises(services.JobPermissionDenied):
-        services.job_retry(job=queued_job, officer=reviewer, method="npo")
+        dispatch.job_retry(job=queued_job, officer=reviewer, method="npo")
 
     assert snapshot(queued_job) == before
 
@@ -67,13 +67,13 @@ def test_only_officers_cancel_or_retry(queued_job: UnlearningJob) -> None:
 def test_retry_with_another_method_starts_a_new_job_for_the_approved_requests(queued_job: UnlearningJob, officer: Any) -> None:
     services.job_cancel(job=queued_job, officer=officer)
 
-    new = services.job_retry(job=queued_job, officer=officer, method="npo")
+    new = dispatch.job_retry(job=queued_job, officer=officer, method="npo")
 
     assert new.method == "npo" and new.retry_of == queued_job and new.status == JobStatus.QUEUED
     assert set(new.requests.all()) == set(queued_job.requests.all())
     assert {r.status for r in new.requests.all()} == {Status.UNLEARNING}
     with pytest.raises(services.JobConflict):
-        services.job_retry(job=queued_job, officer=officer)  # one retry per job
+        dispatch.job_retry(job=queued_job, officer=officer)  # one retry per job
 
 
 def test_retry_with_an_unknown_method_is_refused_and_changes_nothing(queued_job: UnlearningJob, officer: Any) -> None:
@@ -81,7 +81,7 @@ def test_retry_with_an_unknown_method_is_refused_and_changes_nothing(queued_job:
     before = snapshot(queued_job)
 
     with pytest.raises(specs.SpecError, match="unknown unlearning method"):
-        services.job_retry(job=queued_job, officer=officer, method="delete-everything")
+        dispatch.job_retry(job=queued_job, officer=officer, method="delete-everything")
 
     assert snapshot(queued_job) == before
 
@@ -90,7 +90,7 @@ def test_retrying_an_active_job_is_refused_and_changes_nothing(queued_job: Unlea
     before = snapshot(queued_job)
 
     with pytest.raises(services.JobConflict, match="failed or cancelled"):
-        services.job_retry(job=queued_job, officer=officer, method="npo")
+        dispatch.job_retry(job=queued_job, officer=officer, method="npo")
 
     assert snapshot(queued_job) == before
 

@@ -9,8 +9,8 @@ import pytest
 from django.utils import timezone
 
 from compliance.erasure.models import Status
+from compliance.jobs.dispatch import jobs_dispatch
 from compliance.jobs.models import JobStatus, UnlearningJob
-from compliance.jobs.services import jobs_dispatch
 from compliance.registry import services as registry_services
 from compliance.registry.models import ModelVersion
 from tests import factories

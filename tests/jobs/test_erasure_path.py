@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from django.test import Client
 
-from compliance.jobs.services import jobs_dispatch
+from compliance.jobs.dispatch import jobs_dispatch
 from compliance.registry import selectors as registry_selectors
 from compliance.registry import services as registry_services
 from compliance.registry.models import CorpusVersion, ModelVersion

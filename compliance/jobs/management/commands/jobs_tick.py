@@ -7,7 +7,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from compliance.jobs.services import jobs_dispatch, jobs_reconcile
+from compliance.jobs.dispatch import jobs_dispatch
+from compliance.jobs.services import jobs_reconcile
 
 
 class Command(BaseCommand):
