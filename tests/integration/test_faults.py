@@ -185,7 +185,7 @@ def job_past_step_10(
     worker = start_worker()
     request = approve_person(corpus.people[person], corpus, corpus_version, factories.user("officer"))
     job = dispatch_now()[0]
-    beat_until(lambda: job_row(job).step >= 10, timeout=120, what="the job to pass step 10", worker=worker)
+    wait_for(lambda: job_row(job).step >= 10, timeout=120, what="the job to pass step 10", worker=worker)
     return base, request, job, worker
 
 

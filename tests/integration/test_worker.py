@@ -25,7 +25,7 @@ from compliance.jobs.models import JobStatus, UnlearningJob
 from compliance.registry import artifacts
 from compliance.registry.models import CorpusVersion, ForgetItem, ModelVersion
 from tests import factories
-from tests.integration.conftest import DEMO_CONFIG, SPEC, beat_until, wait_for
+from tests.integration.conftest import DEMO_CONFIG, SPEC, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -145,7 +145,7 @@ def test_two_requests_become_one_job_that_runs_end_to_end_and_a_late_one_starts_
     third = approve_person(corpus.people[2], corpus, registration.corpus_version, officer)
     assert dispatch_now() == []  # the running job's model is busy: the late request waits
 
-    done = beat_until(lambda: finished(job), timeout=180, what="job 1 to finish", worker=worker)
+    done = wait_for(lambda: finished(job), timeout=180, what="job 1 to finish", worker=worker)
     assert done.status == JobStatus.SUCCEEDED, (done.error, worker.tail())
     assert done.result_version.status == ModelVersion.Status.ACTIVE and done.result_version.parent_id == base.id
     artifacts.verify_tree(Path(done.result_version.path), done.result_version.sha256)
@@ -162,9 +162,8 @@ def test_two_requests_become_one_job_that_runs_end_to_end_and_a_late_one_starts_
     late = dispatch_now()
     assert len(late) == 1 and list(late[0].requests.all()) == [third]
     assert late[0].base_version_id == done.result_version_id
-    # With the reconcile beat, as in production: under load a task message is sometimes not delivered
-    # (the job waits in "verification queued"); the beat re-sends it. Root cause open (issue #19).
-    done2 = beat_until(lambda: finished(late[0]), timeout=180, what="job 2 to finish", worker=worker)
+    # No reconcile beat: the hand-over to verification must be claimed without a re-send.
+    done2 = wait_for(lambda: finished(late[0]), timeout=180, what="job 2 to finish", worker=worker)
     assert done2.status == JobStatus.SUCCEEDED, done2.error
 
     # No personal data in any task message or result: ids and codes only.
@@ -186,7 +185,7 @@ def test_a_worker_killed_mid_job_leaves_the_base_untouched_and_a_new_worker_fini
     approve_person(corpus.people[3], corpus, registration.corpus_version, officer)
     job = dispatch_now()[0]
 
-    beat_until(lambda: job_row(job).step >= 10, timeout=90, what="the job to pass step 10", worker=first)
+    wait_for(lambda: job_row(job).step >= 10, timeout=90, what="the job to pass step 10", worker=first)
     first.kill()
 
     row = job_row(job)
@@ -199,8 +198,7 @@ def test_a_worker_killed_mid_job_leaves_the_base_untouched_and_a_new_worker_fini
 
     second = start_worker()
     assert job_services.jobs_reconcile(timeout_s=0) == [job.id]  # the beat task, run now
-    # ... and then on its schedule, as in production (a message lost on the way is sent again).
-    done = beat_until(lambda: finished(job), timeout=150, what="the resumed job to finish", worker=second)
+    done = wait_for(lambda: finished(job), timeout=150, what="the resumed job to finish", worker=second)
     assert done.status == JobStatus.SUCCEEDED, (done.error, second.tail())
     assert done.step >= 30
     events = [leaf_document(leaf)["type"] for leaf in AuditLeaf.objects.order_by("seq")]
@@ -214,7 +212,7 @@ def test_a_cancelled_job_stops_within_one_evaluation_interval(demo: Any, start_w
     worker = start_worker()
     request = approve_person(corpus.people[4], corpus, registration.corpus_version, officer)
     job = dispatch_now()[0]
-    beat_until(lambda: len(job_row(job).history) >= 3, timeout=90, what="three evaluations", worker=worker)
+    wait_for(lambda: len(job_row(job).history) >= 3, timeout=90, what="three evaluations", worker=worker)
 
     job_services.job_cancel(job=job, officer=officer)
     asked = time.time()
