@@ -3,7 +3,7 @@ through this one helper, so their headers cannot drift apart."""
 
 from __future__ import annotations
 
-from django.http import HttpResponse
+from django.http import HttpRequest, HttpResponse
 
 
 def private_download(data: bytes, content_type: str, filename: str) -> HttpResponse:
@@ -13,3 +13,10 @@ def private_download(data: bytes, content_type: str, filename: str) -> HttpRespo
     # Private documents: never kept by shared caches, and the status token must not leak on.
     response["Cache-Control"] = "private, no-store"
     return response
+
+
+def error_page(request: HttpRequest, status: int, title: str, message: str) -> HttpResponse:
+    """The branded error page (templates/public/error.html) with a plain-words title and message."""
+    from django.shortcuts import render
+
+    return render(request, "public/error.html", {"title": title, "message": message}, status=status)

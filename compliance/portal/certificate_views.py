@@ -9,12 +9,12 @@ import logging
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, redirect
 from django.views.decorators.http import require_http_methods
 
 from compliance.certificates import services
 from compliance.certificates.models import Certificate
-from compliance.common.downloads import private_download
+from compliance.common.downloads import error_page, private_download
 from compliance.erasure.models import ErasureRequest
 from compliance.erasure.permissions import can_decide, can_view
 from compliance.erasure.services import ErasureError
@@ -23,24 +23,20 @@ from compliance.erasure.transitions import TransitionNotAllowed
 logger = logging.getLogger(__name__)
 
 
-def _error(request: HttpRequest, status: int, title: str, message: str) -> HttpResponse:
-    return render(request, "public/error.html", {"title": title, "message": message}, status=status)
-
-
 def _download(request: HttpRequest, certificate: Certificate, kind: str) -> HttpResponse:
     try:
         return private_download(*services.certificate_file(certificate, kind))
     except services.CertificateFileDamaged as damaged:
-        return _error(request, 500, damaged.title, damaged.public_message)
+        return error_page(request, 500, damaged.title, damaged.public_message)
 
 
 def _officer_certificate(request: HttpRequest, reference: str) -> Certificate | HttpResponse:
     if not can_view(request.user):
-        return _error(request, 403, "Not allowed", "Your account has no portal role.")
+        return error_page(request, 403, "Not allowed", "Your account has no portal role.")
     erasure_request = get_object_or_404(ErasureRequest, reference=reference)
     certificate = services.certificate_for(erasure_request)
     if certificate is None:
-        return _error(request, 404, "No certificate yet", f"{reference} has no certificate yet.")
+        return error_page(request, 404, "No certificate yet", f"{reference} has no certificate yet.")
     return certificate
 
 
@@ -62,7 +58,7 @@ def officer_json(request: HttpRequest, reference: str) -> HttpResponse:
 def sign_off(request: HttpRequest, reference: str) -> HttpResponse:
     """POST from the request page: complete the request and issue its certificate."""
     if request.method != "POST":
-        response = _error(
+        response = error_page(
             request, 405, "Use the sign-off button",
             "Signing off completes the request and issues its certificate; it is done with the button on the request page.",
         )  # fmt: skip
@@ -70,7 +66,7 @@ def sign_off(request: HttpRequest, reference: str) -> HttpResponse:
         return response
     erasure_request = get_object_or_404(ErasureRequest, reference=reference)
     if not can_decide(request.user):
-        return _error(request, 403, "Not allowed", "Only privacy officers can sign off a request and issue its certificate.")
+        return error_page(request, 403, "Not allowed", "Only privacy officers can sign off a request and issue its certificate.")
     try:
         certificate = services.certificate_issue(request=erasure_request, officer=request.user)  # type: ignore[arg-type]
     except (ErasureError, TransitionNotAllowed) as exc:

@@ -16,7 +16,7 @@ from django.views.decorators.http import require_http_methods
 from compliance.audit import signing
 from compliance.certificates import pdfkeys, services
 from compliance.certificates.models import Certificate
-from compliance.common.downloads import private_download
+from compliance.common.downloads import error_page, private_download
 from compliance.erasure.services import TokenInvalid, request_from_status_token
 from proofs.canonical import JSONLimitError, loads_limited
 from proofs.checks import CertificateFormatError, VerificationResult
@@ -27,15 +27,11 @@ from proofs.pdfsign import certificate_fingerprint, describe_certificate
 logger = logging.getLogger(__name__)
 
 
-def _error(request: HttpRequest, status: int, title: str, message: str) -> HttpResponse:
-    return render(request, "public/error.html", {"title": title, "message": message}, status=status)
-
-
 def _download(request: HttpRequest, certificate: Certificate, kind: str) -> HttpResponse:
     try:
         return private_download(*services.certificate_file(certificate, kind))
     except services.CertificateFileDamaged as damaged:
-        return _error(request, 500, damaged.title, damaged.public_message)
+        return error_page(request, 500, damaged.title, damaged.public_message)
 
 
 # --- data subject (through the private status link) ---------------------------------------------
@@ -45,10 +41,10 @@ def _subject_certificate(request: HttpRequest, token: str) -> Certificate | Http
     try:
         erasure_request = request_from_status_token(token)
     except TokenInvalid as exc:
-        return _error(request, 404, "Link not valid", str(exc))
+        return error_page(request, 404, "Link not valid", str(exc))
     certificate = services.certificate_for(erasure_request)
     if certificate is None:
-        return _error(request, 404, "No certificate yet", "A certificate is issued when your request is completed.")
+        return error_page(request, 404, "No certificate yet", "A certificate is issued when your request is completed.")
     return certificate
 
 
