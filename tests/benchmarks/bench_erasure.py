@@ -90,7 +90,10 @@ def run_one(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
             work: Path, *, base_dir: Path | None = None, label: str = "") -> dict[str, Any]:
     """Unlearn `people` from model_dir with `method`, verify against the base, return the row."""
     forget, retain_items = demo_items(corpus, people)
-    spec = UnlearningSpec(method=method, num_threads=args.threads, device=args.device, **METHOD_SETTINGS.get(method, {}))
+    overrides = {**METHOD_SETTINGS.get(method, {}), **json.loads(getattr(args, "spec", None) or "{}")}
+    if isinstance(overrides.get("attributes"), list):
+        overrides["attributes"] = tuple(overrides["attributes"])
+    spec = UnlearningSpec(method=method, num_threads=args.threads, device=args.device, **overrides)
     out = work / f"{method}-{label or len(people)}-{int(time.time() * 1000)}"
     result = run_unlearning(model_dir=model_dir, out_dir=out, forget=forget, retain=retain_items, spec=spec)
     policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
@@ -193,6 +196,7 @@ def main() -> None:
     parser.add_argument("--methods", type=lambda s: s.split(","), default=["counterfactual", "floor"])
     parser.add_argument("--sections", type=lambda s: s.split(","), default=["methods"])
     parser.add_argument("--subjects", type=int, default=1)
+    parser.add_argument("--spec", default="", help='spec fields over the method\'s settings, JSON, e.g. \'{"attributes": []}\'')
     parser.add_argument("--controls", type=int, default=10)
     parser.add_argument("--retain-people", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
