@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,19 @@ from compliance.audit import services as audit_services
 from compliance.audit import signing, witnessing
 from compliance.audit.models import AuditCheckpoint, AuditLeaf
 from compliance.certificates import pdfkeys
+from compliance.certificates.evidence import (
+    HEX64,
+    CertificateBuildError,
+    CertificateNotReady,
+    Evidence,
+    content_sha256,
+    corpora_part,
+    exact_part,
+    models_part,
+    one_line,
+    passing_evidence,
+    verification_part,
+)
 from compliance.certificates.models import Certificate
 from compliance.common.tasks import enqueue
 from compliance.erasure import notifications
@@ -45,23 +56,14 @@ from compliance.erasure.models import ErasureRequest, Status
 from compliance.erasure.permissions import can_decide
 from compliance.erasure.services import ErasureError, PermissionDenied, actor_of
 from compliance.erasure.transitions import transition
-from compliance.jobs.models import UnlearningJob, VerificationReport
-from compliance.registry.models import CorpusVersion, ForgetItem, ModelVersion
-from proofs.canonical import canonical_json_document, parse_canonical
+from proofs.canonical import parse_canonical
 from proofs.envelope import (
-    COMPARISON_FIGURES,
-    CONTROL_SOURCES,
-    EXACT_METHOD,
     TIMELINE_EVENT_TYPES,
-    CertificateError,
-    validate_exact_proof,
 )
 from proofs.issuing import (
     audit_leaf_entry,
     build_certificate_payload,
     certificate_payload_bytes,
-    decimal_text,
-    exact_proof_text,
     issue_certificate,
 )
 from proofs.offline import verify_certificate
@@ -70,237 +72,6 @@ from proofs.pdf_checks import pdf_document_checks
 from proofs.pdfsign import sign_certificate_pdf
 
 logger = logging.getLogger(__name__)
-
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
-MAX_TEXT = 500  # below envelope.MAX_TEXT; free text from other tables is squeezed to fit
-
-
-class CertificateNotReady(ErasureError):
-    """The request cannot be certified yet (wrong status, no passing verification)."""
-
-    code = "not_ready"
-
-
-class CertificateBuildError(ErasureError):
-    """The stored facts do not make a valid certificate (e.g. a model version without its sha256)."""
-
-    code = "certificate_invalid"
-
-
-@dataclass(frozen=True)
-class _Evidence:
-    job: UnlearningJob
-    report: VerificationReport
-
-
-def _one_line(value: Any, fallback: str) -> str:
-    # Control characters are dropped (the schema refuses them), runs of white space become one.
-    printable = "".join(ch for ch in str(value or "") if ch.isprintable() or ch.isspace())
-    text = " ".join(printable.split())[:MAX_TEXT]
-    return text or fallback
-
-
-def _passing_evidence(request: ErasureRequest) -> _Evidence:
-    """The request's latest job and that job's latest report, which must have passed."""
-    job = request.jobs.order_by("-created_at").first()
-    if job is None:
-        raise CertificateNotReady("No unlearning job has run for this request yet.")
-    report = job.reports.order_by("-created_at", "-pk").first()
-    if report is None:
-        raise CertificateNotReady("The latest unlearning job has no verification report yet.")
-    if report.verdict != "pass":
-        raise CertificateNotReady(
-            f"The latest verification verdict is {report.verdict!r}; a certificate needs a passing verdict."
-        )
-    return _Evidence(job=job, report=report)
-
-
-def _version(version: ModelVersion | CorpusVersion, what: str) -> dict[str, str]:
-    if not _HEX64.match(version.sha256 or ""):
-        raise CertificateBuildError(f"{what} {version} has no SHA-256 recorded; it cannot be certified.")
-    return {"version": f"v{version.number}", "sha256": version.sha256}
-
-
-def _models(evidence: _Evidence) -> list[dict[str, Any]]:
-    job, report = evidence.job, evidence.report
-    before = report.base_version or job.base_version
-    after = report.model_version
-    return [
-        {
-            "model": job.model.name,
-            "before": _version(before, "model version"),
-            "after": _version(after, "model version"),
-        }
-    ]
-
-
-def _corpora(request: ErasureRequest) -> list[dict[str, Any]]:
-    """Corpus versions written for this request (after) with their parents (before).
-
-    Any of the request's jobs may have written them: when a job fails verification after erasing the
-    corpora, its retry finds the records already gone and writes nothing, so looking only at the job
-    that passed listed no corpus at all. A corpus counts when the request had records located in it.
-    """
-    corpus_ids = ForgetItem.objects.filter(request=request).values("corpus_version__corpus_id")
-    written = (
-        CorpusVersion.objects.filter(created_by_job__requests=request, corpus_id__in=corpus_ids)
-        .select_related("corpus", "parent")
-        .distinct()
-        .order_by("corpus__name", "number")
-    )
-    rows = []
-    for after in written:
-        if after.parent is None:
-            raise CertificateBuildError(f"corpus version {after} has no parent version to compare with.")
-        rows.append(
-            {
-                "corpus": after.corpus.name,
-                "before": _version(after.parent, "corpus version"),
-                "after": _version(after, "corpus version"),
-                "records_removed": ForgetItem.objects.filter(request=request, corpus_version__corpus=after.corpus).count(),
-            }
-        )
-    return rows
-
-
-def _number(value: Any) -> str | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        return decimal_text(value)
-    except ValueError:
-        return None
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    """The stored report is JSON written by another process: read it without trusting its shape."""
-    return value if isinstance(value, dict) else {}
-
-
-def _count_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
-
-
-def _texts(value: Any) -> list[str]:
-    """The non-empty strings of a stored list, each squeezed to one line; anything else is dropped."""
-    items = value if isinstance(value, list) else []
-    return [text for text in (_one_line(item, "") for item in items if isinstance(item, str)) if text]
-
-
-def _threat_model(document: dict[str, Any]) -> dict[str, Any]:
-    """The report's `threat_model` in the certificate's v2 shape (envelope.THREAT_MODEL_KEYS).
-
-    Reports stored before the worker recorded it, or with a damaged one, give what is known and
-    nothing more: no families, null budgets, no control ("none"), no comparison. Never raises.
-    """
-    stored = _mapping(document.get("threat_model"))
-    control = _mapping(stored.get("control"))
-    source = control.get("source")
-    comparison = []
-    seen: set[str] = set()
-    for name, figures in _mapping(stored.get("never_seen_comparison")).items():
-        attack = _one_line(name, "")
-        if not attack or attack in seen or not isinstance(figures, dict):
-            continue
-        seen.add(attack)
-        comparison.append({"attack": attack, **{key: _number(figures.get(key)) for key in COMPARISON_FIGURES}})
-    return {
-        "families": sorted(set(_texts(stored.get("families")))),
-        "retries": _count_or_none(stored.get("retries")) or 0,
-        "sampling_budget": _count_or_none(stored.get("sampling_budget")),
-        "rank_candidates": _count_or_none(stored.get("rank_candidates")),
-        "relearning_settings": _texts(stored.get("relearning_settings")),
-        "quantization_levels": _texts(stored.get("quantization_levels")),
-        "control": {
-            "people": _count_or_none(control.get("people")) or 0,
-            "source": source if source in CONTROL_SOURCES else "none",
-        },
-        "never_seen_comparison": sorted(comparison, key=lambda row: row["attack"]),
-    }
-
-
-def _verification(report: VerificationReport) -> dict[str, Any]:
-    """Verdict, per-check rows and threat model from the stored report (unlearning_worker.verify.report).
-
-    A row needs a measured value after and one bound. Its "before" is the base model's value of the
-    same metric, or null (schema v2) for checks of attacks that never run on the base model
-    (candidate_rank, relearning, quantization) and for relative metrics. Checks never evaluated are
-    left out; the full report stays bound to the certificate through its SHA-256 in the completion
-    leaf.
-    """
-    document = _mapping(report.report)
-    verdict = _mapping(document.get("verdict"))
-    attacks = _mapping(document.get("attacks"))
-    rows = []
-    left_out: list[str] = []
-    checks = verdict.get("checks")
-    for check in checks if isinstance(checks, list) else []:
-        if not isinstance(check, dict):
-            continue
-        attack, metric = str(check.get("attack", "")), str(check.get("metric", ""))
-        before_metrics = _mapping(_mapping(_mapping(attacks.get(attack)).get("before")).get("metrics"))
-        bound = _mapping(check.get("bound"))
-        after = _number(check.get("value"))
-        before = _number(before_metrics.get(metric))
-        threshold = _number(bound.get("max", bound.get("min")))
-        if not attack or not metric or after is None or threshold is None:
-            left_out.append(f"{attack or '?'}.{metric or '?'} ({check.get('status', 'not evaluated')})")
-            continue
-        rows.append(
-            {
-                "attack": _one_line(f"{attack}.{metric} ({check.get('threshold', '')})", attack),
-                "before": before,
-                "after": after,
-                "threshold": threshold,
-                "passed": check.get("status") == "pass",
-            }
-        )
-    policy = _mapping(report.policy)
-    # The sentence counts what the certificate lists: the report's own summary counted every check,
-    # including those without a measured value, and so said "12 checks" above a table of 9.
-    listed = f"{len(rows)} check{'s' if len(rows) != 1 else ''} listed"
-    if left_out:
-        listed += f"; {len(left_out)} not listed, without a measured value or bound: {', '.join(left_out)}"
-    decided_by = _one_line(
-        report.decided_by or f"policy {policy.get('name', 'unnamed')}: every listed check within its threshold ({listed})",
-        f"policy {policy.get('name', 'unnamed')}: every check within its threshold",
-    )
-    return {
-        "verdict": report.verdict,
-        "decided_by": decided_by,
-        "summary": rows,
-        "threat_model": _threat_model(document),
-    }
-
-
-def _exact(job: UnlearningJob) -> dict[str, Any] | None:
-    """The job's exact-erasure proof in the certificate's shape, or None for an approximate job.
-
-    A job whose method is exact erasure must carry a valid proof: a certificate that names the exact
-    method without one would claim more than it can show.
-    """
-    proof = job.exact_proof or None
-    names_exact = job.method == EXACT_METHOD or job.method.startswith(f"{EXACT_METHOD}+")
-    if proof is None:
-        if names_exact:
-            raise CertificateBuildError(
-                f"The unlearning job's method is {job.method} but it recorded no exact-erasure proof; "
-                "it cannot be certified."
-            )
-        return None
-    if not isinstance(proof, dict):
-        raise CertificateBuildError("The unlearning job's exact-erasure proof is not a JSON object.")
-    try:
-        exact = exact_proof_text(proof)
-        validate_exact_proof(exact)
-        canonical_json_document(exact)  # e.g. a float among the recipe's `extra` values
-    except (CertificateError, ValueError) as exc:
-        raise CertificateBuildError(f"The unlearning job's exact-erasure proof cannot be certified: {exc}") from None
-    return exact
-
-
-def _content_sha256(parts: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json_document(parts)).hexdigest()
 
 
 def _request_leaves(request: ErasureRequest, checkpoint: AuditCheckpoint) -> tuple[list[dict[str, Any]], dict[str, str]]:
@@ -369,7 +140,7 @@ class CertificateAwaitingWitness(CertificateNotReady):
     code = "awaiting_witness"
 
 
-def _content(locked: ErasureRequest, evidence: _Evidence, certificate_id: str) -> tuple[dict[str, Any], str]:
+def _content(locked: ErasureRequest, evidence: Evidence, certificate_id: str) -> tuple[dict[str, Any], str]:
     """Everything the certificate states except the audit section and the issue time, and its hash."""
     parts = {
         "certificate_id": certificate_id,
@@ -381,20 +152,20 @@ def _content(locked: ErasureRequest, evidence: _Evidence, certificate_id: str) -
             "decision": locked.decision or "approved",
             "legal_code": locked.legal_code or None,
         },
-        "models": _models(evidence),
-        "corpora": _corpora(locked),
+        "models": models_part(evidence),
+        "corpora": corpora_part(locked),
         "unlearning": {
-            "method": _one_line(evidence.job.method, "unspecified"),
+            "method": one_line(evidence.job.method, "unspecified"),
             "spec_sha256": evidence.job.spec_sha256,
             "steps": int(evidence.job.step),
-            "stop_reason": _one_line(evidence.job.stop_reason, "not recorded"),
-            "exact": _exact(evidence.job),
+            "stop_reason": one_line(evidence.job.stop_reason, "not recorded"),
+            "exact": exact_part(evidence.job),
         },
-        "verification": _verification(evidence.report),
+        "verification": verification_part(evidence.report),
     }
-    if not _HEX64.match(evidence.job.spec_sha256 or ""):
+    if not HEX64.match(evidence.job.spec_sha256 or ""):
         raise CertificateBuildError("The unlearning job has no spec SHA-256 recorded; it cannot be certified.")
-    return parts, _content_sha256(parts)
+    return parts, content_sha256(parts)
 
 
 def _completion_leaf(request: ErasureRequest) -> dict[str, Any] | None:
@@ -409,7 +180,7 @@ def _completion_leaf(request: ErasureRequest) -> dict[str, Any] | None:
     return None
 
 
-def _complete(request: ErasureRequest, officer: User) -> tuple[str, dict[str, Any], _Evidence] | Certificate:
+def _complete(request: ErasureRequest, officer: User) -> tuple[str, dict[str, Any], Evidence] | Certificate:
     """Phase 1, one transaction: lock, re-check, and complete the request (verifying -> completed),
     the completion leaf committing to the certificate's id, content and report. A request completed
     earlier whose certificate is not issued yet (no witness quorum then, or a failure after the
@@ -425,7 +196,7 @@ def _complete(request: ErasureRequest, officer: User) -> tuple[str, dict[str, An
             committed = (leaf or {}).get("artefacts", {}).get("certificate_content_sha256")
             if not isinstance(details, dict) or not details.get("certificate_id") or not committed:
                 raise CertificateNotReady(f"{locked.reference} was completed without a certificate id; it cannot be certified.")
-            evidence = _passing_evidence(locked)
+            evidence = passing_evidence(locked)
             parts, content_sha256 = _content(locked, evidence, str(details["certificate_id"]))
             if content_sha256 != committed:
                 raise CertificateBuildError(
@@ -437,11 +208,11 @@ def _complete(request: ErasureRequest, officer: User) -> tuple[str, dict[str, An
                 f"{locked.reference} is {locked.get_status_display().lower()}; a certificate is issued only "
                 "for a request whose unlearning has been verified."
             )
-        evidence = _passing_evidence(locked)
+        evidence = passing_evidence(locked)
         certificate_id = str(uuid.uuid4())
         parts, content_sha256 = _content(locked, evidence, certificate_id)
         artefacts = {"certificate_content_sha256": content_sha256}
-        if _HEX64.match(evidence.report.report_sha256 or ""):
+        if HEX64.match(evidence.report.report_sha256 or ""):
             artefacts["verification_report_sha256"] = evidence.report.report_sha256
         transition(
             locked,

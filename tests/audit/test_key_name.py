@@ -14,7 +14,8 @@ from django.core.management import call_command
 
 from compliance.audit import signing
 from compliance.audit.models import AuditCheckpoint
-from compliance.audit.services import audit_append, audit_verify, checkpoint_create
+from compliance.audit.services import audit_append, checkpoint_create
+from compliance.audit.verify import audit_verify
 from proofs.checkpoint import parse_checkpoint, verify_checkpoint
 from proofs.keys import KeyRing, generate_key
 

@@ -14,8 +14,9 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from compliance.audit import services, signing
 from compliance.audit.models import AuditCheckpoint, AuditLeaf, AuditNode
-from compliance.audit.services import UnsafeAuditValue, audit_append, audit_verify, checkpoint_create
+from compliance.audit.services import UnsafeAuditValue, audit_append, checkpoint_create
 from compliance.audit.triggers import drop_sql
+from compliance.audit.verify import audit_verify
 from proofs import merkle
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -27,11 +27,11 @@ from compliance.audit.models import AuditCheckpoint, AuditHead, AuditLeaf, Audit
 from compliance.audit.services import (
     AuditLogTampered,
     audit_append,
-    audit_verify,
     checkpoint_create,
     checkpoint_parse_trusted,
 )
 from compliance.audit.triggers import drop_sql
+from compliance.audit.verify import audit_verify
 from proofs import canonical, merkle
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -96,7 +96,7 @@ from django.db import transaction
 from django.utils import timezone
 from proofs import canonical, merkle
 from compliance.audit.models import AuditHead, AuditLeaf, AuditNode
-from compliance.audit.services import build_event, _tree_from_frontier, _frontier_bytes
+from compliance.audit.services import build_event, _tree_from_frontier, frontier_bytes
 target = {target}
 with transaction.atomic():
     head = AuditHead.objects.select_for_update().get(id=1)
@@ -116,7 +116,7 @@ with transaction.atomic():
             AuditLeaf.objects.bulk_create(leaves); AuditNode.objects.bulk_create(nodes); leaves, nodes = [], []
     AuditLeaf.objects.bulk_create(leaves); AuditNode.objects.bulk_create(nodes)
     head.size = target
-    head.frontier = _frontier_bytes(tree)
+    head.frontier = frontier_bytes(tree)
     head.save(update_fields=["size", "frontier"])
 print(target)
 """
@@ -124,7 +124,8 @@ print(target)
 VERIFY = """
 import django, time
 django.setup()
-from compliance.audit.services import audit_verify, checkpoint_create, inclusion_proof, log_size
+from compliance.audit.services import checkpoint_create, inclusion_proof, log_size
+from compliance.audit.verify import audit_verify
 checkpoint_create()
 t = time.perf_counter()
 report = audit_verify()

@@ -392,8 +392,9 @@ def test_service_certifies_the_jobs_exact_proof_and_the_verify_page_shows_it(
 
 @pytest.mark.django_db
 def test_service_refuses_an_exact_job_without_a_valid_proof(officer: Any, world: ExactWorld) -> None:
+    from compliance.certificates.evidence import CertificateBuildError
     from compliance.certificates.models import Certificate
-    from compliance.certificates.services import CertificateBuildError, certificate_issue
+    from compliance.certificates.services import certificate_issue
     from compliance.erasure.models import Status
 
     request = verifying_request(ADA, officer)

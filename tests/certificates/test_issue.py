@@ -20,7 +20,8 @@ from django.test import TestCase
 
 from compliance.audit import signing
 from compliance.audit.models import AuditCheckpoint, AuditLeaf
-from compliance.audit.services import audit_verify, leaf_document
+from compliance.audit.services import leaf_document
+from compliance.audit.verify import audit_verify
 from compliance.certificates import services
 from compliance.certificates.models import Certificate
 from compliance.erasure.models import Status
@@ -208,7 +209,7 @@ def test_report_stored_without_threat_model_certifies_that_none_was_recorded(off
 )  # fmt: skip
 def test_damaged_threat_model_in_a_report_gives_the_empty_one(stored: Any) -> None:
     report = VerificationReport(verdict="pass", report={"threat_model": stored}, policy={}, decided_by="")
-    assert services._verification(report)["threat_model"] == THREAT_MODEL_NOT_RECORDED
+    assert services.verification_part(report)["threat_model"] == THREAT_MODEL_NOT_RECORDED
 
 
 def test_threat_model_keeps_what_is_sound_in_a_partly_damaged_report() -> None:
@@ -222,7 +223,7 @@ def test_threat_model_keeps_what_is_sound_in_a_partly_damaged_report() -> None:
         },
     }  # fmt: skip
     report = VerificationReport(verdict="pass", report={"threat_model": stored}, policy={}, decided_by="")
-    threat_model = services._verification(report)["threat_model"]
+    threat_model = services.verification_part(report)["threat_model"]
     assert threat_model == {
         **THREAT_MODEL_NOT_RECORDED,
         "families": ["quantization", "relearning"], "retries": 2, "rank_candidates": 999,

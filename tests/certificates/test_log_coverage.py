@@ -19,8 +19,8 @@ from django.urls import reverse
 
 from compliance.audit import signing
 from compliance.audit.models import AuditCheckpoint, AuditLeaf
-from compliance.audit.services import audit_verify
 from compliance.audit.tasks import audit_checkpoint
+from compliance.audit.verify import audit_verify
 from compliance.certificates import services
 from compliance.certificates.selectors import certificate_log_coverage
 from compliance.erasure.services import status_token

@@ -27,7 +27,8 @@ import pytest
 from django.db import connection
 
 from compliance.audit.models import AuditLeaf
-from compliance.audit.services import audit_verify, leaf_document
+from compliance.audit.services import leaf_document
+from compliance.audit.verify import audit_verify
 from compliance.demo.registration import register_demo
 from compliance.erasure.models import ErasureRequest, Status
 from compliance.jobs import dispatch as job_dispatch

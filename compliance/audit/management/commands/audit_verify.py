@@ -6,7 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from compliance.audit.services import audit_verify, checkpoint_parse_trusted
+from compliance.audit.services import checkpoint_parse_trusted
+from compliance.audit.verify import audit_verify
 from proofs.checkpoint import CheckpointError
 
 MAX_NOTE_BYTES = 64 * 1024  # a checkpoint is a few hundred bytes; anything far larger is not one
