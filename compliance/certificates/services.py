@@ -67,8 +67,8 @@ from proofs.issuing import (
     issue_certificate,
 )
 from proofs.offline import verify_certificate
-from proofs.pdf import render_certificate_pdf_bytes, write_pdf_atomic
 from proofs.pdf_checks import pdf_document_checks
+from proofs.pdf_render import render_certificate_pdf_bytes, write_pdf_atomic
 from proofs.pdfsign import sign_certificate_pdf
 
 logger = logging.getLogger(__name__)

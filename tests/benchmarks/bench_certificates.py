@@ -18,7 +18,7 @@ from typing import Any
 from proofs import merkle
 from proofs.canonical import canonical_bytes, parse_canonical, rfc3339_utc
 from proofs.offline import verify_certificate
-from proofs.pdf import render_certificate_pdf_bytes
+from proofs.pdf_render import render_certificate_pdf_bytes
 from tests.certificates.factory import T0, issue
 
 

@@ -24,7 +24,8 @@ from proofs.envelope import SCHEMA_V2, SCHEMA_V4, CertificateError, validate_cer
 from proofs.issuing import exact_proof_text, recipe_sha256
 from proofs.keys import KeyRing
 from proofs.offline import main, verify_certificate
-from proofs.pdf import exact_facts, render_certificate_pdf_bytes
+from proofs.pdf import exact_facts
+from proofs.pdf_render import render_certificate_pdf_bytes
 from proofs.pdfsign import generate_pdf_signing_key, sign_certificate_pdf
 from tests.certificates.factory import (
     EXACT_RECIPE,

@@ -18,7 +18,7 @@ from proofs.checks import CertificateFormatError
 from proofs.dsse import EnvelopeError
 from proofs.keys import KeyRing
 from proofs.offline import extract_certificate_from_pdf, main, verify_certificate
-from proofs.pdf import render_certificate_pdf, render_certificate_pdf_bytes
+from proofs.pdf_render import render_certificate_pdf, render_certificate_pdf_bytes
 from proofs.pdfsign import certificates_pem, generate_pdf_signing_key, sign_certificate_pdf
 from tests.certificates.factory import THREAT_MODEL_NOT_RECORDED, V1_CERTIFICATE, fixed_signer, issue
 

@@ -16,12 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from proofs.checks import VerificationResult
 from proofs.offline import main, verify_certificate
-from proofs.pdf import (
-    printed_disagreements,
-    printed_facts,
-    printed_text,
-    render_certificate_pdf_bytes,
-)
+from proofs.pdf import printed_disagreements, printed_facts, printed_text
+from proofs.pdf_render import render_certificate_pdf_bytes
 from proofs.pdfsign import (
     PdfKeyError,
     certificates_pem,
