@@ -518,7 +518,8 @@ def attacked(args: argparse.Namespace, size: Size, dirs: dict[str, Path], corpus
     """The exact result (routed, as served) attacked as an adaptive attacker would: fine-tuned on other
     people's records and general text (no record of the subject), and quantized; the subject's values
     ranked again next to the never-seen control."""
-    from unlearning_worker.verify.attacks.adaptive import RelearnSetting, quantize_weights, relearn
+    from unlearning_worker.verify.attacks.adaptive import RelearnSetting, relearn
+    from unlearning_worker.verify.attacks.quantization import quantize_weights
     from unlearning_worker.verify.lm import LoadedModel
 
     lm = load_model(dirs["route-erased"])

@@ -13,11 +13,11 @@ from unlearning_worker.verify.attacks.adaptive import (
     RankResult,
     RelearnSetting,
     _swap_identity,
-    quantize_weights,
     rank_metrics,
     record_prefixes,
     relearning_texts,
 )
+from unlearning_worker.verify.attacks.quantization import quantize_weights
 from unlearning_worker.verify.registry import AttackContext
 from unlearning_worker.verify.runner import never_seen_controls
 
