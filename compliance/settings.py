@@ -362,7 +362,7 @@ if not AUDIT_LOG_ORIGIN or "+" in AUDIT_LOG_ORIGIN or any(ch.isspace() or not ch
 AUDIT_SIGNING_KEY_FILE = Path(env_str("AUDIT_SIGNING_KEY_FILE", str(DATA_DIR / "secrets" / "audit_signing.key")) or "")
 AUDIT_KEYRING_FILE = Path(env_str("AUDIT_KEYRING_FILE", str(DATA_DIR / "secrets" / "audit_keyring.json")) or "")
 # The newest checkpoint this service signed, kept outside the database: the signer refuses to sign a
-# log that no longer contains it, and audit_verify checks the database against it (see audit/services.py).
+# log that no longer contains it, and audit_verify checks the database against it (see audit/verify.py).
 AUDIT_SIGNED_HEAD_FILE = Path(env_str("AUDIT_SIGNED_HEAD_FILE", str(DATA_DIR / "audit" / "signed-head.note")) or "")
 # Witnesses (C2SP tlog-witness, `python -m proofs.witness serve`) that cosign every checkpoint:
 # entries "<submission URL prefix> <witness vkey>" separated by ";" or newlines. A certificate is issued

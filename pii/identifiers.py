@@ -9,6 +9,7 @@ Pure: no Django, no environment reads, nothing heavy imported (the serving guard
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pii import normalize
@@ -71,6 +72,39 @@ class SubjectIdentifiers:
         if any(len(normalize.normalize_identifier(v)) >= MIN_IDENTIFIER_CHARS for v in self.other_identifiers):
             kinds.add("identifier")
         return kinds
+
+    @classmethod
+    def usable(
+        cls,
+        *,
+        full_name: str = "",
+        emails: Sequence[str] = (),
+        phones: Sequence[str] = (),
+        other_identifiers: Sequence[str] = (),
+    ) -> tuple[SubjectIdentifiers, int]:
+        """The values as given, blanks ignored, minus those that cannot be an identifier of their kind
+        (an e-mail without "@", a phone with too few digits), and how many were dropped. For stored
+        identifiers, where one bad value must not make the whole subject unusable."""
+        keep: dict[str, list[str]] = {"emails": [], "phones": [], "other_identifiers": []}
+        dropped = 0
+        carriers = {
+            "emails": lambda v: cls(emails=(v,)),
+            "phones": lambda v: cls(phones=(v,)),
+            "other_identifiers": lambda v: cls(other_identifiers=(v,)),
+        }
+        for field, values in (("emails", emails), ("phones", phones), ("other_identifiers", other_identifiers)):
+            for value in values:
+                value = str(value).strip()
+                if not value:
+                    continue
+                try:
+                    carriers[field](value)  # validates the one value
+                except ValueError:
+                    dropped += 1
+                    continue
+                keep[field].append(value)
+        return cls(full_name=str(full_name).strip(), emails=tuple(keep["emails"]), phones=tuple(keep["phones"]),
+                   other_identifiers=tuple(keep["other_identifiers"])), dropped
 
     def single_fields(self) -> list[SubjectIdentifiers]:
         """One carrier per value (the name, each e-mail, phone and identifier), so that a caller can

@@ -179,11 +179,7 @@ def subject_keys(identifiers: SubjectIdentifiers) -> list[tuple[str, str]]:
 def keys_field_by_field(identifiers: SubjectIdentifiers) -> list[tuple[str, str]]:
     """subject_keys, skipping (not refusing) a value that cannot be matched safely."""
     keys: list[tuple[str, str]] = []
-    parts = [SubjectIdentifiers(full_name=identifiers.full_name)]
-    parts += [SubjectIdentifiers(emails=(e,)) for e in identifiers.emails]
-    parts += [SubjectIdentifiers(phones=(p,)) for p in identifiers.phones]
-    parts += [SubjectIdentifiers(other_identifiers=(o,)) for o in identifiers.other_identifiers]
-    for part in parts:
+    for part in identifiers.single_fields():
         try:
             keys.extend(subject_keys(part))
         except ValueError:

@@ -7,9 +7,12 @@
     cosignature  witness cosignatures (C2SP tlog-cosignature)
     witness      the stand-alone witness process (`python -m proofs.witness serve`)
     datacommit   the Merkle commitment to a training set (absence proofs for exact erasure)
-    envelope     the certificate document and its DSSE envelope
-    pdf, pdfsign the certificate's PDF rendering and its PAdES signature
-    offline      the offline verifier (`erasure-verify`, `python -m proofs`)
+    envelope     the certificate payload's schema and its validation
+    dsse         the DSSE signature envelope around it
+    issuing      building the payload from plain data and signing it
+    pdf          what the certificate's PDF states; pdf_render draws it; pdfsign its PAdES signature
+    offline      the offline verifier (`erasure-verify`, `python -m proofs`), its steps in checks,
+                 exact_checks (an exact erasure's proof) and pdf_checks (the PDF as a document)
 
 The Django apps (compliance.audit, compliance.certificates) store, sign and serve these; nothing
 here imports Django, DRF or Celery (import contract `pure` in .importlinter).

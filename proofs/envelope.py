@@ -68,7 +68,7 @@ v1 differs from v2 only in `verification`: it has no `threat_model`, and every s
 is a DEC. v2 lets `before` be null for checks of attacks that never run on the base model
 (candidate_rank, relearning, quantization), so those checks are no longer left out. v3 adds
 `unlearning.exact`: the proof of an exact erasure (`UnlearningJob.exact_proof`, written by
-unlearning_worker.sharding.exact_erase) or null. Its two floats are carried as text: the recipe's `lr`
+compliance.registry.sharding.exact_erase) or null. Its two floats are carried as text: the recipe's `lr`
 as FLOAT, so that `float(lr)` gives back the number the worker hashed: `recipe_sha256` is
 SHA-256(json.dumps(recipe with lr as that float, sort_keys=True, separators=(",", ":"))); and
 `train_seconds` as DEC. `removed[i].shards[k]` is the `neighbours` list of
@@ -130,7 +130,7 @@ COMPARISON_FIGURES = (
     "control_top10_share",
 )  # fmt: skip
 
-# v3 `unlearning.exact`: the proof unlearning_worker.sharding.exact_erase writes. The method name is
+# v3 `unlearning.exact`: the proof compliance.registry.sharding.exact_erase writes. The method name is
 # compliance.registry.selectors.EXACT_METHOD (not imported: this module stays free of Django).
 EXACT_METHOD = "exact-shard-retrain"
 EXACT_FORMAT = "exact-shard-proof/v1"

@@ -3,8 +3,8 @@ drawn by proofs.pdf_render and read back from a signed PDF by the verifier (`pri
 
 The PDF is a rendering, not the evidence: the evidence is the DSSE envelope embedded as the file
 attachment `certificate.json`, which `erasure-verify certificate.pdf --keyring ... --pdf-cert ...`
-extracts and checks. Everything printed comes from the signed payload, and the function refuses an
-envelope whose payload is not exactly the payload being rendered. The service then signs the whole
+extracts and checks. Everything printed comes from the signed payload, and the renderer
+(pdf_render.py) refuses an envelope whose payload is not exactly the payload being rendered. The service then signs the whole
 PDF (`pdfsign.py`), and the verifier checks that the printed key facts (`printed_facts`) are the
 statement's.
 

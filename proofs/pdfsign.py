@@ -1,6 +1,6 @@
 """PAdES signatures on certificate PDFs, so that any PDF reader shows an edit (pure: no Django).
 
-The certificate's evidence is the DSSE statement embedded in the PDF (`pdf.py`), signed by the
+The certificate's evidence is the DSSE statement embedded in the PDF (`pdf_render.py`), signed by the
 audit log's Ed25519 keys. Those signatures cover the statement, not the page a person reads. This
 module signs the whole file with a PDF signature (ETSI.CAdES.detached, PAdES baseline B-B, via
 pyHanko) that every reader checks on opening: editing the visible text, or appending anything after

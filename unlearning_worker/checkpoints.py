@@ -22,6 +22,8 @@ from unlearning_worker.modeling import (
     set_checkpointing,
 )
 
+MANIFEST_FILE = "unlearning_manifest.json"
+
 
 def data_fingerprint(model_dir: Path, forget: list[ForgetItem], retain: list[RetainItem]) -> str:
     """Identifies the inputs a checkpoint belongs to (hash only: no PII is stored with it)."""
@@ -88,8 +90,3 @@ def load_checkpoint(path: Path | None, spec_hash: str, fingerprint: str) -> dict
     if state.get("spec_hash") != spec_hash or state.get("fingerprint") != fingerprint:
         return None
     return state
-
-
-MANIFEST_FILE = "unlearning_manifest.json"
-
-

@@ -121,7 +121,7 @@ def _exact_with(
     job: UnlearningJob, claim: job_services.Claim, heartbeat: Heartbeat, sink: ProgressSink, rows: list[ForgetItem],
     base_dir: Path,
 ) -> str:
-    """Exact erasure (unlearning_worker.sharding): erase the corpus, retrain the shard adapters that held
+    """Exact erasure (compliance.registry.sharding): erase the corpus, retrain the shard adapters that held
     the records, and, where records also sit in other training data ("both"), unlearn those from the
     exact result with the job's approximate spec. The proof is kept beside the output until handed over."""
     from compliance.registry import selectors as registry_selectors

@@ -1,4 +1,4 @@
-"""Appending to the audit log, signing checkpoints, proofs, and the full verification.
+"""Appending to the audit log, signing checkpoints and proofs (the whole-log check is verify.py).
 
 The log knows events, not requests: callers pass ids, pseudonymous references and hashes. Every
 string that goes into a leaf is checked against a conservative pattern so that free text (names,
@@ -325,9 +325,6 @@ def checkpoint_create() -> AuditCheckpoint | None:
 
 def latest_checkpoint() -> AuditCheckpoint | None:
     return AuditCheckpoint.objects.order_by("-size").first()
-
-
-# --- verification -------------------------------------------------------------------------------
 
 
 def checkpoint_name(cp_id: int, size: int) -> str:

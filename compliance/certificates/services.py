@@ -197,8 +197,8 @@ def _complete(request: ErasureRequest, officer: User) -> tuple[str, dict[str, An
             if not isinstance(details, dict) or not details.get("certificate_id") or not committed:
                 raise CertificateNotReady(f"{locked.reference} was completed without a certificate id; it cannot be certified.")
             evidence = passing_evidence(locked)
-            parts, content_sha256 = _content(locked, evidence, str(details["certificate_id"]))
-            if content_sha256 != committed:
+            parts, content_digest = _content(locked, evidence, str(details["certificate_id"]))
+            if content_digest != committed:
                 raise CertificateBuildError(
                     f"What the certificate of {locked.reference} would state changed since its completion was logged."
                 )
@@ -210,8 +210,8 @@ def _complete(request: ErasureRequest, officer: User) -> tuple[str, dict[str, An
             )
         evidence = passing_evidence(locked)
         certificate_id = str(uuid.uuid4())
-        parts, content_sha256 = _content(locked, evidence, certificate_id)
-        artefacts = {"certificate_content_sha256": content_sha256}
+        parts, content_digest = _content(locked, evidence, certificate_id)
+        artefacts = {"certificate_content_sha256": content_digest}
         if HEX64.match(evidence.report.report_sha256 or ""):
             artefacts["verification_report_sha256"] = evidence.report.report_sha256
         transition(

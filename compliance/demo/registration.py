@@ -80,7 +80,7 @@ def register_demo(
 
     `sharded` (a ShardRecipe): the exact-erasure variant. The registered base is a demo model trained on
     *other* fictitious people (it knows the formats, not the corpus's people), and the corpus's people
-    are then learnt by a sharded fine-tune (unlearning_worker.sharding), which becomes the active version.
+    are then learnt by a sharded fine-tune (compliance.registry.sharding), which becomes the active version.
     """
     from dataclasses import replace
 

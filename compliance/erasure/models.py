@@ -172,13 +172,18 @@ class ErasureRequest(models.Model):
         return dict(self.data_key.open_json(bytes(self.identifiers_sealed), aad=self._aad()))
 
     def subject(self) -> SubjectIdentifiers:
-        """The identifiers as the one subject type every consumer takes (scan, guard, jobs)."""
+        """The identifiers as the one subject type every consumer takes (scan, guard, jobs, notices)."""
+        return self.subject_and_dropped()[0]
+
+    def subject_and_dropped(self) -> tuple[SubjectIdentifiers, int]:
+        """subject(), and how many stored values it left out as unusable (SubjectIdentifiers.usable):
+        the intake forms refuse such values, older or imported rows may hold them."""
         ids = self.identifiers()
-        return SubjectIdentifiers(
-            full_name=str(ids.get("full_name") or "").strip(),
-            emails=tuple(e for e in [str(ids.get("email") or "").strip()] if e),
-            phones=tuple(p for p in [str(ids.get("phone") or "").strip()] if p),
-            other_identifiers=tuple(str(o).strip() for o in ids.get("other_identifiers") or [] if str(o).strip()),
+        return SubjectIdentifiers.usable(
+            full_name=str(ids.get("full_name") or ""),
+            emails=[str(ids.get("email") or "")],
+            phones=[str(ids.get("phone") or "")],
+            other_identifiers=[str(o) for o in ids.get("other_identifiers") or []],
         )
 
     def seal_identifiers(self, identifiers: dict[str, Any]) -> None:

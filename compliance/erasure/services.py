@@ -35,6 +35,12 @@ from compliance.erasure.models import (
 from compliance.erasure.permissions import can_decide
 from compliance.erasure.tokens import STATUS_SALT, status_token
 from compliance.erasure.transitions import TransitionNotAllowed, text_digest, transition
+from compliance.guard.services import (
+    requests_with_active_rules,
+    suppression_rules_create,
+    suppression_rules_rederive,
+    suppression_rules_remove,
+)
 from pii.normalize import normalize_email
 
 
@@ -264,7 +270,6 @@ def erasure_request_assign(*, request: ErasureRequest, officer: User, assignee: 
 
 def erasure_request_approve(*, request: ErasureRequest, officer: User, reason: str = "") -> ErasureRequest:
     """Approve: the guard suppresses the person's PII at once; unlearning is dispatched after commit."""
-    from compliance.guard.services import suppression_rules_create
 
     _require_decider(officer)
     with transaction.atomic():
@@ -276,7 +281,8 @@ def erasure_request_approve(*, request: ErasureRequest, officer: User, reason: s
             fields={"decision": Decision.APPROVED, "decided_at": timezone.now(), "decided_by": officer, "decision_reason": reason},
             expect_from=frozenset({Status.TRIAGED}),
         )
-        suppression_rules_create(request=request, subject=request.subject(), actor=actor_of(officer))
+        subject, unusable = request.subject_and_dropped()
+        suppression_rules_create(request=request, subject=subject, unusable=unusable, actor=actor_of(officer))
         enqueue("jobs.dispatch")
     notifications.send_after_commit("approved", request)
     return request
@@ -384,7 +390,6 @@ def erasure_request_purge(*, request: ErasureRequest, actor: str = "system") -> 
         if status_before in (Status.REFUSED, Status.WITHDRAWN):
             # Nothing was erased, so nothing is suppressed: the guard's keyed digests of the person's
             # identifiers go with the rest (completed and guard-only requests keep theirs for good).
-            from compliance.guard.services import suppression_rules_remove
 
             suppression_rules_remove(request=locked)
         notifications.erase_spooled_mail(locked)
@@ -412,7 +417,6 @@ def erasure_guard_rules_rederive(*, actor: str, dry_run: bool = False) -> Any:
     """Re-derive the guard's rules of every request that has active ones, with the current matcher
     (guard.services.suppression_rules_rederive; the requests' identifiers are unsealed here, one at
     a time, so the guard never reads the request desk's tables)."""
-    from compliance.guard.services import requests_with_active_rules, suppression_rules_rederive
 
     requests = ErasureRequest.objects.filter(pk__in=requests_with_active_rules()).select_related("data_key").order_by("pk")
     return suppression_rules_rederive(

@@ -1,8 +1,8 @@
 """Suppression rules: the Django side of the inference guard (the matching itself is pure, in matcher.py).
 
 An approved request's identifiers become keyed hashes (HMAC-SHA256 under settings.GUARD_HMAC_KEY)
-of their normalised forms; only the digests are stored. The plaintext is unsealed here, handed to
-`matcher.rule_hashes` and dropped: it never reaches a column, a log line, the audit leaf or an
+of their normalised forms; only the digests are stored. The erasure app unseals the identifiers
+(`ErasureRequest.subject()`) and hands them here; they go to `matcher.rule_hashes` and are dropped: it never reaches a column, a log line, the audit leaf or an
 exception message.
 """
 
@@ -49,20 +49,21 @@ def rules_version_bump() -> int:
     return GuardRulesVersion.objects.values_list("version", flat=True).get(id=1)
 
 
-def suppression_rules_create(*, request: Any, subject: SubjectIdentifiers, actor: str) -> int:
+def suppression_rules_create(*, request: Any, subject: SubjectIdentifiers, actor: str, unusable: int = 0) -> int:
     """Store the keyed hashes of `subject` (the identifiers of `request`) as active rules; returns how
-    many are new.
+    many are new. `unusable`: values the caller already left out of `subject` (counted as refused).
 
     Runs inside the approval's transaction (erasure_request_approve), so a failed approval leaves
     no rules behind and an approval never commits without its rules.
 
-    1. Unseal the identifiers and derive the rule digests (pure matcher code).
+    1. Derive the rule digests from the unsealed identifiers (pure matcher code).
     2. Insert the rules this subject does not have yet; re-activate ones that were switched off.
     3. Bump the rules version, so every guard process reloads within its check interval.
     4. Append `guard.rules_created` with counts per kind (no values, no digests).
     5. After commit, tell this process's guard to reload at its next call.
     """
     rules, refused = _subject_rule_hashes(subject, guard_key())
+    refused += unusable
     with transaction.atomic():
         existing = {
             (kind, digest): (pk, active)

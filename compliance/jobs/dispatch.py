@@ -23,7 +23,7 @@ from django.utils import timezone
 from compliance.erasure.models import ErasureRequest, Status
 from compliance.jobs import specs
 from compliance.jobs.models import ACTIVE_JOB_STATUSES, JobStatus, UnlearningJob
-from compliance.jobs.services import JobConflict, actor_of, job_create, require_officer
+from compliance.jobs.services import JobConflict, job_create, officer_actor, require_officer
 from compliance.registry import selectors as registry_selectors
 from compliance.registry.models import AIModel, ForgetItem, ModelVersion
 
@@ -139,7 +139,7 @@ def job_retry(
         if not requests:
             raise JobConflict("None of this job's requests is still waiting for unlearning.")
         new = job_create(
-            model=locked.model, base=base, requests=requests, built=_with_path(built, base, requests), actor=actor_of(officer),
+            model=locked.model, base=base, requests=requests, built=_with_path(built, base, requests), actor=officer_actor(officer),
             created_by=officer, retry_of=locked,
         )
     return new

@@ -60,7 +60,7 @@ class UnlearningJob(models.Model):
     log_tail = models.TextField(blank=True)
     stop_reason = models.CharField(max_length=64, blank=True)
     # Exact erasure (method exact-shard-retrain): what was retrained and the absence proofs, hashes only
-    # (unlearning_worker.sharding.exact_erase). {} for approximate unlearning.
+    # (compliance.registry.sharding.exact_erase). {} for approximate unlearning.
     exact_proof = models.JSONField(default=dict, blank=True)
 
     worker = models.CharField(max_length=200, blank=True)

@@ -1,5 +1,6 @@
-"""Unlearning-job services: batching, claiming, progress, cancellation, retries, reconciliation and
-the verdict. The only code that changes an UnlearningJob row.
+"""Unlearning-job services: creating a job, claiming, progress, cancellation, reconciliation and the
+verdict (batching and retries are dispatch.py). With dispatch.py, the only code that changes an
+UnlearningJob row.
 
 Life of a job (status):
 
@@ -75,7 +76,7 @@ class JobPermissionDenied(JobError):
     http_status = 403
 
 
-def actor_of(user: User | None) -> str:
+def officer_actor(user: User | None) -> str:
     return f"user:{user.pk}" if user is not None and user.is_authenticated else "system"
 
 
@@ -129,9 +130,6 @@ def _audit_safe_uuid() -> uuid.UUID:
 def _code(text: str) -> str:
     """A free-form reason reduced to an audit-safe code (letters, digits, _ . -)."""
     return re.sub(r"[^A-Za-z0-9_.\-]+", "_", text)[:60]
-
-
-# --- dispatch: batching approved requests --------------------------------------------------------
 
 
 def job_create(
@@ -504,7 +502,7 @@ def job_cancel(*, job: UnlearningJob, officer: User) -> UnlearningJob:
             _finish_cancel(locked)
         else:
             locked.save(update_fields=fields)
-            _job_audit(locked, "cancel_requested", actor=actor_of(officer))
+            _job_audit(locked, "cancel_requested", actor=officer_actor(officer))
     job.refresh_from_db()
     return job
 

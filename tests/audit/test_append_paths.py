@@ -33,7 +33,7 @@ def _append(i: int = 0) -> AuditLeaf:
     return audit_append(event_type="test.event", actor="system", outcome="ok", request_id=uuid.uuid4(), details={"i": i})
 
 
-def frontier_bytes(tree: merkle.CompactRange) -> bytes:
+def reference_frontier(tree: merkle.CompactRange) -> bytes:
     return b"".join(bytes([level]) + node for level, node in tree.frontier())
 
 
@@ -46,7 +46,7 @@ def test_every_size_has_the_reference_nodes_frontier_and_root() -> None:
         for level, index, node in reference.append(merkle.leaf_hash(bytes(leaf.leaf_bytes)))[1:]:
             expected_nodes[(level, index)] = node
         head = AuditHead.objects.get(id=1)
-        assert (head.size, bytes(head.frontier)) == (i + 1, frontier_bytes(reference))
+        assert (head.size, bytes(head.frontier)) == (i + 1, reference_frontier(reference))
         assert services.tree_root()[1] == reference.root()
     stored = {(level, index): bytes(node) for level, index, node in AuditNode.objects.values_list("level", "index", "hash")}
     assert stored == expected_nodes

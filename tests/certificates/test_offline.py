@@ -364,7 +364,7 @@ def test_cli_exit_codes_and_lines(issued, tmp_path, capsys) -> None:
 
 
 def test_verifier_runs_where_django_cannot_be_imported_and_opens_no_socket(issued, tmp_path) -> None:
-    """`python -m compliance.certificates` with `import django` and every socket made to fail."""
+    """`python -m proofs` with `import django` and every socket made to fail."""
     guard = tmp_path / "guard"
     guard.mkdir()
     (guard / "sitecustomize.py").write_text(

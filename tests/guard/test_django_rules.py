@@ -84,6 +84,24 @@ def test_unusable_identifier_is_skipped_and_counted_not_fatal(officer: Any) -> N
     assert document["details"]["refused_identifiers"] == 1
 
 
+def test_stored_values_the_intake_would_refuse_are_counted_and_the_approval_goes_through(officer: Any) -> None:
+    """An older or imported row may hold an e-mail without "@" or a phone of four digits: the approval
+    still commits with rules for what is usable, and the audit event counts the rest as refused."""
+    request = submit_and_confirm(ADA)
+    stored = request.identifiers() | {"email": "ada at example.org", "phone": "12-34"}
+    request.seal_identifiers(stored)
+    request.save(update_fields=["identifiers_sealed"])
+    transition(request, Status.TRIAGED, actor="system", details={"records": 1})
+    erasure_request_approve(request=request, officer=officer, reason="Art. 17(1)(a) applies")
+    request.refresh_from_db()
+    assert request.status == Status.APPROVED
+    assert set(SuppressionRule.objects.filter(request=request).values_list("kind", flat=True)) == {"name_lc", "identifier"}
+    document = leaf_document(AuditLeaf.objects.get(request_id=request.id, event_type="guard.rules_created"))
+    assert document["details"]["refused_identifiers"] == 2
+    assert request.subject().emails == () and request.subject().phones == ()
+    assert request.subject_and_dropped()[1] == 2
+
+
 def test_rules_roll_back_with_a_failed_approval(officer: Any, monkeypatch: Any) -> None:
     request = submit_and_confirm(ADA)
     transition(request, Status.TRIAGED, actor="system")

@@ -152,3 +152,15 @@ def test_anchors_cover_every_written_form(ada: SubjectIdentifiers) -> None:
     for text in ("(415) 555-0143", "4155550143", "123 45 6780", "GB29 NWBK 6016 1331 9268 19"):
         lowered = text.encode().lower()
         assert any(re.search(src, lowered) for _, src in matcher.regex_anchors), text
+
+
+def test_usable_keeps_valid_values_drops_and_counts_the_rest() -> None:
+    subject, dropped = SubjectIdentifiers.usable(
+        full_name="  Ada Quartermaine ", emails=["ada@example.com", "ada at example", " "],
+        phones=["020 7946 0018", "12-34", ""], other_identifiers=["AB1234567", "  "],
+    )
+    assert subject == SubjectIdentifiers("Ada Quartermaine", ("ada@example.com",), ("020 7946 0018",), ("AB1234567",))
+    assert dropped == 2  # blanks are not values; the bad e-mail and the short phone are
+    assert [len(p.emails) + len(p.phones) + len(p.other_identifiers) + bool(p.full_name) for p in subject.single_fields()] == [1, 1, 1, 1]
+    with pytest.raises(ValueError):
+        SubjectIdentifiers(phones=("12-34",))  # the strict constructor still refuses
