@@ -260,15 +260,42 @@ def jobs_state() -> str:
         return f"(jobs unavailable: {type(exc).__name__})"
 
 
-def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str, worker: Worker | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def jobs_progress() -> tuple[Any, ...]:
+    """What a worker that is getting on with its jobs changes: each job's status, phase, step,
+    verification progress and number of evidence checks (not the heartbeat: a hung worker beats)."""
+    from compliance.jobs.models import UnlearningJob
+
+    return tuple(
+        (str(i), st, ph, step, pct, len(history or []))
+        for i, st, ph, step, pct, history in UnlearningJob.objects.order_by("created_at").values_list(
+            "id", "status", "phase", "step", "verification_percent", "history"
+        )
+    )
+
+
+def wait_for(
+    predicate: Callable[[], Any], *, timeout: float, what: str, worker: Worker | None = None, stall: float | None = None
+) -> Any:
+    """Poll `predicate` until it is true. With `stall`, fail as soon as no job has made progress
+    (jobs_progress) for that long, and allow up to `timeout` while they do: a message nobody claims
+    fails in `stall` seconds, a job slowed by a loaded machine is not mistaken for one."""
+    started = time.monotonic()
+    last_change, seen = started, jobs_progress() if stall else None
+    while True:
         value = predicate()
         if value:
             return value
+        now = time.monotonic()
+        if stall:
+            current = jobs_progress()
+            if current != seen:
+                seen, last_change = current, now
+        if now - started >= timeout or (stall is not None and now - last_change >= stall):
+            break
         time.sleep(0.2)
+    reason = f"no job progressed for {stall}s" if stall and time.monotonic() - last_change >= stall else f"timed out after {timeout}s"
     raise AssertionError(
-        f"timed out after {timeout}s waiting for {what}\n--- broker ---\n{broker_state()}\n--- jobs ---\n{jobs_state()}\n"
+        f"{reason} waiting for {what}\n--- broker ---\n{broker_state()}\n--- jobs ---\n{jobs_state()}\n"
         f"--- worker log ---\n{worker.tail() if worker else ''}"
     )
 

@@ -186,7 +186,7 @@ def job_past_step_10(
     worker = start_worker()
     request = approve_person(corpus.people[person], corpus, corpus_version, factories.user("officer"))
     job = dispatch_now()[0]
-    wait_for(lambda: job_row(job).step >= 10, timeout=120, what="the job to pass step 10", worker=worker)
+    wait_for(lambda: job_row(job).step >= 10, timeout=400, stall=120, what="the job to pass step 10", worker=worker)
     return base, request, job, worker
 
 
@@ -329,7 +329,7 @@ def test_a_full_disk_while_writing_the_new_version_fails_the_job_with_the_cause_
     request = approve_person(person, corpus, corpus_version, officer)
     job = dispatch_now()[0]
 
-    done = wait_for(lambda: finished(job), timeout=150, what="the job to fail", worker=worker)
+    done = wait_for(lambda: finished(job), timeout=600, stall=120, what="the job to fail", worker=worker)
     assert done.status == JobStatus.FAILED and done.escalated, (done.status, done.error)
     assert done.step == 10  # every step ran: the fault hit the writing of the new version
     assert "ENOSPC" in done.error and "no space" in done.error.lower(), done.error
@@ -344,6 +344,6 @@ def test_a_full_disk_while_writing_the_new_version_fails_the_job_with_the_cause_
     # Not lost: once there is room again, an officer's retry finishes the request.
     subprocess.run(["mount", "-o", "remount,size=16m", str(small_models_fs)], check=True)
     retry = job_dispatch.job_retry(job=done, officer=officer)
-    finished_retry = wait_for(lambda: finished(retry), timeout=180, what="the retry to finish", worker=worker)
+    finished_retry = wait_for(lambda: finished(retry), timeout=600, stall=120, what="the retry to finish", worker=worker)
     assert finished_retry.status == JobStatus.SUCCEEDED, (finished_retry.error, worker.tail())
     assert_invariants(base, [request])

@@ -141,11 +141,11 @@ def test_two_requests_become_one_job_that_runs_end_to_end_and_a_late_one_starts_
     jobs = dispatch_now()
     assert len(jobs) == 1 and set(jobs[0].requests.all()) == {first, second}
     job = jobs[0]
-    wait_for(lambda: job_row(job).status != JobStatus.QUEUED, timeout=60, what="the worker to claim the job", worker=worker)
+    wait_for(lambda: job_row(job).status != JobStatus.QUEUED, timeout=120, what="the worker to claim the job", worker=worker)
     third = approve_person(corpus.people[2], corpus, registration.corpus_version, officer)
     assert dispatch_now() == []  # the running job's model is busy: the late request waits
 
-    done = wait_for(lambda: finished(job), timeout=180, what="job 1 to finish", worker=worker)
+    done = wait_for(lambda: finished(job), timeout=600, stall=120, what="job 1 to finish", worker=worker)
     assert done.status == JobStatus.SUCCEEDED, (done.error, worker.tail())
     assert done.result_version.status == ModelVersion.Status.ACTIVE and done.result_version.parent_id == base.id
     artifacts.verify_tree(Path(done.result_version.path), done.result_version.sha256)
@@ -163,7 +163,7 @@ def test_two_requests_become_one_job_that_runs_end_to_end_and_a_late_one_starts_
     assert len(late) == 1 and list(late[0].requests.all()) == [third]
     assert late[0].base_version_id == done.result_version_id
     # No reconcile beat: the hand-over to verification must be claimed without a re-send.
-    done2 = wait_for(lambda: finished(late[0]), timeout=180, what="job 2 to finish", worker=worker)
+    done2 = wait_for(lambda: finished(late[0]), timeout=600, stall=120, what="job 2 to finish", worker=worker)
     assert done2.status == JobStatus.SUCCEEDED, done2.error
 
     # No personal data in any task message or result: ids and codes only.
@@ -185,7 +185,7 @@ def test_a_worker_killed_mid_job_leaves_the_base_untouched_and_a_new_worker_fini
     approve_person(corpus.people[3], corpus, registration.corpus_version, officer)
     job = dispatch_now()[0]
 
-    wait_for(lambda: job_row(job).step >= 10, timeout=90, what="the job to pass step 10", worker=first)
+    wait_for(lambda: job_row(job).step >= 10, timeout=400, stall=120, what="the job to pass step 10", worker=first)
     first.kill()
 
     row = job_row(job)
@@ -198,7 +198,7 @@ def test_a_worker_killed_mid_job_leaves_the_base_untouched_and_a_new_worker_fini
 
     second = start_worker()
     assert job_services.jobs_reconcile(timeout_s=0) == [job.id]  # the beat task, run now
-    done = wait_for(lambda: finished(job), timeout=150, what="the resumed job to finish", worker=second)
+    done = wait_for(lambda: finished(job), timeout=600, stall=120, what="the resumed job to finish", worker=second)
     assert done.status == JobStatus.SUCCEEDED, (done.error, second.tail())
     assert done.step >= 30
     events = [leaf_document(leaf)["type"] for leaf in AuditLeaf.objects.order_by("seq")]
@@ -212,7 +212,7 @@ def test_a_cancelled_job_stops_within_one_evaluation_interval(demo: Any, start_w
     worker = start_worker()
     request = approve_person(corpus.people[4], corpus, registration.corpus_version, officer)
     job = dispatch_now()[0]
-    wait_for(lambda: len(job_row(job).history) >= 3, timeout=90, what="three evaluations", worker=worker)
+    wait_for(lambda: len(job_row(job).history) >= 3, timeout=400, stall=120, what="three evaluations", worker=worker)
 
     job_services.job_cancel(job=job, officer=officer)
     asked = time.time()
@@ -226,3 +226,26 @@ def test_a_cancelled_job_stops_within_one_evaluation_interval(demo: Any, start_w
     request.refresh_from_db()
     assert request.status == Status.APPROVED
     assert not (artifacts.artifact_root() / "checkpoints" / str(job.id)).exists()
+
+
+def test_a_lost_task_message_is_caught_by_the_stall_check_and_recovered_by_reconcile(
+    demo: Any, start_worker: Any, broker: Any, settings: Any
+) -> None:
+    """The failure mode the beat-assisted waits used to hide, made deterministic: the job's message
+    is lost before any worker reads it (a broker that restarted without persistence). The wait fails
+    on "no job progressed", not on a long timeout; one reconcile re-sends the message and the job
+    is claimed."""
+    registration, corpus = demo
+    officer = factories.user("officer")
+    approve_person(corpus.people[5], corpus, registration.corpus_version, officer)
+    job = dispatch_now()[0]
+    assert broker.llen("gpu") == 1
+    broker.delete("gpu")  # lost on the broker before any worker consumed it
+    worker = start_worker()
+    with pytest.raises(AssertionError, match="no job progressed for 20"):
+        wait_for(lambda: job_row(job).status != JobStatus.QUEUED, timeout=120, stall=20, what="a claim", worker=worker)
+    assert job_row(job).status == JobStatus.QUEUED and job_row(job).attempts_total == 0
+    assert job_services.jobs_reconcile(timeout_s=0) == [job.id]  # the beat's re-send of a never-claimed job
+    wait_for(lambda: job_row(job).status != JobStatus.QUEUED, timeout=120, what="the claim after the re-send", worker=worker)
+    job_services.job_cancel(job=job, officer=officer)
+    wait_for(lambda: finished(job), timeout=120, stall=60, what="the job to stop", worker=worker)
