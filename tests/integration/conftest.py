@@ -6,7 +6,7 @@ Run:
     .venv/bin/python -m pytest tests/integration -m integration -q
 
 The worker gets the test database's name (pytest-django's test_<name>), the same secrets, the same
-artifact root and a dedicated Redis database (REDIS_TEST_URL, default redis://127.0.0.1:6379/5).
+artifact root and a Redis database of its own per xdist worker (REDIS_TEST_URL, default redis_test_url()).
 """
 
 from __future__ import annotations
@@ -27,7 +27,26 @@ from typing import Any
 import django.db.backends.sqlite3.base  # noqa: E402,F401
 import pytest
 
-REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL", "redis://127.0.0.1:6379/5")
+# Redis databases 5, 6, 8, 9, 12 for xdist workers gw0..gw4 (7: bench_request_desk, 10-11: the tests'
+# caches, 13-15: the compose stack and deployment tests).
+_WORKER_DBS = (5, 6, 8, 9, 12)
+
+
+def redis_test_url(worker: str = "") -> str:
+    """The integration tests' broker: one Redis database per xdist worker. Two workers' tests must
+    never share one: a Celery worker started by one test would take the other test's task messages,
+    find no such job in its own test database ("not_claimed") and ack them, and that job would sit
+    unclaimed. That was the cause of the "first message not claimed" failures (issue 19): the tests
+    were meant to run on one xdist worker (`--dist loadgroup`, xdist_group below), but with pytest 9.2
+    and pytest-xdist 3.8 the group is ignored (xdist renames `item._nodeid`, pytest 9.2 derives
+    `nodeid` from `item._id`), so they ran on both, on one database."""
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    if index >= len(_WORKER_DBS):
+        raise RuntimeError(f"no Redis database set aside for xdist worker {worker}: run with -n {len(_WORKER_DBS)} or fewer")
+    return f"redis://127.0.0.1:6379/{_WORKER_DBS[index]}"
+
+
+REDIS_TEST_URL = os.environ.get("REDIS_TEST_URL") or redis_test_url(os.environ.get("PYTEST_XDIST_WORKER", ""))
 ROOT = Path(__file__).resolve().parents[2]
 # The attack suite sized for infrastructure tests: the adaptive families (candidate rank, relearning,
 # quantization) are off here; their verdicts are tested in tests/unlearning_worker/verify and measured
@@ -300,9 +319,10 @@ def wait_for(
     )
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The broker tests share one Redis database (and flush it): under xdist they must run on one
-    worker, one after the other (`--dist loadgroup`)."""
+    """Mark the integration tests, and ask xdist to keep them on one worker (`--dist loadgroup`; see
+    redis_test_url for why their isolation does not rely on it)."""
     for item in items:
         if "tests/integration/" in str(item.fspath):
             item.add_marker(pytest.mark.integration)

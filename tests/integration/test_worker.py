@@ -25,7 +25,7 @@ from compliance.jobs.models import JobStatus, UnlearningJob
 from compliance.registry import artifacts
 from compliance.registry.models import CorpusVersion, ForgetItem, ModelVersion
 from tests import factories
-from tests.integration.conftest import DEMO_CONFIG, SPEC, wait_for
+from tests.integration.conftest import DEMO_CONFIG, SPEC, redis_test_url, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -126,6 +126,15 @@ def redis_dump(client: Any) -> bytes:
                 except ValueError:
                     chunks.append(message["body"].encode())
     return b"\n".join(chunks)
+
+
+def test_each_xdist_worker_gets_its_own_broker_database() -> None:
+    """Two xdist workers running integration tests at once never share a broker database."""
+    urls = [redis_test_url(f"gw{i}") for i in range(5)]
+    assert len(set(urls)) == 5 and redis_test_url("") == urls[0]
+    assert all(url.rsplit("/", 1)[1] not in {"3", "4", "7", "10", "11", "13", "14", "15"} for url in urls)
+    with pytest.raises(RuntimeError, match="no Redis database set aside"):
+        redis_test_url("gw5")
 
 
 def test_two_requests_become_one_job_that_runs_end_to_end_and_a_late_one_starts_from_the_new_version(
