@@ -8,29 +8,20 @@ and prints each path on its own line so scripts can pick them up.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import functools
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from compliance.audit import signing
 from compliance.certificates import pdfkeys, services
 from compliance.erasure.models import ErasureRequest
+from unlearning_worker.files import write_atomic
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def _write_bytes(data: bytes, stream: BinaryIO) -> None:
+    stream.write(data)
 
 
 class Command(BaseCommand):
@@ -67,5 +58,5 @@ class Command(BaseCommand):
         if options["pdf_certs"]:
             written.append((out / "pdf-signing.pem", pdfkeys.published_pdf_certificates_pem()))
         for path, data in written:
-            _write_atomic(path, data)
+            write_atomic(path, functools.partial(_write_bytes, data))
             self.stdout.write(str(path))
