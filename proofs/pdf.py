@@ -180,6 +180,14 @@ class PrintedFact(NamedTuple):
     text: str  # as printed, label and value; compared with all white space removed
 
 
+def _versions_fact(kind: str, name: str, row: dict[str, Any], *extra: str) -> PrintedFact:
+    """A model's or corpus's row of the versions table as printed: name, before and after (version and
+    short hash), then any extra cells."""
+    cells = [plain(name), plain(row["before"]["version"]), short_digest(row["before"]["sha256"]),
+             plain(row["after"]["version"]), short_digest(row["after"]["sha256"]), *extra]  # fmt: skip
+    return PrintedFact(f"{kind} {plain(name)} versions", " ".join(cells))
+
+
 def printed_facts(payload: dict[str, Any]) -> list[PrintedFact]:
     """What the page must show for the statement `payload`: the key facts, each label next to its value."""
     named = {"Certificate": "certificate id", "Issued": "issue date"}
@@ -187,26 +195,8 @@ def printed_facts(payload: dict[str, Any]) -> list[PrintedFact]:
         PrintedFact(named.get(f.label, f.label.lower()), f"{f.label} {plain(f.text)}") for f in summary_facts(payload)
     ]
     facts += [PrintedFact(f"{f.label.lower()} date", f"{f.label} {plain(f.text)}") for f in timeline_facts(payload)]
-    for m in payload["models"]:
-        facts.append(
-            PrintedFact(
-                f"model {plain(m['model'])} versions",
-                " ".join(
-                    [plain(m["model"]), plain(m["before"]["version"]), short_digest(m["before"]["sha256"]),
-                     plain(m["after"]["version"]), short_digest(m["after"]["sha256"])]
-                ),
-            )  # fmt: skip
-        )
-    for c in payload["corpora"]:
-        facts.append(
-            PrintedFact(
-                f"corpus {plain(c['corpus'])} versions",
-                " ".join(
-                    [plain(c["corpus"]), plain(c["before"]["version"]), short_digest(c["before"]["sha256"]),
-                     plain(c["after"]["version"]), short_digest(c["after"]["sha256"]), str(c["records_removed"])]
-                ),
-            )  # fmt: skip
-        )
+    facts += [_versions_fact("model", m["model"], m) for m in payload["models"]]
+    facts += [_versions_fact("corpus", c["corpus"], c, str(c["records_removed"])) for c in payload["corpora"]]
     facts.append(PrintedFact("verdict", verdict_text(payload["verification"])))
     return facts
 
