@@ -424,6 +424,10 @@ UNLEARNING_DEFAULT_METHOD = env_str("UNLEARNING_DEFAULT_METHOD", "counterfactual
 # Steps between engine checkpoints of a job (0: none). A worker killed mid-job resumes from the last
 # one instead of step 0; a spec that sets checkpoint_every itself keeps its own value.
 UNLEARNING_CHECKPOINT_EVERY = env_int("UNLEARNING_CHECKPOINT_EVERY", 25, minimum=0)
+# Processes one approximate unlearning run is sharded over (FSDP, unlearning_worker.distributed): for a
+# model whose weights, gradients and optimiser state do not fit one device, one process per GPU of the
+# worker's machine. 1: the run stays in the worker's process. A sharded run takes no checkpoints.
+UNLEARNING_PROCESSES = env_int("UNLEARNING_PROCESSES", 1, minimum=1)
 try:
     UNLEARNING_SPEC_DEFAULTS = json.loads(env_str("UNLEARNING_SPEC_DEFAULTS", "{}") or "{}")
 except json.JSONDecodeError as exc:

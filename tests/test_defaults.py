@@ -94,6 +94,7 @@ def test_the_parse_sees_a_mismatch() -> None:
         ("UNLEARNING_DEFAULT_METHOD", r"method, `([a-z_]+)` \(see docs/DESIGN-NOTES.md\)"),
         ("AUDIT_CHECKPOINT_INTERVAL_S", r"`AUDIT_CHECKPOINT_INTERVAL_S` \(default (\d+) s\)"),
         ("GUARD_NAME_MODE", r"`GUARD_NAME_MODE`\s+sets the default \(`([a-z_]+)`"),
+        ("UNLEARNING_PROCESSES", r"`UNLEARNING_PROCESSES` \(default\s+(\d+)\)"),
     ],
 )
 def test_readme_states_the_settings_defaults(setting: str, readme_pattern: str) -> None:

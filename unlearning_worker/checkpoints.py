@@ -51,8 +51,11 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_output(model: Any, tokenizer: Any, out_dir: Path, manifest: dict[str, Any]) -> dict[str, str]:
-    """Write to a temporary sibling, fsync, hash, then rename: out_dir is complete or absent."""
+def save_output(
+    model: Any, tokenizer: Any, out_dir: Path, manifest: dict[str, Any], *, state_dict: dict[str, Any] | None = None
+) -> dict[str, str]:
+    """Write to a temporary sibling, fsync, hash, then rename: out_dir is complete or absent. `state_dict`:
+    the weights to write when the model's own are sharded (unlearning_worker.distributed)."""
     # ".tmp-" like compliance.registry.artifacts: its sweep removes what a killed writer left behind
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{out_dir.name}-", dir=out_dir.parent))
     try:
@@ -62,7 +65,7 @@ def save_output(model: Any, tokenizer: Any, out_dir: Path, manifest: dict[str, A
         if is_checkpointing(to_save):
             set_checkpointing(to_save, on=False)
         to_save.config.use_cache = True
-        to_save.save_pretrained(tmp, safe_serialization=True)
+        to_save.save_pretrained(tmp, safe_serialization=True, state_dict=state_dict)
         tokenizer.save_pretrained(tmp)
         hashes = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest | {"files_sha256": hashes}, indent=2, sort_keys=True))

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from unlearning_worker import fsdp
 from unlearning_worker.checkpoints import (
     atomic_torch_save,
     data_fingerprint,
@@ -151,6 +152,8 @@ def run_unlearning(
         raise ValueError("the forget set is empty")
     if spec.checkpoint_every and checkpoint_dir is None:
         raise ValueError("checkpoint_every is set but no checkpoint_dir was given")
+    if fsdp.active() is not None:
+        fsdp.check_spec(spec)
     forget = _targeted(forget, spec)
     with _threads(spec.num_threads):
         return _run(model_dir, out_dir, forget, retain, spec, progress, should_cancel, checkpoint_dir)
@@ -187,7 +190,11 @@ def _run(
 ) -> UnlearningResult:
     started = time.perf_counter()
     emit = progress or (lambda _event: None)
-    cancelled = should_cancel or (lambda: False)
+    asked = should_cancel or (lambda: False)
+
+    def cancelled() -> bool:  # in a sharded run, every process stops at the same step
+        return fsdp.agreed(asked())
+
     spec_hash = spec.spec_hash()
     torch.manual_seed(spec.seed)
     device = resolve_device(spec)
@@ -195,6 +202,8 @@ def _run(
     # 1. model, tokenizer, examples
     emit(ProgressEvent("prepare", 0, spec.max_steps))
     model, tokenizer = load_model(model_dir, spec, device)
+    if fsdp.active() is not None:
+        fsdp.shard(model, device)
     model.train()
     forget_examples = [encode(tokenizer, f.prompt, f.completion, f.pii_spans) for f in forget]
     retain_examples = [encode(tokenizer, r.prompt, r.completion, r.pii_spans) for r in retain]
@@ -286,8 +295,8 @@ def _run(
         while step < spec.max_steps:
             if cancelled():
                 raise UnlearningCancelled("unlearning run cancelled")
-            forget_idx = step_indices(len(forget), spec.batch_size, step, seed=spec.seed, salt="forget")
-            retain_idx = _retain_batch(retain, focus, spec, step)
+            forget_idx = fsdp.split(step_indices(len(forget), spec.batch_size, step, seed=spec.seed, salt="forget"))
+            retain_idx = fsdp.split(_retain_batch(retain, focus, spec, step))
             loss, step_losses = method.loss(forget_idx, retain_idx, step)
             if not torch.isfinite(loss):
                 raise FloatingPointError("unlearning loss is not finite")
@@ -341,7 +350,11 @@ def _run(
         "base_model_config_sha256": file_sha256(model_dir / "config.json"),
         "history": [asdict(p) for p in history], "resumed_from_step": resumed_from,
     }
-    hashes = save_output(model, tokenizer, out_dir, manifest)
+    if fsdp.active() is None:
+        hashes = save_output(model, tokenizer, out_dir, manifest)
+    else:  # gathered on process 0, which alone writes
+        full = fsdp.full_state_dict(model)
+        hashes = save_output(model, tokenizer, out_dir, manifest, state_dict=full) if full is not None else {}
     if checkpoint_path is not None and load_checkpoint(checkpoint_path, spec_hash, fingerprint) is not None:
         checkpoint_path.unlink()  # ours and complete: a later run must not resume from it (others' stay)
     emit(ProgressEvent("done", final_step, spec.max_steps, forget_extraction=final_point.forget_extraction,
@@ -444,7 +457,8 @@ def _repair(
     for i in range(spec.repair_steps):
         if cancelled():
             raise UnlearningCancelled("unlearning run cancelled")
-        retain_idx = step_indices(len(retain), spec.retain_batch_size, 10_000 + i, seed=spec.seed, salt="repair")
+        retain_idx = fsdp.split(step_indices(len(retain), spec.retain_batch_size, 10_000 + i, seed=spec.seed,
+                                                    salt="repair"))
         # plain NLL on retain completions (RMU's own retain term is an activation match, not a repair)
         loss = UnlearningMethod.retain_loss(method, retain_idx)
         loss.backward()

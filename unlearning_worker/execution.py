@@ -50,7 +50,7 @@ def unlearn(claim: job_services.Claim, heartbeat: Heartbeat) -> str:
 
 
 def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Heartbeat, sink: ProgressSink, device: str) -> str:
-    from unlearning_worker.engine import UnlearningCancelled, run_unlearning
+    from unlearning_worker.engine import UnlearningCancelled
     from unlearning_worker.spec import UnlearningSpec
 
     sink({"phase": "prepare", "step": 0})
@@ -77,16 +77,7 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
         steps, stop_reason = job.step, job.stop_reason or "resumed"
     else:
         try:
-            result = run_unlearning(
-                model_dir=base_dir,
-                out_dir=out_dir,
-                forget=forget,
-                retain=retain,
-                spec=spec,
-                progress=sink,
-                should_cancel=sink.should_cancel,
-                checkpoint_dir=checkpoints,
-            )
+            steps, stop_reason = _run_engine(job, sink, spec, base_dir, out_dir, forget, retain, checkpoints)
         except UnlearningCancelled:
             if sink.lost or heartbeat.lost:
                 return "claim_lost"
@@ -95,8 +86,6 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
             shutil.rmtree(checkpoints, ignore_errors=True)
             db_retry(lambda: job_services.job_cancelled(claim=claim, step=sink.last_step), what=f"job {job.id}: cancel")
             return "cancelled"
-        steps = int(getattr(result, "steps", 0) or 0)
-        stop_reason = str(getattr(result, "stop_reason", "") or "")
     if sink.lost or heartbeat.lost:
         return "claim_lost"
     sha256 = artifacts.tree_sha256(out_dir)
@@ -176,18 +165,38 @@ def _approximate_on(
     job: UnlearningJob, claim: job_services.Claim, sink: ProgressSink, model_dir: Path, out_dir: Path, forget: list[Any]
 ) -> int:
     """Approximate unlearning of `forget` from model_dir into out_dir with the job's spec; returns its steps."""
-    from unlearning_worker.engine import run_unlearning
     from unlearning_worker.spec import UnlearningSpec
 
     subjects, _, _ = inputs.subjects_and_items(job)
     spec = UnlearningSpec.from_dict(job.spec)
     if spec.device == "auto":
         spec = spec.replace(device=worker_device())
-    result = run_unlearning(model_dir=model_dir, out_dir=out_dir, forget=forget,
-                            retain=inputs.retain_items(inputs.eval_set(job, subjects)), spec=spec, progress=sink,
-                            should_cancel=sink.should_cancel, checkpoint_dir=outputs.checkpoint_dir(job))
+    retain = inputs.retain_items(inputs.eval_set(job, subjects))
+    steps, _stop = _run_engine(job, sink, spec, model_dir, out_dir, forget, retain, outputs.checkpoint_dir(job))
     shutil.rmtree(outputs.checkpoint_dir(job), ignore_errors=True)
-    return int(getattr(result, "steps", 0) or 0)
+    return steps
+
+
+def _run_engine(
+    job: UnlearningJob, sink: ProgressSink, spec: Any, model_dir: Path, out_dir: Path, forget: list[Any],
+    retain: list[Any], checkpoints: Path,
+) -> tuple[int, str]:
+    """The engine's run in this process, or sharded over settings.UNLEARNING_PROCESSES processes (FSDP:
+    unlearning_worker.distributed; such a run takes no checkpoints). Returns (steps, stop reason)."""
+    processes = int(settings.UNLEARNING_PROCESSES)
+    if processes > 1:
+        from unlearning_worker import distributed
+
+        logger.info("job %s: unlearning sharded over %d processes", job.id, processes)
+        result = distributed.launch(model_dir=model_dir, out_dir=out_dir, forget=forget, retain=retain,
+                                    spec=spec.replace(checkpoint_every=0), processes=processes, progress=sink,
+                                    should_cancel=sink.should_cancel)
+        return int(result.get("steps") or 0), str(result.get("stop_reason") or "")
+    from unlearning_worker.engine import run_unlearning
+
+    run = run_unlearning(model_dir=model_dir, out_dir=out_dir, forget=forget, retain=retain, spec=spec, progress=sink,
+                         should_cancel=sink.should_cancel, checkpoint_dir=checkpoints)
+    return run.steps, run.stop_reason
 
 
 class _Abort(Exception):
