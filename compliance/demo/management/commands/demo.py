@@ -1,12 +1,17 @@
 """The main job on the embedded default: one erasure request through the whole journey, then serve.
 
-    python manage.py demo [--no-serve] [--port 8000] [--subject N]
+    python manage.py demo [--no-serve] [--port 8000] [--subject N] [--approximate]
 
-1. Train (or reuse) the demo model on the synthetic corpus and register both.
+1. Train (or reuse) the demo models on the synthetic corpus and register them. By default the demo
+   trains the way the service recommends for personal data: a base model on other fictitious people,
+   then the corpus as a sharded fine-tune (4 routed LoRA shard adapters x 2 slices, records placed by
+   person), so an erasure is exact: only the shard that held the person is retrained.
+   `--approximate` trains one model on the whole corpus instead and erases by unlearning.
 2. File an erasure request for one of the corpus's fictitious people through the real public form.
 3. Confirm the e-mail with the link from the mailbox (files under var/mail); the scan and PRI follow.
-4. Approve as the demo officer: the guard suppresses the person at once; unlearning and the attack
-   suite run in-process (no broker in the embedded set-up).
+4. Approve as the demo officer: the guard suppresses the person at once; erasure from the weights and
+   the attack suite (relearning, quantization, two-sided candidate rank against never-seen people
+   included) run in-process (no broker in the embedded set-up).
 5. Sign off: the certificate is issued; it is exported and verified offline in a process that cannot
    import Django. A before/after table and the certificate paths are printed.
 6. Serve the portal with the demo login.
@@ -55,13 +60,19 @@ class Command(BaseCommand):
         parser.add_argument("--no-serve", action="store_true", help="stop after the journey")
         parser.add_argument("--port", type=int, default=8000)
         parser.add_argument("--subject", type=int, default=None, help="index of the demo person to erase")
+        parser.add_argument("--approximate", action="store_true",
+                            help="the approximate-erasure variant: one demo model trained on the whole corpus "
+                                 "(model demo-model, corpus demo-corpus) and erased by the default unlearning "
+                                 "method; its verdict fails on the demo model today (issue 21), so the journey "
+                                 "ends in 'needs a decision' with no certificate")
         parser.add_argument("--sharded", action="store_true",
-                            help="the exact-erasure variant: the people are learnt by a sharded fine-tune "
-                                 "(4 routed LoRA shard adapters x 2 slices, records placed by person) and erased by "
-                                 "retraining only the shard that held them (model demo-sharded-model, corpus "
-                                 "demo-sharded-corpus); the attack suite runs on 4 shards, so it takes about 4x as long")
+                            help="the default, kept for old command lines: the people are learnt by a sharded "
+                                 "fine-tune (4 routed LoRA shard adapters x 2 slices, records placed by person) "
+                                 "and erased by retraining only the shard that held them")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["approximate"] and options["sharded"]:
+            raise CommandError("choose --approximate or --sharded, not both")
         if not settings.CELERY_TASK_ALWAYS_EAGER:
             raise CommandError("the demo runs on the embedded default: unset CELERY_BROKER_URL")
         started = time.perf_counter()
@@ -142,14 +153,14 @@ class Command(BaseCommand):
         password = self._demo_accounts()
 
         with Step(self, 1, "Demo model and corpus (trained once, then reused from the cache)"):
-            if options["sharded"]:
+            if options["approximate"]:
+                registration = register_demo(progress=_progress_printer(self))
+            else:
                 from unlearning_worker.sharded.recipe import ShardRecipe
 
                 registration = register_demo(progress=_progress_printer(self), model_name="demo-sharded-model",
                                              corpus_name="demo-sharded-corpus",
                                              sharded=ShardRecipe.fresh(group_field="person_id", shards=4, slices=2))
-            else:
-                registration = register_demo(progress=_progress_printer(self))
             version = registration.model_version
             self.stdout.write(f"      model {version} sha256 {version.sha256[:16]}…  corpus {registration.corpus_version}")
             self._seed_other_requests()
