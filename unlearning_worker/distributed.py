@@ -70,6 +70,7 @@ def launch(
         raise ValueError("a sharded run needs at least two processes")
     check_spec(spec)
     run_dir = Path(tempfile.mkdtemp(prefix="unlearn-fsdp-", dir=work_dir))  # 0700
+    process: subprocess.Popen[str] | None = None
     try:
         run_file = run_dir / RUN_FILE
         fd = os.open(run_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -81,19 +82,20 @@ def launch(
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         stderr: list[str] = []
-        reader = threading.Thread(target=lambda: stderr.extend(process.stderr or []), daemon=True)
+        errors = process.stderr
+        reader = threading.Thread(target=lambda: stderr.extend(errors or []), daemon=True)
         reader.start()
-        cancelled = False
         assert process.stdout is not None
         for line in process.stdout:
             if line.startswith(PROGRESS_PREFIX) and progress is not None:
                 progress(ProgressEvent(**json.loads(line[len(PROGRESS_PREFIX):])))
-            if not cancelled and should_cancel is not None and should_cancel():
-                cancelled = True
-                (run_dir / CANCEL_FILE).touch()
+            if should_cancel is not None and not (run_dir / CANCEL_FILE).exists() and should_cancel():
+                (run_dir / CANCEL_FILE).touch()  # the processes agree on it at their next step
         code = process.wait()
         reader.join(timeout=5)
-        if cancelled or (code != 0 and (run_dir / CANCEL_FILE).exists()):
+        # A run that finished before it saw the cancellation has written its model: that result stands,
+        # as for a single-process run cancelled after its last check.
+        if code != 0 and (run_dir / CANCEL_FILE).exists():
             raise UnlearningCancelled("unlearning run cancelled")
         if code != 0 or not (run_dir / RESULT_FILE).is_file():
             tail = "".join(stderr[-20:]).strip()[-2000:]
@@ -101,7 +103,7 @@ def launch(
         result: dict[str, Any] = json.loads((run_dir / RESULT_FILE).read_text(encoding="utf-8"))
         return result
     finally:
-        if "process" in locals() and process.poll() is None:
+        if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):

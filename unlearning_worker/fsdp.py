@@ -69,7 +69,9 @@ def agreed(flag: bool) -> bool:
     """True on every process when it is true on any (cancellation)."""
     if active() is None:
         return flag
-    value = torch.tensor([1 if flag else 0])
+    # NCCL reduces device tensors only; gloo host tensors
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor([1 if flag else 0], device=on)
     dist.all_reduce(value, op=dist.ReduceOp.MAX)
     return bool(value.item())
 
