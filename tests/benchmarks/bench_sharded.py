@@ -5,6 +5,8 @@
     .venv/bin/python -m tests.benchmarks.bench_sharded --shards 16 --slices 4 --epochs 12
     .venv/bin/python -m tests.benchmarks.bench_sharded --check-exact            # + train from scratch without the subject
     .venv/bin/python -m tests.benchmarks.bench_sharded --group                  # records placed by person (the README's figures)
+    .venv/bin/python -m tests.benchmarks.bench_sharded --group --people 150 --scale --no-approx --no-route --relearn
+                                                                                # + 1/10/100 subjects in one job, 10 in sequence
 
 The base model is a demo model trained on *other* people (corpus seed 101): it knows the record formats
 but none of the people the adapters are fine-tuned on (the demo corpus of seed 0, people + general text).
@@ -32,6 +34,11 @@ Tables:
            (unlearning_worker.verify.scoring's decoys) by its likelihood after the question, next to
            never-seen holdout people (the control) measured the same way. Target: 0 exact answers and a
            subject mean z within the control's chance band.
+  scale    (--scale) one job erasing 1, 10 and --batch subjects, and --sequential one-subject jobs in a
+           row on one model line, each judged as "erased" is (0 extracted, mean z within the control's
+           band, at most 10 subjects ranked per job) with the retain facts of the people no job erased;
+           then the line's last model against one job erasing the same people at once. Targets (issue
+           21): every job passes with retain facts >= 95% of before; --batch subjects <= 5x one subject.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import math
+import random
 import shutil
 import statistics
 import tempfile
@@ -279,6 +287,12 @@ def main() -> None:
     parser.add_argument("--no-approx", action="store_true", help="skip timing the approximate default method")
     parser.add_argument("--group", action="store_true",
                         help="place records by person (recipe group_field): one subject's records in one shard and slice")
+    parser.add_argument("--scale", action="store_true",
+                        help="+ one job of 1, 10 and --batch subjects, and --sequential one-subject jobs one after "
+                             "another (accumulation), each judged on its own (--batch is capped at --people minus "
+                             "--sequential minus 10)")
+    parser.add_argument("--batch", type=int, default=100, help="subjects in the large one-job erasure of --scale")
+    parser.add_argument("--sequential", type=int, default=10, help="sequential one-subject jobs of --scale")
     parser.add_argument("--check-exact", action="store_true",
                         help="also train from scratch without the subject and compare adapters and model hashes")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "sharded-bench-cache")
@@ -288,6 +302,9 @@ def main() -> None:
                    rank=args.rank or size.rank, lr=args.lr or size.lr, candidates=args.candidates or size.candidates)
     started = time.perf_counter()
     torch.set_num_threads(1)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one bar per model load: hundreds of lines around the tables
     work = Path(tempfile.mkdtemp(prefix="bench-sharded-"))
     try:
         run(args, size, work)
@@ -372,6 +389,9 @@ def run(args: argparse.Namespace, size: Size, work: Path) -> None:
         erased(args, size, base_dir, dirs, store, full, after_1, corpus, subject, retained, population)
         if args.relearn:
             attacked(args, size, dirs, corpus, subject, retained, population)
+        if args.scale:
+            scale(args, size, base_dir, full, records, corpus, store, work, population, full_s=full_s,
+                  erase1_s=erase1_s)
     if not args.no_approx:
         approximate(dirs, corpus, erased_ids, work, full_s=full_s, single_s=single_s, erase1_s=erase1_s,
                     erasen_s=erasen_s)
@@ -552,6 +572,105 @@ def attacked(args: argparse.Namespace, size: Size, dirs: dict[str, Path], corpus
               f" {statistics.fmean(control_z):9.2f} {_pct(top1[0]):>8}/{_pct(top1[1]):>7} {gap:+6.2f} {band:5.2f}  {verdict}",
               flush=True)
 
+
+
+def _without(records: Sequence[Record], person_ids: Sequence[str]) -> list[Record]:
+    gone = tuple(f"{pid}-" for pid in person_ids)
+    return [r for r in records if not r.record_id.startswith(gone)]
+
+
+def _judge(under: Under, subjects: Sequence[Person], controls: Sequence[Person], population: dict[str, list[str]],
+           candidates: int, ranked: int) -> tuple[int, int, float, float, float]:
+    """One erasure job judged as the bench judges the exact result: (values extracted by the trained
+    question over every subject, values asked, subject mean z, control mean z, chance band). The rank
+    test takes at most `ranked` subjects (a seeded sample), which bounds its cost for large batches."""
+    got = exact_facts(under, subjects)
+    leaked = sum(round(v * len(subjects)) for v in got.values())
+    sample = list(subjects) if len(subjects) <= ranked else random.Random("scale").sample(list(subjects), ranked)
+    subj = rank_values(under, sample, population, candidates)
+    ctrl = rank_values(under, controls, population, candidates)
+    gap, band = vs_control(subj, ctrl)
+    return leaked, len(subjects) * len(IDENTIFIERS), statistics.fmean(r.z for r in subj), gap, band
+
+
+def scale(args: argparse.Namespace, size: Size, base_dir: Path, full: Manifest, records: list[Record],
+          corpus: DemoCorpus, store: AdapterStore, work: Path, population: dict[str, list[str]], *, full_s: float,
+          erase1_s: float) -> None:
+    """Batching and accumulation on the exact path (issue 21's utility targets): one job of 1, 10 and
+    --batch subjects, and --sequential one-subject jobs on the same model line, each judged on its own:
+    no value extracted by the trained question, the subjects' mean z within the chance band of the
+    never-seen control, retain facts of the people no job erased against the model before any erasure.
+    Then the sequential line's last model is compared with one job erasing all of them at once: the
+    exact path has nothing to accumulate, so the two must be the same adapters."""
+    people = [p.person_id for p in corpus.people]
+    n_batch = min(args.batch, len(people) - args.sequential - 10)
+    if n_batch < 10:
+        raise SystemExit(f"--scale needs --people >= {args.sequential + 20} (here {len(people)})")
+    order = pick_people(corpus, len(people), args.seed + 1)  # a different draw from the main section's
+    sequential_ids = order[n_batch: n_batch + args.sequential]  # nobody the one-job erasures took
+    kept_people = [corpus.person(pid) for pid in order[n_batch + args.sequential:]]
+    controls = list(corpus.holdout_people)
+    ranked = 10
+
+    def served(manifest: Manifest, name: str) -> Under:
+        routed = Manifest(recipe=manifest.recipe.replace(combine="route"), base_sha256=manifest.base_sha256,
+                          shards=manifest.shards)
+        return Under(name, [load_model(write_model(base_dir, routed, store, work / f"scale-{name}"))])
+
+    facts_before = _mean(exact_facts(served(full, "before"), kept_people))
+    rows: list[tuple[str, int, int, float, int, int, float, float, float, float]] = []
+
+    def judge(label: str, manifest: Manifest, plan: Any, seconds: float, subjects: list[str], name: str) -> None:
+        under = served(manifest, name)
+        leaked, asked, z, gap, band = _judge(under, [corpus.person(p) for p in subjects], controls, population,
+                                             size.candidates, ranked)
+        rows.append((label, len(plan.affected), len(subjects), seconds, leaked, asked, z, gap, band,
+                     _mean(exact_facts(under, kept_people))))
+        print(f"  {label}: retrained in {seconds:.1f} s, judged", flush=True)
+
+    for n in sorted({1, 10, n_batch}):
+        ids = order[:n]
+        after, plan, seconds = retrain_without(base_dir, full, _without(records, ids), store,
+                                               base_sha256=full.base_sha256)
+        judge(f"one job, {n} subject{'s' if n > 1 else ''}", after, plan, seconds, ids, f"batch-{n}")
+    manifest, remaining = full, list(records)
+    for i, pid in enumerate(sequential_ids, 1):
+        remaining = _without(remaining, [pid])
+        manifest, plan, seconds = retrain_without(base_dir, manifest, remaining, store, base_sha256=full.base_sha256)
+        judge(f"sequential job {i}", manifest, plan, seconds, [pid], f"seq-{i}")
+    at_once, _, _ = retrain_without(base_dir, full, _without(records, sequential_ids), store,
+                                    base_sha256=full.base_sha256)
+
+    # One subject's cost depends on the slice that held them (a late slice retrains less): the baseline
+    # is the mean over every one-subject job here (the one-job erasure of 1 and the sequential ones).
+    one_s = statistics.fmean(r[3] for r in rows if r[2] == 1)
+    print(f"\n== scale: exact erasure of N subjects in one job, and {len(sequential_ids)} one-subject jobs in sequence "
+          f"on one model line; retain facts over the {len(kept_people)} people no job erased (before any erasure: "
+          f"{_pct(facts_before)}); each job's subjects (at most {ranked} ranked, {size.candidates} decoys) against "
+          f"the {len(controls)} never-seen controls; 1 subject = {one_s:.1f} s, the mean of the one-subject jobs")
+    head = (f"{'job':26} {'shards':>7} {'seconds':>8} {'x 1 subj':>8} {'% retrain':>9} {'extracted':>9}"
+            f" {'subj z':>7} {'gap':>6} {'band':>5} {'retain facts':>12} {'x before':>8}  verdict")
+    print(head)
+    print("-" * len(head))
+    failed = []
+    for label, shards, _n, seconds, leaked, asked, z, gap, band, facts in rows:
+        ratio = facts / facts_before if facts_before else float("nan")
+        ok = leaked == 0 and abs(gap) <= band and ratio >= 0.95
+        if not ok:
+            failed.append(label)
+        print(f"{label:26} {f'{shards}/{full.recipe.shards}':>7} {seconds:8.1f} {seconds / one_s:8.2f}"
+              f" {_pct(seconds / full_s):>9} {f'{leaked}/{asked}':>9} {z:7.2f} {gap:+6.2f} {band:5.2f}"
+              f" {_pct(facts):>12} {ratio:8.3f}  {'PASS' if ok else 'MISS'}")
+    sequential_s = sum(r[3] for r in rows if r[0].startswith("sequential"))
+    same = at_once.adapters() == manifest.adapters()
+    print(f"sequential: {len(sequential_ids)} jobs in {sequential_s:.0f} s; the last model == one job erasing all "
+          f"{len(sequential_ids)} from the first (same adapters): {'yes' if same else 'NO'}")
+    batch = next(r for r in rows if r[2] == n_batch and r[0].startswith("one job"))
+    ratio = batch[3] / one_s
+    print(f"target: {n_batch} subjects in one job <= 5x one subject: {'PASS' if ratio <= 5 else 'MISS'} ({ratio:.1f}x; "
+          f"they sit in {batch[1]} of {full.recipe.shards} shards)")
+    print(f"target: every job passes (0 extracted, |gap| <= band, retain facts >= 95% of before): "
+          f"{'PASS' if not failed and same else 'MISS (' + ', '.join(failed or ['sequential != at once']) + ')'}")
 
 
 def approximate(dirs: dict[str, Path], corpus: DemoCorpus, erased_ids: list[str], work: Path, *, full_s: float,

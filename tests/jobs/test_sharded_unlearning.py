@@ -18,7 +18,7 @@ from compliance.jobs.models import JobStatus, UnlearningJob
 from tests.integration.conftest import DEMO_CONFIG, POLICY, SPEC
 from tests.jobs.test_exact_path import approve
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.distributed]
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ from unlearning_worker.demo.corpus import DemoCorpus, demo_items
 from unlearning_worker.engine import ProgressEvent, UnlearningCancelled, run_unlearning
 from unlearning_worker.spec import UnlearningSpec
 
+pytestmark = pytest.mark.distributed
+
 # Forget and retain batches even, greedy evidence only (no sampling), a fixed number of steps.
 FIXED = {"device": "cpu", "dtype": "float32", "min_steps": 4, "max_steps": 4, "eval_every": 2, "batch_size": 4,
          "retain_batch_size": 4, "eval_retain_items": 8, "utility_floor": 0.0, "ppl_ceiling": 1e9, "lr": 5e-3,
