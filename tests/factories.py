@@ -30,10 +30,16 @@ def user(role: str | None, username: str | None = None) -> User:
     name = username or f"{role or 'outsider'}{next(_counter)}"
     account = User.objects.create_user(username=name, password="correct horse battery staple 1")
     if role:
-        if not Group.objects.filter(name=role).exists():  # transactional tests empty the tables
-            ensure_roles()
-        account.groups.add(Group.objects.get(name=role))
+        account.groups.add(role_group(role))
     return account
+
+
+def role_group(role: str) -> Group:
+    """The role's group, created again where a transactional test (which empties every table on the
+    way out) ran before on the same database."""
+    if not Group.objects.filter(name=role).exists():
+        ensure_roles()
+    return Group.objects.get(name=role)
 
 
 def subject(n: int | None = None) -> services.SubjectInput:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 from django.core import mail
 from django.core.cache import cache
 from django.test import TestCase
@@ -28,6 +28,7 @@ from compliance.erasure.services import SubjectInput
 from compliance.erasure.transitions import transition
 from compliance.jobs.models import JobStatus, UnlearningJob, VerificationReport
 from compliance.registry.models import AIModel, Corpus, CorpusVersion, ForgetItem, ModelVersion
+from tests.factories import role_group
 
 PASSWORD = "correct horse battery staple 42"
 
@@ -72,7 +73,7 @@ def isolated_files(settings: Any, tmp_path: Path) -> Path:
 def make_user(username: str, group: str | None) -> User:
     user = User.objects.create_user(username, f"{username}@staff.example.org", PASSWORD)
     if group:
-        user.groups.add(Group.objects.get(name=group))
+        user.groups.add(role_group(group))
     return user
 
 
