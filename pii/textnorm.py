@@ -336,10 +336,12 @@ _SPELLED_HINT = re2.compile(
 )
 _EMAIL_HINT = re2.compile(
     r"(?i)[ \t]@|@[ \t]|[\[({<][ \t]{0,2}(?:at|dot)[ \t]{0,2}[\])}>]"
-    # a domain label may start with a digit ("0.0" as the transform's _LABEL allows): the hint must
-    # never be narrower than the transform, or a text normalises differently with and without context
-    r"|[a-z0-9][ \t]{1,3}at[ \t]{1,3}[a-z0-9-]+(?:[ \t]{1,3}dot[ \t]{1,3}|\.[a-z0-9])"
-    r"|@[a-z0-9-]+[ \t]{1,3}dot[ \t]{1,3}"
+    # The hint must never be narrower than the transform, or a text normalises differently with and
+    # without context: a local part may end in any of its characters ("a- at b.c", "x_ at b.c"), a
+    # domain label may start with a digit ("0.0" as _LABEL allows), and a spelled dot may sit in the
+    # local part as well as the domain ("a dot b@example.com")
+    r"|[a-z0-9%+_\-][ \t]{1,3}at[ \t]{1,3}[a-z0-9-]+(?:[ \t]{1,3}dot[ \t]{1,3}|\.[a-z0-9])"
+    r"|[a-z0-9%+_\-][ \t]{1,3}dot[ \t]{1,3}[a-z0-9%+_\-]"
 )
 
 

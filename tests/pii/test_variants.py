@@ -150,3 +150,16 @@ def test_a_spelled_at_before_a_numeric_domain_normalises_with_and_without_other_
     unless another spelling elsewhere in the text woke the transform up."""
     assert normalize("0 AT 0.0").text == "0@0.0"
     assert normalize("0 AT 0.0[at]").text.startswith("0@0.0")
+
+
+@pytest.mark.parametrize(("written", "canonical"), [
+    ("a- at 0.0", "a-@0.0"),  # found by the offset property as "[at]\u2011 AT 0.0": a local part ending in "-"
+    ("x_ at example.com", "x_@example.com"),
+    ("a dot b@example.com", "a.b@example.com"),  # a spelled dot in the local part
+    ("a dot b at example dot com", "a.b@example.com"),
+])
+def test_every_e_mail_spelling_normalises_on_its_own_as_it_does_beside_another(written: str, canonical: str) -> None:
+    """The cheap hint once woke the e-mail transform only for some spellings: these were rewritten when
+    another spelling ("[at]") stood elsewhere in the text, and left as written when alone."""
+    assert normalize(written).text == canonical
+    assert normalize(f"{written} [at]").text.startswith(canonical)
