@@ -618,57 +618,66 @@ def scale(args: argparse.Namespace, size: Size, base_dir: Path, full: Manifest, 
         return Under(name, [load_model(write_model(base_dir, routed, store, work / f"scale-{name}"))])
 
     facts_before = _mean(exact_facts(served(full, "before"), kept_people))
-    rows: list[tuple[str, int, int, float, int, int, float, float, float, float]] = []
+    rows: list[tuple[str, int, int, float, int, int, int, float, float, float, float]] = []
 
-    def judge(label: str, manifest: Manifest, plan: Any, seconds: float, subjects: list[str], name: str) -> None:
+    def judge(label: str, manifest: Manifest, plan: Any, seconds: float, kept: list[Record], subjects: list[str],
+              name: str) -> None:
         under = served(manifest, name)
         leaked, asked, z, gap, band = _judge(under, [corpus.person(p) for p in subjects], controls, population,
                                              size.candidates, ranked)
-        rows.append((label, len(plan.affected), len(subjects), seconds, leaked, asked, z, gap, band,
+        passes = record_passes(manifest.recipe, kept, plan.first_changed)
+        rows.append((label, len(plan.affected), len(subjects), seconds, passes, leaked, asked, z, gap, band,
                      _mean(exact_facts(under, kept_people))))
         print(f"  {label}: retrained in {seconds:.1f} s, judged", flush=True)
 
     for n in sorted({1, 10, n_batch}):
         ids = order[:n]
-        after, plan, seconds = retrain_without(base_dir, full, _without(records, ids), store,
-                                               base_sha256=full.base_sha256)
-        judge(f"one job, {n} subject{'s' if n > 1 else ''}", after, plan, seconds, ids, f"batch-{n}")
+        kept = _without(records, ids)
+        after, plan, seconds = retrain_without(base_dir, full, kept, store, base_sha256=full.base_sha256)
+        judge(f"one job, {n} subject{'s' if n > 1 else ''}", after, plan, seconds, kept, ids, f"batch-{n}")
     manifest, remaining = full, list(records)
     for i, pid in enumerate(sequential_ids, 1):
         remaining = _without(remaining, [pid])
         manifest, plan, seconds = retrain_without(base_dir, manifest, remaining, store, base_sha256=full.base_sha256)
-        judge(f"sequential job {i}", manifest, plan, seconds, [pid], f"seq-{i}")
+        judge(f"sequential job {i}", manifest, plan, seconds, remaining, [pid], f"seq-{i}")
     at_once, _, _ = retrain_without(base_dir, full, _without(records, sequential_ids), store,
                                     base_sha256=full.base_sha256)
 
     # One subject's cost depends on the slice that held them (a late slice retrains less): the baseline
-    # is the mean over every one-subject job here (the one-job erasure of 1 and the sequential ones).
+    # is the mean over every one-subject job here (the one-job erasure of 1 and the sequential ones), in
+    # seconds and in record passes (the compute, which other load on the machine does not change).
     one_s = statistics.fmean(r[3] for r in rows if r[2] == 1)
+    one_passes = statistics.fmean(r[4] for r in rows if r[2] == 1)
     print(f"\n== scale: exact erasure of N subjects in one job, and {len(sequential_ids)} one-subject jobs in sequence "
           f"on one model line; retain facts over the {len(kept_people)} people no job erased (before any erasure: "
           f"{_pct(facts_before)}); each job's subjects (at most {ranked} ranked, {size.candidates} decoys) against "
-          f"the {len(controls)} never-seen controls; 1 subject = {one_s:.1f} s, the mean of the one-subject jobs")
-    head = (f"{'job':26} {'shards':>7} {'seconds':>8} {'x 1 subj':>8} {'% retrain':>9} {'extracted':>9}"
+          f"the {len(controls)} never-seen controls; 1 subject = {one_s:.1f} s and {one_passes:.0f} record passes, the "
+          f"mean of the one-subject jobs")
+    head = (f"{'job':26} {'shards':>7} {'seconds':>8} {'x 1 subj':>8} {'% retrain':>9} {'passes':>7} {'x 1 subj':>8}"
+            f" {'extracted':>9}"
             f" {'subj z':>7} {'gap':>6} {'band':>5} {'retain facts':>12} {'x before':>8}  verdict")
     print(head)
     print("-" * len(head))
     failed = []
-    for label, shards, _n, seconds, leaked, asked, z, gap, band, facts in rows:
+    full_passes = record_passes(full.recipe, records)
+    for label, shards, _n, seconds, passes, leaked, asked, z, gap, band, facts in rows:
         ratio = facts / facts_before if facts_before else float("nan")
         ok = leaked == 0 and abs(gap) <= band and ratio >= 0.95
         if not ok:
             failed.append(label)
         print(f"{label:26} {f'{shards}/{full.recipe.shards}':>7} {seconds:8.1f} {seconds / one_s:8.2f}"
-              f" {_pct(seconds / full_s):>9} {f'{leaked}/{asked}':>9} {z:7.2f} {gap:+6.2f} {band:5.2f}"
+              f" {_pct(seconds / full_s):>9} {passes:7d} {passes / one_passes:8.2f} {f'{leaked}/{asked}':>9} {z:7.2f}"
+              f" {gap:+6.2f} {band:5.2f}"
               f" {_pct(facts):>12} {ratio:8.3f}  {'PASS' if ok else 'MISS'}")
     sequential_s = sum(r[3] for r in rows if r[0].startswith("sequential"))
     same = at_once.adapters() == manifest.adapters()
     print(f"sequential: {len(sequential_ids)} jobs in {sequential_s:.0f} s; the last model == one job erasing all "
           f"{len(sequential_ids)} from the first (same adapters): {'yes' if same else 'NO'}")
     batch = next(r for r in rows if r[2] == n_batch and r[0].startswith("one job"))
-    ratio = batch[3] / one_s
-    print(f"target: {n_batch} subjects in one job <= 5x one subject: {'PASS' if ratio <= 5 else 'MISS'} ({ratio:.1f}x; "
-          f"they sit in {batch[1]} of {full.recipe.shards} shards)")
+    ratio, by_passes = batch[3] / one_s, batch[4] / one_passes
+    print(f"target: {n_batch} subjects in one job <= 5x one subject: {'PASS' if max(ratio, by_passes) <= 5 else 'MISS'} "
+          f"({ratio:.1f}x in seconds, {by_passes:.1f}x in record passes, {100 * batch[4] / full_passes:.0f}% of a full "
+          f"retrain's; they sit in {batch[1]} of {full.recipe.shards} shards)")
     print(f"target: every job passes (0 extracted, |gap| <= band, retain facts >= 95% of before): "
           f"{'PASS' if not failed and same else 'MISS (' + ', '.join(failed or ['sequential != at once']) + ')'}")
 
