@@ -75,22 +75,21 @@ def _failing(report: VerificationReport) -> set[str]:
     return {c.attack for c in report.verdict.failing}
 
 
-def test_gradient_ascent_stopped_at_zero_extraction_passes_the_probes(suppressed: VerificationReport) -> None:
-    assert suppressed.attacks["direct_probe"].after.metrics["leak_rate"] == 0.0
-
-
 def test_verdict_fails_a_model_that_only_suppresses(suppressed: VerificationReport) -> None:
+    """One test over the one suppressed model (its fixture takes ~40 s; xdist would build it once per
+    worker for separate tests)."""
+    # gradient ascent stopped at zero extraction passes the probes ...
+    assert suppressed.attacks["direct_probe"].after.metrics["leak_rate"] == 0.0
+    # ... but the verdict fails: fine-tuning on other people's records brings the subjects' values back
+    # above the control
     assert not suppressed.verdict.passed
     relearning = suppressed.attacks["relearning"].after
     assert relearning is not None
-    # fine-tuning on other people's records brings the subjects' values back above the control
     assert relearning.metrics["mean_z_gap"] > 0 and relearning.metrics["mean_z_excess"] > 0 or \
         relearning.metrics["extraction_rate"] > 0 or relearning.metrics["leak_rate"] > 0
     assert "relearning" in _failing(suppressed)
-
-
-def test_threat_model_is_in_the_report(suppressed: VerificationReport) -> None:
+    # and the report states the threat model it was measured against
     model = suppressed.to_dict()["threat_model"]
-    assert model["relearning_settings"] == list(suppressed.attacks["relearning"].after.params["settings"])
+    assert model["relearning_settings"] == list(relearning.params["settings"])
     assert model["control"] == {"people": 4, "source": "held-out"}
     assert set(model["never_seen_comparison"]) == {"candidate_rank", "relearning", "quantization"}
