@@ -54,7 +54,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -593,6 +593,20 @@ def _judge(under: Under, subjects: Sequence[Person], controls: Sequence[Person],
     return leaked, len(subjects) * len(IDENTIFIERS), statistics.fmean(r.z for r in subj), gap, band
 
 
+class ScaleRow(NamedTuple):
+    label: str
+    shards: int  # shards retrained
+    subjects: int
+    seconds: float
+    passes: int  # record passes of the retraining
+    leaked: int
+    asked: int
+    z: float  # subjects' mean z
+    gap: float  # subjects' mean z minus the control's
+    band: float
+    facts: float  # retain facts of the people no job erased
+
+
 def scale(args: argparse.Namespace, size: Size, base_dir: Path, full: Manifest, records: list[Record],
           corpus: DemoCorpus, store: AdapterStore, work: Path, population: dict[str, list[str]], *, full_s: float,
           erase1_s: float) -> None:
@@ -618,7 +632,7 @@ def scale(args: argparse.Namespace, size: Size, base_dir: Path, full: Manifest, 
         return Under(name, [load_model(write_model(base_dir, routed, store, work / f"scale-{name}"))])
 
     facts_before = _mean(exact_facts(served(full, "before"), kept_people))
-    rows: list[tuple[str, int, int, float, int, int, int, float, float, float, float]] = []
+    rows: list[ScaleRow] = []
 
     def judge(label: str, manifest: Manifest, plan: Any, seconds: float, kept: list[Record], subjects: list[str],
               name: str) -> None:
@@ -626,7 +640,7 @@ def scale(args: argparse.Namespace, size: Size, base_dir: Path, full: Manifest, 
         leaked, asked, z, gap, band = _judge(under, [corpus.person(p) for p in subjects], controls, population,
                                              size.candidates, ranked)
         passes = record_passes(manifest.recipe, kept, plan.first_changed)
-        rows.append((label, len(plan.affected), len(subjects), seconds, passes, leaked, asked, z, gap, band,
+        rows.append(ScaleRow(label, len(plan.affected), len(subjects), seconds, passes, leaked, asked, z, gap, band,
                      _mean(exact_facts(under, kept_people))))
         print(f"  {label}: retrained in {seconds:.1f} s, judged", flush=True)
 
@@ -646,8 +660,8 @@ def scale(args: argparse.Namespace, size: Size, base_dir: Path, full: Manifest, 
     # One subject's cost depends on the slice that held them (a late slice retrains less): the baseline
     # is the mean over every one-subject job here (the one-job erasure of 1 and the sequential ones), in
     # seconds and in record passes (the compute, which other load on the machine does not change).
-    one_s = statistics.fmean(r[3] for r in rows if r[2] == 1)
-    one_passes = statistics.fmean(r[4] for r in rows if r[2] == 1)
+    one_s = statistics.fmean(r.seconds for r in rows if r.subjects == 1)
+    one_passes = statistics.fmean(r.passes for r in rows if r.subjects == 1)
     print(f"\n== scale: exact erasure of N subjects in one job, and {len(sequential_ids)} one-subject jobs in sequence "
           f"on one model line; retain facts over the {len(kept_people)} people no job erased (before any erasure: "
           f"{_pct(facts_before)}); each job's subjects (at most {ranked} ranked, {size.candidates} decoys) against "
@@ -669,15 +683,15 @@ def scale(args: argparse.Namespace, size: Size, base_dir: Path, full: Manifest, 
               f" {_pct(seconds / full_s):>9} {passes:7d} {passes / one_passes:8.2f} {f'{leaked}/{asked}':>9} {z:7.2f}"
               f" {gap:+6.2f} {band:5.2f}"
               f" {_pct(facts):>12} {ratio:8.3f}  {'PASS' if ok else 'MISS'}")
-    sequential_s = sum(r[3] for r in rows if r[0].startswith("sequential"))
+    sequential_s = sum(r.seconds for r in rows if r.label.startswith("sequential"))
     same = at_once.adapters() == manifest.adapters()
     print(f"sequential: {len(sequential_ids)} jobs in {sequential_s:.0f} s; the last model == one job erasing all "
           f"{len(sequential_ids)} from the first (same adapters): {'yes' if same else 'NO'}")
-    batch = next(r for r in rows if r[2] == n_batch and r[0].startswith("one job"))
-    ratio, by_passes = batch[3] / one_s, batch[4] / one_passes
+    batch = next(r for r in rows if r.subjects == n_batch and r.label.startswith("one job"))
+    ratio, by_passes = batch.seconds / one_s, batch.passes / one_passes
     print(f"target: {n_batch} subjects in one job <= 5x one subject: {'PASS' if max(ratio, by_passes) <= 5 else 'MISS'} "
-          f"({ratio:.1f}x in seconds, {by_passes:.1f}x in record passes, {100 * batch[4] / full_passes:.0f}% of a full "
-          f"retrain's; they sit in {batch[1]} of {full.recipe.shards} shards)")
+          f"({ratio:.1f}x in seconds, {by_passes:.1f}x in record passes, {100 * batch.passes / full_passes:.0f}% of a full "
+          f"retrain's; they sit in {batch.shards} of {full.recipe.shards} shards)")
     print(f"target: every job passes (0 extracted, |gap| <= band, retain facts >= 95% of before): "
           f"{'PASS' if not failed and same else 'MISS (' + ', '.join(failed or ['sequential != at once']) + ')'}")
 
