@@ -162,8 +162,8 @@ def run_unlearning(
 def _targeted(forget: list[ForgetItem], spec: UnlearningSpec) -> list[ForgetItem]:
     """The forget items restricted to the spec's attributes (spans and probe values); items left with
     nothing to forget are dropped (span-only losses would otherwise fall back to their whole answer)."""
-    if not spec.attributes:
-        return forget
+    if not spec.attributes or (spec.method == "counterfactual" and spec.never_seen_cap):
+        return forget  # the whole record goes to the never-seen level: every span, every value
     wanted = set(spec.attributes)
     out = []
     for item in forget:

@@ -191,7 +191,10 @@ def test_only_the_spec_attributes_are_targeted_and_an_empty_result_is_refused(
     from unlearning_worker.engine import _targeted
 
     forget, retain = _items(tiny_corpus)
-    spec = UnlearningSpec(**FIXED)
+    # the default (counterfactual with never-seen caps) takes the whole record: every span, every value
+    assert _targeted(forget, UnlearningSpec(**FIXED)) == forget
+    spec = UnlearningSpec(**FIXED, never_seen_cap=False)
+    assert _targeted(forget, spec.replace(method="floor")) == _targeted(forget, spec)
     targeted = _targeted(forget, spec)
     assert targeted and len(targeted) < len(forget)  # the date-of-birth, address and postcode answers drop out
     assert {a for f in targeted for _s, _e, a in f.pii_spans} <= set(spec.attributes)

@@ -114,3 +114,60 @@ def test_span_only_targets_only_the_value_tokens(tiny_model_dir: Path, tiny_corp
     assert text.replace(" ", "") == person.phone
     answer_ids = [t for t, m in zip(example.input_ids, example.answer_mask, strict=True) if m]
     assert ctx.tokenizer.decode(answer_ids) == f" {person.phone}\n"
+
+
+def test_never_seen_caps_lower_name_and_value_tokens_to_a_never_seen_level_and_never_raise_them(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus
+) -> None:
+    from unlearning_worker.methods.counterfactual import _name_positions
+
+    person = tiny_corpus.people[0]
+    spec = UnlearningSpec(method="counterfactual", never_seen_cap=True, device="cpu", dtype="float32")
+    ctx = _context(tiny_model_dir, tiny_corpus, spec)
+    # every occurrence of the name, in the question (prompt) and in the biography (completion), at the
+    # positions data.encode gives it, in reading order
+    bio = next(i for i, f in enumerate(ctx.forget_items) if f.prompt == person.name)
+    found = _name_positions(ctx.tokenizer, ctx.forget_items[bio].prompt, ctx.forget_items[bio].completion, person.name)
+    ids = ctx.forget[bio].input_ids
+    texts = [ctx.tokenizer.decode([ids[j] for j in occurrence]).strip() for occurrence in found]
+    assert texts[0] == person.name and texts[1:] and set(texts[1:]) == {person.first_name}
+    assert len(found) == 1 + ctx.forget_items[bio].completion.count(person.first_name)
+    qa = next(i for i, f in enumerate(ctx.forget_items) if set(f.values) == {"phone"})
+    found = _name_positions(ctx.tokenizer, ctx.forget_items[qa].prompt, ctx.forget_items[qa].completion, person.name)
+    assert [ctx.tokenizer.decode([ctx.forget[qa].input_ids[j] for j in o]).strip() for o in found] == [person.name]
+    assert _name_positions(ctx.tokenizer, "", "no name here", person.name) == []
+
+    method = build_method(ctx)
+    method.prepare()
+    off = build_method(_context(tiny_model_dir, tiny_corpus, spec.replace(never_seen_cap=False, attributes=[])))
+    off.prepare()
+    names = method.targets[len(off.targets):]
+    assert names and len(method.targets) > len(off.targets)
+    # the values' targets: the same tokens, each true token at most as likely as before and the rows
+    # still distributions
+    for capped, plain in zip(method.targets, off.targets, strict=False):
+        example = ctx.forget[plain.item]
+        truth = [example.input_ids[p + 1] for p in plain.positions.tolist()]
+        assert capped.item == plain.item and torch.equal(capped.positions, plain.positions)
+        assert torch.allclose(capped.target_p.sum(-1), torch.ones(len(truth)), atol=1e-5)
+        for row, token in enumerate(truth):
+            before = dict(zip(plain.target_idx[row].tolist(), plain.target_p[row].tolist(), strict=True)).get(token, 0.0)
+            after = dict(zip(capped.target_idx[row].tolist(), capped.target_p[row].tolist(), strict=True)).get(token, 0.0)
+            assert after <= before + 1e-6
+    model = ctx.model.eval()
+    lowered = 0
+    for target in names:
+        example = ctx.forget[target.item]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([example.input_ids])).logits[0]
+        base = torch.softmax(logits[target.positions], dim=-1)
+        truth = torch.tensor([example.input_ids[p + 1] for p in target.positions.tolist()])
+        assert torch.allclose(target.target_p.sum(-1), torch.ones(len(truth)), atol=1e-5)
+        assert target.hidden is None
+        for row, token in enumerate(truth.tolist()):
+            held = base[row, token]
+            kept = target.target_idx[row].tolist()
+            wanted = float(target.target_p[row, kept.index(token)]) if token in kept else 0.0
+            assert wanted <= float(held) + 1e-5  # never above the model's own probability: a cap, not a push
+            lowered += wanted < float(held) - 1e-3
+    assert lowered > 0  # some name token was more familiar than a never-seen name's

@@ -48,6 +48,10 @@ class SpanTarget:
     target_p: torch.Tensor  # (N, K)
     hidden: torch.Tensor | None = None  # (N, L, D): the reference's hidden states there, layers 1..L
     entropy: torch.Tensor | None = None  # (N,) entropy of the target: cross-entropy minus it is the KL
+    # (N,) never-seen log-probability of each true token (never_seen_cap; NaN: none). A distribution
+    # target barely sees a token the model gives 1% where the target gives 1e-7 (KL ~0.01 nats), yet
+    # membership inference reads exactly that log-probability: so the excess over it is a loss too
+    level: torch.Tensor | None = None
 
 
 def _tokens_over(
@@ -69,6 +73,35 @@ def _tokens_over(
     return positions, ids, starts
 
 
+def cap_target(index: torch.Tensor, probs: torch.Tensor, truth: torch.Tensor, log_cap: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets (N, K) whose probability of each row's true token is at most exp(log_cap): the excess
+    goes to the row's other tokens in proportion to what they had (a row without other mass keeps
+    its own). A true token outside the row's top K is already below any cap that matters."""
+    index, probs = index.clone(), probs.clone()
+    hit = index == truth[:, None]
+    held = (probs * hit).sum(-1)
+    new = torch.minimum(held, log_cap.exp())
+    others = (1.0 - held).clamp_min(1e-12)
+    scale = torch.where(held < 1.0, (1.0 - new) / others, torch.ones_like(held))
+    probs = torch.where(hit, new[:, None], probs * scale[:, None])
+    return index, probs
+
+
+def _level_excess(logits: torch.Tensor, target: SpanTarget, input_ids: torch.Tensor) -> torch.Tensor | None:
+    """(N',) nats by which the model's log-probability of each true token is above its never-seen
+    level (0 where below), over the tokens that have a level; None when none has."""
+    if target.level is None:
+        return None
+    level = target.level.to(logits.device)
+    known = ~torch.isnan(level)
+    if not bool(known.any()):
+        return None
+    at = target.positions.to(logits.device)[known]
+    logp = torch.log_softmax(logits[at].float(), dim=-1).gather(-1, input_ids[at + 1][:, None]).squeeze(-1)
+    return torch.relu(logp - level[known])
+
+
 def never_seen_prefix(prefix: str, subject_name: str, person: Any, rng: random.Random) -> str:
     """The part of a value already written, as it would read for a never-seen person with a value the
     model never saw: the subject's name parts (an e-mail's "ada.quill") become the person's, and every
@@ -80,6 +113,33 @@ def never_seen_prefix(prefix: str, subject_name: str, person: Any, rng: random.R
         out = out.replace(old.lower(), new.lower()).replace(old, new)
         out = re.sub(re.escape(old), new, out, flags=re.IGNORECASE)
     return "".join(rng.choice("0123456789") if ch.isdigit() else ch for ch in out)
+
+
+def _name_positions(tokenizer: Any, prompt: str, completion: str, name: str) -> list[list[int]]:
+    """Input positions (as data.encode lays out prompt + completion) of the tokens of each occurrence
+    of `name` (in full, or its first or last part alone), in reading order; position 0 is left out
+    (nothing predicts it)."""
+    parts = name.split()
+    if not parts:
+        return []
+    alternatives = [re.escape(name)] + [rf"\b{re.escape(x)}\b" for x in dict.fromkeys((parts[0], parts[-1]))]
+    pattern = re.compile("|".join(alternatives))
+    prompt_enc = tokenizer(prompt, return_offsets_mapping=True) if prompt else None
+    n_prompt = len(prompt_enc["input_ids"]) if prompt_enc is not None else 1
+    if prompt_enc is not None and not prompt_enc["input_ids"]:
+        n_prompt = 1
+    completion_enc = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
+    out: list[list[int]] = []
+    for text, enc, shift in ((prompt, prompt_enc, 0), (completion, completion_enc, n_prompt)):
+        if enc is None:
+            continue
+        for match in pattern.finditer(text):
+            start, end = match.span()
+            found = [shift + k for k, (a, b) in enumerate(enc["offset_mapping"])
+                     if a < end and b > start and shift + k > 0]
+            if found:
+                out.append(found)
+    return out
 
 
 def _name_swapper(old_name: str, new_name: str) -> list[tuple[re.Pattern[str], str]]:
@@ -103,28 +163,48 @@ def counterfactual_text(
     """(prompt, completion, span of the kept value) for the record about `person` instead of the
     subject: the name swapped everywhere, every span (targeted or context) but `keep` replaced by the
     person's value of that attribute (or a random one of the same format), the kept span unchanged."""
+    prompt, completion, spans = rewrite_record(item, keep, person, rng)
+    kept = next(((a, b) for (a, b, _attr), old in zip(spans, _sorted_spans(item), strict=True) if old == keep), (0, 0))
+    return prompt, completion, kept
+
+
+def _sorted_spans(item: ForgetItem) -> list[tuple[int, int, str]]:
+    """The record's spans in reading order; a span overlapping an earlier one is dropped."""
+    out: list[tuple[int, int, str]] = []
+    for span in sorted([*item.pii_spans, *item.context_spans]):
+        if not out or span[0] >= out[-1][1]:
+            out.append(span)
+    return out
+
+
+def rewrite_record(
+    item: ForgetItem, keep: tuple[int, int, str] | None, person: Any, rng: random.Random
+) -> tuple[str, str, list[tuple[int, int, str]]]:
+    """(prompt, completion, where each of the record's spans (_sorted_spans) now lies) for the record
+    about `person`: the name swapped everywhere and every span but `keep` replaced by the person's
+    value of that attribute (or a random one of the same format). keep=None: the whole record is the
+    never-seen person's (its twin)."""
     rules = _name_swapper(item.subject_name, person.name)
     prompt = _swap(item.prompt, rules)
     out: list[str] = []
     pos = 0
-    kept: tuple[int, int] = (0, 0)
-    for start, end, attribute in sorted([*item.pii_spans, *item.context_spans]):
-        if start < pos:
-            continue
+    spans: list[tuple[int, int, str]] = []
+    for start, end, attribute in _sorted_spans(item):
         out.append(_swap(item.completion[pos:start], rules))
         old = item.completion[start:end]
         if (start, end, attribute) == keep:
-            at = sum(len(x) for x in out)
-            kept = (at, at + len(old))
-            out.append(old)
+            new = old
         else:
             try:
-                out.append(str(person.attribute(attribute)))
+                new = str(person.attribute(attribute))
             except AttributeError:
-                out.append(same_format_random(old, rng))
+                new = same_format_random(old, rng)
+        at = sum(len(x) for x in out)
+        spans.append((at, at + len(new), attribute))
+        out.append(new)
         pos = end
     out.append(_swap(item.completion[pos:], rules))
-    return prompt, "".join(out), kept
+    return prompt, "".join(out), spans
 
 
 @register
@@ -154,14 +234,15 @@ class Counterfactual(UnlearningMethod):
         for item in self.ctx.forget_items:
             if not item.subject_name.strip():
                 raise ValueError("the counterfactual method needs the subject's name on every forget item")
-        wanted = set(self.ctx.spec.attributes)
+        wanted = set(self.ctx.spec.attributes) if not self.ctx.spec.never_seen_cap else set()  # (): every span
         people = self._fictitious()
         model, tokenizer = self.ctx.model, self.ctx.tokenizer
         was_training = model.training
         model.eval()
         self.targets: list[SpanTarget] = []
         # 1. every (forget item, targeted value, token of it): the teacher contexts, one per fictitious person
-        pending: list[tuple[int, list[int], list[list[int]]]] = []  # item, student positions, teacher inputs
+        # item, student positions, teacher inputs, the span
+        pending: list[tuple[int, list[int], list[list[int]], tuple[int, int, str]]] = []
         for i, item in enumerate(self.ctx.forget_items):
             rng = random.Random(f"counterfactual:{self.ctx.spec.seed}:{i}")
             for start, end, attribute in sorted(item.pii_spans):
@@ -179,9 +260,11 @@ class Counterfactual(UnlearningMethod):
                         cut = kept + min(0, token_start - start)  # a token may start on the space before the value
                         text = completion[:cut] + never_seen_prefix(written, item.subject_name, person, rng)
                         contexts.append(prompt_ids + list(tokenizer(text, add_special_tokens=False)["input_ids"]))
-                pending.append((i, positions, contexts))
+                pending.append((i, positions, contexts, (start, end, attribute)))
         # 2. the teacher's next-token distribution after each context, averaged over the people
-        for i, positions, contexts in pending:
+        value_spans: list[tuple[int, int, str]] = []  # the span each target distils, for the caps
+        for i, positions, contexts, span in pending:
+            value_spans.append(span)
             n = len(positions)
             probs, hidden = self._next_token_probs(contexts)
             probs = probs.view(self.draws, n, -1).mean(0)
@@ -191,10 +274,99 @@ class Counterfactual(UnlearningMethod):
             entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
             self.targets.append(SpanTarget(i, torch.tensor(positions) - 1, top.indices.cpu(), p.cpu(), mean_hidden,
                                            entropy.cpu()))
+        if self.ctx.spec.never_seen_cap:
+            self._apply_never_seen_caps(people, value_spans)
         model.train(was_training)
         self.by_item: dict[int, list[int]] = {}
         for k, t in enumerate(self.targets):
             self.by_item.setdefault(t.item, []).append(k)
+
+    def _apply_never_seen_caps(self, people: list[Any], value_spans: list[tuple[int, int, str]]) -> None:
+        """Cap every distilled value token, and every token of the person's name wherever a forget
+        record writes it (the question's prompt included), at what the same token of a never-seen
+        person gets there: the same record about a fictitious person (its twin), the same value or
+        name occurrence and token index, mean log-probability over the draws (the base model's).
+
+        The counterfactual teacher alone leaves two kinds of familiarity that membership inference
+        reads: the name (nothing distilled it; measured on the demo model, one subject: -3.9 nats per
+        name token against -7.7 for never-seen names), and values whose letters the teacher still
+        completes from memory (an address's street, read from its first letters: -3.3 against -8.3).
+        A cap moves probability only downwards, onto the other tokens in the proportions the target
+        already had, so a token that is already as unfamiliar as a never-seen one is left as it is
+        and the target cannot overshoot."""
+        model, tokenizer = self.ctx.model, self.ctx.tokenizer
+        by_item: dict[int, list[int]] = {}
+        for k, t in enumerate(self.targets):
+            by_item.setdefault(t.item, []).append(k)
+        names: list[SpanTarget] = []
+        for i, item in enumerate(self.ctx.forget_items):
+            rng = random.Random(f"counterfactual-twin:{self.ctx.spec.seed}:{i}")
+            mine = _name_positions(tokenizer, item.prompt, item.completion, item.subject_name)
+            order = _sorted_spans(item)
+            ids = list(self.ctx.forget[i].input_ids)
+            inputs = [ids]
+            twin_names: list[list[list[int]]] = []
+            twin_spans: list[list[list[int]]] = []  # per draw, per span of `order`: input positions
+            for person in rng.sample(people, self.draws):
+                prompt, completion, spans = rewrite_record(item, None, person, rng)
+                prompt_ids = list(tokenizer(prompt)["input_ids"]) if prompt else [tokenizer.bos_token_id]
+                inputs.append(prompt_ids + list(tokenizer(completion, add_special_tokens=False)["input_ids"]))
+                twin_names.append(_name_positions(tokenizer, prompt, completion, person.name))
+                twin_spans.append([_tokens_over(tokenizer, prompt, completion, (a, b))[0] for a, b, _ in spans])
+            logp = self._sequence_logprobs(inputs)
+
+            def level(draws: list[list[list[int]]], o: int, k: int) -> float | None:
+                """Mean log-probability, over the twins, of token k of occurrence o (its last token
+                where the twin's is shorter)."""
+                found = []
+                for d, occurrences in enumerate(draws):
+                    if o < len(occurrences) and occurrences[o]:
+                        at = occurrences[o][min(k, len(occurrences[o]) - 1)]
+                        found.append(float(logp[d + 1][at - 1, inputs[d + 1][at]]))
+                return sum(found) / len(found) if found else None
+
+            for k in by_item.get(i, []):  # the distilled values: cap their targets
+                target = self.targets[k]
+                if value_spans[k] not in order:  # overlapped by an earlier span: the twin has no such value
+                    continue
+                o = order.index(value_spans[k])
+                caps = [level(twin_spans, o, n) for n in range(len(target.positions))]
+                truth = torch.tensor([ids[int(p) + 1] for p in target.positions])
+                target.target_idx, target.target_p = cap_target(
+                    target.target_idx, target.target_p, truth, torch.tensor([c if c is not None else 0.0 for c in caps]))
+                target.entropy = -(target.target_p * target.target_p.clamp_min(1e-12).log()).sum(-1)
+                target.level = torch.tensor([c if c is not None else float("nan") for c in caps])
+            positions, caps = [], []
+            for o, occurrence in enumerate(mine):
+                for n, j in enumerate(occurrence):
+                    c = level(twin_names, o, n)
+                    if c is not None:
+                        positions.append(j)
+                        caps.append(c)
+            if not positions:
+                continue
+            # the name: the model's own distribution there (top K, the name token always kept), capped
+            base = logp[0][torch.tensor(positions) - 1].exp()
+            truth = torch.tensor([ids[j] for j in positions])
+            rows = torch.arange(len(positions))
+            rest = base.clone()
+            rest[rows, truth] = -1.0
+            top = torch.topk(rest, min(TOP_K, base.shape[-1]) - 1, dim=-1)
+            index = torch.cat([truth[:, None], top.indices], dim=-1)
+            held = base[rows, truth]
+            others = top.values / top.values.sum(-1, keepdim=True).clamp_min(1e-12) * (1.0 - held)[:, None]
+            index, probs = cap_target(index, torch.cat([held[:, None], others], dim=-1), truth, torch.tensor(caps))
+            entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+            names.append(SpanTarget(i, torch.tensor(positions) - 1, index, probs, None, entropy, torch.tensor(caps)))
+        self.targets.extend(names)
+
+    def _sequence_logprobs(self, inputs: list[list[int]]) -> list[torch.Tensor]:
+        """(T-1, V) log-softmax of the model's next-token logits at every position of each input."""
+        out = []
+        for ids in inputs:
+            logits = self.ctx.model(input_ids=torch.tensor([ids], device=self.ctx.device)).logits[0, :-1]
+            out.append(torch.log_softmax(logits.float(), dim=-1).cpu())
+        return out
 
     @property
     def hidden_weight(self) -> float:
@@ -219,7 +391,8 @@ class Counterfactual(UnlearningMethod):
         return torch.cat(out), torch.cat(states)
 
     def state(self) -> dict[str, Any]:
-        return {"targets": [(t.item, t.positions, t.target_idx, t.target_p, t.hidden, t.entropy) for t in self.targets]}
+        return {"targets": [(t.item, t.positions, t.target_idx, t.target_p, t.hidden, t.entropy, t.level)
+                            for t in self.targets]}
 
     @torch.no_grad()
     def forget_gap(self) -> float | None:
@@ -243,6 +416,9 @@ class Counterfactual(UnlearningMethod):
                     entropy = t.entropy.to(ce.device) if t.entropy is not None else torch.zeros_like(ce)
                     total += float((ce - entropy).sum())
                     count += int(ce.numel())
+                    excess = _level_excess(logits[row], t, batch.input_ids[row])
+                    if excess is not None:
+                        total += float(excess.sum())
         self.ctx.model.train(was_training)
         return total / max(count, 1)
 
@@ -270,8 +446,12 @@ class Counterfactual(UnlearningMethod):
             for k in self.by_item[i]:
                 target = self.targets[k]
                 at = target.positions.to(logits.device)
-                parts.append(losses.soft_cross_entropy(
-                    logits[row, at], target.target_idx.to(logits.device), target.target_p.to(logits.device)).mean())
+                part = losses.soft_cross_entropy(
+                    logits[row, at], target.target_idx.to(logits.device), target.target_p.to(logits.device)).mean()
+                excess = _level_excess(logits[row], target, batch.input_ids[row])
+                if excess is not None:
+                    part = part + excess.pow(2).mean()
+                parts.append(part)
                 if use_hidden and target.hidden is not None:
                     mine = torch.stack([h[row, at] for h in result.hidden_states[1:]], dim=1).float()
                     ref = target.hidden.to(mine.device)
