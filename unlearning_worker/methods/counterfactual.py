@@ -20,6 +20,12 @@ Each targeted value is distilled with every *other* value of the person swapped 
 context: a teacher that saw the person's phone number before the e-mail could recall the e-mail from
 it (linkability), and the target would leak.
 
+With `never_seen_cap` (the default) the method takes the whole record: every PII span, and every
+token of the person's name wherever a record writes it, with each distilled token's probability
+capped at what the same token gets in the record's never-seen *twin* (the whole record about a
+fictitious person), and the excess of the model's log-probability over that level a loss of its own.
+Membership inference reads those log-probabilities; a distribution target alone barely sees them.
+
 Pure: no Django, no environment reads.
 """
 
@@ -100,6 +106,19 @@ def _level_excess(logits: torch.Tensor, target: SpanTarget, input_ids: torch.Ten
     at = target.positions.to(logits.device)[known]
     logp = torch.log_softmax(logits[at].float(), dim=-1).gather(-1, input_ids[at + 1][:, None]).squeeze(-1)
     return torch.relu(logp - level[known])
+
+
+def _twin_level(logp: list[torch.Tensor], inputs: list[list[int]], twins: list[list[list[int]]], o: int, k: int
+                ) -> float | None:
+    """Mean log-probability, over the twin records (inputs[1:], with their log-softmax rows in
+    logp[1:] and each one's occurrences' input positions in twins), of token k of occurrence o (the
+    occurrence's last token where a twin's is shorter); None when no twin has occurrence o."""
+    found = []
+    for d, occurrences in enumerate(twins):
+        if o < len(occurrences) and occurrences[o]:
+            at = occurrences[o][min(k, len(occurrences[o]) - 1)]
+            found.append(float(logp[d + 1][at - 1, inputs[d + 1][at]]))
+    return sum(found) / len(found) if found else None
 
 
 def never_seen_prefix(prefix: str, subject_name: str, person: Any, rng: random.Random) -> str:
@@ -294,7 +313,7 @@ class Counterfactual(UnlearningMethod):
         A cap moves probability only downwards, onto the other tokens in the proportions the target
         already had, so a token that is already as unfamiliar as a never-seen one is left as it is
         and the target cannot overshoot."""
-        model, tokenizer = self.ctx.model, self.ctx.tokenizer
+        tokenizer = self.ctx.tokenizer
         by_item: dict[int, list[int]] = {}
         for k, t in enumerate(self.targets):
             by_item.setdefault(t.item, []).append(k)
@@ -314,23 +333,12 @@ class Counterfactual(UnlearningMethod):
                 twin_names.append(_name_positions(tokenizer, prompt, completion, person.name))
                 twin_spans.append([_tokens_over(tokenizer, prompt, completion, (a, b))[0] for a, b, _ in spans])
             logp = self._sequence_logprobs(inputs)
-
-            def level(draws: list[list[list[int]]], o: int, k: int) -> float | None:
-                """Mean log-probability, over the twins, of token k of occurrence o (its last token
-                where the twin's is shorter)."""
-                found = []
-                for d, occurrences in enumerate(draws):
-                    if o < len(occurrences) and occurrences[o]:
-                        at = occurrences[o][min(k, len(occurrences[o]) - 1)]
-                        found.append(float(logp[d + 1][at - 1, inputs[d + 1][at]]))
-                return sum(found) / len(found) if found else None
-
             for k in by_item.get(i, []):  # the distilled values: cap their targets
                 target = self.targets[k]
                 if value_spans[k] not in order:  # overlapped by an earlier span: the twin has no such value
                     continue
                 o = order.index(value_spans[k])
-                caps = [level(twin_spans, o, n) for n in range(len(target.positions))]
+                caps = [_twin_level(logp, inputs, twin_spans, o, n) for n in range(len(target.positions))]
                 truth = torch.tensor([ids[int(p) + 1] for p in target.positions])
                 target.target_idx, target.target_p = cap_target(
                     target.target_idx, target.target_p, truth, torch.tensor([c if c is not None else 0.0 for c in caps]))
@@ -339,7 +347,7 @@ class Counterfactual(UnlearningMethod):
             positions, caps = [], []
             for o, occurrence in enumerate(mine):
                 for n, j in enumerate(occurrence):
-                    c = level(twin_names, o, n)
+                    c = _twin_level(logp, inputs, twin_names, o, n)
                     if c is not None:
                         positions.append(j)
                         caps.append(c)
