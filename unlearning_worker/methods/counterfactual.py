@@ -108,16 +108,15 @@ def _level_excess(logits: torch.Tensor, target: SpanTarget, input_ids: torch.Ten
     return torch.relu(logp - level[known])
 
 
-def _twin_level(logp: list[torch.Tensor], inputs: list[list[int]], twins: list[list[list[int]]], o: int, k: int
-                ) -> float | None:
-    """Mean log-probability, over the twin records (inputs[1:], with their log-softmax rows in
-    logp[1:] and each one's occurrences' input positions in twins), of token k of occurrence o (the
-    occurrence's last token where a twin's is shorter); None when no twin has occurrence o."""
+def _twin_level(logp: list[torch.Tensor], twins: list[list[list[int]]], o: int, k: int) -> float | None:
+    """Mean log-probability, over the twin records (logp[1:]: each one's per-token log-probabilities;
+    twins: each one's occurrences' input positions), of token k of occurrence o (the occurrence's last
+    token where a twin's is shorter); None when no twin has occurrence o."""
     found = []
     for d, occurrences in enumerate(twins):
         if o < len(occurrences) and occurrences[o]:
             at = occurrences[o][min(k, len(occurrences[o]) - 1)]
-            found.append(float(logp[d + 1][at - 1, inputs[d + 1][at]]))
+            found.append(float(logp[d + 1][at - 1]))
     return sum(found) / len(found) if found else None
 
 
@@ -332,13 +331,13 @@ class Counterfactual(UnlearningMethod):
                 inputs.append(prompt_ids + list(tokenizer(completion, add_special_tokens=False)["input_ids"]))
                 twin_names.append(_name_positions(tokenizer, prompt, completion, person.name))
                 twin_spans.append([_tokens_over(tokenizer, prompt, completion, (a, b))[0] for a, b, _ in spans])
-            logp = self._sequence_logprobs(inputs)
+            logp = self._token_logprobs(inputs)
             for k in by_item.get(i, []):  # the distilled values: cap their targets
                 target = self.targets[k]
                 if value_spans[k] not in order:  # overlapped by an earlier span: the twin has no such value
                     continue
                 o = order.index(value_spans[k])
-                caps = [_twin_level(logp, inputs, twin_spans, o, n) for n in range(len(target.positions))]
+                caps = [_twin_level(logp, twin_spans, o, n) for n in range(len(target.positions))]
                 truth = torch.tensor([ids[int(p) + 1] for p in target.positions])
                 target.target_idx, target.target_p = cap_target(
                     target.target_idx, target.target_p, truth, torch.tensor([c if c is not None else 0.0 for c in caps]))
@@ -347,14 +346,15 @@ class Counterfactual(UnlearningMethod):
             positions, caps = [], []
             for o, occurrence in enumerate(mine):
                 for n, j in enumerate(occurrence):
-                    c = _twin_level(logp, inputs, twin_names, o, n)
+                    c = _twin_level(logp, twin_names, o, n)
                     if c is not None:
                         positions.append(j)
                         caps.append(c)
             if not positions:
                 continue
             # the name: the model's own distribution there (top K, the name token always kept), capped
-            base = logp[0][torch.tensor(positions) - 1].exp()
+            logits = self.ctx.model(input_ids=torch.tensor([ids], device=self.ctx.device)).logits[0]
+            base = torch.softmax(logits[torch.tensor(positions, device=logits.device) - 1].float(), dim=-1).cpu()
             truth = torch.tensor([ids[j] for j in positions])
             rows = torch.arange(len(positions))
             rest = base.clone()
@@ -368,12 +368,14 @@ class Counterfactual(UnlearningMethod):
             names.append(SpanTarget(i, torch.tensor(positions) - 1, index, probs, None, entropy, torch.tensor(caps)))
         self.targets.extend(names)
 
-    def _sequence_logprobs(self, inputs: list[list[int]]) -> list[torch.Tensor]:
-        """(T-1, V) log-softmax of the model's next-token logits at every position of each input."""
+    def _token_logprobs(self, inputs: list[list[int]]) -> list[torch.Tensor]:
+        """(T-1,) log-probability of each next input token, for each input (what the level needs: not
+        the whole vocabulary at every position, which a large vocabulary would make gigabytes)."""
         out = []
         for ids in inputs:
-            logits = self.ctx.model(input_ids=torch.tensor([ids], device=self.ctx.device)).logits[0, :-1]
-            out.append(torch.log_softmax(logits.float(), dim=-1).cpu())
+            tensor = torch.tensor([ids], device=self.ctx.device)
+            logits = self.ctx.model(input_ids=tensor).logits[0, :-1]
+            out.append(torch.log_softmax(logits.float(), dim=-1).gather(-1, tensor[0, 1:, None]).squeeze(-1).cpu())
         return out
 
     @property
