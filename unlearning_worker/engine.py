@@ -159,11 +159,17 @@ def run_unlearning(
         return _run(model_dir, out_dir, forget, retain, spec, progress, should_cancel, checkpoint_dir)
 
 
+def _whole_record(spec: UnlearningSpec) -> bool:
+    """Whether the run takes every span and value of the forget records (no attributes named, or the
+    counterfactual with never-seen caps, which brings the whole record to the never-seen level)."""
+    return not spec.attributes or (spec.method == "counterfactual" and spec.never_seen_cap)
+
+
 def _targeted(forget: list[ForgetItem], spec: UnlearningSpec) -> list[ForgetItem]:
     """The forget items restricted to the spec's attributes (spans and probe values); items left with
     nothing to forget are dropped (span-only losses would otherwise fall back to their whole answer)."""
-    if not spec.attributes or (spec.method == "counterfactual" and spec.never_seen_cap):
-        return forget  # the whole record goes to the never-seen level: every span, every value
+    if _whole_record(spec):
+        return forget
     wanted = set(spec.attributes)
     out = []
     for item in forget:
@@ -212,7 +218,7 @@ def _run(
     pad_id = ctx.pad_id
 
     # retain items holding values of the attributes being forgotten: where collateral damage lands
-    wanted = set(spec.attributes) or {a for f in forget for _s, _e, a in f.pii_spans}
+    wanted = {a for f in forget for _s, _e, a in f.pii_spans} if _whole_record(spec) else set(spec.attributes)
     focus = [i for i, r in enumerate(retain) if any(a in wanted for _s, _e, a in r.pii_spans)]
 
     # a fixed, seeded subset of the retain set for the in-run utility checks

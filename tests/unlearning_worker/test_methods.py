@@ -3,6 +3,7 @@ trainable parameter changes (LoRA: every adapter parameter changes and the base 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -143,17 +144,23 @@ def test_never_seen_caps_lower_name_and_value_tokens_to_a_never_seen_level_and_n
     off.prepare()
     names = method.targets[len(off.targets):]
     assert names and len(method.targets) > len(off.targets)
-    # the values' targets: the same tokens, each true token at most as likely as before and the rows
-    # still distributions
-    for capped, plain in zip(method.targets, off.targets, strict=False):
+    # the values' targets: the same tokens, each true token's probability min(before, its never-seen
+    # level) and the rows still distributions
+    capped_levels = 0
+    for capped, plain in zip(method.targets[: len(off.targets)], off.targets, strict=True):
         example = ctx.forget[plain.item]
         truth = [example.input_ids[p + 1] for p in plain.positions.tolist()]
         assert capped.item == plain.item and torch.equal(capped.positions, plain.positions)
         assert torch.allclose(capped.target_p.sum(-1), torch.ones(len(truth)), atol=1e-5)
+        assert capped.level is not None and len(capped.level) == len(truth)
         for row, token in enumerate(truth):
             before = dict(zip(plain.target_idx[row].tolist(), plain.target_p[row].tolist(), strict=True)).get(token, 0.0)
             after = dict(zip(capped.target_idx[row].tolist(), capped.target_p[row].tolist(), strict=True)).get(token, 0.0)
-            assert after <= before + 1e-6
+            level = float(capped.level[row])
+            assert math.isfinite(level) and level < 0.0
+            assert after == pytest.approx(min(before, math.exp(level)), abs=1e-6)
+            capped_levels += after < before - 1e-6
+    assert capped_levels > 0
     model = ctx.model.eval()
     lowered = 0
     for target in names:
@@ -163,11 +170,45 @@ def test_never_seen_caps_lower_name_and_value_tokens_to_a_never_seen_level_and_n
         base = torch.softmax(logits[target.positions], dim=-1)
         truth = torch.tensor([example.input_ids[p + 1] for p in target.positions.tolist()])
         assert torch.allclose(target.target_p.sum(-1), torch.ones(len(truth)), atol=1e-5)
-        assert target.hidden is None
+        assert target.hidden is None and target.level is not None
         for row, token in enumerate(truth.tolist()):
             held = base[row, token]
             kept = target.target_idx[row].tolist()
             wanted = float(target.target_p[row, kept.index(token)]) if token in kept else 0.0
-            assert wanted <= float(held) + 1e-5  # never above the model's own probability: a cap, not a push
+            # never above the model's own probability (a cap, not a push), and exactly the cap where lower
+            assert wanted == pytest.approx(min(float(held), math.exp(float(target.level[row]))), abs=1e-5)
             lowered += wanted < float(held) - 1e-3
     assert lowered > 0  # some name token was more familiar than a never-seen name's
+
+
+def test_cap_target_keeps_rows_distributions_even_when_the_true_token_held_everything() -> None:
+    from unlearning_worker.methods.counterfactual import cap_target
+
+    index = torch.tensor([[5, 1, 2], [1, 5, 2], [3, 1, 2]])
+    probs = torch.tensor([[1.0, 0.0, 0.0], [0.2, 0.7, 0.1], [0.5, 0.3, 0.2]])
+    truth = torch.tensor([5, 5, 9])  # memorised (all of the row), likely, outside the top K
+    _, capped = cap_target(index, probs, truth, torch.log(torch.tensor([0.01, 0.01, 0.01])))
+    assert torch.allclose(capped.sum(-1), torch.ones(3), atol=1e-6) and bool((capped >= 0).all())
+    assert capped[0, 0] == pytest.approx(0.01) and capped[0, 1] == pytest.approx(0.495)
+    assert capped[1, 1] == pytest.approx(0.01) and capped[1, 0] / capped[1, 2] == pytest.approx(2.0)
+    assert torch.allclose(capped[2], probs[2])  # nothing to cap
+
+
+def test_name_occurrences_keep_their_order_and_a_name_inside_a_value_is_none() -> None:
+    from unlearning_worker.methods.counterfactual import _name_positions
+
+    class CharTokenizer:  # one token per character, no BOS (as some real tokenizers)
+        def __call__(self, text: str, add_special_tokens: bool = True,
+                     return_offsets_mapping: bool = False) -> dict[str, list]:
+            out: dict[str, list] = {"input_ids": [ord(c) for c in text]}
+            if return_offsets_mapping:
+                out["offset_mapping"] = [(i, i + 1) for i in range(len(text))]
+            return out
+
+    tok = CharTokenizer()
+    # a one-token name at position 0 has nothing to predict it, but its occurrence stays (empty), so
+    # the twin's occurrences line up with the record's
+    assert _name_positions(tok, "A x", "A y", "A") == [[], [3]]
+    assert _name_positions(tok, "Q: Ada Lee?", "Ada", "Ada Lee") == [[3, 4, 5, 6, 7, 8, 9], [11, 12, 13]]
+    # inside a value (an address "Lee Lane" is rewritten whole in the twin): not an occurrence
+    assert _name_positions(tok, "Q: Ada?", " at Lee Lane, Ada", "Ada Lee", [(4, 12, "address")]) == [[3, 4, 5], [21, 22, 23]]

@@ -82,15 +82,18 @@ def _tokens_over(
 def cap_target(index: torch.Tensor, probs: torch.Tensor, truth: torch.Tensor, log_cap: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets (N, K) whose probability of each row's true token is at most exp(log_cap): the excess
-    goes to the row's other tokens in proportion to what they had (a row without other mass keeps
-    its own). A true token outside the row's top K is already below any cap that matters."""
+    goes to the row's other tokens in proportion to what they had (evenly where they had none: a
+    memorised token can hold all of a row). A true token outside the row's top K is already below
+    any cap that matters."""
     index, probs = index.clone(), probs.clone()
     hit = index == truth[:, None]
     held = (probs * hit).sum(-1)
     new = torch.minimum(held, log_cap.exp())
-    others = (1.0 - held).clamp_min(1e-12)
-    scale = torch.where(held < 1.0, (1.0 - new) / others, torch.ones_like(held))
-    probs = torch.where(hit, new[:, None], probs * scale[:, None])
+    other = (probs * ~hit).sum(-1)  # the mass the rest really has (1 - held can round to 0 in float32)
+    spread = (~hit).float() / (~hit).float().sum(-1, keepdim=True).clamp_min(1.0)  # where the rest has none
+    scaled = probs * ((1.0 - new) / other.clamp_min(1e-12))[:, None]
+    rest = torch.where((other > 1e-6)[:, None], scaled, spread * (1.0 - new)[:, None])
+    probs = torch.where(hit, new[:, None], rest)
     return index, probs
 
 
@@ -133,10 +136,14 @@ def never_seen_prefix(prefix: str, subject_name: str, person: Any, rng: random.R
     return "".join(rng.choice("0123456789") if ch.isdigit() else ch for ch in out)
 
 
-def _name_positions(tokenizer: Any, prompt: str, completion: str, name: str) -> list[list[int]]:
+def _name_positions(
+    tokenizer: Any, prompt: str, completion: str, name: str, spans: list[tuple[int, int, str]] | None = None
+) -> list[list[int]]:
     """Input positions (as data.encode lays out prompt + completion) of the tokens of each occurrence
-    of `name` (in full, or its first or last part alone), in reading order; position 0 is left out
-    (nothing predicts it)."""
+    of `name` (in full, or its first or last part alone), in reading order. Position 0 is left out
+    (nothing predicts it), but its occurrence stays, empty, so that the occurrences of a record and
+    of its twin keep their order; a name inside one of the completion's `spans` (a value, which the
+    twin rewrites whole) is not an occurrence."""
     parts = name.split()
     if not parts:
         return []
@@ -148,15 +155,15 @@ def _name_positions(tokenizer: Any, prompt: str, completion: str, name: str) -> 
         n_prompt = 1
     completion_enc = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
     out: list[list[int]] = []
-    for text, enc, shift in ((prompt, prompt_enc, 0), (completion, completion_enc, n_prompt)):
+    for text, enc, shift, held_out in ((prompt, prompt_enc, 0, ()), (completion, completion_enc, n_prompt, spans or ())):
         if enc is None:
             continue
         for match in pattern.finditer(text):
             start, end = match.span()
-            found = [shift + k for k, (a, b) in enumerate(enc["offset_mapping"])
-                     if a < end and b > start and shift + k > 0]
-            if found:
-                out.append(found)
+            if any(a < end and b > start for a, b, _attr in held_out):
+                continue
+            out.append([shift + k for k, (a, b) in enumerate(enc["offset_mapping"])
+                        if a < end and b > start and shift + k > 0])
     return out
 
 
@@ -319,8 +326,8 @@ class Counterfactual(UnlearningMethod):
         names: list[SpanTarget] = []
         for i, item in enumerate(self.ctx.forget_items):
             rng = random.Random(f"counterfactual-twin:{self.ctx.spec.seed}:{i}")
-            mine = _name_positions(tokenizer, item.prompt, item.completion, item.subject_name)
             order = _sorted_spans(item)
+            mine = _name_positions(tokenizer, item.prompt, item.completion, item.subject_name, order)
             ids = list(self.ctx.forget[i].input_ids)
             inputs = [ids]
             twin_names: list[list[list[int]]] = []
@@ -329,7 +336,7 @@ class Counterfactual(UnlearningMethod):
                 prompt, completion, spans = rewrite_record(item, None, person, rng)
                 prompt_ids = list(tokenizer(prompt)["input_ids"]) if prompt else [tokenizer.bos_token_id]
                 inputs.append(prompt_ids + list(tokenizer(completion, add_special_tokens=False)["input_ids"]))
-                twin_names.append(_name_positions(tokenizer, prompt, completion, person.name))
+                twin_names.append(_name_positions(tokenizer, prompt, completion, person.name, spans))
                 twin_spans.append([_tokens_over(tokenizer, prompt, completion, (a, b))[0] for a, b, _ in spans])
             logp = self._token_logprobs(inputs)
             for k in by_item.get(i, []):  # the distilled values: cap their targets
