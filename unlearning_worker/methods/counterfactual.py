@@ -299,9 +299,14 @@ class Counterfactual(UnlearningMethod):
             entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
             self.targets.append(SpanTarget(i, torch.tensor(positions) - 1, top.indices.cpu(), p.cpu(), mean_hidden,
                                            entropy.cpu()))
+        self._index_targets()
         if self.ctx.spec.never_seen_cap:
             self._apply_never_seen_caps(people, value_spans)
+            self._index_targets()
         model.train(was_training)
+
+    def _index_targets(self) -> None:
+        """by_item: forget item -> the indices of its targets."""
         self.by_item: dict[int, list[int]] = {}
         for k, t in enumerate(self.targets):
             self.by_item.setdefault(t.item, []).append(k)
@@ -320,9 +325,6 @@ class Counterfactual(UnlearningMethod):
         already had, so a token that is already as unfamiliar as a never-seen one is left as it is
         and the target cannot overshoot."""
         tokenizer = self.ctx.tokenizer
-        by_item: dict[int, list[int]] = {}
-        for k, t in enumerate(self.targets):
-            by_item.setdefault(t.item, []).append(k)
         names: list[SpanTarget] = []
         for i, item in enumerate(self.ctx.forget_items):
             rng = random.Random(f"counterfactual-twin:{self.ctx.spec.seed}:{i}")
@@ -339,7 +341,7 @@ class Counterfactual(UnlearningMethod):
                 twin_names.append(_name_positions(tokenizer, prompt, completion, person.name, spans))
                 twin_spans.append([_tokens_over(tokenizer, prompt, completion, (a, b))[0] for a, b, _ in spans])
             logp = self._token_logprobs(inputs)
-            for k in by_item.get(i, []):  # the distilled values: cap their targets
+            for k in self.by_item.get(i, []):  # the distilled values: cap their targets
                 target = self.targets[k]
                 if value_spans[k] not in order:  # overlapped by an earlier span: the twin has no such value
                     continue
@@ -441,9 +443,7 @@ class Counterfactual(UnlearningMethod):
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.targets = [SpanTarget(*t) for t in state["targets"]]
-        self.by_item = {}
-        for k, t in enumerate(self.targets):
-            self.by_item.setdefault(t.item, []).append(k)
+        self._index_targets()
 
     def forget_loss(self, idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         rows = [i for i in idx if i in self.by_item]
