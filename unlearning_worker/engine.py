@@ -317,6 +317,7 @@ def _run(
             emit(ProgressEvent("step", step, spec.max_steps, losses=step_losses,
                                forget_extraction=history[-1].forget_extraction))
             if step % spec.eval_every == 0 or step == spec.max_steps:
+                method.on_check()
                 point = evaluator(step, step_losses, "unlearn")
                 history.append(point)
                 emit(ProgressEvent("eval", step, spec.max_steps, losses=step_losses,

@@ -94,7 +94,8 @@ class UnlearningSpec:
     # counterfactual: the whole record, not only the identifiers. Every PII span of every forget record
     # is distilled and every value probed by the stop rule (`attributes` is not used), and every distilled
     # value token and every token of the person's name, wherever a record writes it (prompts included),
-    # is held at or below the log-probability the same token of a never-seen person's twin record gets.
+    # is held at the never-seen level (methods/counterfactual.py: the twin record's, run by run; for
+    # digits, what random digits get in the same record), in every framing (with and without BOS).
     # Without it the records stay familiar to membership inference and verbatim completion: after
     # distilling the identifiers the subject's name tokens scored -3.9 nats against -7.7 for never-seen
     # names and an address -3.3 against -8.3 (demo model, one subject; docs/DESIGN-NOTES.md)

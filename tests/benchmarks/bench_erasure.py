@@ -161,6 +161,18 @@ def _metric_rel(report: VerificationReport, key: str) -> str:
     return "  -  " if value is None else f"{value:.3f}"
 
 
+def keep(args: argparse.Namespace, row: dict[str, Any]) -> None:
+    """Move the unlearned model and its report (JSON) under --keep, for diagnosis; else delete it."""
+    if args.keep is None:
+        shutil.rmtree(row["out"], ignore_errors=True)
+        return
+    dest = args.keep / row["out"].name
+    args.keep.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(row["out"]), dest)
+    (dest / "bench_report.json").write_text(json.dumps(row["report"].to_dict(), indent=1, default=str))
+    print(f"  kept {dest}", flush=True)
+
+
 def section_methods(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, work: Path) -> None:
     people = pick_people(corpus, args.subjects, args.seed)
     print(f"\n== methods: {args.size} model, {len(people)} subject(s), {args.controls} never-seen control people")
@@ -168,7 +180,7 @@ def section_methods(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpu
     for method in args.methods:
         row = run_one(args, model_dir, corpus, method, people, work)
         rows.append(row)
-        shutil.rmtree(row["out"], ignore_errors=True)
+        keep(args, row)
     print_rows(rows, retrain_seconds(model_dir))
 
 
@@ -206,6 +218,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--keep", type=Path, default=None, help="keep each unlearned model and its report here")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "erasure-demo-cache")
     args = parser.parse_args()
     config = SIZES[args.size]

@@ -120,7 +120,7 @@ def test_span_only_targets_only_the_value_tokens(tiny_model_dir: Path, tiny_corp
 def test_never_seen_caps_lower_name_and_value_tokens_to_a_never_seen_level_and_never_raise_them(
     tiny_model_dir: Path, tiny_corpus: DemoCorpus
 ) -> None:
-    from unlearning_worker.methods.counterfactual import _name_positions
+    from unlearning_worker.methods.counterfactual import _name_positions, framed
 
     person = tiny_corpus.people[0]
     spec = UnlearningSpec(method="counterfactual", never_seen_cap=True, device="cpu", dtype="float32")
@@ -144,27 +144,34 @@ def test_never_seen_caps_lower_name_and_value_tokens_to_a_never_seen_level_and_n
     off.prepare()
     names = method.targets[len(off.targets):]
     assert names and len(method.targets) > len(off.targets)
-    # the values' targets: the same tokens, each true token's probability min(before, its never-seen
-    # level) and the rows still distributions
-    capped_levels = 0
+    # the values' targets: the same tokens, no true token's probability raised, the rows still
+    # distributions; a token without digits held at its target probability (or below its cap where the
+    # target dropped it), a token with digits held at what random digits get there
+    capped_levels = held_digits = 0
     for capped, plain in zip(method.targets[: len(off.targets)], off.targets, strict=True):
-        example = ctx.forget[plain.item]
+        example = framed(ctx.forget[plain.item], plain.shift)
         truth = [example.input_ids[p + 1] for p in plain.positions.tolist()]
-        assert capped.item == plain.item and torch.equal(capped.positions, plain.positions)
+        assert (capped.item, capped.shift) == (plain.item, plain.shift) and torch.equal(capped.positions, plain.positions)
         assert torch.allclose(capped.target_p.sum(-1), torch.ones(len(truth)), atol=1e-5)
-        assert capped.level is not None and len(capped.level) == len(truth)
+        assert capped.level is not None and capped.hold is not None and len(capped.level) == len(truth)
         for row, token in enumerate(truth):
             before = dict(zip(plain.target_idx[row].tolist(), plain.target_p[row].tolist(), strict=True)).get(token, 0.0)
             after = dict(zip(capped.target_idx[row].tolist(), capped.target_p[row].tolist(), strict=True)).get(token, 0.0)
             level = float(capped.level[row])
             assert math.isfinite(level) and level < 0.0
-            assert after == pytest.approx(min(before, math.exp(level)), abs=1e-6)
+            assert after <= before + 1e-6
+            if any(ch.isdigit() for ch in ctx.tokenizer.decode([token])):
+                held_digits += bool(capped.hold[row])
+            elif after > 0:
+                assert bool(capped.hold[row]) and level == pytest.approx(math.log(after), abs=1e-4)
+            else:
+                assert not bool(capped.hold[row])
             capped_levels += after < before - 1e-6
-    assert capped_levels > 0
+    assert capped_levels > 0 and held_digits > 0
     model = ctx.model.eval()
     lowered = 0
     for target in names:
-        example = ctx.forget[target.item]
+        example = framed(ctx.forget[target.item], target.shift)
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([example.input_ids])).logits[0]
         base = torch.softmax(logits[target.positions], dim=-1)
@@ -212,3 +219,147 @@ def test_name_occurrences_keep_their_order_and_a_name_inside_a_value_is_none() -
     assert _name_positions(tok, "Q: Ada Lee?", "Ada", "Ada Lee") == [[3, 4, 5, 6, 7, 8, 9], [11, 12, 13]]
     # inside a value (an address "Lee Lane" is rewritten whole in the twin): not an occurrence
     assert _name_positions(tok, "Q: Ada?", " at Lee Lane, Ada", "Ada Lee", [(4, 12, "address")]) == [[3, 4, 5], [21, 22, 23]]
+
+
+def test_every_value_and_name_token_is_distilled_with_and_without_the_bos_token(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus
+) -> None:
+    """An attacker chooses the framing: a model trained behind BOS recalls a value without it too, so
+    each target exists in both framings, over the same tokens, and the forget loss and the stop rule's
+    gap see both."""
+    from unlearning_worker.methods.counterfactual import SpanTarget, framed, framings
+
+    spec = UnlearningSpec(method="counterfactual", device="cpu", dtype="float32")
+    ctx = _context(tiny_model_dir, tiny_corpus, spec)
+    bos = ctx.tokenizer.bos_token_id
+    assert bos is not None and all(e.input_ids[0] == bos for e in ctx.forget)
+    method = build_method(ctx)
+    method.prepare()
+    by_key: dict[tuple[int, int], dict[int, tuple[SpanTarget, tuple[int, ...]]]] = {}
+    for t in method.targets:
+        example = framed(ctx.forget[t.item], t.shift)
+        truth = tuple(example.input_ids[p + 1] for p in t.positions.tolist())
+        assert t.level is not None and len(t.level) == len(truth)
+        by_key.setdefault((t.item, int(t.positions[-1]) + t.shift), {})[t.shift] = (t, truth)
+    assert by_key
+    for pair in by_key.values():
+        assert set(pair) == {0, 1}  # every target in both framings
+        (trained, truth0), (bare, truth1) = pair[0], pair[1]
+        # the same tokens; only a name token that opens the prompt has nothing before it in the bare one
+        n = len(truth1)
+        assert truth0[len(truth0) - n :] == truth1 and torch.equal(bare.positions, trained.positions[-n:] - 1)
+        assert n == len(truth0) or (trained.hidden is None and n == len(truth0) - 1 and int(trained.positions[0]) == 0)
+        assert torch.allclose(bare.target_p.sum(-1), torch.ones(len(truth1)), atol=1e-5)
+    # the batch of one item holds both framings, and both count in the loss
+    item = method.targets[0].item
+    assert method._views([item]) == [(item, 0), (item, 1)]
+    loss, _ = method.forget_loss([item], step=1)
+    bare_only = [k for k in method.by_item[item] if method.targets[k].shift == 1]
+    for k in bare_only:  # make the bare framing's targets the model's own argmax: its part of the loss changes
+        method.targets[k].level = None
+        method.targets[k].target_p = torch.zeros_like(method.targets[k].target_p)
+        method.targets[k].target_p[:, 0] = 1.0
+    changed, _ = method.forget_loss([item], step=1)
+    assert float(changed) != pytest.approx(float(loss), rel=1e-4)
+
+    # the framings: none for a record that does not open with BOS, none behind an empty prompt (the BOS
+    # is all the first token follows)
+    example = ctx.forget[0]
+    assert framings(ctx.tokenizer, ctx.forget_items[0].prompt, example) == (0, 1)
+    assert framings(ctx.tokenizer, "", example) == (0,)
+    assert framings(ctx.tokenizer, ctx.forget_items[0].prompt, framed(example, 1)) == (0,)
+
+
+def test_value_levels_meet_run_by_run_whatever_the_tokens_and_digits_take_the_random_digits_level() -> None:
+    from unlearning_worker.methods.counterfactual import ValueTokens, random_digits, value_levels
+
+    # "853-95" written as 8|53|-|95 and a twin "12-345" as 12|-|3|45 (offsets in a completion " X")
+    mine = ValueTokens("853-95", 1, [(0, 2), (2, 4), (4, 5), (5, 7)], [5, 6, 7, 8])
+    twin = ValueTokens("12-345", 1, [(1, 3), (3, 4), (4, 5), (5, 7)], [5, 6, 7, 8])
+    # per character: run 0 of digits "12": -4 over 2 chars = -2 each; "-": -0.5; run 1 "345": (-3 - 6) / 3 = -3 each
+    levels = value_levels(mine, [(twin, [-4.0, -0.5, -3.0, -6.0])])
+    # the first token " 8" covers one character of the value (its space lies outside), "53" two, "-" the dash
+    assert levels == pytest.approx([-2.0, -4.0, -0.5, -6.0])
+    # the sum over a run does not depend on how either side tokenises it
+    assert sum(x for x in levels if x is not None) == pytest.approx(3 * -2.0 + -0.5 + 2 * -3.0)
+    # a run no twin has takes its class's mean; a class no twin has: no level
+    longer = ValueTokens("1-2-3", 0, [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)], [1, 2, 3, 4, 5])
+    assert value_levels(longer, [(twin, [-4.0, -0.5, -3.0, -6.0])])[4] == pytest.approx(-2.5)
+    assert value_levels(ValueTokens("ab", 0, [(0, 2)], [1]), [(twin, [-4.0, -0.5, -3.0, -6.0])]) == [None]
+    # with random-digit alternatives the digit runs take theirs, the rest keeps the twins'
+    alternative = ValueTokens("000-11", 1, [(1, 4), (4, 5), (5, 7)], [5, 6, 7])
+    mixed = value_levels(mine, [(twin, [-4.0, -0.5, -3.0, -6.0])], [(alternative, [-9.0, -1.5, -1.0])])
+    assert mixed == pytest.approx([-3.0, -6.0, -0.5, -1.0])
+
+    import random
+
+    completion = " phone 555-1234, born 1990, at 12 Elm St"
+    phone = completion.index("555")
+    out = random_digits(completion, (phone, phone + 8), random.Random(1))
+    assert len(out) == len(completion) and out != completion
+    # only the value's digits change: not "1990", not the address's "12"
+    assert out[:phone] == completion[:phone] and out[phone + 8 :] == completion[phone + 8 :]
+    assert all(a == b or (a.isdigit() and b.isdigit()) for a, b in zip(out, completion, strict=True))
+    # with donors of the format, each run is a donor's run of the same index and length (a month
+    # stays a month); a run no donor has in that length is random digits
+    donors = ["111-2222", "333-4444", "12-99"]
+    seen = {random_digits(completion, (phone, phone + 8), random.Random(n), donors)[phone : phone + 8] for n in range(40)}
+    assert {v[:3] for v in seen} == {"111", "333"} and {v[4:] for v in seen} == {"2222", "4444"}
+    odd = random_digits(" 12345", (1, 6), random.Random(0), donors)
+    assert odd[1:].isdigit() and len(odd) == 6
+
+
+def test_level_excess_is_a_ceiling_a_hold_or_a_pooled_sum() -> None:
+    from unlearning_worker.methods.counterfactual import SpanTarget, _level_excess
+
+    # 4 positions, vocabulary 3; the true next tokens are input_ids[1:]
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25], [0.25, 0.25, 0.5], [1 / 3, 1 / 3, 1 / 3]]))
+    input_ids = torch.tensor([0, 0, 1, 2])  # log p(true) at positions 0, 1, 2: log .5, log .5, log .5
+    lp = math.log(0.5)
+    target = SpanTarget(0, torch.tensor([0, 1, 2]), torch.zeros(3, 1, dtype=torch.long), torch.ones(3, 1),
+                        level=torch.tensor([lp - 1.0, lp + 1.0, float("nan")]))
+    # a ceiling: 1 nat above the first level, below the second (0), no level for the third
+    assert _level_excess(logits, target, input_ids).tolist() == pytest.approx([1.0, 0.0])
+    target.hold = torch.tensor([False, True, False])  # held both ways: 1 nat below counts too
+    assert _level_excess(logits, target, input_ids).tolist() == pytest.approx([1.0, 1.0])
+    target.pooled = torch.tensor([True, True, False])  # pooled: +1 and -1 cancel in the sum
+    assert _level_excess(logits, target, input_ids).tolist() == pytest.approx([0.0])
+    target.level = torch.tensor([lp - 1.0, lp - 0.5, lp - 2.0])
+    target.pooled = torch.tensor([True, False, True])
+    assert _level_excess(logits, target, input_ids).tolist() == pytest.approx([0.5, 3.0])
+
+
+def test_digit_levels_follow_the_model_at_each_check_and_the_engine_asks_for_it(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    spec = UnlearningSpec(method="counterfactual", device="cpu", dtype="float32")
+    ctx = _context(tiny_model_dir, tiny_corpus, spec)
+    method = build_method(ctx)
+    method.prepare()
+    assert method.digit_plans
+    before = [t.level.clone() for t in method.targets]
+    pooled = [t.pooled.clone() if t.pooled is not None else None for t in method.targets]
+    with torch.no_grad():  # another model: random digits get other log-probabilities
+        for param in ctx.model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    method.on_check()
+    moved = 0
+    for target, old, mask in zip(method.targets, before, pooled, strict=True):
+        if mask is None:
+            assert torch.allclose(target.level, old, equal_nan=True)
+            continue
+        assert torch.allclose(target.level[~mask], old[~mask], equal_nan=True)  # only the digit tokens move
+        moved += int((target.level[mask] - old[mask]).abs().gt(1e-3).sum())
+    assert moved > 0
+
+    # the engine re-measures before every evidence check
+    from unlearning_worker.methods.counterfactual import Counterfactual
+
+    calls = []
+    monkeypatch.setattr(Counterfactual, "on_check", lambda self: calls.append(1))
+    forget, retain = demo_items(tiny_corpus, [tiny_corpus.people[0].person_id])
+    from unlearning_worker.engine import run_unlearning
+
+    run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                   spec=spec.replace(max_steps=4, eval_every=2, min_steps=4))
+    assert len(calls) == 2

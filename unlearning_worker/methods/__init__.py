@@ -116,6 +116,9 @@ class UnlearningMethod:
     def forget_loss(self, idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
+    def on_check(self) -> None:
+        """Called before each evidence check, with the model as it is then (default: nothing)."""
+
     def forget_gap(self) -> float | None:
         """How far the model is from the method's target on the whole forget set (None: no target
         distribution, the stop rule uses extraction alone)."""

@@ -22,9 +22,19 @@ it (linkability), and the target would leak.
 
 With `never_seen_cap` (the default) the method takes the whole record: every PII span, and every
 token of the person's name wherever a record writes it, with each distilled token's probability
-capped at what the same token gets in the record's never-seen *twin* (the whole record about a
-fictitious person), and the excess of the model's log-probability over that level a loss of its own.
-Membership inference reads those log-probabilities; a distribution target alone barely sees them.
+capped at what a never-seen person's gets in the record's *twin* (the whole record about a
+fictitious person), and the model's log-probability of the true token held at its level by a loss of
+its own. Membership inference reads those log-probabilities; a distribution target alone barely
+sees them. Three things make that level the right one (each measured on the demo model, three
+subjects; docs/DESIGN-NOTES.md):
+- values meet their twins run by run (digits, letters, the rest), not token by token: the sum over
+  a run is what a model spends on it whatever the tokens (`value_levels`);
+- the level is held both ways where the target keeps the token, not only as a ceiling: one-sided,
+  the values sank below where random values sit (an overshoot, which marks the person too);
+- digit runs are held at what random digits get in the same record under the model as it is at
+  each check (`on_check`), since that is what the candidate-rank attacker compares them with.
+And every record is distilled in each framing an attacker can query it in: as trained and without
+the tokenizer's BOS token (`framings`).
 
 Pure: no Django, no environment reads.
 """
@@ -33,16 +43,22 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from unlearning_worker.data import ForgetItem
+from unlearning_worker.data import Example, ForgetItem
 from unlearning_worker.leakage import same_format_random
 from unlearning_worker.methods import UnlearningMethod, losses, register
 
 COUNTERFACTUAL_SEED = 104_729  # fictitious people for the teacher: never the demo corpus's seed
+# random-digit versions of each record whose mean is a digit run's level: a memorising model's digit
+# predictions are peaked, the log-probability of a random 9-digit value varies by ~15 nats (sd, demo
+# model), so the mean of 4 would stray by ~7.5 nats, of 16 by ~3.7
+DIGIT_DRAWS = 16
+TOKENS_PER_BATCH = 2048  # positions per forward pass when only the true tokens' log-probabilities are wanted
 TOP_K = 64  # teacher tokens kept per position (the rest of its mass is under 1e-3 on the demo model)
 
 
@@ -58,25 +74,60 @@ class SpanTarget:
     # target barely sees a token the model gives 1% where the target gives 1e-7 (KL ~0.01 nats), yet
     # membership inference reads exactly that log-probability: so the excess over it is a loss too
     level: torch.Tensor | None = None
+    # how the record is framed for this target: the number of leading tokens dropped from it (0: as
+    # trained; 1: without the tokenizer's BOS token, see framings)
+    shift: int = 0
+    # (N,) True where the true token is held *at* its level, not only below it: where the target keeps
+    # the token (its level is then the log of its target probability). One-sided, the level loss
+    # pushed values on below the never-seen level and nothing brought them back (the target
+    # distribution's pull on a 1e-5 token is nil): measured, candidate-rank z -1.8 against the
+    # control's 0.0 and one value last of 1,000 (demo model, three subjects)
+    hold: torch.Tensor | None = None
+    # (N,) True for the tokens held together, as a sum (a value's digit tokens, see _hold_digits)
+    pooled: torch.Tensor | None = None
+
+
+def framings(tokenizer: Any, prompt: str, example: Example) -> tuple[int, ...]:
+    """The framings a forget record is distilled under, as the number of its leading tokens dropped:
+    the record as it was trained (0) and, where the tokenizer puts a BOS token before a non-empty
+    prompt, the same text without it (1). (Behind an empty prompt the BOS is all the first token
+    follows.)
+
+    The attacker chooses how to frame a query, and a model trained with BOS recalls a value without
+    it too; targets met only behind the BOS leave the value there. Measured on the demo model (three
+    subjects, seed 2): a value distilled to -10.7 nats behind BOS was still at -3.4 without it (rank 6
+    of 100 candidates, as before unlearning), and relearning and 4-bit quantization ranked it first."""
+    bos = tokenizer.bos_token_id
+    if bos is None or not prompt or len(example.input_ids) < 3 or example.input_ids[0] != bos:
+        return (0,)
+    return (0, 1)
+
+
+def framed(example: Example, shift: int) -> Example:
+    """The example without its first `shift` tokens."""
+    if not shift:
+        return example
+    return Example(example.input_ids[shift:], example.answer_mask[shift:], example.span_mask[shift:])
 
 
 def _tokens_over(
     tokenizer: Any, prompt: str, completion: str, span: tuple[int, int]
-) -> tuple[list[int], list[int], list[int]]:
-    """(input positions, token ids, start offsets in the completion) of the completion tokens
+) -> tuple[list[int], list[int], list[int], list[int]]:
+    """(input positions, token ids, start and end offsets in the completion) of the completion tokens
     overlapping `span`, laid out as data.encode lays out prompt + completion."""
     prompt_ids = tokenizer(prompt)["input_ids"] if prompt else []
     if not prompt_ids and tokenizer.bos_token_id is not None:
         prompt_ids = [tokenizer.bos_token_id]
     enc = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
     start, end = span
-    positions, ids, starts = [], [], []
+    positions, ids, starts, ends = [], [], [], []
     for index, ((a, b), token) in enumerate(zip(enc["offset_mapping"], enc["input_ids"], strict=True)):
         if a < end and b > start:
             positions.append(len(prompt_ids) + index)
             ids.append(token)
             starts.append(a)
-    return positions, ids, starts
+            ends.append(b)
+    return positions, ids, starts, ends
 
 
 def cap_target(index: torch.Tensor, probs: torch.Tensor, truth: torch.Tensor, log_cap: torch.Tensor
@@ -98,8 +149,10 @@ def cap_target(index: torch.Tensor, probs: torch.Tensor, truth: torch.Tensor, lo
 
 
 def _level_excess(logits: torch.Tensor, target: SpanTarget, input_ids: torch.Tensor) -> torch.Tensor | None:
-    """(N',) nats by which the model's log-probability of each true token is above its never-seen
-    level (0 where below), over the tokens that have a level; None when none has."""
+    """(N',) nats by which the model's log-probability of each true token is off its never-seen level:
+    above it (0 where below), or either way where the target holds it there; the pooled tokens count
+    once, by how far their sum is off the sum of their levels; over the tokens that have a level;
+    None when none has."""
     if target.level is None:
         return None
     level = target.level.to(logits.device)
@@ -108,7 +161,172 @@ def _level_excess(logits: torch.Tensor, target: SpanTarget, input_ids: torch.Ten
         return None
     at = target.positions.to(logits.device)[known]
     logp = torch.log_softmax(logits[at].float(), dim=-1).gather(-1, input_ids[at + 1][:, None]).squeeze(-1)
-    return torch.relu(logp - level[known])
+    off = logp - level[known]
+    if target.hold is None:
+        return torch.relu(off)
+    each = torch.where(target.hold.to(logits.device)[known], off.abs(), torch.relu(off))
+    if target.pooled is None:
+        return each
+    pooled = target.pooled.to(logits.device)[known]
+    if not bool(pooled.any()):
+        return each
+    return torch.cat([each[~pooled], off[pooled].sum().abs()[None]])
+
+
+def _huber(excess: torch.Tensor) -> torch.Tensor:
+    """Squared within a nat, linear beyond: a value 10 nats off its level does not pull 10x harder
+    than one 1 nat off (measured, squared: the first 10 steps took the retain exact answers from 0.80
+    to 0.44; with this, to 0.61, and the gap after 200 steps was lower, 0.67 against 0.75)."""
+    return torch.where(excess < 1.0, excess.pow(2), 2.0 * excess - 1.0)
+
+
+def hold_at_target(target: SpanTarget, truth: torch.Tensor, caps: torch.Tensor) -> None:
+    """Set `target`'s level (caps: the never-seen level of each true token, NaN: none): where the
+    (capped) target keeps the true token, the log of its target probability, held both ways; else the
+    cap, as a ceiling."""
+    hit = target.target_idx == truth[:, None]
+    held = (target.target_p * hit).sum(-1)
+    hold = hit.any(-1) & (held > 0) & ~torch.isnan(caps)
+    target.level = torch.where(hold, held.clamp_min(1e-30).log(), caps)
+    target.hold = hold
+
+
+@dataclass
+class DigitPlan:
+    """One value target whose digit tokens are held at what random digits get in their place: the
+    target's index and framing, the value as its record writes it, the twins' values with their
+    log-probabilities (the level of the value's other runs), and the record with random digits in
+    this value only (`inputs`, so framed; `values`: the value there, positions as data.encode lays
+    them out)."""
+
+    target: int
+    shift: int
+    mine: ValueTokens
+    twins: list[tuple[ValueTokens, list[float]]]
+    inputs: list[list[int]]
+    values: list[ValueTokens]
+
+
+@dataclass
+class ValueTokens:
+    """A value as one record writes it: its text, where it starts in the completion, and the
+    (start, end) completion offsets and input positions of the tokens over it."""
+
+    text: str
+    start: int
+    offsets: list[tuple[int, int]]
+    positions: list[int]
+
+
+def _value_tokens(tokenizer: Any, prompt: str, completion: str, span: tuple[int, int, str] | tuple[int, int]
+                  ) -> ValueTokens:
+    positions, _ids, starts, ends = _tokens_over(tokenizer, prompt, completion, (span[0], span[1]))
+    return ValueTokens(completion[span[0] : span[1]], span[0], list(zip(starts, ends, strict=True)), positions)
+
+
+def _segment_keys(text: str) -> list[tuple[str, int]]:
+    """For each character: (its class, the index of its run among the runs of that class), the
+    classes being digits, letters and anything else. Two values of one format meet run by run: the
+    third digit group of one phone number with the third of another, an e-mail's digits with the
+    other's digits, whatever their tokens."""
+    keys: list[tuple[str, int]] = []
+    runs: dict[str, int] = {}
+    previous = ""
+    for ch in text:
+        kind = "d" if ch.isdigit() else "a" if ch.isalpha() else "o"
+        if kind != previous:
+            runs[kind] = runs.get(kind, -1) + 1
+            previous = kind
+        keys.append((kind, runs[kind]))
+    return keys
+
+
+def _char_logprobs(value: ValueTokens, token_logprobs: list[float]) -> list[float]:
+    """Each character's share of the log-probability of the token over it (a token's log-probability
+    spread evenly over its characters inside the value)."""
+    out = [0.0] * len(value.text)
+    end = value.start + len(value.text)
+    for (a, b), lp in zip(value.offsets, token_logprobs, strict=True):
+        lo, hi = max(a, value.start), min(b, end)
+        for j in range(lo, hi):
+            out[j - value.start] = lp / (hi - lo)
+    return out
+
+
+def _run_levels(sources: list[tuple[ValueTokens, list[float]]]) -> tuple[dict[tuple[str, int], float], dict[str, float]]:
+    """Per character, the mean log-probability of each run (and of each class) over `sources` (values
+    and the log-probabilities of their tokens)."""
+    by_run: dict[tuple[str, int], list[float]] = {}
+    by_kind: dict[str, list[float]] = {}
+    for value, logprobs in sources:
+        per_run: dict[tuple[str, int], list[float]] = {}
+        for key, lp in zip(_segment_keys(value.text), _char_logprobs(value, logprobs), strict=True):
+            per_run.setdefault(key, []).append(lp)
+        for key, lps in per_run.items():
+            by_run.setdefault(key, []).append(sum(lps) / len(lps))
+            by_kind.setdefault(key[0], []).append(sum(lps) / len(lps))
+    return ({k: sum(v) / len(v) for k, v in by_run.items()}, {k: sum(v) / len(v) for k, v in by_kind.items()})
+
+
+def value_levels(mine: ValueTokens, twins: list[tuple[ValueTokens, list[float]]],
+                 alternatives: list[tuple[ValueTokens, list[float]]] | None = None) -> list[float | None]:
+    """The never-seen log-probability of each of `mine`'s tokens: the sum, over the token's characters,
+    of what a character of the same run gets in the twins' values (the twin value's run log-probability
+    per character, mean over the twins that have the run; a run no twin has takes its class's mean).
+    With `alternatives` (the same record with random digits in place of the value's), the digit runs
+    take what random digits get there instead.
+
+    Aligning token by token would compare a value's "853" with a twin's "8" where the two tokenise
+    differently (digits merge unevenly), and give a level far above or below the never-seen one: the
+    sum over a run is what a model spends on it whatever the tokens (measured on the demo model: a
+    two-digit e-mail suffix got -15.3 nats from the twins' name tokens)."""
+    by_run, by_kind = _run_levels(twins)
+    if alternatives:
+        digit_runs, digit_kind = _run_levels(alternatives)
+        by_run = {**{k: v for k, v in by_run.items() if k[0] != "d"}, **{k: v for k, v in digit_runs.items() if k[0] == "d"}}
+        by_kind = {**by_kind, **{k: v for k, v in digit_kind.items() if k == "d"}}
+    keys = _segment_keys(mine.text)
+    end = mine.start + len(mine.text)
+    out: list[float | None] = []
+    for a, b in mine.offsets:
+        total, known = 0.0, True
+        for j in range(max(a, mine.start), min(b, end)):
+            key = keys[j - mine.start]
+            found = by_run.get(key, by_kind.get(key[0]))
+            if found is None:
+                known = False
+                break
+            total += found
+        out.append(total if known and b > mine.start and a < end else None)
+    return out
+
+
+def random_digits(text: str, span: tuple[int, int], rng: random.Random, donors: Sequence[str] = ()) -> str:
+    """`text` with the digits in `span` replaced (the same length: everything stays where it is): each
+    run of digits by the run of the same index and length in a random donor value (values of the same
+    format, never the subject's), else by random digits. Donors keep the format's own distribution (a
+    month is 01-12, a year 19xx): uniform digits are values no one has, which the model rightly finds
+    unlikely, and the true value held at their level sank below the attacker's plausible decoys
+    (demo model, three subjects: mean z -0.4 against the control's 0)."""
+    runs = [re.findall(r"\d+", d) for d in donors]
+    out = list(text)
+    for k, match in enumerate(re.finditer(r"\d+", text[span[0] : span[1]])):
+        a, b = span[0] + match.start(), span[0] + match.end()
+        pool = [r[k] for r in runs if len(r) > k and len(r[k]) == b - a]
+        new = rng.choice(pool) if pool else "".join(rng.choice("0123456789") for _ in range(b - a))
+        out[a:b] = list(new)
+    return "".join(out)
+
+
+def _donors(people: list[Any], attribute: str) -> list[str]:
+    """The fictitious people's values of `attribute` (none where the generator has no such attribute)."""
+    out = []
+    for person in people:
+        try:
+            out.append(str(person.attribute(attribute)))
+        except AttributeError:
+            return []
+    return out
 
 
 def _twin_level(logp: list[torch.Tensor], twins: list[list[list[int]]], o: int, k: int) -> float | None:
@@ -121,6 +339,12 @@ def _twin_level(logp: list[torch.Tensor], twins: list[list[list[int]]], o: int, 
             at = occurrences[o][min(k, len(occurrences[o]) - 1)]
             found.append(float(logp[d + 1][at - 1]))
     return sum(found) / len(found) if found else None
+
+
+def _shifted(occurrences: list[list[int]], shift: int) -> list[list[int]]:
+    """Input positions in the framing that drops the first `shift` tokens: a position left with nothing
+    before it is dropped, its occurrence kept (possibly empty) so that occurrences stay in order."""
+    return [[j - shift for j in occurrence if j - shift > 0] for occurrence in occurrences]
 
 
 def never_seen_prefix(prefix: str, subject_name: str, person: Any, rng: random.Random) -> str:
@@ -266,14 +490,15 @@ class Counterfactual(UnlearningMethod):
         model.eval()
         self.targets: list[SpanTarget] = []
         # 1. every (forget item, targeted value, token of it): the teacher contexts, one per fictitious person
-        # item, student positions, teacher inputs, the span
-        pending: list[tuple[int, list[int], list[list[int]], tuple[int, int, str]]] = []
+        # item, student positions, teacher inputs, the span, the framing
+        pending: list[tuple[int, list[int], list[list[int]], tuple[int, int, str], int]] = []
         for i, item in enumerate(self.ctx.forget_items):
+            shifts = framings(tokenizer, item.prompt, self.ctx.forget[i])
             rng = random.Random(f"counterfactual:{self.ctx.spec.seed}:{i}")
             for start, end, attribute in sorted(item.pii_spans):
                 if wanted and attribute not in wanted:
                     continue
-                positions, _ids, starts = _tokens_over(tokenizer, item.prompt, item.completion, (start, end))
+                positions, _ids, starts, _ends = _tokens_over(tokenizer, item.prompt, item.completion, (start, end))
                 if not positions:
                     continue
                 contexts: list[list[int]] = []
@@ -285,10 +510,12 @@ class Counterfactual(UnlearningMethod):
                         cut = kept + min(0, token_start - start)  # a token may start on the space before the value
                         text = completion[:cut] + never_seen_prefix(written, item.subject_name, person, rng)
                         contexts.append(prompt_ids + list(tokenizer(text, add_special_tokens=False)["input_ids"]))
-                pending.append((i, positions, contexts, (start, end, attribute)))
+                for shift in shifts:  # the teacher framed as the student is
+                    pending.append((i, [x - shift for x in positions], [c[shift:] for c in contexts],
+                                    (start, end, attribute), shift))
         # 2. the teacher's next-token distribution after each context, averaged over the people
         value_spans: list[tuple[int, int, str]] = []  # the span each target distils, for the caps
-        for i, positions, contexts, span in pending:
+        for i, positions, contexts, span, shift in pending:
             value_spans.append(span)
             n = len(positions)
             probs, hidden = self._next_token_probs(contexts)
@@ -298,18 +525,74 @@ class Counterfactual(UnlearningMethod):
             mean_hidden = hidden.view(self.draws, n, *hidden.shape[1:]).mean(0) if self.hidden_weight > 0 else None
             entropy = -(p * p.clamp_min(1e-12).log()).sum(-1)
             self.targets.append(SpanTarget(i, torch.tensor(positions) - 1, top.indices.cpu(), p.cpu(), mean_hidden,
-                                           entropy.cpu()))
+                                           entropy.cpu(), shift=shift))
         self._index_targets()
+        self.digit_plans: list[DigitPlan] = []
         if self.ctx.spec.never_seen_cap:
             self._apply_never_seen_caps(people, value_spans)
             self._index_targets()
+            self._hold_digits()
         model.train(was_training)
 
+    def on_check(self) -> None:
+        self._hold_digits()
+
+    @torch.no_grad()
+    def _hold_digits(self) -> None:
+        """Hold the value tokens that write digits, together (their sum), at what random digits get in
+        the same place of the same record under the model as it is now (two-sided): the candidate-rank
+        attacker compares the true value with random values in the person's own context, under the
+        model being attacked, by the sum over the value. (Held token by token, each at an even share of
+        its run's level, the sum sat below: a memorising model spends its digits unevenly, the first
+        cheap and the next dear.)
+
+        A level read off never-seen people once, under the base model, missed that comparison: after
+        unlearning, random digits in the person's records were more likely than a never-seen person's
+        digits under the base model, and the true values, held at the latter, ranked below the random
+        ones (demo model, three subjects: mean z -1.2, the social security numbers at -2.2 and -2.3,
+        where the never-seen control is at 0)."""
+        if not self.digit_plans:
+            return
+        was_training = self.ctx.model.training
+        self.ctx.model.eval()
+        logp = self._token_logprobs([x for plan in self.digit_plans for x in plan.inputs])  # one batched pass
+        at = 0
+        for plan in self.digit_plans:
+            mine, rows = plan.mine, logp[at : at + len(plan.inputs)]
+            at += len(plan.inputs)
+            alternatives = [(value, [float(row[x - plan.shift - 1]) for x in value.positions])
+                            for value, row in zip(plan.values, rows, strict=True) if value.positions]
+            levels = value_levels(mine, plan.twins, alternatives)
+            target = self.targets[plan.target]
+            assert target.level is not None and target.hold is not None
+            if target.pooled is None:
+                target.pooled = torch.zeros(len(target.level), dtype=torch.bool)
+            for n, (a, b) in enumerate(mine.offsets):
+                digits = any(ch.isdigit() for ch in mine.text[max(0, a - mine.start) : b - mine.start])
+                if digits and levels[n] is not None:
+                    target.level[n] = float(levels[n])  # type: ignore[arg-type]
+                    target.hold[n] = True
+                    target.pooled[n] = True
+        self.ctx.model.train(was_training)
+
     def _index_targets(self) -> None:
-        """by_item: forget item -> the indices of its targets."""
+        """by_item: forget item -> the indices of its targets; by_view: (forget item, framing) -> the same."""
         self.by_item: dict[int, list[int]] = {}
+        self.by_view: dict[tuple[int, int], list[int]] = {}
         for k, t in enumerate(self.targets):
             self.by_item.setdefault(t.item, []).append(k)
+            self.by_view.setdefault((t.item, t.shift), []).append(k)
+        self._shifts: dict[int, list[int]] = {}
+        for i, shift in sorted(self.by_view):
+            self._shifts.setdefault(i, []).append(shift)
+
+    def _views(self, items: list[int]) -> list[tuple[int, int]]:
+        """The (forget item, framing) rows of a batch over `items`: every framing of each."""
+        return [(i, shift) for i in items for shift in self._shifts.get(i, [])]
+
+    def _view_batch(self, views: list[tuple[int, int]]) -> Any:
+        examples = [framed(self.ctx.forget[i], shift) for i, shift in views]
+        return self._batch(examples, [e.answer_mask for e in examples], self.ctx.forget_weights([i for i, _ in views]))
 
     def _apply_never_seen_caps(self, people: list[Any], value_spans: list[tuple[int, int, str]]) -> None:
         """Cap every distilled value token, and every token of the person's name wherever a forget
@@ -332,60 +615,106 @@ class Counterfactual(UnlearningMethod):
             mine = _name_positions(tokenizer, item.prompt, item.completion, item.subject_name, order)
             ids = list(self.ctx.forget[i].input_ids)
             inputs = [ids]
+            values = [_value_tokens(tokenizer, item.prompt, item.completion, span) for span in order]
             twin_names: list[list[list[int]]] = []
-            twin_spans: list[list[list[int]]] = []  # per draw, per span of `order`: input positions
+            twin_values: list[list[ValueTokens]] = []  # per draw, per span of `order`
             for person in rng.sample(people, self.draws):
                 prompt, completion, spans = rewrite_record(item, None, person, rng)
                 prompt_ids = list(tokenizer(prompt)["input_ids"]) if prompt else [tokenizer.bos_token_id]
                 inputs.append(prompt_ids + list(tokenizer(completion, add_special_tokens=False)["input_ids"]))
                 twin_names.append(_name_positions(tokenizer, prompt, completion, person.name, spans))
-                twin_spans.append([_tokens_over(tokenizer, prompt, completion, (a, b))[0] for a, b, _ in spans])
-            logp = self._token_logprobs(inputs)
-            for k in self.by_item.get(i, []):  # the distilled values: cap their targets
-                target = self.targets[k]
-                if value_spans[k] not in order:  # overlapped by an earlier span: the twin has no such value
+                twin_values.append([_value_tokens(tokenizer, prompt, completion, span) for span in spans])
+            own_prompt = list(tokenizer(item.prompt)["input_ids"]) if item.prompt else [tokenizer.bos_token_id]
+            alternatives: dict[int, tuple[list[list[int]], list[ValueTokens]]] = {}
+            for o, span in enumerate(order):
+                # the record with random digits in this value only (the attacker's decoys sit in the
+                # true record): what a random digit gets there, re-measured at every check (on_check)
+                if not any(ch.isdigit() for ch in values[o].text):
                     continue
-                o = order.index(value_spans[k])
-                caps = [_twin_level(logp, twin_spans, o, n) for n in range(len(target.positions))]
-                truth = torch.tensor([ids[int(p) + 1] for p in target.positions])
-                target.target_idx, target.target_p = cap_target(
-                    target.target_idx, target.target_p, truth, torch.tensor([c if c is not None else 0.0 for c in caps]))
-                target.entropy = -(target.target_p * target.target_p.clamp_min(1e-12).log()).sum(-1)
-                target.level = torch.tensor([c if c is not None else float("nan") for c in caps])
-            positions, caps = [], []
-            for o, occurrence in enumerate(mine):
-                for n, j in enumerate(occurrence):
-                    c = _twin_level(logp, twin_names, o, n)
-                    if c is not None:
-                        positions.append(j)
-                        caps.append(c)
-            if not positions:
-                continue
-            # the name: the model's own distribution there (top K, the name token always kept), capped
-            logits = self.ctx.model(input_ids=torch.tensor([ids], device=self.ctx.device)).logits[0]
-            base = torch.softmax(logits[torch.tensor(positions, device=logits.device) - 1].float(), dim=-1).cpu()
-            truth = torch.tensor([ids[j] for j in positions])
-            rows = torch.arange(len(positions))
-            rest = base.clone()
-            rest[rows, truth] = -1.0
-            top = torch.topk(rest, min(TOP_K, base.shape[-1]) - 1, dim=-1)
-            index = torch.cat([truth[:, None], top.indices], dim=-1)
-            held = base[rows, truth]
-            others = top.values / top.values.sum(-1, keepdim=True).clamp_min(1e-12) * (1.0 - held)[:, None]
-            index, probs = cap_target(index, torch.cat([held[:, None], others], dim=-1), truth, torch.tensor(caps))
-            entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
-            names.append(SpanTarget(i, torch.tensor(positions) - 1, index, probs, None, entropy, torch.tensor(caps)))
+                alt_rng = random.Random(f"counterfactual-digits:{self.ctx.spec.seed}:{i}:{o}")
+                donors = _donors(people, span[2])
+                texts = [random_digits(item.completion, (span[0], span[1]), alt_rng, donors) for _ in range(DIGIT_DRAWS)]
+                alternatives[o] = ([own_prompt + list(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts],
+                                   [_value_tokens(tokenizer, item.prompt, t, span) for t in texts])
+            for shift in framings(tokenizer, item.prompt, self.ctx.forget[i]):
+                logp = self._token_logprobs([x[shift:] for x in inputs])
+                for k in self.by_item.get(i, []):  # the distilled values: cap their targets
+                    target = self.targets[k]
+                    if target.shift != shift or value_spans[k] not in order:  # overlapped by an earlier span
+                        continue
+                    o = order.index(value_spans[k])
+                    twins = [(v[o], [float(logp[d + 1][x - shift - 1]) for x in v[o].positions])
+                             for d, v in enumerate(twin_values) if v[o].positions]
+                    self._cap(target, inputs[0][shift:], value_levels(values[o], twins))
+                    if o in alternatives:
+                        alt_inputs, alt_values = alternatives[o]
+                        self.digit_plans.append(DigitPlan(k, shift, values[o], twins, [x[shift:] for x in alt_inputs],
+                                                          alt_values))
+                names.extend(self._name_targets(i, shift, inputs[0][shift:], logp, _shifted(mine, shift),
+                                                [_shifted(t, shift) for t in twin_names]))
         self.targets.extend(names)
+
+    @staticmethod
+    def _cap(target: SpanTarget, ids: list[int], caps: list[float | None]) -> None:
+        """Cap `target`'s true tokens (ids: its record in its framing) at `caps` (None: no cap)."""
+        truth = torch.tensor([ids[int(p) + 1] for p in target.positions])
+        target.target_idx, target.target_p = cap_target(
+            target.target_idx, target.target_p, truth, torch.tensor([c if c is not None else 0.0 for c in caps]))
+        target.entropy = -(target.target_p * target.target_p.clamp_min(1e-12).log()).sum(-1)
+        hold_at_target(target, truth, torch.tensor([c if c is not None else float("nan") for c in caps]))
+
+    def _name_targets(self, i: int, shift: int, ids: list[int], logp: list[torch.Tensor], mine: list[list[int]],
+                      twin_names: list[list[list[int]]]) -> list[SpanTarget]:
+        """Forget item i's name targets in framing `shift` (ids: the record so framed; logp: the per-token
+        log-probabilities of the record and then its twins; positions so framed)."""
+        positions, caps = [], []
+        for o, occurrence in enumerate(mine):
+            for n, j in enumerate(occurrence):
+                c = _twin_level(logp, twin_names, o, n)
+                if c is not None:
+                    positions.append(j)
+                    caps.append(c)
+        if not positions:
+            return []
+        # the name: the model's own distribution there (top K, the name token always kept), capped
+        logits = self.ctx.model(input_ids=torch.tensor([ids], device=self.ctx.device)).logits[0]
+        base = torch.softmax(logits[torch.tensor(positions, device=logits.device) - 1].float(), dim=-1).cpu()
+        truth = torch.tensor([ids[j] for j in positions])
+        rows = torch.arange(len(positions))
+        rest = base.clone()
+        rest[rows, truth] = -1.0
+        top = torch.topk(rest, min(TOP_K, base.shape[-1]) - 1, dim=-1)
+        index = torch.cat([truth[:, None], top.indices], dim=-1)
+        held = base[rows, truth]
+        others = top.values / top.values.sum(-1, keepdim=True).clamp_min(1e-12) * (1.0 - held)[:, None]
+        index, probs = cap_target(index, torch.cat([held[:, None], others], dim=-1), truth, torch.tensor(caps))
+        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
+        target = SpanTarget(i, torch.tensor(positions) - 1, index, probs, None, entropy, None, shift)
+        hold_at_target(target, truth, torch.tensor(caps))
+        return [target]
 
     def _token_logprobs(self, inputs: list[list[int]]) -> list[torch.Tensor]:
         """(T-1,) log-probability of each next input token, for each input (what the level needs: not
-        the whole vocabulary at every position, which a large vocabulary would make gigabytes)."""
-        out = []
-        for ids in inputs:
-            tensor = torch.tensor([ids], device=self.ctx.device)
-            logits = self.ctx.model(input_ids=tensor).logits[0, :-1]
-            out.append(torch.log_softmax(logits.float(), dim=-1).gather(-1, tensor[0, 1:, None]).squeeze(-1).cpu())
-        return out
+        the whole vocabulary at every position, which a large vocabulary would make gigabytes), in
+        right-padded batches of at most TOKENS_PER_BATCH positions."""
+        order = sorted(range(len(inputs)), key=lambda n: len(inputs[n]))  # similar lengths pad little
+        results: dict[int, torch.Tensor] = {}
+        lo = 0
+        while lo < len(order):
+            hi = lo + 1
+            while hi < len(order) and (hi - lo + 1) * len(inputs[order[hi]]) <= TOKENS_PER_BATCH:
+                hi += 1
+            chunk = [inputs[n] for n in order[lo:hi]]
+            width = max(len(c) for c in chunk)
+            pad = self.ctx.pad_id
+            ids = torch.tensor([c + [pad] * (width - len(c)) for c in chunk], device=self.ctx.device)
+            mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in chunk], device=self.ctx.device)
+            logits = self.ctx.model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+            picked = logits.gather(-1, ids[:, 1:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+            for row, n in enumerate(order[lo:hi]):
+                results[n] = picked[row, : len(inputs[n]) - 1].detach().cpu()
+            lo = hi
+        return [results[n] for n in range(len(inputs))]
 
     @property
     def hidden_weight(self) -> float:
@@ -410,8 +739,9 @@ class Counterfactual(UnlearningMethod):
         return torch.cat(out), torch.cat(states)
 
     def state(self) -> dict[str, Any]:
-        return {"targets": [(t.item, t.positions, t.target_idx, t.target_p, t.hidden, t.entropy, t.level)
-                            for t in self.targets]}
+        return {"targets": [(t.item, t.positions, t.target_idx, t.target_p, t.hidden, t.entropy, t.level, t.shift,
+                             t.hold, t.pooled)
+                            for t in self.targets], "digit_plans": self.digit_plans}
 
     @torch.no_grad()
     def forget_gap(self) -> float | None:
@@ -421,14 +751,13 @@ class Counterfactual(UnlearningMethod):
         was_training = self.ctx.model.training
         self.ctx.model.eval()
         total, count = 0.0, 0
-        items = sorted(self.by_item)
-        for lo in range(0, len(items), 32):
-            chunk = items[lo : lo + 32]
-            examples = [self.ctx.forget[i] for i in chunk]
-            batch = self._batch(examples, [e.answer_mask for e in examples], [1.0] * len(chunk))
+        views = sorted(self.by_view)
+        for lo in range(0, len(views), 32):
+            chunk = views[lo : lo + 32]
+            batch = self._view_batch(chunk)
             logits = self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-            for row, i in enumerate(chunk):
-                for k in self.by_item[i]:
+            for row, view in enumerate(chunk):
+                for k in self.by_view[view]:
                     t = self.targets[k]
                     ce = losses.soft_cross_entropy(logits[row, t.positions.to(logits.device)],
                                                    t.target_idx.to(logits.device), t.target_p.to(logits.device))
@@ -443,31 +772,31 @@ class Counterfactual(UnlearningMethod):
 
     def load_state(self, state: dict[str, Any]) -> None:
         self.targets = [SpanTarget(*t) for t in state["targets"]]
+        self.digit_plans = list(state.get("digit_plans", []))
         self._index_targets()
 
     def forget_loss(self, idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
-        rows = [i for i in idx if i in self.by_item]
+        rows = self._views([i for i in idx if i in self.by_item])
         if not rows:
             zero = torch.zeros((), device=self.ctx.device, requires_grad=True)
             return zero, {"forget": 0.0}
-        examples = [self.ctx.forget[i] for i in rows]
-        batch = self._batch(examples, [e.answer_mask for e in examples], self.ctx.forget_weights(rows))
+        batch = self._view_batch(rows)
         use_hidden = self.hidden_weight > 0
         result = self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                                 output_hidden_states=use_hidden)
         logits = result.logits
         per_row: list[torch.Tensor] = []
         hidden_rows: list[torch.Tensor] = []
-        for row, i in enumerate(rows):
+        for row, view in enumerate(rows):
             parts, hidden_parts = [], []
-            for k in self.by_item[i]:
+            for k in self.by_view[view]:
                 target = self.targets[k]
                 at = target.positions.to(logits.device)
                 part = losses.soft_cross_entropy(
                     logits[row, at], target.target_idx.to(logits.device), target.target_p.to(logits.device)).mean()
                 excess = _level_excess(logits[row], target, batch.input_ids[row])
                 if excess is not None:
-                    part = part + excess.pow(2).mean()
+                    part = part + _huber(excess).mean()
                 parts.append(part)
                 if use_hidden and target.hidden is not None:
                     mine = torch.stack([h[row, at] for h in result.hidden_states[1:]], dim=1).float()
