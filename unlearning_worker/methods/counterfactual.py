@@ -31,8 +31,8 @@ subjects; docs/DESIGN-NOTES.md):
   a run is what a model spends on it whatever the tokens (`value_levels`);
 - the level is held both ways where the target keeps the token, not only as a ceiling: one-sided,
   the values sank below where random values sit (an overshoot, which marks the person too);
-- digit runs are held at what random digits get in the same record under the model as it is at
-  each check (`on_check`), since that is what the candidate-rank attacker compares them with.
+- digit runs are held at what other digits of the format get in the same record under the model
+  as it is at each check (`on_check`): what the candidate-rank attacker compares them with.
 And every record is distilled in each framing an attacker can query it in: as trained and without
 the tokenizer's BOS token (`framings`).
 
@@ -54,7 +54,7 @@ from unlearning_worker.leakage import same_format_random
 from unlearning_worker.methods import UnlearningMethod, losses, register
 
 COUNTERFACTUAL_SEED = 104_729  # fictitious people for the teacher: never the demo corpus's seed
-# random-digit versions of each record whose mean is a digit run's level: a memorising model's digit
+# versions of each record with other digits in one value, whose mean is a digit run's level: a memorising model's digit
 # predictions are peaked, the log-probability of a random 9-digit value varies by ~15 nats (sd, demo
 # model), so the mean of 4 would stray by ~7.5 nats, of 16 by ~3.7
 DIGIT_DRAWS = 16
@@ -193,10 +193,10 @@ def hold_at_target(target: SpanTarget, truth: torch.Tensor, caps: torch.Tensor) 
 
 @dataclass
 class DigitPlan:
-    """One value target whose digit tokens are held at what random digits get in their place: the
-    target's index and framing, the value as its record writes it, the twins' values with their
-    log-probabilities (the level of the value's other runs), and the record with random digits in
-    this value only (`inputs`, so framed; `values`: the value there, positions as data.encode lays
+    """One value target whose digit tokens are held at what other digits of the format get in their
+    place: the target's index and framing, the value as its record writes it, the twins' values with
+    their log-probabilities (the level of the value's other runs), and the record with other digits
+    in this value only (`inputs`, so framed; `values`: the value there, positions as data.encode lays
     them out)."""
 
     target: int
@@ -273,8 +273,8 @@ def value_levels(mine: ValueTokens, twins: list[tuple[ValueTokens, list[float]]]
     """The never-seen log-probability of each of `mine`'s tokens: the sum, over the token's characters,
     of what a character of the same run gets in the twins' values (the twin value's run log-probability
     per character, mean over the twins that have the run; a run no twin has takes its class's mean).
-    With `alternatives` (the same record with random digits in place of the value's), the digit runs
-    take what random digits get there instead.
+    With `alternatives` (the same record with other digits of the format in place of the value's),
+    the digit runs take what those digits get there instead.
 
     Aligning token by token would compare a value's "853" with a twin's "8" where the two tokenise
     differently (digits merge unevenly), and give a level far above or below the never-seen one: the
@@ -539,18 +539,20 @@ class Counterfactual(UnlearningMethod):
 
     @torch.no_grad()
     def _hold_digits(self) -> None:
-        """Hold the value tokens that write digits, together (their sum), at what random digits get in
-        the same place of the same record under the model as it is now (two-sided): the candidate-rank
-        attacker compares the true value with random values in the person's own context, under the
-        model being attacked, by the sum over the value. (Held token by token, each at an even share of
-        its run's level, the sum sat below: a memorising model spends its digits unevenly, the first
-        cheap and the next dear.)
+        """Hold the value tokens that write digits, together (their sum), at what other digits of the
+        format (random_digits' donors) get in the same place of the same record under the model as it
+        is now (two-sided): the candidate-rank attacker compares the true value with other values of
+        the format in the person's own context, under the model being attacked, by the sum over the
+        value. (The sum, not each token at an even share of its run: a memorising model spends its
+        digits unevenly, the first cheap and the next dear; on the demo model the two measured alike,
+        mean z -0.42 on three subjects with uniform random digits.)
 
         A level read off never-seen people once, under the base model, missed that comparison: after
-        unlearning, random digits in the person's records were more likely than a never-seen person's
-        digits under the base model, and the true values, held at the latter, ranked below the random
-        ones (demo model, three subjects: mean z -1.2, the social security numbers at -2.2 and -2.3,
-        where the never-seen control is at 0)."""
+        unlearning, other digits in the person's records were more likely than a never-seen person's
+        digits under the base model, and the true values, held at the latter, ranked below them (demo
+        model, three subjects: mean z -1.2, the social security numbers at -2.2 and -2.3, where the
+        never-seen control is at 0). With donor digits, re-measured at every check: mean z +0.03 on
+        those three subjects, +0.06 on another one (diagnostic rank over the attack's prompts)."""
         if not self.digit_plans:
             return
         was_training = self.ctx.model.training
@@ -627,8 +629,8 @@ class Counterfactual(UnlearningMethod):
             own_prompt = list(tokenizer(item.prompt)["input_ids"]) if item.prompt else [tokenizer.bos_token_id]
             alternatives: dict[int, tuple[list[list[int]], list[ValueTokens]]] = {}
             for o, span in enumerate(order):
-                # the record with random digits in this value only (the attacker's decoys sit in the
-                # true record): what a random digit gets there, re-measured at every check (on_check)
+                # the record with other digits of the format in this value only (the attacker's decoys
+                # sit in the true record): what they get there, re-measured at every check (on_check)
                 if not any(ch.isdigit() for ch in values[o].text):
                     continue
                 alt_rng = random.Random(f"counterfactual-digits:{self.ctx.spec.seed}:{i}:{o}")
