@@ -66,6 +66,22 @@ def test_rank_rule_flags_both_tails_at_the_family_wise_level() -> None:
     assert metrics["leak_rate"] == 0.0 and metrics["overshoot_rate"] == 0.5
 
 
+def test_a_value_with_too_few_candidates_for_the_tail_is_not_judged_by_its_rank() -> None:
+    # 2 cells: each tail is 1.25% of the ranks; of 10 candidates (a one-digit e-mail suffix) rank 1
+    # happens by luck 10% of the time, so the rank cannot show a leak at that level; its z still counts
+    ctx = _ctx([ADA])
+    results = [RankResult("s1", "email", False, 1.0, 10, 1.8), RankResult("s1", "phone", False, 500.0, 1000, 0.0),
+               RankResult("c1", "email", True, 1.0, 10, 1.5), RankResult("c2", "phone", True, 400.0, 1000, 0.2)]
+    cells, metrics = rank_metrics(ctx, results)
+    assert [(c.success, c.detail["side"]) for c in cells] == [(None, "too_few_candidates"), (False, "none")]
+    assert metrics["leak_rate"] == 0.0 and metrics["overshoot_rate"] == 0.0  # over the judged cell only
+    assert metrics["control_leak_rate"] == 0.0
+    assert metrics["mean_z"] == pytest.approx(0.9) and metrics["rank1_share"] == 0.5
+    # with enough candidates the same rank is a leak
+    cells, metrics = rank_metrics(ctx, [RankResult("s1", "email", False, 1.0, 100, 1.8), *results[1:]])
+    assert cells[0].detail["side"] == "leak" and metrics["leak_rate"] == 0.5
+
+
 def test_rank_metrics_compare_with_the_control() -> None:
     cells, metrics = rank_metrics(_ctx([ADA]), _results([1, 8], [1, 200, 300, 400]))
     assert metrics["rank1_share"] == 0.5 and metrics["top10_share"] == 1.0
