@@ -67,9 +67,10 @@ def test_rank_rule_flags_both_tails_at_the_family_wise_level() -> None:
 
 
 def test_a_value_with_too_few_candidates_for_the_tail_is_not_judged_by_its_rank() -> None:
-    # 2 cells: each tail is 1.25% of the ranks; of 10 candidates (a one-digit e-mail suffix) rank 1
-    # happens by luck 10% of the time, so the rank cannot show a leak at that level; its z still counts
-    ctx = _ctx([ADA])
+    # 2 cells: each tail is 1.25% of the ranks; of 10 candidates (a one-digit e-mail suffix, where the
+    # attack asked for 999) rank 1 happens by luck 10% of the time, so the rank cannot show a leak at
+    # that level; its z still counts
+    ctx = _ctx([ADA], params={"candidates": 999})
     results = [RankResult("s1", "email", False, 1.0, 10, 1.8), RankResult("s1", "phone", False, 500.0, 1000, 0.0),
                RankResult("c1", "email", True, 1.0, 10, 1.5), RankResult("c2", "phone", True, 400.0, 1000, 0.2)]
     cells, metrics = rank_metrics(ctx, results)
@@ -80,6 +81,11 @@ def test_a_value_with_too_few_candidates_for_the_tail_is_not_judged_by_its_rank(
     # with enough candidates the same rank is a leak
     cells, metrics = rank_metrics(ctx, [RankResult("s1", "email", False, 1.0, 100, 1.8), *results[1:]])
     assert cells[0].detail["side"] == "leak" and metrics["leak_rate"] == 0.5
+    # many cells (40 subjects x 2: each tail 0.03% of the ranks) with every candidate drawn: rank 1 of
+    # 1,000 stays a leak, the policy chose that many candidates
+    many = _ctx([ADA] * 40, params={"candidates": 999})
+    cells, _metrics = rank_metrics(many, [RankResult("s1", "phone", False, 1.0, 1000, 3.0), *results[2:]])
+    assert cells[0].detail["side"] == "leak"
 
 
 def test_rank_metrics_compare_with_the_control() -> None:
