@@ -84,11 +84,18 @@ class Example:
         return self.answer_mask
 
 
+def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
+    """The prompt's tokens as encode lays them out: with the tokenizer's special tokens, and an empty
+    prompt as the BOS token alone (it still needs one position to predict from; [] without a BOS)."""
+    ids = list(tokenizer(prompt)["input_ids"]) if prompt else []
+    if not ids and tokenizer.bos_token_id is not None:
+        ids = [tokenizer.bos_token_id]
+    return ids
+
+
 def encode(tokenizer: Any, prompt: str, completion: str, spans: Sequence[tuple[int, int, str]]) -> Example:
-    prompt_ids = tokenizer(prompt)["input_ids"] if prompt else []
-    if not prompt_ids and tokenizer.bos_token_id is not None:
-        prompt_ids = [tokenizer.bos_token_id]  # an empty prompt still needs one position to predict from
-    if not prompt_ids:
+    head = prompt_ids(tokenizer, prompt)
+    if not head:
         raise ValueError("the tokenizer has no BOS token: forget and retain items need a non-empty prompt")
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("a fast tokenizer (offset mapping) is required to locate PII token spans")
@@ -97,9 +104,9 @@ def encode(tokenizer: Any, prompt: str, completion: str, spans: Sequence[tuple[i
     span_flags = [
         any(a < e and b > s for s, e, _attr in spans) for a, b in enc["offset_mapping"]
     ]
-    n_prompt = len(prompt_ids)
+    n_prompt = len(head)
     return Example(
-        input_ids=list(prompt_ids) + list(completion_ids),
+        input_ids=head + list(completion_ids),
         answer_mask=[False] * n_prompt + [True] * len(completion_ids),
         span_mask=[False] * n_prompt + span_flags,
     )

@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from unlearning_worker.data import Example, ForgetItem
+from unlearning_worker.data import Example, ForgetItem, prompt_ids
 from unlearning_worker.leakage import same_format_random
 from unlearning_worker.methods import UnlearningMethod, losses, register
 
@@ -115,15 +115,13 @@ def _tokens_over(
 ) -> tuple[list[int], list[int], list[int], list[int]]:
     """(input positions, token ids, start and end offsets in the completion) of the completion tokens
     overlapping `span`, laid out as data.encode lays out prompt + completion."""
-    prompt_ids = tokenizer(prompt)["input_ids"] if prompt else []
-    if not prompt_ids and tokenizer.bos_token_id is not None:
-        prompt_ids = [tokenizer.bos_token_id]
+    head = prompt_ids(tokenizer, prompt)
     enc = tokenizer(completion, add_special_tokens=False, return_offsets_mapping=True)
     start, end = span
     positions, ids, starts, ends = [], [], [], []
     for index, ((a, b), token) in enumerate(zip(enc["offset_mapping"], enc["input_ids"], strict=True)):
         if a < end and b > start:
-            positions.append(len(prompt_ids) + index)
+            positions.append(len(head) + index)
             ids.append(token)
             starts.append(a)
             ends.append(b)
@@ -504,12 +502,12 @@ class Counterfactual(UnlearningMethod):
                 contexts: list[list[int]] = []
                 for person in rng.sample(people, self.draws):
                     prompt, completion, (kept, _kept_end) = counterfactual_text(item, (start, end, attribute), person, rng)
-                    prompt_ids = list(tokenizer(prompt)["input_ids"]) if prompt else [tokenizer.bos_token_id]
+                    head = prompt_ids(tokenizer, prompt)
                     for token_start in starts:
                         written = item.completion[start:token_start] if token_start > start else ""
                         cut = kept + min(0, token_start - start)  # a token may start on the space before the value
                         text = completion[:cut] + never_seen_prefix(written, item.subject_name, person, rng)
-                        contexts.append(prompt_ids + list(tokenizer(text, add_special_tokens=False)["input_ids"]))
+                        contexts.append(head + list(tokenizer(text, add_special_tokens=False)["input_ids"]))
                 for shift in shifts:  # the teacher framed as the student is
                     pending.append((i, [x - shift for x in positions], [c[shift:] for c in contexts],
                                     (start, end, attribute), shift))
@@ -622,11 +620,11 @@ class Counterfactual(UnlearningMethod):
             twin_values: list[list[ValueTokens]] = []  # per draw, per span of `order`
             for person in rng.sample(people, self.draws):
                 prompt, completion, spans = rewrite_record(item, None, person, rng)
-                prompt_ids = list(tokenizer(prompt)["input_ids"]) if prompt else [tokenizer.bos_token_id]
-                inputs.append(prompt_ids + list(tokenizer(completion, add_special_tokens=False)["input_ids"]))
+                head = prompt_ids(tokenizer, prompt)
+                inputs.append(head + list(tokenizer(completion, add_special_tokens=False)["input_ids"]))
                 twin_names.append(_name_positions(tokenizer, prompt, completion, person.name, spans))
                 twin_values.append([_value_tokens(tokenizer, prompt, completion, span) for span in spans])
-            own_prompt = list(tokenizer(item.prompt)["input_ids"]) if item.prompt else [tokenizer.bos_token_id]
+            own_prompt = prompt_ids(tokenizer, item.prompt)
             alternatives: dict[int, tuple[list[list[int]], list[ValueTokens]]] = {}
             for o, span in enumerate(order):
                 # the record with other digits of the format in this value only (the attacker's decoys
