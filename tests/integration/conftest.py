@@ -209,7 +209,7 @@ HEARTBEAT_TIMEOUT_S = 10  # the workers' JOB_HEARTBEAT_TIMEOUT_S
 BEAT_EVERY_S = 3.0
 
 
-def beat_until(predicate: Callable[[], Any], *, timeout: float, what: str, worker: Worker) -> Any:
+def beat_until(predicate: Callable[[], Any], *, timeout: float, what: str, worker: Worker, stall: float | None = None) -> Any:
     """wait_for, with the reconcile beat running every BEAT_EVERY_S as celery beat would: a job whose
     worker stopped beating, or whose task message was lost (a broker restarted without persistence),
     is requeued. Only for tests of that recovery: the ordinary flow is waited for with wait_for, so a
@@ -224,7 +224,7 @@ def beat_until(predicate: Callable[[], Any], *, timeout: float, what: str, worke
             job_services.jobs_reconcile(timeout_s=HEARTBEAT_TIMEOUT_S)
         return predicate()
 
-    return wait_for(tick, timeout=timeout, what=what, worker=worker)
+    return wait_for(tick, timeout=timeout, what=what, worker=worker, stall=stall)
 
 
 _current_broker: list[str] = []  # the broker URL of the running test, for diagnostics
