@@ -292,6 +292,7 @@ def _run(
         }, path)
 
     # 4. unlearn, stopping on evidence
+    adversary = RelearningAdversary(model, spec) if spec.adversary_every and retain else None
     stop_reason = "max_steps"
     step = start_step
     step_losses: dict[str, float] = {}
@@ -307,8 +308,8 @@ def _run(
             if not torch.isfinite(loss):
                 raise FloatingPointError("unlearning loss is not finite")
             loss.backward()
-            if spec.adversary_every and retain and step % spec.adversary_every == 0:
-                step_losses["adversary"] = _adversarial_gradient(model, method, params, forget_idx, retain, spec, step)
+            if adversary is not None and step % spec.adversary_every == 0:
+                step_losses["adversary"] = adversary.gradient(method, params, forget_idx, retain, step)
             apply_masks(model, masks)
             torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
             optimiser.step()
@@ -373,35 +374,65 @@ def _run(
     )
 
 
-def _adversarial_gradient(
-    model: Any, method: UnlearningMethod, params: list[torch.nn.Parameter], forget_idx: list[int],
-    retain: list[RetainItem], spec: UnlearningSpec, step: int,
-) -> float:
-    """Fine-tune a copy of the model on retain records as a relearning attacker would, take the forget
-    loss there and add its gradient to `params`' (first-order: the copy's gradient stands in for the
-    gradient through the fine-tune). Returns the forget loss after the attacker's steps."""
-    shadow = copy.deepcopy(model)
-    shadow_params = [p for _n, p in trainable_parameters(shadow)]
-    attacker = torch.optim.Adam(shadow_params, lr=spec.adversary_lr)
-    original = method.ctx.model
-    method.ctx.model = shadow
-    try:
-        for k in range(spec.adversary_steps):
-            idx = step_indices(len(retain), spec.retain_batch_size, step * spec.adversary_steps + k,
-                               seed=spec.seed, salt="adversary")
-            UnlearningMethod.retain_loss(method, idx).backward()
-            attacker.step()
-            attacker.zero_grad(set_to_none=True)
-        loss, _parts = method.forget_loss(forget_idx, step)
-        loss.backward()
-    finally:
-        method.ctx.model = original
-    for mine, theirs in zip(params, shadow_params, strict=True):
-        if theirs.grad is not None:
-            grad = theirs.grad.to(mine.device, mine.dtype) * spec.adversary_weight
-            mine.grad = grad if mine.grad is None else mine.grad + grad
-    del shadow, attacker
-    return float(loss.detach())
+class RelearningAdversary:
+    """The relearning attacker inside the loop (a first-order form of tamper-resistant training,
+    Tamirisa et al. 2024): a copy of the model fine-tuned as an attacker would (every token of records
+    that hold no subject, in both framings: methods.UnlearningMethod.relearning_loss), whose forget
+    loss is taken and its gradient added to the model's (the copy's gradient stands in for the
+    gradient through the fine-tune), so the run learns weights whose forgetting survives a fine-tune.
+
+    The attacker persists between rounds: each round starts it at the model's weights plus the drift
+    its fine-tune had reached (its optimiser state kept), and the drift is cleared every
+    `adversary_horizon` rounds. So a round costs `adversary_steps` fine-tuning steps but the attacker
+    stands `adversary_horizon` x `adversary_steps` steps away, as a real one does after a few hundred
+    steps: a fresh 8-step attacker moved the weights too little to find what 100-300 steps at
+    ordinary rates bring back (docs/DESIGN-NOTES.md)."""
+
+    def __init__(self, model: Any, spec: UnlearningSpec) -> None:
+        self.spec = spec
+        self.shadow = copy.deepcopy(model)
+        self.params = [p for _n, p in trainable_parameters(self.shadow)]
+        self.optimiser = torch.optim.Adam(self.params, lr=spec.adversary_lr)
+        self.drift: list[torch.Tensor] | None = None
+        self.rounds = 0
+
+    def gradient(self, method: UnlearningMethod, params: list[torch.nn.Parameter], forget_idx: list[int],
+                 retain: list[RetainItem], step: int) -> float:
+        """Move the attacker on, add its forget gradient (x adversary_weight) to `params`' and return its
+        forget loss."""
+        spec = self.spec
+        if self.drift is None or self.rounds % max(spec.adversary_horizon, 1) == 0:
+            self.drift = [torch.zeros_like(p) for p in self.params]
+            self.optimiser = torch.optim.Adam(self.params, lr=spec.adversary_lr)
+        self.rounds += 1
+        with torch.no_grad():
+            for theirs, mine, drift in zip(self.params, params, self.drift, strict=True):
+                theirs.copy_(mine.detach().to(theirs.device, theirs.dtype) + drift)
+        original = method.ctx.model
+        was_training = original.training
+        method.ctx.model = self.shadow
+        self.shadow.train(was_training)
+        try:
+            for k in range(spec.adversary_steps):
+                draw = step * spec.adversary_steps + k
+                idx = step_indices(len(retain), spec.retain_batch_size, draw, seed=spec.seed, salt="adversary")
+                method.relearning_loss(idx, draw).backward()
+                torch.nn.utils.clip_grad_norm_(self.params, spec.max_grad_norm)
+                self.optimiser.step()
+                self.optimiser.zero_grad(set_to_none=True)
+            loss, _parts = method.relearned_forget_loss(forget_idx, step)
+            loss.backward()
+        finally:
+            method.ctx.model = original
+        with torch.no_grad():
+            self.drift = [theirs.detach() - mine.detach().to(theirs.device, theirs.dtype)
+                          for theirs, mine in zip(self.params, params, strict=True)]
+        for mine, theirs in zip(params, self.params, strict=True):
+            if theirs.grad is not None:
+                grad = theirs.grad.to(mine.device, mine.dtype) * spec.adversary_weight
+                mine.grad = grad if mine.grad is None else mine.grad + grad
+                theirs.grad = None
+        return float(loss.detach())
 
 
 def _target_met(point: EvalPoint, spec: UnlearningSpec, step: int) -> bool:

@@ -104,13 +104,17 @@ class UnlearningSpec:
     # the weights inside the saliency mask: destroys what a suppression would only hide (0: none)
     noise_scale: float = 0.0
     # adversarial relearning inside the loop (a first-order form of tamper-resistant training, Tamirisa
-    # et al. 2024): every `adversary_every` steps a copy of the model is fine-tuned on retain records for
-    # `adversary_steps` steps at `adversary_lr`, the forget loss is taken there, and its gradient is added
+    # et al. 2024; engine.RelearningAdversary): every `adversary_every` steps an attacker's copy of the
+    # model is fine-tuned `adversary_steps` further steps at `adversary_lr` on every token of retain
+    # records, the forget loss is taken there (methods: relearned_forget_loss) and its gradient added
     # (x adversary_weight) to the step's: the run learns weights whose forgetting survives a fine-tune
     adversary_every: int = 0  # 0: off
     adversary_steps: int = 8
     adversary_lr: float = 1e-3
     adversary_weight: float = 1.0
+    # rounds after which the in-loop attacker starts again from the model (its drift persists until
+    # then: engine.RelearningAdversary); 1: a fresh attacker every round
+    adversary_horizon: int = 8
     # share of trainable weights the run may move, chosen by forget/retain Fisher ratio (1.0: all)
     saliency: float = 1.0
     repair_steps: int = 0  # retain-only steps after forgetting (SANI-style repair), evidence-checked
@@ -137,7 +141,7 @@ class UnlearningSpec:
         if not (math.isfinite(self.lr) and 0.0 < self.lr < 1.0):
             raise ValueError("lr must be in (0, 1)")
         for name in ("max_steps", "batch_size", "retain_batch_size", "eval_every", "eval_retain_items",
-                     "relabel_variants", "lora_rank", "lora_alpha", "target_checks"):
+                     "relabel_variants", "lora_rank", "lora_alpha", "target_checks", "adversary_horizon"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         for name in ("min_steps", "utility_patience", "eval_samples", "repair_steps", "checkpoint_every", "num_threads",

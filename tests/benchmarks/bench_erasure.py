@@ -174,7 +174,10 @@ def keep(args: argparse.Namespace, row: dict[str, Any]) -> None:
 
 
 def section_methods(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, work: Path) -> None:
-    people = pick_people(corpus, args.subjects, args.seed)
+    people = args.people or pick_people(corpus, args.subjects, args.seed)
+    unknown = sorted(set(people) - {p.person_id for p in corpus.people})
+    if unknown:
+        raise SystemExit(f"--people: not in the {args.size} corpus: {', '.join(unknown)}")
     print(f"\n== methods: {args.size} model, {len(people)} subject(s), {args.controls} never-seen control people")
     rows = []
     for method in args.methods:
@@ -213,6 +216,8 @@ def main() -> None:
     parser.add_argument("--sections", type=lambda s: s.split(","), default=["methods"])
     parser.add_argument("--subjects", type=int, default=1)
     parser.add_argument("--spec", default="", help='spec fields over the method\'s settings, JSON, e.g. \'{"attributes": []}\'')
+    parser.add_argument("--people", type=lambda s: s.split(","), default=None,
+                        help="subject ids (e.g. P000000, the demo's subject) instead of --subjects picked by --seed")
     parser.add_argument("--controls", type=int, default=10)
     parser.add_argument("--retain-people", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)

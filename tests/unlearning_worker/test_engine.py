@@ -242,7 +242,7 @@ def test_adversarial_relearning_adds_the_relearned_forget_gradient_and_leaves_th
     tiny_model_dir: Path, tiny_corpus: DemoCorpus
 ) -> None:
     from unlearning_worker.data import encode
-    from unlearning_worker.engine import _adversarial_gradient
+    from unlearning_worker.engine import RelearningAdversary
     from unlearning_worker.methods import MethodContext, build_method
     from unlearning_worker.modeling import load_model, trainable_parameters
 
@@ -257,9 +257,68 @@ def test_adversarial_relearning_adds_the_relearned_forget_gradient_and_leaves_th
     method.prepare()
     params = [p for _n, p in trainable_parameters(model)]
     weights_before = [p.detach().clone() for p in params]
-    loss_after_attack = _adversarial_gradient(model, method, params, list(range(len(forget))), retain, spec, 0)
+    adversary = RelearningAdversary(model, spec)
+    loss_after_attack = adversary.gradient(method, params, list(range(len(forget))), retain, 0)
     assert loss_after_attack > 0
     assert method.ctx.model is model  # the shadow copy was swapped back out
     assert all(torch.equal(a, p.detach()) for a, p in zip(weights_before, params, strict=True))  # only the copy trained
     with_grad = [p for p in params if p.grad is not None and p.grad.abs().sum() > 0]
     assert len(with_grad) > len(params) // 2  # the relearned copy's forget gradient landed on the model's weights
+
+
+def test_the_in_loop_attacker_trains_on_whole_texts_in_both_framings_and_keeps_its_drift_for_its_horizon(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus
+) -> None:
+    """A relearning attacker fine-tunes on every token of text without the subject, framed as it likes,
+    and stands many steps away from the model: the in-loop one must too, or it finds nothing that a
+    real one does (a fresh 8-step attacker on answers behind BOS: docs/DESIGN-NOTES.md)."""
+    from unlearning_worker.data import encode
+    from unlearning_worker.engine import RelearningAdversary
+    from unlearning_worker.methods import MethodContext, build_method
+    from unlearning_worker.modeling import load_model, trainable_parameters
+
+    forget, retain = _items(tiny_corpus)
+    spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "adversary_every": 1, "adversary_steps": 2,
+                                      "adversary_lr": 1e-2, "adversary_horizon": 2}))
+    model, tokenizer = load_model(tiny_model_dir, spec, torch.device("cpu"))
+    model.train()
+    ctx = MethodContext(model, tokenizer, spec, forget, [encode(tokenizer, f.prompt, f.completion, f.pii_spans) for f in forget],
+                        [encode(tokenizer, r.prompt, r.completion, r.pii_spans) for r in retain], torch.device("cpu"))
+    method = build_method(ctx)
+    method.prepare()
+
+    # the attacker's loss: every token, prompt included; odd draws without the BOS token
+    seen: list[tuple[list[int], list[bool]]] = []
+    collate = method._batch
+    method._batch = lambda examples, masks, weights: (seen.extend(  # type: ignore[method-assign]
+        (list(e.input_ids), list(m)) for e, m in zip(examples, masks, strict=True)) or collate(examples, masks, weights))
+    method.relearning_loss([0, 1], 0)
+    method.relearning_loss([0, 1], 1)
+    method._batch = collate  # type: ignore[method-assign]
+    bos = tokenizer.bos_token_id
+    assert bos is not None and [ids[0] for ids, _m in seen[:2]] == [bos, bos]
+    assert [ids for ids, _m in seen[2:]] == [ids[1:] for ids, _m in seen[:2]]
+    assert all(all(mask) for _ids, mask in seen)  # the prompt and the name too, not the answer alone
+    assert not all(ctx.retain[0].answer_mask)
+
+    # persistence: round 2 starts where round 1's fine-tune left the attacker (model + drift); round 3,
+    # past the horizon of 2, starts from the model again
+    params = [p for _n, p in trainable_parameters(model)]
+    adversary = RelearningAdversary(model, spec)
+    starts: list[torch.Tensor] = []
+    relearn = method.relearning_loss
+
+    def record(idx: list[int], draw: int) -> torch.Tensor:
+        if draw % spec.adversary_steps == 0:
+            starts.append(adversary.params[0].detach().clone())
+        return relearn(idx, draw)
+
+    method.relearning_loss = record  # type: ignore[method-assign]
+    adversary.gradient(method, params, [0, 1], retain, 0)
+    first_drift = adversary.drift[0].clone()
+    assert first_drift.abs().sum() > 0
+    adversary.gradient(method, params, [0, 1], retain, 1)
+    adversary.gradient(method, params, [0, 1], retain, 2)
+    assert torch.allclose(starts[0], params[0].detach())
+    assert torch.allclose(starts[1], params[0].detach() + first_drift)
+    assert torch.allclose(starts[2], params[0].detach())

@@ -327,6 +327,13 @@ def test_level_excess_is_a_ceiling_a_hold_or_a_pooled_sum() -> None:
     target.level = torch.tensor([lp - 1.0, lp - 0.5, lp - 2.0])
     target.pooled = torch.tensor([True, False, True])
     assert _level_excess(logits, target, input_ids).tolist() == pytest.approx([0.5, 3.0])
+    # as ceilings only (on the in-loop attacker's copy): below the level counts for nothing, the pooled
+    # sum too
+    assert _level_excess(logits, target, input_ids, ceiling=True).tolist() == pytest.approx([0.5, 3.0])
+    target.level = torch.tensor([lp + 1.0, lp + 0.5, lp - 0.5])
+    target.hold = torch.tensor([True, True, True])
+    assert _level_excess(logits, target, input_ids).tolist() == pytest.approx([0.5, 0.5])
+    assert _level_excess(logits, target, input_ids, ceiling=True).tolist() == pytest.approx([0.0, 0.0])
 
 
 def test_digit_levels_follow_the_model_at_each_check_and_the_engine_asks_for_it(
@@ -351,6 +358,31 @@ def test_digit_levels_follow_the_model_at_each_check_and_the_engine_asks_for_it(
         assert torch.allclose(target.level[~mask], old[~mask], equal_nan=True)  # only the digit tokens move
         moved += int((target.level[mask] - old[mask]).abs().gt(1e-3).sum())
     assert moved > 0
+
+    # on the in-loop attacker's copy the digit levels are what that copy gives other digits, as
+    # ceilings, and the levels are put back afterwards
+    levels = [t.level.clone() for t in method.targets]
+    items = sorted({method.targets[p.target].item for p in method.digit_plans})[:2]
+    plain, _ = method.forget_loss(items, 0)
+    seen: list[tuple[bool, list[torch.Tensor]]] = []
+    forget_loss = method.forget_loss
+
+    def spy(idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        seen.append((method._ceiling, [t.level.clone() for t in method.targets]))
+        return forget_loss(idx, step)
+
+    with torch.no_grad():  # the attacker's copy: another model again
+        for param in ctx.model.parameters():
+            param.add_(0.05 * torch.randn_like(param))
+    method.forget_loss = spy  # type: ignore[method-assign]
+    relearned, _ = method.relearned_forget_loss(items, 0)
+    method.forget_loss = forget_loss  # type: ignore[method-assign]
+    (ceiling, during), = seen
+    assert ceiling and not method._ceiling
+    assert all(torch.allclose(t.level, old, equal_nan=True) for t, old in zip(method.targets, levels, strict=True))
+    changed = [k for k, (now, old) in enumerate(zip(during, levels, strict=True)) if not torch.allclose(now, old, equal_nan=True)]
+    assert changed and all(method.targets[k].item in items for k in changed)  # the batch's digit levels only
+    assert float(relearned.detach()) != pytest.approx(float(plain.detach()))
 
     # the engine re-measures before every evidence check
     from unlearning_worker.methods.counterfactual import Counterfactual

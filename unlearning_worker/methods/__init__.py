@@ -116,6 +116,11 @@ class UnlearningMethod:
     def forget_loss(self, idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
+    def relearned_forget_loss(self, idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The forget loss on the in-loop relearning attacker's copy (engine.RelearningAdversary swaps it
+        in as the model); default: the forget loss."""
+        return self.forget_loss(idx, step)
+
     def on_check(self) -> None:
         """Called before each evidence check, with the model as it is then (default: nothing)."""
 
@@ -127,6 +132,19 @@ class UnlearningMethod:
     def retain_loss(self, idx: list[int]) -> torch.Tensor:
         examples = [self.ctx.retain[i] for i in idx]
         batch = self._batch(examples, [self.ctx.retain_mask(e) for e in examples], [1.0] * len(examples))
+        return losses.nll(self._token_lp(batch), batch.target_mask, batch.weights)
+
+    def relearning_loss(self, idx: list[int], draw: int) -> torch.Tensor:
+        """The loss a relearning attacker fine-tunes on (the in-loop adversary, engine.adversarial_gradient):
+        every token of the retain records `idx`, the prompt and the name included (an attacker trains on
+        whole texts, not on answers), and on odd draws without the tokenizer's BOS token (an attacker
+        frames text as it likes: see methods.counterfactual.framings)."""
+        examples = [self.ctx.retain[i] for i in idx]
+        bos = self.ctx.tokenizer.bos_token_id
+        if draw % 2 and bos is not None:
+            examples = [Example(e.input_ids[1:], e.answer_mask[1:], e.span_mask[1:])
+                        if len(e.input_ids) > 2 and e.input_ids[0] == bos else e for e in examples]
+        batch = self._batch(examples, [[True] * len(e.input_ids) for e in examples], [1.0] * len(examples))
         return losses.nll(self._token_lp(batch), batch.target_mask, batch.weights)
 
     def loss(self, forget_idx: list[int], retain_idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:

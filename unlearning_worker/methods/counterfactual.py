@@ -146,11 +146,12 @@ def cap_target(index: torch.Tensor, probs: torch.Tensor, truth: torch.Tensor, lo
     return index, probs
 
 
-def _level_excess(logits: torch.Tensor, target: SpanTarget, input_ids: torch.Tensor) -> torch.Tensor | None:
+def _level_excess(logits: torch.Tensor, target: SpanTarget, input_ids: torch.Tensor, *, ceiling: bool = False
+                  ) -> torch.Tensor | None:
     """(N',) nats by which the model's log-probability of each true token is off its never-seen level:
-    above it (0 where below), or either way where the target holds it there; the pooled tokens count
-    once, by how far their sum is off the sum of their levels; over the tokens that have a level;
-    None when none has."""
+    above it (0 where below), or either way where the target holds it there (`ceiling`: above it
+    only, everywhere); the pooled tokens count once, by how far their sum is off the sum of their
+    levels; over the tokens that have a level; None when none has."""
     if target.level is None:
         return None
     level = target.level.to(logits.device)
@@ -162,13 +163,14 @@ def _level_excess(logits: torch.Tensor, target: SpanTarget, input_ids: torch.Ten
     off = logp - level[known]
     if target.hold is None:
         return torch.relu(off)
-    each = torch.where(target.hold.to(logits.device)[known], off.abs(), torch.relu(off))
+    each = torch.relu(off) if ceiling else torch.where(target.hold.to(logits.device)[known], off.abs(), torch.relu(off))
     if target.pooled is None:
         return each
     pooled = target.pooled.to(logits.device)[known]
     if not bool(pooled.any()):
         return each
-    return torch.cat([each[~pooled], off[pooled].sum().abs()[None]])
+    total = off[pooled].sum()
+    return torch.cat([each[~pooled], (torch.relu(total) if ceiling else total.abs())[None]])
 
 
 def _huber(excess: torch.Tensor) -> torch.Tensor:
@@ -460,6 +462,7 @@ class Counterfactual(UnlearningMethod):
 
     name = "counterfactual"
     draws = 4  # fictitious people per value: their mean is the target (one person's quirks average out)
+    _ceiling = False  # levels are ceilings only (on the in-loop attacker's copy: relearned_forget_loss)
 
     def _fictitious(self) -> list[Any]:
         from pii.synth import generate_people
@@ -535,8 +538,33 @@ class Counterfactual(UnlearningMethod):
     def on_check(self) -> None:
         self._hold_digits()
 
+    def relearned_forget_loss(self, idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """The forget loss on the in-loop attacker's fine-tuned copy (engine.RelearningAdversary, now
+        the model): relative to what the copy itself gives other values, and only where the person's
+        values stand above it. A fine-tune on other people's records lifts every value of the format,
+        a never-seen person's too, so levels read under the model being unlearned would call that
+        lift a leak and push the person's values below a never-seen level (an overshoot, which marks
+        the person): the digit levels are re-measured under the copy (what other digits of the format
+        get in the same record there, as the candidate-rank attacker compares them), and every level
+        is a ceiling, not a hold. The levels as they were are put back afterwards."""
+        items = {i for i in idx if i in self.by_item}
+        saved = [(t, t.level, t.hold, t.pooled) for k in sorted({k for i in items for k in self.by_item[i]})
+                 for t in [self.targets[k]]]
+        for t, level, hold, pooled in saved:
+            t.level = level.clone() if level is not None else None
+            t.hold = hold.clone() if hold is not None else None
+            t.pooled = pooled.clone() if pooled is not None else None
+        self._ceiling = True
+        try:
+            self._hold_digits(items)
+            return self.forget_loss(idx, step)
+        finally:
+            self._ceiling = False
+            for t, level, hold, pooled in saved:
+                t.level, t.hold, t.pooled = level, hold, pooled
+
     @torch.no_grad()
-    def _hold_digits(self) -> None:
+    def _hold_digits(self, items: set[int] | None = None) -> None:
         """Hold the value tokens that write digits, together (their sum), at what other digits of the
         format (random_digits' donors) get in the same place of the same record under the model as it
         is now (two-sided): the candidate-rank attacker compares the true value with other values of
@@ -551,13 +579,14 @@ class Counterfactual(UnlearningMethod):
         model, three subjects: mean z -1.2, the social security numbers at -2.2 and -2.3, where the
         never-seen control is at 0). With donor digits, re-measured at every check: mean z +0.03 on
         those three subjects, +0.06 on another one (diagnostic rank over the attack's prompts)."""
-        if not self.digit_plans:
+        plans = [plan for plan in self.digit_plans if items is None or self.targets[plan.target].item in items]
+        if not plans:
             return
         was_training = self.ctx.model.training
         self.ctx.model.eval()
-        logp = self._token_logprobs([x for plan in self.digit_plans for x in plan.inputs])  # one batched pass
+        logp = self._token_logprobs([x for plan in plans for x in plan.inputs])  # one batched pass
         at = 0
-        for plan in self.digit_plans:
+        for plan in plans:
             mine, rows = plan.mine, logp[at : at + len(plan.inputs)]
             at += len(plan.inputs)
             alternatives = [(value, [float(row[x - plan.shift - 1]) for x in value.positions])
@@ -794,7 +823,7 @@ class Counterfactual(UnlearningMethod):
                 at = target.positions.to(logits.device)
                 part = losses.soft_cross_entropy(
                     logits[row, at], target.target_idx.to(logits.device), target.target_p.to(logits.device)).mean()
-                excess = _level_excess(logits[row], target, batch.input_ids[row])
+                excess = _level_excess(logits[row], target, batch.input_ids[row], ceiling=self._ceiling)
                 if excess is not None:
                     part = part + _huber(excess).mean()
                 parts.append(part)
