@@ -100,6 +100,13 @@ class UnlearningSpec:
     # distilling the identifiers the subject's name tokens scored -3.9 nats against -7.7 for never-seen
     # names and an address -3.3 against -8.3 (demo model, one subject; docs/DESIGN-NOTES.md)
     never_seen_cap: bool = True
+    # counterfactual: distil each record towards one never-seen person (the teacher, the twin's levels,
+    # one donor's digits) instead of the mean over several. A mean is less spread than any one person:
+    # a mixture of four teachers is flatter than a never-seen person's confident wrong answer, and the
+    # lowest tokens of a never-seen record (what Min-K membership inference reads) lie below the
+    # lowest of the means (demo model, the demo's subject: a never-seen person's first phone digit
+    # -20 nats, the subject's held at the mixture -15; Min-K at 20% -10.1 against -11.8)
+    never_seen_sample: bool = False
     # before the first step, add Gaussian noise of this many standard deviations (per weight tensor) to
     # the weights inside the saliency mask: destroys what a suppression would only hide (0: none)
     noise_scale: float = 0.0

@@ -309,6 +309,26 @@ def test_value_levels_meet_run_by_run_whatever_the_tokens_and_digits_take_the_ra
     assert odd[1:].isdigit() and len(odd) == 6
 
 
+def test_a_sampled_never_seen_level_is_one_persons_and_spreads_as_people_do(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus
+) -> None:
+    """never_seen_sample: each record is held at one never-seen person's levels and one donor's digits,
+    so the levels spread across records as a never-seen person's tokens do (a mean over people is
+    narrower, and Min-K reads the lowest tokens)."""
+    spec = UnlearningSpec(method="counterfactual", device="cpu", dtype="float32")
+    levels = {}
+    for sample in (False, True):
+        method = build_method(_context(tiny_model_dir, tiny_corpus, spec.replace(never_seen_sample=sample)))
+        method.prepare()
+        assert method.digit_plans
+        assert {len(p.inputs) for p in method.digit_plans} == ({1} if sample else {16})
+        assert {len(p.twins) for p in method.digit_plans} <= ({1} if sample else {1, 2, 3, 4})
+        found = torch.cat([t.level for t in method.targets if t.level is not None])
+        levels[sample] = found[~torch.isnan(found)]
+    assert len(levels[True]) == len(levels[False])
+    assert float(levels[True].std()) > float(levels[False].std())
+
+
 def test_level_excess_is_a_ceiling_a_hold_or_a_pooled_sum() -> None:
     from unlearning_worker.methods.counterfactual import SpanTarget, _level_excess
 

@@ -464,6 +464,18 @@ class Counterfactual(UnlearningMethod):
     draws = 4  # fictitious people per value: their mean is the target (one person's quirks average out)
     _ceiling = False  # levels are ceilings only (on the in-loop attacker's copy: relearned_forget_loss)
 
+    def __init__(self, ctx: Any) -> None:
+        super().__init__(ctx)
+        if ctx.spec.never_seen_sample:
+            self.draws = 1  # one never-seen person per record: the teacher and the twin alike (_people_for)
+
+    def _people_for(self, i: int, people: list[Any], rng: random.Random) -> list[Any]:
+        """The fictitious people forget item i is distilled towards: `draws` of them from `rng`, or with
+        never_seen_sample one, the same for the teacher and the twin."""
+        if self.ctx.spec.never_seen_sample:
+            return [random.Random(f"counterfactual-person:{self.ctx.spec.seed}:{i}").choice(people)]
+        return rng.sample(people, self.draws)
+
     def _fictitious(self) -> list[Any]:
         from pii.synth import generate_people
 
@@ -503,7 +515,7 @@ class Counterfactual(UnlearningMethod):
                 if not positions:
                     continue
                 contexts: list[list[int]] = []
-                for person in rng.sample(people, self.draws):
+                for person in self._people_for(i, people, rng):
                     prompt, completion, (kept, _kept_end) = counterfactual_text(item, (start, end, attribute), person, rng)
                     head = prompt_ids(tokenizer, prompt)
                     for token_start in starts:
@@ -638,6 +650,8 @@ class Counterfactual(UnlearningMethod):
         and the target cannot overshoot."""
         tokenizer = self.ctx.tokenizer
         names: list[SpanTarget] = []
+        # one never-seen person's levels (a sample) or the mean over the draws (see spec.never_seen_sample)
+        keep = 1 if self.ctx.spec.never_seen_sample else max(self.draws, DIGIT_DRAWS)
         for i, item in enumerate(self.ctx.forget_items):
             rng = random.Random(f"counterfactual-twin:{self.ctx.spec.seed}:{i}")
             order = _sorted_spans(item)
@@ -647,7 +661,7 @@ class Counterfactual(UnlearningMethod):
             values = [_value_tokens(tokenizer, item.prompt, item.completion, span) for span in order]
             twin_names: list[list[list[int]]] = []
             twin_values: list[list[ValueTokens]] = []  # per draw, per span of `order`
-            for person in rng.sample(people, self.draws):
+            for person in self._people_for(i, people, rng):
                 prompt, completion, spans = rewrite_record(item, None, person, rng)
                 head = prompt_ids(tokenizer, prompt)
                 inputs.append(head + list(tokenizer(completion, add_special_tokens=False)["input_ids"]))
@@ -673,14 +687,14 @@ class Counterfactual(UnlearningMethod):
                         continue
                     o = order.index(value_spans[k])
                     twins = [(v[o], [float(logp[d + 1][x - shift - 1]) for x in v[o].positions])
-                             for d, v in enumerate(twin_values) if v[o].positions]
+                             for d, v in enumerate(twin_values) if v[o].positions][:keep]
                     self._cap(target, inputs[0][shift:], value_levels(values[o], twins))
                     if o in alternatives:
                         alt_inputs, alt_values = alternatives[o]
-                        self.digit_plans.append(DigitPlan(k, shift, values[o], twins, [x[shift:] for x in alt_inputs],
-                                                          alt_values))
+                        self.digit_plans.append(DigitPlan(k, shift, values[o], twins,
+                                                          [x[shift:] for x in alt_inputs][:keep], alt_values[:keep]))
                 names.extend(self._name_targets(i, shift, inputs[0][shift:], logp, _shifted(mine, shift),
-                                                [_shifted(t, shift) for t in twin_names]))
+                                                [_shifted(t, shift) for t in twin_names][:keep]))
         self.targets.extend(names)
 
     @staticmethod
