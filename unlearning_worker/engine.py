@@ -289,10 +289,13 @@ def _run(
             "fingerprint": fingerprint, "trainable": snapshot(model), "optimiser": optimiser.state_dict(),
             "method": method.state(), "masks": masks, "history": [asdict(p) for p in history],
             "last_good_step": last_good[0], "last_good": last_good[1], "last_good_point": asdict(last_good[2]),
+            "adversary": adversary.state() if adversary is not None else None,
         }, path)
 
     # 4. unlearn, stopping on evidence
     adversary = RelearningAdversary(model, spec) if spec.adversary_every and retain else None
+    if adversary is not None and state is not None and state.get("adversary"):
+        adversary.load_state(state["adversary"])
     stop_reason = "max_steps"
     step = start_step
     step_losses: dict[str, float] = {}
@@ -395,6 +398,16 @@ class RelearningAdversary:
         self.optimiser = torch.optim.Adam(self.params, lr=spec.adversary_lr)
         self.drift: list[torch.Tensor] | None = None
         self.rounds = 0
+
+    def state(self) -> dict[str, Any]:
+        """What a resumed run needs to attack as the interrupted one would have (its drift, its
+        optimiser's moments, the rounds so far; the copy itself is the model plus the drift)."""
+        return {"drift": self.drift, "optimiser": self.optimiser.state_dict(), "rounds": self.rounds}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.drift = state["drift"]
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.rounds = int(state["rounds"])
 
     def gradient(self, method: UnlearningMethod, params: list[torch.nn.Parameter], forget_idx: list[int],
                  retain: list[RetainItem], step: int) -> float:

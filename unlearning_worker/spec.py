@@ -106,7 +106,7 @@ class UnlearningSpec:
     # lowest tokens of a never-seen record (what Min-K membership inference reads) lie below the
     # lowest of the means (demo model, the demo's subject: a never-seen person's first phone digit
     # -20 nats, the subject's held at the mixture -15; Min-K at 20% -10.1 against -11.8)
-    never_seen_sample: bool = False
+    never_seen_sample: bool = True
     # before the first step, add Gaussian noise of this many standard deviations (per weight tensor) to
     # the weights inside the saliency mask: destroys what a suppression would only hide (0: none)
     noise_scale: float = 0.0
@@ -114,10 +114,14 @@ class UnlearningSpec:
     # et al. 2024; engine.RelearningAdversary): every `adversary_every` steps an attacker's copy of the
     # model is fine-tuned `adversary_steps` further steps at `adversary_lr` on every token of retain
     # records, the forget loss is taken there (methods: relearned_forget_loss) and its gradient added
-    # (x adversary_weight) to the step's: the run learns weights whose forgetting survives a fine-tune
-    adversary_every: int = 0  # 0: off
+    # (x adversary_weight) to the step's: the run learns weights whose forgetting survives a fine-tune.
+    # On by default since 2026-12-02: with never_seen_sample, the demo's subject after 100 steps at 3e-3
+    # on other people's records ranks its values at mean z +0.46 over three fine-tuning seeds (control
+    # +0.34), against +1.36 without it; the verdict passes where it failed without it. It costs 1.5x
+    # the run's time and retain perplexity (x1.33 on that subject). Off in sharded (FSDP) runs.
+    adversary_every: int = 5  # 0: off
     adversary_steps: int = 8
-    adversary_lr: float = 1e-3
+    adversary_lr: float = 3e-3
     adversary_weight: float = 1.0
     # rounds after which the in-loop attacker starts again from the model (its drift persists until
     # then: engine.RelearningAdversary); 1: a fresh attacker every round
