@@ -135,7 +135,7 @@ class UnlearningMethod:
         return losses.nll(self._token_lp(batch), batch.target_mask, batch.weights)
 
     def relearning_loss(self, idx: list[int], draw: int) -> torch.Tensor:
-        """The loss a relearning attacker fine-tunes on (the in-loop adversary, engine.adversarial_gradient):
+        """The loss a relearning attacker fine-tunes on (the in-loop one: engine.RelearningAdversary):
         every token of the retain records `idx`, the prompt and the name included (an attacker trains on
         whole texts, not on answers), and on odd draws without the tokenizer's BOS token (an attacker
         frames text as it likes: see methods.counterfactual.framings)."""
