@@ -57,10 +57,12 @@ DEMO_CONFIG = {
     "n_people": 6, "n_holdout": 3, "n_layer": 2, "n_head": 2, "n_embd": 64, "vocab_size": 1024,
     "n_positions": 256, "steps": 400, "batch_size": 16, "warmup_steps": 20,
 }
-# Short runs with frequent evidence checks and checkpoints, so that kill/cancel land mid-run.
+# Short runs with frequent evidence checks and checkpoints, so that kill/cancel land mid-run. Without the
+# in-loop relearning attacker (it makes a step about 1.5x dearer and these tests are about the job, not
+# the method); the worker-kill test turns it back on, since a resumed job must resume the attacker too.
 SPEC = {
     "max_steps": 40, "eval_every": 5, "checkpoint_every": 5, "batch_size": 8, "retain_batch_size": 8,
-    "eval_retain_items": 16, "device": "cpu", "forget_target": 0.0,
+    "eval_retain_items": 16, "device": "cpu", "forget_target": 0.0, "adversary_every": 0,
 }
 
 

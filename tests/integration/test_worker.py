@@ -26,6 +26,7 @@ from compliance.registry import artifacts
 from compliance.registry.models import CorpusVersion, ForgetItem, ModelVersion
 from tests import factories
 from tests.integration.conftest import DEMO_CONFIG, SPEC, redis_test_url, wait_for
+from unlearning_worker.spec import UnlearningSpec
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
@@ -186,7 +187,8 @@ def test_two_requests_become_one_job_that_runs_end_to_end_and_a_late_one_starts_
 def test_a_worker_killed_mid_job_leaves_the_base_untouched_and_a_new_worker_finishes_the_job(
     demo: Any, start_worker: Any, settings: Any
 ) -> None:
-    settings.UNLEARNING_SPEC_DEFAULTS = LONG_RUN | {"max_steps": 30, "min_steps": 30, "method": KILL_TEST_METHOD}
+    settings.UNLEARNING_SPEC_DEFAULTS = LONG_RUN | {"max_steps": 30, "min_steps": 30, "method": KILL_TEST_METHOD,
+                                                    "adversary_every": UnlearningSpec().adversary_every}
     registration, corpus = demo
     base: ModelVersion = registration.model_version
     officer = factories.user("officer")
