@@ -6,6 +6,7 @@ import hashlib
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -238,23 +239,32 @@ def test_a_dip_that_creeps_along_runs_out_of_patience() -> None:
     assert _below_floor_streak(recovering[:8], before, spec) == 0
 
 
-def test_adversarial_relearning_adds_the_relearned_forget_gradient_and_leaves_the_model(
-    tiny_model_dir: Path, tiny_corpus: DemoCorpus
-) -> None:
+def _prepared(model_dir: Path, spec: UnlearningSpec, forget: list, retain: list) -> Any:
+    """The spec's method on the model, prepared, the model in training mode."""
     from unlearning_worker.data import encode
-    from unlearning_worker.engine import RelearningAdversary
     from unlearning_worker.methods import MethodContext, build_method
-    from unlearning_worker.modeling import load_model, trainable_parameters
+    from unlearning_worker.modeling import load_model
 
-    forget, retain = _items(tiny_corpus)
-    spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "adversary_every": 1, "adversary_steps": 3,
-                                      "adversary_lr": 1e-2}))
-    model, tokenizer = load_model(tiny_model_dir, spec, torch.device("cpu"))
+    model, tokenizer = load_model(model_dir, spec, torch.device("cpu"))
     model.train()
     ctx = MethodContext(model, tokenizer, spec, forget, [encode(tokenizer, f.prompt, f.completion, f.pii_spans) for f in forget],
                         [encode(tokenizer, r.prompt, r.completion, r.pii_spans) for r in retain], torch.device("cpu"))
     method = build_method(ctx)
     method.prepare()
+    return method
+
+
+def test_adversarial_relearning_adds_the_relearned_forget_gradient_and_leaves_the_model(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus
+) -> None:
+    from unlearning_worker.engine import RelearningAdversary
+    from unlearning_worker.modeling import trainable_parameters
+
+    forget, retain = _items(tiny_corpus)
+    spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "adversary_every": 1, "adversary_steps": 3,
+                                      "adversary_lr": 1e-2}))
+    method = _prepared(tiny_model_dir, spec, forget, retain)
+    model = method.ctx.model
     params = [p for _n, p in trainable_parameters(model)]
     weights_before = [p.detach().clone() for p in params]
     adversary = RelearningAdversary(model, spec)
@@ -272,20 +282,14 @@ def test_the_in_loop_attacker_trains_on_whole_texts_in_both_framings_and_keeps_i
     """A relearning attacker fine-tunes on every token of text without the subject, framed as it likes,
     and stands many steps away from the model: the in-loop one must too, or it finds nothing that a
     real one does (a fresh 8-step attacker on answers behind BOS: docs/DESIGN-NOTES.md)."""
-    from unlearning_worker.data import encode
     from unlearning_worker.engine import RelearningAdversary
-    from unlearning_worker.methods import MethodContext, build_method
-    from unlearning_worker.modeling import load_model, trainable_parameters
+    from unlearning_worker.modeling import trainable_parameters
 
     forget, retain = _items(tiny_corpus)
     spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "adversary_every": 1, "adversary_steps": 2,
                                       "adversary_lr": 1e-2, "adversary_horizon": 2}))
-    model, tokenizer = load_model(tiny_model_dir, spec, torch.device("cpu"))
-    model.train()
-    ctx = MethodContext(model, tokenizer, spec, forget, [encode(tokenizer, f.prompt, f.completion, f.pii_spans) for f in forget],
-                        [encode(tokenizer, r.prompt, r.completion, r.pii_spans) for r in retain], torch.device("cpu"))
-    method = build_method(ctx)
-    method.prepare()
+    method = _prepared(tiny_model_dir, spec, forget, retain)
+    model, tokenizer, ctx = method.ctx.model, method.ctx.tokenizer, method.ctx
 
     # the attacker's loss: every token, prompt included; odd draws without the BOS token
     seen: list[tuple[list[int], list[bool]]] = []
