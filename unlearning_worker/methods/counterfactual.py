@@ -651,7 +651,7 @@ class Counterfactual(UnlearningMethod):
         tokenizer = self.ctx.tokenizer
         names: list[SpanTarget] = []
         # one never-seen person's levels (a sample) or the mean over the draws (see spec.never_seen_sample)
-        keep = 1 if self.ctx.spec.never_seen_sample else max(self.draws, DIGIT_DRAWS)
+        keep = 1 if self.ctx.spec.never_seen_sample else None
         for i, item in enumerate(self.ctx.forget_items):
             rng = random.Random(f"counterfactual-twin:{self.ctx.spec.seed}:{i}")
             order = _sorted_spans(item)
