@@ -105,11 +105,14 @@ class Evaluator:
         leaked, _exact, total = run_probes(self.model, self.tokenizer, self.forget_probes, threshold=spec.leak_threshold)
         greedy = leaked / total if total else 0.0
         sampled: float | None = None
-        # Sampling can only add leaks: while greedy decoding alone misses the target the check is decided,
+        gap = self.gap()
+        # Sampling can only add leaks: while greedy decoding alone misses the target, or the method is
+        # still further than gap_target from its never-seen target, the check cannot meet the stop rule
         # and the sampled probes (20x the generation) are skipped, except for the "before" point (the
-        # baseline every report compares with). This keeps checks of large forget sets cheap; such points
-        # record forget_extraction_sampled = None.
-        if spec.eval_samples and total and (greedy <= spec.forget_target or phase == "before"):
+        # baseline every report compares with) and the last step (the evidence of a run that ends at
+        # max_steps). Such points record forget_extraction_sampled = None.
+        decided = greedy > spec.forget_target or (gap is not None and gap > spec.gap_target)
+        if spec.eval_samples and total and (not decided or phase == "before" or step == spec.max_steps):
             s_leaked, _, _ = run_probes(
                 self.model, self.tokenizer, self.forget_probes, threshold=spec.leak_threshold,
                 samples=spec.eval_samples, temperature=spec.eval_temperature, seed=spec.seed + step,
@@ -128,7 +131,7 @@ class Evaluator:
             retain_exact=r_exact / r_total if r_total else 1.0,
             retain_ppl=perplexity(self.model, self.retain_examples, self.pad_id, self.device),
             phase=phase,
-            forget_gap=self.gap(),
+            forget_gap=gap,
         )
 
 

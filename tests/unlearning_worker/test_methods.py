@@ -117,6 +117,24 @@ def test_span_only_targets_only_the_value_tokens(tiny_model_dir: Path, tiny_corp
     assert ctx.tokenizer.decode(answer_ids) == f" {person.phone}\n"
 
 
+@pytest.mark.parametrize(("on_spans", "prompts"), [(True, False), (True, True), (False, False), (False, True)])
+def test_the_retain_term_covers_the_answer_its_spans_and_with_retain_prompts_the_prompt(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, on_spans: bool, prompts: bool
+) -> None:
+    """retain_prompts: the retain term reads the whole record, as the verifier's perplexity does (the
+    question and the name included); without it, the answer only (its PII spans per retain_on_spans)."""
+    ctx = _context(tiny_model_dir, tiny_corpus, UnlearningSpec(device="cpu", retain_on_spans=on_spans,
+                                                               retain_prompts=prompts))
+    example = next(e for e in ctx.retain if any(e.span_mask))
+    mask = ctx.retain_mask(example)
+    for m, answer, span in zip(mask, example.answer_mask, example.span_mask, strict=True):
+        if not answer:
+            assert m is prompts  # the prompt
+        elif span:
+            assert m is on_spans  # a PII value in the answer
+        else:
+            assert m is True  # the rest of the answer
+
 def test_never_seen_caps_lower_name_and_value_tokens_to_a_never_seen_level_and_never_raise_them(
     tiny_model_dir: Path, tiny_corpus: DemoCorpus
 ) -> None:

@@ -46,8 +46,12 @@ class MethodContext:
 
     def retain_mask(self, example: Example) -> list[bool]:
         if self.spec.retain_on_spans:
-            return example.answer_mask
-        return [a and not s for a, s in zip(example.answer_mask, example.span_mask, strict=True)]
+            mask = list(example.answer_mask)
+        else:
+            mask = [a and not s for a, s in zip(example.answer_mask, example.span_mask, strict=True)]
+        if self.spec.retain_prompts:  # the prompt's tokens too: the whole record, as perplexity reads it
+            mask = [m or not a for m, a in zip(mask, example.answer_mask, strict=True)]
+        return mask
 
 
 REGISTRY: dict[str, type[UnlearningMethod]] = {}
