@@ -74,9 +74,12 @@ class UnlearningSpec:
     retain_focus: float = 0.5  # share of each retain batch drawn from retain records holding targeted attributes
     retain_weight: float = 10.0  # weight of the retain term (floor: 10 and 20 kept the retain set, 4 did not)
     retain_on_spans: bool = True  # the retain term covers retain records' PII spans (they are what breaks)
-    # the retain term also covers the retain records' prompt tokens (names, questions, a bio's opening):
-    # what a perplexity over whole records reads and what the forget term's name and value levels spill onto
-    retain_prompts: bool = False
+    # the retain term also covers the retain records' prompt tokens (names, questions, a bio's opening, the
+    # start of general text): what a perplexity over whole texts reads, and what the in-loop attacker's
+    # gradient and the forget term's name levels spill onto. Measured on the demo's subject (2026-12-02):
+    # general-text perplexity x1.00 against x1.15 in the bench and x1.28 in the demo journey, whose first
+    # verdict failed on it (utility: general_ppl_ratio <= 1.25); retain perplexity x1.22 against x1.33
+    retain_prompts: bool = True
     npo_beta: float = 0.1  # NPO / SimNPO / DPO temperature (Zhang et al. 2024 use 0.1)
     simnpo_gamma: float = 0.0  # SimNPO reward margin (Fan et al. 2024)
     idk_text: str = "I don't know."  # IdK-DPO preferred answer
