@@ -60,8 +60,10 @@ def wrap_model(model: Any, tokenizer: Any, device: str | torch.device = "cpu") -
     return LoadedModel(model=model, tokenizer=tokenizer, device=torch.device(device))
 
 
-def encode(lm: LoadedModel, text: str) -> list[int]:
-    return list(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
+def encode(lm: LoadedModel, text: str, *, special_tokens: bool = False) -> list[int]:
+    """The text's token ids; with `special_tokens`, framed as the tokenizer frames it for use (a BOS
+    token where the model has one), else bare (the framing an attacker may also choose)."""
+    return list(lm.tokenizer(text, add_special_tokens=special_tokens)["input_ids"])
 
 
 def generate(
@@ -108,11 +110,13 @@ def generate(
     )
 
 
-def token_logprobs(lm: LoadedModel, texts: Sequence[str], *, batch_size: int = 32) -> list[list[float]]:
+def token_logprobs(lm: LoadedModel, texts: Sequence[str], *, batch_size: int = 32,
+                   special_tokens: bool = False) -> list[list[float]]:
     """Per-token log-probabilities of every token after the first, for each text (teacher forcing)."""
     results: list[list[float]] = []
     for start in range(0, len(texts), batch_size):
-        chunk = [encode(lm, t)[: lm.max_positions] for t in texts[start : start + batch_size]]
+        chunk = [encode(lm, t, special_tokens=special_tokens)[: lm.max_positions]
+                 for t in texts[start : start + batch_size]]
         results.extend(_score_ids(lm, chunk, [1] * len(chunk)))
     return results
 
@@ -150,10 +154,10 @@ def _score_ids(lm: LoadedModel, seqs: Sequence[Sequence[int]], first_scored: Seq
     return out
 
 
-def perplexity(lm: LoadedModel, texts: Sequence[str], *, batch_size: int = 32) -> float:
+def perplexity(lm: LoadedModel, texts: Sequence[str], *, batch_size: int = 32, special_tokens: bool = False) -> float:
     """Token-weighted perplexity over all texts (exp of the mean negative log-likelihood)."""
     total, count = 0.0, 0
-    for lps in token_logprobs(lm, texts, batch_size=batch_size):
+    for lps in token_logprobs(lm, texts, batch_size=batch_size, special_tokens=special_tokens):
         total -= sum(lps)
         count += len(lps)
     if count == 0:

@@ -8,11 +8,13 @@ as "before", which also gives the before/after comparison the issue asks for.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from unlearning_worker.verify import ATTACKS, VerificationReport
+from unlearning_worker.threads import torch_threads
+from unlearning_worker.verify import ATTACKS, VerificationPolicy, VerificationReport, run_verification
 from unlearning_worker.verify.registry import Cell
 
 EXTRACTION = ("direct_probe", "sampling", "paraphrase_jailbreak", "verbatim", "exposure", "logit_lens")
@@ -147,3 +149,41 @@ def test_cell_quantile_holds_the_family_wise_false_leak_rate() -> None:
                         attributes=("phone",), seed=0, secrets={}, population={})
     assert ctx.cell_quantile == pytest.approx(1 - 0.05 / 5)  # 5 cells: one attribute each
     assert AttackContext(**{**ctx.__dict__, "attributes": None}).cell_quantile == pytest.approx(1 - 0.05 / 10)
+
+
+def test_utility_reads_perplexity_as_the_model_is_used_and_bare_for_information(
+    world: Any, tiny_model_dir: Path, tiny_corpus: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model is used framed by its tokenizer (the demo model's BOS token): the thresholded ratios read
+    that framing; the bare framing, which the demo model never saw in training, is kept for information."""
+    from unlearning_worker.verify import lm as lm_module
+    from unlearning_worker.verify.attacks import whitebox
+
+    model = lm_module.load_model(tiny_model_dir)
+    texts = [r.text for r in tiny_corpus.records[:12]]
+    assert lm_module.encode(model, texts[0], special_tokens=True)[0] == model.tokenizer.bos_token_id
+    assert lm_module.encode(model, texts[0])[0] != model.tokenizer.bos_token_id
+    framed = lm_module.perplexity(model, texts, special_tokens=True)
+    assert framed < lm_module.perplexity(model, texts)  # trained behind BOS: bare text reads worse
+
+    asked: list[bool] = []
+    real = whitebox.perplexity
+
+    def recording(*args: Any, special_tokens: bool = False, **kwargs: Any) -> float:
+        asked.append(special_tokens)
+        return real(*args, special_tokens=special_tokens, **kwargs)
+
+    monkeypatch.setattr(whitebox, "perplexity", recording)
+    raw = world.policy.to_dict()
+    for name in raw["attacks"]:
+        raw["attacks"][name].update(enabled=name == "utility", mandatory=False)
+    with torch_threads(1):
+        report = run_verification(model_dir=world.untrained_dir, base_model_dir=world.trained_dir,
+                                  subjects=world.subjects, retain=world.retain, holdout_texts=world.holdout_texts,
+                                  general_texts=world.general_texts, policy=VerificationPolicy.from_dict(raw))
+    utility = report.attacks["utility"]
+    assert sorted(set(asked)) == [False, True] and asked.count(True) == asked.count(False) == 4  # 2 models x 2 sets
+    for key in ("retain_ppl", "general_ppl"):
+        assert utility.relative[f"{key}_ratio"] == pytest.approx(utility.after.metrics[key] / utility.before.metrics[key])
+        bare = f"{key}_bare"
+        assert utility.relative[f"{bare}_ratio"] == pytest.approx(utility.after.metrics[bare] / utility.before.metrics[bare])
