@@ -38,7 +38,12 @@ class UnlearningSpec:
     # held by the anchor (floor needed 2e-4: at 6e-4 it halved the retain exact-answer rate)
     lr: float = 5e-4
     max_steps: int = 200  # a ceiling only: runs stop on evidence (forget target met or utility floor)
-    batch_size: int = 16  # forget examples per step (sampled from all subjects' items, PRI-weighted loss)
+    batch_size: int = 16  # forget examples per micro-batch (from all subjects' items, PRI-weighted loss)
+    # share of the forget set each step covers (at least batch_size examples, in micro-batches of
+    # batch_size, gradients accumulated): 1.0 updates every record at every step, so a job of many
+    # subjects gets as many updates per record as a job of one (engine.forget_chunks; ten subjects with
+    # 16 of their 70 records a step ended 200 steps at 3x the one-subject never-seen gap and failed)
+    forget_coverage: float = 1.0
     # retain examples per step: with counterfactual, 32 dipped to 0.85x of the retain exact answers and
     # recovered above the start (0.83 -> 0.94) at half the step time of 128 (floor needed 128)
     retain_batch_size: int = 32
@@ -169,6 +174,8 @@ class UnlearningSpec:
             raise ValueError("min_steps must be <= max_steps")
         if not 0.0 <= self.forget_target < 1.0:
             raise ValueError("forget_target must be in [0, 1)")
+        if not (math.isfinite(self.forget_coverage) and 0.0 < self.forget_coverage <= 1.0):
+            raise ValueError("forget_coverage must be in (0, 1]")
         if not 0.0 <= self.retain_focus <= 1.0:
             raise ValueError("retain_focus must be in [0, 1]")
         if not 0.0 < self.saliency <= 1.0:

@@ -151,8 +151,12 @@ class UnlearningMethod:
         batch = self._batch(examples, [[True] * len(e.input_ids) for e in examples], [1.0] * len(examples))
         return losses.nll(self._token_lp(batch), batch.target_mask, batch.weights)
 
-    def loss(self, forget_idx: list[int], retain_idx: list[int], step: int) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(self, forget_idx: list[int], retain_idx: list[int], step: int, *,
+             forget_scale: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+        """The step's loss; `forget_scale` weighs the forget term (a micro-batch's share of the step's
+        forget items, engine.forget_chunks), the retain term is counted whole where retain_idx is given."""
         total, parts = self.forget_loss(forget_idx, step)
+        total = total * forget_scale if forget_scale != 1.0 else total
         if self.uses_retain and self.ctx.spec.retain_weight > 0 and retain_idx:
             retain = self.retain_loss(retain_idx)
             parts["retain"] = float(retain.detach())
