@@ -309,10 +309,10 @@ def _run(
                 raise UnlearningCancelled("unlearning run cancelled")
             chunks = forget_chunks(len(forget), spec, step)
             retain_idx = fsdp.split(_retain_batch(retain, focus, spec, step))
-            n_step = sum(len(c) for c in chunks)
+            weight = sum(method.ctx.forget_weights([i for c in chunks for i in c]))
             step_losses = {}
             for j, chunk in enumerate(chunks):  # micro-batches: gradients accumulate, one optimiser step
-                share = len(chunk) / n_step
+                share = sum(method.ctx.forget_weights(chunk)) / weight  # of the step's weighted mean
                 loss, parts = method.loss(fsdp.split(chunk), retain_idx if j == 0 else [], step, forget_scale=share)
                 if not torch.isfinite(loss):
                     raise FloatingPointError("unlearning loss is not finite")

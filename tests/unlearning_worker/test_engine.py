@@ -326,3 +326,57 @@ def test_the_in_loop_attacker_trains_on_whole_texts_in_both_framings_and_keeps_i
     assert torch.allclose(starts[0], params[0].detach())
     assert torch.allclose(starts[1], params[0].detach() + first_drift)
     assert torch.allclose(starts[2], params[0].detach())
+
+
+@pytest.mark.parametrize(("n", "batch", "coverage", "per_step"), [(7, 16, 1.0, 7), (70, 16, 1.0, 70), (70, 16, 0.5, 35),
+                                                                 (70, 16, 0.1, 16), (7, 4, 1.0, 7)])
+def test_each_step_covers_its_share_of_the_forget_set_in_micro_batches(
+    n: int, batch: int, coverage: float, per_step: int
+) -> None:
+    from unlearning_worker.engine import forget_chunks
+
+    spec = UnlearningSpec(batch_size=batch, forget_coverage=coverage)
+    steps = [forget_chunks(n, spec, step) for step in range(4)]
+    for chunks in steps:
+        items = [i for c in chunks for i in c]
+        assert len(items) == per_step and all(0 < len(c) <= batch for c in chunks)
+        if coverage == 1.0:
+            assert sorted(items) == list(range(n))  # every record at every step, once
+    assert steps[2] == forget_chunks(n, spec, 2)  # a pure function of (n, spec, step): resumable
+    if len(steps[0]) > 1:  # the first micro-batch (the in-loop attacker's) changes from step to step
+        assert len({tuple(s[0]) for s in steps}) > 1
+    if coverage < 1.0 and per_step > batch:  # a partial coverage walks through the whole set over steps
+        assert len({i for s in steps for c in s for i in c}) == n
+
+
+def test_a_step_in_micro_batches_takes_the_gradient_of_the_whole_batch(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus
+) -> None:
+    from unlearning_worker.data import encode
+    from unlearning_worker.engine import forget_chunks
+    from unlearning_worker.methods import MethodContext, build_method
+    from unlearning_worker.modeling import load_model
+
+    forget, retain = demo_items(tiny_corpus, [p.person_id for p in tiny_corpus.people[:3]])
+    spec = UnlearningSpec(**(FIXED | {"method": "grad_diff", "batch_size": 4}))
+    model, tokenizer = load_model(tiny_model_dir, spec, torch.device("cpu"))
+    ctx = MethodContext(model, tokenizer, spec, forget, [encode(tokenizer, f.prompt, f.completion, f.pii_spans) for f in forget],
+                        [encode(tokenizer, r.prompt, r.completion, r.pii_spans) for r in retain], torch.device("cpu"))
+    method = build_method(ctx)
+    method.prepare()
+    chunks = forget_chunks(len(forget), spec, 0)
+    assert len(chunks) > 2
+
+    def grads() -> list[torch.Tensor]:
+        out = [p.grad.detach().clone() for p in model.parameters() if p.grad is not None]
+        model.zero_grad(set_to_none=True)
+        return out
+
+    method.loss([i for c in chunks for i in c], [0, 1, 2, 3], 0)[0].backward()
+    whole = grads()
+    weight = sum(ctx.forget_weights([i for c in chunks for i in c]))
+    for j, chunk in enumerate(chunks):
+        method.loss(chunk, [0, 1, 2, 3] if j == 0 else [], 0,
+                    forget_scale=sum(ctx.forget_weights(chunk)) / weight)[0].backward()
+    parts = grads()
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, parts, strict=True))
