@@ -22,11 +22,13 @@ from unlearning_worker.spec import UnlearningSpec
 
 pytestmark = pytest.mark.distributed
 
-# Forget and retain batches even, greedy evidence only (no sampling), a fixed number of steps; no in-loop
-# relearning attacker (a sharded run refuses it: execution turns it off there, and the manifest says so).
+# Forget and retain batches even (4 of the 7 forget records a step, one micro-batch: an odd micro-batch
+# splits 2 + 1 and the two processes' means weigh its records unequally), greedy evidence only (no
+# sampling), a fixed number of steps; no in-loop relearning attacker (a sharded run refuses it: execution
+# turns it off there, and the manifest says so).
 FIXED = {"device": "cpu", "dtype": "float32", "min_steps": 4, "max_steps": 4, "eval_every": 2, "batch_size": 4,
-         "retain_batch_size": 4, "eval_retain_items": 8, "utility_floor": 0.0, "ppl_ceiling": 1e9, "lr": 5e-3,
-         "eval_samples": 0, "num_threads": 1, "adversary_every": 0}
+         "forget_coverage": 0.5, "retain_batch_size": 4, "eval_retain_items": 8, "utility_floor": 0.0,
+         "ppl_ceiling": 1e9, "lr": 5e-3, "eval_samples": 0, "num_threads": 1, "adversary_every": 0}
 
 
 def _items(corpus: DemoCorpus) -> tuple[list, list]:
