@@ -3,6 +3,7 @@
     nice -n 10 .venv/bin/python -m tests.benchmarks.bench_erasure                          # demo size, default method + floor
     .venv/bin/python -m tests.benchmarks.bench_erasure --methods counterfactual,floor,ga --subjects 1
     .venv/bin/python -m tests.benchmarks.bench_erasure --sections jobs                   # 10 subjects in one job, 10 sequential jobs
+    .venv/bin/python -m tests.benchmarks.bench_erasure --sections sequential --sequential 3   # accumulation only
     .venv/bin/python -m tests.benchmarks.bench_erasure --size medium                     # 10-30M parameters, 500 people (cached)
     .venv/bin/python -m tests.benchmarks.bench_erasure --size gpu --device cuda          # 100M+ parameters (device only)
 
@@ -200,15 +201,32 @@ def section_jobs(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, 
     print(f"  10 subjects / 1 subject wall time: {rows[1]['result'].wall_s / rows[0]['result'].wall_s:.2f}x")
     for row in rows:
         shutil.rmtree(row["out"], ignore_errors=True)
-    print(f"\n== accumulation: 10 sequential one-subject jobs with {method}, each from the previous output")
-    people = pick_people(corpus, 10, args.seed + 2)
+    section_sequential(args, model_dir, corpus, work)
+
+
+def section_sequential(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, work: Path) -> None:
+    """`--sequential` one-subject jobs on one model line, each from the previous output (accumulation)."""
+    method = args.methods[0]
+    print(f"\n== accumulation: {args.sequential} sequential one-subject jobs with {method}, each from the previous output")
+    people = pick_people(corpus, args.sequential, args.seed + 2)
     current = model_dir
     acc_rows = []
     for i, person in enumerate(people):
         row = run_one(args, current, corpus, method, [person], work, base_dir=current, label=f"acc{i}")
         acc_rows.append(row)
         current = row["out"]
+        print(f"  job {i + 1} of {len(people)} done", flush=True)
     print_rows(acc_rows, retrain_seconds(model_dir))
+    ratios = {key: 1.0 for key in ("retain_ppl_ratio", "general_ppl_ratio")}
+    for row in acc_rows:  # each job is judged against the version before it: the line's drift is the product
+        utility = row["report"].attacks.get("utility")
+        for key in ratios:
+            ratios[key] *= (utility.relative.get(key) or 1.0) if utility is not None else 1.0
+    first, last = acc_rows[0]["report"], acc_rows[-1]["report"]
+    print(f"  over the line: retain facts {_pct(_metric(first, 'utility', 'retain_accuracy', 'before'))} ->"
+          f" {_pct(_metric(last, 'utility', 'retain_accuracy'))}; retain perplexity x{ratios['retain_ppl_ratio']:.3f},"
+          f" general x{ratios['general_ppl_ratio']:.3f}; verdicts"
+          f" {sum(r['report'].verdict.passed for r in acc_rows)} of {len(acc_rows)} passed")
 
 
 def main() -> None:
@@ -220,6 +238,7 @@ def main() -> None:
     parser.add_argument("--spec", default="", help='spec fields over the method\'s settings, JSON, e.g. \'{"attributes": []}\'')
     parser.add_argument("--people", type=lambda s: s.split(","), default=None,
                         help="subject ids (e.g. P000000, the demo's subject) instead of --subjects picked by --seed")
+    parser.add_argument("--sequential", type=int, default=10, help="jobs in the accumulation section")
     parser.add_argument("--controls", type=int, default=10)
     parser.add_argument("--retain-people", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
@@ -241,7 +260,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-erasure-"))
     try:
         for section in args.sections:
-            {"methods": section_methods, "jobs": section_jobs}[section](args, model_dir, corpus, work)
+            {"methods": section_methods, "jobs": section_jobs, "sequential": section_sequential}[section](
+                args, model_dir, corpus, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
