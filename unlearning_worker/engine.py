@@ -28,7 +28,7 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -226,6 +226,7 @@ def _run(
     # a fixed, seeded subset of the retain set for the in-run utility checks
     eval_idx = step_indices(len(retain), min(spec.eval_retain_items, max(1, len(retain))), 0, seed=spec.seed, salt="eval")
     eval_idx = eval_idx if retain else []
+    history: list[EvalPoint] = []
     evaluator = Evaluator(
         model=model,
         tokenizer=tokenizer,
@@ -239,6 +240,7 @@ def _run(
         pad_id=pad_id,
         device=device,
         gap=method.forget_gap,
+        close=lambda gap: _close(gap, [p.forget_gap for p in history if p.phase != "before"], spec),
     )
 
     # 2-3. resume, or cache references and measure the starting point
@@ -258,7 +260,7 @@ def _run(
                 step_indices(len(retain), spec.retain_batch_size, 0, seed=spec.seed, salt="retain") if retain else [],
             )
         before = evaluator(0, {}, "before")
-        history = [before]
+        history.append(before)
         start_step = 0
         resumed_from: int | None = None
         last_good = (0, snapshot(model), before)
@@ -269,7 +271,7 @@ def _run(
             if name not in state["trainable"]:
                 dict(model.named_parameters())[name].requires_grad_(False)
         restore_snapshot(model, state["trainable"])
-        history = [EvalPoint(**p) for p in state["history"]]
+        history.extend(EvalPoint(**p) for p in state["history"])
         before = history[0]
         start_step = resumed_from = int(state["step"])
         good_step, good_point = int(state["last_good_step"]), EvalPoint(**state["last_good_point"])
@@ -457,11 +459,24 @@ class RelearningAdversary:
         return float(loss.detach())
 
 
-def _target_met(point: EvalPoint, spec: UnlearningSpec, step: int) -> bool:
+def _close(gap: float | None, earlier: Sequence[float | None], spec: UnlearningSpec) -> bool:
+    """Whether a method with a never-seen target distribution (counterfactual) is as near it as it will
+    get: within `gap_target`, or settled (the gap fell by less than `gap_plateau` of itself per check over
+    the last `plateau_checks` checks, `earlier` being the unlearning checks before this one). A method
+    without a target is always close (extraction alone decides)."""
+    if gap is None or gap <= spec.gap_target:
+        return True
+    gaps = [g for g in earlier if g is not None][-spec.plateau_checks :]
+    if spec.gap_plateau <= 0 or len(gaps) < spec.plateau_checks:
+        return False
+    return gaps[0] - gap < spec.gap_plateau * spec.plateau_checks * gaps[0]
+
+
+def _target_met(point: EvalPoint, spec: UnlearningSpec, step: int, earlier: Sequence[float | None] = ()) -> bool:
     """No extraction beyond the target and, for a method that has a never-seen target distribution
-    (counterfactual), within `gap_target` of it: zero extraction alone is reached while the values
-    are still more likely than a never-seen value (measured: z = 1.4 after 60 steps)."""
-    close = point.forget_gap is None or point.forget_gap <= spec.gap_target
+    (counterfactual), as near it as it gets (`_close`): zero extraction alone is reached while the
+    values are still more likely than a never-seen value (measured: z = 1.4 after 60 steps)."""
+    close = _close(point.forget_gap, list(earlier), spec)
     return point.forget_extraction <= spec.forget_target and close and step >= spec.min_steps
 
 
@@ -517,8 +532,12 @@ def _below_floor_streak(history: list[EvalPoint], before: EvalPoint, spec: Unlea
 
 def _target_held(history: list[EvalPoint], spec: UnlearningSpec, step: int) -> bool:
     """The forget target met at this check and the `target_checks - 1` before it."""
-    recent = [p for p in history if p.phase != "before"][-spec.target_checks :]
-    return len(recent) == spec.target_checks and all(_target_met(p, spec, step) for p in recent)
+    points = [p for p in history if p.phase != "before"]
+    if len(points) < spec.target_checks:
+        return False
+    first = len(points) - spec.target_checks
+    return all(_target_met(points[k], spec, step, [p.forget_gap for p in points[:k]])
+               for k in range(first, len(points)))
 
 
 def _repair(

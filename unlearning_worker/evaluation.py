@@ -99,6 +99,9 @@ class Evaluator:
     pad_id: int
     device: torch.device
     gap: Callable[[], float | None] = lambda: None  # the method's distance to its target, if it has one
+    # whether a gap lets this check meet the stop rule (engine: within gap_target, or settled); None:
+    # within gap_target
+    close: Callable[[float | None], bool] | None = None
 
     def __call__(self, step: int, step_losses: dict[str, float], phase: str) -> EvalPoint:
         spec = self.spec
@@ -107,11 +110,12 @@ class Evaluator:
         sampled: float | None = None
         gap = self.gap()
         # Sampling can only add leaks: while greedy decoding alone misses the target, or the method is
-        # still further than gap_target from its never-seen target, the check cannot meet the stop rule
-        # and the sampled probes (20x the generation) are skipped, except for the "before" point (the
-        # baseline every report compares with) and the last step (the evidence of a run that ends at
-        # max_steps). Such points record forget_extraction_sampled = None.
-        decided = greedy > spec.forget_target or (gap is not None and gap > spec.gap_target)
+        # still far from its never-seen target (not within gap_target, not settled), the check cannot
+        # meet the stop rule and the sampled probes (20x the generation) are skipped, except for the
+        # "before" point (the baseline every report compares with) and the last step (the evidence of a
+        # run that ends at max_steps). Such points record forget_extraction_sampled = None.
+        close = self.close(gap) if self.close is not None else gap is None or gap <= spec.gap_target
+        decided = greedy > spec.forget_target or not close
         if spec.eval_samples and total and (not decided or phase == "before" or step == spec.max_steps):
             s_leaked, _, _ = run_probes(
                 self.model, self.tokenizer, self.forget_probes, threshold=spec.leak_threshold,

@@ -170,11 +170,47 @@ def test_counterfactual_does_not_stop_before_it_is_near_its_never_seen_target(
 ) -> None:
     forget, retain = _items(tiny_corpus)
     spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "min_steps": 0, "max_steps": 8, "eval_every": 2,
-                                      "forget_target": 0.99, "gap_target": 1e-6}))
+                                      "forget_target": 0.99, "gap_target": 1e-6, "gap_plateau": 0.0}))
     result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
                             spec=spec)
     assert result.stop_reason == "max_steps"  # extraction is within 0.99 from the start; the gap is not
     assert all(p.forget_gap is not None and p.forget_gap > 1e-6 for p in result.history)
+
+
+def test_counterfactual_stops_once_its_gap_has_settled_and_samples_only_from_there(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    """A gap that no longer falls (here: by less than its whole self over 3 checks, so from the 4th check
+    on) is as near the never-seen target as the run gets: the stop rule takes it, at `target_checks` (2)
+    settled checks in a row, and the sampled probes run only at checks that could stop."""
+    forget, retain = _items(tiny_corpus)
+    spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "min_steps": 0, "max_steps": 20, "eval_every": 2,
+                                      "forget_target": 0.99, "gap_target": 1e-6, "gap_plateau": 1.0,
+                                      "adversary_every": 0}))
+    result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                            spec=spec)
+    assert result.stop_reason == "forget_target_met" and result.steps == 10
+    sampled = {p.step: p.forget_extraction_sampled is not None for p in result.history}
+    assert sampled == {0: True, 2: False, 4: False, 6: False, 8: True, 10: True}
+
+
+@pytest.mark.parametrize(("gap", "earlier", "plateau", "close"), [
+    (0.05, [], 0.01, True),  # within gap_target
+    (None, [], 0.01, True),  # no target: extraction decides
+    (0.80, [0.81, 0.80], 0.01, False),  # too few checks to call it settled
+    (0.79, [0.81, 0.80, 0.80], 0.01, True),  # fell 2.5% over 3 checks: under 1% a check
+    (0.75, [0.81, 0.80, 0.80], 0.01, False),  # fell 7.4%: still closing in
+    (0.79, [0.87, 0.81, 0.80], 0.01, False),  # fell 9%
+    (0.79, [2.0, 0.81, 0.80, 0.80], 0.01, True),  # only the last 3 checks count
+    (0.79, [0.81, 0.80, 0.80], 0.0, False),  # 0: the gap target alone
+    (0.79, [0.70, 0.75, 0.78], 0.01, True),  # rising: settled (and no nearer)
+])
+def test_the_gap_is_close_within_its_target_or_once_settled(
+    gap: float | None, earlier: list[float], plateau: float, close: bool
+) -> None:
+    from unlearning_worker.engine import _close
+
+    assert _close(gap, earlier, UnlearningSpec(gap_target=0.1, gap_plateau=plateau, plateau_checks=3)) is close
 
 
 def test_engine_import_is_pure() -> None:

@@ -18,6 +18,8 @@ from unlearning_worker.spec import METHODS, UnlearningSpec
         ({"max_steps": 0}, "max_steps must be >= 1"),
         ({"batch_size": 0}, "batch_size must be >= 1"),
         ({"forget_coverage": 0.0}, "forget_coverage"),
+        ({"gap_plateau": -0.01}, "gap_plateau"),
+        ({"plateau_checks": 0}, "plateau_checks"),
         ({"forget_coverage": 1.5}, "forget_coverage"),
         ({"forget_coverage": float("nan")}, "forget_coverage"),
         ({"eval_every": 0}, "eval_every must be >= 1"),
