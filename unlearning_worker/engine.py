@@ -476,7 +476,7 @@ def _target_met(point: EvalPoint, spec: UnlearningSpec, step: int, earlier: Sequ
     """No extraction beyond the target and, for a method that has a never-seen target distribution
     (counterfactual), as near it as it gets (`_close`): zero extraction alone is reached while the
     values are still more likely than a never-seen value (measured: z = 1.4 after 60 steps)."""
-    close = _close(point.forget_gap, list(earlier), spec)
+    close = _close(point.forget_gap, earlier, spec)
     return point.forget_extraction <= spec.forget_target and close and step >= spec.min_steps
 
 
