@@ -323,7 +323,7 @@ def _run(
                     step_losses[key] = value if key == "retain" else step_losses.get(key, 0.0) + (
                         value if key == "total" else value * share)
             if adversary is not None and step % spec.adversary_every == 0:
-                step_losses["adversary"] = adversary.gradient(method, params, fsdp.split(chunks[0]), retain, step)
+                step_losses["adversary"] = adversary.gradient(method, params, [fsdp.split(c) for c in chunks], retain, step)
             apply_masks(model, masks)
             torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
             optimiser.step()
@@ -420,10 +420,10 @@ class RelearningAdversary:
         self.optimiser.load_state_dict(state["optimiser"])
         self.rounds = int(state["rounds"])
 
-    def gradient(self, method: UnlearningMethod, params: list[torch.nn.Parameter], forget_idx: list[int],
+    def gradient(self, method: UnlearningMethod, params: list[torch.nn.Parameter], chunks: list[list[int]],
                  retain: list[RetainItem], step: int) -> float:
-        """Move the attacker on, add its forget gradient (x adversary_weight) to `params`' and return its
-        forget loss."""
+        """Move the attacker on, add its forget gradient on the step's forget items (`chunks`, its
+        micro-batches; x adversary_weight) to `params`' and return its forget loss."""
         spec = self.spec
         if self.drift is None or self.rounds % max(spec.adversary_horizon, 1) == 0:
             self.drift = [torch.zeros_like(p) for p in self.params]
@@ -444,8 +444,16 @@ class RelearningAdversary:
                 torch.nn.utils.clip_grad_norm_(self.params, spec.max_grad_norm)
                 self.optimiser.step()
                 self.optimiser.zero_grad(set_to_none=True)
-            loss, _parts = method.relearned_forget_loss(forget_idx, step)
-            loss.backward()
+            # the whole step's forget items, micro-batch by micro-batch (shares by forget weight): every
+            # record is attacked as often whatever the job's size (with one micro-batch of 16 of 70
+            # records, ten subjects in one job failed relearning where one subject passed)
+            total = 0.0
+            weight = sum(method.ctx.forget_weights([i for c in chunks for i in c]))
+            for chunk in chunks:
+                share = sum(method.ctx.forget_weights(chunk)) / weight
+                loss, _parts = method.relearned_forget_loss(chunk, step)
+                (loss * share).backward()
+                total += float(loss.detach()) * share
         finally:
             method.ctx.model = original
         with torch.no_grad():
@@ -456,7 +464,7 @@ class RelearningAdversary:
                 grad = theirs.grad.to(mine.device, mine.dtype) * spec.adversary_weight
                 mine.grad = grad if mine.grad is None else mine.grad + grad
                 theirs.grad = None
-        return float(loss.detach())
+        return total
 
 
 def _close(gap: float | None, earlier: Sequence[float | None], spec: UnlearningSpec) -> bool:

@@ -304,7 +304,12 @@ def test_adversarial_relearning_adds_the_relearned_forget_gradient_and_leaves_th
     params = [p for _n, p in trainable_parameters(model)]
     weights_before = [p.detach().clone() for p in params]
     adversary = RelearningAdversary(model, spec)
-    loss_after_attack = adversary.gradient(method, params, list(range(len(forget))), retain, 0)
+    attacked: list[list[int]] = []
+    relearned = method.relearned_forget_loss
+    method.relearned_forget_loss = lambda idx, step: attacked.append(list(idx)) or relearned(idx, step)  # type: ignore[method-assign]
+    chunks = [list(range(3)), list(range(3, len(forget)))]
+    loss_after_attack = adversary.gradient(method, params, chunks, retain, 0)
+    assert attacked == chunks  # every micro-batch of the step is attacked, not the first alone
     assert loss_after_attack > 0
     assert method.ctx.model is model  # the shadow copy was swapped back out
     assert all(torch.equal(a, p.detach()) for a, p in zip(weights_before, params, strict=True))  # only the copy trained
@@ -354,11 +359,11 @@ def test_the_in_loop_attacker_trains_on_whole_texts_in_both_framings_and_keeps_i
         return relearn(idx, draw)
 
     method.relearning_loss = record  # type: ignore[method-assign]
-    adversary.gradient(method, params, [0, 1], retain, 0)
+    adversary.gradient(method, params, [[0, 1]], retain, 0)
     first_drift = adversary.drift[0].clone()
     assert first_drift.abs().sum() > 0
-    adversary.gradient(method, params, [0, 1], retain, 1)
-    adversary.gradient(method, params, [0, 1], retain, 2)
+    adversary.gradient(method, params, [[0, 1]], retain, 1)
+    adversary.gradient(method, params, [[0, 1]], retain, 2)
     assert torch.allclose(starts[0], params[0].detach())
     assert torch.allclose(starts[1], params[0].detach() + first_drift)
     assert torch.allclose(starts[2], params[0].detach())
