@@ -45,6 +45,23 @@ def probes(
     return out
 
 
+def identifier_probes(all_probes: list[Probe], attributes: Iterable[str]) -> list[Probe]:
+    """The probes' values of the identifying attributes only (all of them when `attributes` is empty),
+    for the sampled check. A value many people share (a region among eight, a street) comes up by chance
+    in one of 20 samples from a model that never saw the person (measured on the demo model: the
+    region, 1 hit in 20 at a 12% chance share, held the stop rule's sampled check above 0 for 300 steps
+    after the verifier's sampling attack, on identifiers, found nothing); greedy probes keep every value."""
+    wanted = set(attributes)
+    if not wanted:
+        return list(all_probes)
+    out = []
+    for probe in all_probes:
+        values = [v for v in probe.values if v[0] in wanted]
+        if values:
+            out.append(Probe(probe.prompt, values, probe.max_new_tokens, probe.stop_at_newline))
+    return out
+
+
 def run_probes(
     model: Any, tokenizer: Any, probes: list[Probe], *, threshold: float, samples: int = 0,
     temperature: float = 1.0, seed: int = 0,
@@ -116,12 +133,13 @@ class Evaluator:
         # run that ends at max_steps). Such points record forget_extraction_sampled = None.
         close = self.close(gap) if self.close is not None else gap is None or gap <= spec.gap_target
         decided = greedy > spec.forget_target or not close
-        if spec.eval_samples and total and (not decided or phase == "before" or step == spec.max_steps):
-            s_leaked, _, _ = run_probes(
-                self.model, self.tokenizer, self.forget_probes, threshold=spec.leak_threshold,
+        sampled_probes = identifier_probes(self.forget_probes, spec.attributes)
+        if spec.eval_samples and sampled_probes and (not decided or phase == "before" or step == spec.max_steps):
+            s_leaked, _, s_total = run_probes(
+                self.model, self.tokenizer, sampled_probes, threshold=spec.leak_threshold,
                 samples=spec.eval_samples, temperature=spec.eval_temperature, seed=spec.seed + step,
             )
-            sampled = s_leaked / total
+            sampled = s_leaked / s_total
         r_leaked, r_exact, r_total = run_probes(
             self.model, self.tokenizer, self.retain_probes, threshold=spec.leak_threshold
         )
@@ -151,7 +169,9 @@ class EvalPoint:
     losses: dict[str, float]
     forget_extraction: float  # share of (forget prompt, secret value) pairs leaked, greedy or sampled
     forget_extraction_greedy: float
-    forget_extraction_sampled: float | None  # None when spec.eval_samples == 0 or greedy already missed the target
+    # share of identifier values (spec.attributes) leaked in any of eval_samples samples; None when not
+    # sampled (eval_samples == 0, or the check could not meet the stop rule anyway)
+    forget_extraction_sampled: float | None
     retain_extraction: float  # share of retain (prompt, value) pairs leaked (same judge as forget)
     retain_exact: float  # share of retain values produced verbatim by greedy decoding
     retain_ppl: float  # perplexity of the retain completions (teacher-forced)
