@@ -139,7 +139,8 @@ class UnlearningSpec:
     # On by default since 2026-12-02: with never_seen_sample, the demo's subject after 100 steps at 3e-3
     # on other people's records ranks its values at mean z +0.46 over three fine-tuning seeds (control
     # +0.34), against +1.36 without it; the verdict passes where it failed without it. It costs 1.5x
-    # the run's time and retain perplexity (x1.33 on that subject). Off in sharded (FSDP) runs.
+    # the run's time (the attacker took 40% of a one-subject run) and, before retain_prompts, retain
+    # perplexity (x1.33 on that subject; x1.03 with it). Off in sharded (FSDP) runs.
     adversary_every: int = 5  # 0: off
     adversary_steps: int = 8
     adversary_lr: float = 3e-3
