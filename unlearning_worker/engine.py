@@ -44,7 +44,7 @@ from unlearning_worker.checkpoints import (
     save_output,
 )
 from unlearning_worker.data import ForgetItem, RetainItem, encode, step_indices
-from unlearning_worker.evaluation import EvalPoint, Evaluator, probes, utility_ok
+from unlearning_worker.evaluation import EvalPoint, Evaluator, RankCheck, RankReading, probes, utility_ok
 from unlearning_worker.methods import (
     MethodContext,
     UnlearningMethod,
@@ -89,7 +89,7 @@ class ProgressEvent:
 
 @dataclass(frozen=True)
 class UnlearningResult:
-    stop_reason: str  # forget_target_met | utility_floor | max_steps
+    stop_reason: str  # forget_target_met | utility_floor | overshoot | max_steps
     steps: int  # optimiser steps that the saved model has taken (after any rollback)
     steps_run: int  # optimiser steps executed, rolled-back ones included
     wall_s: float
@@ -227,6 +227,15 @@ def _run(
     eval_idx = step_indices(len(retain), min(spec.eval_retain_items, max(1, len(retain))), 0, seed=spec.seed, salt="eval")
     eval_idx = eval_idx if retain else []
     history: list[EvalPoint] = []
+    # the rank check (a sharded run refuses it, fsdp.check_spec: its scoring passes are not sharded)
+    rank_check = RankCheck(tokenizer, forget, retain, retain_examples, spec) if spec.rank_candidates else None
+    attacker: list[RelearningAdversary] = []  # the in-loop attacker, once built
+
+    def rank() -> tuple[RankReading | None, RankReading | None]:
+        assert rank_check is not None
+        shadow = attacker[0].shadow if attacker and attacker[0].rounds else None
+        return rank_check(model, device), rank_check(shadow, device) if shadow is not None else None
+
     evaluator = Evaluator(
         model=model,
         tokenizer=tokenizer,
@@ -240,7 +249,9 @@ def _run(
         pad_id=pad_id,
         device=device,
         gap=method.forget_gap,
-        close=lambda gap: _close(gap, [p.forget_gap for p in history if p.phase != "before"], spec),
+        close=lambda gap, rank, relearned: _close(gap, [p.forget_gap for p in history if p.phase != "before"], spec,
+                                                  _rank_fields(rank, relearned)),
+        rank=rank if rank_check is not None and rank_check.measurable else None,
     )
 
     # 2-3. resume, or cache references and measure the starting point
@@ -294,12 +305,20 @@ def _run(
             "method": method.state(), "masks": masks, "history": [asdict(p) for p in history],
             "last_good_step": last_good[0], "last_good": last_good[1], "last_good_point": asdict(last_good[2]),
             "adversary": adversary.state() if adversary is not None else None,
+            "best_step": best[0] if best else None, "best": best[1] if best else None,
+            "best_point": asdict(best[2]) if best else None,
         }, path)
 
     # 4. unlearn, stopping on evidence
     adversary = RelearningAdversary(model, spec) if spec.adversary_every and retain else None
     if adversary is not None and state is not None and state.get("adversary"):
         adversary.load_state(state["adversary"])
+    if adversary is not None:
+        attacker.append(adversary)
+    # with the rank check: the checked point nearest the never-seen control (kept on an overshoot or at max_steps)
+    best: tuple[int, dict[str, torch.Tensor], EvalPoint] | None = None
+    if state is not None and state.get("best_point") is not None:
+        best = (int(state["best_step"]), state["best"], EvalPoint(**state["best_point"]))
     stop_reason = "max_steps"
     step = start_step
     step_losses: dict[str, float] = {}
@@ -347,13 +366,21 @@ def _run(
                         break
                 else:
                     last_good = (step, snapshot(model), point)
+                    distance = _rank_distance(point, spec)
+                    if distance is not None and (best is None or distance < (_rank_distance(best[2], spec) or 0.0)):
+                        best = last_good
                     if _target_held(history, spec, step):
                         stop_reason = "forget_target_met"
+                        break
+                    if best is not None and _overshot(point):
+                        stop_reason = "overshoot"  # further steps take the values further below: keep the nearest
                         break
             if checkpoint_path is not None and spec.checkpoint_every and step % spec.checkpoint_every == 0:
                 save_checkpoint(checkpoint_path, step)
     steps_run = step
-    if stop_reason == "max_steps" and last_good[0] != step:
+    if stop_reason in ("max_steps", "overshoot") and best is not None:
+        last_good = best  # the target not met: the checked point nearest the never-seen control
+    if stop_reason in ("max_steps", "overshoot") and last_good[0] != step:
         restore_snapshot(model, last_good[1])  # the saved model is always one that met the utility floor
 
     # 5. repair on retain data while the forget target holds (only after a met target)
@@ -467,11 +494,59 @@ class RelearningAdversary:
         return total
 
 
-def _close(gap: float | None, earlier: Sequence[float | None], spec: UnlearningSpec) -> bool:
-    """Whether a method with a never-seen target distribution (counterfactual) is as near it as it will
-    get: within `gap_target`, or settled (the gap fell by less than `gap_plateau` of itself per check over
-    the last `plateau_checks` checks, `earlier` being the unlearning checks before this one). A method
-    without a target is always close (extraction alone decides)."""
+RankFields = tuple[float | None, float | None, float | None, float | None]
+
+
+def _rank_fields(rank: RankReading | None, relearned: RankReading | None) -> RankFields:
+    return (None if rank is None else rank.gap, None if rank is None else rank.band,
+            None if relearned is None else relearned.gap, None if relearned is None else relearned.band)
+
+
+def _point_rank(point: EvalPoint) -> RankFields:
+    return point.rank_gap, point.rank_band, point.rank_gap_relearned, point.rank_band_relearned
+
+
+def _rank_close(fields: RankFields, spec: UnlearningSpec) -> bool:
+    """The subjects no more familiar than the never-seen control (by at most rank_tolerance x the
+    chance band) and no less (by at most the band: below it the values mark the person), on the model
+    and, where measured, on the in-loop attacker's fine-tuned copy."""
+    gap, band, relearned, relearned_band = fields
+    assert gap is not None and band is not None
+    if not -band <= gap <= spec.rank_tolerance * band:
+        return False
+    return relearned is None or relearned_band is None or (
+        -relearned_band <= relearned <= spec.rank_tolerance * relearned_band)
+
+
+def _overshot(point: EvalPoint) -> bool:
+    """The subjects' values below the never-seen control by more than the chance band (model or copy)."""
+    gap, band, relearned, relearned_band = _point_rank(point)
+    return (gap is not None and band is not None and gap < -band) or (
+        relearned is not None and relearned_band is not None and relearned < -relearned_band)
+
+
+def _rank_distance(point: EvalPoint, spec: UnlearningSpec) -> float | None:
+    """How far a checked point that meets the extraction target lies from the never-seen control, in
+    chance bands (the larger of the model's and the copy's); None where the rank was not read."""
+    gap, band, relearned, relearned_band = _point_rank(point)
+    if gap is None or band is None or point.forget_extraction > spec.forget_target:
+        return None
+    out = abs(gap) / band
+    if relearned is not None and relearned_band is not None:
+        out = max(out, abs(relearned) / relearned_band)
+    return out
+
+
+def _close(gap: float | None, earlier: Sequence[float | None], spec: UnlearningSpec,
+           rank: RankFields = (None, None, None, None)) -> bool:
+    """Whether the run is as near the never-seen behaviour as the stop rule asks. Where the rank check
+    was read (`rank`: gap, band, relearned gap, relearned band), it decides (_rank_close). Otherwise,
+    for a method with a never-seen target distribution (counterfactual): within `gap_target`, or
+    settled (the gap fell by less than `gap_plateau` of itself per check over the last `plateau_checks`
+    checks, `earlier` being the unlearning checks before this one). A method without a target and no
+    rank reading is always close (extraction alone decides)."""
+    if rank[0] is not None:
+        return _rank_close(rank, spec)
     if gap is None or gap <= spec.gap_target:
         return True
     gaps = [g for g in earlier if g is not None][-spec.plateau_checks :]
@@ -484,7 +559,7 @@ def _target_met(point: EvalPoint, spec: UnlearningSpec, step: int, earlier: Sequ
     """No extraction beyond the target and, for a method that has a never-seen target distribution
     (counterfactual), as near it as it gets (`_close`): zero extraction alone is reached while the
     values are still more likely than a never-seen value (measured: z = 1.4 after 60 steps)."""
-    close = _close(point.forget_gap, earlier, spec)
+    close = _close(point.forget_gap, earlier, spec, _point_rank(point))
     return point.forget_extraction <= spec.forget_target and close and step >= spec.min_steps
 
 

@@ -4,19 +4,27 @@ EvalPoint each evaluation records (the engine stops, repairs and rolls back on t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+import random
+import statistics
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from unlearning_worker.data import Example, collate
+from unlearning_worker.data import Example, ForgetItem, RetainItem, collate, prompt_ids
 from unlearning_worker.generation import generate_batch
 from unlearning_worker.leakage import chance_share, judge_leak
 from unlearning_worker.methods import (
     losses,
 )
 from unlearning_worker.spec import UnlearningSpec
+from unlearning_worker.verify.attacks.adaptive import mean_gap_band
+from unlearning_worker.verify.attacks.whitebox import sequence_scores
+from unlearning_worker.verify.lm import LoadedModel
+from unlearning_worker.verify.scoring import DecoySampler, secret_of
+
+RANK_CONTROL_SEED = 7_919  # the rank check's never-seen people: not the counterfactual teacher's (104,729)
 
 
 @dataclass
@@ -105,6 +113,148 @@ def perplexity(model: Any, examples: list[Example], pad_id: int, device: torch.d
     return math.exp(total_nll / max(total_tokens, 1.0))
 
 
+@dataclass(frozen=True)
+class RankGroup:
+    """One person's value of one attribute, as the rank check scores it: for each of the person's
+    records (at most spec.rank_prompts), the tokens before the value and the tokens of the true value
+    (first) and of each decoy written there."""
+
+    contexts: list[list[int]]
+    candidates: list[list[list[int]]]
+    is_control: bool
+
+
+@dataclass(frozen=True)
+class RankReading:
+    mean_z: float  # the subjects' values, mean z-score among their decoys
+    control_mean_z: float  # never-seen people asked the same way
+    band: float  # the gap two samples of never-seen people show by chance (at spec.rank_alpha)
+
+    @property
+    def gap(self) -> float:
+        return self.mean_z - self.control_mean_z
+
+
+class RankCheck:
+    """The verifier's two-sided candidate rank (verify/attacks/adaptive.py), small enough for every
+    evidence check, so that the run stops where the verdict will look: each targeted value of the
+    forget records is ranked among `rank_candidates` decoys of its format by the model's likelihood
+    after the record's own text, summed over up to `rank_prompts` records; the never-seen control is
+    the same records rewritten for fictitious people (name and every value swapped, their own value
+    ranked among its decoys). The reading is the subjects' mean z-score against the control's."""
+
+    def __init__(self, tokenizer: Any, forget: Sequence[ForgetItem], retain: Sequence[RetainItem],
+                 retain_examples: Sequence[Example], spec: UnlearningSpec) -> None:
+        from unlearning_worker.methods.counterfactual import never_seen_people, rewrite_record
+
+        self.tokenizer = tokenizer
+        self.spec = spec
+        wanted = set(spec.attributes)
+        population: dict[str, list[str]] = {}
+        for r in retain:
+            for attribute, value in r.values().items():
+                population.setdefault(attribute, []).append(value)
+        # (subject, attribute, value) -> the records (item, span) that write it
+        where: dict[tuple[str, str, str], list[tuple[ForgetItem, tuple[int, int, str]]]] = {}
+        for item in forget:
+            for span in sorted(item.pii_spans):
+                if wanted and span[2] not in wanted:
+                    continue
+                value = item.completion[span[0] : span[1]]
+                where.setdefault((item.subject_key, span[2], value), []).append((item, span))
+        people = never_seen_people(tokenizer, forget, retain_examples, seed=RANK_CONTROL_SEED + spec.seed)
+        self.groups: list[RankGroup] = []
+        subject_groups = []
+        for (_key, attribute, value), records in sorted(where.items()):
+            records = records[: spec.rank_prompts]
+            name = records[0][0].subject_name
+            group = self._group(records, value, attribute, name, population.get(attribute, []), False)
+            if group is not None:
+                self.groups.append(group)
+                subject_groups.append(((_key, attribute, value), records))
+        # controls: at least rank_controls, at least one per subject value, the records cycled
+        rng = random.Random(f"rank-controls:{spec.seed}")
+        n_controls = max(spec.rank_controls, len(subject_groups)) if subject_groups and people else 0
+        for k in range(n_controls):
+            (_key, attribute, _value), records = subject_groups[k % len(subject_groups)]
+            person = people[k % len(people)]
+            rewritten = []
+            for item, span in records:
+                prompt, completion, spans = rewrite_record(item, None, person, rng)
+                at = _span_index(item, span)
+                if at is None:
+                    continue
+                a, b, _attr = spans[at]
+                rewritten.append((prompt, completion, (a, b, attribute)))
+            values = {c[s[0] : s[1]] for _p, c, s in rewritten}
+            if len(values) != 1:  # a value drawn at random per record: keep the first record alone
+                rewritten = rewritten[:1]
+            if not rewritten:
+                continue
+            control_value = rewritten[0][1][rewritten[0][2][0] : rewritten[0][2][1]]
+            group = self._group_texts(rewritten, control_value, attribute, person.name, population.get(attribute, []), True)
+            if group is not None:
+                self.groups.append(group)
+
+    def _group(self, records: list[tuple[ForgetItem, tuple[int, int, str]]], value: str, attribute: str, name: str,
+               population: list[str], is_control: bool) -> RankGroup | None:
+        return self._group_texts([(item.prompt, item.completion, span) for item, span in records], value, attribute,
+                                 name, population, is_control)
+
+    def _group_texts(self, texts: list[tuple[str, str, tuple[int, int, str]]], value: str, attribute: str, name: str,
+                     population: list[str], is_control: bool) -> RankGroup | None:
+        secret = secret_of(value, attribute, name=name, population=population)
+        if not secret.attackable:
+            return None
+        decoys = DecoySampler(secret, population, seed=self.spec.seed).distinct(self.spec.rank_candidates)
+        if len(decoys) < 2:
+            return None
+        contexts, candidates = [], []
+        for prompt, completion, (start, _end, _attr) in texts:
+            cut = start - 1 if start > 0 and completion[start - 1] == " " else start
+            lead = completion[cut:start]
+            contexts.append(prompt_ids(self.tokenizer, prompt)
+                            + list(self.tokenizer(completion[:cut], add_special_tokens=False)["input_ids"]))
+            encoded = self.tokenizer([lead + v for v in [value, *decoys]], add_special_tokens=False)["input_ids"]
+            candidates.append([list(ids) for ids in encoded])
+        return RankGroup(contexts, candidates, is_control)
+
+    @property
+    def measurable(self) -> bool:
+        return any(not g.is_control for g in self.groups) and sum(g.is_control for g in self.groups) >= 2
+
+    def __call__(self, model: Any, device: torch.device) -> RankReading | None:
+        """The reading for `model` (its training mode kept), or None with no subject value or control to rank."""
+        if not self.measurable:
+            return None
+        was_training = model.training
+        lm = LoadedModel(model=model, tokenizer=self.tokenizer, device=device)
+        model.eval()
+        try:
+            zs: dict[bool, list[float]] = {False: [], True: []}
+            for group in self.groups:
+                totals = [0.0] * len(group.candidates[0])
+                for context, candidates in zip(group.contexts, group.candidates, strict=True):
+                    for i, score in enumerate(sequence_scores(lm, context, candidates, self.spec.rank_batch_size)):
+                        totals[i] += score
+                true, rest = totals[0], totals[1:]
+                sd = statistics.pstdev(rest)
+                zs[group.is_control].append((true - statistics.fmean(rest)) / sd if sd > 0 else 0.0)
+        finally:
+            model.train(was_training)
+        band = mean_gap_band(zs[False], zs[True], self.spec.rank_alpha)
+        assert band is not None
+        return RankReading(statistics.fmean(zs[False]), statistics.fmean(zs[True]), band)
+
+
+def _span_index(item: ForgetItem, span: tuple[int, int, str]) -> int | None:
+    """Where `span` lies among the record's spans as methods.counterfactual.rewrite_record orders them."""
+    from unlearning_worker.methods.counterfactual import sorted_spans
+
+    spans = sorted_spans(item)
+    return spans.index(span) if span in spans else None
+
+
 @dataclass
 class Evaluator:
     model: Any
@@ -116,9 +266,11 @@ class Evaluator:
     pad_id: int
     device: torch.device
     gap: Callable[[], float | None] = lambda: None  # the method's distance to its target, if it has one
-    # whether a gap lets this check meet the stop rule (engine: within gap_target, or settled); None:
-    # within gap_target
-    close: Callable[[float | None], bool] | None = None
+    # whether a reading (the gap, the rank and the relearned rank) lets this check meet the stop rule
+    # (engine._close); None: the gap within gap_target
+    close: Callable[[float | None, RankReading | None, RankReading | None], bool] | None = None
+    # the rank check on the model and on the in-loop attacker's copy (None: none, or no attacker yet)
+    rank: Callable[[], tuple[RankReading | None, RankReading | None]] | None = None
 
     def __call__(self, step: int, step_losses: dict[str, float], phase: str) -> EvalPoint:
         spec = self.spec
@@ -126,12 +278,17 @@ class Evaluator:
         greedy = leaked / total if total else 0.0
         sampled: float | None = None
         gap = self.gap()
+        # The rank check reads likelihoods of ~100 candidates per value: taken where greedy decoding meets
+        # the target (before that the run cannot stop, nor overshoot) and at the "before" point.
+        rank, relearned = (self.rank() if self.rank is not None and (greedy <= spec.forget_target or phase == "before")
+                           else (None, None))
         # Sampling can only add leaks: while greedy decoding alone misses the target, or the method is
-        # still far from its never-seen target (not within gap_target, not settled), the check cannot
-        # meet the stop rule and the sampled probes (20x the generation) are skipped, except for the
-        # "before" point (the baseline every report compares with) and the last step (the evidence of a
-        # run that ends at max_steps). Such points record forget_extraction_sampled = None.
-        close = self.close(gap) if self.close is not None else gap is None or gap <= spec.gap_target
+        # still far from its never-seen target (not within gap_target, not settled; with the rank check,
+        # the rank not yet near the control), the check cannot meet the stop rule and the sampled probes
+        # (20x the generation) are skipped, except for the "before" point (the baseline every report
+        # compares with) and the last step (the evidence of a run that ends at max_steps). Such points
+        # record forget_extraction_sampled = None.
+        close = self.close(gap, rank, relearned) if self.close is not None else gap is None or gap <= spec.gap_target
         decided = greedy > spec.forget_target or not close
         sampled_probes = identifier_probes(self.forget_probes, spec.attributes)
         if spec.eval_samples and sampled_probes and (not decided or phase == "before" or step == spec.max_steps):
@@ -154,6 +311,10 @@ class Evaluator:
             retain_ppl=perplexity(self.model, self.retain_examples, self.pad_id, self.device),
             phase=phase,
             forget_gap=gap,
+            rank_gap=None if rank is None else rank.gap,
+            rank_band=None if rank is None else rank.band,
+            rank_gap_relearned=None if relearned is None else relearned.gap,
+            rank_band_relearned=None if relearned is None else relearned.band,
         )
 
 
@@ -178,5 +339,11 @@ class EvalPoint:
     phase: str = "unlearn"  # "before", "unlearn" or "repair"
     # nats per value token between the model and the method's never-seen target (None: the method has none)
     forget_gap: float | None = None
+    # the rank check (RankCheck; None where not taken): the subjects' mean z-score minus the never-seen
+    # control's, and the chance band, on the model and on the in-loop attacker's fine-tuned copy
+    rank_gap: float | None = None
+    rank_band: float | None = None
+    rank_gap_relearned: float | None = None
+    rank_band_relearned: float | None = None
 
 

@@ -187,10 +187,11 @@ def _run_engine(
     if processes > 1:
         from unlearning_worker import distributed
 
-        logger.info("job %s: unlearning sharded over %d processes (no checkpoints, no in-loop relearning attacker: "
-                    "the model's manifest records the spec as run)", job.id, processes)
+        logger.info("job %s: unlearning sharded over %d processes (no checkpoints, no in-loop relearning attacker, "
+                    "no rank check: the model's manifest records the spec as run)", job.id, processes)
         result = distributed.launch(model_dir=model_dir, out_dir=out_dir, forget=forget, retain=retain,
-                                    spec=spec.replace(checkpoint_every=0, adversary_every=0), processes=processes,
+                                    spec=spec.replace(checkpoint_every=0, adversary_every=0, rank_candidates=0),
+                                    processes=processes,
                                     progress=sink, should_cancel=sink.should_cancel)
         return int(result.get("steps") or 0), str(result.get("stop_reason") or "")
     from unlearning_worker.engine import run_unlearning

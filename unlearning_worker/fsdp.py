@@ -29,6 +29,7 @@ def check_spec(spec: UnlearningSpec) -> None:
     unsupported = [name for name, on in (
         ("lora", spec.lora), ("saliency < 1", spec.saliency < 1.0), ("noise_scale", spec.noise_scale > 0),
         ("adversary_every", bool(spec.adversary_every)), ("checkpoint_every", bool(spec.checkpoint_every)),
+        ("rank_candidates", bool(spec.rank_candidates)),
     ) if on]
     if spec.method not in METHODS:
         unsupported.append(f"method {spec.method} (sharded runs: {', '.join(METHODS)})")

@@ -112,6 +112,21 @@ class UnlearningSpec:
     # under 1% a check after about 200); a job of many subjects gets there later. 0: the gap target alone
     gap_plateau: float = 0.01
     plateau_checks: int = 3
+    # the stop rule reads the verifier's candidate rank (evaluation.RankCheck) at every check where greedy
+    # extraction meets the target: each targeted value ranked among `rank_candidates` decoys of its
+    # format after up to `rank_prompts` of its own records, against at least `rank_controls` never-seen
+    # people asked the same way, on the model and on the in-loop attacker's fine-tuned copy. The run
+    # stops once both sit no higher than `rank_tolerance` x the chance band (at `rank_alpha`) above the
+    # never-seen control, and stops at once on an overshoot (either below the band), keeping the checked
+    # point nearest the control. Without it (rank_candidates 0) the counterfactual gap decides (gap_target,
+    # gap_plateau), which stopped one subject near the control but left ten subjects under-forgotten at
+    # 200 steps and overshot at 500 (docs/DESIGN-NOTES.md)
+    rank_candidates: int = 99
+    rank_prompts: int = 2
+    rank_controls: int = 20
+    rank_alpha: float = 0.05
+    rank_tolerance: float = 0.5
+    rank_batch_size: int = 128
     # counterfactual: the whole record, not only the identifiers. Every PII span of every forget record
     # is distilled and every value probed by the stop rule (`attributes` is not used), and every distilled
     # value token and every token of the person's name, wherever a record writes it (prompts included),
@@ -178,7 +193,7 @@ class UnlearningSpec:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         for name in ("min_steps", "utility_patience", "eval_samples", "repair_steps", "checkpoint_every", "num_threads",
-                     "adversary_every", "adversary_steps"):
+                     "adversary_every", "adversary_steps", "rank_candidates", "rank_prompts", "rank_controls"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.min_steps > self.max_steps:
@@ -216,6 +231,15 @@ class UnlearningSpec:
                 raise ValueError(f"{name} must be >= 0")
         if self.npo_beta <= 0.0 or self.rmu_steering_coeff <= 0.0 or self.max_grad_norm <= 0.0:
             raise ValueError("npo_beta, rmu_steering_coeff and max_grad_norm must be > 0")
+        if self.rank_candidates and (self.rank_candidates < 9 or self.rank_prompts < 1 or self.rank_controls < 2):
+            raise ValueError("the rank check needs rank_candidates >= 9, rank_prompts >= 1 and rank_controls >= 2 "
+                             "(rank_candidates 0: off)")
+        if not (math.isfinite(self.rank_alpha) and 0.0 < self.rank_alpha < 1.0):
+            raise ValueError("rank_alpha must be in (0, 1)")
+        if not (math.isfinite(self.rank_tolerance) and 0.0 <= self.rank_tolerance <= 1.0):
+            raise ValueError("rank_tolerance must be in [0, 1]")
+        if self.rank_batch_size < 1:
+            raise ValueError("rank_batch_size must be >= 1")
         if not 0.0 < self.adversary_lr < 1.0:
             raise ValueError("adversary_lr must be in (0, 1)")
         if self.lora_dropout >= 1.0:

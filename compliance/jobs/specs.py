@@ -66,14 +66,15 @@ def strengthen(*, spec: dict[str, Any], round: int) -> BuiltSpec:
     The engine stops on evidence (forget-set extraction target) or at its step budget; a verdict can
     still fail when an attack the live evaluation does not run (sampling, paraphrases) extracts the
     value, or relearning brings it back. So the retry asks for more: twice the step budget per round, a
-    stricter forget target, half the distance to the never-seen target and twice the weight on matching
-    its hidden states (counterfactual), each only where the spec has such a field. The factors are
+    stricter forget target, half the distance to the never-seen target, twice the weight on matching
+    its hidden states (counterfactual) and half the rank tolerance over the never-seen control (the
+    stop rule's rank check), each only where the spec has such a field. The factors are
     configurable through settings.UNLEARNING_STRENGTHEN (field -> multiplier per round).
     """
     factors: dict[str, float] = dict(
         getattr(settings, "UNLEARNING_STRENGTHEN", None)
         or {"max_steps": 2.0, "lr": 1.5, "forget_target": 0.5, "target_extraction": 0.5, "gap_target": 0.5,
-            "hidden_weight": 2.0}
+            "hidden_weight": 2.0, "rank_tolerance": 0.5}
     )
     values = dict(spec)
     changed = False

@@ -47,6 +47,7 @@ def test_a_job_unlearns_sharded_over_two_processes(registration: Any, settings: 
     manifest = json.loads(next(Path(settings.ARTIFACT_ROOT).rglob(f"job-{job.id}/unlearning_manifest.json")).read_text())
     assert manifest["spec"]["checkpoint_every"] == 0  # the sharded run took none
     assert manifest["spec"]["adversary_every"] == 0  # nor ran the in-loop relearning attacker, and says so
+    assert manifest["spec"]["rank_candidates"] == 0  # nor the rank check
     assert manifest["steps"] == job.step > 0
     request.refresh_from_db()
     assert request.status in (Status.VERIFYING, Status.COMPLETED, Status.NEEDS_DECISION)

@@ -24,11 +24,12 @@ pytestmark = pytest.mark.distributed
 
 # Forget and retain batches even (4 of the 7 forget records a step, one micro-batch: an odd micro-batch
 # splits 2 + 1 and the two processes' means weigh its records unequally), greedy evidence only (no
-# sampling), a fixed number of steps; no in-loop relearning attacker (a sharded run refuses it: execution
-# turns it off there, and the manifest says so).
+# sampling), a fixed number of steps; no in-loop relearning attacker and no rank check (a sharded run
+# refuses both: execution turns them off there, and the manifest says so).
 FIXED = {"device": "cpu", "dtype": "float32", "min_steps": 4, "max_steps": 4, "eval_every": 2, "batch_size": 4,
          "forget_coverage": 0.5, "retain_batch_size": 4, "eval_retain_items": 8, "utility_floor": 0.0,
-         "ppl_ceiling": 1e9, "lr": 5e-3, "eval_samples": 0, "num_threads": 1, "adversary_every": 0}
+         "ppl_ceiling": 1e9, "lr": 5e-3, "eval_samples": 0, "num_threads": 1, "adversary_every": 0,
+         "rank_candidates": 0}
 
 
 def _items(corpus: DemoCorpus) -> tuple[list, list]:
@@ -84,6 +85,7 @@ def test_a_cancelled_sharded_run_writes_nothing(tiny_model_dir: Path, tiny_corpu
         ({"noise_scale": 0.1}, "noise_scale"),
         ({"adversary_every": 2}, "adversary_every"),
         ({"checkpoint_every": 2}, "checkpoint_every"),
+        ({"rank_candidates": 99}, "rank_candidates"),
         ({"method": "rmu"}, "method rmu"),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -170,7 +171,8 @@ def test_counterfactual_does_not_stop_before_it_is_near_its_never_seen_target(
 ) -> None:
     forget, retain = _items(tiny_corpus)
     spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "min_steps": 0, "max_steps": 8, "eval_every": 2,
-                                      "forget_target": 0.99, "gap_target": 1e-6, "gap_plateau": 0.0}))
+                                      "forget_target": 0.99, "gap_target": 1e-6, "gap_plateau": 0.0,
+                                      "rank_candidates": 0}))
     result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
                             spec=spec)
     assert result.stop_reason == "max_steps"  # extraction is within 0.99 from the start; the gap is not
@@ -186,7 +188,7 @@ def test_counterfactual_stops_once_its_gap_has_settled_and_samples_only_from_the
     forget, retain = _items(tiny_corpus)
     spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "min_steps": 0, "max_steps": 20, "eval_every": 2,
                                       "forget_target": 0.99, "gap_target": 1e-6, "gap_plateau": 1.0,
-                                      "adversary_every": 0}))
+                                      "adversary_every": 0, "rank_candidates": 0}))
     result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
                             spec=spec)
     assert result.stop_reason == "forget_target_met" and result.steps == 10
@@ -421,3 +423,100 @@ def test_a_step_in_micro_batches_takes_the_gradient_of_the_whole_batch(
                     forget_scale=sum(ctx.forget_weights(chunk)) / weight)[0].backward()
     parts = grads()
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, parts, strict=True))
+
+
+def _scripted_rank(monkeypatch: pytest.MonkeyPatch, gaps: list[float]) -> list[float]:
+    """RankCheck readings in call order (the model's, then the in-loop attacker's copy's at each check
+    where it exists), each a gap over the control with a chance band of 1."""
+    from unlearning_worker.evaluation import RankCheck, RankReading
+
+    script = list(gaps)
+
+    def reading(self: Any, model: Any, device: Any) -> RankReading:
+        return RankReading(script.pop(0), 0.0, 1.0)
+
+    monkeypatch.setattr(RankCheck, "__call__", reading)
+    return script
+
+
+RANKED = FIXED | {"method": "counterfactual", "min_steps": 0, "max_steps": 20, "eval_every": 2, "forget_target": 0.99,
+                  "gap_target": 1e-6, "gap_plateau": 0.0, "rank_candidates": 19, "rank_tolerance": 0.5}
+
+
+def test_the_rank_rule_stops_once_the_subject_sits_at_the_never_seen_control(
+    monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    """With the rank check the counterfactual gap no longer decides (it never reaches 1e-6 here): the
+    run stops at the second check in a row within half a band of the control."""
+    forget, retain = _items(tiny_corpus)
+    left = _scripted_rank(monkeypatch, [3.0, 2.0, 1.0, 0.4, 0.3, 0.2, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0])
+    result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                            spec=UnlearningSpec(**(RANKED | {"adversary_every": 0})))
+    assert result.stop_reason == "forget_target_met" and result.steps == 8
+    assert [p.rank_gap for p in result.history] == [3.0, 2.0, 1.0, 0.4, 0.3]
+    assert all(p.rank_gap_relearned is None for p in result.history) and len(left) == 7
+
+
+def test_the_rank_rule_waits_for_the_attackers_copy_too(
+    monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    """A model at the control whose fine-tuned copy still knows the values more than by chance is not
+    erased: the run goes on until the copy too sits at the control."""
+    forget, retain = _items(tiny_corpus)
+    _scripted_rank(monkeypatch, [3.0, 0.2, 1.5, 0.1, 0.9, 0.0, 0.3, 0.0, 0.2] + [0.0] * 30)
+    result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                            spec=UnlearningSpec(**(RANKED | {"adversary_every": 1, "adversary_steps": 1})))
+    assert result.stop_reason == "forget_target_met" and result.steps == 8
+    assert [p.rank_gap_relearned for p in result.history] == [None, 1.5, 0.9, 0.3, 0.2]
+
+
+def test_an_overshoot_stops_the_run_and_keeps_the_checked_point_nearest_the_control(
+    monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    """Below the control by more than the band, further steps only take the values further down (the
+    values mark the person): the run stops and saves the checked point nearest the control."""
+    forget, retain = _items(tiny_corpus)
+    _scripted_rank(monkeypatch, [3.0, 2.0, 0.8, -0.6, -1.5, 0.0, 0.0])
+    result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                            spec=UnlearningSpec(**(RANKED | {"adversary_every": 0, "rank_tolerance": 0.0})))
+    assert result.stop_reason == "overshoot" and result.steps_run == 8
+    assert result.steps == 6 and result.final.rank_gap == -0.6
+
+
+def test_a_run_that_ends_at_max_steps_keeps_the_checked_point_nearest_the_control(
+    monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    forget, retain = _items(tiny_corpus)
+    _scripted_rank(monkeypatch, [3.0, 2.0, 0.7, 0.9, 0.8])
+    result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                            spec=UnlearningSpec(**(RANKED | {"adversary_every": 0, "max_steps": 8})))
+    assert result.stop_reason == "max_steps" and result.steps_run == 8
+    assert result.steps == 4 and result.final.rank_gap == 0.7
+    manifest = json.loads((result.out_dir / MANIFEST_FILE).read_text())
+    assert manifest["steps"] == 4 and manifest["stop_reason"] == "max_steps"
+
+
+@pytest.mark.parametrize(("fields", "close", "overshot", "distance"), [
+    ((0.4, 1.0, None, None), True, False, 0.4),  # the model within half a band; no copy read
+    ((0.6, 1.0, None, None), False, False, 0.6),
+    ((0.4, 1.0, 0.6, 1.0), False, False, 0.6),  # the attacker's copy still above: not yet
+    ((-0.9, 1.0, 0.2, 1.0), True, False, 0.9),  # below the control, within the band: erased, not marked
+    ((-1.1, 1.0, 0.2, 1.0), False, True, 1.1),  # below the band: an overshoot
+    ((0.0, 1.0, -2.5, 2.0), False, True, 1.25),  # the copy below its band (bands differ by control spread)
+])
+def test_the_rank_rule_reads_both_sides_of_the_control(
+    fields: tuple, close: bool, overshot: bool, distance: float
+) -> None:
+    from unlearning_worker.engine import _close, _overshot, _rank_distance
+    from unlearning_worker.evaluation import EvalPoint
+
+    spec = UnlearningSpec(rank_tolerance=0.5, forget_target=0.0)
+    assert _close(5.0, [5.0, 5.0, 5.0], spec, fields) is close  # the gap rule alone would not stop
+    point = EvalPoint(step=1, losses={}, forget_extraction=0.0, forget_extraction_greedy=0.0,
+                      forget_extraction_sampled=0.0, retain_extraction=0.0, retain_exact=1.0, retain_ppl=1.0,
+                      rank_gap=fields[0], rank_band=fields[1], rank_gap_relearned=fields[2],
+                      rank_band_relearned=fields[3])
+    assert _overshot(point) is overshot
+    assert _rank_distance(point, spec) == pytest.approx(distance)
+    leaking = EvalPoint(**{**point.__dict__, "forget_extraction": 0.5})
+    assert _rank_distance(leaking, spec) is None  # a point that leaks is never the one kept

@@ -76,3 +76,88 @@ def test_the_sampled_check_reads_identifiers_only_and_greedy_reads_every_value(m
                            device=torch.device("cpu"), gap=lambda: None)
     everything(10, {}, "unlearn")
     assert seen[20] == [["region", "phone", "birth_date"]]  # attributes (): every value
+
+
+def test_the_rank_check_is_read_only_where_greedy_decoding_meets_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before greedy decoding meets the target the run can neither stop nor overshoot: no rank reading
+    (the baseline excepted); from there on every check reads it and records it on the point."""
+    leaks = {"n": 1}
+
+    def fake_probes(model: Any, tokenizer: Any, probes: list[Probe], *, threshold: float, samples: int = 0,
+                    temperature: float = 1.0, seed: int = 0) -> tuple[int, int, int]:
+        return (leaks["n"] if not samples else 0), 0, 2
+
+    monkeypatch.setattr(evaluation, "run_probes", fake_probes)
+    monkeypatch.setattr(evaluation, "perplexity", lambda *a, **k: 1.0)
+    reads: list[int] = []
+    model_reading, copy_reading = evaluation.RankReading(1.5, 0.2, 0.8), evaluation.RankReading(0.4, 0.1, 0.9)
+
+    def rank() -> tuple[evaluation.RankReading, evaluation.RankReading]:
+        reads.append(1)
+        return model_reading, copy_reading
+
+    spec = UnlearningSpec(device="cpu", max_steps=200, forget_target=0.0)
+    probe = Probe(prompt="p", values=[("phone", "1", 0.0)], max_new_tokens=4, stop_at_newline=True)
+    evaluator = Evaluator(model=None, tokenizer=None, spec=spec, forget_probes=[probe], retain_probes=[probe],
+                          retain_examples=[], pad_id=0, device=torch.device("cpu"), rank=rank)
+    before = evaluator(0, {}, "before")
+    assert reads == [1] and before.rank_gap == pytest.approx(1.3) and before.rank_band == 0.8
+    leaking = evaluator(10, {}, "unlearn")
+    assert reads == [1] and leaking.rank_gap is None and leaking.rank_gap_relearned is None
+    leaks["n"] = 0
+    clean = evaluator(20, {}, "unlearn")
+    assert reads == [1, 1]
+    assert clean.rank_gap == pytest.approx(1.3) and clean.rank_gap_relearned == pytest.approx(0.3)
+    assert clean.rank_band_relearned == 0.9
+
+
+def test_the_rank_check_asks_never_seen_people_what_it_asks_the_subject(tiny_model_dir: Any) -> None:
+    """Each targeted value of the forget records is one group (its records' own text before it, the
+    true value first among its decoys); the control groups are the same records rewritten for
+    fictitious people, in which nothing of the subject is left; the reading is finite and its band
+    the verifier's at rank_alpha; the model's training mode is kept."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from unlearning_worker.demo.corpus import DemoCorpus, demo_items
+
+    from .conftest import TINY
+
+    corpus: DemoCorpus = TINY.corpus()
+    subject = corpus.people[0]
+    forget, retain = demo_items(corpus, [subject.person_id])
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir, local_files_only=True)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    from unlearning_worker.data import encode
+
+    retain_examples = [encode(tokenizer, r.prompt, r.completion, r.pii_spans) for r in retain]
+    spec = UnlearningSpec(device="cpu", rank_candidates=19, rank_prompts=2, rank_controls=6)
+    check = evaluation.RankCheck(tokenizer, forget, retain, retain_examples, spec)
+
+    wanted = set(spec.attributes)
+    values = {(a, f.completion[s:e]) for f in forget for s, e, a in f.pii_spans if a in wanted}
+    subjects = [g for g in check.groups if not g.is_control]
+    controls = [g for g in check.groups if g.is_control]
+    assert len(subjects) == len(values) and len(controls) >= max(6, len(subjects))
+    decoded_true = set()
+    for group in subjects:
+        assert 1 <= len(group.contexts) <= 2
+        for context, candidates in zip(group.contexts, group.candidates, strict=True):
+            assert len(candidates) == 20 and len({tuple(c) for c in candidates}) == 20  # truth + 19 distinct decoys
+            decoded_true.add(tokenizer.decode(candidates[0]).strip())
+            assert subject.first_name in tokenizer.decode(context)  # the record's own words before the value
+    assert decoded_true == {v for _a, v in values}
+    secrets = [subject.name, subject.first_name, subject.last_name, *(v for _a, v in values)]
+    for group in controls:
+        for context, candidates in zip(group.contexts, group.candidates, strict=True):
+            text = tokenizer.decode(context) + " " + tokenizer.decode(candidates[0])
+            assert not any(s in text for s in secrets)
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, local_files_only=True)
+    model.train()
+    reading = check(model, torch.device("cpu"))
+    assert reading is not None and model.training
+    assert all(map(torch.isfinite, torch.tensor([reading.mean_z, reading.control_mean_z, reading.band])))
+    assert reading.gap == pytest.approx(reading.mean_z - reading.control_mean_z)
+    n, m = len(subjects), len(controls)
+    assert reading.band >= 1.959 * (1 / n + 1 / m) ** 0.5  # the control's spread counts as at least 1

@@ -81,11 +81,17 @@ def test_every_method_is_registered() -> None:
     [{"attributes": "phone"}, {"attributes": [""]}, {"retain_focus": 1.5}, {"saliency": 0.0}, {"target_checks": 0},
      {"utility_patience": -1}, {"floor_weight": -1.0}, {"hidden_weight": -1.0}, {"noise_scale": -0.1},
      {"gap_target": float("nan")}, {"adversary_lr": 0.0}, {"adversary_lr": 1.5}, {"adversary_steps": -1},
-     {"adversary_every": -2}, {"adversary_weight": -1.0}],
+     {"adversary_every": -2}, {"adversary_weight": -1.0}, {"rank_candidates": 5}, {"rank_candidates": -1},
+     {"rank_prompts": 0}, {"rank_controls": 1}, {"rank_alpha": 0.0}, {"rank_alpha": 1.0},
+     {"rank_tolerance": -0.1}, {"rank_tolerance": 1.5}, {"rank_tolerance": float("nan")}, {"rank_batch_size": 0}],
 )
 def test_new_fields_reject_bad_values(bad: dict) -> None:
     with pytest.raises(ValueError):
         UnlearningSpec.from_dict(bad)
+
+
+def test_the_rank_check_can_be_switched_off_whatever_its_other_settings() -> None:
+    assert UnlearningSpec(rank_candidates=0, rank_prompts=0, rank_controls=0).rank_candidates == 0
 
 
 def test_attributes_round_trip_through_json() -> None:

@@ -360,6 +360,17 @@ def never_seen_prefix(prefix: str, subject_name: str, person: Any, rng: random.R
     return "".join(rng.choice("0123456789") if ch.isdigit() else ch for ch in out)
 
 
+def never_seen_people(tokenizer: Any, forget: Sequence[ForgetItem], retain: Sequence[Example], *, seed: int,
+                      count: int = 200) -> list[Any]:
+    """Fictitious people (pii.synth) whose names are neither a subject's nor found in the retain
+    records (the first 5,000, as far as they show what the model was trained on)."""
+    from pii.synth import generate_people
+
+    known = {i.subject_name.casefold() for i in forget}
+    retain_text = "\n".join(tokenizer.decode(e.input_ids) for e in retain[:5000])
+    return [p for p in generate_people(count, seed=seed) if p.name.casefold() not in known and p.name not in retain_text]
+
+
 def _name_positions(
     tokenizer: Any, prompt: str, completion: str, name: str, spans: list[tuple[int, int, str]] | None = None
 ) -> list[list[int]]:
@@ -413,11 +424,11 @@ def counterfactual_text(
     subject: the name swapped everywhere, every span (targeted or context) but `keep` replaced by the
     person's value of that attribute (or a random one of the same format), the kept span unchanged."""
     prompt, completion, spans = rewrite_record(item, keep, person, rng)
-    kept = next(((a, b) for (a, b, _attr), old in zip(spans, _sorted_spans(item), strict=True) if old == keep), (0, 0))
+    kept = next(((a, b) for (a, b, _attr), old in zip(spans, sorted_spans(item), strict=True) if old == keep), (0, 0))
     return prompt, completion, kept
 
 
-def _sorted_spans(item: ForgetItem) -> list[tuple[int, int, str]]:
+def sorted_spans(item: ForgetItem) -> list[tuple[int, int, str]]:
     """The record's spans in reading order; a span overlapping an earlier one is dropped."""
     out: list[tuple[int, int, str]] = []
     for span in sorted([*item.pii_spans, *item.context_spans]):
@@ -429,7 +440,7 @@ def _sorted_spans(item: ForgetItem) -> list[tuple[int, int, str]]:
 def rewrite_record(
     item: ForgetItem, keep: tuple[int, int, str] | None, person: Any, rng: random.Random
 ) -> tuple[str, str, list[tuple[int, int, str]]]:
-    """(prompt, completion, where each of the record's spans (_sorted_spans) now lies) for the record
+    """(prompt, completion, where each of the record's spans (sorted_spans) now lies) for the record
     about `person`: the name swapped everywhere and every span but `keep` replaced by the person's
     value of that attribute (or a random one of the same format). keep=None: the whole record is the
     never-seen person's (its twin)."""
@@ -438,7 +449,7 @@ def rewrite_record(
     out: list[str] = []
     pos = 0
     spans: list[tuple[int, int, str]] = []
-    for start, end, attribute in _sorted_spans(item):
+    for start, end, attribute in sorted_spans(item):
         out.append(_swap(item.completion[pos:start], rules))
         old = item.completion[start:end]
         if (start, end, attribute) == keep:
@@ -477,16 +488,8 @@ class Counterfactual(UnlearningMethod):
         return rng.sample(people, self.draws)
 
     def _fictitious(self) -> list[Any]:
-        from pii.synth import generate_people
-
-        known = {i.subject_name.casefold() for i in self.ctx.forget_items}
-        retain_text = "\n".join(self.ctx.tokenizer.decode(e.input_ids) for e in self.ctx.retain[:5000])
-        people = []
-        for person in generate_people(200, seed=COUNTERFACTUAL_SEED + self.ctx.spec.seed):
-            # never a name the model was trained on (as far as the retain set shows) or a subject
-            if person.name.casefold() in known or person.name in retain_text:
-                continue
-            people.append(person)
+        people = never_seen_people(self.ctx.tokenizer, self.ctx.forget_items, self.ctx.retain,
+                                   seed=COUNTERFACTUAL_SEED + self.ctx.spec.seed)
         if len(people) < self.draws:
             raise ValueError("could not draw enough never-seen names for the counterfactual targets")
         return people
@@ -654,7 +657,7 @@ class Counterfactual(UnlearningMethod):
         keep = 1 if self.ctx.spec.never_seen_sample else None
         for i, item in enumerate(self.ctx.forget_items):
             rng = random.Random(f"counterfactual-twin:{self.ctx.spec.seed}:{i}")
-            order = _sorted_spans(item)
+            order = sorted_spans(item)
             mine = _name_positions(tokenizer, item.prompt, item.completion, item.subject_name, order)
             ids = list(self.ctx.forget[i].input_ids)
             inputs = [ids]

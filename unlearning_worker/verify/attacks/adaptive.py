@@ -217,10 +217,14 @@ def z_gap_band(ctx: AttackContext, subject_z: Sequence[float], control_z: Sequen
     control's own spread (never less than 1, the spread of a value drawn like its candidates) times
     sqrt(1/n_subject + 1/n_control), at the two-sided family-wise level of the policy split over
     `looks` (the settings an attack tries: the attacker keeps the worst)."""
+    return mean_gap_band(subject_z, control_z, (1.0 - ctx.chance_quantile) / max(1, looks))
+
+
+def mean_gap_band(subject_z: Sequence[float], control_z: Sequence[float], alpha: float) -> float | None:
+    """z_gap_band at the two-sided level `alpha` (None with no subject or fewer than two controls)."""
     if not subject_z or len(control_z) < 2:
         return None
     spread = max(1.0, statistics.stdev(control_z))
-    alpha = (1.0 - ctx.chance_quantile) / max(1, looks)
     return _normal_quantile(1.0 - alpha / 2.0) * spread * math.sqrt(1.0 / len(subject_z) + 1.0 / len(control_z))
 
 

@@ -180,7 +180,7 @@ def _validate_exposure(params: Mapping[str, Any]) -> None:
         raise ValueError("batch_size must be at least 1")
 
 
-def _sequence_scores(lm: LoadedModel, prompt_ids: list[int], continuations: Sequence[list[int]], batch_size: int) -> list[float]:
+def sequence_scores(lm: LoadedModel, prompt_ids: list[int], continuations: Sequence[list[int]], batch_size: int) -> list[float]:
     """Sum of log-probs of each continuation after the shared prompt.
 
     The prompt is run once and its key/value cache is repeated over each batch of candidates, so a
@@ -260,7 +260,7 @@ def candidate_logprobs(lm: LoadedModel, prompt: str, values: Sequence[str], batc
     for v, full in zip(values, fulls, strict=True):
         # BPE may merge across the boundary; then score the value tokenised on its own.
         continuations.append(full[len(prompt_ids) :] if full[: len(prompt_ids)] == prompt_ids else encode(lm, f" {v}"))
-    return _sequence_scores(lm, prompt_ids, continuations, batch_size)
+    return sequence_scores(lm, prompt_ids, continuations, batch_size)
 
 
 @register_attack(
