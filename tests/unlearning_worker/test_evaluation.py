@@ -78,37 +78,46 @@ def test_the_sampled_check_reads_identifiers_only_and_greedy_reads_every_value(m
     assert seen[20] == [["region", "phone", "birth_date"]]  # attributes (): every value
 
 
-def test_the_rank_check_is_read_only_where_greedy_decoding_meets_the_target(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Before greedy decoding meets the target the run can neither stop nor overshoot: no rank reading
-    (the baseline excepted); from there on every check reads it and records it on the point."""
+def test_the_rank_check_is_read_at_every_check_and_opens_the_sampled_check_only_near_the_control(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every check reads the rank (it decides the stop rule and sees an overshoot, which extraction does
+    not); the sampled probes run only where greedy decoding is clean and both readings sit near the
+    control (there the run could stop)."""
+    from unlearning_worker.engine import _close, _rank_fields
+
     leaks = {"n": 1}
+    asked: list[int] = []
 
     def fake_probes(model: Any, tokenizer: Any, probes: list[Probe], *, threshold: float, samples: int = 0,
                     temperature: float = 1.0, seed: int = 0) -> tuple[int, int, int]:
+        asked.append(samples)
         return (leaks["n"] if not samples else 0), 0, 2
 
     monkeypatch.setattr(evaluation, "run_probes", fake_probes)
     monkeypatch.setattr(evaluation, "perplexity", lambda *a, **k: 1.0)
+    readings = {"model": evaluation.RankReading(1.5, 0.2, 0.8), "copy": evaluation.RankReading(0.4, 0.1, 0.9)}
     reads: list[int] = []
-    model_reading, copy_reading = evaluation.RankReading(1.5, 0.2, 0.8), evaluation.RankReading(0.4, 0.1, 0.9)
 
     def rank() -> tuple[evaluation.RankReading, evaluation.RankReading]:
         reads.append(1)
-        return model_reading, copy_reading
+        return readings["model"], readings["copy"]
 
-    spec = UnlearningSpec(device="cpu", max_steps=200, forget_target=0.0)
+    spec = UnlearningSpec(device="cpu", max_steps=200, forget_target=0.0, rank_tolerance=0.5)
     probe = Probe(prompt="p", values=[("phone", "1", 0.0)], max_new_tokens=4, stop_at_newline=True)
     evaluator = Evaluator(model=None, tokenizer=None, spec=spec, forget_probes=[probe], retain_probes=[probe],
-                          retain_examples=[], pad_id=0, device=torch.device("cpu"), rank=rank)
-    before = evaluator(0, {}, "before")
-    assert reads == [1] and before.rank_gap == pytest.approx(1.3) and before.rank_band == 0.8
+                          retain_examples=[], pad_id=0, device=torch.device("cpu"), rank=rank,
+                          close=lambda gap, r, c: _close(gap, [], spec, _rank_fields(r, c)))
     leaking = evaluator(10, {}, "unlearn")
-    assert reads == [1] and leaking.rank_gap is None and leaking.rank_gap_relearned is None
+    assert reads == [1] and leaking.rank_gap == pytest.approx(1.3) and leaking.rank_band == 0.8
+    assert leaking.rank_gap_relearned == pytest.approx(0.3) and leaking.rank_band_relearned == 0.9
+    assert leaking.forget_extraction_sampled is None  # greedy leaks: decided
     leaks["n"] = 0
-    clean = evaluator(20, {}, "unlearn")
-    assert reads == [1, 1]
-    assert clean.rank_gap == pytest.approx(1.3) and clean.rank_gap_relearned == pytest.approx(0.3)
-    assert clean.rank_band_relearned == 0.9
+    far = evaluator(20, {}, "unlearn")
+    assert reads == [1, 1] and far.forget_extraction_sampled is None  # clean, but 1.3 > 0.5 x 0.8: decided
+    readings["model"] = evaluation.RankReading(0.5, 0.2, 0.8)
+    near = evaluator(30, {}, "unlearn")
+    assert reads == [1, 1, 1] and near.forget_extraction_sampled == 0.0 and 20 in asked
 
 
 def test_the_rank_check_asks_never_seen_people_what_it_asks_the_subject(tiny_model_dir: Any) -> None:
