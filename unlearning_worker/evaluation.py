@@ -167,16 +167,17 @@ class RankCheck:
         subject_groups = []
         for (_key, attribute, value), records in sorted(where.items()):
             records = records[: spec.rank_prompts]
-            name = records[0][0].subject_name
-            group = self._group(records, value, attribute, name, population.get(attribute, []), False)
+            texts = [(item.prompt, item.completion, span) for item, span in records]
+            group = self._group(texts, value, attribute, records[0][0].subject_name,
+                                population.get(attribute, []), False)
             if group is not None:
                 self.groups.append(group)
-                subject_groups.append(((_key, attribute, value), records))
+                subject_groups.append((attribute, records))
         # controls: at least rank_controls, at least one per subject value, the records cycled
         rng = random.Random(f"rank-controls:{spec.seed}")
         n_controls = max(spec.rank_controls, len(subject_groups)) if subject_groups and people else 0
         for k in range(n_controls):
-            (_key, attribute, _value), records = subject_groups[k % len(subject_groups)]
+            attribute, records = subject_groups[k % len(subject_groups)]
             person = people[k % len(people)]
             rewritten = []
             for item, span in records:
@@ -192,16 +193,11 @@ class RankCheck:
             if not rewritten:
                 continue
             control_value = rewritten[0][1][rewritten[0][2][0] : rewritten[0][2][1]]
-            group = self._group_texts(rewritten, control_value, attribute, person.name, population.get(attribute, []), True)
+            group = self._group(rewritten, control_value, attribute, person.name, population.get(attribute, []), True)
             if group is not None:
                 self.groups.append(group)
 
-    def _group(self, records: list[tuple[ForgetItem, tuple[int, int, str]]], value: str, attribute: str, name: str,
-               population: list[str], is_control: bool) -> RankGroup | None:
-        return self._group_texts([(item.prompt, item.completion, span) for item, span in records], value, attribute,
-                                 name, population, is_control)
-
-    def _group_texts(self, texts: list[tuple[str, str, tuple[int, int, str]]], value: str, attribute: str, name: str,
+    def _group(self, texts: list[tuple[str, str, tuple[int, int, str]]], value: str, attribute: str, name: str,
                      population: list[str], is_control: bool) -> RankGroup | None:
         secret = secret_of(value, attribute, name=name, population=population)
         if not secret.attackable:
