@@ -234,7 +234,12 @@ def _run(
     def rank() -> tuple[RankReading | None, RankReading | None]:
         assert rank_check is not None
         shadow = attacker[0].shadow if attacker and attacker[0].rounds else None
-        return rank_check(model, device), rank_check(shadow, device) if shadow is not None else None
+        reading = rank_check(model, device)
+        relearned = rank_check(shadow, device) if shadow is not None else None
+        # the forget effort on the records whose values the attacker's copy (else the model) still
+        # ranks above the never-seen control, until the next check
+        ctx.emphasis = rank_check.focus(relearned if relearned is not None else reading, spec.rank_focus)
+        return reading, relearned
 
     evaluator = Evaluator(
         model=model,
@@ -277,6 +282,7 @@ def _run(
         last_good = (0, snapshot(model), before)
     else:
         method.load_state(state["method"])
+        ctx.emphasis = dict(state.get("emphasis") or {})
         masks = state.get("masks", {})
         for name in trainable_names:
             if name not in state["trainable"]:
@@ -306,7 +312,7 @@ def _run(
             "last_good_step": last_good[0], "last_good": last_good[1], "last_good_point": asdict(last_good[2]),
             "adversary": adversary.state() if adversary is not None else None,
             "best_step": best[0] if best else None, "best": best[1] if best else None,
-            "best_point": asdict(best[2]) if best else None,
+            "best_point": asdict(best[2]) if best else None, "emphasis": ctx.emphasis,
         }, path)
 
     # 4. unlearn, stopping on evidence
@@ -494,24 +500,31 @@ class RelearningAdversary:
         return total
 
 
-RankFields = tuple[float | None, float | None, float | None, float | None]
+# (gap, band, relearned gap, relearned band, outliers, relearned outliers): EvalPoint's rank fields
+RankFields = tuple[float | None, float | None, float | None, float | None, int | None, int | None]
 
 
 def _rank_fields(rank: RankReading | None, relearned: RankReading | None) -> RankFields:
     return (None if rank is None else rank.gap, None if rank is None else rank.band,
-            None if relearned is None else relearned.gap, None if relearned is None else relearned.band)
+            None if relearned is None else relearned.gap, None if relearned is None else relearned.band,
+            None if rank is None else rank.outliers, None if relearned is None else relearned.outliers)
 
 
 def _point_rank(point: EvalPoint) -> RankFields:
-    return point.rank_gap, point.rank_band, point.rank_gap_relearned, point.rank_band_relearned
+    return (point.rank_gap, point.rank_band, point.rank_gap_relearned, point.rank_band_relearned,
+            point.rank_outliers, point.rank_outliers_relearned)
 
 
 def _rank_close(fields: RankFields, spec: UnlearningSpec) -> bool:
     """The subjects no more familiar than the never-seen control (by at most rank_tolerance x the
     chance band) and no less (by at most the band: below it the values mark the person), on the model
-    and, where measured, on the in-loop attacker's fine-tuned copy."""
-    gap, band, relearned, relearned_band = fields
+    and, where measured, on the in-loop attacker's fine-tuned copy; and no single value standing out
+    on either (RankReading.outliers: the mean of a job's values can sit at the control while one of
+    them ranks first, which the verifier's per-cell rule fails)."""
+    gap, band, relearned, relearned_band, outliers, relearned_outliers = fields
     assert gap is not None and band is not None
+    if (outliers or 0) > 0 or (relearned_outliers or 0) > 0:
+        return False
     if not -band <= gap <= spec.rank_tolerance * band:
         return False
     return relearned is None or relearned_band is None or (
@@ -520,25 +533,26 @@ def _rank_close(fields: RankFields, spec: UnlearningSpec) -> bool:
 
 def _overshot(point: EvalPoint) -> bool:
     """The subjects' values below the never-seen control by more than the chance band (model or copy)."""
-    gap, band, relearned, relearned_band = _point_rank(point)
+    gap, band, relearned, relearned_band, _outliers, _relearned_outliers = _point_rank(point)
     return (gap is not None and band is not None and gap < -band) or (
         relearned is not None and relearned_band is not None and relearned < -relearned_band)
 
 
 def _rank_distance(point: EvalPoint, spec: UnlearningSpec) -> float | None:
     """How far a checked point that meets the extraction target lies from the never-seen control, in
-    chance bands (the larger of the model's and the copy's); None where the rank was not read."""
-    gap, band, relearned, relearned_band = _point_rank(point)
+    chance bands (the larger of the model's and the copy's), plus one band for each value that stands
+    out on its own (model and copy); None where the rank was not read."""
+    gap, band, relearned, relearned_band, outliers, relearned_outliers = _point_rank(point)
     if gap is None or band is None or point.forget_extraction > spec.forget_target:
         return None
     out = abs(gap) / band
     if relearned is not None and relearned_band is not None:
         out = max(out, abs(relearned) / relearned_band)
-    return out
+    return out + (outliers or 0) + (relearned_outliers or 0)
 
 
 def _close(gap: float | None, earlier: Sequence[float | None], spec: UnlearningSpec,
-           rank: RankFields = (None, None, None, None)) -> bool:
+           rank: RankFields = (None, None, None, None, None, None)) -> bool:
     """Whether the run is as near the never-seen behaviour as the stop rule asks. Where the rank check
     was read (`rank`: gap, band, relearned gap, relearned band), it decides (_rank_close). Otherwise,
     for a method with a never-seen target distribution (counterfactual): within `gap_target`, or

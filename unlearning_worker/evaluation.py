@@ -19,7 +19,7 @@ from unlearning_worker.methods import (
     losses,
 )
 from unlearning_worker.spec import UnlearningSpec
-from unlearning_worker.verify.attacks.adaptive import mean_gap_band
+from unlearning_worker.verify.attacks.adaptive import mean_gap_band, outlier_bound
 from unlearning_worker.verify.attacks.whitebox import sequence_scores
 from unlearning_worker.verify.lm import LoadedModel
 from unlearning_worker.verify.scoring import DecoySampler, secret_of
@@ -129,6 +129,12 @@ class RankReading:
     mean_z: float  # the subjects' values, mean z-score among their decoys
     control_mean_z: float  # never-seen people asked the same way
     band: float  # the gap two samples of never-seen people show by chance (at spec.rank_alpha)
+    # subject values that stand out on their own: further from the control's mean than never-seen
+    # values fall by chance (adaptive.outlier_bound, family-wise at spec.rank_alpha), either side
+    outliers: int = 0
+    # per subject value (RankCheck.subject_items' order): its z over the control's mean, in control
+    # spreads (never less than 1)
+    excess: tuple[float, ...] = ()
 
     @property
     def gap(self) -> float:
@@ -145,6 +151,8 @@ class RankCheck:
 
     def __init__(self, tokenizer: Any, forget: Sequence[ForgetItem], retain: Sequence[RetainItem],
                  retain_examples: Sequence[Example], spec: UnlearningSpec) -> None:
+        """`forget` in the engine's order: subject_items holds, per subject value ranked, the indices of
+        every forget record that writes it (the records RankReading.excess points the focus at)."""
         from unlearning_worker.methods.counterfactual import never_seen_people, rewrite_record
 
         self.tokenizer = tokenizer
@@ -156,22 +164,26 @@ class RankCheck:
                 population.setdefault(attribute, []).append(value)
         # (subject, attribute, value) -> the records (item, span) that write it
         where: dict[tuple[str, str, str], list[tuple[ForgetItem, tuple[int, int, str]]]] = {}
-        for item in forget:
+        writers: dict[tuple[str, str, str], set[int]] = {}
+        for index, item in enumerate(forget):
             for span in sorted(item.pii_spans):
                 if wanted and span[2] not in wanted:
                     continue
                 value = item.completion[span[0] : span[1]]
                 where.setdefault((item.subject_key, span[2], value), []).append((item, span))
+                writers.setdefault((item.subject_key, span[2], value), set()).add(index)
         people = never_seen_people(tokenizer, forget, retain_examples, seed=RANK_CONTROL_SEED + spec.seed)
         self.groups: list[RankGroup] = []
+        self.subject_items: list[list[int]] = []
         subject_groups = []
-        for (_key, attribute, value), records in sorted(where.items()):
+        for (key, attribute, value), records in sorted(where.items()):
             records = records[: spec.rank_prompts]
             texts = [(item.prompt, item.completion, span) for item, span in records]
             group = self._group(texts, value, attribute, records[0][0].subject_name,
                                 population.get(attribute, []), False)
             if group is not None:
                 self.groups.append(group)
+                self.subject_items.append(sorted(writers[(key, attribute, value)]))
                 subject_groups.append((attribute, records))
         # controls: at least rank_controls, at least one per subject value, the records cycled
         rng = random.Random(f"rank-controls:{spec.seed}")
@@ -240,7 +252,25 @@ class RankCheck:
             model.train(was_training)
         band = mean_gap_band(zs[False], zs[True], self.spec.rank_alpha)
         assert band is not None
-        return RankReading(statistics.fmean(zs[False]), statistics.fmean(zs[True]), band)
+        centre, spread = statistics.fmean(zs[True]), max(1.0, statistics.stdev(zs[True]))
+        excess = tuple((z - centre) / spread for z in zs[False])
+        bound = outlier_bound(len(excess), self.spec.rank_alpha)
+        return RankReading(statistics.fmean(zs[False]), centre, band,
+                           outliers=sum(abs(e) > bound for e in excess), excess=excess)
+
+    def focus(self, reading: RankReading | None, strength: float) -> dict[int, float]:
+        """Forget record -> its loss weight's multiplier: 1 + `strength` x how far the most familiar
+        value it writes stands above the never-seen control in `reading` (in control spreads; values
+        at or below the control add nothing). The records the attacker still reads the person in get
+        the forget effort; a job's mean can sit at the control while one value of one person stays
+        first of its candidates (ten subjects, demo model: a phone at rank 1 of 500 after relearning)."""
+        if reading is None or strength <= 0 or len(reading.excess) != len(self.subject_items):
+            return {}
+        out: dict[int, float] = {}
+        for items, excess in zip(self.subject_items, reading.excess, strict=True):
+            for i in items:
+                out[i] = max(out.get(i, 1.0), 1.0 + strength * max(0.0, excess))
+        return out
 
 
 def _span_index(item: ForgetItem, span: tuple[int, int, str]) -> int | None:
@@ -312,6 +342,8 @@ class Evaluator:
             rank_band=None if rank is None else rank.band,
             rank_gap_relearned=None if relearned is None else relearned.gap,
             rank_band_relearned=None if relearned is None else relearned.band,
+            rank_outliers=None if rank is None else rank.outliers,
+            rank_outliers_relearned=None if relearned is None else relearned.outliers,
         )
 
 
@@ -342,5 +374,8 @@ class EvalPoint:
     rank_band: float | None = None
     rank_gap_relearned: float | None = None
     rank_band_relearned: float | None = None
+    # subject values that stand out on their own (RankReading.outliers), on the model and on the copy
+    rank_outliers: int | None = None
+    rank_outliers_relearned: int | None = None
 
 

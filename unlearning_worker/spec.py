@@ -114,8 +114,8 @@ class UnlearningSpec:
     # under 1% a check after about 200); a job of many subjects gets there later. 0: the gap target alone
     gap_plateau: float = 0.01
     plateau_checks: int = 3
-    # the stop rule reads the verifier's candidate rank (evaluation.RankCheck) at every check where greedy
-    # extraction meets the target: each targeted value ranked among `rank_candidates` decoys of its
+    # the stop rule reads the verifier's candidate rank (evaluation.RankCheck) at every check: each
+    # targeted value ranked among `rank_candidates` decoys of its
     # format after up to `rank_prompts` of its own records, against at least `rank_controls` never-seen
     # people asked the same way, on the model and on the in-loop attacker's fine-tuned copy. The run
     # stops once both sit no higher than `rank_tolerance` x the chance band (at `rank_alpha`) above the
@@ -129,6 +129,11 @@ class UnlearningSpec:
     rank_alpha: float = 0.05
     rank_tolerance: float = 0.5
     rank_batch_size: int = 128
+    # and between checks the forget records weigh 1 + rank_focus x how far the most familiar value they
+    # write stands above the control on the attacker's copy (else the model), in control spreads
+    # (RankCheck.focus); a value that stands out on its own (outlier_bound) also keeps the run going.
+    # 0: every record alike
+    rank_focus: float = 1.0
     # counterfactual: the whole record, not only the identifiers. Every PII span of every forget record
     # is distilled and every value probed by the stop rule (`attributes` is not used), and every distilled
     # value token and every token of the person's name, wherever a record writes it (prompts included),
@@ -240,6 +245,8 @@ class UnlearningSpec:
             raise ValueError("rank_alpha must be in (0, 1)")
         if not (math.isfinite(self.rank_tolerance) and 0.0 <= self.rank_tolerance <= 1.0):
             raise ValueError("rank_tolerance must be in [0, 1]")
+        if not (math.isfinite(self.rank_focus) and 0.0 <= self.rank_focus <= 10.0):
+            raise ValueError("rank_focus must be in [0, 10]")
         if self.rank_batch_size < 1:
             raise ValueError("rank_batch_size must be >= 1")
         if not 0.0 < self.adversary_lr < 1.0:

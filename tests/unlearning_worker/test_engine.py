@@ -18,9 +18,11 @@ from unlearning_worker.demo.corpus import DemoCorpus, demo_items
 from unlearning_worker.engine import ProgressEvent, UnlearningCancelled, run_unlearning
 from unlearning_worker.spec import UnlearningSpec
 
-# No stop on evidence unless a test asks for it: run exactly max_steps steps.
+# No stop on evidence unless a test asks for it: run exactly max_steps steps, and save the last (without
+# the rank check, a run that ends at max_steps would save the checked point nearest the control).
 FIXED = {"device": "cpu", "dtype": "float32", "min_steps": 6, "max_steps": 6, "eval_every": 3, "batch_size": 4,
-         "retain_batch_size": 4, "eval_retain_items": 8, "utility_floor": 0.0, "ppl_ceiling": 1e9, "lr": 5e-3}
+         "retain_batch_size": 4, "eval_retain_items": 8, "utility_floor": 0.0, "ppl_ceiling": 1e9, "lr": 5e-3,
+         "rank_candidates": 0}
 
 
 def _tree_hash(root: Path) -> str:
@@ -497,12 +499,14 @@ def test_a_run_that_ends_at_max_steps_keeps_the_checked_point_nearest_the_contro
 
 
 @pytest.mark.parametrize(("fields", "close", "overshot", "distance"), [
-    ((0.4, 1.0, None, None), True, False, 0.4),  # the model within half a band; no copy read
-    ((0.6, 1.0, None, None), False, False, 0.6),
-    ((0.4, 1.0, 0.6, 1.0), False, False, 0.6),  # the attacker's copy still above: not yet
-    ((-0.9, 1.0, 0.2, 1.0), True, False, 0.9),  # below the control, within the band: erased, not marked
-    ((-1.1, 1.0, 0.2, 1.0), False, True, 1.1),  # below the band: an overshoot
-    ((0.0, 1.0, -2.5, 2.0), False, True, 1.25),  # the copy below its band (bands differ by control spread)
+    ((0.4, 1.0, None, None, 0, None), True, False, 0.4),  # the model within half a band; no copy read
+    ((0.6, 1.0, None, None, 0, None), False, False, 0.6),
+    ((0.4, 1.0, 0.6, 1.0, 0, 0), False, False, 0.6),  # the attacker's copy still above: not yet
+    ((-0.9, 1.0, 0.2, 1.0, 0, 0), True, False, 0.9),  # below the control, within the band: erased, not marked
+    ((-1.1, 1.0, 0.2, 1.0, 0, 0), False, True, 1.1),  # below the band: an overshoot
+    ((0.0, 1.0, -2.5, 2.0, 0, 0), False, True, 1.25),  # the copy below its band (bands differ by control spread)
+    ((0.1, 1.0, 0.2, 1.0, 0, 1), False, False, 1.2),  # the means at the control, one value of the copy stands out
+    ((0.1, 1.0, 0.2, 1.0, 2, None), False, False, 2.2),  # two of the model's
 ])
 def test_the_rank_rule_reads_both_sides_of_the_control(
     fields: tuple, close: bool, overshot: bool, distance: float
@@ -515,8 +519,53 @@ def test_the_rank_rule_reads_both_sides_of_the_control(
     point = EvalPoint(step=1, losses={}, forget_extraction=0.0, forget_extraction_greedy=0.0,
                       forget_extraction_sampled=0.0, retain_extraction=0.0, retain_exact=1.0, retain_ppl=1.0,
                       rank_gap=fields[0], rank_band=fields[1], rank_gap_relearned=fields[2],
-                      rank_band_relearned=fields[3])
+                      rank_band_relearned=fields[3], rank_outliers=fields[4], rank_outliers_relearned=fields[5])
     assert _overshot(point) is overshot
     assert _rank_distance(point, spec) == pytest.approx(distance)
     leaking = EvalPoint(**{**point.__dict__, "forget_extraction": 0.5})
     assert _rank_distance(leaking, spec) is None  # a point that leaks is never the one kept
+
+
+def test_the_forget_effort_goes_to_the_records_whose_values_the_copy_still_ranks_high(
+    monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    """After each check the records that write a value the reading puts above the control weigh
+    1 + rank_focus x its excess (the others 1); the weights travel in the checkpoint, so a resumed run
+    goes on as the interrupted one would have; rank_focus 0 weighs every record alike."""
+    from unlearning_worker.evaluation import RankCheck, RankReading
+    from unlearning_worker.methods import MethodContext
+
+    groups: list[list[list[int]]] = []
+
+    def reading(self: Any, model: Any, device: Any) -> RankReading:
+        groups.append(self.subject_items)
+        excess = tuple(2.0 if k == 0 else -1.0 for k in range(len(self.subject_items)))
+        return RankReading(3.0, 0.0, 1.0, outliers=1, excess=excess)
+
+    monkeypatch.setattr(RankCheck, "__call__", reading)
+    seen: list[dict[int, float]] = []
+    weights = MethodContext.forget_weights
+
+    def spy(self: MethodContext, idx: list[int]) -> list[float]:
+        seen.append(dict(self.emphasis))
+        return weights(self, idx)
+
+    monkeypatch.setattr(MethodContext, "forget_weights", spy)
+    forget, retain = _items(tiny_corpus)
+    steps: list[int] = []
+    ckpt = tmp_path / "ckpt"
+    spec = UnlearningSpec(**(RANKED | {"adversary_every": 0, "checkpoint_every": 2, "rank_focus": 1.5}))
+    with pytest.raises(UnlearningCancelled):
+        run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain, spec=spec,
+                       checkpoint_dir=ckpt, should_cancel=lambda: bool(steps) and steps[-1] >= 3,
+                       progress=lambda e: steps.append(e.step) if e.phase == "step" else None)
+    first = set(groups[0][0])
+    expected = {i: 4.0 if i in first else 1.0 for items in groups[0] for i in items}
+    assert first and any(v == 1.0 for v in expected.values())
+    assert seen[0] == {} and expected in seen  # before the first check every record alike; then the focus
+    state = torch.load(ckpt / "checkpoint.pt", weights_only=False)
+    assert state["emphasis"] == expected
+    seen.clear()
+    run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "flat", forget=forget, retain=retain,
+                   spec=spec.replace(rank_focus=0.0, max_steps=4, checkpoint_every=0))
+    assert seen and all(s == {} for s in seen)

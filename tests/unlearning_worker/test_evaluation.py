@@ -170,3 +170,31 @@ def test_the_rank_check_asks_never_seen_people_what_it_asks_the_subject(tiny_mod
     assert reading.gap == pytest.approx(reading.mean_z - reading.control_mean_z)
     n, m = len(subjects), len(controls)
     assert reading.band >= 1.959 * (1 / n + 1 / m) ** 0.5  # the control's spread counts as at least 1
+    # per value: its excess over the control in control spreads, the outliers beyond the family-wise bound
+    from unlearning_worker.verify.attacks.adaptive import outlier_bound
+
+    assert len(reading.excess) == n == len(check.subject_items)
+    assert reading.outliers == sum(abs(e) > outlier_bound(n, spec.rank_alpha) for e in reading.excess)
+    for items, group in zip(check.subject_items, subjects, strict=True):  # every record that writes the value
+        value = tokenizer.decode(group.candidates[0][0]).strip()
+        assert items == [i for i, f in enumerate(forget) if any(f.completion[s:e] == value for s, e, _a in f.pii_spans)]
+
+
+def test_the_focus_weighs_the_records_of_the_values_that_stand_above_the_control() -> None:
+    """RankCheck.focus: 1 + strength x the excess of the most familiar value a record writes; values at
+    or below the control add nothing; no reading, no strength or a reading of other values: no focus."""
+    check = evaluation.RankCheck.__new__(evaluation.RankCheck)
+    check.subject_items = [[0, 1], [1, 2], [3]]
+    reading = evaluation.RankReading(1.0, 0.0, 0.5, outliers=1, excess=(3.0, 0.5, -2.0))
+    assert check.focus(reading, 1.0) == {0: 4.0, 1: 4.0, 2: 1.5, 3: 1.0}
+    assert check.focus(reading, 0.5) == {0: 2.5, 1: 2.5, 2: 1.25, 3: 1.0}
+    assert check.focus(reading, 0.0) == {} and check.focus(None, 1.0) == {}
+    assert check.focus(evaluation.RankReading(1.0, 0.0, 0.5, excess=(1.0,)), 1.0) == {}
+
+
+def test_outlier_bound_is_family_wise_over_the_values() -> None:
+    from unlearning_worker.verify.attacks.adaptive import outlier_bound
+
+    assert outlier_bound(1, 0.05) == pytest.approx(1.95996, abs=1e-4)
+    assert outlier_bound(50, 0.05) == pytest.approx(3.2905, abs=1e-3)  # 1 - 0.05 / 100
+    assert outlier_bound(0, 0.05) == outlier_bound(1, 0.05)

@@ -13,7 +13,7 @@ Pure: no Django, no environment reads.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
@@ -33,6 +33,8 @@ class MethodContext:
     forget: list[Example]
     retain: list[Example]
     device: torch.device
+    # forget record -> a multiplier of its loss weight (the engine's rank focus, RankCheck.focus)
+    emphasis: dict[int, float] = field(default_factory=dict)
 
     @property
     def pad_id(self) -> int:
@@ -40,9 +42,9 @@ class MethodContext:
         return int(pad if pad is not None else self.tokenizer.eos_token_id)
 
     def forget_weights(self, idx: list[int]) -> list[float]:
-        if not self.spec.pri_weighting:
-            return [1.0] * len(idx)
-        return [1.0 + self.forget_items[i].pri for i in idx]
+        """Each forget record's loss weight: 1 + its PRI (pri_weighting), times its emphasis."""
+        base = [1.0 + self.forget_items[i].pri if self.spec.pri_weighting else 1.0 for i in idx]
+        return [w * self.emphasis.get(i, 1.0) for w, i in zip(base, idx, strict=True)]
 
     def retain_mask(self, example: Example) -> list[bool]:
         if self.spec.retain_on_spans:

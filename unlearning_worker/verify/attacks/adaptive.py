@@ -228,6 +228,13 @@ def mean_gap_band(subject_z: Sequence[float], control_z: Sequence[float], alpha:
     return _normal_quantile(1.0 - alpha / 2.0) * spread * math.sqrt(1.0 / len(subject_z) + 1.0 / len(control_z))
 
 
+def outlier_bound(n_values: int, alpha: float) -> float:
+    """How many control spreads from the control's mean one of `n_values` values of never-seen people
+    falls by chance at most, at the two-sided family-wise level `alpha` (Bonferroni over the values): a
+    subject's value beyond it stands out on its own, whatever the mean of the others."""
+    return _normal_quantile(1.0 - alpha / (2.0 * max(1, n_values)))
+
+
 def rank_metrics(
     ctx: AttackContext, results: Sequence[RankResult], looks: int = 1
 ) -> tuple[list[Cell], dict[str, float | None]]:
