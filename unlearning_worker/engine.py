@@ -388,6 +388,10 @@ def _run(
         last_good = best  # the target not met: the checked point nearest the never-seen control
     if stop_reason in ("max_steps", "overshoot") and last_good[0] != step:
         restore_snapshot(model, last_good[1])  # the saved model is always one that met the utility floor
+    if stop_reason in ("max_steps", "overshoot"):
+        # a point kept without the stop rule met may not have been sampled (the check was decided): the
+        # manifest's evidence for the saved weights gets its sampled reading now
+        last_good = (last_good[0], last_good[1], evaluator.with_sampled(last_good[2]))
 
     # 5. repair on retain data while the forget target holds (only after a met target)
     final_step, _snap, final_point = last_good

@@ -7,7 +7,7 @@ import math
 import random
 import statistics
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -298,6 +298,27 @@ class Evaluator:
     # the rank check on the model and on the in-loop attacker's copy (None: none, or no attacker yet)
     rank: Callable[[], tuple[RankReading | None, RankReading | None]] | None = None
 
+    def sampled(self, step: int) -> float | None:
+        """The share of identifier values leaked in any of eval_samples samples (None: no sampling)."""
+        spec = self.spec
+        sampled_probes = identifier_probes(self.forget_probes, spec.attributes)
+        if not spec.eval_samples or not sampled_probes:
+            return None
+        leaked, _, total = run_probes(
+            self.model, self.tokenizer, sampled_probes, threshold=spec.leak_threshold,
+            samples=spec.eval_samples, temperature=spec.eval_temperature, seed=spec.seed + step,
+        )
+        return leaked / total
+
+    def with_sampled(self, point: EvalPoint) -> EvalPoint:
+        """`point` (the model's state now) with its sampled reading, taken now where it was skipped."""
+        if point.forget_extraction_sampled is not None:
+            return point
+        sampled = self.sampled(point.step)
+        if sampled is None:
+            return point
+        return replace(point, forget_extraction_sampled=sampled, forget_extraction=max(point.forget_extraction, sampled))
+
     def __call__(self, step: int, step_losses: dict[str, float], phase: str) -> EvalPoint:
         spec = self.spec
         leaked, _exact, total = run_probes(self.model, self.tokenizer, self.forget_probes, threshold=spec.leak_threshold)
@@ -317,13 +338,8 @@ class Evaluator:
         # record forget_extraction_sampled = None.
         close = self.close(gap, rank, relearned) if self.close is not None else gap is None or gap <= spec.gap_target
         decided = greedy > spec.forget_target or not close
-        sampled_probes = identifier_probes(self.forget_probes, spec.attributes)
-        if spec.eval_samples and sampled_probes and (not decided or phase == "before" or step == spec.max_steps):
-            s_leaked, _, s_total = run_probes(
-                self.model, self.tokenizer, sampled_probes, threshold=spec.leak_threshold,
-                samples=spec.eval_samples, temperature=spec.eval_temperature, seed=spec.seed + step,
-            )
-            sampled = s_leaked / s_total
+        if not decided or phase == "before" or step == spec.max_steps:
+            sampled = self.sampled(step)
         r_leaked, r_exact, r_total = run_probes(
             self.model, self.tokenizer, self.retain_probes, threshold=spec.leak_threshold
         )

@@ -494,6 +494,10 @@ def test_a_run_that_ends_at_max_steps_keeps_the_checked_point_nearest_the_contro
                             spec=UnlearningSpec(**(RANKED | {"adversary_every": 0, "max_steps": 8})))
     assert result.stop_reason == "max_steps" and result.steps_run == 8
     assert result.steps == 4 and result.final.rank_gap == 0.7
+    # step 4 was not sampled when checked (0.7 bands from the control: the rule could not stop there);
+    # the saved point's evidence is sampled once its weights are restored
+    assert next(p for p in result.history if p.step == 4).forget_extraction_sampled is None
+    assert result.final.forget_extraction_sampled is not None
     manifest = json.loads((result.out_dir / MANIFEST_FILE).read_text())
     assert manifest["steps"] == 4 and manifest["stop_reason"] == "max_steps"
 
