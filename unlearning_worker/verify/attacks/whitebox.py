@@ -216,14 +216,15 @@ def _sequence_scores_cached(
             cache.batch_repeat_interleave(len(chunk))
             logits = lm.model(
                 input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_kwarg: cache}
-            ).logits
-            logp = torch.log_softmax(logits.float(), dim=-1)
-            for row, c in enumerate(chunk):
-                total = first_logp[c[0]]
-                if len(c) > 1:
-                    targets = torch.tensor(c[1:], device=lm.device)
-                    total = total + logp[row, torch.arange(len(c) - 1, device=lm.device), targets].sum()
-                scores.append(float(total))
+            ).logits.float()
+            # log p of each next token, gathered before normalising: one logsumexp per position instead
+            # of a log-softmax over the whole vocabulary kept in memory
+            targets = torch.tensor([c[1:] + [pad] * (width - len(c) + 1) for c in chunk], device=lm.device)
+            picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+            lengths = torch.tensor([len(c) - 1 for c in chunk], device=lm.device)
+            valid = torch.arange(width, device=lm.device).unsqueeze(0) < lengths.unsqueeze(1)
+            firsts = first_logp[torch.tensor([c[0] for c in chunk], device=lm.device)]
+            scores.extend((firsts + (picked * valid).sum(-1)).tolist())
     return scores
 
 
