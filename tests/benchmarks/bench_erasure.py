@@ -143,6 +143,12 @@ def print_rows(rows: list[dict[str, Any]], retrain_s: float | None) -> None:
             flush=True,
         )
     for row in rows:
+        res, fin = row["result"], row["result"].final
+        print(f"  {row['method']} run: {res.stop_reason} after {res.steps_run} steps, saved step {res.steps};"
+              f" rank gap over the control {_num(fin.rank_gap)} (band {_num(fin.rank_band)}), on the attacker's"
+              f" copy {_num(fin.rank_gap_relearned)} (band {_num(fin.rank_band_relearned)}); values standing out"
+              f" {fin.rank_outliers if fin.rank_outliers is not None else '-'}"
+              f"/{fin.rank_outliers_relearned if fin.rank_outliers_relearned is not None else '-'}")
         rep = row["report"]
         relearn = rep.attacks.get("relearning")
         if relearn is None or relearn.after is None:
