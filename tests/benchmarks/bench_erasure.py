@@ -222,6 +222,8 @@ def section_sequential(args: argparse.Namespace, model_dir: Path, corpus: DemoCo
         acc_rows.append(row)
         current = row["out"]
         print(f"  job {i + 1} of {len(people)} done", flush=True)
+        print_rows([row], retrain_seconds(model_dir))  # as it comes: a long line is not lost to a stop
+    print("  the line:")
     print_rows(acc_rows, retrain_seconds(model_dir))
     ratios = {key: 1.0 for key in ("retain_ppl_ratio", "general_ppl_ratio")}
     for row in acc_rows:  # each job is judged against the version before it: the line's drift is the product
