@@ -558,7 +558,7 @@ def _rank_distance(point: EvalPoint, spec: UnlearningSpec) -> float | None:
 def _close(gap: float | None, earlier: Sequence[float | None], spec: UnlearningSpec,
            rank: RankFields = (None, None, None, None, None, None)) -> bool:
     """Whether the run is as near the never-seen behaviour as the stop rule asks. Where the rank check
-    was read (`rank`: gap, band, relearned gap, relearned band), it decides (_rank_close). Otherwise,
+    was read (`rank`: RankFields, the gaps, bands and outlier counts), it decides (_rank_close). Otherwise,
     for a method with a never-seen target distribution (counterfactual): within `gap_target`, or
     settled (the gap fell by less than `gap_plateau` of itself per check over the last `plateau_checks`
     checks, `earlier` being the unlearning checks before this one). A method without a target and no
