@@ -115,8 +115,8 @@ class UnlearningSpec:
     gap_plateau: float = 0.01
     plateau_checks: int = 3
     # the stop rule reads the verifier's candidate rank (evaluation.RankCheck) at every check: each
-    # targeted value ranked among `rank_candidates` decoys of its
-    # format after up to `rank_prompts` of its own records, against at least `rank_controls` never-seen
+    # targeted value ranked among `rank_candidates` decoys of its format after up to `rank_prompts` of
+    # its own records, against at least `rank_controls` never-seen
     # people asked the same way, on the model and on the in-loop attacker's fine-tuned copy. The run
     # stops once both sit no higher than `rank_tolerance` x the chance band (at `rank_alpha`) above the
     # never-seen control, and stops at once on an overshoot (either below the band), keeping the checked
