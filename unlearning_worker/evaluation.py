@@ -19,7 +19,7 @@ from unlearning_worker.methods import (
     losses,
 )
 from unlearning_worker.spec import UnlearningSpec
-from unlearning_worker.verify.attacks.adaptive import mean_gap_band, outlier_bound
+from unlearning_worker.verify.attacks.adaptive import control_spread, mean_gap_band, outlier_bound
 from unlearning_worker.verify.attacks.whitebox import sequence_scores
 from unlearning_worker.verify.lm import LoadedModel
 from unlearning_worker.verify.scoring import DecoySampler, secret_of
@@ -252,7 +252,7 @@ class RankCheck:
             model.train(was_training)
         band = mean_gap_band(zs[False], zs[True], self.spec.rank_alpha)
         assert band is not None
-        centre, spread = statistics.fmean(zs[True]), max(1.0, statistics.stdev(zs[True]))
+        centre, spread = statistics.fmean(zs[True]), control_spread(zs[True])
         excess = tuple((z - centre) / spread for z in zs[False])
         bound = outlier_bound(len(excess), self.spec.rank_alpha)
         return RankReading(statistics.fmean(zs[False]), centre, band,

@@ -224,8 +224,14 @@ def mean_gap_band(subject_z: Sequence[float], control_z: Sequence[float], alpha:
     """z_gap_band at the two-sided level `alpha` (None with no subject or fewer than two controls)."""
     if not subject_z or len(control_z) < 2:
         return None
-    spread = max(1.0, statistics.stdev(control_z))
-    return _normal_quantile(1.0 - alpha / 2.0) * spread * math.sqrt(1.0 / len(subject_z) + 1.0 / len(control_z))
+    return _normal_quantile(1.0 - alpha / 2.0) * control_spread(control_z) * math.sqrt(
+        1.0 / len(subject_z) + 1.0 / len(control_z))
+
+
+def control_spread(control_z: Sequence[float]) -> float:
+    """The never-seen control's spread of z-scores, never less than 1 (the spread of a value drawn like
+    its candidates); at least two controls."""
+    return max(1.0, statistics.stdev(control_z))
 
 
 def outlier_bound(n_values: int, alpha: float) -> float:
