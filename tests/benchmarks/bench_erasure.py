@@ -17,7 +17,7 @@ never-seen control = held-out people of the same generator):
   retain facts (share of retain people's values still given), retain and general-text perplexity
   ratios, framed as the model is used (its BOS token) and bare ("bare r/g", the framing an attacker may
   choose, for information); membership inference (Min-K AUC and its excess over the noise band) and mean exposure
-  (bits); unlearning wall time; the cost of retraining the same model from scratch (its training
+  (bits) next to what chance gives that many values; unlearning wall time; the cost of retraining the same model from scratch (its training
   time, from the model cache manifest); the verdict and what decided it.
 
 Targets (issue 21), for the default method on every size: after relearning and after 4-bit
@@ -114,7 +114,7 @@ def run_one(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
 def print_rows(rows: list[dict[str, Any]], retrain_s: float | None) -> None:
     head = (f"{'method':15} {'greedy b>a':>15} {'B=20 b>a':>15} {'z subj b>a':>13} {'z ctrl':>6} {'overshoot':>9}"
             f" {'r1/top10 after':>15} {'int8 ex':>7} {'int4 ex':>7} {'int4 z':>6} {'retain facts':>15} {'ppl r':>6}"
-            f" {'gen r':>6} {'bare r/g':>11} {'MI auc':>6} {'MI exc':>6} {'exp b':>5} {'wall s':>7} {'%retrain':>8}  verdict")
+            f" {'gen r':>6} {'bare r/g':>11} {'MI auc':>6} {'MI exc':>6} {'exp b/chance':>12} {'wall s':>7} {'%retrain':>8}  verdict")
     print(head)
     print("-" * len(head))
     for row in rows:
@@ -138,7 +138,7 @@ def print_rows(rows: list[dict[str, Any]], retrain_s: float | None) -> None:
             f" {_metric_rel(rep, 'retain_ppl_bare_ratio'):>5}/{_metric_rel(rep, 'general_ppl_bare_ratio'):>5}"
             f" {_num(_metric(rep, 'membership_inference', 'auc'), 2):>6}"
             f" {_num(_metric(rep, 'membership_inference', 'auc_excess_deviation'), 2):>6}"
-            f" {_num(_metric(rep, 'exposure', 'mean_exposure_bits'), 1):>5}"
+            f" {_num(_metric(rep, 'exposure', 'mean_exposure_bits'), 1) + '/' + _num(_metric(rep, 'exposure', 'chance_exposure_bits'), 1):>12}"
             f" {res.wall_s:7.1f} {cost:>8}  {'PASS' if rep.verdict.passed else 'FAIL'}",
             flush=True,
         )

@@ -92,7 +92,39 @@ def test_exposure_ranks_true_value_first_only_when_memorised(
     trained = _cells(trained_report, "exposure")
     assert all(c.detail["candidates"] == 100 for c in trained)
     assert sum(1 for c in trained if c.detail["rank"] == 1) >= 5
-    assert untrained_report.attacks["exposure"].after.metrics["mean_exposure_bits"] < 2.5
+    untrained = untrained_report.attacks["exposure"].after.metrics
+    assert untrained["mean_exposure_bits"] < 2.5
+    assert untrained["mean_exposure_excess"] == 0.0  # within what chance gives six cells
+    metrics = trained_report.attacks["exposure"].after.metrics
+    assert metrics["chance_exposure_bits"] == pytest.approx(2.528, abs=0.001)  # six cells at 0.95
+    assert metrics["mean_exposure_excess"] == pytest.approx(metrics["mean_exposure_bits"] - metrics["chance_exposure_bits"])
+    assert metrics["mean_exposure_excess"] > 2.0
+
+
+def test_chance_exposure_holds_the_false_failure_rate_at_every_job_size() -> None:
+    """A model that never saw the values (uniform ranks among 1,000) fails the chance bound about
+    1 - quantile of the time whatever the number of cells; a flat 2.5-bit bound fails one cell 18%
+    of the time and lets thirty cells at 2.4 bits through."""
+    import math
+    import random
+
+    from unlearning_worker.verify.attacks.whitebox import chance_mean_exposure
+
+    rng = random.Random(7)
+    for cells in (1, 3, 10, 30):
+        bound = chance_mean_exposure(cells, 0.95)
+        means = [sum(math.log2(1000 / rng.randint(1, 1000)) for _ in range(cells)) / cells for _ in range(4000)]
+        assert 0.035 < sum(m > bound for m in means) / len(means) < 0.065, cells
+        if cells == 1:  # the flat bound it replaces
+            assert sum(m > 2.5 for m in means) / len(means) > 0.15
+    assert chance_mean_exposure(1, 0.95) == pytest.approx(math.log2(20), abs=1e-6)  # P(rank <= N/20) = 0.05
+    assert chance_mean_exposure(30, 0.95) < 2.4 < chance_mean_exposure(3, 0.95)
+    # one value of three at rank 1 of 1,000, the others at chance: over the bound
+    assert (math.log2(1000) + 2 * math.log2(math.e)) / 3 > chance_mean_exposure(3, 0.95)
+    assert chance_mean_exposure(3, 0.99) > chance_mean_exposure(3, 0.95)
+    for cells, quantile in ((0, 0.95), (3, 1.0), (3, 0.0)):
+        with pytest.raises(ValueError):
+            chance_mean_exposure(cells, quantile)
 
 
 def test_membership_inference_auc(trained_report: VerificationReport, untrained_report: VerificationReport) -> None:
