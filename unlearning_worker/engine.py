@@ -29,7 +29,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -230,13 +230,17 @@ def _run(
     # the rank check (a sharded run refuses it, fsdp.check_spec: its scoring passes are not sharded)
     rank_check = RankCheck(tokenizer, forget, retain, retain_examples, spec) if spec.rank_candidates else None
     attacker: list[RelearningAdversary] = []  # the in-loop attacker, once built
+    copy_readings: dict[str, RankReading] = {}  # each attacker copy's latest reading, by its mode
 
     def rank() -> tuple[RankReading | None, RankReading | None]:
         assert rank_check is not None
-        shadow = attacker[0].shadow if attacker and attacker[0].rounds else None
         reading = rank_check(model, device)
-        relearned = rank_check(shadow, device) if shadow is not None else None
-        # the forget effort on the records whose values the attacker's copy (else the model) still
+        copies = attacker[0].attacked if attacker else []
+        if copies:  # one copy per check, in turn (by the checks so far, which a resumed run knows)
+            chosen = copies[len(history) % len(copies)]
+            copy_readings[chosen.mode] = rank_check(chosen.shadow, device)
+        relearned = worst_reading(list(copy_readings.values()))
+        # the forget effort on the records whose values an attacker's copy (else the model) still
         # ranks above the never-seen control, until the next check
         ctx.emphasis = rank_check.focus(relearned if relearned is not None else reading, spec.rank_focus)
         return reading, relearned
@@ -283,6 +287,7 @@ def _run(
     else:
         method.load_state(state["method"])
         ctx.emphasis = dict(state.get("emphasis") or {})
+        copy_readings.update({mode: RankReading(**r) for mode, r in (state.get("copy_readings") or {}).items()})
         masks = state.get("masks", {})
         for name in trainable_names:
             if name not in state["trainable"]:
@@ -313,6 +318,7 @@ def _run(
             "adversary": adversary.state() if adversary is not None else None,
             "best_step": best[0] if best else None, "best": best[1] if best else None,
             "best_point": asdict(best[2]) if best else None, "emphasis": ctx.emphasis,
+            "copy_readings": {mode: asdict(r) for mode, r in copy_readings.items()},
         }, path)
 
     # 4. unlearn, stopping on evidence
@@ -425,6 +431,75 @@ def _run(
     )
 
 
+class _AttackerCopy:
+    """One form of the in-loop attacker: a copy of the model fine-tuned on full weights ("full"), or
+    through a LoRA adapter on a frozen copy of the model's weights ("lora", adapters.relearning_lora:
+    the verifier's relearning attack fine-tunes both ways). What the copy has learned beyond the
+    model (its drift) persists between its rounds: a weight difference for "full", the adapter
+    itself for "lora"."""
+
+    def __init__(self, model: Any, spec: UnlearningSpec, mode: str, names: list[str]) -> None:
+        from unlearning_worker.adapters import relearning_lora
+
+        self.spec, self.mode, self.rounds = spec, mode, 0
+        self.drift: list[torch.Tensor] | None = None
+        if mode == "full":
+            self.shadow = copy.deepcopy(model)
+            self.params = [p for _n, p in trainable_parameters(self.shadow)]
+            self.base = self.params  # the weights the model's gradient is read from
+        else:
+            self.shadow = relearning_lora(copy.deepcopy(model))
+            own = {n.removeprefix("base_model.model.").replace(".base_layer.", "."): p
+                   for n, p in self.shadow.named_parameters() if "lora_" not in n}
+            self.base = [own[n] for n in names]
+            self.params = [p for n, p in self.shadow.named_parameters() if "lora_" in n]
+            for p in self.base:
+                p.requires_grad_(False)
+            self.fresh = [p.detach().clone() for p in self.params]  # the adapter as initialised (B = 0)
+        self.optimiser = torch.optim.Adam(self.params, lr=spec.adversary_lr)
+
+    def restart(self) -> None:
+        """The attacker back at the model: no drift, fresh optimiser moments."""
+        if self.mode == "full":
+            self.drift = [torch.zeros_like(p) for p in self.params]
+        else:
+            with torch.no_grad():
+                for p, init in zip(self.params, self.fresh, strict=True):
+                    p.copy_(init)
+            self.drift = [p.detach().clone() for p in self.params]
+        self.optimiser = torch.optim.Adam(self.params, lr=self.spec.adversary_lr)
+
+    @torch.no_grad()
+    def follow(self, params: list[torch.nn.Parameter]) -> None:
+        """The copy at the model's weights plus its drift."""
+        assert self.drift is not None
+        if self.mode == "full":
+            for theirs, mine, drift in zip(self.params, params, self.drift, strict=True):
+                theirs.copy_(mine.detach().to(theirs.device, theirs.dtype) + drift)
+            return
+        for theirs, mine in zip(self.base, params, strict=True):
+            theirs.copy_(mine.detach().to(theirs.device, theirs.dtype))
+        for p, drift in zip(self.params, self.drift, strict=True):
+            p.copy_(drift)
+
+    @torch.no_grad()
+    def keep(self, params: list[torch.nn.Parameter]) -> None:
+        """Record what the round's fine-tune reached, for the next round."""
+        if self.mode == "full":
+            self.drift = [theirs.detach() - mine.detach().to(theirs.device, theirs.dtype)
+                          for theirs, mine in zip(self.params, params, strict=True)]
+        else:
+            self.drift = [p.detach().clone() for p in self.params]
+
+    def state(self) -> dict[str, Any]:
+        return {"mode": self.mode, "drift": self.drift, "optimiser": self.optimiser.state_dict(), "rounds": self.rounds}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.drift = state["drift"]
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.rounds = int(state["rounds"])
+
+
 class RelearningAdversary:
     """The relearning attacker inside the loop (a first-order form of tamper-resistant training,
     Tamirisa et al. 2024): a copy of the model fine-tuned as an attacker would (every token of records
@@ -437,53 +512,70 @@ class RelearningAdversary:
     `adversary_horizon` rounds. So a round costs `adversary_steps` fine-tuning steps but the attacker
     stands `adversary_horizon` x `adversary_steps` steps away, as a real one does after a few hundred
     steps: a fresh 8-step attacker moved the weights too little to find what 100-300 steps at
-    ordinary rates bring back (docs/DESIGN-NOTES.md)."""
+    ordinary rates bring back (docs/DESIGN-NOTES.md).
+
+    The rounds take turns over `spec.adversary_modes` (_AttackerCopy: full weights, LoRA), each form
+    with its own copy, drift and horizon: a LoRA fine-tune moves the weights along other directions
+    than a full one, and a value the full attacker no longer finds came back at rank 1 after the
+    verifier's LoRA relearning (docs/DESIGN-NOTES.md). A LoRA-trained model (spec.lora) is attacked on
+    its own trainable weights only."""
 
     def __init__(self, model: Any, spec: UnlearningSpec) -> None:
         self.spec = spec
-        self.shadow = copy.deepcopy(model)
-        self.params = [p for _n, p in trainable_parameters(self.shadow)]
-        self.optimiser = torch.optim.Adam(self.params, lr=spec.adversary_lr)
-        self.drift: list[torch.Tensor] | None = None
+        names = [n for n, _p in trainable_parameters(model)]
+        modes = ("full",) if spec.lora else spec.adversary_modes
+        self.copies = [_AttackerCopy(model, spec, mode, names) for mode in modes]
         self.rounds = 0
 
+    @property
+    def attacked(self) -> list[_AttackerCopy]:
+        """The copies that have been fine-tuned at least once."""
+        return [c for c in self.copies if c.rounds]
+
     def state(self) -> dict[str, Any]:
-        """What a resumed run needs to attack as the interrupted one would have (its drift, its
-        optimiser's moments, the rounds so far; the copy itself is the model plus the drift)."""
-        return {"drift": self.drift, "optimiser": self.optimiser.state_dict(), "rounds": self.rounds}
+        """What a resumed run needs to attack as the interrupted one would have (each copy's drift,
+        its optimiser's moments and rounds; the copy itself is the model plus the drift)."""
+        return {"copies": [c.state() for c in self.copies], "rounds": self.rounds}
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.drift = state["drift"]
-        self.optimiser.load_state_dict(state["optimiser"])
+        saved = state["copies"]
+        if [s["mode"] for s in saved] != [c.mode for c in self.copies]:
+            raise ValueError("the checkpoint's in-loop attacker does not match this spec's adversary_modes")
+        for c, s in zip(self.copies, saved, strict=True):
+            c.load_state(s)
         self.rounds = int(state["rounds"])
 
     def gradient(self, method: UnlearningMethod, params: list[torch.nn.Parameter], chunks: list[list[int]],
                  retain: list[RetainItem], step: int) -> float:
-        """Move the attacker on, add its forget gradient on the step's forget items (`chunks`, its
-        micro-batches; x adversary_weight) to `params`' and return its forget loss."""
+        """Move this round's attacker on, add its forget gradient on the step's forget items (`chunks`,
+        its micro-batches; x adversary_weight) to `params`' and return its forget loss."""
         spec = self.spec
-        if self.drift is None or self.rounds % max(spec.adversary_horizon, 1) == 0:
-            self.drift = [torch.zeros_like(p) for p in self.params]
-            self.optimiser = torch.optim.Adam(self.params, lr=spec.adversary_lr)
+        attacker = self.copies[self.rounds % len(self.copies)]
         self.rounds += 1
-        with torch.no_grad():
-            for theirs, mine, drift in zip(self.params, params, self.drift, strict=True):
-                theirs.copy_(mine.detach().to(theirs.device, theirs.dtype) + drift)
+        if attacker.drift is None or attacker.rounds % max(spec.adversary_horizon, 1) == 0:
+            attacker.restart()
+        attacker.rounds += 1
+        attacker.follow(params)
+        shadow = attacker.shadow
         original = method.ctx.model
         was_training = original.training
-        method.ctx.model = self.shadow
-        self.shadow.train(was_training)
+        method.ctx.model = shadow
+        shadow.train(was_training)
         try:
             for k in range(spec.adversary_steps):
                 draw = step * spec.adversary_steps + k
                 idx = step_indices(len(retain), spec.retain_batch_size, draw, seed=spec.seed, salt="adversary")
                 method.relearning_loss(idx, draw).backward()
-                torch.nn.utils.clip_grad_norm_(self.params, spec.max_grad_norm)
-                self.optimiser.step()
-                self.optimiser.zero_grad(set_to_none=True)
+                torch.nn.utils.clip_grad_norm_(attacker.params, spec.max_grad_norm)
+                attacker.optimiser.step()
+                attacker.optimiser.zero_grad(set_to_none=True)
+            attacker.keep(params)
             # the whole step's forget items, micro-batch by micro-batch (shares by forget weight): every
             # record is attacked as often whatever the job's size (with one micro-batch of 16 of 70
             # records, ten subjects in one job failed relearning where one subject passed)
+            if attacker.base is not attacker.params:
+                for p in attacker.base:
+                    p.requires_grad_(True)
             total = 0.0
             weight = sum(method.ctx.forget_weights([i for c in chunks for i in c]))
             for chunk in chunks:
@@ -493,10 +585,12 @@ class RelearningAdversary:
                 total += float(loss.detach()) * share
         finally:
             method.ctx.model = original
-        with torch.no_grad():
-            self.drift = [theirs.detach() - mine.detach().to(theirs.device, theirs.dtype)
-                          for theirs, mine in zip(self.params, params, strict=True)]
-        for mine, theirs in zip(params, self.params, strict=True):
+            if attacker.base is not attacker.params:
+                for p in attacker.base:
+                    p.requires_grad_(False)
+                for p in attacker.params:
+                    p.grad = None  # the forget loss's gradient on the adapter is not the attacker's to follow
+        for mine, theirs in zip(params, attacker.base, strict=True):
             if theirs.grad is not None:
                 grad = theirs.grad.to(mine.device, mine.dtype) * spec.adversary_weight
                 mine.grad = grad if mine.grad is None else mine.grad + grad
@@ -506,6 +600,19 @@ class RelearningAdversary:
 
 # (gap, band, relearned gap, relearned band, outliers, relearned outliers): EvalPoint's rank fields
 RankFields = tuple[float | None, float | None, float | None, float | None, int | None, int | None]
+
+
+def worst_reading(readings: Sequence[RankReading]) -> RankReading | None:
+    """The attacker copies' readings as one the stop rule and the focus can take: the gap and band of
+    the reading farthest from the control (in bands, plus its outliers), the most outliers any copy
+    shows, and each value's excess the highest any copy gives it."""
+    if not readings:
+        return None
+    worst = max(readings, key=lambda r: abs(r.gap) / r.band + r.outliers)
+    excess = worst.excess
+    if all(len(r.excess) == len(excess) for r in readings):
+        excess = tuple(max(values) for values in zip(*(r.excess for r in readings), strict=True))
+    return replace(worst, outliers=max(r.outliers for r in readings), excess=excess)
 
 
 def _rank_fields(rank: RankReading | None, relearned: RankReading | None) -> RankFields:

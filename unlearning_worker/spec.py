@@ -170,6 +170,10 @@ class UnlearningSpec:
     # rounds after which the in-loop attacker starts again from the model (its drift persists until
     # then: engine.RelearningAdversary); 1: a fresh attacker every round
     adversary_horizon: int = 8
+    # the forms the in-loop attacker fine-tunes in, taking turns round by round, each with its own copy
+    # and drift (engine._AttackerCopy): "full" weights, and "lora" (adapters.relearning_lora, the
+    # verifier's LoRA relearning). A spec with lora=True is attacked on its own adapter only
+    adversary_modes: tuple[str, ...] = ("full",)
     # share of trainable weights the run may move, chosen by forget/retain Fisher ratio (1.0: all)
     saliency: float = 1.0
     repair_steps: int = 0  # retain-only steps after forgetting (SANI-style repair), evidence-checked
@@ -267,6 +271,10 @@ class UnlearningSpec:
             isinstance(m, str) and m for m in self.lora_target_modules
         ):
             raise ValueError("lora_target_modules must be a tuple of module names")
+        if (not isinstance(self.adversary_modes, tuple) or not self.adversary_modes
+                or not set(self.adversary_modes) <= {"full", "lora"}
+                or len(set(self.adversary_modes)) != len(self.adversary_modes)):
+            raise ValueError("adversary_modes must list 'full' and/or 'lora', each at most once")
         if not self.idk_text.strip():
             raise ValueError("idk_text must not be empty")
         try:
@@ -278,6 +286,7 @@ class UnlearningSpec:
         data = asdict(self)
         data["lora_target_modules"] = list(self.lora_target_modules)
         data["attributes"] = list(self.attributes)
+        data["adversary_modes"] = list(self.adversary_modes)
         return data
 
     @classmethod
@@ -287,7 +296,7 @@ class UnlearningSpec:
         if unknown:
             raise ValueError(f"unknown spec field(s): {', '.join(unknown)}")
         values = dict(data)
-        for name in ("lora_target_modules", "attributes"):
+        for name in ("lora_target_modules", "attributes", "adversary_modes"):
             if name in values:
                 if not isinstance(values[name], list | tuple):
                     raise ValueError(f"{name} must be a list of names")

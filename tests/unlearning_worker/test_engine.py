@@ -359,18 +359,96 @@ def test_the_in_loop_attacker_trains_on_whole_texts_in_both_framings_and_keeps_i
 
     def record(idx: list[int], draw: int) -> torch.Tensor:
         if draw % spec.adversary_steps == 0:
-            starts.append(adversary.params[0].detach().clone())
+            starts.append(adversary.copies[0].params[0].detach().clone())
         return relearn(idx, draw)
 
     method.relearning_loss = record  # type: ignore[method-assign]
     adversary.gradient(method, params, [[0, 1]], retain, 0)
-    first_drift = adversary.drift[0].clone()
+    first_drift = adversary.copies[0].drift[0].clone()
     assert first_drift.abs().sum() > 0
     adversary.gradient(method, params, [[0, 1]], retain, 1)
     adversary.gradient(method, params, [[0, 1]], retain, 2)
     assert torch.allclose(starts[0], params[0].detach())
     assert torch.allclose(starts[1], params[0].detach() + first_drift)
     assert torch.allclose(starts[2], params[0].detach())
+
+
+def test_the_in_loop_attacker_takes_turns_between_full_weights_and_a_lora_adapter(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus
+) -> None:
+    """The verifier fine-tunes full weights and LoRA adapters; the in-loop attacker takes both forms in
+    turn. The LoRA form trains its adapter alone on a copy of the model's current weights, keeps the
+    adapter for its next round (reset past its horizon), and its forget gradient lands on the model's
+    weights, not the adapter's."""
+    from unlearning_worker.engine import RelearningAdversary
+    from unlearning_worker.modeling import trainable_parameters
+
+    forget, retain = _items(tiny_corpus)
+    spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "adversary_every": 1, "adversary_steps": 2,
+                                      "adversary_lr": 1e-2, "adversary_horizon": 2,
+                                      "adversary_modes": ("full", "lora")}))
+    method = _prepared(tiny_model_dir, spec, forget, retain)
+    model = method.ctx.model
+    params = [p for _n, p in trainable_parameters(model)]
+    weights_before = [p.detach().clone() for p in params]
+    adversary = RelearningAdversary(model, spec)
+    full, lora = adversary.copies
+    assert (full.mode, lora.mode) == ("full", "lora")
+    assert len(lora.base) == len(params) and all(a.shape == b.shape for a, b in zip(lora.base, params, strict=True))
+    assert lora.params and all("lora_" in n for n, p in lora.shadow.named_parameters() if p.requires_grad)
+
+    adversary.gradient(method, params, [[0, 1]], retain, 0)  # full
+    assert (full.rounds, lora.rounds) == (1, 0) and adversary.attacked == [full]
+    for p in params:
+        p.grad = None
+    model.transformer.h[0].attn.c_attn.weight.data.add_(0.01)  # the model moves on between rounds
+    adversary.gradient(method, params, [[0, 1]], retain, 1)  # lora
+    assert (full.rounds, lora.rounds) == (1, 1) and adversary.attacked == [full, lora]
+    assert all(torch.equal(b, p.detach()) for b, p in zip(lora.base, params, strict=True))  # on the model as it is
+    adapter = [p.detach().clone() for p in lora.params]
+    assert any(not torch.equal(a, f) for a, f in zip(adapter, lora.fresh, strict=True))  # the adapter learned
+    with_grad = [p for p in params if p.grad is not None and p.grad.abs().sum() > 0]
+    assert len(with_grad) > len(params) // 2  # on the model's weights, embeddings and blocks
+    assert all(p.grad is None for p in lora.params) and all(p.grad is None for p in lora.base)
+    assert not any(p.requires_grad for p in lora.base)
+
+    starts: list[list[torch.Tensor]] = []
+    relearn = method.relearning_loss
+
+    def record(idx: list[int], draw: int) -> torch.Tensor:
+        if draw % spec.adversary_steps == 0 and method.ctx.model is lora.shadow:
+            starts.append([p.detach().clone() for p in lora.params])
+        return relearn(idx, draw)
+
+    method.relearning_loss = record  # type: ignore[method-assign]
+    adversary.gradient(method, params, [[0, 1]], retain, 2)  # full
+    adversary.gradient(method, params, [[0, 1]], retain, 3)  # lora, round 2: the adapter kept
+    adversary.gradient(method, params, [[0, 1]], retain, 4)  # full
+    adversary.gradient(method, params, [[0, 1]], retain, 5)  # lora, round 3: past the horizon, fresh
+    assert all(torch.equal(a, b) for a, b in zip(starts[0], adapter, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(starts[1], lora.fresh, strict=True))
+    assert (full.rounds, lora.rounds, adversary.rounds) == (3, 3, 6)
+    model.transformer.h[0].attn.c_attn.weight.data.sub_(0.01)
+    assert all(torch.allclose(a, p.detach()) for a, p in zip(weights_before, params, strict=True))  # only copies trained
+
+    # a resumed run's attacker carries on from the checkpoint; another spec's copies are refused
+    again = RelearningAdversary(model, spec)
+    again.load_state(adversary.state())
+    assert again.rounds == 6 and again.copies[1].rounds == 3
+    assert all(torch.equal(a, b) for a, b in zip(again.copies[1].drift, lora.drift, strict=True))
+    with pytest.raises(ValueError, match="adversary_modes"):
+        RelearningAdversary(model, spec.replace(adversary_modes=["lora"])).load_state(adversary.state())
+
+
+def test_the_copies_readings_join_at_the_worst() -> None:
+    from unlearning_worker.engine import worst_reading
+    from unlearning_worker.evaluation import RankReading
+
+    near = RankReading(0.1, 0.0, 1.0, outliers=1, excess=(3.0, 0.0))
+    far = RankReading(2.0, 0.0, 1.0, outliers=0, excess=(0.5, 1.0))
+    joined = worst_reading([near, far])
+    assert joined is not None and (joined.gap, joined.band, joined.outliers, joined.excess) == (2.0, 1.0, 1, (3.0, 1.0))
+    assert worst_reading([near]) == near and worst_reading([]) is None
 
 
 @pytest.mark.parametrize(("n", "batch", "coverage", "per_step"), [(7, 16, 1.0, 7), (70, 16, 1.0, 70), (70, 16, 0.5, 35),

@@ -84,7 +84,9 @@ def test_every_method_is_registered() -> None:
      {"adversary_every": -2}, {"adversary_weight": -1.0}, {"rank_candidates": 5}, {"rank_candidates": -1},
      {"rank_prompts": 0}, {"rank_controls": 1}, {"rank_alpha": 0.0}, {"rank_alpha": 1.0},
      {"rank_tolerance": -0.1}, {"rank_tolerance": 1.5}, {"rank_tolerance": float("nan")}, {"rank_batch_size": 0},
-     {"rank_focus": -0.5}, {"rank_focus": 11.0}, {"rank_focus": float("inf")}],
+     {"rank_focus": -0.5}, {"rank_focus": 11.0}, {"rank_focus": float("inf")}, {"adversary_modes": []},
+     {"adversary_modes": ["full", "full"]}, {"adversary_modes": ["qlora"]}, {"adversary_modes": "full"},
+     {"adversary_modes": [1]}],
 )
 def test_new_fields_reject_bad_values(bad: dict) -> None:
     with pytest.raises(ValueError):
@@ -96,7 +98,7 @@ def test_the_rank_check_can_be_switched_off_whatever_its_other_settings() -> Non
 
 
 def test_attributes_round_trip_through_json() -> None:
-    spec = UnlearningSpec(attributes=("phone", "email"))
+    spec = UnlearningSpec(attributes=("phone", "email"), adversary_modes=("lora", "full"))
     assert UnlearningSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
 
 

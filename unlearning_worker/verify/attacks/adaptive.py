@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from unlearning_worker.adapters import relearning_lora
 from unlearning_worker.verify.attacks.common import TRAINED_TEMPLATE, Probe, fill, judge_cells, run_probes
 from unlearning_worker.verify.attacks.whitebox import candidate_logprobs
 from unlearning_worker.verify.facts import SubjectFacts
@@ -472,7 +473,7 @@ def relearn(lm: LoadedModel, texts: Sequence[str], setting: RelearnSetting, *, b
 def _relearn(lm: LoadedModel, texts: Sequence[str], setting: RelearnSetting, *, batch_size: int, seed: int) -> LoadedModel:
     model = copy.deepcopy(lm.model)
     if setting.mode == "lora":
-        model = _with_lora(model)
+        model = relearning_lora(model)
     model.train()
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
@@ -503,19 +504,6 @@ def _relearn(lm: LoadedModel, texts: Sequence[str], setting: RelearnSetting, *, 
         model = model.merge_and_unload()
     model.eval()
     return LoadedModel(model=model, tokenizer=lm.tokenizer, device=lm.device)
-
-
-def _with_lora(model: Any) -> Any:
-    from peft import LoraConfig
-    from transformers.pytorch_utils import Conv1D
-
-    from unlearning_worker.adapters import wrap_lora
-
-    names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules()
-                    if isinstance(m, torch.nn.Linear | Conv1D) and "lm_head" not in n})
-    config = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=names, bias="none",
-                        task_type="CAUSAL_LM", fan_in_fan_out=getattr(model.config, "model_type", "") == "gpt2")
-    return wrap_lora(model, config)
 
 
 def _validate_relearning(params: Mapping[str, Any]) -> None:
