@@ -94,9 +94,7 @@ def run_one(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
     """Unlearn `people` from model_dir with `method`, verify against the base, return the row."""
     forget, retain_items = demo_items(corpus, people)
     overrides = {**METHOD_SETTINGS.get(method, {}), **json.loads(getattr(args, "spec", None) or "{}")}
-    if isinstance(overrides.get("attributes"), list):
-        overrides["attributes"] = tuple(overrides["attributes"])
-    spec = UnlearningSpec(method=method, num_threads=args.threads, device=args.device, **overrides)
+    spec = UnlearningSpec.from_dict({"method": method, "num_threads": args.threads, "device": args.device, **overrides})
     out = work / f"{method}-{label or len(people)}-{int(time.time() * 1000)}"
     result = run_unlearning(model_dir=model_dir, out_dir=out, forget=forget, retain=retain_items, spec=spec)
     policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
