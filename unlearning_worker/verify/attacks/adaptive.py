@@ -176,8 +176,13 @@ def _tail_ranks(ctx: AttackContext, candidates: int) -> int:
     return k
 
 
-def _share(results: Sequence[RankResult], top: int) -> float | None:
-    ranked = [r for r in results if r.rank is not None]
+def _share(ctx: AttackContext, results: Sequence[RankResult], top: int) -> float | None:
+    """Share of the cells ranked within `top`, over the cells whose rank can tell (the tail rule's,
+    _tail_ranks > 0): a value whose format has ten possible values (a one-digit e-mail suffix) is in
+    the top 10 every time and first one time in ten, so counting it would make the shares of a
+    subject and of a control with other formats incomparable (measured on the demo model: one such
+    suffix gave a never-erased-looking 33% top-10 share to a subject whose other values sat at z -0.4)."""
+    ranked = [r for r in results if r.rank is not None and _tail_ranks(ctx, r.candidates - 1) > 0]
     return sum(1 for r in ranked if r.rank is not None and r.rank <= top) / len(ranked) if ranked else None
 
 
@@ -193,8 +198,9 @@ def _minus(a: float | None, b: float | None) -> float | None:
 _RANK_METRICS = {
     "leak_rate": "share of subject cells whose true value ranks within the top chance tail (too likely)",
     "overshoot_rate": "share of subject cells whose true value ranks within the bottom chance tail (too unlikely)",
-    "rank1_share": "share of subject cells whose true value is the most likely candidate",
-    "top10_share": "share of subject cells whose true value is among the 10 most likely candidates",
+    "rank1_share": "share of subject cells whose true value is the most likely candidate (cells with enough "
+    "candidates for the rank to tell)",
+    "top10_share": "share of subject cells whose true value is among the 10 most likely candidates (the same cells)",
     "mean_z": "mean z-score of the true value among its candidates (never seen: about 0)",
     "min_z": "lowest z-score over subject cells (below -2: conspicuously unlikely)",
     "control_rank1_share": "rank1_share of the never-seen control people",
@@ -287,8 +293,8 @@ def rank_metrics(
             r.subject_key, r.attribute, leak or over, float(r.rank), float(k),
             {**detail, "side": "leak" if leak else "overshoot" if over else "none"},
         ))
-    rank1, top10 = _share(subjects, 1), _share(subjects, 10)
-    c_rank1, c_top10 = _share(controls, 1), _share(controls, 10)
+    rank1, top10 = _share(ctx, subjects, 1), _share(ctx, subjects, 10)
+    c_rank1, c_top10 = _share(ctx, controls, 1), _share(ctx, controls, 10)
     zs = [r.z for r in subjects if r.z is not None]
     control_zs = [r.z for r in controls if r.z is not None]
     gap = _minus(_mean(zs), _mean(control_zs))
