@@ -232,16 +232,13 @@ def _run(
     attacker: list[RelearningAdversary] = []  # the in-loop attacker, once built
     copy_readings: dict[str, RankReading] = {}  # each attacker copy's latest reading, by its mode
 
-    def far(reading: RankReading) -> bool:  # a band beyond the stop rule's range: no decision near
-        return reading.gap > (spec.rank_tolerance + 1.0) * reading.band
-
     def rank() -> tuple[RankReading | None, RankReading | None]:
         assert rank_check is not None
-        reading = rank_check(model, device, slot="model", far=far)
+        reading = rank_check(model, device)
         copies = attacker[0].attacked if attacker else []
         if copies:  # one copy per check, in turn (by the checks so far, which a resumed run knows)
             chosen = copies[len(history) % len(copies)]
-            copy_readings[chosen.mode] = rank_check(chosen.shadow, device, slot=chosen.mode, far=far)
+            copy_readings[chosen.mode] = rank_check(chosen.shadow, device)
         relearned = worst_reading(list(copy_readings.values()))
         # the forget effort on the records whose values an attacker's copy (else the model) still
         # ranks above the never-seen control, until the next check

@@ -25,10 +25,6 @@ from unlearning_worker.verify.lm import LoadedModel
 from unlearning_worker.verify.scoring import DecoySampler, secret_of
 
 RANK_CONTROL_SEED = 7_919  # the rank check's never-seen people: not the counterfactual teacher's (104,729)
-# checks in a row at which a reading far from every decision may reuse its slot's control z-scores
-# (RankCheck.__call__): the control is most of the check's scoring (20 people against 3 values for one
-# subject) and moves little while the subject is far from it
-CONTROL_REUSE = 4
 
 
 @dataclass
@@ -161,7 +157,6 @@ class RankCheck:
 
         self.tokenizer = tokenizer
         self.spec = spec
-        self._controls: dict[str, tuple[list[float], int]] = {}  # slot -> control z-scores, reuses so far
         wanted = set(spec.attributes)
         population: dict[str, list[str]] = {}
         for r in retain:
@@ -236,51 +231,31 @@ class RankCheck:
     def measurable(self) -> bool:
         return any(not g.is_control for g in self.groups) and sum(g.is_control for g in self.groups) >= 2
 
-    def __call__(self, model: Any, device: torch.device, *, slot: str | None = None,
-                 far: Callable[[RankReading], bool] | None = None) -> RankReading | None:
-        """The reading for `model` (its training mode kept), or None with no subject value or control to rank.
-
-        With a `slot` (which model this is: the one being unlearned, an attacker's copy) the control's
-        z-scores are kept, and the next reading of that slot reuses them where, read against them, it
-        is `far` from every decision (the engine: well above the stop rule's range), at most
-        CONTROL_REUSE checks in a row; a reading near a decision always reads the control afresh."""
+    def __call__(self, model: Any, device: torch.device) -> RankReading | None:
+        """The reading for `model` (its training mode kept), or None with no subject value or control to rank."""
         if not self.measurable:
             return None
         was_training = model.training
         lm = LoadedModel(model=model, tokenizer=self.tokenizer, device=device)
         model.eval()
         try:
-            subject = [self._z(lm, g) for g in self.groups if not g.is_control]
-            kept = self._controls.get(slot) if slot is not None else None
-            if kept is not None and far is not None and kept[1] < CONTROL_REUSE:
-                reading = self._reading(subject, kept[0])
-                if far(reading):
-                    self._controls[slot] = (kept[0], kept[1] + 1)
-                    return reading
-            control = [self._z(lm, g) for g in self.groups if g.is_control]
+            zs: dict[bool, list[float]] = {False: [], True: []}
+            for group in self.groups:
+                totals = [0.0] * len(group.candidates[0])
+                for context, candidates in zip(group.contexts, group.candidates, strict=True):
+                    for i, score in enumerate(sequence_scores(lm, context, candidates, self.spec.rank_batch_size)):
+                        totals[i] += score
+                true, rest = totals[0], totals[1:]
+                sd = statistics.pstdev(rest)
+                zs[group.is_control].append((true - statistics.fmean(rest)) / sd if sd > 0 else 0.0)
         finally:
             model.train(was_training)
-        if slot is not None:
-            self._controls[slot] = (control, 0)
-        return self._reading(subject, control)
-
-    def _z(self, lm: LoadedModel, group: RankGroup) -> float:
-        """The group's true value's z-score among its decoys, by likelihood summed over its records."""
-        totals = [0.0] * len(group.candidates[0])
-        for context, candidates in zip(group.contexts, group.candidates, strict=True):
-            for i, score in enumerate(sequence_scores(lm, context, candidates, self.spec.rank_batch_size)):
-                totals[i] += score
-        true, rest = totals[0], totals[1:]
-        sd = statistics.pstdev(rest)
-        return (true - statistics.fmean(rest)) / sd if sd > 0 else 0.0
-
-    def _reading(self, subject: list[float], control: list[float]) -> RankReading:
-        band = mean_gap_band(subject, control, self.spec.rank_alpha)
+        band = mean_gap_band(zs[False], zs[True], self.spec.rank_alpha)
         assert band is not None
-        centre, spread = statistics.fmean(control), control_spread(control)
-        excess = tuple((z - centre) / spread for z in subject)
+        centre, spread = statistics.fmean(zs[True]), control_spread(zs[True])
+        excess = tuple((z - centre) / spread for z in zs[False])
         bound = outlier_bound(len(excess), self.spec.rank_alpha)
-        return RankReading(statistics.fmean(subject), centre, band,
+        return RankReading(statistics.fmean(zs[False]), centre, band,
                            outliers=sum(abs(e) > bound for e in excess), excess=excess)
 
     def focus(self, reading: RankReading | None, strength: float) -> dict[int, float]:

@@ -512,7 +512,7 @@ def _scripted_rank(monkeypatch: pytest.MonkeyPatch, gaps: list[float]) -> list[f
 
     script = list(gaps)
 
-    def reading(self: Any, model: Any, device: Any, **_kept: Any) -> RankReading:
+    def reading(self: Any, model: Any, device: Any) -> RankReading:
         return RankReading(script.pop(0), 0.0, 1.0)
 
     monkeypatch.setattr(RankCheck, "__call__", reading)
@@ -619,7 +619,7 @@ def test_the_forget_effort_goes_to_the_records_whose_values_the_copy_still_ranks
 
     groups: list[list[list[int]]] = []
 
-    def reading(self: Any, model: Any, device: Any, **_kept: Any) -> RankReading:
+    def reading(self: Any, model: Any, device: Any) -> RankReading:
         groups.append(self.subject_items)
         excess = tuple(2.0 if k == 0 else -1.0 for k in range(len(self.subject_items)))
         return RankReading(3.0, 0.0, 1.0, outliers=1, excess=excess)

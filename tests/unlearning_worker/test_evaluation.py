@@ -192,45 +192,6 @@ def test_the_focus_weighs_the_records_of_the_values_that_stand_above_the_control
     assert check.focus(evaluation.RankReading(1.0, 0.0, 0.5, excess=(1.0,)), 1.0) == {}
 
 
-def test_a_reading_far_from_every_decision_reuses_its_slots_control_a_few_checks_at_most() -> None:
-    """The control is most of a check's scoring; while the subject is far above it nothing is decided,
-    so its z-scores are reused (per slot: the model and each attacker copy have their own), never more
-    than CONTROL_REUSE checks in a row, and a reading near a decision reads it afresh."""
-    check = evaluation.RankCheck.__new__(evaluation.RankCheck)
-    check.spec = UnlearningSpec(rank_candidates=19)
-    check.tokenizer = None
-    check._controls = {}
-    check.groups = [evaluation.RankGroup([], [], False), *[evaluation.RankGroup([], [], True) for _ in range(4)]]
-    scored: list[bool] = []
-    level = {"subject": 3.0, "control": 0.0}
-
-    def z(_lm: Any, group: evaluation.RankGroup) -> float:
-        scored.append(group.is_control)
-        return level["control"] + 0.1 * len(scored) if group.is_control else level["subject"]
-
-    check._z = z  # type: ignore[method-assign]
-    model = torch.nn.Linear(1, 1)
-    cpu = torch.device("cpu")
-
-    def controls_read(**kwargs: Any) -> bool:
-        scored.clear()
-        reading = check(model, cpu, **kwargs)
-        assert reading is not None
-        return any(scored)
-
-    far = lambda r: r.gap > 1.0  # noqa: E731
-    assert controls_read(slot="model", far=far)  # nothing kept yet
-    assert [controls_read(slot="model", far=far) for _ in range(evaluation.CONTROL_REUSE + 1)] == (
-        [False] * evaluation.CONTROL_REUSE + [True])
-    assert controls_read(slot="copy", far=far)  # another slot keeps its own
-    assert controls_read(slot="model", far=lambda r: False)  # near a decision: afresh
-    assert controls_read(far=far) and controls_read(slot="model")  # no slot, or no rule: afresh
-    level["subject"] = 0.5  # the subject comes near the control: the kept control is not enough
-    assert controls_read(slot="model", far=far)
-    reused = check(model, cpu, slot="copy", far=lambda r: True)
-    assert reused is not None and reused.control_mean_z == pytest.approx(0.35)  # the copy's first control: z 0.2..0.5
-
-
 def test_outlier_bound_is_family_wise_over_the_values() -> None:
     from unlearning_worker.verify.attacks.adaptive import outlier_bound
 
