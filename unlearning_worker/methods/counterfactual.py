@@ -580,16 +580,11 @@ class Counterfactual(UnlearningMethod):
 
     @torch.no_grad()
     def _hold_digits(self, items: set[int] | None = None) -> None:
-        """Hold the value's tokens from its first digit on, together (their sum), at what the same
-        tokens get after other digits of the format (random_digits' donors) in the same place of the
-        same record under the model as it is now (two-sided): the candidate-rank attacker compares the
-        true value with other values of the format in the person's own context, under the model being
-        attacked, by the sum over the value, and every token after the first digit differs between
-        them. The digits alone were not enough: a one-digit e-mail suffix ("...croft2@example.com")
-        held at other digits' level still ranked first of its 10 candidates on the model, after every
-        relearning and under int4 (z 1.7-2.6, demo model, P000159), because the "@" after it kept the
-        twin's level, and a twin's "@" follows two digits, where most e-mails end: the model still
-        knew that this person's suffix ends after one digit, which no decoy's does. (The sum, not each token at an even share of its run: a memorising model spends its
+        """Hold the value tokens that write digits, together (their sum), at what other digits of the
+        format (random_digits' donors) get in the same place of the same record under the model as it
+        is now (two-sided): the candidate-rank attacker compares the true value with other values of
+        the format in the person's own context, under the model being attacked, by the sum over the
+        value. (The sum, not each token at an even share of its run: a memorising model spends its
         digits unevenly, the first cheap and the next dear; on the demo model the two measured alike,
         mean z -0.42 on three subjects with uniform random digits.)
 
@@ -611,16 +606,14 @@ class Counterfactual(UnlearningMethod):
             at += len(plan.inputs)
             alternatives = [(value, [float(row[x - plan.shift - 1]) for x in value.positions])
                             for value, row in zip(plan.values, rows, strict=True) if value.positions]
-            # every run as the record with other digits has it: the value's tail after its first digit
-            # reads there what a decoy's tail reads (the same text after other digits)
-            levels = value_levels(mine, alternatives)
-            first = next((j for j, ch in enumerate(mine.text) if ch.isdigit()), len(mine.text))
+            levels = value_levels(mine, plan.twins, alternatives)
             target = self.targets[plan.target]
             assert target.level is not None and target.hold is not None
             if target.pooled is None:
                 target.pooled = torch.zeros(len(target.level), dtype=torch.bool)
-            for n, (_a, b) in enumerate(mine.offsets):
-                if b - mine.start > first and levels[n] is not None:
+            for n, (a, b) in enumerate(mine.offsets):
+                digits = any(ch.isdigit() for ch in mine.text[max(0, a - mine.start) : b - mine.start])
+                if digits and levels[n] is not None:
                     target.level[n] = float(levels[n])  # type: ignore[arg-type]
                     target.hold[n] = True
                     target.pooled[n] = True
