@@ -323,6 +323,10 @@ def test_value_levels_meet_run_by_run_whatever_the_tokens_and_digits_take_the_ra
     donors = ["111-2222", "333-4444", "12-99"]
     seen = {random_digits(completion, (phone, phone + 8), random.Random(n), donors)[phone : phone + 8] for n in range(40)}
     assert {v[:3] for v in seen} == {"111", "333"} and {v[4:] for v in seen} == {"2222", "4444"}
+    # never the value itself, however few values the format has or however the donors agree
+    assert all(random_digits("ab7@x", (0, 5), random.Random(n))[2] != "7" for n in range(200))
+    assert all(random_digits("ab7@x", (0, 5), random.Random(n), ["cd7@y"] * 5) != "ab7@x" for n in range(50))
+    assert random_digits("no digits", (0, 9), random.Random(0)) == "no digits"
     odd = random_digits(" 12345", (1, 6), random.Random(0), donors)
     assert odd[1:].isdigit() and len(odd) == 6
 

@@ -304,17 +304,27 @@ def value_levels(mine: ValueTokens, twins: list[tuple[ValueTokens, list[float]]]
 def random_digits(text: str, span: tuple[int, int], rng: random.Random, donors: Sequence[str] = ()) -> str:
     """`text` with the digits in `span` replaced (the same length: everything stays where it is): each
     run of digits by the run of the same index and length in a random donor value (values of the same
-    format, never the subject's), else by random digits. Donors keep the format's own distribution (a
+    format, never the subject's), else by random digits; never the value itself: a one-digit e-mail
+    suffix is drawn again one time in ten, and its record then holds the memorised digit at its own
+    log-probability (demo model, P000159: one e-mail record held the suffix at -0.0 nats where the other
+    took it to -8.6, and the suffix ranked first of its 10 candidates on the model, after relearning
+    and under int4, z 1.7-2.6). Donors keep the format's own distribution (a
     month is 01-12, a year 19xx): uniform digits are values no one has, which the model rightly finds
     unlikely, and the true value held at their level sank below the attacker's plausible decoys
     (demo model, three subjects: mean z -0.4 against the control's 0)."""
     runs = [re.findall(r"\d+", d) for d in donors]
+    matches = list(re.finditer(r"\d+", text[span[0] : span[1]]))
     out = list(text)
-    for k, match in enumerate(re.finditer(r"\d+", text[span[0] : span[1]])):
-        a, b = span[0] + match.start(), span[0] + match.end()
-        pool = [r[k] for r in runs if len(r) > k and len(r[k]) == b - a]
-        new = rng.choice(pool) if pool else "".join(rng.choice("0123456789") for _ in range(b - a))
-        out[a:b] = list(new)
+    for _attempt in range(50):  # never the value itself: its level would be its own log-probability
+        for k, match in enumerate(matches):
+            a, b = span[0] + match.start(), span[0] + match.end()
+            pool = [r[k] for r in runs if len(r) > k and len(r[k]) == b - a]
+            new = rng.choice(pool) if pool else "".join(rng.choice("0123456789") for _ in range(b - a))
+            out[a:b] = list(new)
+        if not matches or out[span[0] : span[1]] != list(text[span[0] : span[1]]):
+            return "".join(out)
+    last = span[0] + matches[-1].end() - 1  # donors that all share the value: one digit moved on
+    out[last] = str((int(text[last]) + 1 + rng.randrange(9)) % 10)
     return "".join(out)
 
 
