@@ -238,7 +238,9 @@ def _run(
         copies = attacker[0].attacked if attacker else []
         if copies:  # one copy per check, in turn (by the checks so far, which a resumed run knows)
             chosen = copies[len(history) % len(copies)]
-            copy_readings[chosen.mode] = rank_check(chosen.shadow, device)
+            copied = rank_check(chosen.shadow, device)
+            if copied is not None:
+                copy_readings[chosen.mode] = copied
         relearned = worst_reading(list(copy_readings.values()))
         # the forget effort on the records whose values an attacker's copy (else the model) still
         # ranks above the never-seen control, until the next check
