@@ -172,7 +172,9 @@ class UnlearningSpec:
     adversary_horizon: int = 8
     # the forms the in-loop attacker fine-tunes in, taking turns round by round, each with its own copy
     # and drift (engine._AttackerCopy): "full" weights, and "lora" (adapters.relearning_lora, the
-    # verifier's LoRA relearning). A spec with lora=True is attacked on its own adapter only
+    # verifier's LoRA relearning). A spec with lora=True is attacked on its own adapter only. Full alone
+    # by default: with LoRA too, one subject's run took 428 s against 388 s, its relearned z-scores a
+    # little nearer the control, no clear win (docs/DESIGN-NOTES.md, stop 34)
     adversary_modes: tuple[str, ...] = ("full",)
     # share of trainable weights the run may move, chosen by forget/retain Fisher ratio (1.0: all)
     saliency: float = 1.0
