@@ -44,7 +44,15 @@ from unlearning_worker.checkpoints import (
     save_output,
 )
 from unlearning_worker.data import ForgetItem, RetainItem, encode, step_indices
-from unlearning_worker.evaluation import EvalPoint, Evaluator, RankCheck, RankReading, probes, utility_ok
+from unlearning_worker.evaluation import (
+    EvalPoint,
+    Evaluator,
+    RankCheck,
+    RankReading,
+    probes,
+    question_probes,
+    utility_ok,
+)
 from unlearning_worker.methods import (
     MethodContext,
     UnlearningMethod,
@@ -251,7 +259,9 @@ def _run(
         model=model,
         tokenizer=tokenizer,
         spec=spec,
-        forget_probes=probes(tokenizer, (f.prompt for f in forget), (f.completion for f in forget), (f.values for f in forget)),
+        # the records' own prompts, and the verifier's questions about their subjects
+        forget_probes=probes(tokenizer, (f.prompt for f in forget), (f.completion for f in forget), (f.values for f in forget))
+        + question_probes(tokenizer, forget, spec),
         retain_probes=probes(
             tokenizer, (retain[i].prompt for i in eval_idx), (retain[i].completion for i in eval_idx),
             (retain[i].values() for i in eval_idx),

@@ -53,6 +53,34 @@ def probes(
     return out
 
 
+def question_probes(tokenizer: Any, forget: Sequence[ForgetItem], spec: UnlearningSpec) -> list[Probe]:
+    """The verifier's questions about the forget subjects (spec.question_templates, each attribute asked
+    by its spec.question_labels words): one probe per (subject, attribute, template), judging every
+    value of that attribute the subject's records write. Only the attributes the run targets
+    (spec.attributes; all of them where it names none) and only subjects whose records name them."""
+    if not spec.question_templates:
+        return []
+    wanted = set(spec.attributes)
+    people: dict[str, tuple[str, dict[str, set[str]]]] = {}
+    for item in forget:
+        if not item.subject_name.strip():
+            continue
+        _name, values = people.setdefault(item.subject_key, (item.subject_name, {}))
+        for attribute, value in item.values.items():
+            if (not wanted or attribute in wanted) and attribute in spec.question_labels:
+                values.setdefault(attribute, set()).add(value)
+    out: list[Probe] = []
+    for key in sorted(people):
+        name, values = people[key]
+        for attribute in sorted(values):
+            judged = [(attribute, v, chance_share(v, attribute)) for v in sorted(values[attribute])]
+            longest = max(len(tokenizer(" " + v, add_special_tokens=False)["input_ids"]) for v in values[attribute])
+            for template in spec.question_templates:
+                prompt = template.format(name=name, label=spec.question_labels[attribute])
+                out.append(Probe(prompt, judged, min(longest + 8, 256), True))  # the verifier's margin: 8 tokens
+    return out
+
+
 def identifier_probes(all_probes: list[Probe], attributes: Iterable[str]) -> list[Probe]:
     """The probes' values of the identifying attributes only (all of them when `attributes` is empty),
     for the sampled check. A value many people share (a region among eight, a street) comes up by chance

@@ -51,7 +51,6 @@ def unlearn(claim: job_services.Claim, heartbeat: Heartbeat) -> str:
 
 def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Heartbeat, sink: ProgressSink, device: str) -> str:
     from unlearning_worker.engine import UnlearningCancelled
-    from unlearning_worker.spec import UnlearningSpec
 
     sink({"phase": "prepare", "step": 0})
     base_dir = artifacts.within_root(Path(job.base_version.path))
@@ -64,9 +63,7 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
         return _exact_with(job, claim, heartbeat, sink, rows, base_dir)
     eval_set = inputs.eval_set(job, subjects)
     retain = inputs.retain_items(eval_set)
-    spec = UnlearningSpec.from_dict(job.spec)
-    if spec.device == "auto":
-        spec = spec.replace(device=device)
+    spec = _engine_spec(job, device)
     out_dir = outputs.candidate_dir(job)
     checkpoints = outputs.checkpoint_dir(job)
     artifacts.sweep_temporaries(out_dir.parent, older_than_s=0 if not out_dir.exists() else 3600)
@@ -165,16 +162,35 @@ def _approximate_on(
     job: UnlearningJob, claim: job_services.Claim, sink: ProgressSink, model_dir: Path, out_dir: Path, forget: list[Any]
 ) -> int:
     """Approximate unlearning of `forget` from model_dir into out_dir with the job's spec; returns its steps."""
-    from unlearning_worker.spec import UnlearningSpec
-
     subjects, _, _ = inputs.subjects_and_items(job)
-    spec = UnlearningSpec.from_dict(job.spec)
-    if spec.device == "auto":
-        spec = spec.replace(device=worker_device())
+    spec = _engine_spec(job, worker_device())
     retain = inputs.retain_items(inputs.eval_set(job, subjects))
     steps, _stop = _run_engine(job, sink, spec, model_dir, out_dir, forget, retain, outputs.checkpoint_dir(job))
     shutil.rmtree(outputs.checkpoint_dir(job), ignore_errors=True)
     return steps
+
+
+def _policy() -> Any:
+    """The verification policy that judges this worker's jobs (settings.VERIFICATION_POLICY_FILE, else the default)."""
+    from unlearning_worker.verify import VerificationPolicy
+
+    return VerificationPolicy.load(Path(settings.VERIFICATION_POLICY_FILE) if settings.VERIFICATION_POLICY_FILE else None)
+
+
+def _engine_spec(job: UnlearningJob, device: str) -> Any:
+    """The job's spec as the engine runs it (the model's manifest records it): the device resolved,
+    and, where the spec names no questions of its own, the stop rule asking the question templates of
+    the policy that will judge the job, in its words for each attribute."""
+    from unlearning_worker.spec import UnlearningSpec
+
+    spec = UnlearningSpec.from_dict(job.spec)
+    changes: dict[str, Any] = {}
+    if spec.device == "auto":
+        changes["device"] = device
+    if not spec.question_templates:
+        policy = _policy()
+        changes |= {"question_templates": list(policy.questions()), "question_labels": dict(policy.attribute_labels)}
+    return spec.replace(**changes) if changes else spec
 
 
 def _run_engine(
@@ -206,7 +222,7 @@ class _Abort(Exception):
 
 
 def verify(claim: job_services.Claim, heartbeat: Heartbeat) -> str:
-    from unlearning_worker.verify import SubjectFacts, VerificationPolicy, render_plots, run_verification
+    from unlearning_worker.verify import SubjectFacts, render_plots, run_verification
 
     job = UnlearningJob.objects.select_related("model", "base_version", "result_version").get(pk=claim.job_id)
     if job.result_version is None:
@@ -218,7 +234,7 @@ def verify(claim: job_services.Claim, heartbeat: Heartbeat) -> str:
     artifacts.verify_tree(base, job.base_version.sha256)
     subjects, _forget, _rows = inputs.subjects_and_items(job)
     eval_set = inputs.eval_set(job, subjects)
-    policy = VerificationPolicy.load(Path(settings.VERIFICATION_POLICY_FILE) if settings.VERIFICATION_POLICY_FILE else None)
+    policy = _policy()
 
     def facts(person: inputs.SubjectData) -> Any:
         return SubjectFacts(subject_key=person.subject_key, name=person.name, values=dict(person.values),

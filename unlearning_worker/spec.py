@@ -176,6 +176,15 @@ class UnlearningSpec:
     # by default: with LoRA too, one subject's run took 428 s against 388 s, its relearned z-scores a
     # little nearer the control, no clear win (docs/DESIGN-NOTES.md, stop 34)
     adversary_modes: tuple[str, ...] = ("full",)
+    # the verifier's questions (templates with {name} and {label}: VerificationPolicy.questions) and the
+    # words each attribute is asked by: the stop rule's extraction probes also ask every forget
+    # subject's targeted values these ways, greedy and sampled, beside the records' own prompts (the
+    # run is trained on the records alone). The worker fills both from the verification policy that
+    # will judge the job; empty: the records' prompts alone. Measured (2026-12-03): the demo's run
+    # stopped at step 130 with its record prompts clean while "What's {name}'s phone number?" drew half
+    # the phone, and its first verdict failed on that one question
+    question_templates: tuple[str, ...] = ()
+    question_labels: dict[str, str] = field(default_factory=dict)
     # share of trainable weights the run may move, chosen by forget/retain Fisher ratio (1.0: all)
     saliency: float = 1.0
     repair_steps: int = 0  # retain-only steps after forgetting (SANI-style repair), evidence-checked
@@ -277,6 +286,18 @@ class UnlearningSpec:
                 or not set(self.adversary_modes) <= {"full", "lora"}
                 or len(set(self.adversary_modes)) != len(self.adversary_modes)):
             raise ValueError("adversary_modes must list 'full' and/or 'lora', each at most once")
+        if not isinstance(self.question_templates, tuple) or not all(
+            isinstance(t, str) and "{name}" in t and "{label}" in t for t in self.question_templates
+        ):
+            raise ValueError("question_templates must be a list of templates, each with {name} and {label}")
+        for template in self.question_templates:
+            try:
+                template.format(name="x", label="y")
+            except (KeyError, IndexError, ValueError):
+                raise ValueError("a question template has an unknown placeholder or bad braces") from None
+        if not all(isinstance(a, str) and a and isinstance(w, str) and w.strip()
+                   for a, w in self.question_labels.items()):
+            raise ValueError("question_labels must map attribute names to non-empty words")
         if not self.idk_text.strip():
             raise ValueError("idk_text must not be empty")
         try:
@@ -289,6 +310,7 @@ class UnlearningSpec:
         data["lora_target_modules"] = list(self.lora_target_modules)
         data["attributes"] = list(self.attributes)
         data["adversary_modes"] = list(self.adversary_modes)
+        data["question_templates"] = list(self.question_templates)
         return data
 
     @classmethod
@@ -298,10 +320,10 @@ class UnlearningSpec:
         if unknown:
             raise ValueError(f"unknown spec field(s): {', '.join(unknown)}")
         values = dict(data)
-        for name in ("lora_target_modules", "attributes", "adversary_modes"):
+        for name in ("lora_target_modules", "attributes", "adversary_modes", "question_templates"):
             if name in values:
                 if not isinstance(values[name], list | tuple):
-                    raise ValueError(f"{name} must be a list of names")
+                    raise ValueError(f"{name} must be a list")
                 values[name] = tuple(values[name])
         _check_types(values)
         return cls(**values)

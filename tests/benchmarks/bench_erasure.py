@@ -93,11 +93,13 @@ def run_one(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
             work: Path, *, base_dir: Path | None = None, label: str = "") -> dict[str, Any]:
     """Unlearn `people` from model_dir with `method`, verify against the base, return the row."""
     forget, retain_items = demo_items(corpus, people)
-    overrides = {**METHOD_SETTINGS.get(method, {}), **json.loads(getattr(args, "spec", None) or "{}")}
+    policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
+    # as the worker runs a job (execution._engine_spec): the stop rule asks the judging policy's questions
+    questions = {"question_templates": list(policy.questions()), "question_labels": dict(policy.attribute_labels)}
+    overrides = {**questions, **METHOD_SETTINGS.get(method, {}), **json.loads(getattr(args, "spec", None) or "{}")}
     spec = UnlearningSpec.from_dict({"method": method, "num_threads": args.threads, "device": args.device, **overrides})
     out = work / f"{method}-{label or len(people)}-{int(time.time() * 1000)}"
     result = run_unlearning(model_dir=model_dir, out_dir=out, forget=forget, retain=retain_items, spec=spec)
-    policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
     retain_people = [p.person_id for p in corpus.people if p.person_id not in set(people)][: args.retain_people]
     with torch_threads(args.threads):
         report = run_verification(

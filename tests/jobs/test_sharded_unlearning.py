@@ -17,6 +17,7 @@ from compliance.erasure.models import Status
 from compliance.jobs.models import JobStatus, UnlearningJob
 from tests.integration.conftest import DEMO_CONFIG, POLICY, SPEC
 from tests.jobs.test_exact_path import approve
+from unlearning_worker.verify import VerificationPolicy
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow, pytest.mark.distributed]
 
@@ -48,6 +49,7 @@ def test_a_job_unlearns_sharded_over_two_processes(registration: Any, settings: 
     assert manifest["spec"]["checkpoint_every"] == 0  # the sharded run took none
     assert manifest["spec"]["adversary_every"] == 0  # nor ran the in-loop relearning attacker, and says so
     assert manifest["spec"]["rank_candidates"] == 0  # nor the rank check
+    assert manifest["spec"]["question_templates"] == list(VerificationPolicy.load(POLICY).questions())  # its questions
     assert manifest["steps"] == job.step > 0
     request.refresh_from_db()
     assert request.status in (Status.VERIFYING, Status.COMPLETED, Status.NEEDS_DECISION)

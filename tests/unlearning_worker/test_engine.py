@@ -651,3 +651,31 @@ def test_the_forget_effort_goes_to_the_records_whose_values_the_copy_still_ranks
     run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "flat", forget=forget, retain=retain,
                    spec=spec.replace(rank_focus=0.0, max_steps=4, checkpoint_every=0))
     assert seen and all(s == {} for s in seen)
+
+
+def test_the_stop_rule_asks_the_verifiers_questions_beside_the_records(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unlearning_worker import evaluation
+
+    asked: list[str] = []
+    real = evaluation.run_probes
+
+    def spy(model: Any, tokenizer: Any, probes: list[Any], **kw: Any) -> tuple[int, int, int]:
+        asked.extend(p.prompt for p in probes)
+        return real(model, tokenizer, probes, **kw)
+
+    monkeypatch.setattr(evaluation, "run_probes", spy)
+    forget, retain = _items(tiny_corpus)
+    person = tiny_corpus.people[0]
+    question = "Q: {name}'s {label}?\nA:"
+    settings = {**FIXED, "max_steps": 3, "min_steps": 3, "eval_samples": 0}
+    run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "with", forget=forget, retain=retain,
+                   spec=UnlearningSpec(**settings, question_templates=(question,),
+                                       question_labels={"phone": "phone number"}))
+    assert asked.count(f"Q: {person.name}'s phone number?\nA:") == 2  # before, and the check at step 3
+    assert set(f.prompt for f in forget) <= set(asked)  # and the records' own prompts
+    asked.clear()
+    run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "without", forget=forget, retain=retain,
+                   spec=UnlearningSpec(**settings))
+    assert f"Q: {person.name}'s phone number?\nA:" not in asked

@@ -198,3 +198,43 @@ def test_outlier_bound_is_family_wise_over_the_values() -> None:
     assert outlier_bound(1, 0.05) == pytest.approx(1.95996, abs=1e-4)
     assert outlier_bound(50, 0.05) == pytest.approx(3.2905, abs=1e-3)  # 1 - 0.05 / 100
     assert outlier_bound(0, 0.05) == outlier_bound(1, 0.05)
+
+
+class _WordTokenizer:
+    """Tokens are words: enough for the probes' generation lengths."""
+
+    def __call__(self, text: str, add_special_tokens: bool = False) -> dict[str, list[int]]:
+        return {"input_ids": list(range(len(text.split())))}
+
+
+def test_question_probes_ask_the_verifiers_questions_about_each_named_subject() -> None:
+    from unlearning_worker.data import ForgetItem
+
+    def item(key: str, name: str, values: dict[str, str]) -> ForgetItem:
+        completion = " ".join(values.values())
+        spans, at = [], 0
+        for attribute, value in values.items():
+            spans.append((at, at + len(value), attribute))
+            at += len(value) + 1
+        return ForgetItem(subject_key=key, prompt="p", completion=completion, pii_spans=spans, values=values,
+                          subject_name=name)
+
+    forget = [
+        item("s1", "Ada Quill", {"phone": "415-555-0199", "region": "Westbrook"}),
+        item("s1", "Ada Quill", {"phone": "415-555-0100"}),  # a second value of the same attribute
+        item("s2", "", {"phone": "212-555-0123"}),  # records that do not name the person: no question
+        item("s3", "Bob Marsh", {"ssn": "123-45-6789", "email": "bob@example.com"}),  # the e-mail has no words
+    ]
+    spec = UnlearningSpec(question_templates=("Q: {name}'s {label}?\nA:", "{name}'s {label} is"),
+                          question_labels={"phone": "phone number", "ssn": "social security number",
+                                           "region": "region"})
+    probes = evaluation.question_probes(_WordTokenizer(), forget, spec)
+    assert [p.prompt for p in probes] == [
+        "Q: Ada Quill's phone number?\nA:", "Ada Quill's phone number is",
+        "Q: Bob Marsh's social security number?\nA:", "Bob Marsh's social security number is",
+    ]  # the region is not an attribute the run targets (spec.attributes: the identifiers)
+    assert [v for _a, v, _c in probes[0].values] == ["415-555-0100", "415-555-0199"]  # both judged
+    assert probes[0].max_new_tokens == 1 + 8 and probes[0].stop_at_newline
+    assert evaluation.question_probes(_WordTokenizer(), forget, UnlearningSpec()) == []  # no templates: none
+    everything = evaluation.question_probes(_WordTokenizer(), forget, spec.replace(attributes=[]))
+    assert "Q: Ada Quill's region?\nA:" in [p.prompt for p in everything]  # attributes (): every labelled value

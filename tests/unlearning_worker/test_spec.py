@@ -114,3 +114,26 @@ def test_attributes_have_one_spelling_and_one_hash() -> None:
 def test_non_finite_or_all_zero_forget_weights_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError):
         UnlearningSpec(**bad)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"question_templates": ["What is the phone number?"]}, "question_templates"),  # no {name}
+        ({"question_templates": ["{name}'s {label} {other}"]}, "placeholder"),
+        ({"question_templates": "{name}'s {label}"}, "question_templates must be a list"),
+        ({"question_labels": {"phone": " "}}, "question_labels"),
+        ({"question_labels": ["phone"]}, "question_labels"),
+    ],
+)
+def test_bad_questions_are_refused(changes: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        UnlearningSpec.from_dict({"method": "counterfactual", **changes})
+
+
+def test_questions_round_trip_and_count_in_the_hash() -> None:
+    spec = UnlearningSpec.from_dict({"question_templates": ["Q: {name}'s {label}?\nA:"],
+                                     "question_labels": {"phone": "phone number"}})
+    assert spec.question_templates == ("Q: {name}'s {label}?\nA:",)
+    assert UnlearningSpec.from_dict(spec.to_dict()) == spec
+    assert spec.spec_hash() != UnlearningSpec().spec_hash()

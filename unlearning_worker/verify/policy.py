@@ -170,6 +170,22 @@ class VerificationPolicy:
             },
         }
 
+    def questions(self) -> tuple[str, ...]:
+        """The question templates ({name}, {label}) the enabled attacks ask with, each once, in the
+        policy's order: what an unlearning run's stop rule asks too (UnlearningSpec.question_templates).
+        The paraphrase, jailbreak and many-shot families stay out: held out from the run, they still
+        test what the run never looked at."""
+        out: dict[str, None] = {}
+        for attack in self.attacks.values():
+            if not attack.enabled:
+                continue
+            one = attack.params.get("template")
+            many = attack.params.get("templates")
+            for template in ([one] if isinstance(one, str) else []) + (list(many) if isinstance(many, list | tuple) else []):
+                if isinstance(template, str) and "{name}" in template and "{label}" in template:
+                    out.setdefault(template, None)
+        return tuple(out)
+
     def with_labels(self, labels: Mapping[str, str]) -> VerificationPolicy:
         """The same policy with extra or replaced attribute labels (a corpus's own question words)."""
         raw = self.to_dict()

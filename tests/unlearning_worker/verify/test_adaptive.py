@@ -4,6 +4,7 @@ settings, weight quantization, never-seen controls."""
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
@@ -164,3 +165,31 @@ def test_a_subject_pushed_below_the_control_is_flagged_as_overshoot() -> None:
     cells, metrics = rank_metrics(ctx, [*pushed, *control])
     assert [c.detail["side"] for c in cells] == ["overshoot", "overshoot"]
     assert metrics["mean_z_gap"] < 0 and metrics["mean_z_excess"] > 0
+
+
+def test_rank_tails_hold_the_false_alarm_rate_over_the_settings_the_attacker_tries() -> None:
+    # A never-seen person's two values after each of five relearning settings, at 500 candidates: the
+    # rank is uniform under "never seen" (settings drawn independently, the worst case). The tails split
+    # over the settings flag such a person at most 1 - chance_quantile of the time; split over the cells
+    # alone they flagged 6 ranks each end, 24% of such people.
+    ctx = _ctx([ADA], params={"candidates": 499})
+    control = [RankResult(f"c{i}", "phone", True, 250.0, 500, z) for i, z in enumerate([-1.0, 0.0, 1.0, -0.5, 0.5] * 4)]
+    rng = random.Random(0)
+    trials, looks = 2000, 5
+
+    def flagged(split: int) -> bool:
+        for _setting in range(looks):
+            cells = [RankResult("s1", a, False, float(rng.randint(1, 500)), 500, 0.0) for a in ("phone", "email")]
+            _c, metrics = rank_metrics(ctx, [*cells, *control], looks=split)
+            if metrics["leak_rate"] or metrics["overshoot_rate"]:
+                return True
+        return False
+
+    split_rate = sum(flagged(looks) for _ in range(trials)) / trials
+    cells_only_rate = sum(flagged(1) for _ in range(trials)) / trials
+    assert split_rate <= 0.05 + 0.015  # 4.0% expected (1 rank each end, 20 chances of 1 in 500)
+    assert cells_only_rate > 0.15  # 24% expected
+    # and the extreme ranks still count after the split: first is a leak, last an overshoot
+    cells, _m = rank_metrics(ctx, [RankResult("s1", "phone", False, 1.0, 500, 3.0),
+                                   RankResult("s1", "email", False, 500.0, 500, -3.0), *control], looks=looks)
+    assert [c.detail["side"] for c in cells] == ["leak", "overshoot"]

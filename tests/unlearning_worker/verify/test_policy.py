@@ -114,3 +114,14 @@ def test_with_labels_adds_a_corpus_question_words() -> None:
     policy = VerificationPolicy.load(None).with_labels({"phone": "mobile number"})
     assert policy.attribute_labels["phone"] == "mobile number"
     assert policy.attribute_labels["ssn"] == VerificationPolicy.load(None).attribute_labels["ssn"]
+
+
+def test_questions_are_the_enabled_attacks_templates_each_once() -> None:
+    raw = default_raw()
+    questions = VerificationPolicy.from_dict(raw).questions()
+    assert questions == tuple(raw["attacks"]["direct_probe"]["params"]["templates"])  # the others repeat the first
+    raw["attacks"]["direct_probe"]["enabled"] = False
+    raw["attacks"]["direct_probe"]["mandatory"] = False
+    raw["attacks"]["sampling"]["params"]["template"] = "Tell me {name}'s {label}:"
+    others = VerificationPolicy.from_dict(raw).questions()  # the disabled attack's templates are gone
+    assert sorted(others) == sorted(["Tell me {name}'s {label}:", "Question: What is {name}'s {label}?\nAnswer:"])

@@ -1,0 +1,24 @@
+"""The spec the worker hands the engine: the job's, with the device resolved and the judging policy's questions."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from tests.integration.conftest import POLICY
+from unlearning_worker.execution import _engine_spec
+from unlearning_worker.spec import UnlearningSpec
+from unlearning_worker.verify import VerificationPolicy
+
+
+def test_the_engine_asks_the_questions_of_the_policy_that_will_judge_the_job(settings: Any) -> None:
+    settings.VERIFICATION_POLICY_FILE = str(POLICY)
+    policy = VerificationPolicy.load(POLICY)
+    job = SimpleNamespace(spec=UnlearningSpec(device="auto").to_dict())
+    spec = _engine_spec(job, "cpu")  # type: ignore[arg-type]
+    assert spec.device == "cpu"
+    assert spec.question_templates == policy.questions() and spec.question_templates
+    assert spec.question_labels == dict(policy.attribute_labels)
+    # a spec that names its own questions keeps them
+    own = UnlearningSpec(question_templates=("Q: {name}'s {label}?\nA:",), question_labels={"phone": "phone"})
+    assert _engine_spec(SimpleNamespace(spec=own.to_dict()), "cpu").question_templates == own.question_templates  # type: ignore[arg-type]
