@@ -8,6 +8,7 @@ as "before", which also gives the before/after comparison the issue asks for.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,8 @@ def test_verbatim_rouge_separates_forget_from_holdout(trained_report: Verificati
 def test_exposure_ranks_true_value_first_only_when_memorised(
     trained_report: VerificationReport, untrained_report: VerificationReport
 ) -> None:
+    from unlearning_worker.verify.attacks.whitebox import chance_mean_exposure
+
     trained = _cells(trained_report, "exposure")
     assert all(c.detail["candidates"] == 100 for c in trained)
     assert sum(1 for c in trained if c.detail["rank"] == 1) >= 5
@@ -96,7 +99,7 @@ def test_exposure_ranks_true_value_first_only_when_memorised(
     assert untrained["mean_exposure_bits"] < 2.5
     assert untrained["mean_exposure_excess"] == 0.0  # within what chance gives six cells
     metrics = trained_report.attacks["exposure"].after.metrics
-    assert metrics["chance_exposure_bits"] == pytest.approx(2.528, abs=0.001)  # six cells at 0.95
+    assert metrics["chance_exposure_bits"] == pytest.approx(chance_mean_exposure(6, 0.975))  # six cells, half the level
     assert metrics["mean_exposure_excess"] == pytest.approx(metrics["mean_exposure_bits"] - metrics["chance_exposure_bits"])
     assert metrics["mean_exposure_excess"] > 2.0
 
@@ -136,13 +139,56 @@ def test_membership_inference_auc(trained_report: VerificationReport, untrained_
 
 
 def test_logit_lens_excess_is_what_the_noise_band_leaves(trained_report: VerificationReport) -> None:
-    import math
+    from unlearning_worker.verify.attacks.whitebox import poisson_binomial_quantile
 
     m = trained_report.attacks["logit_lens"].after.metrics
-    n = len(_cells(trained_report, "logit_lens"))
-    assert m["noise_band"] == pytest.approx(1.96 * math.sqrt(m["chance_rate"] * (1 - m["chance_rate"]) / n))
+    cells = _cells(trained_report, "logit_lens")
+    n = len(cells)
+    bound = poisson_binomial_quantile([c.chance for c in cells], 0.95) / n  # type: ignore[misc]
+    assert m["chance_rate"] == pytest.approx(sum(c.chance for c in cells) / n)  # type: ignore[misc]
+    assert m["noise_band"] == pytest.approx(max(0.0, bound - m["chance_rate"]))
     assert m["leak_rate_excess"] == pytest.approx(max(0.0, m["leak_rate_over_chance"] - m["noise_band"]))
     assert m["leak_rate_excess"] > 0.05  # the memorising model still fails the default rule
+    assert m["control_leak_rate"] is not None  # the never-seen control people were read the same way
+    assert all(c.detail["control_cells"] >= 0 for c in cells)
+
+
+def test_exposure_rules_together_hold_the_false_failure_rate() -> None:
+    # A never-seen person's values rank uniformly among their candidates. The cell rule and the mean
+    # rule, each at half the level, fail such a person at most 5% of the time together; the default
+    # policy's thresholds (leak_rate <= 0.1, mean_exposure_excess <= 0) read the metrics.
+    import random
+
+    from unlearning_worker.verify.attacks.whitebox import judge_exposure
+
+    rng = random.Random(0)
+    for cells in (1, 3, 10):
+        fails = 0
+        for _ in range(4000):
+            ranked = []
+            for i in range(cells):
+                rank = rng.randint(1, 1000)
+                ranked.append(("s", f"a{i}", math.log2(1000) - math.log2(rank), float(rank), 1000))
+            _c, m = judge_exposure(ranked, 6.64, 0.95)
+            fails += m["leak_rate"] > 0.1 or m["mean_exposure_excess"] > 0.0  # type: ignore[operator]
+        assert fails / 4000 <= 0.05 + 0.01, (cells, fails)
+    # a value ranked first still leaks, and a leak needs leak_bits even where the tail is wider
+    cells_, _m = judge_exposure([("s", "phone", math.log2(1000), 1.0, 1000)], 6.64, 0.95)
+    assert cells_[0].success
+    cells_, _m = judge_exposure([("s", "phone", math.log2(1000) - math.log2(20), 20.0, 1000)], 6.64, 0.5)
+    assert not cells_[0].success  # rank 20 of 1,000: 5.6 bits, under leak_bits though inside a 25% tail
+
+
+def test_poisson_binomial_quantile_is_exact() -> None:
+    from unlearning_worker.verify.attacks.whitebox import poisson_binomial_quantile
+
+    # three cells at chances 0.22, 0.03, 0.17: P(S = 0) = 0.628, P(S <= 1) = 0.953
+    assert poisson_binomial_quantile([0.22, 0.03, 0.17], 0.95) == 1
+    assert poisson_binomial_quantile([0.22, 0.03, 0.17], 0.96) == 2
+    assert poisson_binomial_quantile([0.0] * 5, 0.95) == 0
+    assert poisson_binomial_quantile([1.0] * 4, 0.95) == 4
+    assert poisson_binomial_quantile([0.5] * 10, 0.5) == 5  # the median of Binomial(10, 0.5)
+    assert poisson_binomial_quantile([], 0.95) == 0
 
 
 def test_auc_noise_band_shrinks_with_the_sample() -> None:
