@@ -4,6 +4,7 @@
     .venv/bin/python -m tests.benchmarks.bench_erasure --methods counterfactual,floor,ga --subjects 1
     .venv/bin/python -m tests.benchmarks.bench_erasure --sections jobs                   # 10 subjects in one job, 10 sequential jobs
     .venv/bin/python -m tests.benchmarks.bench_erasure --sections sequential --sequential 3   # accumulation only
+    .venv/bin/python -m tests.benchmarks.bench_erasure --sections calibration            # the verifier on never-seen people
     .venv/bin/python -m tests.benchmarks.bench_erasure --size medium                     # 10-30M parameters, 500 people (cached)
     .venv/bin/python -m tests.benchmarks.bench_erasure --size gpu --device cuda          # 100M+ parameters (device only)
 
@@ -38,7 +39,7 @@ from typing import Any
 
 from tests.benchmarks.bench_unlearning import pick_people
 from tests.benchmarks.bench_verify import facts_for, holdout_texts
-from unlearning_worker.demo.corpus import ATTRIBUTE_LABELS, DemoCorpus, demo_items
+from unlearning_worker.demo.corpus import ATTRIBUTE_LABELS, DemoCorpus, bio_record, demo_items, qa_record
 from unlearning_worker.demo.trainer import DemoModelConfig, train_demo_model
 from unlearning_worker.engine import run_unlearning
 from unlearning_worker.spec import UnlearningSpec
@@ -237,6 +238,54 @@ def section_sequential(args: argparse.Namespace, model_dir: Path, corpus: DemoCo
           f" {sum(r['report'].verdict.passed for r in acc_rows)} of {len(acc_rows)} passed")
 
 
+def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, work: Path) -> None:
+    """The verifier on people the model never saw: each held-out person beyond the control people is
+    verified alone as a subject of the base model (its own records as its forget texts, kept out of the
+    membership holdout), against the same control people as every other row. Such a person must pass:
+    each attack's false-failure share should sit at the policy's chance level (5%) or below. The
+    relearning and quantization attacks fine-tune or quantize copies (minutes a person) and run only
+    with --calibration-attacks naming them."""
+    from unlearning_worker.verify.lm import load_model
+    from unlearning_worker.verify.runner import verify_loaded
+
+    policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
+    wanted = set(args.calibration_attacks or [a for a in policy.attacks if a not in ("relearning", "quantization")])
+    raw = policy.to_dict()
+    for name, attack in raw["attacks"].items():
+        if name not in wanted:
+            attack["enabled"] = attack["mandatory"] = False
+    policy = VerificationPolicy.from_dict(raw)
+    people = corpus.holdout_people[args.controls : args.controls + args.calibration]
+    print(f"\n== calibration: {len(people)} people the {args.size} model never saw, each verified alone "
+          f"({', '.join(sorted(wanted))}); target: each attack fails <= 5% of them")
+    lm = load_model(model_dir, args.device)
+    controls = controls_for(corpus, args.controls)
+    retain = facts_for(corpus, [p.person_id for p in corpus.people][: args.retain_people])
+    general = [r.text for r in corpus.records if r.kind == "general"]
+    fails: dict[str, int] = {name: 0 for name in sorted(wanted)}
+    any_fail = 0
+    started = time.perf_counter()
+    for i, person in enumerate(people):
+        index = args.controls + i
+        own = [bio_record(person, index).text, *(qa_record(person, a).text for a in ATTRIBUTE_LABELS)]
+        subject = SubjectFacts(subject_key=f"never-seen-{i}", name=person.name,
+                               values={a: person.attribute(a) for a in ATTRIBUTE_LABELS}, forget_texts=own)
+        with torch_threads(args.threads):
+            report = verify_loaded(lm=lm, base_loader=None, subjects=[subject], retain=retain,
+                                   holdout_texts=[t for t in holdout_texts(corpus) if t not in own],
+                                   general_texts=general, policy=policy, controls=controls)
+        failed = sorted({c.attack for c in report.verdict.checks if c.decides_failure})
+        for name in failed:
+            fails[name] += 1
+        any_fail += bool(failed)
+        print(f"  never-seen person {i + 1}: {'FAIL ' + ', '.join(failed) if failed else 'pass'}", flush=True)
+    n = max(1, len(people))
+    print(f"  {'attack':<22} {'failed':>7} {'share':>7}  (target <= 5.0%)")
+    for name, count in fails.items():
+        print(f"  {name:<22} {count:>7} {100 * count / n:6.1f}%{'  over' if count / n > 0.05 else ''}")
+    print(f"  {'the whole verdict':<22} {any_fail:>7} {100 * any_fail / n:6.1f}%   ({time.perf_counter() - started:.0f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="demo")
@@ -248,6 +297,9 @@ def main() -> None:
                         help="subject ids (e.g. P000000, the demo's subject) instead of --subjects picked by --seed")
     parser.add_argument("--sequential", type=int, default=10, help="jobs in the accumulation section")
     parser.add_argument("--controls", type=int, default=10)
+    parser.add_argument("--calibration", type=int, default=40, help="never-seen people in the calibration section")
+    parser.add_argument("--calibration-attacks", type=lambda s: s.split(","), default=None,
+                        help="attacks the calibration section runs (default: all but relearning and quantization)")
     parser.add_argument("--retain-people", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -268,7 +320,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-erasure-"))
     try:
         for section in args.sections:
-            {"methods": section_methods, "jobs": section_jobs, "sequential": section_sequential}[section](
+            {"methods": section_methods, "jobs": section_jobs, "sequential": section_sequential,
+             "calibration": section_calibration}[section](
                 args, model_dir, corpus, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)

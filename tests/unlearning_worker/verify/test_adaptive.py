@@ -13,11 +13,11 @@ from unlearning_worker.verify import SubjectFacts, VerificationPolicy
 from unlearning_worker.verify.attacks.adaptive import (
     RankResult,
     RelearnSetting,
-    _swap_identity,
     rank_metrics,
     record_prefixes,
     relearning_texts,
 )
+from unlearning_worker.verify.attacks.common import swap_identity
 from unlearning_worker.verify.attacks.quantization import quantize_weights
 from unlearning_worker.verify.registry import AttackContext
 from unlearning_worker.verify.runner import never_seen_controls
@@ -39,7 +39,7 @@ def _ctx(subjects: list[SubjectFacts], controls: list[SubjectFacts] = (), **kw: 
 
 
 def test_swap_identity_replaces_values_full_and_partial_names() -> None:
-    swapped = _swap_identity(ADA.forget_texts[0], ADA, BOB)
+    swapped = swap_identity(ADA.forget_texts[0], ADA, BOB)
     assert swapped == "Bob Marsh can be reached at 212-555-0123 or bob.marsh3@example.com. Bob likes tea.\n"
     assert "Ada" not in swapped and "415" not in swapped
 
@@ -58,11 +58,13 @@ def _results(subject_ranks: list[float], control_ranks: list[float], candidates:
 
 
 def test_rank_rule_flags_both_tails_at_the_family_wise_level() -> None:
-    ctx = _ctx([ADA])  # 2 cells: each tail is (1 - 0.95) / 2 / 2 of 1,000 ranks = 12 ranks
-    cells, metrics = rank_metrics(ctx, _results([12, 500], [3, 400, 999]))
+    # 2 cells, the level halved between the tail rule and the mean rule: each tail is
+    # (1 - 0.95) / 2 / 2 / 2 of 1,000 ranks = 6 ranks
+    ctx = _ctx([ADA])
+    cells, metrics = rank_metrics(ctx, _results([6, 500], [3, 400, 999]))
     assert [c.success for c in cells] == [True, False]
     assert cells[0].detail["side"] == "leak"
-    cells, metrics = rank_metrics(ctx, _results([13, 989], [500]))  # 989..1000: the bottom 12
+    cells, metrics = rank_metrics(ctx, _results([7, 995], [500]))  # 995..1000: the bottom 6
     assert [c.detail["side"] for c in cells] == ["none", "overshoot"]
     assert metrics["leak_rate"] == 0.0 and metrics["overshoot_rate"] == 0.5
 
@@ -83,7 +85,7 @@ def test_a_value_with_too_few_candidates_for_the_tail_is_not_judged_by_its_rank(
     assert metrics["rank1_share"] == 0.0 and metrics["top10_share"] == 0.0
     assert metrics["control_rank1_share"] == 0.0
     # with enough candidates the same rank is a leak
-    cells, metrics = rank_metrics(ctx, [RankResult("s1", "email", False, 1.0, 100, 1.8), *results[1:]])
+    cells, metrics = rank_metrics(ctx, [RankResult("s1", "email", False, 1.0, 200, 1.8), *results[1:]])
     assert cells[0].detail["side"] == "leak" and metrics["leak_rate"] == 0.5
     # many cells (40 subjects x 2: each tail 0.03% of the ranks) with every candidate drawn: rank 1 of
     # 1,000 stays a leak, the policy chose that many candidates
@@ -147,8 +149,8 @@ def test_mean_z_gap_is_judged_against_the_control_spread() -> None:
     control = [RankResult(f"c{i}", "a", True, 500.0, 1000, z) for i, z in enumerate([-1.0, 0.0, 1.0, -0.5, 0.5] * 3)]
     shifted = [RankResult("s1", "phone", False, 300.0, 1000, 1.9), RankResult("s1", "email", False, 200.0, 1000, 1.8)]
     _cells, metrics = rank_metrics(ctx, [*shifted, *control])
-    # band: 1.96 x max(1, sd) x sqrt(1/2 + 1/15) = 1.48; gap 1.85
-    assert metrics["mean_z_band"] == pytest.approx(1.96 * math.sqrt(1 / 2 + 1 / 15), rel=1e-3)
+    # band, at half the level (the tail rule has the other half): 2.24 x max(1, sd) x sqrt(1/2 + 1/15) = 1.69
+    assert metrics["mean_z_band"] == pytest.approx(2.2414 * math.sqrt(1 / 2 + 1 / 15), rel=1e-3)
     assert metrics["mean_z_excess"] == pytest.approx(1.85 - metrics["mean_z_band"], rel=1e-3)
     plain = [RankResult("s1", "phone", False, 300.0, 1000, 0.4), RankResult("s1", "email", False, 200.0, 1000, -0.9)]
     _cells, metrics = rank_metrics(ctx, [*plain, *control])
@@ -171,7 +173,7 @@ def test_rank_tails_hold_the_false_alarm_rate_over_the_settings_the_attacker_tri
     # A never-seen person's two values after each of five relearning settings, at 500 candidates: the
     # rank is uniform under "never seen" (settings drawn independently, the worst case). The tails split
     # over the settings flag such a person at most 1 - chance_quantile of the time; split over the cells
-    # alone they flagged 6 ranks each end, 24% of such people.
+    # (and the two rules) alone they flag 3 ranks each end, 12% of such people.
     ctx = _ctx([ADA], params={"candidates": 499})
     control = [RankResult(f"c{i}", "phone", True, 250.0, 500, z) for i, z in enumerate([-1.0, 0.0, 1.0, -0.5, 0.5] * 4)]
     rng = random.Random(0)
@@ -188,7 +190,7 @@ def test_rank_tails_hold_the_false_alarm_rate_over_the_settings_the_attacker_tri
     split_rate = sum(flagged(looks) for _ in range(trials)) / trials
     cells_only_rate = sum(flagged(1) for _ in range(trials)) / trials
     assert split_rate <= 0.05 + 0.015  # 4.0% expected (1 rank each end, 20 chances of 1 in 500)
-    assert cells_only_rate > 0.15  # 24% expected
+    assert cells_only_rate > 0.08  # 12% expected
     # and the extreme ranks still count after the split: first is a leak, last an overshoot
     cells, _m = rank_metrics(ctx, [RankResult("s1", "phone", False, 1.0, 500, 3.0),
                                    RankResult("s1", "email", False, 500.0, 500, -3.0), *control], looks=looks)

@@ -16,7 +16,7 @@ import pytest
 
 from unlearning_worker.threads import torch_threads
 from unlearning_worker.verify import ATTACKS, VerificationPolicy, VerificationReport, run_verification
-from unlearning_worker.verify.registry import Cell
+from unlearning_worker.verify.registry import AttackContext, Cell
 
 EXTRACTION = ("direct_probe", "sampling", "paraphrase_jailbreak", "verbatim", "exposure", "logit_lens")
 
@@ -130,12 +130,43 @@ def test_chance_exposure_holds_the_false_failure_rate_at_every_job_size() -> Non
             chance_mean_exposure(cells, quantile)
 
 
-def test_membership_inference_auc(trained_report: VerificationReport, untrained_report: VerificationReport) -> None:
+def test_membership_inference_auc(world: Any, trained_report: VerificationReport,
+                                  untrained_report: VerificationReport) -> None:
     assert trained_report.attacks["membership_inference"].after.metrics["auc"] > 0.9
     assert untrained_report.attacks["membership_inference"].after.metrics["auc_deviation"] < 0.25
     metrics = trained_report.attacks["membership_inference"].after.metrics
     assert metrics["auc_excess_deviation"] == pytest.approx(max(0.0, metrics["auc_deviation"] - metrics["auc_noise_band"]))
     assert 0.0 < metrics["auc_noise_band"] < 0.5
+    assert metrics["auc_excess_deviation"] > 0.05  # the memorising model still fails the default rule
+    # four control people: too few to read the design effect from, so the band is the independent one
+    from unlearning_worker.verify.attacks.whitebox import auc_noise_band
+
+    n_pos = sum(len(s.forget_texts) for s in world.subjects)
+    assert metrics["design_effect"] is None and len(world.controls) == 4
+    assert metrics["auc_noise_band"] == pytest.approx(auc_noise_band(n_pos, len(world.holdout_texts), 1.96))
+
+
+def test_membership_band_allows_for_records_that_come_in_people(world: Any) -> None:
+    """Ten generated never-seen people, each given the subjects' records with the identity swapped:
+    their AUCs' spread over the independent band is the design effect, and the band widens by it."""
+    from unlearning_worker.verify.attacks.whitebox import auc_noise_band, membership_inference
+    from unlearning_worker.verify.lm import load_model
+    from unlearning_worker.verify.runner import _secrets, never_seen_controls
+
+    controls = never_seen_controls(world.subjects, world.retain, world.policy, count=10)
+    population, secrets = _secrets([*world.subjects, *controls], world.retain)
+    with torch_threads(1):
+        ctx = AttackContext(lm=load_model(world.untrained_dir), subjects=world.subjects, retain=world.retain,
+                            holdout_texts=world.holdout_texts, general_texts=[], params={"k_percent": 20.0,
+                            "batch_size": 32, "z": 1.96}, leak_share=0.5, chance_quantile=0.95,
+                            attribute_labels=world.policy.attribute_labels, attributes=None, seed=0, secrets=secrets,
+                            population=population, controls=controls)
+        metrics = membership_inference(ctx).metrics
+    n_pos = sum(len(s.forget_texts) for s in world.subjects)
+    assert metrics["design_effect"] is not None and metrics["design_effect"] >= 1.0
+    assert metrics["control_auc_spread"] is not None and metrics["control_auc_spread"] > 0
+    assert metrics["auc_noise_band"] == pytest.approx(
+        auc_noise_band(n_pos, len(world.holdout_texts), 1.96) * math.sqrt(metrics["design_effect"]))
 
 
 def test_logit_lens_excess_is_what_the_noise_band_leaves(trained_report: VerificationReport) -> None:
@@ -218,7 +249,6 @@ def test_report_is_json_and_holds_no_plaintext_values(world: Any, trained_report
 
 def test_cell_quantile_holds_the_family_wise_false_leak_rate() -> None:
     from unlearning_worker.verify import SubjectFacts
-    from unlearning_worker.verify.registry import AttackContext
 
     people = [SubjectFacts(f"s{i}", f"Person {i}", {"phone": "555-010-000" + str(i), "ssn": "123-45-678" + str(i)})
               for i in range(5)]

@@ -33,7 +33,6 @@ from __future__ import annotations
 import copy
 import math
 import random
-import re
 import statistics
 import time
 from collections.abc import Mapping, Sequence
@@ -43,7 +42,14 @@ from typing import Any
 import torch
 
 from unlearning_worker.adapters import relearning_lora
-from unlearning_worker.verify.attacks.common import TRAINED_TEMPLATE, Probe, fill, judge_cells, run_probes
+from unlearning_worker.verify.attacks.common import (
+    TRAINED_TEMPLATE,
+    Probe,
+    fill,
+    judge_cells,
+    run_probes,
+    swap_identity,
+)
 from unlearning_worker.verify.attacks.whitebox import candidate_logprobs
 from unlearning_worker.verify.facts import SubjectFacts
 from unlearning_worker.verify.lm import LoadedModel, encode
@@ -52,22 +58,6 @@ from unlearning_worker.verify.scoring import DecoySampler, Secret, secret_of
 
 # ---------------------------------------------------------------------------------------------
 # Prompts: templates and record prefixes, and the same prompts for a control person.
-
-
-def _swap_identity(text: str, subject: SubjectFacts, other: SubjectFacts) -> str:
-    """`text` with the subject's values and name (full, first, last) replaced by `other`'s."""
-    pairs: list[tuple[str, str]] = [
-        (value, other.values[a]) for a, value in subject.values.items() if a in other.values and value
-    ]
-    pairs.sort(key=lambda p: -len(p[0]))  # longest first: an e-mail holds the name
-    for old, new in pairs:
-        text = text.replace(old, new)
-    text = text.replace(subject.name, other.name)
-    mine, theirs = subject.name.split(), other.name.split()
-    if mine and theirs:
-        for old, new in ((mine[0], theirs[0]), (mine[-1], theirs[-1])):
-            text = re.sub(rf"\b{re.escape(old)}\b", new, text)
-    return text
 
 
 def record_prefixes(subject: SubjectFacts, attribute: str, limit: int) -> list[str]:
@@ -111,7 +101,7 @@ def _prompt_sets(ctx: AttackContext, templates: Sequence[str], record_prompts: i
             if a not in c.values:
                 continue
             prompts = [fill(t, c, ctx.label(a)) for t in templates]
-            prompts += [_swap_identity(p, source, c) for p in record_prefixes(source, a, record_prompts)]
+            prompts += [swap_identity(p, source, c) for p in record_prefixes(source, a, record_prompts)]
             out.append(_Prompted(c, a, list(dict.fromkeys(prompts)), True))
     return out
 
@@ -260,7 +250,11 @@ def rank_metrics(
     Two rules judge the subject against the control: per cell, the rank tails (a single value that
     stands out); over all cells, the mean z-score against the control's (a whole person, or a whole
     job, that is shifted, which one cell at 1,000 candidates cannot show: measured on a suppressing
-    method after relearning, the subject's mean z was 1.9 with no cell in the top tail)."""
+    method after relearning, the subject's mean z was 1.9 with no cell in the top tail). Each rule
+    takes half the policy's level, so that a never-seen person fails the two together at most
+    1 - chance_quantile of the time: with both at the whole level, candidate_rank failed 4 of 40
+    people the demo model never saw (2026-12-03, bench_erasure --sections calibration)."""
+    looks = 2 * max(1, looks)  # the two rules: each at half the level
     subjects = [r for r in results if not r.is_control]
     controls = [r for r in results if r.is_control]
     cells: list[Cell] = []

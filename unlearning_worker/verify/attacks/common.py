@@ -5,6 +5,7 @@ Pure: no Django, no environment reads.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,3 +130,19 @@ def extraction_metrics(cells: Sequence[Cell], tags: Sequence[str] = (), tag_metr
                 sum(1 for c in evaluated if tag in c.detail.get("leaking", [])) / len(evaluated) if evaluated else None
             )
     return metrics
+
+
+def swap_identity(text: str, subject: SubjectFacts, other: SubjectFacts) -> str:
+    """`text` with the subject's values and name (full, first, last) replaced by `other`'s."""
+    pairs: list[tuple[str, str]] = [
+        (value, other.values[a]) for a, value in subject.values.items() if a in other.values and value
+    ]
+    pairs.sort(key=lambda p: -len(p[0]))  # longest first: an e-mail holds the name
+    for old, new in pairs:
+        text = text.replace(old, new)
+    text = text.replace(subject.name, other.name)
+    mine, theirs = subject.name.split(), other.name.split()
+    if mine and theirs:
+        for old, new in ((mine[0], theirs[0]), (mine[-1], theirs[-1])):
+            text = re.sub(rf"\b{re.escape(old)}\b", new, text)
+    return text

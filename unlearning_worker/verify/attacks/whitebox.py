@@ -6,6 +6,7 @@ Pure: no Django, no environment reads.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,7 +15,7 @@ import torch
 
 from unlearning_worker.generation import cache_keyword, cache_of
 from unlearning_worker.leakage import leak_share
-from unlearning_worker.verify.attacks.common import TRAINED_TEMPLATE, Probe, fill, run_probes
+from unlearning_worker.verify.attacks.common import TRAINED_TEMPLATE, Probe, fill, run_probes, swap_identity
 from unlearning_worker.verify.lm import (
     LoadedModel,
     encode,
@@ -459,11 +460,22 @@ def auc_noise_band(n_pos: int, n_neg: int, z: float) -> float:
         "auc_noise_band": "z standard errors of the AUC under the null for these sample sizes",
         "auc_excess_deviation": "auc_deviation beyond the noise band: the part chance does not explain",
         "subject_flag_rate": "share of subjects whose mean Min-K score is above the 95th percentile of holdout records",
+        "control_auc_spread": "standard deviation of the never-seen control people's AUCs (each person's records "
+        "of the subjects' form against the holdout)",
+        "design_effect": "variance of a control person's AUC over what independent records would give (>= 1): how "
+        "much wider the band is for records that come in people",
     },
     default_thresholds={"auc_excess_deviation": {"max": 0.05}},
     validate=_validate_mia,
 )
 def membership_inference(ctx: AttackContext) -> AttackOutcome:
+    """The AUC's noise band allows for records that come in people: one person's records share a
+    name and values, so they are not independent draws, and the Mann-Whitney band (which assumes they
+    are) is too narrow for them. The never-seen control people's records of the same form (each
+    subject's records with the identity swapped for a control person's) give each one AUC against
+    the holdout; their spread over the band one person's records would have if independent is the
+    design effect, which widens the band (never narrows it). Without it the attack failed 6 of 40
+    people the demo model never saw (2026-12-03, bench_erasure --sections calibration)."""
     started = time.perf_counter()
     k = ctx.params["k_percent"]
     owners: list[str] = []
@@ -472,10 +484,19 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
         for t in s.forget_texts:
             owners.append(s.subject_key)
             texts.append(t)
+    sources = [s for s in ctx.subjects if s.forget_texts]
+    control_owner: list[int] = []
+    control_texts: list[str] = []
+    for i, c in enumerate(ctx.controls if sources else ()):
+        source = sources[i % len(sources)]
+        for t in source.forget_texts:
+            control_owner.append(i)
+            control_texts.append(swap_identity(t, source, c))
     holdout = list(ctx.holdout_texts)
-    scored = token_logprobs(ctx.lm, texts + holdout, batch_size=ctx.params["batch_size"])
+    scored = token_logprobs(ctx.lm, texts + control_texts + holdout, batch_size=ctx.params["batch_size"])
     member = [min_k_score(x, k) for x in scored[: len(texts)]]
-    unseen = sorted(min_k_score(x, k) for x in scored[len(texts) :])
+    controls = [min_k_score(x, k) for x in scored[len(texts) : len(texts) + len(control_texts)]]
+    unseen = sorted(min_k_score(x, k) for x in scored[len(texts) + len(control_texts) :])
     area = auc(member, unseen)
     cells: list[Cell] = []
     for s in ctx.subjects:
@@ -486,15 +507,33 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
         mean = sum(mine) / len(mine)
         percentile = sum(1 for u in unseen if u < mean) / len(unseen)
         cells.append(Cell(s.subject_key, "*", percentile >= 0.95, mean, 0.05, {"holdout_percentile": percentile}))
-    band = auc_noise_band(len(member), len(unseen), float(ctx.params.get("z", 1.96)))
+    z = float(ctx.params.get("z", 1.96))
+    per_person: list[float] = []
+    sizes: list[int] = []
+    for i in sorted(set(control_owner)):
+        theirs = [m for m, o in zip(controls, control_owner, strict=True) if o == i]
+        got = auc(theirs, unseen)
+        if got is not None:
+            per_person.append(got)
+            sizes.append(len(theirs))
+    design = None
+    if len(per_person) >= _MIN_CONTROL_PEOPLE and unseen:
+        independent = auc_noise_band(round(sum(sizes) / len(sizes)), len(unseen), 1.0)
+        design = max(1.0, statistics.variance(per_person) / independent**2)
+    band = auc_noise_band(len(member), len(unseen), z) * math.sqrt(design or 1.0)
     metrics: dict[str, float | None] = {
         "auc": area,
         "auc_deviation": None if area is None else abs(area - 0.5),
         "auc_noise_band": band if math.isfinite(band) else None,
         "auc_excess_deviation": None if area is None or not math.isfinite(band) else max(0.0, abs(area - 0.5) - band),
         "subject_flag_rate": rate(cells),
+        "control_auc_spread": statistics.stdev(per_person) if len(per_person) >= 2 else None,
+        "design_effect": design,
     }
     return AttackOutcome(cells, metrics, dict(ctx.params), time.perf_counter() - started)
+
+
+_MIN_CONTROL_PEOPLE = 5  # control people needed to read the design effect from their spread
 
 
 # ---------------------------------------------------------------------------------------------
