@@ -149,7 +149,8 @@ def eval_set(job: UnlearningJob, subjects: list[SubjectData]) -> EvalSet:
         if str(r["name"]).casefold() not in forgotten  # a subject is never part of the retain set
     ]
     controls = [
-        SubjectData(str(c["key"]), str(c["name"]), {k: str(v) for k, v in c["values"].items()}, [])
+        SubjectData(str(c["key"]), str(c["name"]), {k: str(v) for k, v in c["values"].items()},
+                    [str(t) for t in c.get("texts", [])])
         for c in document.get("controls", [])
         if str(c["name"]).casefold() not in forgotten
     ]

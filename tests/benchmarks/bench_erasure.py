@@ -64,9 +64,11 @@ METHOD_SETTINGS: dict[str, dict[str, Any]] = {
 
 
 def controls_for(corpus: DemoCorpus, n: int) -> list[SubjectFacts]:
+    """The first n held-out people, with their records as they appear in holdout_texts."""
     return [SubjectFacts(subject_key=f"control-{p.person_id}", name=p.name,
-                         values={a: p.attribute(a) for a in ATTRIBUTE_LABELS})
-            for p in corpus.holdout_people[:n]]
+                         values={a: p.attribute(a) for a in ATTRIBUTE_LABELS},
+                         forget_texts=[bio_record(p, i).text, *(qa_record(p, a).text for a in ATTRIBUTE_LABELS)])
+            for i, p in enumerate(corpus.holdout_people[:n])]
 
 
 def _metric(report: VerificationReport, attack: str, key: str, side: str = "after") -> float | None:

@@ -295,3 +295,16 @@ def test_utility_reads_perplexity_as_the_model_is_used_and_bare_for_information(
         assert utility.relative[f"{key}_ratio"] == pytest.approx(utility.after.metrics[key] / utility.before.metrics[key])
         bare = f"{key}_bare"
         assert utility.relative[f"{bare}_ratio"] == pytest.approx(utility.after.metrics[bare] / utility.before.metrics[bare])
+
+
+def test_variance_upper_bound_covers_the_population_variance() -> None:
+    import random
+
+    from unlearning_worker.verify.attacks.whitebox import variance_upper_bound
+
+    rng = random.Random(1)
+    covered = sum(variance_upper_bound([rng.gauss(0.5, 0.17) for _ in range(10)], 0.95) >= 0.17**2
+                  for _ in range(2000)) / 2000
+    assert 0.93 <= covered <= 0.97  # a 95% bound from ten people
+    with pytest.raises(ValueError):
+        variance_upper_bound([0.5], 0.95)

@@ -440,6 +440,21 @@ def _validate_mia(params: Mapping[str, Any]) -> None:
         raise ValueError("z must be in [0, 4]")
 
 
+def variance_upper_bound(values: Sequence[float], quantile: float) -> float:
+    """The upper confidence bound, at `quantile`, on the variance of the population the values are a
+    normal sample of: (n - 1) s^2 / chi2_(1 - quantile)(n - 1), the chi-square quantile by the
+    Wilson-Hilferty approximation (within 2% from 4 degrees of freedom). Ten people's AUCs on the
+    demo model had a spread of 0.085 where fifty had 0.17 (2026-12-03): the bound is 1.65x the
+    sample's spread at ten and 0.95."""
+    n = len(values)
+    if n < 2:
+        raise ValueError("need at least two values")
+    df = n - 1
+    z = statistics.NormalDist().inv_cdf(1.0 - quantile)
+    chi2 = df * max(1e-9, 1.0 - 2.0 / (9.0 * df) + z * math.sqrt(2.0 / (9.0 * df))) ** 3
+    return df * statistics.variance(values) / chi2
+
+
 def auc_noise_band(n_pos: int, n_neg: int, z: float) -> float:
     """z standard errors of the AUC of two samples drawn from one distribution (the Mann-Whitney null:
     sqrt((n1 + n2 + 1) / (12 n1 n2))). One subject's 7 records against 350 holdout records have a
@@ -462,20 +477,24 @@ def auc_noise_band(n_pos: int, n_neg: int, z: float) -> float:
         "subject_flag_rate": "share of subjects whose mean Min-K score is above the 95th percentile of holdout records",
         "control_auc_spread": "standard deviation of the never-seen control people's AUCs (each person's records "
         "of the subjects' form against the holdout)",
-        "design_effect": "variance of a control person's AUC over what independent records would give (>= 1): how "
-        "much wider the band is for records that come in people",
+        "design_effect": "variance of a control person's AUC (its upper confidence bound) over what independent "
+        "records would give (>= 1): how much wider the band is for records that come in people",
     },
     default_thresholds={"auc_excess_deviation": {"max": 0.05}},
     validate=_validate_mia,
 )
 def membership_inference(ctx: AttackContext) -> AttackOutcome:
     """The AUC's noise band allows for records that come in people: one person's records share a
-    name and values, so they are not independent draws, and the Mann-Whitney band (which assumes they
-    are) is too narrow for them. The never-seen control people's records of the same form (each
-    subject's records with the identity swapped for a control person's) give each one AUC against
-    the holdout; their spread over the band one person's records would have if independent is the
-    design effect, which widens the band (never narrows it). Without it the attack failed 6 of 40
-    people the demo model never saw (2026-12-03, bench_erasure --sections calibration)."""
+    name, values and a form, so they are not independent draws, and the Mann-Whitney band (which
+    assumes they are) is too narrow for them. Each never-seen control person gives one AUC against
+    the holdout (without their own records): from their own records where the eval set has them (at
+    least _MIN_CONTROL_PEOPLE people), else from the subjects' records with the identity swapped for
+    theirs. The spread of these AUCs over the band one person's records would have if independent is
+    the design effect (at the upper confidence bound of that spread: variance_upper_bound), which
+    widens the band (never narrows it). Measured on the demo model
+    (2026-12-03, bench_erasure --sections calibration): with the independent band the attack failed 6
+    of 40 people it never saw, whose AUCs ranged 0.30-0.90; swapped records vary less than people do
+    (their AUCs' spread 0.08-0.09 against the independent 0.11) and still failed 3 of 25."""
     started = time.perf_counter()
     k = ctx.params["k_percent"]
     owners: list[str] = []
@@ -485,13 +504,16 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
             owners.append(s.subject_key)
             texts.append(t)
     sources = [s for s in ctx.subjects if s.forget_texts]
+    own_records = sum(1 for c in ctx.controls if c.forget_texts) >= _MIN_CONTROL_PEOPLE
     control_owner: list[int] = []
     control_texts: list[str] = []
     for i, c in enumerate(ctx.controls if sources else ()):
         source = sources[i % len(sources)]
-        for t in source.forget_texts:
+        if own_records and not c.forget_texts:
+            continue
+        for t in c.forget_texts if own_records else [swap_identity(t, source, c) for t in source.forget_texts]:
             control_owner.append(i)
-            control_texts.append(swap_identity(t, source, c))
+            control_texts.append(t)
     holdout = list(ctx.holdout_texts)
     scored = token_logprobs(ctx.lm, texts + control_texts + holdout, batch_size=ctx.params["batch_size"])
     member = [min_k_score(x, k) for x in scored[: len(texts)]]
@@ -510,16 +532,19 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
     z = float(ctx.params.get("z", 1.96))
     per_person: list[float] = []
     sizes: list[int] = []
+    scored_holdout = list(zip(holdout, [min_k_score(x, k) for x in scored[len(texts) + len(control_texts) :]], strict=True))
     for i in sorted(set(control_owner)):
         theirs = [m for m, o in zip(controls, control_owner, strict=True) if o == i]
-        got = auc(theirs, unseen)
+        mine_too = set(ctx.controls[i].forget_texts)  # a control person's own records leave the holdout
+        got = auc(theirs, [score for text, score in scored_holdout if text not in mine_too])
         if got is not None:
             per_person.append(got)
             sizes.append(len(theirs))
     design = None
     if len(per_person) >= _MIN_CONTROL_PEOPLE and unseen:
         independent = auc_noise_band(round(sum(sizes) / len(sizes)), len(unseen), 1.0)
-        design = max(1.0, statistics.variance(per_person) / independent**2)
+        # the spread of a few people is itself uncertain: its upper confidence bound at the policy's level
+        design = max(1.0, variance_upper_bound(per_person, ctx.chance_quantile) / independent**2)
     band = auc_noise_band(len(member), len(unseen), z) * math.sqrt(design or 1.0)
     metrics: dict[str, float | None] = {
         "auc": area,
