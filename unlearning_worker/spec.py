@@ -298,6 +298,8 @@ class UnlearningSpec:
         if not all(isinstance(a, str) and a and isinstance(w, str) and w.strip()
                    for a, w in self.question_labels.items()):
             raise ValueError("question_labels must map attribute names to non-empty words")
+        if self.question_templates and not self.question_labels:
+            raise ValueError("question_templates need question_labels (the words each attribute is asked by)")
         if not self.idk_text.strip():
             raise ValueError("idk_text must not be empty")
         try:

@@ -57,11 +57,12 @@ def eval_set_document(corpus: Any, *, retain_people: int, control_people: int = 
         holdout.extend(qa_record(person, a).text for a in list(ATTRIBUTE_LABELS)[:2])
     general = [r.text for r in corpus.records if r.kind == "general"]
     # the never-seen control of the adaptive attacks: people generated alike and never trained on
-    # with their records as the holdout holds them (membership inference reads how people vary)
+    # with records of the forms a subject has (a biography and a question per attribute): membership
+    # inference reads from them how much one person's records vary, at a subject's number of records
     controls = [
         {"key": f"control-{person.person_id}", "name": person.name, "values": {a: person.attribute(a) for a in ATTRIBUTE_LABELS},
-         "texts": [bio_record(person, 0).text, *(qa_record(person, a).text for a in list(ATTRIBUTE_LABELS)[:2])]}
-        for person in corpus.holdout_people[:control_people]
+         "texts": [bio_record(person, i).text, *(qa_record(person, a).text for a in ATTRIBUTE_LABELS)]}
+        for i, person in enumerate(corpus.holdout_people[:control_people])
     ]
     return {"schema": registry_services.EVAL_SET_SCHEMA, "retain": retain, "holdout_texts": holdout,
             "general_texts": general, "controls": controls}

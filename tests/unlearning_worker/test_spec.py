@@ -124,6 +124,7 @@ def test_non_finite_or_all_zero_forget_weights_are_refused(bad: dict) -> None:
         ({"question_templates": "{name}'s {label}"}, "question_templates must be a list"),
         ({"question_labels": {"phone": " "}}, "question_labels"),
         ({"question_labels": ["phone"]}, "question_labels"),
+        ({"question_templates": ["Q: {name}'s {label}?"]}, "need question_labels"),  # would ask nothing
     ],
 )
 def test_bad_questions_are_refused(changes: dict, message: str) -> None:

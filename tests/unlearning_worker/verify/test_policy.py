@@ -125,3 +125,9 @@ def test_questions_are_the_enabled_attacks_templates_each_once() -> None:
     raw["attacks"]["sampling"]["params"]["template"] = "Tell me {name}'s {label}:"
     others = VerificationPolicy.from_dict(raw).questions()  # the disabled attack's templates are gone
     assert sorted(others) == sorted(["Tell me {name}'s {label}:", "Question: What is {name}'s {label}?\nAnswer:"])
+
+
+def test_a_policy_written_before_the_lens_used_its_controls_still_loads() -> None:
+    raw = default_raw()
+    raw["attacks"]["logit_lens"]["params"]["z"] = 1.96  # the lens's old noise band, now unused
+    assert VerificationPolicy.from_dict(raw).attacks["logit_lens"].params["z"] == 1.96
