@@ -163,15 +163,17 @@ def _lens_cells(ctx: AttackContext, people: Sequence[Any], judged: set[str]) -> 
                 continue
             secret = ctx.secrets.get((s.subject_key, a))
             prompt = fill(ctx.params["template"], s, ctx.label(a))
-            found = _first_secret_token(lm, prompt, s.values[a], secret) if secret is not None and secret.attackable else None
-            if found is None:
+            found = None
+            if secret is not None and secret.attackable:
+                found = _first_secret_token(lm, prompt, s.values[a], secret)
+            if secret is None or found is None:
                 cells.append(Cell(s.subject_key, a, None, 0.0, None, {"reason": "no secret token"}))
                 continue
             ids, index = found
-            sampler = DecoySampler(secret, ctx.population.get(a, ()), seed=ctx.seed)  # type: ignore[arg-type]
+            sampler = DecoySampler(secret, ctx.population.get(a, ()), seed=ctx.seed)
             decoy_tokens = []
             for decoy in sampler.distinct(ctx.params["decoys"]):
-                got = _first_secret_token(lm, prompt, decoy, secret)  # type: ignore[arg-type]
+                got = _first_secret_token(lm, prompt, decoy, secret)
                 if got is not None:
                     decoy_tokens.append(got[0][got[1]])
             items.append((s.subject_key, a, ids[: index + 1], index, decoy_tokens))
@@ -523,7 +525,8 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
     scored = token_logprobs(ctx.lm, texts + control_texts + holdout, batch_size=ctx.params["batch_size"])
     member = [min_k_score(x, k) for x in scored[: len(texts)]]
     controls = [min_k_score(x, k) for x in scored[len(texts) : len(texts) + len(control_texts)]]
-    unseen = sorted(min_k_score(x, k) for x in scored[len(texts) + len(control_texts) :])
+    holdout_scores = [min_k_score(x, k) for x in scored[len(texts) + len(control_texts) :]]
+    unseen = sorted(holdout_scores)
     area = auc(member, unseen)
     cells: list[Cell] = []
     for s in ctx.subjects:
@@ -537,11 +540,10 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
     z = float(ctx.params.get("z", 1.96))
     per_person: list[float] = []
     sizes: list[int] = []
-    scored_holdout = list(zip(holdout, [min_k_score(x, k) for x in scored[len(texts) + len(control_texts) :]], strict=True))
     for i in sorted(set(control_owner)):
         theirs = [m for m, o in zip(controls, control_owner, strict=True) if o == i]
         mine_too = set(ctx.controls[i].forget_texts)  # a control person's own records leave the holdout
-        got = auc(theirs, [score for text, score in scored_holdout if text not in mine_too])
+        got = auc(theirs, [score for text, score in zip(holdout, holdout_scores, strict=True) if text not in mine_too])
         if got is not None:
             per_person.append(got)
             sizes.append(len(theirs))
