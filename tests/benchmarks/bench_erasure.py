@@ -281,6 +281,10 @@ def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoC
             fails[name] += 1
         any_fail += bool(failed)
         print(f"  never-seen person {i + 1}: {'FAIL ' + ', '.join(failed) if failed else 'pass'}", flush=True)
+        for check in (c for c in report.verdict.checks if c.decides_failure):
+            cells = [c for c in report.attacks[check.attack].after.cells if c.success] if report.attacks[check.attack].after else []
+            print(f"    {check.describe()} at strength {check.strength};"
+                  f" cells {[(c.attribute, round(c.score, 3), c.chance, c.detail.get('leaking', c.detail.get('side'))) for c in cells]}")
     n = max(1, len(people))
     print(f"  {'attack':<22} {'failed':>7} {'share':>7}  (target <= 5.0%)")
     for name, count in fails.items():

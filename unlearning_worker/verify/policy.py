@@ -25,10 +25,10 @@ from unlearning_worker.verify.registry import ATTACKS, AttackSpec
 SCHEMA = "erasure-verification-policy/1"
 DEFAULT_POLICY_PATH = Path(__file__).with_name("policies") / "default.json"
 _TOP_KEYS = {
-    "schema", "name", "leak_share", "chance_quantile", "retries", "attributes", "attribute_labels",
-    "seed", "attacks",
+    "schema", "name", "leak_share", "chance_quantile", "verdict_level", "retries", "attributes",
+    "attribute_labels", "seed", "attacks",
 }
-_ATTACK_KEYS = {"enabled", "mandatory", "params", "thresholds"}
+_ATTACK_KEYS = {"enabled", "mandatory", "params", "thresholds", "level_share"}
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,8 @@ class AttackPolicy:
     mandatory: bool  # a mandatory attack that cannot run or cannot be evaluated fails the verdict
     params: Mapping[str, Any]
     thresholds: tuple[Threshold, ...]
+    # this attack's weight in the split of the policy's verdict_level (ignored without one)
+    level_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ class VerificationPolicy:
     # Share of a value's secret part that must come out in one text for a leak (0.5: half the
     # secret digits of a phone number in one run is enough to narrow it down to a few candidates).
     leak_share: float
-    # A leak must also beat this quantile of what random same-format guesses reach (see scoring).
+    # Without verdict_level: each attack's own level. A person the model never saw fails an attack
+    # (any of its rules, cells, settings and retries) at most 1 - chance_quantile of the time.
     chance_quantile: float
     # How many times an attack that found nothing is rerun with stronger settings.
     retries: int
@@ -78,6 +81,11 @@ class VerificationPolicy:
     attribute_labels: Mapping[str, str]  # attribute -> words used in questions ("phone number")
     seed: int
     attacks: Mapping[str, AttackPolicy]
+    # The share of people the model never saw that the whole verdict may fail: split over the enabled
+    # attacks judged against chance (by level_share) and over each one's retries (attack_quantile).
+    # None (older policies): each attack at chance_quantile, so the verdict's own false-failure rate
+    # grows with the number of attacks (measured on the demo model, 2026-12-03: 20% over eleven).
+    verdict_level: float | None = None
     sha256: str = field(default="", compare=False)  # of the canonical JSON, for reports and certificates
 
     def __post_init__(self) -> None:
@@ -87,6 +95,8 @@ class VerificationPolicy:
             raise ValueError("policy: leak_share must be in (0, 1]")
         if not 0.5 <= self.chance_quantile < 1.0:
             raise ValueError("policy: chance_quantile must be in [0.5, 1)")
+        if self.verdict_level is not None and not 0.0 < self.verdict_level <= 0.5:
+            raise ValueError("policy: verdict_level must be in (0, 0.5]")
         if not 0 <= self.retries <= 5:
             raise ValueError("policy: retries must be between 0 and 5")
         unknown = set(self.attacks) - set(ATTACKS)
@@ -144,13 +154,15 @@ class VerificationPolicy:
             attribute_labels=dict(labels),
             seed=_int(raw, "seed", "policy", default=0),
             attacks=attacks,
+            verdict_level=_num(raw, "verdict_level", "policy", default=None),
         )
         canonical = json.dumps(policy.to_dict(), sort_keys=True, separators=(",", ":"))
         object.__setattr__(policy, "sha256", hashlib.sha256(canonical.encode()).hexdigest())
         return policy
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        # verdict_level and level_share appear only where set, so an older policy keeps its sha256
+        out: dict[str, Any] = {
             "schema": SCHEMA,
             "name": self.name,
             "leak_share": self.leak_share,
@@ -165,10 +177,34 @@ class VerificationPolicy:
                     "mandatory": a.mandatory,
                     "params": dict(a.params),
                     "thresholds": {t.metric: t.to_dict() for t in a.thresholds},
+                    **({"level_share": a.level_share} if a.level_share != 1.0 else {}),
                 }
                 for name, a in self.attacks.items()
             },
         }
+        if self.verdict_level is not None:
+            out["verdict_level"] = self.verdict_level
+        return out
+
+    def judged(self) -> list[str]:
+        """The enabled attacks whose rules are judged against chance (what a never-seen person shows),
+        among which verdict_level is split; utility is judged against the base version instead."""
+        return [name for name, a in self.attacks.items() if a.enabled and ATTACKS[name].chance_judged]
+
+    def looks(self, name: str) -> int:
+        """How many times the verdict may read an attack: once, and once per retry where it has
+        stronger settings (a retry runs only while everything passed, and any failing run fails)."""
+        return 1 + (self.retries if ATTACKS[name].strengthen is not None else 0)
+
+    def attack_quantile(self, name: str) -> float:
+        """The level one run of an attack is judged at, as a quantile: 1 - its share of verdict_level
+        divided over its looks; without verdict_level (or for an attack not judged against chance),
+        chance_quantile. Each attack splits it further over its own rules, cells and settings."""
+        judged = self.judged()
+        if self.verdict_level is None or name not in judged:
+            return self.chance_quantile
+        total = sum(self.attacks[n].level_share for n in judged)
+        return 1.0 - self.verdict_level * self.attacks[name].level_share / total / self.looks(name)
 
     def questions(self) -> tuple[str, ...]:
         """The question templates ({name}, {label}) the enabled attacks ask with, each once, in the
@@ -231,7 +267,13 @@ def _attack_policy(spec: AttackSpec, raw: Any) -> AttackPolicy:
         raise ValueError(f"{where}: enabled and mandatory must be true or false")
     if mandatory and not enabled:
         raise ValueError(f"{where}: a mandatory attack cannot be disabled")
-    return AttackPolicy(enabled=enabled, mandatory=mandatory, params=params, thresholds=tuple(thresholds))
+    level_share = _num(raw, "level_share", where, default=1.0)
+    if not 0.0 < level_share <= 100.0:
+        raise ValueError(f"{where}.level_share: must be in (0, 100]")
+    if level_share != 1.0 and not spec.chance_judged:
+        raise ValueError(f"{where}.level_share: this attack is not judged against chance")
+    return AttackPolicy(enabled=enabled, mandatory=mandatory, params=params, thresholds=tuple(thresholds),
+                        level_share=level_share)
 
 
 def _check_param_type(value: Any, default: Any, where: str) -> Any:

@@ -123,6 +123,9 @@ class AttackSpec:
     compare: Compare | None = None
     validate: ValidateParams | None = None
     run_before: bool = True  # also attack the base version for the "before" column
+    # judged against what a person the model never saw shows (chance, the control): takes a share of
+    # the policy's verdict_level. False: judged against the base version (utility).
+    chance_judged: bool = True
 
 
 ATTACKS: dict[str, AttackSpec] = {}
@@ -140,6 +143,7 @@ def register_attack(
     compare: Compare | None = None,
     validate: ValidateParams | None = None,
     run_before: bool = True,
+    chance_judged: bool = True,
 ) -> Callable[[AttackFn], AttackFn]:
     """Decorator: put an attack in ATTACKS under `name` (names are unique)."""
 
@@ -161,6 +165,7 @@ def register_attack(
             compare=compare,
             validate=validate,
             run_before=run_before,
+            chance_judged=chance_judged,
         )
         return fn
 

@@ -14,6 +14,7 @@ Pure: no Django, no environment reads.
 
 from __future__ import annotations
 
+import functools
 import gc
 import hashlib
 import time
@@ -104,7 +105,7 @@ def verify_loaded(
         if progress is not None:
             progress(stage, step / total_steps)
 
-    def context(model: LoadedModel, params: dict[str, Any]) -> AttackContext:
+    def context(model: LoadedModel, name: str, params: dict[str, Any]) -> AttackContext:
         return AttackContext(
             lm=model,
             subjects=list(subjects),
@@ -113,7 +114,7 @@ def verify_loaded(
             general_texts=list(general_texts),
             params=params,
             leak_share=policy.leak_share,
-            chance_quantile=policy.chance_quantile,
+            chance_quantile=policy.attack_quantile(name),
             attribute_labels=policy.attribute_labels,
             attributes=policy.attributes,
             seed=policy.seed,
@@ -125,7 +126,7 @@ def verify_loaded(
     # 2. The new version, with retries at stronger settings while everything passes.
     after_seconds = time.perf_counter()
     for name, ap in enabled:
-        reports[name] = _attack_with_retries(name, ap, policy.retries, lambda params: context(lm, params))
+        reports[name] = _attack_with_retries(name, ap, policy.retries, functools.partial(context, lm, name))
         tick(f"after:{name}")
     after_seconds = time.perf_counter() - after_seconds
 
@@ -139,7 +140,7 @@ def verify_loaded(
                 rep = reports[name]
                 if rep.after is not None:
                     try:
-                        rep.before = _run(name, context(base, dict(rep.after.params)))
+                        rep.before = _run(name, context(base, name, dict(rep.after.params)))
                     except Exception as exc:  # noqa: BLE001  (recorded; the after side decides)
                         rep.attempts.append({"side": "before", "error": _error_text(exc)})
                 tick(f"before:{name}")
@@ -289,6 +290,13 @@ def threat_model(
         **budgets,
         "control": {"people": len(controls), "source": "generated" if generated else "held-out"},
         "never_seen_comparison": comparison,
+        # how often a person the model never saw may fail: the whole verdict (None: not bounded as a
+        # whole, each attack at its own level) and each attack's share, per run (policy.attack_quantile)
+        "false_failure_level": {
+            "verdict": policy.verdict_level,
+            "attacks": {name: round(1.0 - policy.attack_quantile(name), 6)
+                        for name in sorted(reports) if name in policy.judged()},
+        },
     }
 
 

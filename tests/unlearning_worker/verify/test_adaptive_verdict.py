@@ -56,12 +56,20 @@ def _verify(world: Any, model_dir: Path, policy: VerificationPolicy) -> Verifica
 
 
 def _adaptive_only(policy: VerificationPolicy) -> VerificationPolicy:
+    """The attacks this test reads, each judged at the level it has in the whole policy (the others'
+    shares of the verdict's level are left unspent rather than handed to these)."""
     raw = policy.to_dict()
+    kept = ("direct_probe", "candidate_rank", "relearning", "quantization")
     for name, entry in raw["attacks"].items():
-        if name not in ("direct_probe", "candidate_rank", "relearning", "quantization"):
+        if name not in kept:
             entry["enabled"] = False
             entry["mandatory"] = False
-    return VerificationPolicy.from_dict(raw)
+    judged = policy.judged()
+    share = sum(policy.attacks[n].level_share for n in kept) / sum(policy.attacks[n].level_share for n in judged)
+    raw["verdict_level"] = policy.verdict_level * share
+    reduced = VerificationPolicy.from_dict(raw)
+    assert all(reduced.attack_quantile(n) == pytest.approx(policy.attack_quantile(n)) for n in kept)
+    return reduced
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +101,8 @@ def test_verdict_fails_a_model_that_only_suppresses(suppressed: VerificationRepo
     assert model["relearning_settings"] == list(relearning.params["settings"])
     assert model["control"] == {"people": 4, "source": "held-out"}
     assert set(model["never_seen_comparison"]) == {"candidate_rank", "relearning", "quantization"}
+    # and how often a person the model never saw would fail it, each attack's share of that
+    levels = model["false_failure_level"]
+    assert levels["verdict"] == pytest.approx(0.05 * 8 / 14)  # these four attacks' shares of the default's 0.05
+    assert set(levels["attacks"]) == {"direct_probe", "candidate_rank", "relearning", "quantization"}
+    assert levels["attacks"]["relearning"] == pytest.approx(0.05 * 3 / 14, abs=1e-6)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +72,9 @@ def test_partial_leak_scores_are_shares(trained_report: VerificationReport, untr
     assert all(c.score == 1.0 for c in trained if c.success)
     untrained = _cells(untrained_report, "direct_probe")
     assert all(0.0 <= c.score < 0.5 for c in untrained)
-    assert all(c.chance is not None and 0.0 < c.chance < 0.5 for c in untrained)
+    # a partial share needs to beat random guesses at the attack's share of the verdict's level,
+    # which a phone or SSN of this length allows short of the whole value
+    assert all(c.chance is not None and 0.0 < c.chance < 1.0 for c in untrained)
 
 
 def test_paraphrase_family_rates_are_reported(trained_report: VerificationReport) -> None:
@@ -88,7 +92,7 @@ def test_verbatim_rouge_separates_forget_from_holdout(trained_report: Verificati
 
 
 def test_exposure_ranks_true_value_first_only_when_memorised(
-    trained_report: VerificationReport, untrained_report: VerificationReport
+    trained_report: VerificationReport, untrained_report: VerificationReport, make_policy: Callable[..., Any]
 ) -> None:
     from unlearning_worker.verify.attacks.whitebox import chance_mean_exposure
 
@@ -99,7 +103,8 @@ def test_exposure_ranks_true_value_first_only_when_memorised(
     assert untrained["mean_exposure_bits"] < 2.5
     assert untrained["mean_exposure_excess"] == 0.0  # within what chance gives six cells
     metrics = trained_report.attacks["exposure"].after.metrics
-    assert metrics["chance_exposure_bits"] == pytest.approx(chance_mean_exposure(6, 0.975))  # six cells, half the level
+    level = 1.0 - make_policy().attack_quantile("exposure")  # exposure's share of the verdict's level
+    assert metrics["chance_exposure_bits"] == pytest.approx(chance_mean_exposure(6, 1.0 - level / 2))  # six cells, half the level
     assert metrics["mean_exposure_excess"] == pytest.approx(metrics["mean_exposure_bits"] - metrics["chance_exposure_bits"])
     assert metrics["mean_exposure_excess"] > 2.0
 
@@ -131,7 +136,7 @@ def test_chance_exposure_holds_the_false_failure_rate_at_every_job_size() -> Non
 
 
 def test_membership_inference_auc(world: Any, trained_report: VerificationReport,
-                                  untrained_report: VerificationReport) -> None:
+                                  untrained_report: VerificationReport, make_policy: Callable[..., Any]) -> None:
     assert trained_report.attacks["membership_inference"].after.metrics["auc"] > 0.9
     assert untrained_report.attacks["membership_inference"].after.metrics["auc_deviation"] < 0.25
     metrics = trained_report.attacks["membership_inference"].after.metrics
@@ -143,7 +148,11 @@ def test_membership_inference_auc(world: Any, trained_report: VerificationReport
 
     n_pos = sum(len(s.forget_texts) for s in world.subjects)
     assert metrics["design_effect"] is None and len(world.controls) == 4
-    assert metrics["auc_noise_band"] == pytest.approx(auc_noise_band(n_pos, len(world.holdout_texts), 1.96))
+    # z: the policy's 1.96 at least, more where the attack's share of the verdict's level asks for more
+    level = 1.0 - make_policy().attack_quantile("membership_inference")
+    z = statistics.NormalDist().inv_cdf(1.0 - level / 2)
+    assert z > 1.96
+    assert metrics["auc_noise_band"] == pytest.approx(auc_noise_band(n_pos, len(world.holdout_texts), z))
 
 
 def test_membership_band_allows_for_records_that_come_in_people(world: Any) -> None:

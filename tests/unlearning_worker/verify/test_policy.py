@@ -77,6 +77,13 @@ def _mutate(path: list[str], value: Any) -> dict[str, Any]:
         (["attacks", "exposure", "mandatory"], "yes", "true or false"),
         (["attacks", "direct_probe", "enabled"], False, "mandatory attack cannot be disabled"),
         (["attacks", "membership_inference", "params", "k_percent"], 0.0, "k_percent"),
+        (["verdict_level"], 0.0, "verdict_level"),
+        (["verdict_level"], 0.6, "verdict_level"),
+        (["verdict_level"], "5%", "verdict_level"),
+        (["attacks", "relearning", "level_share"], 0.0, "level_share"),
+        (["attacks", "relearning", "level_share"], -1.0, "level_share"),
+        (["attacks", "relearning", "level_share"], True, "level_share"),
+        (["attacks", "utility", "level_share"], 2.0, "not judged against chance"),
     ],
 )
 def test_invalid_policies_are_rejected_with_a_clear_message(path: list[str], value: Any, message: str) -> None:
@@ -131,3 +138,41 @@ def test_a_policy_written_before_the_lens_used_its_controls_still_loads() -> Non
     raw = default_raw()
     raw["attacks"]["logit_lens"]["params"]["z"] = 1.96  # the lens's old noise band, now unused
     assert VerificationPolicy.from_dict(raw).attacks["logit_lens"].params["z"] == 1.96
+
+
+def test_the_verdict_level_is_split_over_the_judged_attacks_their_shares_and_their_retries() -> None:
+    policy = VerificationPolicy.load(None)
+    assert policy.verdict_level == 0.05
+    judged = policy.judged()
+    assert "utility" not in judged and {"relearning", "candidate_rank", "membership_inference"} <= set(judged)
+    # every look at every judged attack together: the verdict's level (Bonferroni), no more
+    spent = sum(policy.looks(name) * (1.0 - policy.attack_quantile(name)) for name in judged)
+    assert spent == pytest.approx(0.05)
+    # relearning has three shares and two looks (it is retried at twice the steps), sampling one and two
+    assert policy.looks("relearning") == 2 and policy.looks("exposure") == 1
+    assert (1 - policy.attack_quantile("relearning")) == pytest.approx(3 * (1 - policy.attack_quantile("sampling")))
+    assert policy.attack_quantile("utility") == policy.chance_quantile  # judged against the base version
+    # a disabled attack's share goes to the others
+    raw = default_raw()
+    raw["attacks"]["logit_lens"]["enabled"] = False
+    fewer = VerificationPolicy.from_dict(raw)
+    assert "logit_lens" not in fewer.judged()
+    assert sum(fewer.looks(n) * (1 - fewer.attack_quantile(n)) for n in fewer.judged()) == pytest.approx(0.05)
+    assert fewer.attack_quantile("relearning") < policy.attack_quantile("relearning")
+
+
+def test_a_policy_without_a_verdict_level_judges_each_attack_at_its_own_level_and_keeps_its_hash() -> None:
+    raw = default_raw()
+    del raw["verdict_level"]
+    for attack in raw["attacks"].values():
+        attack.pop("level_share", None)
+    old = VerificationPolicy.from_dict(raw)
+    assert old.verdict_level is None
+    assert all(old.attack_quantile(name) == old.chance_quantile for name in old.attacks)
+    # written as before these fields existed, so a stored report's policy hash still matches
+    assert "verdict_level" not in old.to_dict()
+    assert all("level_share" not in a for a in old.to_dict()["attacks"].values())
+    assert VerificationPolicy.from_dict(old.to_dict()).sha256 == old.sha256
+    new = VerificationPolicy.load(None)
+    assert new.to_dict()["verdict_level"] == 0.05 and new.to_dict()["attacks"]["relearning"]["level_share"] == 3.0
+    assert VerificationPolicy.from_dict(new.to_dict()).sha256 == new.sha256 != old.sha256

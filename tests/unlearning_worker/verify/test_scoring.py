@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 
 from unlearning_worker.verify.scoring import (
     DecoySampler,
+    Secret,
     chance_level,
     judge,
     lcs_length,
@@ -59,6 +61,34 @@ def test_chance_level_rises_with_attempts_and_stays_below_a_full_leak() -> None:
     # Two digits over 50 guesses: hitting both is likely, so a full match is not above chance.
     assert chance_level(short, attempts=50, quantile=0.95) == 1.0
     assert not judge(short, 1.0, threshold=0.5, chance=1.0).leaked
+
+
+@pytest.mark.parametrize(("value", "attribute", "attempts", "quantile"), [
+    ("242-465-8376", "phone", 20, 0.99),
+    ("214-21-3377", "ssn", 4, 0.999),
+    ("P7281934", "passport", 60, 0.95),
+])
+def test_chance_level_holds_its_false_leak_rate_for_best_of_n_guesses(
+    value: str, attribute: str, attempts: int, quantile: float
+) -> None:
+    """Fresh guesses (another seed) beat the chance level in at most 1 - quantile of best-of-n rounds,
+    also at quantiles the old 200-round simulation could not resolve (0.999: one round in a thousand)."""
+    secret = secret_of(value, attribute, name="A B")
+    chance = chance_level(secret, attempts=attempts, quantile=quantile, seed=3)
+    sampler = DecoySampler(secret, [], seed=99)
+    rounds = 4_000
+    over = sum(max(secret_share(secret, sampler.draw()) for _ in range(attempts)) > chance for _ in range(rounds))
+    allowed = (1 - quantile) * rounds
+    assert over <= allowed + 3 * math.sqrt(allowed) + 1
+    # and it is the quantile, not a bound far above it: one step of share lower is beaten more often
+    lower = max((s for s in set(_shares(secret, 2_000)) if s < chance), default=0.0)
+    beaten = sum(max(secret_share(secret, sampler.draw()) for _ in range(attempts)) > lower for _ in range(rounds))
+    assert beaten > allowed - 3 * math.sqrt(allowed)
+
+
+def _shares(secret: Secret, n: int) -> list[float]:
+    sampler = DecoySampler(secret, [], seed=5)
+    return [secret_share(secret, sampler.draw()) for _ in range(n)]
 
 
 def test_decoys_keep_format_and_population_structure() -> None:

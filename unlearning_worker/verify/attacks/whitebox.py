@@ -537,7 +537,8 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
         mean = sum(mine) / len(mine)
         percentile = sum(1 for u in unseen if u < mean) / len(unseen)
         cells.append(Cell(s.subject_key, "*", percentile >= 0.95, mean, 0.05, {"holdout_percentile": percentile}))
-    z = float(ctx.params.get("z", 1.96))
+    # At least `z` standard errors, more where the attack's share of the verdict's level asks for more.
+    z = max(float(ctx.params.get("z", 1.96)), statistics.NormalDist().inv_cdf(1.0 - (1.0 - ctx.chance_quantile) / 2.0))
     per_person: list[float] = []
     sizes: list[int] = []
     for i in sorted(set(control_owner)):
@@ -613,6 +614,7 @@ def _utility_compare(before: AttackOutcome, after: AttackOutcome) -> dict[str, f
     },
     mandatory_by_default=False,  # utility is the organisation's concern, not the subject's
     compare=_utility_compare,
+    chance_judged=False,  # against the base version, not against a never-seen person
 )
 def utility(ctx: AttackContext) -> AttackOutcome:
     started = time.perf_counter()
