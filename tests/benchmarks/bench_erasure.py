@@ -247,11 +247,13 @@ def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoC
     each attack's false-failure share should sit at the policy's chance level (5%) or below. The
     relearning and quantization attacks fine-tune or quantize copies (minutes a person) and run only
     with --calibration-attacks naming them."""
+    from unlearning_worker.verify.attacks.adaptive import reuse_relearned
     from unlearning_worker.verify.lm import load_model
     from unlearning_worker.verify.runner import verify_loaded
 
     policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
     wanted = set(args.calibration_attacks or [a for a in policy.attacks if a not in ("relearning", "quantization")])
+    wanted = set(policy.attacks) if wanted == {"all"} else wanted
     raw = policy.to_dict()
     for name, attack in raw["attacks"].items():
         if name not in wanted:
@@ -267,24 +269,25 @@ def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoC
     fails: dict[str, int] = {name: 0 for name in sorted(wanted)}
     any_fail = 0
     started = time.perf_counter()
-    for i, person in enumerate(people):
-        index = args.controls + i
-        own = [bio_record(person, index).text, *(qa_record(person, a).text for a in ATTRIBUTE_LABELS)]
-        subject = SubjectFacts(subject_key=f"never-seen-{i}", name=person.name,
-                               values={a: person.attribute(a) for a in ATTRIBUTE_LABELS}, forget_texts=own)
-        with torch_threads(args.threads):
-            report = verify_loaded(lm=lm, base_loader=None, subjects=[subject], retain=retain,
-                                   holdout_texts=[t for t in holdout_texts(corpus) if t not in own],
-                                   general_texts=general, policy=policy, controls=controls)
-        failed = sorted({c.attack for c in report.verdict.checks if c.decides_failure})
-        for name in failed:
-            fails[name] += 1
-        any_fail += bool(failed)
-        print(f"  never-seen person {i + 1}: {'FAIL ' + ', '.join(failed) if failed else 'pass'}", flush=True)
-        for check in (c for c in report.verdict.checks if c.decides_failure):
-            cells = [c for c in report.attacks[check.attack].after.cells if c.success] if report.attacks[check.attack].after else []
-            print(f"    {check.describe()} at strength {check.strength};"
-                  f" cells {[(c.attribute, round(c.score, 3), c.chance, c.detail.get('leaking', c.detail.get('side'))) for c in cells]}")
+    with reuse_relearned():  # one unchanged model: each relearning setting is fine-tuned once for everyone
+        for i, person in enumerate(people):
+            index = args.controls + i
+            own = [bio_record(person, index).text, *(qa_record(person, a).text for a in ATTRIBUTE_LABELS)]
+            subject = SubjectFacts(subject_key=f"never-seen-{i}", name=person.name,
+                                   values={a: person.attribute(a) for a in ATTRIBUTE_LABELS}, forget_texts=own)
+            with torch_threads(args.threads):
+                report = verify_loaded(lm=lm, base_loader=None, subjects=[subject], retain=retain,
+                                       holdout_texts=[t for t in holdout_texts(corpus) if t not in own],
+                                       general_texts=general, policy=policy, controls=controls)
+            failed = sorted({c.attack for c in report.verdict.checks if c.decides_failure})
+            for name in failed:
+                fails[name] += 1
+            any_fail += bool(failed)
+            print(f"  never-seen person {i + 1}: {'FAIL ' + ', '.join(failed) if failed else 'pass'}", flush=True)
+            for check in (c for c in report.verdict.checks if c.decides_failure):
+                cells = [c for c in report.attacks[check.attack].after.cells if c.success] if report.attacks[check.attack].after else []
+                print(f"    {check.describe()} at strength {check.strength};"
+                      f" cells {[(c.attribute, round(c.score, 3), c.chance, c.detail.get('leaking', c.detail.get('side'))) for c in cells]}")
     n = max(1, len(people))
     print(f"  {'attack':<22} {'failed':>7} {'share':>7}  (target <= 5.0%)")
     for name, count in fails.items():
@@ -305,7 +308,7 @@ def main() -> None:
     parser.add_argument("--controls", type=int, default=10)
     parser.add_argument("--calibration", type=int, default=40, help="never-seen people in the calibration section")
     parser.add_argument("--calibration-attacks", type=lambda s: s.split(","), default=None,
-                        help="attacks the calibration section runs (default: all but relearning and quantization)")
+                        help="attacks the calibration section runs (default: all but relearning and quantization; 'all': every one)")
     parser.add_argument("--retain-people", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from unlearning_worker.threads import torch_threads
 from unlearning_worker.verify import ATTACKS, VerificationPolicy, VerificationReport, run_verification
@@ -317,3 +318,22 @@ def test_variance_upper_bound_covers_the_population_variance() -> None:
     assert 0.93 <= covered <= 0.97  # a 95% bound from ten people
     with pytest.raises(ValueError):
         variance_upper_bound([0.5], 0.95)
+
+
+def test_relearned_copies_are_reused_only_inside_the_block(world: Any) -> None:
+    from unlearning_worker.verify.attacks.adaptive import RelearnSetting, relearn, reuse_relearned
+    from unlearning_worker.verify.lm import load_model
+
+    lm = load_model(world.trained_dir)
+    texts, setting = list(world.general_texts)[:4], RelearnSetting("full", 2, 1e-3)
+    fresh = relearn(lm, texts, setting, batch_size=2, seed=0)
+    assert relearn(lm, texts, setting, batch_size=2, seed=0) is not fresh  # the service: a new copy each time
+    with reuse_relearned():
+        kept = relearn(lm, texts, setting, batch_size=2, seed=0)
+        assert relearn(lm, texts, setting, batch_size=2, seed=0) is kept
+        assert relearn(lm, texts, RelearnSetting("full", 3, 1e-3), batch_size=2, seed=0) is not kept
+        assert relearn(lm, [*texts, "One more line.\n"], setting, batch_size=2, seed=0) is not kept
+    assert relearn(lm, texts, setting, batch_size=2, seed=0) is not kept
+    # the copy kept is the one a fresh fine-tune gives (nothing else enters it)
+    for a, b in zip(kept.model.parameters(), fresh.model.parameters(), strict=True):
+        assert torch.equal(a, b)
