@@ -27,6 +27,7 @@ from proofs.issuing import (
     decimal_text,
     exact_proof_text,
 )
+from proofs.pdf import threat_model_facts
 
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -176,6 +177,18 @@ def _threat_model(document: dict[str, Any]) -> dict[str, Any]:
         },
         "never_seen_comparison": sorted(comparison, key=lambda row: row["attack"]),
     }
+
+
+def threat_model_lines(document: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the certificate says the verdict was measured against, as (label, text) lines for the job
+    page, and how often a person the model never saw would fail the verdict where the policy bounds it
+    (reports stored before that was recorded have no such line). Never raises."""
+    lines = threat_model_facts(_threat_model(document))
+    level = _mapping(_mapping(document.get("threat_model")).get("false_failure_level")).get("verdict")
+    if isinstance(level, int | float) and not isinstance(level, bool) and 0 < level < 1:
+        lines.append(("False failure", f"a person the model never saw fails this verdict at most {100 * level:g}% "
+                                       "of the time (the level split over the attacks, their settings and retries)"))
+    return lines
 
 
 def verification_part(report: VerificationReport) -> dict[str, Any]:

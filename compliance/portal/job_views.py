@@ -14,6 +14,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonRe
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from compliance.certificates.evidence import threat_model_lines
 from compliance.erasure.permissions import can_decide, can_view
 from compliance.jobs import dispatch, selectors, services, specs
 from compliance.jobs.models import ACTIVE_JOB_STATUSES, JobStatus, UnlearningJob
@@ -54,6 +55,7 @@ def job_detail(request: HttpRequest, job_id: UUID) -> HttpResponse:
         "report": report,
         "rows": selectors.before_after(report) if report else [],
         "checks": selectors.report_checks(report) if report else [],
+        "threat": threat_model_lines(report.report) if report and isinstance(report.report, dict) else [],
         "plots": selectors.plot_names(report),
         "history": list(job.history or [])[-20:],
         "can_decide": can_decide(request.user),

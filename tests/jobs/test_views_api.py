@@ -42,6 +42,38 @@ def test_job_list_and_detail_render_progress_without_javascript(queued_job: Unle
     assert progress["status"] == "queued" and progress["percent"] == 0
 
 
+def test_job_page_states_what_the_verdict_was_measured_against(
+    queued_job: UnlearningJob, officer: Any, model_version: Any
+) -> None:
+    from compliance.jobs.models import VerificationReport
+
+    threat = {
+        "families": ["candidate_rank", "relearning"], "retries": 1, "rank_candidates": 999,
+        "relearning_settings": ["full:50:1e-3", "lora:100:1e-3"], "quantization_levels": ["int4"],
+        "control": {"people": 10, "source": "held-out"}, "never_seen_comparison": {},
+        "false_failure_level": {"verdict": 0.05, "attacks": {"candidate_rank": 0.025, "relearning": 0.0125}},
+    }  # fmt: skip
+    report = VerificationReport.objects.create(
+        job=queued_job, model_version=model_version, verdict="pass", policy={"name": "default"},
+        report={"threat_model": threat, "verdict": {"checks": []}, "attacks": {}}, report_sha256="0" * 64,
+    )  # fmt: skip
+    body = portal(officer).get(reverse("portal:job", args=[queued_job.id])).content.decode()
+    section = body[body.index('id="threat-model"'):]
+    assert "full:50:1e-3, lora:100:1e-3" in section and "int4" in section
+    assert "10 people the model never saw, held out from training" in section
+    assert "fails this verdict at most 5% of the time" in section
+    # a report stored before the level was recorded (or a damaged one) shows what is known, no level
+    threat.pop("false_failure_level")
+    report.report = {"threat_model": threat}
+    report.save(update_fields=["report"])
+    body = portal(officer).get(reverse("portal:job", args=[queued_job.id])).content.decode()
+    assert 'id="threat-model"' in body and "fails this verdict" not in body
+    report.report = {"threat_model": "garbage"}
+    report.save(update_fields=["report"])
+    response = portal(officer).get(reverse("portal:job", args=[queued_job.id]))
+    assert response.status_code == 200 and "fails this verdict" not in response.content.decode()
+
+
 def test_portal_cancel_and_retry_with_a_bad_method_show_errors(queued_job: UnlearningJob, officer: Any) -> None:
     client = portal(officer)
     client.post(reverse("portal:job_cancel", args=[queued_job.id]))
