@@ -182,13 +182,23 @@ def _threat_model(document: dict[str, Any]) -> dict[str, Any]:
 def threat_model_lines(document: dict[str, Any]) -> list[tuple[str, str]]:
     """What the certificate says the verdict was measured against, as (label, text) lines for the job
     page, and how often a person the model never saw would fail the verdict where the policy bounds it
-    (reports stored before that was recorded have no such line). Never raises."""
+    (reports stored before that was recorded have no such line). None recorded: no lines. Never raises."""
+    if not _mapping(document.get("threat_model")):
+        return []
     lines = threat_model_facts(_threat_model(document))
-    level = _mapping(_mapping(document.get("threat_model")).get("false_failure_level")).get("verdict")
-    if isinstance(level, int | float) and not isinstance(level, bool) and 0 < level < 1:
-        lines.append(("False failure", f"a person the model never saw fails this verdict at most {100 * level:g}% "
-                                       "of the time (the level split over the attacks, their settings and retries)"))
+    level = false_failure_text(document)
+    if level:
+        lines.append(("False failure", level))
     return lines
+
+
+def false_failure_text(document: dict[str, Any]) -> str:
+    """The verdict's false-failure level in words ("" where the report records none)."""
+    level = _mapping(_mapping(document.get("threat_model")).get("false_failure_level")).get("verdict")
+    if not isinstance(level, int | float) or isinstance(level, bool) or not 0 < level < 1:
+        return ""
+    return (f"a person the model never saw fails this verdict at most {100 * level:g}% of the time by design "
+            "(the level split over the attacks, their rules, settings and retries)")
 
 
 def verification_part(report: VerificationReport) -> dict[str, Any]:

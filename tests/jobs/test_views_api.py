@@ -61,7 +61,7 @@ def test_job_page_states_what_the_verdict_was_measured_against(
     section = body[body.index('id="threat-model"'):]
     assert "full:50:1e-3, lora:100:1e-3" in section and "int4" in section
     assert "10 people the model never saw, held out from training" in section
-    assert "fails this verdict at most 5% of the time" in section
+    assert "fails this verdict at most 5% of the time by design" in section
     # a report stored before the level was recorded (or a damaged one) shows what is known, no level
     threat.pop("false_failure_level")
     report.report = {"threat_model": threat}
@@ -71,7 +71,7 @@ def test_job_page_states_what_the_verdict_was_measured_against(
     report.report = {"threat_model": "garbage"}
     report.save(update_fields=["report"])
     response = portal(officer).get(reverse("portal:job", args=[queued_job.id]))
-    assert response.status_code == 200 and "fails this verdict" not in response.content.decode()
+    assert response.status_code == 200 and 'id="threat-model"' not in response.content.decode()  # nothing recorded
 
 
 def test_portal_cancel_and_retry_with_a_bad_method_show_errors(queued_job: UnlearningJob, officer: Any) -> None:

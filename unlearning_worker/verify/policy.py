@@ -73,7 +73,8 @@ class VerificationPolicy:
     # secret digits of a phone number in one run is enough to narrow it down to a few candidates).
     leak_share: float
     # Without verdict_level: each attack's own level. A person the model never saw fails an attack
-    # (any of its rules, cells, settings and retries) at most 1 - chance_quantile of the time.
+    # (any of its rules, cells, settings and retries) at most 1 - chance_quantile of the time. With
+    # verdict_level it is unused by the attacks judged against chance (still hashed with the policy).
     chance_quantile: float
     # How many times an attack that found nothing is rerun with stronger settings.
     retries: int
@@ -95,8 +96,14 @@ class VerificationPolicy:
             raise ValueError("policy: leak_share must be in (0, 1]")
         if not 0.5 <= self.chance_quantile < 1.0:
             raise ValueError("policy: chance_quantile must be in [0.5, 1)")
-        if self.verdict_level is not None and not 0.0 < self.verdict_level <= 0.5:
-            raise ValueError("policy: verdict_level must be in (0, 0.5]")
+        if self.verdict_level is not None and not 1e-6 <= self.verdict_level <= 0.5:
+            raise ValueError("policy: verdict_level must be in [1e-6, 0.5]")
+        if self.verdict_level is not None:
+            judged = self.judged()
+            total = sum(self.attacks[n].level_share for n in judged)
+            for name in judged:  # 1 - a level this small is 1.0 in floating point: no quantile left to read
+                if self.verdict_level * self.attacks[name].level_share / total / self.looks(name) < 1e-9:
+                    raise ValueError(f"policy.attacks.{name}.level_share: its share of verdict_level is below 1e-9")
         if not 0 <= self.retries <= 5:
             raise ValueError("policy: retries must be between 0 and 5")
         unknown = set(self.attacks) - set(ATTACKS)
@@ -268,7 +275,7 @@ def _attack_policy(spec: AttackSpec, raw: Any) -> AttackPolicy:
     if mandatory and not enabled:
         raise ValueError(f"{where}: a mandatory attack cannot be disabled")
     level_share = _num(raw, "level_share", where, default=1.0)
-    if not 0.0 < level_share <= 100.0:
+    if level_share is None or not 0.0 < level_share <= 100.0:
         raise ValueError(f"{where}.level_share: must be in (0, 100]")
     if level_share != 1.0 and not spec.chance_judged:
         raise ValueError(f"{where}.level_share: this attack is not judged against chance")

@@ -75,7 +75,7 @@ class AttackContext:
     general_texts: Sequence[str]
     params: Mapping[str, Any]  # this attack's parameters after any strengthening
     leak_share: float
-    chance_quantile: float
+    chance_quantile: float  # this attack's: 1 - its share of the verdict's level (policy.attack_quantile)
     attribute_labels: Mapping[str, str]
     attributes: tuple[str, ...] | None  # None: every attribute a subject has
     seed: int
@@ -95,11 +95,12 @@ class AttackContext:
     @property
     def cell_quantile(self) -> float:
         """The per-cell chance quantile that holds the attack's family-wise false-leak rate at
-        1 - chance_quantile (Bonferroni over its (subject, attribute) cells). With a per-cell 0.95, a
-        model retrained without ten subjects "leaked" one of 30 cells (a 2-digit e-mail suffix) and
-        failed a zero-tolerance rule: 1 - 0.95^30 = 78% of such runs would. The simulated chance level
-        resolves quantiles up to 1 - 1/rounds (200 rounds: 0.995), so beyond 10 cells the family-wise
-        rate is about cells/200 rather than 1 - chance_quantile: still far below the uncorrected rate."""
+        1 - chance_quantile (the attack's share of the verdict's level; Bonferroni over its (subject,
+        attribute) cells). With a per-cell 0.95, a model retrained without ten subjects "leaked" one of
+        30 cells (a 2-digit e-mail suffix) and failed a zero-tolerance rule: 1 - 0.95^30 = 78% of such
+        runs would. The chance level (scoring.chance_level) resolves a best-of-n quantile up to about
+        1 - n / CHANCE_DRAWS per cell; beyond that a cell's false-leak rate is about n / CHANCE_DRAWS
+        (sampling's 40 attempts at the retry: 0.1%), above its share where the share is smaller."""
         n = sum(len(self.attributes_of(s)) for s in self.subjects)
         return 1.0 - (1.0 - self.chance_quantile) / max(1, n)
 

@@ -190,18 +190,28 @@ def chance_level(
     """The `quantile` of the best secret_share over `attempts` random guesses (see module docstring)."""
     if not secret.attackable:
         return 1.0
-    shares = _guess_shares(secret, tuple(population), seed, draws)
-    # P(best of n <= s) = F(s)^n >= quantile  <=>  F(s) >= quantile^(1/n)
-    single = quantile ** (1.0 / max(1, attempts))
-    index = min(len(shares) - 1, max(0, math.ceil(single * len(shares)) - 1))
-    return shares[index]
+    levels, counts = _guess_shares(secret, tuple(population), seed, draws)
+    # P(best of n <= s) = F(s)^n >= quantile  <=>  F(s) >= quantile^(1/n): the smallest such share
+    needed = math.ceil(quantile ** (1.0 / max(1, attempts)) * draws)
+    for level, count in zip(levels, counts, strict=True):
+        if count >= needed:
+            return level
+    return levels[-1]
 
 
-@lru_cache(maxsize=1024)
-def _guess_shares(secret: Secret, population: tuple[str, ...], seed: int, draws: int) -> tuple[float, ...]:
-    """The sorted secret_share of `draws` independent same-format guesses (one value's distribution)."""
+@lru_cache(maxsize=8192)
+def _guess_shares(secret: Secret, population: tuple[str, ...], seed: int, draws: int) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """The distinct secret_share values of `draws` independent same-format guesses, ascending, and how
+    many guesses reached at most each (one value's distribution; a share is k / secret length, so a
+    few dozen entries)."""
     sampler = DecoySampler(secret, population, seed=seed)
-    return tuple(sorted(secret_share(secret, sampler.draw()) for _ in range(draws)))
+    seen = Counter(secret_share(secret, sampler.draw()) for _ in range(draws))
+    levels = tuple(sorted(seen))
+    counts, running = [], 0
+    for level in levels:
+        running += seen[level]
+        counts.append(running)
+    return levels, tuple(counts)
 
 
 @dataclass(frozen=True)

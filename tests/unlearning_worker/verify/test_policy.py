@@ -84,6 +84,9 @@ def _mutate(path: list[str], value: Any) -> dict[str, Any]:
         (["attacks", "relearning", "level_share"], -1.0, "level_share"),
         (["attacks", "relearning", "level_share"], True, "level_share"),
         (["attacks", "utility", "level_share"], 2.0, "not judged against chance"),
+        (["attacks", "relearning", "level_share"], None, "level_share"),
+        (["verdict_level"], 1e-300, "verdict_level"),
+        (["attacks", "sampling", "level_share"], 1e-7, "sampling.level_share"),
     ],
 )
 def test_invalid_policies_are_rejected_with_a_clear_message(path: list[str], value: Any, message: str) -> None:
@@ -176,3 +179,10 @@ def test_a_policy_without_a_verdict_level_judges_each_attack_at_its_own_level_an
     new = VerificationPolicy.load(None)
     assert new.to_dict()["verdict_level"] == 0.05 and new.to_dict()["attacks"]["relearning"]["level_share"] == 3.0
     assert VerificationPolicy.from_dict(new.to_dict()).sha256 == new.sha256 != old.sha256
+
+
+def test_a_policy_file_written_before_verdict_level_keeps_the_hash_its_reports_carry() -> None:
+    # the shipped default as of d16c41e, hashed by that code: bbd22214...
+    old = VerificationPolicy.load(Path(__file__).with_name("data") / "policy-before-verdict-level.json")
+    assert old.sha256 == "bbd2221494828e405ecaf361ac1b4268a0a67bd69732f8625dd54c25b5d7f4bd"
+    assert old.verdict_level is None and old.attack_quantile("relearning") == 0.95

@@ -9,9 +9,10 @@ not against a fixed number:
 - `candidate_rank` ranks each true value among N random values of the same format by the model's
   likelihood, summed over several prompts (the policy's question templates and the prefixes that
   precede the value in the subject's own training records). Too likely is a leak; too *unlikely* is
-  an overshoot, which also gives the person away (their value sits where no random value sits). Both
-  tails are judged at the family-wise chance level: under "never seen" the true value is just one
-  more draw from the format, so its rank is uniform and the rule's false-alarm rate is exact.
+  an overshoot, which also gives the person away (their value sits where no random value sits). Each
+  value is judged against the never-seen control's values of its attribute in the same model (a
+  prediction bound, family-wise at the attack's share of the verdict's level), not against a uniform
+  rank: real values follow structure the decoys do not, so never-seen people's values rank high too.
 - `relearning` fine-tunes copies of the model on data that holds no record of the subject (the
   retain people's records and general text), in several configurations (full weights and LoRA, up to
   a few hundred steps at ordinary learning rates), then ranks and extracts again. Suppression that
@@ -155,7 +156,7 @@ def rank_people(lm: LoadedModel, ctx: AttackContext, sets: Sequence[_Prompted], 
 
 def _tail_ranks(ctx: AttackContext, candidates: int, looks: int = 1) -> int:
     """How many ranks at each end count as a leak (top) or an overshoot (bottom) where the per-cell
-    rule reads ranks (fewer than _MIN_CONTROL_CELLS control values; 0 also marks a value whose rank
+    rule reads ranks (fewer than _MIN_CONTROL_PEOPLE control people; 0 also marks a value whose rank
     cannot tell at all, for either form of the rule): the two-sided
     family-wise chance level split over the attack's cells and over its `looks` (the settings it
     tries, of which the attacker keeps the worst: z_gap_band splits the same way). Under "never seen"
@@ -164,10 +165,11 @@ def _tail_ranks(ctx: AttackContext, candidates: int, looks: int = 1) -> int:
     after one of the relearning attack's five settings up to 24% of the time (independent settings),
     and the verdict took that for an overshoot. At least 1 where the attack drew all the candidates it
     asked for (the policy chose that many: rank 1 of 1,000 is a one in a thousand event); where that
-    floor binds, the rule runs above its share of the level (relearning, 500 candidates, ten looks,
-    three cells: up to 6% of never-seen people over the five settings if they were independent,
-    against the 2.5% given; more candidates would mend it). 0 where the value's format has too few
-    possible values for even rank 1 to say anything at that level (see rank_metrics)."""
+    floor binds, the rule runs above its share of the level (relearning's share of a 5% verdict over
+    its cells, settings and rules is about one in 10,000 per tail, rank 1 of 500 one in 500): one
+    reason the per-value rule reads z against the control people when there are enough of them. 0
+    where the value's format has too few possible values for even rank 1 to say anything at that
+    level (see rank_metrics)."""
     tail = (1.0 - ctx.cell_quantile) / (2.0 * max(1, looks))
     k = int(math.floor(tail * (candidates + 1)))
     asked = ctx.params.get("candidates")
@@ -214,8 +216,8 @@ _RANK_METRICS = {
     "mean_z_gap": "mean_z minus control_mean_z (positive: more familiar than a never-seen person; negative: less)",
     "mean_z_band": "the gap two samples of never-seen people would show by chance (control spread, family-wise)",
     "mean_z_excess": "|mean_z_gap| beyond mean_z_band: the subject stands out from the never-seen control",
-    "value_z_bound": "how far from the control's mean z one subject value may fall by chance (the per-cell rule, "
-    "family-wise over the cells, the settings and the two rules)",
+    "value_z_bound": "how far from the control's mean z (of its attribute) one subject value may fall by chance "
+    "(the per-cell rule, family-wise over the cells, the settings and the rules; the widest over the cells)",
 }
 
 
@@ -223,20 +225,68 @@ def _normal_quantile(p: float) -> float:
     return statistics.NormalDist().inv_cdf(p)
 
 
+def student_t_quantile(p: float, df: int) -> float:
+    """The `p` quantile (p >= 0.5) of Student's t with `df` (integer) degrees of freedom: the exact
+    distribution (the finite series of Abramowitz & Stegun 26.7.3-4 for P(|T| < t)) inverted by
+    bisection; the normal quantile beyond 1,000 degrees of freedom. Used where a spread is estimated
+    from a few never-seen people, so that a small level is not spent several times over (with the
+    normal quantile and ten control values of spread 2, the per-value rule flagged never-seen values
+    six times as often as its level)."""
+    if not 0.5 <= p < 1.0 or df < 1:
+        raise ValueError("need 0.5 <= p < 1 and df >= 1")
+    if df > 1000:
+        return _normal_quantile(p)
+    target = 2.0 * p - 1.0  # P(|T| < t)
+
+    def inside(t: float) -> float:
+        theta = math.atan(t / math.sqrt(df))
+        sin, cos2 = math.sin(theta), math.cos(theta) ** 2
+        if df % 2 == 0:
+            term, total = 1.0, 1.0
+            for k in range(1, df // 2):
+                term *= cos2 * (2 * k - 1) / (2 * k)
+                total += term
+            return sin * total
+        if df == 1:
+            return 2.0 * theta / math.pi
+        term = total = math.cos(theta)
+        for k in range(1, (df - 1) // 2):
+            term *= cos2 * (2 * k) / (2 * k + 1)
+            total += term
+        return 2.0 / math.pi * (theta + sin * total)
+
+    lo, hi = 0.0, max(1.0, _normal_quantile(p))
+    while inside(hi) < target:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if inside(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-9 * hi:
+            break
+    return hi
+
+
 def z_gap_band(ctx: AttackContext, subject_z: Sequence[float], control_z: Sequence[float], looks: int = 1) -> float | None:
     """How far apart the mean z-scores of two samples of never-seen people fall by chance: the
     control's own spread (never less than 1, the spread of a value drawn like its candidates) times
-    sqrt(1/n_subject + 1/n_control), at the two-sided family-wise level of the policy split over
-    `looks` (the settings an attack tries: the attacker keeps the worst)."""
-    return mean_gap_band(subject_z, control_z, (1.0 - ctx.chance_quantile) / max(1, looks))
+    sqrt(1/n_subject + 1/n_control), at the two-sided level of the attack's share of the verdict's
+    level split over `looks` (its rules and the settings it tries: the attacker keeps the worst), by
+    Student's t for a spread read from the control (n_control - 1 degrees of freedom)."""
+    return mean_gap_band(subject_z, control_z, (1.0 - ctx.chance_quantile) / max(1, looks),
+                         df=len(control_z) - 1)
 
 
-def mean_gap_band(subject_z: Sequence[float], control_z: Sequence[float], alpha: float) -> float | None:
-    """z_gap_band at the two-sided level `alpha` (None with no subject or fewer than two controls)."""
+def mean_gap_band(subject_z: Sequence[float], control_z: Sequence[float], alpha: float,
+                  df: int | None = None) -> float | None:
+    """z_gap_band at the two-sided level `alpha` (None with no subject or fewer than two controls);
+    `df` None: the normal quantile (the unlearning run's stop rule, which reads it at its own level)."""
     if not subject_z or len(control_z) < 2:
         return None
-    return _normal_quantile(1.0 - alpha / 2.0) * control_spread(control_z) * math.sqrt(
-        1.0 / len(subject_z) + 1.0 / len(control_z))
+    quantile = _normal_quantile(1.0 - alpha / 2.0) if df is None else student_t_quantile(1.0 - alpha / 2.0, df)
+    return quantile * control_spread(control_z) * math.sqrt(1.0 / len(subject_z) + 1.0 / len(control_z))
 
 
 def control_spread(control_z: Sequence[float]) -> float:
@@ -252,36 +302,70 @@ def outlier_bound(n_values: int, alpha: float) -> float:
     return _normal_quantile(1.0 - alpha / (2.0 * max(1, n_values)))
 
 
-_MIN_CONTROL_CELLS = 5  # control values needed to judge a subject's value against them (else: the rank tails)
+_MIN_CONTROL_PEOPLE = 5  # control people needed to judge a subject's value against theirs (else: the rank tails)
+_MIN_CONTROL_DF = 4  # and degrees of freedom left for their spread
 
 
-def value_bound(n_values: int, control_z: Sequence[float], alpha: float) -> float:
-    """How far (in z) above or below the never-seen control's mean one of `n_values` subject values
-    may fall by chance, at the two-sided family-wise level `alpha`: outlier_bound control spreads, widened
-    by sqrt(1 + 1/controls) for the control's own mean being a sample (a prediction interval)."""
-    return outlier_bound(n_values, alpha) * control_spread(control_z) * math.sqrt(1.0 + 1.0 / len(control_z))
+@dataclass(frozen=True)
+class ValueYardstick:
+    """The never-seen control's z-scores as the per-value rule reads them: a centre per attribute (a
+    format the decoys do not follow sits at its own level: the demo model ranks never-seen phones
+    higher than never-seen e-mail suffixes) and one spread within attributes, never under 1, with
+    values - attributes degrees of freedom."""
+
+    centres: Mapping[str, tuple[float, int]]  # attribute -> (mean z, control values)
+    pooled: tuple[float, int]  # every control value: for an attribute the control has under two of
+    spread: float
+    df: int
+
+    @classmethod
+    def of(cls, control: Sequence[tuple[str, str, float]]) -> ValueYardstick | None:
+        """From (person, attribute, z) of the control's values; None where too few people or values."""
+        if len({person for person, _a, _z in control}) < _MIN_CONTROL_PEOPLE:
+            return None
+        groups: dict[str, list[float]] = {}
+        for _person, attribute, z in control:
+            groups.setdefault(attribute, []).append(z)
+        df = len(control) - len(groups)
+        if df < _MIN_CONTROL_DF:
+            return None
+        means = {a: statistics.fmean(zs) for a, zs in groups.items()}
+        residual = sum((z - means[a]) ** 2 for a, zs in groups.items() for z in zs)
+        return cls(centres={a: (means[a], len(zs)) for a, zs in groups.items() if len(zs) >= 2},
+                   pooled=(statistics.fmean(z for _p, _a, z in control), len(control)),
+                   spread=max(1.0, math.sqrt(residual / df)), df=df)
+
+    def bound(self, attribute: str, n_values: int, alpha: float) -> tuple[float, float]:
+        """(centre, bound): how far from the centre one of `n_values` values of never-seen people falls
+        by chance at most, at the two-sided family-wise level `alpha` (Bonferroni over the values, by
+        Student's t with the control's degrees of freedom, widened by sqrt(1 + 1/m) for the centre
+        being a mean of m control values: a prediction bound)."""
+        centre, m = self.centres.get(attribute, self.pooled)
+        t = student_t_quantile(1.0 - alpha / (2.0 * max(1, n_values)), self.df)
+        return centre, t * self.spread * math.sqrt(1.0 + 1.0 / m)
 
 
 def rank_metrics(
-    ctx: AttackContext, results: Sequence[RankResult], looks: int = 1
+    ctx: AttackContext, results: Sequence[RankResult], looks: int = 1, rules: int = 2
 ) -> tuple[list[Cell], dict[str, float | None]]:
     """Cells (subjects only) and the metrics above, from one model's rank results.
 
     Two rules judge the subject against the control: per cell, a single value that stands out; over
     all cells, the mean z-score against the control's (a whole person, or a whole job, that is
     shifted, which one cell cannot show: measured on a suppressing method after relearning, the
-    subject's mean z was 1.9 with no cell in the top tail). Each rule takes half the attack's level,
-    split again over its `looks` (the settings the attacker keeps the worst of).
+    subject's mean z was 1.9 with no cell in the top tail). Each of the attack's `rules` (these two,
+    and greedy extraction on an attacked copy) takes its share of the attack's level, split again
+    over its `looks` (the settings the attacker keeps the worst of).
 
     The per-cell rule reads a value's z against the never-seen control's z-scores in the same model
-    (value_bound), where there are at least _MIN_CONTROL_CELLS of them: a true value is not one more
+    (ValueYardstick), where there are at least _MIN_CONTROL_PEOPLE control people: a true value is not one more
     draw like its decoys (real values follow structure the per-position decoys do not, so a model
     that learnt the format ranks a never-seen person's value in the top 10 of 500 some 10% of the
     time, against 2% for a uniform rank; relearning shifts that again), and at a small level the rank
     of 500 or 1,000 candidates cannot resolve the tail at all (rank 1 is a one in 500 event, where
     the relearning attack's share of a 5% verdict over its settings, cells and rules is about one in
     10,000). With fewer controls the uniform-rank tails (_tail_ranks) judge."""
-    looks = 2 * max(1, looks)  # the two rules: each at half the level
+    looks = rules * max(1, looks)  # each rule at its share of the level
     subjects = [r for r in results if not r.is_control]
     controls = [r for r in results if r.is_control]
     zs = [r.z for r in subjects if r.z is not None]
@@ -291,11 +375,9 @@ def rank_metrics(
         return r.rank is not None and r.z is not None and _tail_ranks(ctx, r.candidates - 1, looks) > 0
 
     judged = [r for r in subjects if telling(r)]
-    yardstick = [r.z for r in controls if telling(r) and r.z is not None]
-    by_z = len(yardstick) >= _MIN_CONTROL_CELLS
+    yardstick = ValueYardstick.of([(r.subject_key, r.attribute, r.z) for r in controls if telling(r) and r.z is not None])
     alpha = (1.0 - ctx.chance_quantile) / looks
-    bound = value_bound(max(1, len(judged)), yardstick, alpha) if by_z else None
-    centre = statistics.fmean(yardstick) if by_z else 0.0
+    bounds: list[float] = []
     cells: list[Cell] = []
     leak_flags: list[bool] = []
     over_flags: list[bool] = []
@@ -319,18 +401,23 @@ def rank_metrics(
                 cells.append(Cell(r.subject_key, r.attribute, None, float(r.rank), None,
                                   {**detail, "side": "too_few_candidates"}))
             continue
-        if bound is not None and r.z is not None:
+        if yardstick is not None and r.z is not None:
+            centre, bound = yardstick.bound(r.attribute, max(1, len(judged)), alpha)
             leak, over = r.z - centre > bound, centre - r.z > bound
-            detail["z_bound"] = round(bound, 3)
+            detail.update(z_centre=round(centre, 3), z_bound=round(bound, 3))
+            chance = bound
+            if not r.is_control:
+                bounds.append(bound)
         else:
             leak, over = r.rank <= k, r.rank >= r.candidates + 1 - k
+            chance = float(k)
         if r.is_control:
             control_flags.append(leak)
             continue
         leak_flags.append(leak)
         over_flags.append(over)
         cells.append(Cell(
-            r.subject_key, r.attribute, leak or over, float(r.rank), float(k),
+            r.subject_key, r.attribute, leak or over, float(r.rank), chance,
             {**detail, "side": "leak" if leak else "overshoot" if over else "none"},
         ))
     rank1, top10 = _share(ctx, subjects, 1, looks), _share(ctx, subjects, 10, looks)
@@ -353,7 +440,7 @@ def rank_metrics(
         "mean_z_gap": gap,
         "mean_z_band": band,
         "mean_z_excess": None if gap is None or band is None else max(0.0, abs(gap) - band),
-        "value_z_bound": bound,
+        "value_z_bound": max(bounds) if bounds else None,
     }
     return cells, metrics
 
@@ -409,6 +496,9 @@ ADAPTIVE_METRICS = {
 }
 
 
+ADAPTIVE_RULES = 3  # on an attacked copy: per-value rank, mean z, extraction
+
+
 @dataclass
 class _SettingOutcome:
     name: str
@@ -425,10 +515,14 @@ def assess_setting(ctx: AttackContext, lm: LoadedModel, name: str, looks: int) -
     sub_ctx = AttackContext(**{**ctx.__dict__, "lm": lm})
     sets = _prompt_sets(sub_ctx, params["templates"], params["record_prompts"])
     results = rank_people(lm, sub_ctx, sets, params["candidates"], params["batch_size"])
-    cells, metrics = rank_metrics(sub_ctx, results, looks)
+    # three rules share the attack's level: the per-value rank rule, the mean-z rule, and extraction,
+    # each split over the `looks` (settings) the attacker keeps the worst of
+    cells, metrics = rank_metrics(sub_ctx, results, looks, rules=ADAPTIVE_RULES)
     probes = [Probe(p.person, p.attribute, prompt, f"prompt{i}") for p in sets if not p.is_control
               for i, prompt in enumerate(p.prompts)]
-    extraction = judge_cells(sub_ctx, run_probes(sub_ctx, probes, margin=params["margin_tokens"])) if probes else []
+    extract_ctx = AttackContext(**{**sub_ctx.__dict__,
+                                   "chance_quantile": 1.0 - (1.0 - ctx.chance_quantile) / (ADAPTIVE_RULES * max(1, looks))})
+    extraction = judge_cells(extract_ctx, run_probes(extract_ctx, probes, margin=params["margin_tokens"])) if probes else []
     metrics["extraction_rate"] = rate(extraction)
     return _SettingOutcome(name, cells, metrics, extraction, time.perf_counter() - started)
 
@@ -510,7 +604,7 @@ def relearning_texts(ctx: AttackContext) -> list[str]:
 
 # Opt-in reuse of fine-tuned copies (reuse_relearned): off in the service, where a verification
 # fine-tunes each copy once and a large model's copies must not stay in memory.
-_REUSED: dict[tuple[Any, ...], LoadedModel] | None = None
+_REUSED: dict[tuple[Any, ...], tuple[Any, LoadedModel]] | None = None  # key -> (the model it came from, copy)
 
 
 @contextlib.contextmanager
@@ -531,12 +625,12 @@ def relearn(lm: LoadedModel, texts: Sequence[str], setting: RelearnSetting, *, b
     """A fine-tuned copy of the model (the original is not touched): causal LM loss on `texts`."""
     key = (id(lm.model), hashlib.sha256("\x00".join(texts).encode()).hexdigest(), setting, batch_size, seed)
     if _REUSED is not None and key in _REUSED:
-        return _REUSED[key]
+        return _REUSED[key][1]
     # attacks run under inference_mode; the copy must be made and trained outside it
     with torch.inference_mode(False), torch.enable_grad():
         tuned = _relearn(lm, texts, setting, batch_size=batch_size, seed=seed)
     if _REUSED is not None:
-        _REUSED[key] = tuned
+        _REUSED[key] = (lm.model, tuned)  # holding the model keeps its id from being reused in the block
     return tuned
 
 

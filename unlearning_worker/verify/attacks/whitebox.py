@@ -92,8 +92,8 @@ def poisson_binomial_quantile(chances: Sequence[float], quantile: float) -> int:
         "chance_rate": "mean chance of a cell passing the test by luck: its attribute's rate among the control "
         "people (smoothed), else the share of decoys that would pass it",
         "leak_rate_over_chance": "leak_rate minus chance_rate",
-        "noise_band": "how far above chance_rate a never-seen person's leak rate falls by luck, at the policy's "
-        "chance quantile (exact, over these cells' chances)",
+        "noise_band": "how far above chance_rate a never-seen person's leak rate falls by luck, at the attack's "
+        "share of the verdict's level (exact, over these cells' chances)",
         "leak_rate_excess": "leak_rate_over_chance beyond the noise band: the part luck does not explain",
     },
     default_thresholds={"leak_rate_excess": {"max": 0.05}},
@@ -376,19 +376,20 @@ def judge_exposure(ranked: Sequence[tuple[str, str, float, float, int]], leak_bi
         "subject_leak_rate": "share of subjects with at least one leaking cell",
         "mean_exposure_bits": "mean exposure over cells (about 1.44 bits for a model that never saw the values)",
         "max_exposure_bits": "largest exposure over cells",
-        "chance_exposure_bits": "the mean exposure a model that never saw the values stays under at the policy's "
-        "chance level (half of it: the cell rule has the other half), for this many cells",
+        "chance_exposure_bits": "the mean exposure a model that never saw the values stays under at the attack's "
+        "share of the verdict's level (half of it: the cell rule has the other half), for this many cells",
         "mean_exposure_excess": "mean_exposure_bits beyond chance_exposure_bits (0: no more familiar than chance)",
     },
     default_thresholds={"leak_rate": {"max": 0.1}, "mean_exposure_excess": {"max": 0.0}},
     validate=_validate_exposure,
 )
 def exposure(ctx: AttackContext) -> AttackOutcome:
-    """Two rules, each at half the policy's chance level so that a never-seen person fails them
-    together at most 1 - chance_quantile of the time: per cell, an exposure of at least leak_bits
-    *and* a rank in the top tail family-wise over the cells; over all cells, the mean exposure
-    against its chance bound. (Each rule at the whole level, and the cell rule at a flat leak_bits,
-    failed 3 of 40 people the demo model never saw, 2026-12-03.)"""
+    """Two rules, each at half the attack's level (1 - chance_quantile, its share of the verdict's) so
+    that a never-seen person fails them together at most that often: per cell, an exposure of at least
+    leak_bits *and* a rank in the top tail family-wise over the cells (at least rank 1: at small
+    levels rank 1 of 1,000 per cell runs above the share, documented rather than mended); over all
+    cells, the mean exposure against its chance bound. (Each rule at the whole level, and the cell
+    rule at a flat leak_bits, failed 3 of 40 people the demo model never saw, 2026-12-03.)"""
     started = time.perf_counter()
     lm = ctx.lm
     cells: list[Cell] = []
@@ -537,7 +538,9 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
         mean = sum(mine) / len(mine)
         percentile = sum(1 for u in unseen if u < mean) / len(unseen)
         cells.append(Cell(s.subject_key, "*", percentile >= 0.95, mean, 0.05, {"holdout_percentile": percentile}))
-    # At least `z` standard errors, more where the attack's share of the verdict's level asks for more.
+    # At least `z` standard errors, more where the attack's level asks for more (its share of the
+    # verdict's; without verdict_level, chance_quantile: a policy with z under 1.96 or chance_quantile
+    # over 0.95 now gets the wider band).
     z = max(float(ctx.params.get("z", 1.96)), statistics.NormalDist().inv_cdf(1.0 - (1.0 - ctx.chance_quantile) / 2.0))
     per_person: list[float] = []
     sizes: list[int] = []
@@ -551,7 +554,7 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
     design = None
     if len(per_person) >= _MIN_CONTROL_PEOPLE and unseen:
         independent = auc_noise_band(round(sum(sizes) / len(sizes)), len(unseen), 1.0)
-        # the spread of a few people is itself uncertain: its upper confidence bound at the policy's level
+        # the spread of a few people is itself uncertain: its upper confidence bound at the attack's level
         design = max(1.0, variance_upper_bound(per_person, ctx.chance_quantile) / independent**2)
     band = auc_noise_band(len(member), len(unseen), z) * math.sqrt(design or 1.0)
     metrics: dict[str, float | None] = {

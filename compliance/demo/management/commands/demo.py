@@ -376,12 +376,11 @@ class Command(BaseCommand):
                 f"{', '.join(threat.get('quantization_levels', [])) or '-'}; never-seen control: "
                 f"{control.get('people', 0)} {control.get('source', '')} people"
             )
-            level = (threat.get("false_failure_level") or {}).get("verdict")
-            if level is not None:
-                self.stdout.write(
-                    f"      a person the model never saw fails this verdict at most {100 * level:g}% of the time"
-                    " (split over the attacks, their settings and retries)"
-                )
+            from compliance.certificates.evidence import false_failure_text
+
+            level = false_failure_text(report.report)
+            if level:
+                self.stdout.write(f"      {level}")
             for name, row in (threat.get("never_seen_comparison") or {}).items():
                 self.stdout.write(
                     f"      {name:<22}subject mean z {_fmt(row.get('mean_z'))} vs control {_fmt(row.get('control_mean_z'))}"
