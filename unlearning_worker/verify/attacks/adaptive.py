@@ -53,7 +53,7 @@ from unlearning_worker.verify.attacks.common import (
     run_probes,
     swap_identity,
 )
-from unlearning_worker.verify.attacks.whitebox import candidate_logprobs
+from unlearning_worker.verify.attacks.whitebox import candidate_logprobs, student_t_quantile
 from unlearning_worker.verify.facts import SubjectFacts
 from unlearning_worker.verify.lm import LoadedModel, encode
 from unlearning_worker.verify.registry import AttackContext, AttackOutcome, Cell, rate, register_attack
@@ -223,50 +223,6 @@ _RANK_METRICS = {
 
 def _normal_quantile(p: float) -> float:
     return statistics.NormalDist().inv_cdf(p)
-
-
-def student_t_quantile(p: float, df: int) -> float:
-    """The `p` quantile (p >= 0.5) of Student's t with `df` (integer) degrees of freedom: the exact
-    distribution (the finite series of Abramowitz & Stegun 26.7.3-4 for P(|T| < t)) inverted by
-    bisection; the normal quantile beyond 1,000 degrees of freedom. Used where a spread is estimated
-    from a few never-seen people, so that a small level is not spent several times over (with the
-    normal quantile and ten control values of spread 2, the per-value rule flagged never-seen values
-    six times as often as its level)."""
-    if not 0.5 <= p < 1.0 or df < 1:
-        raise ValueError("need 0.5 <= p < 1 and df >= 1")
-    if df > 1000:
-        return _normal_quantile(p)
-    target = 2.0 * p - 1.0  # P(|T| < t)
-
-    def inside(t: float) -> float:
-        theta = math.atan(t / math.sqrt(df))
-        sin, cos2 = math.sin(theta), math.cos(theta) ** 2
-        if df % 2 == 0:
-            term, total = 1.0, 1.0
-            for k in range(1, df // 2):
-                term *= cos2 * (2 * k - 1) / (2 * k)
-                total += term
-            return sin * total
-        if df == 1:
-            return 2.0 * theta / math.pi
-        term = total = math.cos(theta)
-        for k in range(1, (df - 1) // 2):
-            term *= cos2 * (2 * k) / (2 * k + 1)
-            total += term
-        return 2.0 / math.pi * (theta + sin * total)
-
-    lo, hi = 0.0, max(1.0, _normal_quantile(p))
-    while inside(hi) < target:
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):
-        mid = (lo + hi) / 2.0
-        if inside(mid) < target:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-9 * hi:
-            break
-    return hi
 
 
 def z_gap_band(ctx: AttackContext, subject_z: Sequence[float], control_z: Sequence[float], looks: int = 1) -> float | None:

@@ -59,6 +59,50 @@ def _stronger_lens(params: dict[str, Any], level: int) -> dict[str, Any]:
     return {**params, "top_k": params["top_k"] * 2**level}
 
 
+def student_t_quantile(p: float, df: int) -> float:
+    """The `p` quantile (p >= 0.5) of Student's t with `df` (integer) degrees of freedom: the exact
+    distribution (the finite series of Abramowitz & Stegun 26.7.3-4 for P(|T| < t)) inverted by
+    bisection; the normal quantile beyond 1,000 degrees of freedom. Used where a spread is estimated
+    from a few never-seen people, so that a small level is not spent several times over (with the
+    normal quantile and ten control values of spread 2, the per-value rule flagged never-seen values
+    six times as often as its level)."""
+    if not 0.5 <= p < 1.0 or df < 1:
+        raise ValueError("need 0.5 <= p < 1 and df >= 1")
+    if df > 1000:
+        return statistics.NormalDist().inv_cdf(p)
+    target = 2.0 * p - 1.0  # P(|T| < t)
+
+    def inside(t: float) -> float:
+        theta = math.atan(t / math.sqrt(df))
+        sin, cos2 = math.sin(theta), math.cos(theta) ** 2
+        if df % 2 == 0:
+            term, total = 1.0, 1.0
+            for k in range(1, df // 2):
+                term *= cos2 * (2 * k - 1) / (2 * k)
+                total += term
+            return sin * total
+        if df == 1:
+            return 2.0 * theta / math.pi
+        term = total = math.cos(theta)
+        for k in range(1, (df - 1) // 2):
+            term *= cos2 * (2 * k) / (2 * k + 1)
+            total += term
+        return 2.0 / math.pi * (theta + sin * total)
+
+    lo, hi = 0.0, max(1.0, statistics.NormalDist().inv_cdf(p))
+    while inside(hi) < target:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if inside(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-9 * hi:
+            break
+    return hi
+
+
 def poisson_binomial_quantile(chances: Sequence[float], quantile: float) -> int:
     """The smallest k with P(S <= k) >= quantile, where S counts the successes of independent trials
     with these chances (the number of a never-seen person's cells a test flags by luck)."""
@@ -445,21 +489,6 @@ def _validate_mia(params: Mapping[str, Any]) -> None:
         raise ValueError("z must be in [0, 4]")
 
 
-def variance_upper_bound(values: Sequence[float], quantile: float) -> float:
-    """The upper confidence bound, at `quantile`, on the variance of the population the values are a
-    normal sample of: (n - 1) s^2 / chi2_(1 - quantile)(n - 1), the chi-square quantile by the
-    Wilson-Hilferty approximation (3% low at 4 degrees of freedom, on the strict side; closer above). Ten people's AUCs on the
-    demo model had a spread of 0.085 where fifty had 0.17 (2026-12-03): the bound is 1.65x the
-    sample's spread at ten and 0.95."""
-    n = len(values)
-    if n < 2:
-        raise ValueError("need at least two values")
-    df = n - 1
-    z = statistics.NormalDist().inv_cdf(1.0 - quantile)
-    chi2 = df * max(1e-9, 1.0 - 2.0 / (9.0 * df) + z * math.sqrt(2.0 / (9.0 * df))) ** 3
-    return df * statistics.variance(values) / chi2
-
-
 def auc_noise_band(n_pos: int, n_neg: int, z: float) -> float:
     """z standard errors of the AUC of two samples drawn from one distribution (the Mann-Whitney null:
     sqrt((n1 + n2 + 1) / (12 n1 n2))). One subject's 7 records against 350 holdout records have a
@@ -483,7 +512,7 @@ def auc_noise_band(n_pos: int, n_neg: int, z: float) -> float:
         "subject_flag_rate": "share of subjects whose mean Min-K score is above the 95th percentile of holdout records",
         "control_auc_spread": "standard deviation of the never-seen control people's AUCs (each person's records "
         "of the subjects' form against the holdout)",
-        "design_effect": "variance of a control person's AUC (its upper confidence bound) over what independent "
+        "design_effect": "variance of a control person's AUC over what independent "
         "records would give (>= 1): how much wider the band is for records that come in people",
     },
     default_thresholds={"auc_excess_deviation": {"max": 0.05}},
@@ -496,8 +525,11 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
     the holdout (without their own records): from their own records where the eval set has them (at
     least _MIN_CONTROL_PEOPLE people), else from the subjects' records with the identity swapped for
     theirs. The spread of these AUCs over the band one person's records would have if independent is
-    the design effect (at the upper confidence bound of that spread: variance_upper_bound), which
-    widens the band (never narrows it). Measured on the demo model
+    the design effect, which widens the band (never narrows it); the band is then a Student-t
+    prediction bound with the control people's degrees of freedom. (Stop 35 read the spread at its
+    upper confidence bound at the attack's level: at a verdict level split over eleven attacks that
+    bound was 2.4 times the spread, and the demo's memorised subject on its base model, AUC 0.995, sat
+    inside a band of 0.81.) Measured on the demo model
     (2026-12-03, bench_erasure --sections calibration): with the independent band the attack failed 6
     of 40 people it never saw, whose AUCs ranged 0.30-0.90; swapped records vary less than people do
     (their AUCs' spread 0.08-0.09 against the independent 0.11) and still failed 3 of 25."""
@@ -541,7 +573,8 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
     # At least `z` standard errors, more where the attack's level asks for more (its share of the
     # verdict's; without verdict_level, chance_quantile: a policy with z under 1.96 or chance_quantile
     # over 0.95 now gets the wider band).
-    z = max(float(ctx.params.get("z", 1.96)), statistics.NormalDist().inv_cdf(1.0 - (1.0 - ctx.chance_quantile) / 2.0))
+    level = 1.0 - (1.0 - ctx.chance_quantile) / 2.0
+    z = max(float(ctx.params.get("z", 1.96)), statistics.NormalDist().inv_cdf(level))
     per_person: list[float] = []
     sizes: list[int] = []
     for i in sorted(set(control_owner)):
@@ -552,11 +585,15 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
             per_person.append(got)
             sizes.append(len(theirs))
     design = None
+    widen = 1.0
     if len(per_person) >= _MIN_CONTROL_PEOPLE and unseen:
         independent = auc_noise_band(round(sum(sizes) / len(sizes)), len(unseen), 1.0)
-        # the spread of a few people is itself uncertain: its upper confidence bound at the attack's level
-        design = max(1.0, variance_upper_bound(per_person, ctx.chance_quantile) / independent**2)
-    band = auc_noise_band(len(member), len(unseen), z) * math.sqrt(design or 1.0)
+        design = max(1.0, statistics.variance(per_person) / independent**2)
+        # a spread read from a few people: Student's t with their degrees of freedom, and the control's
+        # own centre a sample too (a prediction bound for one more never-seen person)
+        z = max(z, student_t_quantile(level, len(per_person) - 1))
+        widen = math.sqrt(1.0 + 1.0 / len(per_person))
+    band = auc_noise_band(len(member), len(unseen), z) * math.sqrt(design or 1.0) * widen
     metrics: dict[str, float | None] = {
         "auc": area,
         "auc_deviation": None if area is None else abs(area - 0.5),
