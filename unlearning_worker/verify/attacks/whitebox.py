@@ -489,6 +489,21 @@ def _validate_mia(params: Mapping[str, Any]) -> None:
         raise ValueError("z must be in [0, 4]")
 
 
+def variance_upper_bound(values: Sequence[float], quantile: float) -> float:
+    """The upper confidence bound, at `quantile`, on the variance of the population the values are a
+    normal sample of: (n - 1) s^2 / chi2_(1 - quantile)(n - 1), the chi-square quantile by the
+    Wilson-Hilferty approximation (3% low at 4 degrees of freedom, on the strict side; closer above). Ten people's AUCs on the
+    demo model had a spread of 0.085 where fifty had 0.17 (2026-12-03): the bound is 1.65x the
+    sample's spread at ten and 0.95."""
+    n = len(values)
+    if n < 2:
+        raise ValueError("need at least two values")
+    df = n - 1
+    z = statistics.NormalDist().inv_cdf(1.0 - quantile)
+    chi2 = df * max(1e-9, 1.0 - 2.0 / (9.0 * df) + z * math.sqrt(2.0 / (9.0 * df))) ** 3
+    return df * statistics.variance(values) / chi2
+
+
 def auc_noise_band(n_pos: int, n_neg: int, z: float) -> float:
     """z standard errors of the AUC of two samples drawn from one distribution (the Mann-Whitney null:
     sqrt((n1 + n2 + 1) / (12 n1 n2))). One subject's 7 records against 350 holdout records have a
@@ -512,7 +527,7 @@ def auc_noise_band(n_pos: int, n_neg: int, z: float) -> float:
         "subject_flag_rate": "share of subjects whose mean Min-K score is above the 95th percentile of holdout records",
         "control_auc_spread": "standard deviation of the never-seen control people's AUCs (each person's records "
         "of the subjects' form against the holdout)",
-        "design_effect": "variance of a control person's AUC over what independent "
+        "design_effect": "variance of a control person's AUC (its 95% upper confidence bound) over what independent "
         "records would give (>= 1): how much wider the band is for records that come in people",
     },
     default_thresholds={"auc_excess_deviation": {"max": 0.05}},
@@ -525,11 +540,13 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
     the holdout (without their own records): from their own records where the eval set has them (at
     least _MIN_CONTROL_PEOPLE people), else from the subjects' records with the identity swapped for
     theirs. The spread of these AUCs over the band one person's records would have if independent is
-    the design effect, which widens the band (never narrows it); the band is then a Student-t
-    prediction bound with the control people's degrees of freedom. (Stop 35 read the spread at its
-    upper confidence bound at the attack's level: at a verdict level split over eleven attacks that
-    bound was 2.4 times the spread, and the demo's memorised subject on its base model, AUC 0.995, sat
-    inside a band of 0.81.) Measured on the demo model
+    the design effect (with the spread at its upper confidence bound, at a fixed SPREAD_CONFIDENCE:
+    ten control people's spread was half of fifty's), which widens the band (never narrows it); the
+    band is then z at the attack's level. Measured on the demo model (2026-12-03, stop 36, 40 people it
+    never saw, the default policy's share): the bound at the attack's own level (2.4 times the spread)
+    failed none and hid the demo's memorised subject on its base model (AUC 0.995 inside a band of
+    0.81); a Student-t prediction bound from the ten spreads failed 2 of 40 (never-seen people's AUCs
+    reach 0.02 and 0.98: heavier tails than ten people show). Measured on the demo model
     (2026-12-03, bench_erasure --sections calibration): with the independent band the attack failed 6
     of 40 people it never saw, whose AUCs ranged 0.30-0.90; swapped records vary less than people do
     (their AUCs' spread 0.08-0.09 against the independent 0.11) and still failed 3 of 25."""
@@ -585,15 +602,11 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
             per_person.append(got)
             sizes.append(len(theirs))
     design = None
-    widen = 1.0
     if len(per_person) >= _MIN_CONTROL_PEOPLE and unseen:
         independent = auc_noise_band(round(sum(sizes) / len(sizes)), len(unseen), 1.0)
-        design = max(1.0, statistics.variance(per_person) / independent**2)
-        # a spread read from a few people: Student's t with their degrees of freedom, and the control's
-        # own centre a sample too (a prediction bound for one more never-seen person)
-        z = max(z, student_t_quantile(level, len(per_person) - 1))
-        widen = math.sqrt(1.0 + 1.0 / len(per_person))
-    band = auc_noise_band(len(member), len(unseen), z) * math.sqrt(design or 1.0) * widen
+        # the spread of a few people is itself uncertain: its upper confidence bound, at a fixed 95%
+        design = max(1.0, variance_upper_bound(per_person, SPREAD_CONFIDENCE) / independent**2)
+    band = auc_noise_band(len(member), len(unseen), z) * math.sqrt(design or 1.0)
     metrics: dict[str, float | None] = {
         "auc": area,
         "auc_deviation": None if area is None else abs(area - 0.5),
@@ -607,6 +620,7 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
 
 
 _MIN_CONTROL_PEOPLE = 5  # control people needed to read the design effect from their spread
+SPREAD_CONFIDENCE = 0.95  # how sure the design effect is that people vary no more than that
 
 
 # ---------------------------------------------------------------------------------------------
