@@ -175,7 +175,10 @@ class RankCheck:
     forget records is ranked among `rank_candidates` decoys of its format by the model's likelihood
     after the record's own text, summed over up to `rank_prompts` records; the never-seen control is
     the same records rewritten for fictitious people (name and every value swapped, their own value
-    ranked among its decoys). The reading is the subjects' mean z-score against the control's."""
+    ranked among its decoys). The reading is the subjects' mean z-score against the control's. Its
+    bands stay the normal-quantile ones at `rank_alpha` (pooled over attributes), a stricter reading
+    than the verifier's since stop 36 (Student's t at an attack's share of the verdict's level, per
+    attribute): the run stops no later for it, and the runs measured with it stay comparable."""
 
     def __init__(self, tokenizer: Any, forget: Sequence[ForgetItem], retain: Sequence[RetainItem],
                  retain_examples: Sequence[Example], spec: UnlearningSpec) -> None:
