@@ -178,8 +178,8 @@ class RankCheck:
     ranked among its decoys). The reading is the subjects' mean z-score against the control's. Its
     bands stay the normal-quantile ones at `rank_alpha` (pooled over attributes), a stricter reading
     than the verifier's since stop 36 (Student's t at an attack's share of the verdict's level, per
-    attribute): a point that meets it meets the verdict's reading too, and the runs measured with it
-    stay comparable."""
+    attribute): on the same readings a point within it is within the verdict's wider bands, and the
+    runs measured with it stay comparable."""
 
     def __init__(self, tokenizer: Any, forget: Sequence[ForgetItem], retain: Sequence[RetainItem],
                  retain_examples: Sequence[Example], spec: UnlearningSpec) -> None:
