@@ -244,9 +244,10 @@ def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoC
     """The verifier on people the model never saw: each held-out person beyond the control people is
     verified alone as a subject of the base model (its own records as its forget texts, kept out of the
     membership holdout), against the same control people as every other row. Such a person must pass:
-    each attack's false-failure share should sit at the policy's chance level (5%) or below. The
-    relearning and quantization attacks fine-tune or quantize copies (minutes a person) and run only
-    with --calibration-attacks naming them."""
+    the whole verdict's false-failure share should sit at the policy's verdict_level (5%) or below,
+    each attack's at its share of it. The relearning and quantization attacks fine-tune or quantize
+    copies (minutes a person; each relearned copy is made once, reuse_relearned) and run only with
+    --calibration-attacks naming them (or 'all')."""
     from unlearning_worker.verify.attacks.adaptive import reuse_relearned
     from unlearning_worker.verify.lm import load_model
     from unlearning_worker.verify.runner import verify_loaded
@@ -289,7 +290,7 @@ def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoC
                 print(f"    {check.describe()} at strength {check.strength};"
                       f" cells {[(c.attribute, round(c.score, 3), c.chance, c.detail.get('leaking', c.detail.get('side'))) for c in cells]}")
     n = max(1, len(people))
-    print(f"  {'attack':<22} {'failed':>7} {'share':>7}  (target <= 5.0%)")
+    print(f"  {'attack':<22} {'failed':>7} {'share':>7}  (target: the whole verdict <= {100 * (policy.verdict_level or 0.05):.1f}%)")
     for name, count in fails.items():
         print(f"  {name:<22} {count:>7} {100 * count / n:6.1f}%{'  over' if count / n > 0.05 else ''}")
     print(f"  {'the whole verdict':<22} {any_fail:>7} {100 * any_fail / n:6.1f}%   ({time.perf_counter() - started:.0f} s)")
