@@ -53,7 +53,7 @@ from unlearning_worker.verify.attacks.common import (
     run_probes,
     swap_identity,
 )
-from unlearning_worker.verify.attacks.whitebox import candidate_logprobs, student_t_quantile
+from unlearning_worker.verify.attacks.whitebox import candidate_logprobs
 from unlearning_worker.verify.facts import SubjectFacts
 from unlearning_worker.verify.lm import LoadedModel, encode
 from unlearning_worker.verify.registry import AttackContext, AttackOutcome, Cell, rate, register_attack
@@ -225,6 +225,50 @@ def _normal_quantile(p: float) -> float:
     return statistics.NormalDist().inv_cdf(p)
 
 
+def student_t_quantile(p: float, df: int) -> float:
+    """The `p` quantile (p >= 0.5) of Student's t with `df` (integer) degrees of freedom: the exact
+    distribution (the finite series of Abramowitz & Stegun 26.7.3-4 for P(|T| < t)) inverted by
+    bisection; the normal quantile beyond 1,000 degrees of freedom. Used where a spread is estimated
+    from a few never-seen people, so that a small level is not spent several times over (with the
+    normal quantile and ten control values of spread 2, the per-value rule flagged never-seen values
+    six times as often as its level)."""
+    if not 0.5 <= p < 1.0 or df < 1:
+        raise ValueError("need 0.5 <= p < 1 and df >= 1")
+    if df > 1000:
+        return _normal_quantile(p)
+    target = 2.0 * p - 1.0  # P(|T| < t)
+
+    def inside(t: float) -> float:
+        theta = math.atan(t / math.sqrt(df))
+        sin, cos2 = math.sin(theta), math.cos(theta) ** 2
+        if df % 2 == 0:
+            term, total = 1.0, 1.0
+            for k in range(1, df // 2):
+                term *= cos2 * (2 * k - 1) / (2 * k)
+                total += term
+            return sin * total
+        if df == 1:
+            return 2.0 * theta / math.pi
+        term = total = math.cos(theta)
+        for k in range(1, (df - 1) // 2):
+            term *= cos2 * (2 * k) / (2 * k + 1)
+            total += term
+        return 2.0 / math.pi * (theta + sin * total)
+
+    lo, hi = 0.0, max(1.0, _normal_quantile(p))
+    while inside(hi) < target:
+        lo, hi = hi, hi * 2.0
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        if inside(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+        if hi - lo < 1e-9 * hi:
+            break
+    return hi
+
+
 def z_gap_band(ctx: AttackContext, subject_z: Sequence[float], control_z: Sequence[float], looks: int = 1) -> float | None:
     """How far apart the mean z-scores of two samples of never-seen people fall by chance: the
     control's own spread (never less than 1, the spread of a value drawn like its candidates) times
@@ -327,11 +371,11 @@ def rank_metrics(
     zs = [r.z for r in subjects if r.z is not None]
     control_zs = [r.z for r in controls if r.z is not None]
 
-    def telling(r: RankResult) -> bool:  # a value whose rank and z can tell at this level (see below)
-        return r.rank is not None and r.z is not None and _tail_ranks(ctx, r.candidates - 1, looks) > 0
-
-    judged = [r for r in subjects if telling(r)]
-    yardstick = ValueYardstick.of([(r.subject_key, r.attribute, r.z) for r in controls if telling(r) and r.z is not None])
+    tails = {id(r): _tail_ranks(ctx, r.candidates - 1, looks) for r in results if r.rank is not None}
+    # values whose rank and z can tell at this level (see the k == 0 case below)
+    telling = [r for r in results if r.z is not None and tails.get(id(r), 0) > 0]
+    judged = [r for r in telling if not r.is_control]
+    yardstick = ValueYardstick.of([(r.subject_key, r.attribute, r.z) for r in telling if r.is_control and r.z is not None])
     alpha = (1.0 - ctx.chance_quantile) / looks
     bounds: list[float] = []
     cells: list[Cell] = []
@@ -343,7 +387,7 @@ def rank_metrics(
             if not r.is_control:
                 cells.append(Cell(r.subject_key, r.attribute, None, 0.0, None, {"reason": "no secret part"}))
             continue
-        k = _tail_ranks(ctx, r.candidates - 1, looks)
+        k = tails[id(r)]
         detail: dict[str, Any] = {"rank": r.rank, "candidates": r.candidates, "z": None if r.z is None else round(r.z, 3)}
         if k == 0:
             # A value whose format has few possible values (an e-mail's one-digit suffix: 10

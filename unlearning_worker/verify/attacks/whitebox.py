@@ -59,50 +59,6 @@ def _stronger_lens(params: dict[str, Any], level: int) -> dict[str, Any]:
     return {**params, "top_k": params["top_k"] * 2**level}
 
 
-def student_t_quantile(p: float, df: int) -> float:
-    """The `p` quantile (p >= 0.5) of Student's t with `df` (integer) degrees of freedom: the exact
-    distribution (the finite series of Abramowitz & Stegun 26.7.3-4 for P(|T| < t)) inverted by
-    bisection; the normal quantile beyond 1,000 degrees of freedom. Used where a spread is estimated
-    from a few never-seen people, so that a small level is not spent several times over (with the
-    normal quantile and ten control values of spread 2, the per-value rule flagged never-seen values
-    six times as often as its level)."""
-    if not 0.5 <= p < 1.0 or df < 1:
-        raise ValueError("need 0.5 <= p < 1 and df >= 1")
-    if df > 1000:
-        return statistics.NormalDist().inv_cdf(p)
-    target = 2.0 * p - 1.0  # P(|T| < t)
-
-    def inside(t: float) -> float:
-        theta = math.atan(t / math.sqrt(df))
-        sin, cos2 = math.sin(theta), math.cos(theta) ** 2
-        if df % 2 == 0:
-            term, total = 1.0, 1.0
-            for k in range(1, df // 2):
-                term *= cos2 * (2 * k - 1) / (2 * k)
-                total += term
-            return sin * total
-        if df == 1:
-            return 2.0 * theta / math.pi
-        term = total = math.cos(theta)
-        for k in range(1, (df - 1) // 2):
-            term *= cos2 * (2 * k) / (2 * k + 1)
-            total += term
-        return 2.0 / math.pi * (theta + sin * total)
-
-    lo, hi = 0.0, max(1.0, statistics.NormalDist().inv_cdf(p))
-    while inside(hi) < target:
-        lo, hi = hi, hi * 2.0
-    for _ in range(200):
-        mid = (lo + hi) / 2.0
-        if inside(mid) < target:
-            lo = mid
-        else:
-            hi = mid
-        if hi - lo < 1e-9 * hi:
-            break
-    return hi
-
-
 def poisson_binomial_quantile(chances: Sequence[float], quantile: float) -> int:
     """The smallest k with P(S <= k) >= quantile, where S counts the successes of independent trials
     with these chances (the number of a never-seen person's cells a test flags by luck)."""
@@ -546,8 +502,8 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
     never saw, the default policy's share): the bound at the attack's own level (2.4 times the spread)
     failed none and hid the demo's memorised subject on its base model (AUC 0.995 inside a band of
     0.81); a Student-t prediction bound from the ten spreads failed 2 of 40 (never-seen people's AUCs
-    reach 0.02 and 0.98: heavier tails than ten people show). Measured on the demo model
-    (2026-12-03, bench_erasure --sections calibration): with the independent band the attack failed 6
+    reach 0.02 and 0.98: heavier tails than ten people show). Before the design effect (stop 35,
+    bench_erasure --sections calibration): with the independent band the attack failed 6
     of 40 people it never saw, whose AUCs ranged 0.30-0.90; swapped records vary less than people do
     (their AUCs' spread 0.08-0.09 against the independent 0.11) and still failed 3 of 25."""
     started = time.perf_counter()
