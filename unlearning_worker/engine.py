@@ -47,6 +47,7 @@ from unlearning_worker.data import ForgetItem, RetainItem, encode, step_indices
 from unlearning_worker.evaluation import (
     EvalPoint,
     Evaluator,
+    PhaseClock,
     RankCheck,
     RankReading,
     probes,
@@ -108,6 +109,8 @@ class UnlearningResult:
     spec_hash: str
     resumed_from_step: int | None
     weights_sha256: dict[str, str]  # file name -> sha256 of the saved files
+    # wall seconds by phase (evaluation.PhaseClock): steps, the in-loop attacker, each evidence check
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -217,6 +220,7 @@ def _run(
 
     # 1. model, tokenizer, examples
     emit(ProgressEvent("prepare", 0, spec.max_steps))
+    clock = PhaseClock()
     model, tokenizer = load_model(model_dir, spec, device)
     if fsdp.active() is not None:
         fsdp.shard(model, device)
@@ -242,11 +246,13 @@ def _run(
 
     def rank() -> tuple[RankReading | None, RankReading | None]:
         assert rank_check is not None
-        reading = rank_check(model, device)
+        with clock("check:rank"):
+            reading = rank_check(model, device)
         copies = attacker[0].attacked if attacker else []
         if copies:  # one copy per check, in turn (by the checks so far, which a resumed run knows)
             chosen = copies[len(history) % len(copies)]
-            copied = rank_check(chosen.shadow, device)
+            with clock("check:rank_attacker"):
+                copied = rank_check(chosen.shadow, device)
             if copied is not None:
                 copy_readings[chosen.mode] = copied
         relearned = worst_reading(list(copy_readings.values()))
@@ -273,6 +279,7 @@ def _run(
         close=lambda gap, rank, relearned: _close(gap, [p.forget_gap for p in history if p.phase != "before"], spec,
                                                   _rank_fields(rank, relearned)),
         rank=rank if rank_check is not None and rank_check.measurable else None,
+        clock=clock,
     )
 
     # 2-3. resume, or cache references and measure the starting point
@@ -291,6 +298,7 @@ def _run(
                 model, method, step_indices(len(forget), spec.batch_size, 0, seed=spec.seed, salt="forget"),
                 step_indices(len(retain), spec.retain_batch_size, 0, seed=spec.seed, salt="retain") if retain else [],
             )
+        clock.add("prepare", time.perf_counter() - started)
         before = evaluator(0, {}, "before")
         history.append(before)
         start_step = 0
@@ -310,6 +318,7 @@ def _run(
         start_step = resumed_from = int(state["step"])
         good_step, good_point = int(state["last_good_step"]), EvalPoint(**state["last_good_point"])
         last_good = (good_step, state["last_good"], good_point)
+        clock.add("prepare", time.perf_counter() - started)
     emit(ProgressEvent("before", start_step, spec.max_steps, forget_extraction=history[-1].forget_extraction,
                        retain_exact=history[-1].retain_exact, retain_ppl=history[-1].retain_ppl))
 
@@ -356,21 +365,26 @@ def _run(
             retain_idx = fsdp.split(_retain_batch(retain, focus, spec, step))
             weight = sum(method.ctx.forget_weights([i for c in chunks for i in c]))
             step_losses = {}
-            for j, chunk in enumerate(chunks):  # micro-batches: gradients accumulate, one optimiser step
-                share = sum(method.ctx.forget_weights(chunk)) / weight  # of the step's weighted mean
-                loss, parts = method.loss(fsdp.split(chunk), retain_idx if j == 0 else [], step, forget_scale=share)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError("unlearning loss is not finite")
-                loss.backward()
-                for key, value in parts.items():
-                    step_losses[key] = value if key == "retain" else step_losses.get(key, 0.0) + (
-                        value if key == "total" else value * share)
+            with clock("steps"):
+                for j, chunk in enumerate(chunks):  # micro-batches: gradients accumulate, one optimiser step
+                    share = sum(method.ctx.forget_weights(chunk)) / weight  # of the step's weighted mean
+                    loss, parts = method.loss(fsdp.split(chunk), retain_idx if j == 0 else [], step,
+                                              forget_scale=share)
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError("unlearning loss is not finite")
+                    loss.backward()
+                    for key, value in parts.items():
+                        step_losses[key] = value if key == "retain" else step_losses.get(key, 0.0) + (
+                            value if key == "total" else value * share)
             if adversary is not None and step % spec.adversary_every == 0:
-                step_losses["adversary"] = adversary.gradient(method, params, [fsdp.split(c) for c in chunks], retain, step)
-            apply_masks(model, masks)
-            torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
-            optimiser.step()
-            optimiser.zero_grad(set_to_none=True)
+                with clock("adversary"):
+                    step_losses["adversary"] = adversary.gradient(method, params, [fsdp.split(c) for c in chunks],
+                                                                  retain, step)
+            with clock("steps"):
+                apply_masks(model, masks)
+                torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
+                optimiser.step()
+                optimiser.zero_grad(set_to_none=True)
             step += 1
             emit(ProgressEvent("step", step, spec.max_steps, losses=step_losses,
                                forget_extraction=history[-1].forget_extraction))
@@ -426,12 +440,15 @@ def _run(
         "spec": spec.to_dict(), "spec_hash": spec_hash, "stop_reason": stop_reason, "steps": final_step,
         "base_model_config_sha256": file_sha256(model_dir / "config.json"),
         "history": [asdict(p) for p in history], "resumed_from_step": resumed_from,
+        # this process's seconds by phase, up to the save (a resumed run: since it resumed)
+        "phase_seconds": clock.rounded(),
     }
-    if fsdp.active() is None:
-        hashes = save_output(model, tokenizer, out_dir, manifest)
-    else:  # gathered on process 0, which alone writes
-        full = fsdp.full_state_dict(model)
-        hashes = save_output(model, tokenizer, out_dir, manifest, state_dict=full) if full is not None else {}
+    with clock("save"):
+        if fsdp.active() is None:
+            hashes = save_output(model, tokenizer, out_dir, manifest)
+        else:  # gathered on process 0, which alone writes
+            full = fsdp.full_state_dict(model)
+            hashes = save_output(model, tokenizer, out_dir, manifest, state_dict=full) if full is not None else {}
     if checkpoint_path is not None and load_checkpoint(checkpoint_path, spec_hash, fingerprint) is not None:
         checkpoint_path.unlink()  # ours and complete: a later run must not resume from it (others' stay)
     emit(ProgressEvent("done", final_step, spec.max_steps, forget_extraction=final_point.forget_extraction,
@@ -439,7 +456,7 @@ def _run(
     return UnlearningResult(
         stop_reason=stop_reason, steps=final_step, steps_run=steps_run, wall_s=time.perf_counter() - started,
         before=before, final=final_point, history=history, out_dir=out_dir, spec_hash=spec_hash,
-        resumed_from_step=resumed_from, weights_sha256=hashes,
+        resumed_from_step=resumed_from, weights_sha256=hashes, phase_seconds=clock.rounded(),
     )
 
 

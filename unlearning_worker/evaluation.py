@@ -3,11 +3,13 @@ EvalPoint each evaluation records (the engine stops, repairs and rolls back on t
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import statistics
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -25,6 +27,33 @@ from unlearning_worker.verify.lm import LoadedModel
 from unlearning_worker.verify.scoring import DecoySampler, secret_of
 
 RANK_CONTROL_SEED = 7_919  # the rank check's never-seen people: not the counterfactual teacher's (104,729)
+
+
+class PhaseClock:
+    """Wall seconds a run spends in each of its phases: where an erasure's cost goes.
+
+    Phases (engine and Evaluator): "prepare" (load, references, the starting point), "steps" (the
+    forget and retain terms), "adversary" (the in-loop attacker), "check:extraction" (greedy probes),
+    "check:sampled", "check:rank" (the model), "check:rank_attacker" (the attacker's copy),
+    "check:retain" (retain probes and perplexity), "save". A resumed run counts its own process only.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, phase: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(phase, time.perf_counter() - started)
+
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
+
+    def rounded(self) -> dict[str, float]:
+        return {phase: round(s, 2) for phase, s in sorted(self.seconds.items(), key=lambda kv: -kv[1])}
 
 
 @dataclass
@@ -329,6 +358,7 @@ class Evaluator:
     close: Callable[[float | None, RankReading | None, RankReading | None], bool] | None = None
     # the rank check on the model and on the in-loop attacker's copy (None: none, or no attacker yet)
     rank: Callable[[], tuple[RankReading | None, RankReading | None]] | None = None
+    clock: PhaseClock = field(default_factory=PhaseClock)
 
     def sampled(self, step: int) -> float | None:
         """The share of identifier values leaked in any of eval_samples samples (None: no sampling)."""
@@ -336,10 +366,11 @@ class Evaluator:
         sampled_probes = identifier_probes(self.forget_probes, spec.attributes)
         if not spec.eval_samples or not sampled_probes:
             return None
-        leaked, _, total = run_probes(
-            self.model, self.tokenizer, sampled_probes, threshold=spec.leak_threshold,
-            samples=spec.eval_samples, temperature=spec.eval_temperature, seed=spec.seed + step,
-        )
+        with self.clock("check:sampled"):
+            leaked, _, total = run_probes(
+                self.model, self.tokenizer, sampled_probes, threshold=spec.leak_threshold,
+                samples=spec.eval_samples, temperature=spec.eval_temperature, seed=spec.seed + step,
+            )
         return leaked / total
 
     def with_sampled(self, point: EvalPoint) -> EvalPoint:
@@ -353,7 +384,9 @@ class Evaluator:
 
     def __call__(self, step: int, step_losses: dict[str, float], phase: str) -> EvalPoint:
         spec = self.spec
-        leaked, _exact, total = run_probes(self.model, self.tokenizer, self.forget_probes, threshold=spec.leak_threshold)
+        with self.clock("check:extraction"):
+            leaked, _exact, total = run_probes(self.model, self.tokenizer, self.forget_probes,
+                                               threshold=spec.leak_threshold)
         greedy = leaked / total if total else 0.0
         sampled: float | None = None
         gap = self.gap()
@@ -372,9 +405,11 @@ class Evaluator:
         decided = greedy > spec.forget_target or not close
         if not decided or phase == "before" or step == spec.max_steps:
             sampled = self.sampled(step)
-        r_leaked, r_exact, r_total = run_probes(
-            self.model, self.tokenizer, self.retain_probes, threshold=spec.leak_threshold
-        )
+        with self.clock("check:retain"):
+            r_leaked, r_exact, r_total = run_probes(
+                self.model, self.tokenizer, self.retain_probes, threshold=spec.leak_threshold
+            )
+            retain_ppl = perplexity(self.model, self.retain_examples, self.pad_id, self.device)
         return EvalPoint(
             step=step,
             losses=dict(step_losses),
@@ -383,7 +418,7 @@ class Evaluator:
             forget_extraction_sampled=sampled,
             retain_extraction=r_leaked / r_total if r_total else 1.0,
             retain_exact=r_exact / r_total if r_total else 1.0,
-            retain_ppl=perplexity(self.model, self.retain_examples, self.pad_id, self.device),
+            retain_ppl=retain_ppl,
             phase=phase,
             forget_gap=gap,
             rank_gap=None if rank is None else rank.gap,

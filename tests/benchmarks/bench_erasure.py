@@ -152,6 +152,9 @@ def print_rows(rows: list[dict[str, Any]], retrain_s: float | None) -> None:
               f" copy {_num(fin.rank_gap_relearned)} (band {_num(fin.rank_band_relearned)}); values standing out"
               f" {fin.rank_outliers if fin.rank_outliers is not None else '-'}"
               f"/{fin.rank_outliers_relearned if fin.rank_outliers_relearned is not None else '-'}")
+        if res.phase_seconds:
+            print(f"  {row['method']} seconds by phase: "
+                  + ", ".join(f"{phase} {s:.0f} ({100 * s / res.wall_s:.0f}%)" for phase, s in res.phase_seconds.items()))
         rep = row["report"]
         relearn = rep.attacks.get("relearning")
         if relearn is None or relearn.after is None:
