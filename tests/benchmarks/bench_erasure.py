@@ -48,8 +48,9 @@ from unlearning_worker.verify import SubjectFacts, VerificationPolicy, Verificat
 
 SIZES: dict[str, DemoModelConfig] = {
     "demo": DemoModelConfig(),
-    # ~11M parameters; 500 people. Trained once and cached (on 2 CPU cores: hours; see the README).
-    "medium": DemoModelConfig(n_people=500, n_layer=6, n_head=6, n_embd=384, vocab_size=2048, steps=6000,
+    # ~11M parameters; 500 people, 13 passes over the corpus (each QA record seen ~40 times). Trained once
+    # and cached: about 0.9 s a step on one shared CPU core (timed 2026-12-03), so about 70 minutes.
+    "medium": DemoModelConfig(n_people=500, n_layer=6, n_head=6, n_embd=384, vocab_size=2048, steps=4500,
                               batch_size=32, lr=1e-3, warmup_steps=200, extra={"label": "medium"}),
     "gpu": DemoModelConfig.big(),
 }
