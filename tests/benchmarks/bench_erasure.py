@@ -6,6 +6,7 @@
     .venv/bin/python -m tests.benchmarks.bench_erasure --sections sequential --sequential 3   # accumulation only
     .venv/bin/python -m tests.benchmarks.bench_erasure --sections calibration            # the verifier on never-seen people
     .venv/bin/python -m tests.benchmarks.bench_erasure --size medium                     # 10-30M parameters, 500 people (cached)
+    .venv/bin/python -m tests.benchmarks.bench_erasure --size medium --sections engine    # the unlearning run alone
     .venv/bin/python -m tests.benchmarks.bench_erasure --size gpu --device cuda          # 100M+ parameters (device only)
 
 For each (size, method) it prints one row from the full verification report (the default policy, the
@@ -40,8 +41,8 @@ from typing import Any
 from tests.benchmarks.bench_unlearning import pick_people
 from tests.benchmarks.bench_verify import facts_for, holdout_texts
 from unlearning_worker.demo.corpus import ATTRIBUTE_LABELS, DemoCorpus, bio_record, demo_items, qa_record
-from unlearning_worker.demo.trainer import DemoModelConfig, train_demo_model
-from unlearning_worker.engine import run_unlearning
+from unlearning_worker.demo.trainer import DemoModelConfig, memorisation_rate, train_demo_model
+from unlearning_worker.engine import UnlearningResult, run_unlearning
 from unlearning_worker.spec import UnlearningSpec
 from unlearning_worker.threads import torch_threads
 from unlearning_worker.verify import SubjectFacts, VerificationPolicy, VerificationReport, run_verification
@@ -93,9 +94,9 @@ def retrain_seconds(model_dir: Path) -> float | None:
     return float(json.loads(manifest.read_text()).get("train_seconds") or 0.0) or None
 
 
-def run_one(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, method: str, people: list[str],
-            work: Path, *, base_dir: Path | None = None, label: str = "") -> dict[str, Any]:
-    """Unlearn `people` from model_dir with `method`, verify against the base, return the row."""
+def unlearn(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, method: str, people: list[str],
+            work: Path, *, label: str = "") -> tuple[UnlearningResult, Path]:
+    """Unlearn `people` from model_dir with `method` as the worker would; the result and its directory."""
     forget, retain_items = demo_items(corpus, people)
     policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
     # as the worker runs a job (execution._engine_spec): the stop rule asks the judging policy's questions
@@ -103,7 +104,14 @@ def run_one(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
     overrides = {**questions, **METHOD_SETTINGS.get(method, {}), **json.loads(getattr(args, "spec", None) or "{}")}
     spec = UnlearningSpec.from_dict({"method": method, "num_threads": args.threads, "device": args.device, **overrides})
     out = work / f"{method}-{label or len(people)}-{int(time.time() * 1000)}"
-    result = run_unlearning(model_dir=model_dir, out_dir=out, forget=forget, retain=retain_items, spec=spec)
+    return run_unlearning(model_dir=model_dir, out_dir=out, forget=forget, retain=retain_items, spec=spec), out
+
+
+def run_one(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, method: str, people: list[str],
+            work: Path, *, base_dir: Path | None = None, label: str = "") -> dict[str, Any]:
+    """Unlearn `people` from model_dir with `method`, verify against the base, return the row."""
+    result, out = unlearn(args, model_dir, corpus, method, people, work, label=label)
+    policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
     retain_people = [p.person_id for p in corpus.people if p.person_id not in set(people)][: args.retain_people]
     with torch_threads(args.threads):
         report = run_verification(
@@ -201,6 +209,31 @@ def section_methods(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpu
         rows.append(row)
         keep(args, row)
     print_rows(rows, retrain_seconds(model_dir))
+
+
+def section_engine(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, work: Path) -> None:
+    """The unlearning run alone, without the verifier (for sizes whose full verification does not fit a
+    session on a CPU): its stop, its cost against a retrain, where the time went, and its own evidence
+    (extraction greedy and sampled, the rank gap over the never-seen control on the model and on the
+    in-loop attacker's copy, retain facts and perplexity). Not a verdict: the verifier's attacks are
+    stronger (999 candidates, relearning for up to 300 steps, int4)."""
+    people = args.people or pick_people(corpus, args.subjects, args.seed)
+    retrain_s = retrain_seconds(model_dir)
+    print(f"\n== engine only: {args.size} model, {len(people)} subject(s), no verification")
+    for method in args.methods:
+        res, out = unlearn(args, model_dir, corpus, method, people, work)
+        b, f = res.before, res.final
+        cost = f" = {100 * res.wall_s / retrain_s:.0f}% of the retrain" if retrain_s else ""
+        print(f"  {method}: {res.stop_reason} after {res.steps_run} steps, saved step {res.steps}; {res.wall_s:.0f} s{cost}")
+        print(f"    extraction greedy {_pct(b.forget_extraction_greedy)} -> {_pct(f.forget_extraction_greedy)},"
+              f" sampled (eval_samples) {_pct(b.forget_extraction_sampled)} -> {_pct(f.forget_extraction_sampled)}")
+        print(f"    rank gap over the never-seen control {_num(b.rank_gap)} -> {_num(f.rank_gap)} (band {_num(f.rank_band)});"
+              f" on the attacker's copy {_num(f.rank_gap_relearned)} (band {_num(f.rank_band_relearned)})")
+        print(f"    retain facts x{f.retain_exact / b.retain_exact if b.retain_exact else float('nan'):.3f},"
+              f" retain perplexity x{f.retain_ppl / b.retain_ppl:.3f}")
+        print("    seconds by phase: " + ", ".join(f"{phase} {s:.0f} ({100 * s / res.wall_s:.0f}%)"
+                                                   for phase, s in res.phase_seconds.items()), flush=True)
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def section_jobs(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, work: Path) -> None:
@@ -331,10 +364,14 @@ def main() -> None:
     print(f"model: {args.size} ({model_dir.name}), ready in {time.perf_counter() - started:.0f} s; "
           f"retrain from scratch took {retrain_seconds(model_dir) or 0:.0f} s")
     corpus = config.corpus()
+    with torch_threads(args.threads):
+        memorised = memorisation_rate(model_dir, corpus, attributes=tuple(ATTRIBUTE_LABELS), device=args.device)
+    print(f"  memorised (greedy answer exactly right, {len(corpus.people)} people): "
+          + ", ".join(f"{a} {100 * r:.0f}%" for a, r in memorised.items()), flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench-erasure-"))
     try:
         for section in args.sections:
-            {"methods": section_methods, "jobs": section_jobs, "sequential": section_sequential,
+            {"methods": section_methods, "engine": section_engine, "jobs": section_jobs, "sequential": section_sequential,
              "calibration": section_calibration}[section](
                 args, model_dir, corpus, work)
     finally:
