@@ -297,7 +297,8 @@ def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoC
         if name not in wanted:
             attack["enabled"] = attack["mandatory"] = False
     policy = VerificationPolicy.from_dict(raw)
-    people = corpus.holdout_people[args.controls : args.controls + args.calibration]
+    first = args.controls + args.calibration_skip
+    people = corpus.holdout_people[first : first + args.calibration]
     print(f"\n== calibration: {len(people)} people the {args.size} model never saw, each verified alone "
           f"({', '.join(sorted(wanted))}); target: each attack fails <= 5% of them")
     lm = load_model(model_dir, args.device)
@@ -309,7 +310,7 @@ def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoC
     started = time.perf_counter()
     with reuse_relearned():  # one unchanged model: each relearning setting is fine-tuned once for everyone
         for i, person in enumerate(people):
-            index = args.controls + i
+            index = first + i
             own = [bio_record(person, index).text, *(qa_record(person, a).text for a in ATTRIBUTE_LABELS)]
             subject = SubjectFacts(subject_key=f"never-seen-{i}", name=person.name,
                                    values={a: person.attribute(a) for a in ATTRIBUTE_LABELS}, forget_texts=own)
@@ -321,7 +322,7 @@ def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoC
             for name in failed:
                 fails[name] += 1
             any_fail += bool(failed)
-            print(f"  never-seen person {i + 1}: {'FAIL ' + ', '.join(failed) if failed else 'pass'}", flush=True)
+            print(f"  never-seen person {args.calibration_skip + i + 1}: {'FAIL ' + ', '.join(failed) if failed else 'pass'}", flush=True)
             for check in (c for c in report.verdict.checks if c.decides_failure):
                 cells = [c for c in report.attacks[check.attack].after.cells if c.success] if report.attacks[check.attack].after else []
                 print(f"    {check.describe()} at strength {check.strength};"
@@ -345,6 +346,8 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=10, help="jobs in the accumulation section")
     parser.add_argument("--controls", type=int, default=10)
     parser.add_argument("--calibration", type=int, default=40, help="never-seen people in the calibration section")
+    parser.add_argument("--calibration-skip", type=int, default=0,
+                        help="start after this many never-seen people (to extend an earlier calibration)")
     parser.add_argument("--calibration-attacks", type=lambda s: s.split(","), default=None,
                         help="attacks the calibration section runs (default: all but relearning and quantization; 'all': every one)")
     parser.add_argument("--retain-people", type=int, default=40)
