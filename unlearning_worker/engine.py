@@ -94,6 +94,8 @@ class ProgressEvent:
     forget_extraction: float | None = None  # the latest measured value ("live extraction rate")
     retain_exact: float | None = None
     retain_ppl: float | None = None
+    # on "saving": wall seconds by phase so far (evaluation.PhaseClock), for the job's log
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -435,7 +437,8 @@ def _run(
     # 6. atomic output
     if cancelled():
         raise UnlearningCancelled("unlearning run cancelled")
-    emit(ProgressEvent("saving", final_step, spec.max_steps, forget_extraction=final_point.forget_extraction))
+    emit(ProgressEvent("saving", final_step, spec.max_steps, forget_extraction=final_point.forget_extraction,
+                       phase_seconds=clock.rounded()))
     manifest = {
         "spec": spec.to_dict(), "spec_hash": spec_hash, "stop_reason": stop_reason, "steps": final_step,
         "base_model_config_sha256": file_sha256(model_dir / "config.json"),

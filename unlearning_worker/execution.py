@@ -214,8 +214,6 @@ def _run_engine(
 
     run = run_unlearning(model_dir=model_dir, out_dir=out_dir, forget=forget, retain=retain, spec=spec, progress=sink,
                          should_cancel=sink.should_cancel, checkpoint_dir=checkpoints)
-    logger.info("job %s: seconds by phase %s", job.id,
-                ", ".join(f"{phase} {s:.1f}" for phase, s in run.phase_seconds.items()))
     return run.steps, run.stop_reason
 
 

@@ -223,6 +223,10 @@ class ProgressSink:
                 line += f", retain ppl {float(data['retain_ppl']):.2f}"
         elif phase in ("prepare", "saving"):
             line = phase
+            seconds = data.get("phase_seconds") or {}
+            if seconds:  # where the run's time went (the engine's PhaseClock)
+                line += " · seconds by phase: " + ", ".join(
+                    f"{name} {float(s):.1f}" for name, s in seconds.items() if isinstance(s, int | float))
         try:
             # Best effort: an evaluation (a history point) is retried, a mere step is not; a write
             # that still fails is skipped (the heartbeat thread, not progress, tells liveness).

@@ -66,6 +66,16 @@ def test_progress_is_recorded_for_the_claim_holder_only(queued_job: UnlearningJo
     assert "step 5" in queued_job.log_tail
 
 
+def test_the_worker_log_says_where_the_runs_time_went(queued_job: UnlearningJob) -> None:
+    from unlearning_worker.engine import ProgressEvent
+    from unlearning_worker.runtime import ProgressSink
+
+    sink = ProgressSink(claim(queued_job), heartbeat=None, device="cpu")  # type: ignore[arg-type]  # not used by a write
+    sink(ProgressEvent("saving", 12, 50, forget_extraction=0.0, phase_seconds={"adversary": 3.5, "steps": 2.0}))
+    queued_job.refresh_from_db()
+    assert "saving · seconds by phase: adversary 3.5, steps 2.0" in queued_job.log_tail
+
+
 def test_passing_verdict_activates_new_version_quarantines_old_and_requests_await_sign_off(
     queued_job: UnlearningJob, model_version: ModelVersion
 ) -> None:

@@ -67,6 +67,7 @@ def test_run_writes_complete_output_and_leaves_base_untouched(
     assert all(s >= 0 for s in phases.values()) and sum(phases.values()) <= result.wall_s + 0.05
     recorded = json.loads(manifest)["phase_seconds"]
     assert set(recorded) == set(phases) - {"save"} and recorded["steps"] == phases["steps"]
+    assert [e.phase_seconds for e in events if e.phase == "saving"] == [recorded]  # the job's log line
 
 
 def test_existing_out_dir_is_refused(tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path) -> None:
