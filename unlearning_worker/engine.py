@@ -111,7 +111,8 @@ class UnlearningResult:
     spec_hash: str
     resumed_from_step: int | None
     weights_sha256: dict[str, str]  # file name -> sha256 of the saved files
-    # wall seconds by phase (evaluation.PhaseClock): steps, the in-loop attacker, each evidence check
+    # wall seconds by phase (evaluation.PhaseClock): steps, the in-loop attacker, each evidence check.
+    # Not in the model's manifest: the saved tree stays the same for the same inputs and spec
     phase_seconds: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -438,13 +439,11 @@ def _run(
     if cancelled():
         raise UnlearningCancelled("unlearning run cancelled")
     emit(ProgressEvent("saving", final_step, spec.max_steps, forget_extraction=final_point.forget_extraction,
-                       phase_seconds=clock.rounded()))
+                       phase_seconds=clock.rounded(time.perf_counter() - started)))
     manifest = {
         "spec": spec.to_dict(), "spec_hash": spec_hash, "stop_reason": stop_reason, "steps": final_step,
         "base_model_config_sha256": file_sha256(model_dir / "config.json"),
         "history": [asdict(p) for p in history], "resumed_from_step": resumed_from,
-        # this process's seconds by phase, up to the save (a resumed run: since it resumed)
-        "phase_seconds": clock.rounded(),
     }
     with clock("save"):
         if fsdp.active() is None:
@@ -456,10 +455,11 @@ def _run(
         checkpoint_path.unlink()  # ours and complete: a later run must not resume from it (others' stay)
     emit(ProgressEvent("done", final_step, spec.max_steps, forget_extraction=final_point.forget_extraction,
                        retain_exact=final_point.retain_exact, retain_ppl=final_point.retain_ppl))
+    wall_s = time.perf_counter() - started
     return UnlearningResult(
-        stop_reason=stop_reason, steps=final_step, steps_run=steps_run, wall_s=time.perf_counter() - started,
+        stop_reason=stop_reason, steps=final_step, steps_run=steps_run, wall_s=wall_s,
         before=before, final=final_point, history=history, out_dir=out_dir, spec_hash=spec_hash,
-        resumed_from_step=resumed_from, weights_sha256=hashes, phase_seconds=clock.rounded(),
+        resumed_from_step=resumed_from, weights_sha256=hashes, phase_seconds=clock.rounded(wall_s),
     )
 
 

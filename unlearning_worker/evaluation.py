@@ -35,7 +35,9 @@ class PhaseClock:
     Phases (engine and Evaluator): "prepare" (load, references, the starting point), "steps" (the
     forget and retain terms), "adversary" (the in-loop attacker), "check:extraction" (greedy probes),
     "check:sampled", "check:rank" (the model), "check:rank_attacker" (the attacker's copy),
-    "check:retain" (retain probes and perplexity), "save". A resumed run counts its own process only.
+    "check:retain" (retain probes and perplexity), "save", and "other": the rest of the wall time
+    (the method's gap and check hooks, snapshots, checkpoints, repair steps), so that the phases sum
+    to the run's wall time. A resumed run counts its own process only.
     """
 
     def __init__(self) -> None:
@@ -52,8 +54,12 @@ class PhaseClock:
     def add(self, phase: str, seconds: float) -> None:
         self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
 
-    def rounded(self) -> dict[str, float]:
-        return {phase: round(s, 2) for phase, s in sorted(self.seconds.items(), key=lambda kv: -kv[1])}
+    def rounded(self, wall_s: float | None = None) -> dict[str, float]:
+        """Seconds by phase, largest first; with `wall_s`, the unattributed rest as "other"."""
+        seconds = dict(self.seconds)
+        if wall_s is not None:
+            seconds["other"] = seconds.get("other", 0.0) + max(0.0, wall_s - sum(seconds.values()))
+        return {phase: round(s, 2) for phase, s in sorted(seconds.items(), key=lambda kv: -kv[1])}
 
 
 @dataclass

@@ -233,7 +233,12 @@ def section_engine(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus
               f" retain perplexity x{f.retain_ppl / b.retain_ppl:.3f}")
         print("    seconds by phase: " + ", ".join(f"{phase} {s:.0f} ({100 * s / res.wall_s:.0f}%)"
                                                    for phase, s in res.phase_seconds.items()), flush=True)
-        shutil.rmtree(out, ignore_errors=True)
+        if args.keep is not None:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(out), args.keep / out.name)
+            print(f"  kept {args.keep / out.name}", flush=True)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
 
 
 def section_jobs(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, work: Path) -> None:
@@ -299,6 +304,11 @@ def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoC
     policy = VerificationPolicy.from_dict(raw)
     first = args.controls + args.calibration_skip
     people = corpus.holdout_people[first : first + args.calibration]
+    if len(people) < args.calibration:
+        print(f"  (the {args.size} corpus holds {len(corpus.holdout_people)} never-seen people: {len(people)} of the"
+              f" {args.calibration} asked for are left after {first})")
+    if not people:
+        raise SystemExit("--calibration-skip: no never-seen person left to verify")
     print(f"\n== calibration: {len(people)} people the {args.size} model never saw, each verified alone "
           f"({', '.join(sorted(wanted))}); target: each attack fails <= 5% of them")
     lm = load_model(model_dir, args.device)
@@ -312,7 +322,7 @@ def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoC
         for i, person in enumerate(people):
             index = first + i
             own = [bio_record(person, index).text, *(qa_record(person, a).text for a in ATTRIBUTE_LABELS)]
-            subject = SubjectFacts(subject_key=f"never-seen-{i}", name=person.name,
+            subject = SubjectFacts(subject_key=f"never-seen-{args.calibration_skip + i}", name=person.name,
                                    values={a: person.attribute(a) for a in ATTRIBUTE_LABELS}, forget_texts=own)
             with torch_threads(args.threads):
                 report = verify_loaded(lm=lm, base_loader=None, subjects=[subject], retain=retain,
@@ -346,6 +356,8 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=10, help="jobs in the accumulation section")
     parser.add_argument("--controls", type=int, default=10)
     parser.add_argument("--calibration", type=int, default=40, help="never-seen people in the calibration section")
+    parser.add_argument("--memorisation", action=argparse.BooleanOptionalAction, default=None,
+                        help="print how much of each attribute the model memorised (default: on for sizes above demo)")
     parser.add_argument("--calibration-skip", type=int, default=0,
                         help="start after this many never-seen people (to extend an earlier calibration)")
     parser.add_argument("--calibration-attacks", type=lambda s: s.split(","), default=None,
@@ -367,10 +379,11 @@ def main() -> None:
     print(f"model: {args.size} ({model_dir.name}), ready in {time.perf_counter() - started:.0f} s; "
           f"retrain from scratch took {retrain_seconds(model_dir) or 0:.0f} s")
     corpus = config.corpus()
-    with torch_threads(args.threads):
-        memorised = memorisation_rate(model_dir, corpus, attributes=tuple(ATTRIBUTE_LABELS), device=args.device)
-    print(f"  memorised (greedy answer exactly right, {len(corpus.people)} people): "
-          + ", ".join(f"{a} {100 * r:.0f}%" for a, r in memorised.items()), flush=True)
+    if args.memorisation or (args.size != "demo" and args.memorisation is None):
+        with torch_threads(args.threads):
+            memorised = memorisation_rate(model_dir, corpus, attributes=tuple(ATTRIBUTE_LABELS), device=args.device)
+        print(f"  memorised (greedy answer exactly right, {len(corpus.people)} people): "
+              + ", ".join(f"{a} {100 * r:.0f}%" for a, r in memorised.items()), flush=True)
     work = Path(tempfile.mkdtemp(prefix="bench-erasure-"))
     try:
         for section in args.sections:

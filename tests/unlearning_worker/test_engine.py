@@ -61,13 +61,14 @@ def test_run_writes_complete_output_and_leaves_base_untouched(
     assert any(not torch.equal(before[k], after[k]) for k in before)
     manifest = (tmp_path / "out" / MANIFEST_FILE).read_text()
     assert tiny_corpus.people[0].phone not in manifest and tiny_corpus.people[0].name not in manifest
-    # where the time went: each phase that ran, none longer than the run, and the manifest says the same
+    # where the time went: each phase that ran, summing to the run's wall time with the rest as "other";
+    # the saving event (the job's log line) has them up to the save; the manifest has no timings
     phases = result.phase_seconds
-    assert {"prepare", "steps", "check:extraction", "check:retain", "save"} <= set(phases)
-    assert all(s >= 0 for s in phases.values()) and sum(phases.values()) <= result.wall_s + 0.05
-    recorded = json.loads(manifest)["phase_seconds"]
-    assert set(recorded) == set(phases) - {"save"} and recorded["steps"] == phases["steps"]
-    assert [e.phase_seconds for e in events if e.phase == "saving"] == [recorded]  # the job's log line
+    assert {"prepare", "steps", "check:extraction", "check:retain", "save", "other"} <= set(phases)
+    assert all(s >= 0 for s in phases.values()) and abs(sum(phases.values()) - result.wall_s) < 0.1
+    (saving,) = [e.phase_seconds for e in events if e.phase == "saving"]
+    assert set(saving) == set(phases) - {"save"} and saving["steps"] == phases["steps"]
+    assert "phase_seconds" not in json.loads(manifest)
 
 
 def test_existing_out_dir_is_refused(tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path) -> None:
