@@ -6,7 +6,8 @@
     .venv/bin/python -m tests.benchmarks.bench_erasure --sections sequential --sequential 3   # accumulation only
     .venv/bin/python -m tests.benchmarks.bench_erasure --sections calibration            # the verifier on never-seen people
     .venv/bin/python -m tests.benchmarks.bench_erasure --size medium                     # 10-30M parameters, 500 people (cached)
-    .venv/bin/python -m tests.benchmarks.bench_erasure --size medium --sections engine    # the unlearning run alone
+    .venv/bin/python -m tests.benchmarks.bench_erasure --size medium --sections engine --keep DIR   # the unlearning run alone
+    .venv/bin/python -m tests.benchmarks.bench_erasure --size medium --sections verify --keep DIR --retries 0   # then verify it
     .venv/bin/python -m tests.benchmarks.bench_erasure --size gpu --device cuda          # 100M+ parameters (device only)
 
 For each (size, method) it prints one row from the full verification report (the default policy, the
@@ -108,19 +109,27 @@ def unlearn(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
     return run_unlearning(model_dir=model_dir, out_dir=out, forget=forget, retain=retain_items, spec=spec), out
 
 
-def run_one(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, method: str, people: list[str],
-            work: Path, *, base_dir: Path | None = None, label: str = "") -> dict[str, Any]:
-    """Unlearn `people` from model_dir with `method`, verify against the base, return the row."""
-    result, out = unlearn(args, model_dir, corpus, method, people, work, label=label)
+def verify_one(args: argparse.Namespace, out: Path, base_dir: Path, corpus: DemoCorpus, people: list[str]) -> VerificationReport:
+    """Verify the unlearned model `out` against `base_dir` with the default policy (its stronger retries
+    replaced by --retries where given)."""
     policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
+    if getattr(args, "retries", None) is not None:
+        policy = VerificationPolicy.from_dict({**policy.to_dict(), "retries": args.retries})
     retain_people = [p.person_id for p in corpus.people if p.person_id not in set(people)][: args.retain_people]
     with torch_threads(args.threads):
-        report = run_verification(
-            model_dir=out, base_model_dir=base_dir or model_dir, subjects=facts_for(corpus, people),
+        return run_verification(
+            model_dir=out, base_model_dir=base_dir, subjects=facts_for(corpus, people),
             retain=facts_for(corpus, retain_people), holdout_texts=holdout_texts(corpus),
             general_texts=[r.text for r in corpus.records if r.kind == "general"], policy=policy,
             controls=controls_for(corpus, args.controls), device=args.device,
         )
+
+
+def run_one(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, method: str, people: list[str],
+            work: Path, *, base_dir: Path | None = None, label: str = "") -> dict[str, Any]:
+    """Unlearn `people` from model_dir with `method`, verify against the base, return the row."""
+    result, out = unlearn(args, model_dir, corpus, method, people, work, label=label)
+    report = verify_one(args, out, base_dir or model_dir, corpus, people)
     return {"method": method, "result": result, "report": report, "out": out}
 
 
@@ -136,7 +145,7 @@ def print_rows(rows: list[dict[str, Any]], retrain_s: float | None) -> None:
         quant = rep.attacks.get("quantization")
         levels = {s["name"]: s["metrics"] for s in (quant.after.params.get("per_setting", []) if quant and quant.after else [])}
         util_b, util_a = _metric(rep, "utility", "retain_accuracy", "before"), _metric(rep, "utility", "retain_accuracy")
-        cost = f"{100 * res.wall_s / retrain_s:7.1f}%" if retrain_s else "     - "
+        cost = f"{100 * res.wall_s / retrain_s:7.1f}%" if retrain_s and res is not None else "     - "
         print(
             f"{row['method']:15} {_pct(_metric(rep, 'direct_probe', 'leak_rate', 'before'))} > {_pct(_metric(rep, 'direct_probe', 'leak_rate'))}"
             f" {_pct(_metric(rep, 'sampling', 'leak_rate', 'before'))} > {_pct(_metric(rep, 'sampling', 'leak_rate'))}"
@@ -152,19 +161,21 @@ def print_rows(rows: list[dict[str, Any]], retrain_s: float | None) -> None:
             f" {_num(_metric(rep, 'membership_inference', 'auc'), 2):>6}"
             f" {_num(_metric(rep, 'membership_inference', 'auc_excess_deviation'), 2):>6}"
             f" {_num(_metric(rep, 'exposure', 'mean_exposure_bits'), 1) + '/' + _num(_metric(rep, 'exposure', 'chance_exposure_bits'), 1):>12}"
-            f" {res.wall_s:7.1f} {cost:>8}  {'PASS' if rep.verdict.passed else 'FAIL'}",
+            f" {f'{res.wall_s:7.1f}' if res is not None else '      -'} {cost:>8}  {'PASS' if rep.verdict.passed else 'FAIL'}",
             flush=True,
         )
     for row in rows:
-        res, fin = row["result"], row["result"].final
-        print(f"  {row['method']} run: {res.stop_reason} after {res.steps_run} steps, saved step {res.steps};"
-              f" rank gap over the control {_num(fin.rank_gap)} (band {_num(fin.rank_band)}), on the attacker's"
-              f" copy {_num(fin.rank_gap_relearned)} (band {_num(fin.rank_band_relearned)}); values standing out"
-              f" {fin.rank_outliers if fin.rank_outliers is not None else '-'}"
-              f"/{fin.rank_outliers_relearned if fin.rank_outliers_relearned is not None else '-'}")
-        if res.phase_seconds:
-            print(f"  {row['method']} seconds by phase: "
-                  + ", ".join(f"{phase} {s:.0f} ({100 * s / res.wall_s:.0f}%)" for phase, s in res.phase_seconds.items()))
+        res = row["result"]  # None: a kept model verified alone (the run's own figures are not at hand)
+        if res is not None:
+            fin = res.final
+            print(f"  {row['method']} run: {res.stop_reason} after {res.steps_run} steps, saved step {res.steps};"
+                  f" rank gap over the control {_num(fin.rank_gap)} (band {_num(fin.rank_band)}), on the attacker's"
+                  f" copy {_num(fin.rank_gap_relearned)} (band {_num(fin.rank_band_relearned)}); values standing out"
+                  f" {fin.rank_outliers if fin.rank_outliers is not None else '-'}"
+                  f"/{fin.rank_outliers_relearned if fin.rank_outliers_relearned is not None else '-'}")
+            if res.phase_seconds:
+                print(f"  {row['method']} seconds by phase: " + ", ".join(
+                    f"{phase} {s:.0f} ({100 * s / res.wall_s:.0f}%)" for phase, s in res.phase_seconds.items()))
         rep = row["report"]
         relearn = rep.attacks.get("relearning")
         if relearn is None or relearn.after is None:
@@ -240,6 +251,26 @@ def section_engine(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus
             print(f"  kept {args.keep / out.name}", flush=True)
         else:
             shutil.rmtree(out, ignore_errors=True)
+
+
+def section_verify(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, work: Path) -> None:
+    """Verify the models an engine section kept under --keep (the same --people or --subjects/--seed),
+    each against the base with the default policy; --retries 0 leaves out its stronger retry where a
+    session cannot afford it (the verdict is then the first one's, and the output says so)."""
+    if args.keep is None or not args.keep.is_dir():
+        raise SystemExit("--sections verify needs --keep DIR holding the models an engine section kept")
+    people = args.people or pick_people(corpus, args.subjects, args.seed)
+    kept = sorted(p for p in args.keep.iterdir() if (p / "model.safetensors").is_file())
+    retries = "the policy's" if args.retries is None else str(args.retries)
+    print(f"\n== verify: {len(kept)} kept {args.size} model(s), {len(people)} subject(s), retries {retries}")
+    rows = []
+    for out in kept:
+        started = time.perf_counter()
+        report = verify_one(args, out, model_dir, corpus, people)
+        print(f"  {out.name}: verified in {time.perf_counter() - started:.0f} s", flush=True)
+        (out / "bench_report.json").write_text(json.dumps(report.to_dict(), indent=1, default=str))
+        rows.append({"method": out.name.split("-")[0], "result": None, "report": report, "out": out})
+    print_rows(rows, None)
 
 
 def section_jobs(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, work: Path) -> None:
@@ -357,6 +388,8 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=10, help="jobs in the accumulation section")
     parser.add_argument("--controls", type=int, default=10)
     parser.add_argument("--calibration", type=int, default=40, help="never-seen people in the calibration section")
+    parser.add_argument("--retries", type=int, default=None,
+                        help="the verify section's stronger retries (default: the policy's)")
     parser.add_argument("--memorisation", action=argparse.BooleanOptionalAction, default=None,
                         help="print how much of each attribute the model memorised (default: on for sizes above demo)")
     parser.add_argument("--calibration-skip", type=int, default=0,
@@ -388,7 +421,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-erasure-"))
     try:
         for section in args.sections:
-            {"methods": section_methods, "engine": section_engine, "jobs": section_jobs, "sequential": section_sequential,
+            {"methods": section_methods, "engine": section_engine, "verify": section_verify, "jobs": section_jobs, "sequential": section_sequential,
              "calibration": section_calibration}[section](
                 args, model_dir, corpus, work)
     finally:
