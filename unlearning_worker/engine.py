@@ -87,7 +87,7 @@ class UnlearningCancelled(Exception):
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    phase: str  # "prepare", "before", "step", "eval", "repair", "saving", "done"
+    phase: str  # "prepare", "before", "step", "eval", "backoff", "repair", "saving", "done"
     step: int
     max_steps: int
     losses: dict[str, float] = field(default_factory=dict)
@@ -96,6 +96,19 @@ class ProgressEvent:
     retain_ppl: float | None = None
     # on "saving": wall seconds by phase so far (evaluation.PhaseClock), for the job's log
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    # on "backoff": the step the run rolled back to and the learning rate it goes on at
+    rolled_back_to: int | None = None
+    lr: float | None = None
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """One rollback of the run on a utility dip (spec.backoff_patience): at `step` the run went back to
+    the check at `rolled_back_to` and went on at `lr`."""
+
+    step: int
+    rolled_back_to: int
+    lr: float
 
 
 @dataclass(frozen=True)
@@ -114,6 +127,8 @@ class UnlearningResult:
     # wall seconds by phase (evaluation.PhaseClock): steps, the in-loop attacker, each evidence check.
     # Not in the model's manifest: the saved tree stays the same for the same inputs and spec
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    start_lr: float = 0.0  # the learning rate the run started at (engine.start_lr)
+    backoffs: list[Backoff] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -328,7 +343,11 @@ def _run(
     params = [p for _, p in trainable_parameters(model)]
     if not params:
         raise ValueError("the model has no trainable parameters for this spec")
-    optimiser = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    lr0 = start_lr(model, spec)
+    backoffs: list[Backoff] = [Backoff(**b) for b in (state.get("backoffs") or [])] if state is not None else []
+    # the checks since the last backoff: a dip, a streak and the stop rule are read over them
+    segment = int(state.get("segment") or 0) if state is not None else 0
+    optimiser = torch.optim.AdamW(params, lr=backoffs[-1].lr if backoffs else lr0, weight_decay=spec.weight_decay)
     if state is not None:
         optimiser.load_state_dict(state["optimiser"])
 
@@ -343,6 +362,7 @@ def _run(
             "best_step": best[0] if best else None, "best": best[1] if best else None,
             "best_point": asdict(best[2]) if best else None, "emphasis": ctx.emphasis,
             "copy_readings": {mode: asdict(r) for mode, r in copy_readings.items()},
+            "backoffs": [asdict(b) for b in backoffs], "segment": segment,
         }, path)
 
     # 4. unlearn, stopping on evidence
@@ -399,9 +419,22 @@ def _run(
                                    forget_extraction=point.forget_extraction, retain_exact=point.retain_exact,
                                    retain_ppl=point.retain_ppl))
                 if not utility_ok(point, before, spec):
-                    # Forgetting first dents the retain set and the retain term then repairs it: a run
-                    # stops on the floor only after `utility_patience` checks in a row below it.
-                    if _below_floor_streak(history, before, spec) > spec.utility_patience:
+                    # Forgetting first dents the retain set and the retain term then repairs it. A dip
+                    # `backoff_patience` checks long rolls back and halves the rate (a rate too high for
+                    # the model); after the backoffs, the run stops on the floor only after
+                    # `utility_patience` checks in a row below it without recovering.
+                    if len(backoffs) < spec.lr_backoffs:
+                        if _dip(history[segment:], before, spec) >= spec.backoff_patience:
+                            restore_snapshot(model, last_good[1])
+                            lr = optimiser.param_groups[0]["lr"] / 2
+                            # fresh moments: the old ones carry the dip's direction at the old scale
+                            optimiser = torch.optim.AdamW(params, lr=lr, weight_decay=spec.weight_decay)
+                            backoffs.append(Backoff(step=step, rolled_back_to=last_good[0], lr=lr))
+                            segment = len(history)
+                            emit(ProgressEvent("backoff", step, spec.max_steps, rolled_back_to=last_good[0], lr=lr,
+                                               forget_extraction=last_good[2].forget_extraction,
+                                               retain_exact=last_good[2].retain_exact, retain_ppl=last_good[2].retain_ppl))
+                    elif _below_floor_streak(history[segment:], before, spec) > spec.utility_patience:
                         restore_snapshot(model, last_good[1])
                         stop_reason = "utility_floor"
                         break
@@ -410,7 +443,7 @@ def _run(
                     distance = _rank_distance(point, spec)
                     if distance is not None and (best is None or distance < (_rank_distance(best[2], spec) or 0.0)):
                         best = last_good
-                    if _target_held(history, spec, step):
+                    if _target_held(history[segment:], spec, step):
                         stop_reason = "forget_target_met"
                         break
                     if best is not None and _overshot(point):
@@ -444,6 +477,7 @@ def _run(
         "spec": spec.to_dict(), "spec_hash": spec_hash, "stop_reason": stop_reason, "steps": final_step,
         "base_model_config_sha256": file_sha256(model_dir / "config.json"),
         "history": [asdict(p) for p in history], "resumed_from_step": resumed_from,
+        "start_lr": lr0, "backoffs": [asdict(b) for b in backoffs],
     }
     with clock("save"):
         if fsdp.active() is None:
@@ -460,6 +494,7 @@ def _run(
         stop_reason=stop_reason, steps=final_step, steps_run=steps_run, wall_s=wall_s,
         before=before, final=final_point, history=history, out_dir=out_dir, spec_hash=spec_hash,
         resumed_from_step=resumed_from, weights_sha256=hashes, phase_seconds=clock.rounded(wall_s),
+        start_lr=lr0, backoffs=backoffs,
     )
 
 
@@ -748,18 +783,34 @@ def _retain_batch(retain: list[RetainItem], focus: list[int], spec: UnlearningSp
     return chosen + rest if spec.retain_batch_size - n_focus > 0 else chosen
 
 
+def start_lr(model: Any, spec: UnlearningSpec) -> float:
+    """The rate the run starts at: spec.lr scaled down from the width it was measured at
+    (spec.lr_width) to a wider model's hidden size. Never above spec.lr: a narrower model than the one
+    the rate was measured on keeps it (a rate is not made more aggressive where nothing measured it).
+    spec.lr where the width is unknown or lr_width is 0."""
+    width = getattr(getattr(model, "config", None), "hidden_size", None)
+    if not spec.lr_width or not isinstance(width, int) or width <= spec.lr_width:
+        return spec.lr
+    return spec.lr * spec.lr_width / width
+
+
+def _dip(history: list[EvalPoint], before: EvalPoint, spec: UnlearningSpec) -> int:
+    """Checks in a row, up to the latest, below the utility floor or above the perplexity ceiling."""
+    n = 0
+    for point in reversed(history):
+        if point.phase == "before" or utility_ok(point, before, spec):
+            break
+        n += 1
+    return n
+
+
 def _below_floor_streak(history: list[EvalPoint], before: EvalPoint, spec: UnlearningSpec) -> int:
     """Checks in a row, since the floor was crossed, at which utility did not recover on the check before
     (retain exact-answer rate up by at least one in 200, or retain perplexity down by at least 0.1%).
     Patience runs out on a dip that keeps falling or stalls, not on a slow recovery (measured: a subject
     whose forget target held from step 28 crossed back over the floor only around step 52, recovering at
     nearly every check). A dip longer than 3 x utility_patience checks runs out whatever its trend."""
-    dip: list[EvalPoint] = []
-    for point in reversed(history):
-        if point.phase == "before" or utility_ok(point, before, spec):
-            break
-        dip.append(point)
-    dip.reverse()
+    dip = history[len(history) - _dip(history, before, spec):]
     if len(dip) > 3 * spec.utility_patience:
         return len(dip)
     stalled = 0

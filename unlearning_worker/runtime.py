@@ -197,7 +197,7 @@ class ProgressSink:
         phase = str(data.get("phase") or "step")
         evaluation = phase in _EVAL_PHASES and forget is not None
         now = time.monotonic()
-        if not evaluation and phase not in ("prepare", "saving") and now - self._last_write < _PROGRESS_MIN_INTERVAL_S:
+        if not evaluation and phase not in ("prepare", "saving", "backoff") and now - self._last_write < _PROGRESS_MIN_INTERVAL_S:
             return
         self._last_write = now
         losses = data.get("losses")
@@ -208,7 +208,10 @@ class ProgressSink:
         retain = data.get("retain_extraction", data.get("retain_exact"))
         history = None
         line = ""
-        if evaluation and forget is not None:
+        if phase == "backoff":  # before the evaluation branch: it carries the rolled-back-to point's figures
+            line = (f"backoff at step {int(step or 0)}: utility below the floor; rolled back to step "
+                    f"{int(data.get('rolled_back_to') or 0)}, learning rate now {float(data.get('lr') or 0.0):.3g}")
+        elif evaluation and forget is not None:
             history = {
                 "t": round(time.time(), 3),  # wall clock: lets the portal (and tests) time evaluation intervals
                 "step": int(step or 0),

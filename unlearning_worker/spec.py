@@ -37,6 +37,13 @@ class UnlearningSpec:
     # counterfactual on the demo model: 5e-4 reaches a 0.1-nat gap in 100-150 steps with the retain set
     # held by the anchor (floor needed 2e-4: at 6e-4 it halved the retain exact-answer rate)
     lr: float = 5e-4
+    # the hidden size `lr` was measured at (the demo model's): a wider model runs at
+    # lr x lr_width / its hidden size (engine.start_lr; a narrower one keeps lr). Adam moves every weight about lr a step whatever
+    # its gradient, so a layer's output moves about width x lr (muP's 1/fan-in rule for hidden
+    # matrices). Measured on the 11M medium model (width 384, 2026-12-03): at the demo's 5e-4 retain facts
+    # fell to 0.62x by the first check and never came back; at 1.5e-4 the subject was erased at 0.88x.
+    # 0: lr as given whatever the width
+    lr_width: int = 128
     # a ceiling only: runs stop on evidence (forget target met with the rank near the never-seen control,
     # or an overshoot) or on the utility floor; one that reaches it saves the checked point nearest the
     # control. The demo's subject stops at 140 (2026-12-03); ten subjects in one job, run to 500 steps,
@@ -62,16 +69,26 @@ class UnlearningSpec:
     target_checks: int = 2
     min_steps: int = 0  # do not stop on the forget target before this many steps
     forget_target: float = 0.0  # stop once the forget-set extraction rate is at or below this share
-    # retain exact-answer rate (in-run subset) the saved model must keep, x its value before. A tripwire
-    # against collapse, set below what the default method costs on the demo model (0.83x in-run, where
-    # the bench's retain probes say 0.84-0.94x): the verification policy's utility check is the judge
-    utility_floor: float = 0.8
+    # retain exact-answer rate (in-run subset) the saved model must keep, x its value before: the
+    # verification policy's bound (a retain accuracy drop of at most 0.1) read on the run's own subset,
+    # so the run keeps looking for a point the verdict will accept instead of saving one it fails.
+    # At 0.8 the medium model's run saved a point at 0.88x in-run that the verifier read as
+    # 90.8% -> 71.7% (2026-12-03)
+    utility_floor: float = 0.9
     # checks in a row below the utility floor / above the perplexity ceiling *without recovering* (no
     # better retain figure than at the check before) after which the run stops and rolls back to the
     # last check that met both: forgetting dents utility first and the retain term then repairs it
     # (measured on the demo model: a dip to 0.66x around step 20, back over the floor by step 52);
-    # the saved model always meets both
+    # the saved model always meets both. Counted after the last backoff
     utility_patience: int = 10
+    # a dip this many checks long (below the floor whatever its trend) rolls the run back to the last
+    # check that met the floor and halves the learning rate, with fresh optimiser moments, at most
+    # `lr_backoffs` times; then `utility_patience` decides. A rate too high for the model dents utility
+    # at once and the retain term cannot repair it (the medium model at 5e-4: 0.50-0.72x for 200
+    # steps): a smaller rate moves the weights along the same forgetting with less collateral damage
+    # (at 1.5e-4 it was erased at 0.88x). So the rate is found by measurement, not tuned per model.
+    backoff_patience: int = 3
+    lr_backoffs: int = 3
     ppl_ceiling: float = 1.10  # retain perplexity must stay <= ceiling x its value before
     leak_threshold: float = 0.5  # leakage.judge_leak threshold: half a value in one run is a leak
     # sampled probes per forget prompt at each check, on top of greedy: the stop rule must see what a
@@ -211,10 +228,11 @@ class UnlearningSpec:
         if not (math.isfinite(self.lr) and 0.0 < self.lr < 1.0):
             raise ValueError("lr must be in (0, 1)")
         for name in ("max_steps", "batch_size", "retain_batch_size", "eval_every", "eval_retain_items",
-                     "relabel_variants", "lora_rank", "lora_alpha", "target_checks", "adversary_horizon", "plateau_checks"):
+                     "relabel_variants", "lora_rank", "lora_alpha", "target_checks", "adversary_horizon", "plateau_checks",
+                     "backoff_patience"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        for name in ("min_steps", "utility_patience", "eval_samples", "repair_steps", "checkpoint_every", "num_threads",
+        for name in ("min_steps", "utility_patience", "lr_backoffs", "lr_width", "eval_samples", "repair_steps", "checkpoint_every", "num_threads",
                      "adversary_every", "adversary_steps", "rank_candidates", "rank_prompts", "rank_controls"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")

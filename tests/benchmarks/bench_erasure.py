@@ -168,7 +168,7 @@ def print_rows(rows: list[dict[str, Any]], retrain_s: float | None) -> None:
         res = row["result"]  # None: a kept model verified alone (the run's own figures are not at hand)
         if res is not None:
             fin = res.final
-            print(f"  {row['method']} run: {res.stop_reason} after {res.steps_run} steps, saved step {res.steps};"
+            print(f"  {row['method']} run: {res.stop_reason} after {res.steps_run} steps, saved step {res.steps}; {rate_line(res)};"
                   f" rank gap over the control {_num(fin.rank_gap)} (band {_num(fin.rank_band)}), on the attacker's"
                   f" copy {_num(fin.rank_gap_relearned)} (band {_num(fin.rank_band_relearned)}); values standing out"
                   f" {fin.rank_outliers if fin.rank_outliers is not None else '-'}"
@@ -189,6 +189,14 @@ def print_rows(rows: list[dict[str, Any]], retrain_s: float | None) -> None:
                   f" extraction {_pct(m.get('extraction_rate'))}; {s['seconds']:.0f} s")
         if not rep.verdict.passed:
             print(f"  {row['method']} verdict: {rep.verdict.summary}")
+
+
+def rate_line(res: UnlearningResult) -> str:
+    """The learning rate the run started at and each backoff (a utility dip rolled back, rate halved)."""
+    line = f"started at lr {res.start_lr:.3g}"
+    for b in res.backoffs:
+        line += f"; backoff at step {b.step} to step {b.rolled_back_to}, lr {b.lr:.3g}"
+    return line
 
 
 def _metric_rel(report: VerificationReport, key: str) -> str:
@@ -236,7 +244,13 @@ def section_engine(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus
         res, out = unlearn(args, model_dir, corpus, method, people, work)
         b, f = res.before, res.final
         cost = f" = {100 * res.wall_s / retrain_s:.0f}% of the retrain" if retrain_s else ""
-        print(f"  {method}: {res.stop_reason} after {res.steps_run} steps, saved step {res.steps}; {res.wall_s:.0f} s{cost}")
+        print(f"  {method}: {res.stop_reason} after {res.steps_run} steps, saved step {res.steps}; {res.wall_s:.0f} s{cost};"
+              f" {rate_line(res)}")
+        for point in res.history:  # the run's trajectory, check by check
+            print(f"    step {point.step:4d} {point.phase:7}: extraction {_pct(point.forget_extraction)}, rank gap"
+                  f" {_num(point.rank_gap)} / copy {_num(point.rank_gap_relearned)}, retain facts"
+                  f" x{point.retain_exact / b.retain_exact if b.retain_exact else float('nan'):.3f},"
+                  f" perplexity x{point.retain_ppl / b.retain_ppl:.3f}")
         print(f"    extraction greedy {_pct(b.forget_extraction_greedy)} -> {_pct(f.forget_extraction_greedy)},"
               f" sampled (eval_samples) {_pct(b.forget_extraction_sampled)} -> {_pct(f.forget_extraction_sampled)}")
         print(f"    rank gap over the never-seen control {_num(b.rank_gap)} -> {_num(f.rank_gap)} (band {_num(f.rank_band)});"

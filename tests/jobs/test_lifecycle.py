@@ -76,6 +76,17 @@ def test_the_worker_log_says_where_the_runs_time_went(queued_job: UnlearningJob)
     assert "saving · seconds by phase: adversary 3.5, steps 2.0" in queued_job.log_tail
 
 
+def test_the_worker_log_says_when_a_run_backed_off_its_rate(queued_job: UnlearningJob) -> None:
+    from unlearning_worker.engine import ProgressEvent
+    from unlearning_worker.runtime import ProgressSink
+
+    sink = ProgressSink(claim(queued_job), heartbeat=None, device="cpu")  # type: ignore[arg-type]  # not used by a write
+    sink(ProgressEvent("backoff", 30, 200, forget_extraction=0.5, retain_exact=0.9, rolled_back_to=10, lr=2.5e-4))
+    queued_job.refresh_from_db()
+    assert "backoff at step 30: utility below the floor; rolled back to step 10, learning rate now 0.00025" in queued_job.log_tail
+    assert queued_job.history == []  # the rolled-back-to point is not a new measurement
+
+
 def test_passing_verdict_activates_new_version_quarantines_old_and_requests_await_sign_off(
     queued_job: UnlearningJob, model_version: ModelVersion
 ) -> None:

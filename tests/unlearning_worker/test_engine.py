@@ -142,7 +142,8 @@ def test_utility_floor_rolls_back_to_last_good_point(
     forget, retain = _items(tiny_corpus)
     # GA at a high rate wrecks perplexity at once; a 0% ppl margin must roll back to the base weights
     # once the patience (checks in a row below the floor) is used up
-    spec = UnlearningSpec(**(FIXED | {"method": "ga", "lr": 5e-2, "ppl_ceiling": 1.0, "utility_patience": 0}))
+    spec = UnlearningSpec(**(FIXED | {"method": "ga", "lr": 5e-2, "ppl_ceiling": 1.0, "utility_patience": 0,
+                                      "lr_backoffs": 0}))
     result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
                             spec=spec)
     assert result.stop_reason == "utility_floor"
@@ -157,12 +158,66 @@ def test_utility_patience_lets_the_run_continue_below_the_floor_and_saves_a_mode
 ) -> None:
     forget, retain = _items(tiny_corpus)
     spec = UnlearningSpec(**(FIXED | {"method": "ga", "lr": 5e-2, "ppl_ceiling": 1.0, "utility_patience": 2,
-                                      "eval_every": 1, "max_steps": 10}))
+                                      "eval_every": 1, "max_steps": 10, "lr_backoffs": 0}))
     result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
                             spec=spec)
     assert result.stop_reason == "utility_floor"
     assert result.steps_run == 3  # three checks in a row below the floor: patience 2 exceeded at the third
     assert result.steps == 0 and result.final.phase == "before"  # the saved model met the floor
+
+
+def test_a_utility_dip_rolls_back_and_halves_the_rate_before_the_run_gives_up(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    import torch
+
+    from unlearning_worker.engine import Backoff
+
+    forget, retain = _items(tiny_corpus)
+    # every check breaks a 0% perplexity margin: each dip of two checks rolls back to the base weights and
+    # halves the rate, twice; then the floor's patience (0) stops the run at the next check
+    spec = UnlearningSpec(**(FIXED | {"method": "ga", "lr": 5e-2, "ppl_ceiling": 1.0, "utility_patience": 0,
+                                      "eval_every": 1, "max_steps": 20, "backoff_patience": 2, "lr_backoffs": 2}))
+    events: list[ProgressEvent] = []
+    rates: list[float] = []
+    real_step = torch.optim.AdamW.step
+
+    def recording_step(self: torch.optim.AdamW, *args: Any, **kwargs: Any) -> Any:
+        rates.append(self.param_groups[0]["lr"])
+        return real_step(self, *args, **kwargs)
+
+    torch.optim.AdamW.step = recording_step  # type: ignore[method-assign]
+    try:
+        result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                                spec=spec, progress=events.append)
+    finally:
+        torch.optim.AdamW.step = real_step  # type: ignore[method-assign]
+    assert result.backoffs == [Backoff(step=2, rolled_back_to=0, lr=2.5e-2), Backoff(step=4, rolled_back_to=0, lr=1.25e-2)]
+    assert rates == [5e-2, 5e-2, 2.5e-2, 2.5e-2, 1.25e-2]  # the step after each backoff runs at the halved rate
+    assert result.stop_reason == "utility_floor" and result.steps == 0 and result.steps_run == 5
+    assert [(e.step, e.rolled_back_to, e.lr) for e in events if e.phase == "backoff"] == [(2, 0, 2.5e-2), (4, 0, 1.25e-2)]
+    manifest = json.loads((tmp_path / "out" / MANIFEST_FILE).read_text())
+    assert manifest["start_lr"] == 5e-2 and [b["lr"] for b in manifest["backoffs"]] == [2.5e-2, 1.25e-2]
+    before = load_file(tiny_model_dir / "model.safetensors")
+    after = load_file(tmp_path / "out" / "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)  # what was saved met the floor: the base
+
+
+def test_a_wider_model_starts_at_a_smaller_rate_and_a_narrower_one_keeps_the_spec_rate() -> None:
+    from types import SimpleNamespace
+
+    from unlearning_worker.engine import start_lr
+
+    def model(width: object) -> SimpleNamespace:
+        return SimpleNamespace(config=SimpleNamespace(hidden_size=width))
+
+    spec = UnlearningSpec(lr=5e-4, lr_width=128)
+    assert start_lr(model(384), spec) == pytest.approx(5e-4 / 3)
+    assert start_lr(model(4096), spec) == pytest.approx(1.5625e-5)
+    assert start_lr(model(128), spec) == 5e-4
+    assert start_lr(model(32), spec) == 5e-4  # never above the measured rate
+    assert start_lr(model(None), spec) == 5e-4 and start_lr(SimpleNamespace(), spec) == 5e-4
+    assert start_lr(model(384), spec.replace(lr_width=0)) == 5e-4
 
 
 def test_forget_target_stops_early(tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path) -> None:
