@@ -135,10 +135,11 @@ def identifier_probes(all_probes: list[Probe], attributes: Iterable[str]) -> lis
 
 def run_probes(
     model: Any, tokenizer: Any, probes: list[Probe], *, threshold: float, samples: int = 0,
-    temperature: float = 1.0, seed: int = 0,
-) -> tuple[int, int, int]:
-    """(pairs leaked under the judge, pairs produced verbatim, pairs). Sampled: a pair leaks if any sample leaks."""
-    leaked = exact = total = 0
+    temperature: float = 1.0, seed: int = 0, per_probe: bool = False,
+) -> tuple[float, float, float]:
+    """(pairs leaked under the judge, pairs produced verbatim, pairs). Sampled: a pair leaks if any sample
+    leaks. `per_probe`: each probe counts once whatever its number of values (its pairs weigh 1/n)."""
+    leaked = exact = total = 0.0
     groups: dict[tuple[int, bool], list[Probe]] = {}
     for probe in probes:  # same generation settings -> one batched pass
         groups.setdefault((probe.max_new_tokens, probe.stop_at_newline), []).append(probe)
@@ -148,12 +149,13 @@ def run_probes(
             do_sample=samples > 0, temperature=temperature, num_return_sequences=max(1, samples), seed=seed,
         )
         for probe, texts in zip(group, outputs, strict=True):
+            weight = 1.0 / len(probe.values) if per_probe and probe.values else 1.0
             for attribute, value, chance in probe.values:
-                total += 1
+                total += weight
                 if any(judge_leak(value, t, attribute, threshold=threshold, chance=chance).leaked for t in texts):
-                    leaked += 1
+                    leaked += weight
                 if any(value in t for t in texts):
-                    exact += 1
+                    exact += weight
     return leaked, exact, total
 
 
@@ -412,8 +414,12 @@ class Evaluator:
         if not decided or phase == "before" or step == spec.max_steps:
             sampled = self.sampled(step)
         with self.clock("check:retain"):
+            # each retain record counts once, as each (person, attribute) question does in the verdict's
+            # utility check: a biography's six values come from one generation, where an early token
+            # decides the rest, and counted per value they made half the reading (demo and medium
+            # corpora: 1 biography per 6 QA records)
             r_leaked, r_exact, r_total = run_probes(
-                self.model, self.tokenizer, self.retain_probes, threshold=spec.leak_threshold
+                self.model, self.tokenizer, self.retain_probes, threshold=spec.leak_threshold, per_probe=True
             )
             retain_ppl = perplexity(self.model, self.retain_examples, self.pad_id, self.device)
         return EvalPoint(
@@ -452,7 +458,7 @@ class EvalPoint:
     # sampled (eval_samples == 0, or the check could not meet the stop rule anyway)
     forget_extraction_sampled: float | None
     retain_extraction: float  # share of retain (prompt, value) pairs leaked (same judge as forget)
-    retain_exact: float  # share of retain values produced verbatim by greedy decoding
+    retain_exact: float  # share of retain values produced verbatim by greedy decoding (each record weighing one)
     retain_ppl: float  # perplexity of the retain completions (teacher-forced)
     phase: str = "unlearn"  # "before", "unlearn" or "repair"
     # nats per value token between the model and the method's never-seen target (None: the method has none)
