@@ -29,7 +29,7 @@ def test_sampled_probes_run_only_where_they_can_decide_the_stop_rule(
     calls: list[int] = []
 
     def fake_probes(model: Any, tokenizer: Any, probes: list[Probe], *, threshold: float, samples: int = 0,
-                    temperature: float = 1.0, seed: int = 0) -> tuple[int, int, int]:
+                    temperature: float = 1.0, seed: int = 0, per_probe: bool = False) -> tuple[int, int, int]:
         calls.append(samples)
         return (greedy_leaks if not samples else 2), 0, 2
 
@@ -53,7 +53,7 @@ def test_the_sampled_check_reads_identifiers_only_and_greedy_reads_every_value(m
     seen: dict[int, list[list[str]]] = {}
 
     def fake_probes(model: Any, tokenizer: Any, probes: list[Probe], *, threshold: float, samples: int = 0,
-                    temperature: float = 1.0, seed: int = 0) -> tuple[int, int, int]:
+                    temperature: float = 1.0, seed: int = 0, per_probe: bool = False) -> tuple[int, int, int]:
         seen.setdefault(samples, []).append([a for p in probes for a, _v, _c in p.values])
         total = sum(len(p.values) for p in probes)
         return (0 if not samples else 1), 0, total
@@ -90,7 +90,7 @@ def test_the_rank_check_is_read_at_every_check_and_opens_the_sampled_check_only_
     asked: list[int] = []
 
     def fake_probes(model: Any, tokenizer: Any, probes: list[Probe], *, threshold: float, samples: int = 0,
-                    temperature: float = 1.0, seed: int = 0) -> tuple[int, int, int]:
+                    temperature: float = 1.0, seed: int = 0, per_probe: bool = False) -> tuple[int, int, int]:
         asked.append(samples)
         return (leaks["n"] if not samples else 0), 0, 2
 
@@ -238,3 +238,18 @@ def test_question_probes_ask_the_verifiers_questions_about_each_named_subject() 
     assert evaluation.question_probes(_WordTokenizer(), forget, UnlearningSpec()) == []  # no templates: none
     everything = evaluation.question_probes(_WordTokenizer(), forget, spec.replace(attributes=[]))
     assert "Q: Ada Quill's region?\nA:" in [p.prompt for p in everything]  # attributes (): every labelled value
+
+
+def test_each_retain_record_counts_once_in_the_utility_reading(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a one-value question given right and a three-value biography given wrong: per value the model keeps
+    # a quarter of its facts, per record half (each record weighing one, as each question does in the verdict)
+    outputs = {"Q: phone?": " 555-0101", "Bio:": " lives at nowhere, born never, mail none"}
+    monkeypatch.setattr(evaluation, "generate_batch",
+                        lambda model, tokenizer, prompts, **kw: [[outputs[p]] for p in prompts])
+    question = Probe(prompt="Q: phone?", values=[("phone", "555-0101", 0.0)], max_new_tokens=8, stop_at_newline=True)
+    bio = Probe(prompt="Bio:", values=[("address", "1 Main St", 0.0), ("dob", "1990-01-01", 0.0),
+                                       ("email", "a@b.example", 0.0)], max_new_tokens=8, stop_at_newline=True)
+    _leaked, exact, total = evaluation.run_probes(None, None, [question, bio], threshold=0.5)
+    assert (exact, total) == (1, 4)
+    _leaked, exact, total = evaluation.run_probes(None, None, [question, bio], threshold=0.5, per_probe=True)
+    assert exact / total == pytest.approx(0.5) and total == pytest.approx(2.0)
