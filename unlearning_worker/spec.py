@@ -69,11 +69,12 @@ class UnlearningSpec:
     target_checks: int = 2
     min_steps: int = 0  # do not stop on the forget target before this many steps
     forget_target: float = 0.0  # stop once the forget-set extraction rate is at or below this share
-    # retain exact-answer rate (in-run subset) the saved model must keep, x its value before: the
-    # verification policy's bound (a retain accuracy drop of at most 0.1) read on the run's own subset,
-    # so the run keeps looking for a point the verdict will accept instead of saving one it fails.
-    # At 0.8 the medium model's run saved a point at 0.88x in-run that the verifier read as
-    # 90.8% -> 71.7% (2026-12-03)
+    # retain exact-answer rate (in-run subset, each record weighing one) the saved model must keep, x its
+    # value before: the verification policy's bound (a retain accuracy drop of at most 0.1) read on the
+    # run's own subset, so the run keeps looking for a point the verdict will accept instead of saving
+    # one it fails. At 0.8, counted per value, the medium model's run saved a point at 0.88x that the
+    # verifier read as 90.8% -> 71.7%, and the demo's subject read 0.86x where the verifier read 98.3%
+    # (a biography's values weighed half the reading; per record the demo's run reads 0.96x)
     utility_floor: float = 0.9
     # checks in a row below the utility floor / above the perplexity ceiling *without recovering* (no
     # better retain figure than at the check before) after which the run stops and rolls back to the
@@ -87,7 +88,10 @@ class UnlearningSpec:
     # at once and the retain term cannot repair it (the medium model at 5e-4: 0.50-0.72x for 200
     # steps): a smaller rate moves the weights along the same forgetting with less collateral damage
     # (at 1.5e-4 it was erased at 0.88x). So the rate is found by measurement, not tuned per model.
-    backoff_patience: int = 3
+    # The demo's subject at its rate dips for 5 checks (retain perplexity x1.23 -> x1.11 over steps
+    # 10-50, 2026-12-03) and is repaired by step 60; at 3 its run backed off three times and ended
+    # unerased at 6e-5 (the verdict failed), so a dip must outlast that
+    backoff_patience: int = 8
     lr_backoffs: int = 3
     ppl_ceiling: float = 1.10  # retain perplexity must stay <= ceiling x its value before
     leak_threshold: float = 0.5  # leakage.judge_leak threshold: half a value in one run is a leak
