@@ -73,8 +73,8 @@ class UnlearningSpec:
     # value before: the verification policy's bound (a retain accuracy drop of at most 0.1) read on the
     # run's own subset, so the run keeps looking for a point the verdict will accept instead of saving
     # one it fails. At 0.8, counted per value, the medium model's run saved a point at 0.88x that the
-    # verifier read as 90.8% -> 71.7%, and the demo's subject read 0.86x where the verifier read 98.3%
-    # (a biography's values weighed half the reading; per record the demo's run reads 0.96x)
+    # verifier read as 90.8% -> 71.7%, and the demo's subject's saved model read 0.86x where the verifier
+    # reads 96.7% (a biography's values weighed half the reading; per record it reads 0.96x)
     utility_floor: float = 0.9
     # checks in a row below the utility floor / above the perplexity ceiling *without recovering* (no
     # better retain figure than at the check before) after which the run stops and rolls back to the
