@@ -787,9 +787,10 @@ def start_lr(model: Any, spec: UnlearningSpec) -> float:
     """The rate the run starts at: spec.lr scaled down from the width it was measured at
     (spec.lr_width) to a wider model's hidden size. Never above spec.lr: a narrower model than the one
     the rate was measured on keeps it (a rate is not made more aggressive where nothing measured it).
-    spec.lr where the width is unknown or lr_width is 0."""
+    spec.lr where the width is unknown or lr_width is 0, and in a LoRA run (an adapter's update is its
+    own low-rank product, not a move of every weight of the layer; nothing here measured a rule for it)."""
     width = getattr(getattr(model, "config", None), "hidden_size", None)
-    if not spec.lr_width or not isinstance(width, int) or width <= spec.lr_width:
+    if spec.lora or not spec.lr_width or not isinstance(width, int) or width <= spec.lr_width:
         return spec.lr
     return spec.lr * spec.lr_width / width
 

@@ -37,12 +37,12 @@ class UnlearningSpec:
     # counterfactual on the demo model: 5e-4 reaches a 0.1-nat gap in 100-150 steps with the retain set
     # held by the anchor (floor needed 2e-4: at 6e-4 it halved the retain exact-answer rate)
     lr: float = 5e-4
-    # the hidden size `lr` was measured at (the demo model's): a wider model runs at
-    # lr x lr_width / its hidden size (engine.start_lr; a narrower one keeps lr). Adam moves every weight about lr a step whatever
-    # its gradient, so a layer's output moves about width x lr (muP's 1/fan-in rule for hidden
-    # matrices). Measured on the 11M medium model (width 384, 2026-12-03): at the demo's 5e-4 retain facts
-    # fell to 0.62x by the first check and never came back; at 1.5e-4 the subject was erased at 0.88x.
-    # 0: lr as given whatever the width
+    # the hidden size `lr` was measured at (the demo model's): a wider model runs at lr x lr_width / its
+    # hidden size (engine.start_lr; a narrower one, and a LoRA run, keep lr). Adam moves every weight
+    # about lr a step whatever its gradient, so a layer's output moves about width x lr (muP's 1/fan-in
+    # rule for hidden matrices). Measured on the 11M medium model (width 384, 2026-12-03): at the demo's
+    # 5e-4 retain facts fell to 0.62x by the first check and never came back; at 1.5e-4 the subject was
+    # erased at 0.88x. 0: lr as given whatever the width
     lr_width: int = 128
     # a ceiling only: runs stop on evidence (forget target met with the rank near the never-seen control,
     # or an overshoot) or on the utility floor; one that reaches it saves the checked point nearest the

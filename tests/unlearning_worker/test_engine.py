@@ -203,6 +203,27 @@ def test_a_utility_dip_rolls_back_and_halves_the_rate_before_the_run_gives_up(
     assert all(torch.equal(before[k], after[k]) for k in before)  # what was saved met the floor: the base
 
 
+def test_a_run_resumed_after_a_backoff_goes_on_at_the_halved_rate(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    forget, retain = _items(tiny_corpus)
+    spec = UnlearningSpec(**(FIXED | {"method": "ga", "lr": 5e-2, "ppl_ceiling": 1.0, "utility_patience": 0,
+                                      "eval_every": 1, "max_steps": 20, "backoff_patience": 2, "lr_backoffs": 2,
+                                      "checkpoint_every": 3}))
+    whole = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "whole", forget=forget, retain=retain,
+                           spec=spec.replace(checkpoint_every=0))
+    steps_seen: list[int] = []
+    with pytest.raises(UnlearningCancelled):  # interrupted at step 3: after the first backoff (step 2)
+        run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "a", forget=forget, retain=retain, spec=spec,
+                       checkpoint_dir=tmp_path / "ckpt", should_cancel=lambda: bool(steps_seen) and steps_seen[-1] >= 3,
+                       progress=lambda e: steps_seen.append(e.step) if e.phase == "step" else None)
+    resumed = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "a", forget=forget, retain=retain,
+                             spec=spec, checkpoint_dir=tmp_path / "ckpt")
+    assert resumed.resumed_from_step == 3
+    assert resumed.backoffs == whole.backoffs and len(whole.backoffs) == 2
+    assert (resumed.stop_reason, resumed.steps_run) == (whole.stop_reason, whole.steps_run)
+
+
 def test_a_wider_model_starts_at_a_smaller_rate_and_a_narrower_one_keeps_the_spec_rate() -> None:
     from types import SimpleNamespace
 
@@ -218,6 +239,7 @@ def test_a_wider_model_starts_at_a_smaller_rate_and_a_narrower_one_keeps_the_spe
     assert start_lr(model(32), spec) == 5e-4  # never above the measured rate
     assert start_lr(model(None), spec) == 5e-4 and start_lr(SimpleNamespace(), spec) == 5e-4
     assert start_lr(model(384), spec.replace(lr_width=0)) == 5e-4
+    assert start_lr(model(384), spec.replace(lora=True)) == 5e-4  # an adapter keeps the spec's rate
 
 
 def test_forget_target_stops_early(tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path) -> None:
