@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import math
 import random
@@ -225,6 +226,7 @@ def _normal_quantile(p: float) -> float:
     return statistics.NormalDist().inv_cdf(p)
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and the verdict asks the same few (level, df) pairs per cell
 def student_t_quantile(p: float, df: int) -> float:
     """The `p` quantile (p >= 0.5) of Student's t with `df` (integer) degrees of freedom: the exact
     distribution (the finite series of Abramowitz & Stegun 26.7.3-4 for P(|T| < t)) inverted by
