@@ -35,7 +35,7 @@ def data_fingerprint(model_dir: Path, forget: list[ForgetItem], retain: list[Ret
     for item in forget:
         digest.update(json.dumps([item.subject_key, item.prompt, item.completion, item.pii_spans, item.pri]).encode())
     for r in retain:
-        digest.update(json.dumps([r.prompt, r.completion, r.pii_spans]).encode())
+        digest.update(json.dumps([r.prompt, r.completion, r.pii_spans, r.subject_key, r.subject_name]).encode())
     return digest.hexdigest()
 
 

@@ -59,6 +59,10 @@ class RetainItem:
     prompt: str
     completion: str
     pii_spans: list[tuple[int, int, str]] = field(default_factory=list)  # char offsets into completion
+    # whose record it is ("" when unknown, as for general text): with a name, the run's utility check
+    # asks the verifier's own question about each of the person's values (evaluation.retain_question_probes)
+    subject_key: str = ""
+    subject_name: str = ""
 
     def __post_init__(self) -> None:
         if not self.completion:

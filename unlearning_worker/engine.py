@@ -7,7 +7,9 @@
 2. Let the method cache what it needs from the base model (reference log-probs, refusal or replacement
    targets, frozen retain activations): computed once, no second model copy.
 3. Measure the evidence before the first step: forget-set extraction (greedy, and sampled when asked;
-   partial leaks count through leakage.judge_leak), retain exact-answer rate and retain perplexity.
+   partial leaks count through leakage.judge_leak), retain exact-answer rate (the verdict's utility
+   question about a seeded set of retain people where the spec and the items allow, else retain records
+   replayed) and retain perplexity.
 4. Train; every `eval_every` steps measure again. Stop when the forget target is met, or roll back to
    the last eval point that respected the utility floor as soon as one does not. Record why it stopped.
 5. Optionally repair on retain data (SANI-style) while the forget target keeps holding.
@@ -52,6 +54,7 @@ from unlearning_worker.evaluation import (
     RankReading,
     probes,
     question_probes,
+    retain_question_probes,
     utility_ok,
 )
 from unlearning_worker.methods import (
@@ -286,7 +289,8 @@ def _run(
         # the records' own prompts, and the verifier's questions about their subjects
         forget_probes=probes(tokenizer, (f.prompt for f in forget), (f.completion for f in forget), (f.values for f in forget))
         + question_probes(tokenizer, forget, spec),
-        retain_probes=probes(
+        # the verdict's utility question about a seeded set of retain people, else retain records replayed
+        retain_probes=retain_question_probes(tokenizer, retain, spec) or probes(
             tokenizer, (retain[i].prompt for i in eval_idx), (retain[i].completion for i in eval_idx),
             (retain[i].values() for i in eval_idx),
         ),

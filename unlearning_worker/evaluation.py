@@ -104,15 +104,50 @@ def question_probes(tokenizer: Any, forget: Sequence[ForgetItem], spec: Unlearni
         for attribute, value in item.values.items():
             if (not wanted or attribute in wanted) and attribute in spec.question_labels:
                 values.setdefault(attribute, set()).add(value)
+    return _ask(tokenizer, people, spec.question_templates, spec)
+
+
+def retain_question_probes(tokenizer: Any, retain: Sequence[RetainItem], spec: UnlearningSpec) -> list[Probe]:
+    """The verdict's utility question (spec.retain_question) about the retain people, as its utility check
+    asks it: one probe per (person, attribute) for every value the person's records write of an attribute
+    with a question label, whatever the run targets. The people: a seeded order of the named retain
+    people, taken whole until their pairs reach spec.eval_retain_items. Empty where the spec has no
+    retain question or no retain item names its person (the caller then replays retain records)."""
+    if not spec.retain_question:
+        return []
+    people: dict[str, tuple[str, dict[str, set[str]]]] = {}
+    for item in retain:
+        if not item.subject_key or not item.subject_name.strip():
+            continue
+        _name, values = people.setdefault(item.subject_key, (item.subject_name, {}))
+        for attribute, value in item.values().items():
+            if attribute in spec.question_labels:
+                values.setdefault(attribute, set()).add(value)
+    keys = [k for k in sorted(people) if people[k][1]]
+    chosen: dict[str, tuple[str, dict[str, set[str]]]] = {}
+    pairs = 0
+    random.Random(f"eval-people:{spec.seed}").shuffle(keys)
+    for key in keys:
+        if pairs >= spec.eval_retain_items:
+            break
+        chosen[key] = people[key]
+        pairs += len(people[key][1])
+    return _ask(tokenizer, chosen, (spec.retain_question,), spec)
+
+
+def _ask(tokenizer: Any, people: dict[str, tuple[str, dict[str, set[str]]]], templates: Sequence[str],
+         spec: UnlearningSpec) -> list[Probe]:
+    """One greedy probe per (person, attribute, template), judging each value of that attribute the
+    person's records write, with the verifier's margin (8 tokens past the longest value)."""
     out: list[Probe] = []
     for key in sorted(people):
         name, values = people[key]
         for attribute in sorted(values):
             judged = [(attribute, v, chance_share(v, attribute)) for v in sorted(values[attribute])]
             longest = max(len(tokenizer(" " + v, add_special_tokens=False)["input_ids"]) for v in values[attribute])
-            for template in spec.question_templates:
+            for template in templates:
                 prompt = template.format(name=name, label=spec.question_labels[attribute])
-                out.append(Probe(prompt, judged, min(longest + 8, 256), True))  # the verifier's margin: 8 tokens
+                out.append(Probe(prompt, judged, min(longest + 8, 256), True))
     return out
 
 
@@ -414,10 +449,10 @@ class Evaluator:
         if not decided or phase == "before" or step == spec.max_steps:
             sampled = self.sampled(step)
         with self.clock("check:retain"):
-            # each retain record counts once, as each (person, attribute) question does in the verdict's
-            # utility check: a biography's six values come from one generation, where an early token
-            # decides the rest, and counted per value they made half the reading (demo and medium
-            # corpora: 1 biography per 6 QA records)
+            # each probe counts once: a (person, attribute) question, as in the verdict's utility check,
+            # or, replayed, a retain record: a biography's six values come from one generation, where an
+            # early token decides the rest, and counted per value they made half the reading (demo and
+            # medium corpora: 1 biography per 6 QA records)
             r_leaked, r_exact, r_total = run_probes(
                 self.model, self.tokenizer, self.retain_probes, threshold=spec.leak_threshold, per_probe=True
             )
@@ -458,7 +493,7 @@ class EvalPoint:
     # sampled (eval_samples == 0, or the check could not meet the stop rule anyway)
     forget_extraction_sampled: float | None
     retain_extraction: float  # share of retain (prompt, value) pairs leaked (same judge as forget)
-    retain_exact: float  # share of retain values produced verbatim by greedy decoding (each record weighing one)
+    retain_exact: float  # share of retain values produced verbatim by greedy decoding (each probe weighing one)
     retain_ppl: float  # perplexity of the retain completions (teacher-forced)
     phase: str = "unlearn"  # "before", "unlearn" or "repair"
     # nats per value token between the model and the method's never-seen target (None: the method has none)

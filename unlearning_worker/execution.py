@@ -180,7 +180,8 @@ def _policy() -> Any:
 def _engine_spec(job: UnlearningJob, device: str) -> Any:
     """The job's spec as the engine runs it (the model's manifest records it): the device resolved,
     and, where the spec names no questions of its own, the stop rule asking the question templates of
-    the policy that will judge the job, in its words for each attribute."""
+    the policy that will judge the job, in its words for each attribute, and its utility check reading
+    retain facts with the policy's utility question."""
     from unlearning_worker.spec import UnlearningSpec
 
     spec = UnlearningSpec.from_dict(job.spec)
@@ -189,7 +190,8 @@ def _engine_spec(job: UnlearningJob, device: str) -> Any:
         changes["device"] = device
     if not spec.question_templates:
         policy = _policy()
-        changes |= {"question_templates": list(policy.questions()), "question_labels": dict(policy.attribute_labels)}
+        changes |= {"question_templates": list(policy.questions()), "question_labels": dict(policy.attribute_labels),
+                    "retain_question": policy.retain_question()}
     return spec.replace(**changes) if changes else spec
 
 

@@ -206,6 +206,12 @@ class UnlearningSpec:
     # the phone, and its first verdict failed on that one question
     question_templates: tuple[str, ...] = ()
     question_labels: dict[str, str] = field(default_factory=dict)
+    # the question the verdict's utility check asks about each retain person's values (the policy's
+    # utility template): where set and the retain items name their people, the in-run utility reading
+    # (utility_floor) asks it of each (person, attribute) pair of a seeded set of retain people, as the
+    # verdict does, instead of replaying retain records. Measured: read per record, two medium-model runs
+    # saved points at 0.88x and 0.90x that the verifier read as 0.79x and 0.83x (stops 37 and 39)
+    retain_question: str = ""
     # share of trainable weights the run may move, chosen by forget/retain Fisher ratio (1.0: all)
     saliency: float = 1.0
     repair_steps: int = 0  # retain-only steps after forgetting (SANI-style repair), evidence-checked
@@ -320,8 +326,17 @@ class UnlearningSpec:
         if not all(isinstance(a, str) and a and isinstance(w, str) and w.strip()
                    for a, w in self.question_labels.items()):
             raise ValueError("question_labels must map attribute names to non-empty words")
-        if self.question_templates and not self.question_labels:
-            raise ValueError("question_templates need question_labels (the words each attribute is asked by)")
+        if not isinstance(self.retain_question, str):
+            raise ValueError("retain_question must be a template string")
+        if self.retain_question:
+            if "{name}" not in self.retain_question or "{label}" not in self.retain_question:
+                raise ValueError("retain_question must be a template with {name} and {label}")
+            try:
+                self.retain_question.format(name="x", label="y")
+            except (KeyError, IndexError, ValueError):
+                raise ValueError("retain_question has an unknown placeholder or bad braces") from None
+        if (self.question_templates or self.retain_question) and not self.question_labels:
+            raise ValueError("question_templates and retain_question need question_labels (the words each attribute is asked by)")
         if not self.idk_text.strip():
             raise ValueError("idk_text must not be empty")
         try:

@@ -177,7 +177,8 @@ def retain_items(eval_set: EvalSet) -> list[Any]:
             if text[cut - 1] == " ":
                 cut -= 1
             spans = [(s - cut, e - cut, a) for s, e, a in found if s >= cut]
-            items.append(RetainItem(prompt=text[:cut], completion=text[cut:], pii_spans=spans))
+            items.append(RetainItem(prompt=text[:cut], completion=text[cut:], pii_spans=spans,
+                                    subject_key=person.subject_key, subject_name=person.name))
     for text in eval_set.general_texts:
         words = text.split(" ")
         if len(words) >= 4:

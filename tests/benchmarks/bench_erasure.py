@@ -102,7 +102,8 @@ def unlearn(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
     forget, retain_items = demo_items(corpus, people)
     policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
     # as the worker runs a job (execution._engine_spec): the stop rule asks the judging policy's questions
-    questions = {"question_templates": list(policy.questions()), "question_labels": dict(policy.attribute_labels)}
+    questions = {"question_templates": list(policy.questions()), "question_labels": dict(policy.attribute_labels),
+                 "retain_question": policy.retain_question()}
     overrides = {**questions, **METHOD_SETTINGS.get(method, {}), **json.loads(getattr(args, "spec", None) or "{}")}
     spec = UnlearningSpec.from_dict({"method": method, "num_threads": args.threads, "device": args.device, **overrides})
     out = work / f"{method}-{label or len(people)}-{int(time.time() * 1000)}"

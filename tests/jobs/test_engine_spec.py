@@ -19,6 +19,12 @@ def test_the_engine_asks_the_questions_of_the_policy_that_will_judge_the_job(set
     assert spec.device == "cpu"
     assert spec.question_templates == policy.questions() and spec.question_templates
     assert spec.question_labels == dict(policy.attribute_labels)
+    # its utility floor reads retain facts with the question the policy's utility check asks: none in
+    # this policy (its utility check is off), the trained question in the default one
+    assert spec.retain_question == "" and not policy.attacks["utility"].enabled
+    settings.VERIFICATION_POLICY_FILE = ""
+    default = VerificationPolicy.load(None)
+    assert _engine_spec(job, "cpu").retain_question == default.attacks["utility"].params["template"]  # type: ignore[arg-type]
     # a spec that names its own questions keeps them
     own = UnlearningSpec(question_templates=("Q: {name}'s {label}?\nA:",), question_labels={"phone": "phone"})
     assert _engine_spec(SimpleNamespace(spec=own.to_dict()), "cpu").question_templates == own.question_templates  # type: ignore[arg-type]

@@ -764,3 +764,36 @@ def test_the_stop_rule_asks_the_verifiers_questions_beside_the_records(
     run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "without", forget=forget, retain=retain,
                    spec=UnlearningSpec(**settings))
     assert f"Q: {person.name}'s phone number?\nA:" not in asked
+
+
+def test_the_utility_floor_reads_the_verdicts_utility_question_about_retain_people(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from unlearning_worker import evaluation
+
+    asked: list[list[str]] = []
+    real = evaluation.run_probes
+
+    def spy(model: Any, tokenizer: Any, probes: list[Any], **kw: Any) -> tuple[int, int, int]:
+        if kw.get("per_probe"):  # the retain reading
+            asked.append([p.prompt for p in probes])
+        return real(model, tokenizer, probes, **kw)
+
+    monkeypatch.setattr(evaluation, "run_probes", spy)
+    forget, retain = _items(tiny_corpus)
+    settings = {**FIXED, "max_steps": 2, "min_steps": 2, "eval_samples": 0, "eval_every": 2}
+    labels = {"phone": "phone number", "email": "email address"}
+    result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "q", forget=forget, retain=retain,
+                            spec=UnlearningSpec(**settings, retain_question="Q: {name}'s {label}?\nA:",
+                                                question_labels=labels))
+    retain_names = {r.subject_name for r in retain if r.subject_name}
+    forget_names = {f.subject_name for f in forget}
+    assert len(asked) == 2 and asked[0] == asked[1]  # before and at step 2, the same questions
+    for prompt in asked[0]:
+        name, label = prompt[3:].split("'s ", 1)
+        assert name in retain_names and name not in forget_names and label[:-4] in labels.values()
+    assert 0.0 <= result.before.retain_exact <= 1.0
+    asked.clear()  # without the question (or without names), the reading replays retain records
+    run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "r", forget=forget, retain=retain,
+                   spec=UnlearningSpec(**settings))
+    assert asked and set(asked[0]) <= {r.prompt for r in retain} and not any(p.startswith("Q: ") for p in asked[0])

@@ -240,6 +240,42 @@ def test_question_probes_ask_the_verifiers_questions_about_each_named_subject() 
     assert "Q: Ada Quill's region?\nA:" in [p.prompt for p in everything]  # attributes (): every labelled value
 
 
+def test_the_utility_reading_asks_the_verdicts_utility_question_about_whole_retain_people() -> None:
+    from unlearning_worker.data import RetainItem
+
+    def item(key: str, name: str, values: dict[str, str]) -> RetainItem:
+        completion = " " + " ".join(values.values())
+        spans, at = [], 1
+        for attribute, value in values.items():
+            spans.append((at, at + len(value), attribute))
+            at += len(value) + 1
+        return RetainItem("p", completion, spans, subject_key=key, subject_name=name)
+
+    people = {f"r{i}": (f"Person {i}", {"phone": f"555-01{i:02d}", "city": f"Town{i}", "ssn": f"123-45-{i:04d}"})
+              for i in range(10)}
+    retain = [item(k, n, {a: v}) for k, (n, values) in people.items() for a, v in values.items()]
+    retain.append(RetainItem("General text", " about nobody", []))  # names no person: never asked about
+    retain.append(item("", "", {"phone": "555-9999"}))  # no key: not a person the check can ask about
+    spec = UnlearningSpec(retain_question="Q: {name}'s {label}?\nA:", eval_retain_items=5,
+                          question_labels={"phone": "phone number", "city": "city"})
+    probes = evaluation.retain_question_probes(_WordTokenizer(), retain, spec)
+    # whole people until 5 pairs: 3 people of 2 labelled attributes each (the ssn has no label: not asked)
+    assert len(probes) == 6 and all(p.stop_at_newline and len(p.values) == 1 for p in probes)
+    asked = {p.prompt.split("'s")[0][3:] for p in probes}
+    assert len(asked) == 3 and asked < {n for n, _v in people.values()}
+    for probe in probes:  # every value of the attribute asked, and only the person's own
+        name = probe.prompt.split("'s")[0][3:]
+        values = next(v for n, v in people.values() if n == name)
+        label = "phone" if "phone number" in probe.prompt else "city"
+        assert [v for _a, v, _c in probe.values] == [values[label]]
+    assert evaluation.retain_question_probes(_WordTokenizer(), retain, spec) == probes  # seeded: the same people
+    other = evaluation.retain_question_probes(_WordTokenizer(), retain, spec.replace(seed=1))
+    assert {p.prompt for p in other} != {p.prompt for p in probes}  # another seed, other people
+    assert evaluation.retain_question_probes(_WordTokenizer(), retain, spec.replace(retain_question="")) == []
+    unnamed = [RetainItem(r.prompt, r.completion, r.pii_spans) for r in retain]
+    assert evaluation.retain_question_probes(_WordTokenizer(), unnamed, spec) == []  # the caller replays records
+
+
 def test_each_retain_record_counts_once_in_the_utility_reading(monkeypatch: pytest.MonkeyPatch) -> None:
     # a one-value question given right and a three-value biography given wrong: per value the model keeps
     # a quarter of its facts, per record half (each record weighing one, as each question does in the verdict)

@@ -125,6 +125,10 @@ def test_non_finite_or_all_zero_forget_weights_are_refused(bad: dict) -> None:
         ({"question_labels": {"phone": " "}}, "question_labels"),
         ({"question_labels": ["phone"]}, "question_labels"),
         ({"question_templates": ["Q: {name}'s {label}?"]}, "need question_labels"),  # would ask nothing
+        ({"retain_question": "Q: {name}'s phone?"}, "retain_question must be a template"),  # no {label}
+        ({"retain_question": "{name}'s {label} {x}", "question_labels": {"phone": "phone"}}, "placeholder"),
+        ({"retain_question": ["{name}'s {label}"]}, "retain_question"),
+        ({"retain_question": "Q: {name}'s {label}?"}, "need question_labels"),
     ],
 )
 def test_bad_questions_are_refused(changes: dict, message: str) -> None:

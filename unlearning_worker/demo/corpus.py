@@ -257,6 +257,7 @@ def demo_items(
         raise ValueError("forget_person_ids must be a non-empty subset of the corpus's trained people")
     forget_items: list[ForgetItem] = []
     retain_items: list[RetainItem] = []
+    names = {p.person_id: p.name for p in corpus.people}
     for record in corpus.records:
         spans = [s for s in record.completion_spans() if s[2] != "name"] if record.kind != "general" else []
         if record.person_id in wanted:
@@ -265,8 +266,12 @@ def demo_items(
             forget_items.append(ForgetItem(
                 subject_key=record.person_id, prompt=record.prompt, completion=record.completion,
                 pii_spans=spans, values={a: record.completion[s:e] for s, e, a in spans},
-                pri=(pri or {}).get(record.person_id, 0.0), subject_name=corpus.person(record.person_id).name,
+                pri=(pri or {}).get(record.person_id, 0.0), subject_name=names[record.person_id],
             ))
         elif record.kind != "general" or include_general:
-            retain_items.append(RetainItem(record.prompt, record.completion, spans))
+            named = record.kind != "general" and bool(record.person_id)
+            retain_items.append(RetainItem(
+                record.prompt, record.completion, spans, subject_key=record.person_id if named else "",
+                subject_name=names[record.person_id] if named else "",
+            ))
     return forget_items, retain_items

@@ -213,6 +213,13 @@ class VerificationPolicy:
         total = sum(self.attacks[n].level_share for n in judged)
         return 1.0 - self.verdict_level * self.attacks[name].level_share / total / self.looks(name)
 
+    def retain_question(self) -> str:
+        """The question the utility attack asks about each retain person's values ("" where it is disabled
+        or asks none): what an unlearning run's utility floor reads too (UnlearningSpec.retain_question)."""
+        attack = self.attacks.get("utility")
+        template = attack.params.get("template") if attack is not None and attack.enabled else None
+        return template if isinstance(template, str) and "{name}" in template and "{label}" in template else ""
+
     def questions(self) -> tuple[str, ...]:
         """The question templates ({name}, {label}) the enabled attacks ask with, each once, in the
         policy's order: what an unlearning run's stop rule asks too (UnlearningSpec.question_templates).

@@ -137,6 +137,13 @@ def test_questions_are_the_enabled_attacks_templates_each_once() -> None:
     assert sorted(others) == sorted(["Tell me {name}'s {label}:", "Question: What is {name}'s {label}?\nAnswer:"])
 
 
+def test_the_retain_question_is_the_utility_checks_own_and_none_where_it_is_disabled() -> None:
+    raw = default_raw()
+    assert VerificationPolicy.from_dict(raw).retain_question() == raw["attacks"]["utility"]["params"]["template"]
+    raw["attacks"]["utility"]["enabled"] = False
+    assert VerificationPolicy.from_dict(raw).retain_question() == ""
+
+
 def test_a_policy_written_before_the_lens_used_its_controls_still_loads() -> None:
     raw = default_raw()
     raw["attacks"]["logit_lens"]["params"]["z"] = 1.96  # the lens's old noise band, now unused
