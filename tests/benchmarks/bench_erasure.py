@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from tests.benchmarks.bench_unlearning import pick_people
 from tests.benchmarks.bench_verify import facts_for, holdout_texts
 from unlearning_worker.demo.corpus import ATTRIBUTE_LABELS, DemoCorpus, bio_record, demo_items, qa_record
@@ -394,6 +396,8 @@ def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoC
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="demo")
+    parser.add_argument("--config", default="", help='model config fields over the size\'s, JSON (e.g. \'{"steps": 2000}\';'
+                        ' a tiny \'{"n_layer": 2, "n_embd": 64, "steps": 20}\' tries the --gpu path on a CPU)')
     parser.add_argument("--methods", type=lambda s: s.split(","), default=["counterfactual", "floor"])
     parser.add_argument("--sections", type=lambda s: s.split(","), default=["methods"])
     parser.add_argument("--subjects", type=int, default=1)
@@ -418,8 +422,10 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="keep each unlearned model and its report here")
     parser.add_argument("--cache-dir", type=Path, default=Path(tempfile.gettempdir()) / "erasure-demo-cache")
     args = parser.parse_args()
-    config = SIZES[args.size]
-    if args.device != "cuda":
+    config = DemoModelConfig(**{**SIZES[args.size].__dict__, **json.loads(args.config or "{}")})
+    if args.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True  # fp32 weights, TF32 products
+    else:
         config = DemoModelConfig(**{**config.__dict__, "device": "cpu", "dtype": "float32"})
     started = time.perf_counter()
     model_dir = train_demo_model(config, cache_dir=args.cache_dir,

@@ -217,8 +217,10 @@ def train_model(
     """
     tokenizer = train_tokenizer([r.text for r in records], config.vocab_size)
     model = build_model(config, tokenizer)
-    dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
-    model.to(device=config.device, dtype=dtype)
+    # bfloat16 is the compute dtype under autocast; the weights and Adam's state stay fp32 (pure bf16
+    # weights lose updates under about 1/256 of a weight, which a memorising run's late, small steps are)
+    model.to(device=config.device, dtype=torch.float32)
+    device_type, mixed = torch.device(config.device).type, config.dtype == "bfloat16"
     model.train()
     encoded = [tokenizer(r.text)["input_ids"] + [tokenizer.eos_token_id] for r in records]
     if max(len(e) for e in encoded) > config.n_positions:
@@ -242,7 +244,8 @@ def train_model(
         ids, mask, labels = _collate(queue.pop(), tokenizer.pad_token_id, config.device)
         for group in optimiser.param_groups:
             group["lr"] = lr_at(step)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=mixed):
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
@@ -252,8 +255,7 @@ def train_model(
         if inspect is not None and (step + 1) % 500 == 0:
             inspect(step + 1, model, tokenizer)
             model.train()
-    model.eval()
-    model.to(dtype=torch.float32)  # saved in fp32: every consumer can load it on any device
+    model.eval()  # saved in fp32: every consumer can load it on any device
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
 
