@@ -28,12 +28,51 @@ def resolve_device(spec: UnlearningSpec) -> torch.device:
     return device
 
 
-def resolve_dtype(spec: UnlearningSpec, device: torch.device) -> torch.dtype:
-    if spec.dtype == "float32" or (spec.dtype == "auto" and device.type != "cuda"):
+# Training state of full-weight fp32 training, bytes a parameter: weights, gradients, Adam's two moments.
+FP32_TRAINING_BYTES = 16
+
+
+def parameter_count(model_dir: Path) -> int | None:
+    """Parameters in the model's safetensors files, read from their headers (no tensor is loaded);
+    None where the model has none."""
+    from safetensors import safe_open
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with safe_open(str(file), framework="pt") as fh:
+            for key in fh.keys():  # noqa: SIM118  # safe_open has keys(), not iteration
+                shape = fh.get_slice(key).get_shape()
+                count = 1
+                for dim in shape:
+                    count *= int(dim)
+                total += count
+    return total
+
+
+def resolve_dtype(spec: UnlearningSpec, device: torch.device, model_dir: Path | None = None) -> torch.dtype:
+    """The dtype the model's weights are held in for the run.
+
+    "auto" on CUDA: fp32 weights (matrix products in TF32) where their full training state fits in half
+    the free GPU memory, since bf16 weights drop every Adam update under about 1/256 of the weight and
+    an unlearning run's width-scaled rate makes most of them that small (the run then changes nothing
+    and stops on its step ceiling); bf16 where fp32 does not fit, and for LoRA, whose adapters peft keeps
+    in fp32 over a frozen base. On the CPU always fp32."""
+    if spec.dtype == "float32" or device.type != "cuda" and spec.dtype == "auto":
         return torch.float32
-    if spec.dtype == "bfloat16" or torch.cuda.is_bf16_supported():
+    if spec.dtype == "bfloat16":
         return torch.bfloat16
-    return torch.float32
+    if not torch.cuda.is_bf16_supported():
+        return torch.float32
+    if spec.lora:
+        return torch.bfloat16
+    params = parameter_count(model_dir) if model_dir is not None else None
+    free, _total = torch.cuda.mem_get_info(device)
+    if params is not None and params * FP32_TRAINING_BYTES <= free // 2:
+        return torch.float32
+    return torch.bfloat16
 
 
 def load_model(model_dir: Path, spec: UnlearningSpec, device: torch.device) -> tuple[Any, Any]:
@@ -42,8 +81,12 @@ def load_model(model_dir: Path, spec: UnlearningSpec, device: torch.device) -> t
     tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    dtype = resolve_dtype(spec, device, model_dir)
+    if device.type == "cuda" and dtype == torch.float32:
+        torch.backends.cuda.matmul.allow_tf32 = True  # fp32 weights, TF32 products
+        torch.backends.cudnn.allow_tf32 = True
     model = AutoModelForCausalLM.from_pretrained(
-        model_dir, local_files_only=True, dtype=resolve_dtype(spec, device)
+        model_dir, local_files_only=True, dtype=dtype
     ).to(device)  # type: ignore[arg-type]  # transformers stubs
     name_the_loss(model)
     model.config.use_cache = False  # training; generation passes use_cache explicitly

@@ -224,7 +224,7 @@ class UnlearningSpec:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     device: str = "auto"
-    dtype: str = "auto"  # auto: bf16 on CUDA when supported, fp32 on CPU
+    dtype: str = "auto"  # auto: fp32 on CUDA where full training fits (else bf16; LoRA bf16), fp32 on CPU
     seed: int = 0
     # torch intra-op threads during the run (0: leave as is). Small models on a shared CPU run several
     # times faster on 1 thread; a GPU worker leaves it alone.

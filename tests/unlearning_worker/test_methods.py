@@ -437,3 +437,30 @@ def test_digit_levels_follow_the_model_at_each_check_and_the_engine_asks_for_it(
     run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
                    spec=spec.replace(max_steps=4, eval_every=2, min_steps=4))
     assert len(calls) == 2
+
+
+def test_auto_dtype_keeps_full_weight_training_in_fp32_where_it_fits_and_bf16_where_not(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bf16 weights drop Adam updates under ~1/256 of a weight (a width-scaled unlearning rate's are),
+    so "auto" on CUDA holds full weights in fp32 while their training state fits half the free memory."""
+    from unlearning_worker import modeling
+
+    params = modeling.parameter_count(tiny_model_dir)
+    model = load_model(tiny_model_dir, UnlearningSpec(), torch.device("cpu"))[0]
+    assert params == sum(p.numel() for p in model.parameters())  # tied weights counted once, as stored
+    cuda = torch.device("cuda")
+    free = {"bytes": params * modeling.FP32_TRAINING_BYTES * 2}
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a, **k: (free["bytes"], 10 * free["bytes"]))
+    auto = UnlearningSpec()
+    assert modeling.resolve_dtype(auto, cuda, tiny_model_dir) == torch.float32
+    free["bytes"] -= 2  # one byte short of the room fp32 training needs in half the free memory
+    assert modeling.resolve_dtype(auto, cuda, tiny_model_dir) == torch.bfloat16
+    free["bytes"] *= 100
+    assert modeling.resolve_dtype(UnlearningSpec(lora=True), cuda, tiny_model_dir) == torch.bfloat16  # fp32 adapters
+    assert modeling.resolve_dtype(UnlearningSpec(dtype="bfloat16"), cuda, tiny_model_dir) == torch.bfloat16
+    assert modeling.resolve_dtype(UnlearningSpec(dtype="float32"), cuda, tiny_model_dir) == torch.float32
+    assert modeling.resolve_dtype(auto, cuda, None) == torch.bfloat16  # size unknown: the dtype that fits
+    assert modeling.resolve_dtype(auto, torch.device("cpu"), tiny_model_dir) == torch.float32
+    assert modeling.parameter_count(tiny_model_dir.parent / "no-such-model") is None
