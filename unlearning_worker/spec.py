@@ -90,7 +90,10 @@ class UnlearningSpec:
     # (at 1.5e-4 it was erased at 0.88x). So the rate is found by measurement, not tuned per model.
     # The demo's subject at its rate dips for 5 checks (retain perplexity x1.23 -> x1.11 over steps
     # 10-50, 2026-12-03) and is repaired by step 60; at 3 its run backed off three times and ended
-    # unerased at 6e-5 (the verdict failed), so a dip must outlast that
+    # unerased at 6e-5 (the verdict failed), so a dip must outlast that. A dip that is closing (a line
+    # through its last checks reaches the bounds within another backoff_patience checks) is left to
+    # the retain term up to 3 x backoff_patience checks (engine._backoff_due): ten subjects' dip closed
+    # at every check and was rolled back twice, ending the run unerased (2026-12-04)
     backoff_patience: int = 8
     lr_backoffs: int = 3
     ppl_ceiling: float = 1.10  # retain perplexity must stay <= ceiling x its value before

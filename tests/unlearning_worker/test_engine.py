@@ -350,6 +350,35 @@ def test_patience_counts_a_falling_or_stalled_dip_not_a_recovery() -> None:
     assert _below_floor_streak([*stalled_again, point(16, 0.75, 1.05)], before, spec) == 0  # back above
 
 
+def test_a_dip_the_retain_term_is_closing_is_not_rolled_back_and_a_stalled_or_endless_one_is() -> None:
+    from unlearning_worker.engine import _backoff_due
+    from unlearning_worker.evaluation import EvalPoint
+
+    def dip(readings: list[tuple[float, float]]) -> list[EvalPoint]:
+        return [before] + [EvalPoint(10 * (i + 1), {}, 0.0, 0.0, None, 1.0, exact, ppl, "unlearn")
+                           for i, (exact, ppl) in enumerate(readings)]
+
+    before = EvalPoint(0, {}, 0.0, 0.0, None, 1.0, 1.0, 1.0, "before")
+    spec = UnlearningSpec(utility_floor=0.9, ppl_ceiling=1.1, backoff_patience=8)
+    # ten subjects on the demo model (2026-12-04), steps 10-80: perplexity falls at every check
+    measured = [(0.678, 1.415), (0.724, 1.317), (0.793, 1.220), (0.828, 1.192), (0.856, 1.191), (0.885, 1.177),
+                (0.920, 1.156), (0.897, 1.141)]
+    assert not _backoff_due(dip(measured), before, spec)
+    assert not _backoff_due(dip(measured[:7]), before, spec)  # shorter than the patience: never due
+    stalled = [*measured[:4], (0.83, 1.19), (0.84, 1.19), (0.83, 1.19), (0.84, 1.19)]
+    assert _backoff_due(dip(stalled), before, spec)  # a dip that stopped closing
+    falling = [(0.8 - 0.02 * i, 1.2 + 0.02 * i) for i in range(8)]
+    assert _backoff_due(dip(falling), before, spec)
+    # closing, but too slowly to reach the ceiling within another 8 checks
+    slow = [(0.95, 1.40 - 0.005 * i) for i in range(8)]
+    assert _backoff_due(dip(slow), before, spec)
+    # the floor met and the perplexity closing: the met bound does not count against it
+    assert not _backoff_due(dip([(0.95, 1.20 - 0.012 * i) for i in range(8)]), before, spec)
+    closing_late = [(0.85, 1.3)] * 21 + [(0.86, 1.2), (0.87, 1.17), (0.88, 1.14), (0.89, 1.12)]
+    assert not _backoff_due(dip(closing_late[-8:]), before, spec)  # closing
+    assert _backoff_due(dip(closing_late), before, spec)  # but 25 > 3 x 8 checks long: due whatever the trend
+
+
 def test_a_dip_that_creeps_along_runs_out_of_patience() -> None:
     from unlearning_worker.engine import _below_floor_streak
     from unlearning_worker.evaluation import EvalPoint
