@@ -29,6 +29,7 @@ import contextlib
 import copy
 import math
 import random
+import statistics
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -834,16 +835,12 @@ def _closing(dip: list[EvalPoint], before: EvalPoint, spec: UnlearningSpec) -> b
     if math.isfinite(before.retain_ppl) and before.retain_ppl > 0:
         ceiling = spec.ppl_ceiling * before.retain_ppl
         shortfalls.append([math.log(p.retain_ppl / ceiling) if p.retain_ppl > 0 else 0.0 for p in recent])
-    n = len(recent)
-    mean_x = (n - 1) / 2
-    var_x = sum((x - mean_x) ** 2 for x in range(n))
+    last = len(recent) - 1
     for values in shortfalls:
         if values[-1] <= 0:
             continue  # this bound is met at the latest check
-        mean_y = sum(values) / n
-        slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(range(n), values, strict=True)) / var_x
-        now = mean_y + slope * (n - 1 - mean_x)
-        if slope >= 0 or now + slope * spec.backoff_patience > 0:
+        slope, intercept = statistics.linear_regression(range(len(values)), values)
+        if slope >= 0 or intercept + slope * (last + spec.backoff_patience) > 0:
             return False
     return True
 

@@ -3,6 +3,7 @@ which weights may move (the method's reach, saliency masks), weight noise, and i
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +45,7 @@ def parameter_count(model_dir: Path) -> int | None:
     for file in files:
         with safe_open(str(file), framework="pt") as fh:
             for key in fh.keys():  # noqa: SIM118  # safe_open has keys(), not iteration
-                shape = fh.get_slice(key).get_shape()
-                count = 1
-                for dim in shape:
-                    count *= int(dim)
-                total += count
+                total += math.prod(int(dim) for dim in fh.get_slice(key).get_shape())
     return total
 
 
