@@ -22,7 +22,7 @@ from unlearning_worker.methods import (
 )
 from unlearning_worker.spec import UnlearningSpec
 from unlearning_worker.verify.attacks.adaptive import control_spread, mean_gap_band, outlier_bound
-from unlearning_worker.verify.attacks.whitebox import sequence_scores
+from unlearning_worker.verify.attacks.whitebox import sequence_scores_many
 from unlearning_worker.verify.lm import LoadedModel
 from unlearning_worker.verify.scoring import DecoySampler, secret_of
 
@@ -168,20 +168,30 @@ def identifier_probes(all_probes: list[Probe], attributes: Iterable[str]) -> lis
     return out
 
 
+def check_batch_sizes(spec: UnlearningSpec, device: torch.device | str) -> tuple[int, int]:
+    """(rank-check rows, generated sequences) a check's forward pass holds: the spec's where it names
+    them, else by device (spec.rank_batch_size)."""
+    scale = 8 if torch.device(device).type == "cuda" else 1
+    return spec.rank_batch_size or 128 * scale, spec.eval_batch_size or 64 * scale
+
+
 def run_probes(
     model: Any, tokenizer: Any, probes: list[Probe], *, threshold: float, samples: int = 0,
-    temperature: float = 1.0, seed: int = 0, per_probe: bool = False,
+    temperature: float = 1.0, seed: int = 0, per_probe: bool = False, batch_size: int = 64,
 ) -> tuple[float, float, float]:
     """(pairs leaked under the judge, pairs produced verbatim, pairs). Sampled: a pair leaks if any sample
     leaks. `per_probe`: each probe counts once whatever its number of values (its pairs weigh 1/n)."""
     leaked = exact = total = 0.0
-    groups: dict[tuple[int, bool], list[Probe]] = {}
-    for probe in probes:  # same generation settings -> one batched pass
-        groups.setdefault((probe.max_new_tokens, probe.stop_at_newline), []).append(probe)
-    for (max_new, stop_nl), group in sorted(groups.items()):
+    groups: dict[bool, list[Probe]] = {}
+    for probe in probes:  # one batched pass per stop rule, each probe cut at its own budget, alike budgets together
+        groups.setdefault(probe.stop_at_newline, []).append(probe)
+    for stop_nl, group in sorted(groups.items()):
+        group = sorted(group, key=lambda p: p.max_new_tokens)
         outputs = generate_batch(
-            model, tokenizer, [p.prompt for p in group], max_new_tokens=max_new, stop_at_newline=stop_nl,
+            model, tokenizer, [p.prompt for p in group], max_new_tokens=[p.max_new_tokens for p in group],
+            stop_at_newline=stop_nl,
             do_sample=samples > 0, temperature=temperature, num_return_sequences=max(1, samples), seed=seed,
+            batch_size=batch_size,
         )
         for probe, texts in zip(group, outputs, strict=True):
             weight = 1.0 / len(probe.values) if per_probe and probe.values else 1.0
@@ -344,10 +354,14 @@ class RankCheck:
         model.eval()
         try:
             zs: dict[bool, list[float]] = {False: [], True: []}
+            # every record of every group in one call: the records share left-padded passes and batches
+            requests = [(context, candidates) for group in self.groups
+                        for context, candidates in zip(group.contexts, group.candidates, strict=True)]
+            scored = iter(sequence_scores_many(lm, requests, check_batch_sizes(self.spec, device)[0]))
             for group in self.groups:
                 totals = [0.0] * len(group.candidates[0])
-                for context, candidates in zip(group.contexts, group.candidates, strict=True):
-                    for i, score in enumerate(sequence_scores(lm, context, candidates, self.spec.rank_batch_size)):
+                for _record in group.contexts:
+                    for i, score in enumerate(next(scored)):
                         totals[i] += score
                 true, rest = totals[0], totals[1:]
                 sd = statistics.pstdev(rest)
@@ -413,6 +427,7 @@ class Evaluator:
             leaked, _, total = run_probes(
                 self.model, self.tokenizer, sampled_probes, threshold=spec.leak_threshold,
                 samples=spec.eval_samples, temperature=spec.eval_temperature, seed=spec.seed + step,
+                batch_size=check_batch_sizes(spec, self.device)[1],
             )
         return leaked / total
 
@@ -429,7 +444,8 @@ class Evaluator:
         spec = self.spec
         with self.clock("check:extraction"):
             leaked, _exact, total = run_probes(self.model, self.tokenizer, self.forget_probes,
-                                               threshold=spec.leak_threshold)
+                                               threshold=spec.leak_threshold,
+                                               batch_size=check_batch_sizes(spec, self.device)[1])
         greedy = leaked / total if total else 0.0
         sampled: float | None = None
         gap = self.gap()
@@ -454,7 +470,8 @@ class Evaluator:
             # early token decides the rest, and counted per value they made half the reading (demo and
             # medium corpora: 1 biography per 6 QA records)
             r_leaked, r_exact, r_total = run_probes(
-                self.model, self.tokenizer, self.retain_probes, threshold=spec.leak_threshold, per_probe=True
+                self.model, self.tokenizer, self.retain_probes, threshold=spec.leak_threshold, per_probe=True,
+                batch_size=check_batch_sizes(spec, self.device)[1],
             )
             retain_ppl = perplexity(self.model, self.retain_examples, self.pad_id, self.device)
         return EvalPoint(

@@ -68,7 +68,7 @@ def generate_batch(
     tokenizer: Any,
     prompts: list[str],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | Sequence[int],
     do_sample: bool = False,
     temperature: float = 1.0,
     top_p: float = 1.0,
@@ -83,8 +83,14 @@ def generate_batch(
     Greedy unless do_sample. Generation of a sequence ends at EOS (and at any id in stop_token_ids, and
     at a newline when stop_at_newline, the newline being cut from the text); the text excludes the prompt
     and special tokens. `batch_size` counts sequences (prompts x return sequences) per forward pass.
+    `max_new_tokens` is one budget for every prompt or one per prompt: prompts of different budgets
+    then share batches, each cut at its own (a check's probes, whose answers differ in length, run as
+    a few full batches instead of one small batch per length).
     """
-    if max_new_tokens < 1:
+    budgets = [max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    if len(budgets) != len(prompts):
+        raise ValueError("max_new_tokens needs one budget per prompt")
+    if any(b < 1 for b in budgets):
         raise ValueError("max_new_tokens must be >= 1")
     if num_return_sequences < 1 or batch_size < 1:
         raise ValueError("num_return_sequences and batch_size must be >= 1")
@@ -107,6 +113,7 @@ def generate_batch(
 
     cache_kwarg = cache_keyword(model)
     expanded = [p for p in prompts for _ in range(num_return_sequences)]
+    expanded_budgets = [b for b in budgets for _ in range(num_return_sequences)]
     texts: list[str] = []
     was_training = model.training
     model.eval()
@@ -115,6 +122,9 @@ def generate_batch(
     try:
         for start in range(0, len(expanded), batch_size):
             chunk = expanded[start : start + batch_size]
+            chunk_budgets = expanded_budgets[start : start + batch_size]
+            longest = max(chunk_budgets)
+            budget = torch.tensor(chunk_budgets, device=device)
             enc = tokenizer(chunk, return_tensors="pt", padding=True)
             input_ids = enc["input_ids"].to(device)
             attention = enc["attention_mask"].to(device)
@@ -126,7 +136,7 @@ def generate_batch(
             finished = torch.zeros(len(chunk), dtype=torch.bool, device=device)
             new_tokens: list[torch.Tensor] = []
             next_pos = positions[:, -1:] + 1
-            for step in range(max_new_tokens):
+            for step in range(longest):
                 if do_sample:
                     scaled = logits.float() / temperature
                     if top_p < 1.0:
@@ -137,8 +147,8 @@ def generate_batch(
                     token = logits.argmax(dim=-1)
                 token = torch.where(finished, torch.full_like(token, pad_id), token)
                 new_tokens.append(token)
-                finished |= torch.isin(token, stop_tensor)
-                if bool(finished.all()) or step == max_new_tokens - 1:
+                finished |= torch.isin(token, stop_tensor) | (budget <= step + 1)
+                if bool(finished.all()) or step == longest - 1:
                     break
                 attention = torch.cat([attention, torch.ones_like(attention[:, :1])], dim=-1)
                 out = model(
@@ -149,9 +159,9 @@ def generate_batch(
                 logits = out.logits[:, -1, :]
                 next_pos = next_pos + 1
             generated = torch.stack(new_tokens, dim=1).tolist()
-            for row in generated:
+            for row, row_budget in zip(generated, chunk_budgets, strict=True):
                 kept: list[int] = []
-                for token_id in row:
+                for token_id in row[:row_budget]:
                     if token_id in stops:
                         if stop_at_newline and token_id != tokenizer.eos_token_id:
                             kept.append(token_id)  # a merged token such as ".\n" keeps its text before "\n"

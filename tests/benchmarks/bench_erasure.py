@@ -36,6 +36,7 @@ import json
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from tests.benchmarks.bench_unlearning import pick_people
 from tests.benchmarks.bench_verify import facts_for, holdout_texts
 from unlearning_worker.demo.corpus import ATTRIBUTE_LABELS, DemoCorpus, bio_record, demo_items, qa_record
 from unlearning_worker.demo.trainer import DemoModelConfig, memorisation_rate, train_demo_model
-from unlearning_worker.engine import UnlearningResult, run_unlearning
+from unlearning_worker.engine import ProgressEvent, UnlearningResult, run_unlearning
 from unlearning_worker.spec import UnlearningSpec
 from unlearning_worker.threads import torch_threads
 from unlearning_worker.verify import SubjectFacts, VerificationPolicy, VerificationReport, run_verification
@@ -98,8 +99,26 @@ def retrain_seconds(model_dir: Path) -> float | None:
     return float(json.loads(manifest.read_text()).get("train_seconds") or 0.0) or None
 
 
+def progress_printer() -> Callable[[ProgressEvent], None]:
+    """Prints each check and rollback of a run as it comes, with the seconds since the run began: a run
+    stopped at its limit (the device's minutes) still shows how far it got and how fast."""
+    started = time.perf_counter()
+
+    def show(event: ProgressEvent) -> None:
+        if event.phase == "eval":
+            print(f"    ... step {event.step:4d} at {time.perf_counter() - started:5.0f} s: extraction"
+                  f" {_pct(event.forget_extraction)}, retain facts {_pct(event.retain_exact)}, perplexity"
+                  f" {event.retain_ppl:.3f}", flush=True)
+        elif event.phase == "backoff":
+            print(f"    ... step {event.step:4d} at {time.perf_counter() - started:5.0f} s: rolled back to"
+                  f" step {event.rolled_back_to}, lr {event.lr:.2e}", flush=True)
+
+    return show
+
+
 def unlearn(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, method: str, people: list[str],
-            work: Path, *, label: str = "") -> tuple[UnlearningResult, Path]:
+            work: Path, *, label: str = "", progress: Callable[[ProgressEvent], None] | None = None
+            ) -> tuple[UnlearningResult, Path]:
     """Unlearn `people` from model_dir with `method` as the worker would; the result and its directory."""
     forget, retain_items = demo_items(corpus, people)
     policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
@@ -109,7 +128,8 @@ def unlearn(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
     overrides = {**questions, **METHOD_SETTINGS.get(method, {}), **json.loads(getattr(args, "spec", None) or "{}")}
     spec = UnlearningSpec.from_dict({"method": method, "num_threads": args.threads, "device": args.device, **overrides})
     out = work / f"{method}-{label or len(people)}-{int(time.time() * 1000)}"
-    return run_unlearning(model_dir=model_dir, out_dir=out, forget=forget, retain=retain_items, spec=spec), out
+    return run_unlearning(model_dir=model_dir, out_dir=out, forget=forget, retain=retain_items, spec=spec,
+                          progress=progress), out
 
 
 def verify_one(args: argparse.Namespace, out: Path, base_dir: Path, corpus: DemoCorpus, people: list[str]) -> VerificationReport:
@@ -244,7 +264,8 @@ def section_engine(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus
     retrain_s = retrain_seconds(model_dir)
     print(f"\n== engine only: {args.size} model, {len(people)} subject(s), no verification")
     for method in args.methods:
-        res, out = unlearn(args, model_dir, corpus, method, people, work)
+        print(f"  {method}: running", flush=True)
+        res, out = unlearn(args, model_dir, corpus, method, people, work, progress=progress_printer())
         b, f = res.before, res.final
         cost = f" = {100 * res.wall_s / retrain_s:.0f}% of the retrain" if retrain_s else ""
         print(f"  {method}: {res.stop_reason} after {res.steps_run} steps, saved step {res.steps}; {res.wall_s:.0f} s{cost};"
@@ -399,7 +420,8 @@ def main() -> None:
     parser.add_argument("--config", default="", help='model config fields over the size\'s, JSON (e.g. \'{"steps": 2000}\';'
                         ' a tiny \'{"n_layer": 2, "n_embd": 64, "steps": 20}\' tries the --gpu path on a CPU)')
     parser.add_argument("--methods", type=lambda s: s.split(","), default=["counterfactual", "floor"])
-    parser.add_argument("--sections", type=lambda s: s.split(","), default=["methods"])
+    parser.add_argument("--sections", type=lambda s: [x for x in s.split(",") if x], default=["methods"],
+                        help="comma-separated; empty: train (or load) the model and print its memorisation only")
     parser.add_argument("--subjects", type=int, default=1)
     parser.add_argument("--spec", default="", help='spec fields over the method\'s settings, JSON, e.g. \'{"attributes": []}\'')
     parser.add_argument("--people", type=lambda s: s.split(","), default=None,

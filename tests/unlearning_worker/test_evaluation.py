@@ -29,7 +29,8 @@ def test_sampled_probes_run_only_where_they_can_decide_the_stop_rule(
     calls: list[int] = []
 
     def fake_probes(model: Any, tokenizer: Any, probes: list[Probe], *, threshold: float, samples: int = 0,
-                    temperature: float = 1.0, seed: int = 0, per_probe: bool = False) -> tuple[int, int, int]:
+                    temperature: float = 1.0, seed: int = 0, per_probe: bool = False,
+                    batch_size: int = 64) -> tuple[int, int, int]:
         calls.append(samples)
         return (greedy_leaks if not samples else 2), 0, 2
 
@@ -53,7 +54,8 @@ def test_the_sampled_check_reads_identifiers_only_and_greedy_reads_every_value(m
     seen: dict[int, list[list[str]]] = {}
 
     def fake_probes(model: Any, tokenizer: Any, probes: list[Probe], *, threshold: float, samples: int = 0,
-                    temperature: float = 1.0, seed: int = 0, per_probe: bool = False) -> tuple[int, int, int]:
+                    temperature: float = 1.0, seed: int = 0, per_probe: bool = False,
+                    batch_size: int = 64) -> tuple[int, int, int]:
         seen.setdefault(samples, []).append([a for p in probes for a, _v, _c in p.values])
         total = sum(len(p.values) for p in probes)
         return (0 if not samples else 1), 0, total
@@ -78,6 +80,36 @@ def test_the_sampled_check_reads_identifiers_only_and_greedy_reads_every_value(m
     assert seen[20] == [["region", "phone", "birth_date"]]  # attributes (): every value
 
 
+@pytest.mark.parametrize(("device", "spec_sizes", "rank_rows", "generated"), [
+    ("cpu", {}, 128, 64),
+    ("cuda", {}, 1024, 512),
+    ("cuda", {"rank_batch_size": 96, "eval_batch_size": 7}, 96, 7),
+    ("cpu", {"eval_batch_size": 300}, 128, 300),
+])
+def test_the_checks_batch_by_device_unless_the_spec_names_a_size(
+    monkeypatch: pytest.MonkeyPatch, device: str, spec_sizes: dict[str, int], rank_rows: int, generated: int
+) -> None:
+    """Every probe generation of a check (greedy, sampled, retain) runs at the device's batch, or the
+    spec's where it names one; the rank check's candidate rows likewise (evaluation.check_batch_sizes)."""
+    sizes: list[int] = []
+
+    def fake_probes(model: Any, tokenizer: Any, probes: list[Probe], *, threshold: float, samples: int = 0,
+                    temperature: float = 1.0, seed: int = 0, per_probe: bool = False,
+                    batch_size: int = 64) -> tuple[int, int, int]:
+        sizes.append(batch_size)
+        return 0, 0, 1
+
+    monkeypatch.setattr(evaluation, "run_probes", fake_probes)
+    monkeypatch.setattr(evaluation, "perplexity", lambda *a, **k: 1.0)
+    spec = UnlearningSpec(device=device, eval_samples=20, **spec_sizes)
+    probe = Probe(prompt="p", values=[("phone", "1", 0.0)], max_new_tokens=4, stop_at_newline=True)
+    evaluator = Evaluator(model=None, tokenizer=None, spec=spec, forget_probes=[probe], retain_probes=[probe],
+                          retain_examples=[], pad_id=0, device=torch.device(device), gap=lambda: None)
+    evaluator(0, {}, "before")
+    assert sizes == [generated] * 3  # greedy, sampled, retain
+    assert evaluation.check_batch_sizes(spec, torch.device(device)) == (rank_rows, generated)
+
+
 def test_the_rank_check_is_read_at_every_check_and_opens_the_sampled_check_only_near_the_control(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -90,7 +122,8 @@ def test_the_rank_check_is_read_at_every_check_and_opens_the_sampled_check_only_
     asked: list[int] = []
 
     def fake_probes(model: Any, tokenizer: Any, probes: list[Probe], *, threshold: float, samples: int = 0,
-                    temperature: float = 1.0, seed: int = 0, per_probe: bool = False) -> tuple[int, int, int]:
+                    temperature: float = 1.0, seed: int = 0, per_probe: bool = False,
+                    batch_size: int = 64) -> tuple[int, int, int]:
         asked.append(samples)
         return (leaks["n"] if not samples else 0), 0, 2
 

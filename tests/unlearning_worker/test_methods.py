@@ -352,7 +352,12 @@ def test_a_sampled_never_seen_level_is_one_persons_and_spreads_as_people_do(
 
 
 def test_level_excess_is_a_ceiling_a_hold_or_a_pooled_sum() -> None:
-    from unlearning_worker.methods.counterfactual import SpanTarget, _level_excess
+    from unlearning_worker.methods.counterfactual import SpanTarget
+    from unlearning_worker.methods.counterfactual import _level_excess as excess_at
+
+    def _level_excess(logits: torch.Tensor, target: SpanTarget, input_ids: torch.Tensor, **kw: bool) -> torch.Tensor | None:
+        # the logits at the target's positions and the tokens they predict, as forget_loss gathers them
+        return excess_at(logits[target.positions], input_ids[target.positions + 1], target, **kw)
 
     # 4 positions, vocabulary 3; the true next tokens are input_ids[1:]
     logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.25, 0.5, 0.25], [0.25, 0.25, 0.5], [1 / 3, 1 / 3, 1 / 3]]))

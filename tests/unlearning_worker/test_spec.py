@@ -83,7 +83,7 @@ def test_every_method_is_registered() -> None:
      {"gap_target": float("nan")}, {"adversary_lr": 0.0}, {"adversary_lr": 1.5}, {"adversary_steps": -1},
      {"adversary_every": -2}, {"adversary_weight": -1.0}, {"rank_candidates": 5}, {"rank_candidates": -1},
      {"rank_prompts": 0}, {"rank_controls": 1}, {"rank_alpha": 0.0}, {"rank_alpha": 1.0},
-     {"rank_tolerance": -0.1}, {"rank_tolerance": 1.5}, {"rank_tolerance": float("nan")}, {"rank_batch_size": 0},
+     {"rank_tolerance": -0.1}, {"rank_tolerance": 1.5}, {"rank_tolerance": float("nan")}, {"rank_batch_size": -1}, {"eval_batch_size": -1},
      {"rank_focus": -0.5}, {"rank_focus": 11.0}, {"rank_focus": float("inf")}, {"adversary_modes": []},
      {"adversary_modes": ["full", "full"]}, {"adversary_modes": ["qlora"]}, {"adversary_modes": "full"},
      {"adversary_modes": [1]}],

@@ -116,6 +116,32 @@ def test_prompt_cached_candidate_scoring_matches_whole_sequences(world: Any) -> 
     lm = load_model(world.trained_dir)
     prompt = encode(lm, "Question: What is Ada Vel's phone number?\nAnswer:")
     candidates = [encode(lm, " " + v) for v in ("242-465-8376", "1", "99-1", "555-0100-22")]
-    cached = _sequence_scores_cached(lm, prompt, candidates, batch_size=3)
+    [cached] = _sequence_scores_cached(lm, [(prompt, candidates)], batch_size=3)
     full = _sequence_scores_full(lm, prompt, candidates, batch_size=3)
     assert cached == pytest.approx(full, abs=1e-3)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 7, 64])
+def test_many_prompts_scored_together_match_each_prompt_scored_alone(world: Any, batch_size: int) -> None:
+    """Prompts of different lengths share one left-padded pass and their candidates share batches (each
+    row reading its own prompt's cache): every score equals the prompt's own whole-sequence scoring,
+    whether a batch holds one candidate, splits a prompt's candidates, or holds several prompts."""
+    from unlearning_worker.verify.attacks.whitebox import _sequence_scores_full, sequence_scores_many
+    from unlearning_worker.verify.lm import encode, load_model
+
+    lm = load_model(world.trained_dir)
+    requests = [
+        (encode(lm, "Question: What is Ada Vel's phone number?\nAnswer:"),
+         [encode(lm, " " + v) for v in ("242-465-8376", "1", "99-1", "555-0100-22")]),
+        (encode(lm, "Ada"), [encode(lm, " " + v) for v in ("Vel", "Lovelace was born in 1815", "x")]),
+        (encode(lm, "Bo Tan lives at 12 High Street, and his e-mail address is"),
+         [encode(lm, " " + v) for v in ("bo.tan@example.org", "b@t.io")]),
+        (encode(lm, "Nobody here"), []),
+    ]
+    together = sequence_scores_many(lm, requests, batch_size)
+    alone = [_sequence_scores_full(lm, prompt, candidates, batch_size) for prompt, candidates in requests]
+    assert [len(t) for t in together] == [4, 3, 2, 0]
+    for got, want in zip(together, alone, strict=True):
+        assert got == pytest.approx(want, abs=1e-3)
+    # and the scores tell candidates apart (the comparison above is not between two constant outputs)
+    assert len({round(s, 3) for s in together[0]}) == 4

@@ -263,45 +263,89 @@ def sequence_scores(lm: LoadedModel, prompt_ids: list[int], continuations: Seque
     1,000-candidate ranking costs 1,000 value-length passes rather than 1,000 prompt+value ones. Models
     whose cache cannot be repeated fall back to scoring whole sequences.
     """
+    return sequence_scores_many(lm, [(prompt_ids, continuations)], batch_size)[0]
+
+
+def sequence_scores_many(lm: LoadedModel, requests: Sequence[tuple[list[int], Sequence[list[int]]]],
+                         batch_size: int) -> list[list[float]]:
+    """sequence_scores for several (prompt, continuations) requests at once: prompts whose candidates
+    fit one batch together run as one left-padded pass and their candidates share the batches, each row
+    reading its own prompt's cache. Many small rankings (the engine's rank check: up to two records per
+    value, 99 decoys each, for every subject and control value) then cost a few full passes instead of
+    two small ones per prompt, which on a GPU are bound by kernel launches, not arithmetic."""
     try:
-        return _sequence_scores_cached(lm, prompt_ids, continuations, batch_size)
+        return _sequence_scores_cached(lm, requests, batch_size)
     except (AttributeError, TypeError, NotImplementedError):
-        return _sequence_scores_full(lm, prompt_ids, continuations, batch_size)
+        return [_sequence_scores_full(lm, list(p), c, batch_size) for p, c in requests]
+
+
+def _packs(requests: Sequence[tuple[list[int], Sequence[list[int]]]], batch_size: int) -> list[list[int]]:
+    """Request indices grouped so that a group's candidates fill at most one batch (a request with
+    more candidates than a batch forms a group of its own)."""
+    packs: list[list[int]] = []
+    rows = 0
+    # alike requests together (by their longest candidate, then their prompt's length): a pack's rows
+    # are padded to its longest candidate and its prompts to the longest prompt
+    order = sorted(range(len(requests)), key=lambda i: (max(map(len, requests[i][1]), default=0), len(requests[i][0])))
+    for index in order:
+        continuations = requests[index][1]
+        if not packs or rows + len(continuations) > batch_size:
+            packs.append([])
+            rows = 0
+        packs[-1].append(index)
+        rows += len(continuations)
+    return packs
 
 
 def _sequence_scores_cached(
-    lm: LoadedModel, prompt_ids: list[int], continuations: Sequence[list[int]], batch_size: int
-) -> list[float]:
+    lm: LoadedModel, requests: Sequence[tuple[list[int], Sequence[list[int]]]], batch_size: int
+) -> list[list[float]]:
     import copy
 
     pad = lm.tokenizer.pad_token_id
-    n_prompt = len(prompt_ids)
+    cache_kwarg = cache_keyword(lm.model)
+    results: list[list[float]] = [[] for _ in requests]
     with torch.inference_mode():
-        out = lm.model(input_ids=torch.tensor([prompt_ids], device=lm.device), use_cache=True)
-        first_logp = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
-        prompt_cache = cache_of(out)
-        cache_kwarg = cache_keyword(lm.model)
-        scores: list[float] = []
-        for start in range(0, len(continuations), batch_size):
-            chunk = continuations[start : start + batch_size]
-            width = max(1, max(len(c) for c in chunk) - 1)  # the last token of each is only predicted
-            feed = torch.tensor([c[:-1] + [pad] * (width - len(c) + 1) for c in chunk], device=lm.device)
-            mask = torch.tensor([[1] * n_prompt + [1] * (len(c) - 1) + [0] * (width - len(c) + 1) for c in chunk], device=lm.device)
-            positions = torch.arange(n_prompt, n_prompt + width, device=lm.device).expand(len(chunk), width)
-            cache = copy.deepcopy(prompt_cache)
-            cache.batch_repeat_interleave(len(chunk))
-            logits = lm.model(
-                input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_kwarg: cache}
-            ).logits.float()
-            # log p of each next token, gathered before normalising: one logsumexp per position instead
-            # of a log-softmax over the whole vocabulary kept in memory
-            targets = torch.tensor([c[1:] + [pad] * (width - len(c) + 1) for c in chunk], device=lm.device)
-            picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
-            lengths = torch.tensor([len(c) - 1 for c in chunk], device=lm.device)
-            valid = torch.arange(width, device=lm.device).unsqueeze(0) < lengths.unsqueeze(1)
-            firsts = first_logp[torch.tensor([c[0] for c in chunk], device=lm.device)]
-            scores.extend((firsts + (picked * valid).sum(-1)).tolist())
-    return scores
+        for pack in _packs(requests, batch_size):
+            prompts = [list(requests[i][0]) for i in pack]
+            width_p = max(len(p) for p in prompts)
+            # left padding: every prompt ends in the last column, where its first candidate token is read
+            feed_p = torch.tensor([[pad] * (width_p - len(p)) + p for p in prompts], device=lm.device)
+            mask_p = torch.tensor([[0] * (width_p - len(p)) + [1] * len(p) for p in prompts], device=lm.device)
+            out = lm.model(input_ids=feed_p, attention_mask=mask_p,
+                           position_ids=(mask_p.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+            first_logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
+            prompt_cache = cache_of(out)
+            rows = [(k, c) for k, i in enumerate(pack) for c in requests[i][1]]
+            scores: list[float] = []
+            for start in range(0, len(rows), batch_size):
+                chunk = rows[start : start + batch_size]
+                owner = torch.tensor([k for k, _c in chunk], device=lm.device)
+                width = max(1, max(len(c) for _k, c in chunk) - 1)  # the last token of each is only predicted
+                feed = torch.tensor([c[:-1] + [pad] * (width - len(c) + 1) for _k, c in chunk], device=lm.device)
+                mask = torch.cat([mask_p[owner], torch.tensor(
+                    [[1] * (len(c) - 1) + [0] * (width - len(c) + 1) for _k, c in chunk], device=lm.device)], dim=1)
+                positions = torch.tensor([len(prompts[k]) for k, _c in chunk], device=lm.device).unsqueeze(1) \
+                    + torch.arange(width, device=lm.device).unsqueeze(0)
+                cache = copy.deepcopy(prompt_cache)
+                cache.batch_select_indices(owner)
+                logits = lm.model(
+                    input_ids=feed, attention_mask=mask, position_ids=positions, use_cache=True, **{cache_kwarg: cache}
+                ).logits.float()
+                # log p of each next token, gathered before normalising: one logsumexp per position instead
+                # of a log-softmax over the whole vocabulary kept in memory
+                targets = torch.tensor([c[1:] + [pad] * (width - len(c) + 1) for _k, c in chunk], device=lm.device)
+                picked = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+                lengths = torch.tensor([len(c) - 1 for _k, c in chunk], device=lm.device)
+                valid = torch.arange(width, device=lm.device).unsqueeze(0) < lengths.unsqueeze(1)
+                firsts = first_logp[owner, torch.tensor([c[0] for _k, c in chunk], device=lm.device)]
+                scores.extend((firsts + (picked * valid).sum(-1)).tolist())
+            at = 0
+            for i in pack:
+                n = len(requests[i][1])
+                results[i] = scores[at : at + n]
+                at += n
+    return results
 
 
 def _sequence_scores_full(lm: LoadedModel, prompt_ids: list[int], continuations: Sequence[list[int]], batch_size: int) -> list[float]:
