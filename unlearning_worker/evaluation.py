@@ -168,11 +168,16 @@ def identifier_probes(all_probes: list[Probe], attributes: Iterable[str]) -> lis
     return out
 
 
-def check_batch_sizes(spec: UnlearningSpec, device: torch.device | str) -> tuple[int, int]:
+def check_batch_sizes(spec: UnlearningSpec, device: torch.device | str, vocab_size: int | None = None) -> tuple[int, int]:
     """(rank-check rows, generated sequences) a check's forward pass holds: the spec's where it names
-    them, else by device (spec.rank_batch_size)."""
-    scale = 8 if torch.device(device).type == "cuda" else 1
-    return spec.rank_batch_size or 128 * scale, spec.eval_batch_size or 64 * scale
+    them, else by device (spec.rank_batch_size): the CPU's 128 and 64, on a GPU up to 8x that while a
+    pass's float32 logits (rows x about 16 positions x the vocabulary) stay within 1 GiB, so that a
+    150k-token vocabulary keeps the CPU's sizes where the demo's 1k one takes the full 8x."""
+    rows, generated = 128, 64
+    if torch.device(device).type == "cuda":
+        room = 2**24 // vocab_size if vocab_size else 2**24
+        rows, generated = (max(base, min(8 * base, room)) for base in (rows, generated))
+    return spec.rank_batch_size or rows, spec.eval_batch_size or generated
 
 
 def run_probes(
@@ -357,7 +362,7 @@ class RankCheck:
             # every record of every group in one call: the records share left-padded passes and batches
             requests = [(context, candidates) for group in self.groups
                         for context, candidates in zip(group.contexts, group.candidates, strict=True)]
-            scored = iter(sequence_scores_many(lm, requests, check_batch_sizes(self.spec, device)[0]))
+            scored = iter(sequence_scores_many(lm, requests, check_batch_sizes(self.spec, device, len(self.tokenizer))[0]))
             for group in self.groups:
                 totals = [0.0] * len(group.candidates[0])
                 for _record in group.contexts:
@@ -417,6 +422,10 @@ class Evaluator:
     rank: Callable[[], tuple[RankReading | None, RankReading | None]] | None = None
     clock: PhaseClock = field(default_factory=PhaseClock)
 
+    def generation_batch(self) -> int:
+        """Sequences a generation pass of this check holds (check_batch_sizes, by the model's vocabulary)."""
+        return check_batch_sizes(self.spec, self.device, len(self.tokenizer) if self.tokenizer is not None else None)[1]
+
     def sampled(self, step: int) -> float | None:
         """The share of identifier values leaked in any of eval_samples samples (None: no sampling)."""
         spec = self.spec
@@ -427,7 +436,7 @@ class Evaluator:
             leaked, _, total = run_probes(
                 self.model, self.tokenizer, sampled_probes, threshold=spec.leak_threshold,
                 samples=spec.eval_samples, temperature=spec.eval_temperature, seed=spec.seed + step,
-                batch_size=check_batch_sizes(spec, self.device)[1],
+                batch_size=self.generation_batch(),
             )
         return leaked / total
 
@@ -445,7 +454,7 @@ class Evaluator:
         with self.clock("check:extraction"):
             leaked, _exact, total = run_probes(self.model, self.tokenizer, self.forget_probes,
                                                threshold=spec.leak_threshold,
-                                               batch_size=check_batch_sizes(spec, self.device)[1])
+                                               batch_size=self.generation_batch())
         greedy = leaked / total if total else 0.0
         sampled: float | None = None
         gap = self.gap()
@@ -471,7 +480,7 @@ class Evaluator:
             # medium corpora: 1 biography per 6 QA records)
             r_leaked, r_exact, r_total = run_probes(
                 self.model, self.tokenizer, self.retain_probes, threshold=spec.leak_threshold, per_probe=True,
-                batch_size=check_batch_sizes(spec, self.device)[1],
+                batch_size=self.generation_batch(),
             )
             retain_ppl = perplexity(self.model, self.retain_examples, self.pad_id, self.device)
         return EvalPoint(

@@ -47,6 +47,12 @@ class RoutedCache:
         for cache in self.caches:
             cache.batch_repeat_interleave(repeats)
 
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        """Keep (or repeat) the rows `indices` names: several prompts' caches shared by their candidates."""
+        self.routes = self.routes[indices.to(self.routes.device)]
+        for cache in self.caches:
+            cache.batch_select_indices(indices)
+
     def __deepcopy__(self, memo: dict[int, Any]) -> RoutedCache:
         return RoutedCache(self.routes.clone(), [copy.deepcopy(c, memo) for c in self.caches])
 

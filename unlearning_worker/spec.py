@@ -155,8 +155,9 @@ class UnlearningSpec:
     # rows a forward pass of the run's checks holds: the rank check's candidates (rank_batch_size) and the
     # probes' generated sequences (eval_batch_size). 0: by device (evaluation.check_batch_sizes): 128 and
     # 64 on a CPU, where larger passes measured slower (the rank check of one subject, demo model: 1.2 s
-    # at 128 rows, 1.4 s at 512, 2.6 s at 1,024: each row copies its prompt's key/value cache), and 8x
-    # that on a GPU, where passes that small are bound by kernel launches, not arithmetic
+    # at 128 rows, 1.4 s at 512, 2.6 s at 1,024: each row copies its prompt's key/value cache), and up to
+    # 8x that on a GPU, where passes that small are bound by kernel launches, not arithmetic (less for a
+    # large vocabulary, whose logits would not fit)
     rank_batch_size: int = 0
     eval_batch_size: int = 0
     # and between checks the forget records weigh 1 + rank_focus x how far the most familiar value they

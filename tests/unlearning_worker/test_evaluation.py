@@ -110,6 +110,19 @@ def test_the_checks_batch_by_device_unless_the_spec_names_a_size(
     assert evaluation.check_batch_sizes(spec, torch.device(device)) == (rank_rows, generated)
 
 
+def test_a_gpu_batch_shrinks_with_the_vocabulary_to_the_cpu_sizes_at_most() -> None:
+    """A pass's float32 logits grow with the vocabulary: on a GPU the default batches stay within 1 GiB
+    of them (about 16 positions a row), between the CPU's sizes and 8x them; named sizes are kept."""
+    spec, gpu = UnlearningSpec(), torch.device("cuda")
+    assert evaluation.check_batch_sizes(spec, gpu, 1024) == (1024, 512)  # the demo's vocabulary: the full 8x
+    assert evaluation.check_batch_sizes(spec, gpu, 32_000) == (524, 512)
+    assert evaluation.check_batch_sizes(spec, gpu, 151_936) == (128, 110)
+    assert evaluation.check_batch_sizes(spec, gpu, 1_000_000) == (128, 64)
+    assert evaluation.check_batch_sizes(spec, torch.device("cpu"), 1_000_000) == (128, 64)
+    named = UnlearningSpec(rank_batch_size=2000, eval_batch_size=900)
+    assert evaluation.check_batch_sizes(named, gpu, 151_936) == (2000, 900)
+
+
 def test_the_rank_check_is_read_at_every_check_and_opens_the_sampled_check_only_near_the_control(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -80,6 +80,25 @@ def test_each_sequence_is_served_by_the_shard_that_finds_it_most_likely(world: A
     assert torch.equal(out.logits, first)
 
 
+def test_candidates_of_several_prompts_share_a_routed_cache_and_score_as_each_prompt_alone(
+    world: Any, tmp_path: Path
+) -> None:
+    """The rank check's shared passes (whitebox._sequence_scores_cached: prompts left-padded together,
+    each candidate row reading its own prompt's cache) on a routed model: the cache keeps each prompt's
+    shard for its candidates (RoutedCache.batch_select_indices), so the scores are the routed model's
+    own, prompt by prompt, with no fallback to whole sequences."""
+    from unlearning_worker.verify.attacks.whitebox import _sequence_scores_cached
+    from unlearning_worker.verify.lm import encode
+
+    lm = load_model(routed_dir(world.trained_dir, tmp_path / "two", [0.0, 0.5]))
+    requests = [(encode(lm, text[:40]), [encode(lm, " " + v) for v in ("Ada", "12 High Street", "x")])
+                for text in world.holdout_texts[:3]]
+    together = _sequence_scores_cached(lm, requests, 4)
+    alone = [_sequence_scores_cached(lm, [request], 64)[0] for request in requests]
+    for got, want in zip(together, alone, strict=True):
+        assert got == pytest.approx(want, abs=1e-3)
+
+
 def test_every_attack_family_runs_on_a_routed_model_and_catches_the_planted_secrets(world: Any, tmp_path: Path) -> None:
     path = routed_dir(world.trained_dir, tmp_path / "leaky", [0.0, 0.5])
     with torch_threads(1):

@@ -126,7 +126,7 @@ def test_many_prompts_scored_together_match_each_prompt_scored_alone(world: Any,
     """Prompts of different lengths share one left-padded pass and their candidates share batches (each
     row reading its own prompt's cache): every score equals the prompt's own whole-sequence scoring,
     whether a batch holds one candidate, splits a prompt's candidates, or holds several prompts."""
-    from unlearning_worker.verify.attacks.whitebox import _sequence_scores_full, sequence_scores_many
+    from unlearning_worker.verify.attacks.whitebox import _sequence_scores_cached, _sequence_scores_full
     from unlearning_worker.verify.lm import encode, load_model
 
     lm = load_model(world.trained_dir)
@@ -138,7 +138,7 @@ def test_many_prompts_scored_together_match_each_prompt_scored_alone(world: Any,
          [encode(lm, " " + v) for v in ("bo.tan@example.org", "b@t.io")]),
         (encode(lm, "Nobody here"), []),
     ]
-    together = sequence_scores_many(lm, requests, batch_size)
+    together = _sequence_scores_cached(lm, requests, batch_size)  # the shared-cache path itself, no fallback
     alone = [_sequence_scores_full(lm, prompt, candidates, batch_size) for prompt, candidates in requests]
     assert [len(t) for t in together] == [4, 3, 2, 0]
     for got, want in zip(together, alone, strict=True):
