@@ -6,7 +6,9 @@
 #           policy (its stronger retry left out: --retries 0);
 #   scaling unlearn 1, then 100, then 10 subjects in one job each, the engine alone (no verification),
 #           each job stopped at GPU_SCALE_SECONDS (default 300): the batching target is 100 subjects in
-#           at most 5x the time of one.
+#           at most 5x the time of one. GPU_SCALE_SPEC (JSON spec fields, e.g. '{"max_steps": 30}' for
+#           the cost of 30 steps and 3 checks at each size, or '{"batch_size": 64}') goes to every job;
+#           each job prints its checks as they come, so one stopped at its limit still shows its pace.
 # Sized to end inside 8 minutes of device time; the log and the reports are written under OUT_DIR as
 # they come, so a run stopped at its limit still returns what it reached.
 #
@@ -56,7 +58,8 @@ case "$mode" in
         rc=$?
         for n in "${scale_subjects[@]}"; do
             [ "$rc" -eq 0 ] || break
-            bench "${GPU_SCALE_SECONDS:-300}" --sections engine --subjects "$n" --no-memorisation
+            bench "${GPU_SCALE_SECONDS:-300}" --sections engine --subjects "$n" --no-memorisation \
+                ${GPU_SCALE_SPEC:+--spec "$GPU_SCALE_SPEC"}
             status=$?
             [ "$status" -eq 124 ] && echo "(the job of $n subject(s) was stopped at its limit, ${GPU_SCALE_SECONDS:-300} s)" | tee -a "$log"
             [ "$status" -eq 124 ] || rc=$status
