@@ -815,12 +815,12 @@ class Counterfactual(UnlearningMethod):
             for row, view in enumerate(chunk):
                 for k in self.by_view[view]:
                     t = self.targets[k]
-                    ce = losses.soft_cross_entropy(logits[row, t.positions.to(logits.device)],
-                                                   t.target_idx.to(logits.device), t.target_p.to(logits.device))
+                    at = t.positions.to(logits.device)
+                    ce = losses.soft_cross_entropy(logits[row, at], t.target_idx.to(logits.device),
+                                                   t.target_p.to(logits.device))
                     entropy = t.entropy.to(ce.device) if t.entropy is not None else torch.zeros_like(ce)
                     total += float((ce - entropy).sum())
                     count += int(ce.numel())
-                    at = t.positions.to(logits.device)
                     excess = _level_excess(logits[row, at], batch.input_ids[row, at + 1], t)
                     if excess is not None:
                         total += float(excess.sum())
