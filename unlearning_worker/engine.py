@@ -252,6 +252,12 @@ def _run(
     ctx = MethodContext(model, tokenizer, spec, list(forget), forget_examples, retain_examples, device)
     method = build_method(ctx)
     pad_id = ctx.pad_id
+    config = getattr(model, "config", None)
+    # a record is read in up to two framings (the counterfactual method's): twice its longest encoding
+    micro = forget_micro_batch(spec, device, vocab_size=getattr(config, "vocab_size", None),
+                               tokens=2 * max((len(e.input_ids) for e in forget_examples), default=32),
+                               layers=getattr(config, "num_hidden_layers", None),
+                               hidden=getattr(config, "hidden_size", None))
 
     # retain items holding values of the attributes being forgotten: where collateral damage lands
     wanted = {a for f in forget for _s, _e, a in f.pii_spans} if _whole_record(spec) else set(spec.attributes)
@@ -389,7 +395,7 @@ def _run(
         while step < spec.max_steps:
             if cancelled():
                 raise UnlearningCancelled("unlearning run cancelled")
-            chunks = forget_chunks(len(forget), spec, step)
+            chunks = forget_chunks(len(forget), spec, step, micro)
             retain_idx = fsdp.split(_retain_batch(retain, focus, spec, step))
             weight = sum(method.ctx.forget_weights([i for c in chunks for i in c]))
             step_losses = {}
@@ -482,7 +488,7 @@ def _run(
         "spec": spec.to_dict(), "spec_hash": spec_hash, "stop_reason": stop_reason, "steps": final_step,
         "base_model_config_sha256": file_sha256(model_dir / "config.json"),
         "history": [asdict(p) for p in history], "resumed_from_step": resumed_from,
-        "start_lr": lr0, "backoffs": [asdict(b) for b in backoffs],
+        "start_lr": lr0, "backoffs": [asdict(b) for b in backoffs], "forget_micro_batch": micro,
     }
     with clock("save"):
         if fsdp.active() is None:
@@ -761,8 +767,33 @@ def _target_met(point: EvalPoint, spec: UnlearningSpec, step: int, earlier: Sequ
     return point.forget_extraction <= spec.forget_target and close and step >= spec.min_steps
 
 
-def forget_chunks(n: int, spec: UnlearningSpec, step: int) -> list[list[int]]:
-    """One step's forget items, in micro-batches of at most `batch_size`: `forget_coverage` of the forget
+def forget_micro_batch(spec: UnlearningSpec, device: torch.device | str, *, vocab_size: int | None = None,
+                       tokens: int = 64, layers: int | None = None, hidden: int | None = None,
+                       free_bytes: int | None = None) -> int:
+    """Forget records a forward pass of the step holds (spec.forget_micro_batch where it names one).
+    On a CPU `batch_size`: a pass costs its arithmetic, whatever its size. On a GPU up to 8x that, where
+    a pass of 16 short records is bound by kernel launches, while the pass's float32 logits (rows x
+    `tokens` x the vocabulary) stay within 1 GiB and its activations for the backward pass (about 34
+    bytes per token, layer and hidden unit, the usual estimate for a transformer block) within a quarter
+    of the GPU's free memory (`free_bytes`, read from the device where not given)."""
+    if spec.forget_micro_batch:
+        return spec.forget_micro_batch
+    base = spec.batch_size
+    if torch.device(device).type != "cuda":
+        return base
+    rows = 8 * base
+    if vocab_size:
+        rows = min(rows, 2**30 // (4 * tokens * vocab_size))
+    if layers and hidden:
+        if free_bytes is None:
+            free_bytes, _total = torch.cuda.mem_get_info(torch.device(device))
+        rows = min(rows, free_bytes // 4 // (34 * tokens * layers * hidden))
+    return max(base, rows)
+
+
+def forget_chunks(n: int, spec: UnlearningSpec, step: int, micro_batch: int | None = None) -> list[list[int]]:
+    """One step's forget items, in micro-batches of at most `micro_batch` (else `batch_size`; the engine
+    passes forget_micro_batch's size): `forget_coverage` of the forget
     set (at least `batch_size` items, all of them when they fit). With coverage 1 every record is
     updated at every step whatever the job's size, as in a one-subject job: with 16 of 70 records a
     step, ten subjects in one job ended 200 steps at a never-seen gap of 2.7 nats where one subject
@@ -771,10 +802,11 @@ def forget_chunks(n: int, spec: UnlearningSpec, step: int) -> list[list[int]]:
     changes from step to step; a pure function of its arguments, as a resumed run needs."""
     per_step = max(spec.batch_size, math.ceil(spec.forget_coverage * n))
     items = step_indices(n, per_step, step, seed=spec.seed, salt="forget")
-    if len(items) <= spec.batch_size:
+    size = micro_batch or spec.batch_size
+    if len(items) <= size:
         return [items]
     random.Random(f"forget-chunks:{spec.seed}:{step}").shuffle(items)
-    return [items[i : i + spec.batch_size] for i in range(0, len(items), spec.batch_size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _retain_batch(retain: list[RetainItem], focus: list[int], spec: UnlearningSpec, step: int) -> list[int]:

@@ -57,6 +57,12 @@ class UnlearningSpec:
     # subjects gets as many updates per record as a job of one (engine.forget_chunks; ten subjects with
     # 16 of their 70 records a step ended 200 steps at 3x the one-subject never-seen gap and failed)
     forget_coverage: float = 1.0
+    # forget records one forward pass holds (the step's records are split into micro-batches of it, the
+    # gradients accumulated: the step's gradient is the same for any size, engine.forget_chunks). 0: by
+    # device (engine.forget_micro_batch): batch_size on a CPU, where a pass's cost is its arithmetic, and
+    # on a GPU up to 8x that while the pass's logits and activations fit, where passes of 16 short records
+    # are bound by kernel launches and a step of 100 subjects would be 44 of them
+    forget_micro_batch: int = 0
     # retain examples per step: with counterfactual, 32 dipped to 0.85x of the retain exact answers and
     # recovered above the start (0.83 -> 0.94) at half the step time of 128 (floor needed 128)
     retain_batch_size: int = 32
@@ -254,7 +260,7 @@ class UnlearningSpec:
                 raise ValueError(f"{name} must be >= 1")
         for name in ("min_steps", "utility_patience", "lr_backoffs", "lr_width", "eval_samples", "repair_steps", "checkpoint_every", "num_threads",
                      "adversary_every", "adversary_steps", "rank_candidates", "rank_prompts", "rank_controls",
-                     "rank_batch_size", "eval_batch_size"):
+                     "rank_batch_size", "eval_batch_size", "forget_micro_batch"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0")
         if self.min_steps > self.max_steps:

@@ -586,6 +586,31 @@ def test_each_step_covers_its_share_of_the_forget_set_in_micro_batches(
         assert len({i for s in steps for c in s for i in c}) == n
 
 
+def test_a_step_splits_into_micro_batches_of_its_device_size() -> None:
+    """The CPU keeps `batch_size` records a pass; a GPU takes up to 8x, less where the logits of a large
+    vocabulary or the activations of a large model would not fit; a size the spec names is kept."""
+    from unlearning_worker.engine import forget_chunks, forget_micro_batch
+
+    spec = UnlearningSpec(batch_size=16)
+    gpu = torch.device("cuda")
+    assert forget_micro_batch(spec, torch.device("cpu"), vocab_size=1024, layers=2, hidden=64, free_bytes=2**40) == 16
+    assert forget_micro_batch(spec, gpu, vocab_size=1024, tokens=64, layers=16, hidden=768, free_bytes=100 * 2**30) == 128
+    assert forget_micro_batch(spec, gpu, vocab_size=151_936, tokens=64, layers=16, hidden=768, free_bytes=100 * 2**30) == 27
+    # a 7B-like model: its activations, not its vocabulary, bound the pass, and never below batch_size
+    assert forget_micro_batch(spec, gpu, vocab_size=32_000, tokens=64, layers=32, hidden=4096, free_bytes=20 * 2**30) == 18
+    assert forget_micro_batch(spec, gpu, vocab_size=32_000, tokens=64, layers=32, hidden=4096, free_bytes=2**30) == 16
+    assert forget_micro_batch(spec.replace(forget_micro_batch=40), gpu, vocab_size=151_936) == 40
+    assert forget_micro_batch(spec.replace(forget_micro_batch=40), torch.device("cpu")) == 40
+    with pytest.raises(ValueError, match="forget_micro_batch"):
+        UnlearningSpec(forget_micro_batch=-1)
+    # the step's records are the same in any micro-batch size, only the split differs
+    for step in range(3):
+        small, large = forget_chunks(300, spec, step), forget_chunks(300, spec, step, 128)
+        assert max(map(len, small)) == 16 and max(map(len, large)) == 128 and len(large) == 3
+        assert sorted(i for c in small for i in c) == sorted(i for c in large for i in c) == list(range(300))
+    assert [sorted(c) for c in forget_chunks(100, spec, 0, 128)] == [list(range(100))]  # fits one pass
+
+
 @pytest.mark.parametrize("method_name", ["grad_diff", "counterfactual"])
 def test_a_step_in_micro_batches_takes_the_gradient_of_the_whole_batch(
     tiny_model_dir: Path, tiny_corpus: DemoCorpus, method_name: str
