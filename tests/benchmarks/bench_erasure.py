@@ -105,7 +105,7 @@ def progress_printer() -> Callable[[ProgressEvent], None]:
     started = time.perf_counter()
 
     def show(event: ProgressEvent) -> None:
-        if event.phase == "eval":
+        if event.phase in ("before", "eval"):  # the starting point too: a large job's takes minutes
             print(f"    ... step {event.step:4d} at {time.perf_counter() - started:5.0f} s: extraction"
                   f" {_pct(event.forget_extraction)}, retain facts {_pct(event.retain_exact)}, perplexity"
                   f" {event.retain_ppl:.3f}", flush=True)

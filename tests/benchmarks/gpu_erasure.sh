@@ -7,7 +7,8 @@
 #   scaling unlearn 1, then 100, then 10 subjects in one job each, the engine alone (no verification),
 #           each job stopped at GPU_SCALE_SECONDS (default 300): the batching target is 100 subjects in
 #           at most 5x the time of one. GPU_SCALE_SPEC (JSON spec fields, e.g. '{"max_steps": 30}' for
-#           the cost of 30 steps and 3 checks at each size, or '{"batch_size": 64}') goes to every job;
+#           the cost of 30 steps and 3 checks at each size, or '{"forget_micro_batch": 64}' in place of
+#           the device's own size, engine.forget_micro_batch, 128 records a pass here) goes to every job;
 #           each job prints its checks as they come, so one stopped at its limit still shows its pace.
 # Sized to end inside 8 minutes of device time; the log and the reports are written under OUT_DIR as
 # they come, so a run stopped at its limit still returns what it reached.
