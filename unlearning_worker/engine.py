@@ -396,20 +396,24 @@ def _run(
             if cancelled():
                 raise UnlearningCancelled("unlearning run cancelled")
             chunks = forget_chunks(len(forget), spec, step, micro)
-            retain_idx = fsdp.split(_retain_batch(retain, focus, spec, step))
+            retain_idx = fsdp.split(_retain_batch(retain, focus, spec, step,
+                                                  retain_batch_size(spec, sum(map(len, chunks)))))
+            retain_parts = retain_shares(retain_idx, len(chunks), spec.retain_batch_size)
             weight = sum(method.ctx.forget_weights([i for c in chunks for i in c]))
             step_losses = {}
             with clock("steps"):
-                for j, chunk in enumerate(chunks):  # micro-batches: gradients accumulate, one optimiser step
+                for chunk, retain_part in zip(chunks, retain_parts, strict=True):  # micro-batches: gradients
+                    # accumulate, one optimiser step
                     share = sum(method.ctx.forget_weights(chunk)) / weight  # of the step's weighted mean
-                    loss, parts = method.loss(fsdp.split(chunk), retain_idx if j == 0 else [], step,
-                                              forget_scale=share)
+                    retained = len(retain_part) / max(len(retain_idx), 1)  # of the step's retain mean
+                    loss, parts = method.loss(fsdp.split(chunk), retain_part, step, forget_scale=share,
+                                              retain_scale=retained)
                     if not torch.isfinite(loss):
                         raise FloatingPointError("unlearning loss is not finite")
                     loss.backward()
                     for key, value in parts.items():
-                        step_losses[key] = value if key == "retain" else step_losses.get(key, 0.0) + (
-                            value if key == "total" else value * share)
+                        step_losses[key] = step_losses.get(key, 0.0) + (
+                            value if key == "total" else value * (retained if key == "retain" else share))
             if adversary is not None and step % spec.adversary_every == 0:
                 with clock("adversary"):
                     step_losses["adversary"] = adversary.gradient(method, params, [fsdp.split(c) for c in chunks],
@@ -809,15 +813,34 @@ def forget_chunks(n: int, spec: UnlearningSpec, step: int, micro_batch: int | No
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def _retain_batch(retain: list[RetainItem], focus: list[int], spec: UnlearningSpec, step: int) -> list[int]:
-    """One step's retain items: `retain_focus` of them from the items that hold values of the attributes
-    being forgotten (the values the forget term's updates spill onto), the rest from the whole set."""
+def retain_batch_size(spec: UnlearningSpec, forget_records: int) -> int:
+    """Retain examples in a step that updates `forget_records` forget records: retain_batch_size, or
+    retain_per_forget per forget record where that is more."""
+    return max(spec.retain_batch_size, math.ceil(spec.retain_per_forget * forget_records))
+
+
+def _retain_batch(retain: list[RetainItem], focus: list[int], spec: UnlearningSpec, step: int,
+                  size: int | None = None) -> list[int]:
+    """One step's `size` (else retain_batch_size) retain items: `retain_focus` of them from the items
+    that hold values of the attributes being forgotten (the values the forget term's updates spill
+    onto), the rest from the whole set."""
     if not retain:
         return []
-    n_focus = min(len(focus), int(round(spec.retain_focus * spec.retain_batch_size))) if focus else 0
+    size = size or spec.retain_batch_size
+    n_focus = min(len(focus), int(round(spec.retain_focus * size))) if focus else 0
     chosen = [focus[i] for i in step_indices(len(focus), n_focus, step, seed=spec.seed, salt="focus")] if n_focus else []
-    rest = step_indices(len(retain), spec.retain_batch_size - n_focus, step, seed=spec.seed, salt="retain")
-    return chosen + rest if spec.retain_batch_size - n_focus > 0 else chosen
+    rest = step_indices(len(retain), size - n_focus, step, seed=spec.seed, salt="retain")
+    return chosen + rest if size - n_focus > 0 else chosen
+
+
+def retain_shares(retain_idx: list[int], parts: int, most: int) -> list[list[int]]:
+    """The step's retain batch over its `parts` forget micro-batches: all of it with the first where it
+    holds at most `most` examples (retain_batch_size), else in near-equal slices, one a micro-batch
+    (each weighed by its share of the batch: the retain term is a mean over examples)."""
+    if parts <= 1 or len(retain_idx) <= most:
+        return [retain_idx] + [[] for _ in range(parts - 1)]
+    cut = [len(retain_idx) * k // parts for k in range(parts + 1)]
+    return [retain_idx[cut[k] : cut[k + 1]] for k in range(parts)]
 
 
 def start_lr(model: Any, spec: UnlearningSpec) -> float:

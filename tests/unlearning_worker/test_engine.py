@@ -611,6 +611,21 @@ def test_a_step_splits_into_micro_batches_of_its_device_size() -> None:
     assert [sorted(c) for c in forget_chunks(100, spec, 0, 128)] == [list(range(100))]  # fits one pass
 
 
+def test_a_large_job_holds_a_retain_batch_in_proportion_to_its_forget_records() -> None:
+    """retain_per_forget: a step holds that many retain examples per forget record it updates, never fewer
+    than retain_batch_size; 0 keeps retain_batch_size whatever the job."""
+    from unlearning_worker.engine import retain_batch_size
+
+    spec = UnlearningSpec(retain_batch_size=32, retain_per_forget=0.0)
+    assert [retain_batch_size(spec, n) for n in (7, 70, 700)] == [32, 32, 32]
+    scaled = UnlearningSpec(retain_batch_size=32)  # the default: half a retain example per forget record
+    assert [retain_batch_size(scaled, n) for n in (7, 64, 70, 700, 701)] == [32, 32, 35, 350, 351]
+    assert retain_batch_size(scaled.replace(retain_per_forget=1.0), 700) == 700
+    for bad in (-0.5, float("nan"), 17.0):
+        with pytest.raises(ValueError, match="retain_per_forget"):
+            UnlearningSpec(retain_per_forget=bad)
+
+
 @pytest.mark.parametrize("method_name", ["grad_diff", "counterfactual"])
 def test_a_step_in_micro_batches_takes_the_gradient_of_the_whole_batch(
     tiny_model_dir: Path, tiny_corpus: DemoCorpus, method_name: str
@@ -619,7 +634,7 @@ def test_a_step_in_micro_batches_takes_the_gradient_of_the_whole_batch(
     matter of speed and memory alone (the default method's loss gathers every target of a micro-batch
     at once, several per record)."""
     from unlearning_worker.data import encode
-    from unlearning_worker.engine import forget_chunks
+    from unlearning_worker.engine import forget_chunks, retain_shares
     from unlearning_worker.methods import MethodContext, build_method
     from unlearning_worker.modeling import load_model
 
@@ -638,14 +653,20 @@ def test_a_step_in_micro_batches_takes_the_gradient_of_the_whole_batch(
         model.zero_grad(set_to_none=True)
         return out
 
-    method.loss([i for c in chunks for i in c], [0, 1, 2, 3], 0)[0].backward()
-    whole = grads()
     weight = sum(ctx.forget_weights([i for c in chunks for i in c]))
-    for j, chunk in enumerate(chunks):
-        method.loss(chunk, [0, 1, 2, 3] if j == 0 else [], 0,
-                    forget_scale=sum(ctx.forget_weights(chunk)) / weight)[0].backward()
-    parts = grads()
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, parts, strict=True))
+    # a retain batch within retain_batch_size rides with the first micro-batch; a larger one
+    # (retain_per_forget) is sliced over them, each slice weighed by its share
+    for retain_idx, most in (([0, 1, 2, 3], 4), (list(range(11)), 4)):
+        method.loss([i for c in chunks for i in c], retain_idx, 0)[0].backward()
+        whole = grads()
+        slices = retain_shares(retain_idx, len(chunks), most)
+        assert sorted(i for part in slices for i in part) == retain_idx
+        assert (sum(bool(part) for part in slices) == 1) == (len(retain_idx) <= most)
+        for chunk, part in zip(chunks, slices, strict=True):
+            method.loss(chunk, part, 0, forget_scale=sum(ctx.forget_weights(chunk)) / weight,
+                        retain_scale=len(part) / len(retain_idx))[0].backward()
+        parts = grads()
+        assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(whole, parts, strict=True))
 
 
 def _scripted_rank(monkeypatch: pytest.MonkeyPatch, gaps: list[float]) -> list[float]:

@@ -84,6 +84,7 @@ def test_every_method_is_registered() -> None:
      {"adversary_every": -2}, {"adversary_weight": -1.0}, {"rank_candidates": 5}, {"rank_candidates": -1},
      {"rank_prompts": 0}, {"rank_controls": 1}, {"rank_alpha": 0.0}, {"rank_alpha": 1.0},
      {"rank_tolerance": -0.1}, {"rank_tolerance": 1.5}, {"rank_tolerance": float("nan")}, {"rank_batch_size": -1}, {"eval_batch_size": -1},
+     {"forget_micro_batch": -1}, {"retain_per_forget": -0.1}, {"retain_per_forget": float("inf")},
      {"rank_focus": -0.5}, {"rank_focus": 11.0}, {"rank_focus": float("inf")}, {"adversary_modes": []},
      {"adversary_modes": ["full", "full"]}, {"adversary_modes": ["qlora"]}, {"adversary_modes": "full"},
      {"adversary_modes": [1]}],

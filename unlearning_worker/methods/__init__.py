@@ -154,15 +154,16 @@ class UnlearningMethod:
         return losses.nll(self._token_lp(batch), batch.target_mask, batch.weights)
 
     def loss(self, forget_idx: list[int], retain_idx: list[int], step: int, *,
-             forget_scale: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+             forget_scale: float = 1.0, retain_scale: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
         """The step's loss; `forget_scale` weighs the forget term (a micro-batch's share of the step's
-        forget items, engine.forget_chunks), the retain term is counted whole where retain_idx is given."""
+        forget items, engine.forget_chunks) and `retain_scale` the retain term (the micro-batch's share
+        of the step's retain batch, engine.retain_shares; 1: the whole batch is given here)."""
         total, parts = self.forget_loss(forget_idx, step)
         total = total * forget_scale if forget_scale != 1.0 else total
         if self.uses_retain and self.ctx.spec.retain_weight > 0 and retain_idx:
             retain = self.retain_loss(retain_idx)
             parts["retain"] = float(retain.detach())
-            total = total + self.ctx.spec.retain_weight * retain
+            total = total + self.ctx.spec.retain_weight * retain_scale * retain
         parts["total"] = float(total.detach())
         return total, parts
 
