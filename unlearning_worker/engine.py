@@ -249,7 +249,8 @@ def _run(
     model.train()
     forget_examples = [encode(tokenizer, f.prompt, f.completion, f.pii_spans) for f in forget]
     retain_examples = [encode(tokenizer, r.prompt, r.completion, r.pii_spans) for r in retain]
-    ctx = MethodContext(model, tokenizer, spec, list(forget), forget_examples, retain_examples, device)
+    ctx = MethodContext(model, tokenizer, spec, list(forget), forget_examples, retain_examples, device,
+                        passes_by_length=fsdp.active() is None)
     method = build_method(ctx)
     pad_id = ctx.pad_id
     config = getattr(model, "config", None)
@@ -396,8 +397,9 @@ def _run(
             if cancelled():
                 raise UnlearningCancelled("unlearning run cancelled")
             chunks = forget_chunks(len(forget), spec, step, micro)
-            retain_idx = fsdp.split(_retain_batch(retain, focus, spec, step,
-                                                  retain_batch_size(spec, sum(map(len, chunks)))))
+            retain_idx = _retain_batch(retain, focus, spec, step, retain_batch_size(spec, sum(map(len, chunks))))
+            # sliced on the whole batch, then each slice shared out: every process of a sharded run
+            # computes as many retain passes as the others
             retain_parts = retain_shares(retain_idx, len(chunks), spec.retain_batch_size)
             weight = sum(method.ctx.forget_weights([i for c in chunks for i in c]))
             step_losses = {}
@@ -406,7 +408,7 @@ def _run(
                     # accumulate, one optimiser step
                     share = sum(method.ctx.forget_weights(chunk)) / weight  # of the step's weighted mean
                     retained = len(retain_part) / max(len(retain_idx), 1)  # of the step's retain mean
-                    loss, parts = method.loss(fsdp.split(chunk), retain_part, step, forget_scale=share,
+                    loss, parts = method.loss(fsdp.split(chunk), fsdp.split(retain_part), step, forget_scale=share,
                                               retain_scale=retained)
                     if not torch.isfinite(loss):
                         raise FloatingPointError("unlearning loss is not finite")

@@ -876,3 +876,76 @@ def test_the_utility_floor_reads_the_verdicts_utility_question_about_retain_peop
     run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "r", forget=forget, retain=retain,
                    spec=UnlearningSpec(**settings))
     assert asked and set(asked[0]) <= {r.prompt for r in retain} and not any(p.startswith("Q: ") for p in asked[0])
+
+
+def test_rows_go_in_passes_of_like_length_at_the_least_computed_tokens() -> None:
+    """length_groups: every index once, each pass ascending, and the cut that computes the fewest
+    padded tokens plus a pass's overhead (checked against every cut of the sorted rows)."""
+    import itertools
+    import random as _random
+
+    from unlearning_worker.data import length_groups
+
+    def cost(groups: list[list[int]], lengths: list[int], overhead: int) -> int:
+        return sum(len(g) * max(lengths[i] for i in g) + overhead for g in groups)
+
+    rng = _random.Random(3)
+    for _trial in range(40):
+        lengths = [rng.choice([rng.randint(15, 30), rng.randint(70, 80)]) for _ in range(rng.randint(1, 9))]
+        overhead = rng.choice([0, 16, 64, 4096])
+        groups = length_groups(lengths, overhead=overhead)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        assert all(lengths[a] <= lengths[b] for g in groups for a, b in itertools.pairwise(g))
+        order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+        best = min(
+            cost([order[a:b] for a, b in itertools.pairwise((0, *cuts, len(order)))], lengths, overhead)
+            for r in range(len(order)) for cuts in itertools.combinations(range(1, len(order)), r)
+        )
+        assert cost(groups, lengths, overhead) == best
+    # questions and a biography: two passes on a CPU, one where a pass costs a GPU's launches
+    subject = [23, 20, 25, 28, 19, 24, 78]
+    assert length_groups(subject, overhead=64) == [[4, 1, 0, 5, 2, 3], [6]]
+    assert length_groups(subject, overhead=4096) == [[4, 1, 0, 5, 2, 3, 6]]
+    assert length_groups([], overhead=64) == []
+
+
+@pytest.mark.parametrize("method_name", ["grad_diff", "counterfactual"])
+def test_passes_of_like_length_give_the_loss_and_gradient_of_one_padded_pass(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, method_name: str
+) -> None:
+    """The forget, retain and relearning terms computed in passes of like length equal the same terms
+    from one right-padded pass (MethodContext.passes_by_length off, as in a sharded run), value and
+    gradient."""
+    from unlearning_worker.data import encode
+    from unlearning_worker.methods import MethodContext, build_method
+    from unlearning_worker.modeling import load_model
+
+    forget, retain = demo_items(tiny_corpus, [p.person_id for p in tiny_corpus.people[:2]])
+    spec = UnlearningSpec(**(FIXED | {"method": method_name}))
+    model, tokenizer = load_model(tiny_model_dir, spec, torch.device("cpu"))
+    retain_examples = [encode(tokenizer, r.prompt, r.completion, r.pii_spans) for r in retain]
+    ctx = MethodContext(model, tokenizer, spec, forget, [encode(tokenizer, f.prompt, f.completion, f.pii_spans) for f in forget],
+                        retain_examples, torch.device("cpu"))
+    method = build_method(ctx)
+    method.prepare()
+    retain_idx = list(range(min(len(retain), 24)))
+    assert len({len(retain_examples[i].input_ids) for i in retain_idx}) > 3  # lengths to group
+
+    def terms() -> list[tuple[float, list[torch.Tensor]]]:
+        out = []
+        for loss in (method.loss(list(range(len(forget))), [], 0)[0], method.retain_loss(retain_idx),
+                     method.relearning_loss(retain_idx, 1)):
+            loss.backward()
+            out.append((float(loss.detach()), [p.grad.detach().clone() for p in model.parameters() if p.grad is not None]))
+            model.zero_grad(set_to_none=True)
+        return out
+
+    grouped = terms()
+    # the CPU's grouping cuts these rows into several passes; a sharded run's (and this reference) one
+    assert len(ctx.passes([len(retain_examples[i].input_ids) for i in retain_idx])) > 1
+    ctx.passes_by_length = False
+    assert len(ctx.passes([len(retain_examples[i].input_ids) for i in retain_idx])) == 1
+    single = terms()
+    for (a, grads_a), (b, grads_b) in zip(grouped, single, strict=True):
+        assert a == pytest.approx(b, rel=1e-5)
+        assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(grads_a, grads_b, strict=True))

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from unlearning_worker.data import Example, ForgetItem, collate, encode
+from unlearning_worker.data import Example, ForgetItem, collate, encode, length_groups, pass_overhead
 from unlearning_worker.leakage import same_format_random
 from unlearning_worker.methods import losses
 from unlearning_worker.spec import UnlearningSpec
@@ -35,6 +35,15 @@ class MethodContext:
     device: torch.device
     # forget record -> a multiplier of its loss weight (the engine's rank focus, RankCheck.focus)
     emphasis: dict[int, float] = field(default_factory=dict)
+    # rows go in passes of like length (False in a sharded run, whose processes must run as many
+    # passes as each other: every pass gathers the sharded weights)
+    passes_by_length: bool = True
+
+    def passes(self, lengths: list[int]) -> list[list[int]]:
+        """The row numbers of a batch of these lengths in the passes that compute them (data.length_groups)."""
+        if not self.passes_by_length:
+            return [list(range(len(lengths)))] if lengths else []
+        return length_groups(lengths, overhead=pass_overhead(self.device))
 
     @property
     def pad_id(self) -> int:
@@ -88,6 +97,17 @@ class UnlearningMethod:
         logits = self.ctx.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
         return losses.token_logprobs(logits, batch.input_ids)
 
+    def _per_example_nll(self, examples: list[Example], masks: list[list[bool]]) -> torch.Tensor:
+        """Each example's mean target-token NLL, (n,) in their order, from passes of like length
+        (data.length_groups): the values a single padded batch would give, at fewer computed tokens."""
+        values: list[torch.Tensor | None] = [None] * len(examples)
+        for group in self.ctx.passes([len(e.input_ids) for e in examples]):
+            batch = self._batch([examples[i] for i in group], [masks[i] for i in group], [1.0] * len(group))
+            total, count = losses.sequence_logprob(self._token_lp(batch), batch.target_mask)
+            for row, value in zip(group, -total / count.clamp_min(1.0), strict=True):
+                values[row] = value
+        return torch.stack([v for v in values if v is not None])
+
     def forget_batch(self, idx: list[int]) -> Any:
         span_only = self.ctx.spec.span_only
         examples = [self.ctx.forget[i] for i in idx]
@@ -136,9 +156,9 @@ class UnlearningMethod:
         return None
 
     def retain_loss(self, idx: list[int]) -> torch.Tensor:
+        """The mean over retain examples `idx` of their mean NLL (losses.nll, in passes of like length)."""
         examples = [self.ctx.retain[i] for i in idx]
-        batch = self._batch(examples, [self.ctx.retain_mask(e) for e in examples], [1.0] * len(examples))
-        return losses.nll(self._token_lp(batch), batch.target_mask, batch.weights)
+        return self._per_example_nll(examples, [self.ctx.retain_mask(e) for e in examples]).mean()
 
     def relearning_loss(self, idx: list[int], draw: int) -> torch.Tensor:
         """The loss a relearning attacker fine-tunes on (the in-loop one: engine.RelearningAdversary):
@@ -150,8 +170,7 @@ class UnlearningMethod:
         if draw % 2 and bos is not None:
             examples = [Example(e.input_ids[1:], e.answer_mask[1:], e.span_mask[1:])
                         if len(e.input_ids) > 2 and e.input_ids[0] == bos else e for e in examples]
-        batch = self._batch(examples, [[True] * len(e.input_ids) for e in examples], [1.0] * len(examples))
-        return losses.nll(self._token_lp(batch), batch.target_mask, batch.weights)
+        return self._per_example_nll(examples, [[True] * len(e.input_ids) for e in examples]).mean()
 
     def loss(self, forget_idx: list[int], retain_idx: list[int], step: int, *,
              forget_scale: float = 1.0, retain_scale: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
