@@ -337,3 +337,35 @@ def test_relearned_copies_are_reused_only_inside_the_block(world: Any) -> None:
     # the copy kept is the one a fresh fine-tune gives (nothing else enters it)
     for a, b in zip(kept.model.parameters(), fresh.model.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_the_relearning_fine_tune_in_passes_of_like_length_is_the_one_batch_fine_tune(world: Any) -> None:
+    """The relearning attack's fine-tune (adaptive.fine_tune_backward) runs its batch in passes of like
+    length: the loss and gradient of the model's own token-mean loss over one right-padded batch, as an
+    attacker writes it, on texts of very different lengths."""
+    from unlearning_worker.data import length_groups
+    from unlearning_worker.verify.attacks import adaptive
+    from unlearning_worker.verify.lm import encode, load_model
+
+    lm = load_model(world.trained_dir)
+    texts = [t for facts in world.retain for t in facts.forget_texts][:6] + ["a b", "short text here"]
+    batch = [e for e in (encode(lm, t)[: lm.max_positions] for t in texts) if len(e) > 1]
+    assert len(length_groups([len(e) for e in batch], overhead=64)) > 1  # the CPU cuts this batch
+    model = lm.model
+    model.eval()  # no dropout, as in the attack's fine-tune (which zeroes it); gradients all the same
+
+    def grads() -> list[torch.Tensor]:
+        out = [p.grad.detach().clone() for p in model.parameters() if p.grad is not None]
+        model.zero_grad(set_to_none=True)
+        return out
+
+    loss = adaptive.fine_tune_backward(model, batch, lm.tokenizer.pad_token_id, lm.device)
+    grouped = grads()
+    width = max(map(len, batch))
+    pad = lm.tokenizer.pad_token_id
+    ids = torch.tensor([c + [pad] * (width - len(c)) for c in batch])
+    mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in batch])
+    reference = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+    reference.backward()
+    assert loss == pytest.approx(float(reference.detach()), rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grouped, grads(), strict=True))

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from unlearning_worker.adapters import relearning_lora
+from unlearning_worker.data import length_groups, pass_overhead
 from unlearning_worker.verify.attacks.common import (
     TRAINED_TEMPLATE,
     Probe,
@@ -636,6 +637,26 @@ def relearn(lm: LoadedModel, texts: Sequence[str], setting: RelearnSetting, *, b
     return tuned
 
 
+def fine_tune_backward(model: Any, batch: Sequence[list[int]], pad: int, device: torch.device) -> float:
+    """Backpropagate a fine-tuning batch's loss, the mean over its tokens of the next-token NLL (a causal
+    LM's own loss over one right-padded batch), computing its rows in passes of like length
+    (data.length_groups): the same loss and gradient at fewer padded tokens. Returns the loss."""
+    tokens = sum(len(c) - 1 for c in batch)
+    total = 0.0
+    for group in length_groups([len(c) for c in batch], overhead=pass_overhead(device)):
+        rows = [batch[i] for i in group]
+        width = max(len(c) for c in rows)
+        ids = torch.tensor([c + [pad] * (width - len(c)) for c in rows], device=device)
+        mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in rows], device=device)
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1),
+                                                reduction="none")
+        loss = nll[mask[:, 1:].reshape(-1) == 1].sum() / tokens
+        loss.backward()
+        total += float(loss.detach())
+    return total
+
+
 def _relearn(lm: LoadedModel, texts: Sequence[str], setting: RelearnSetting, *, batch_size: int, seed: int) -> LoadedModel:
     model = copy.deepcopy(lm.model)
     if setting.mode == "lora":
@@ -657,12 +678,7 @@ def _relearn(lm: LoadedModel, texts: Sequence[str], setting: RelearnSetting, *, 
             rng.shuffle(more)
             order += more
         chunk = [encoded[order.pop()] for _ in range(min(batch_size, len(encoded)))]
-        width = max(len(c) for c in chunk)
-        ids = torch.tensor([c + [pad] * (width - len(c)) for c in chunk], device=lm.device)
-        mask = torch.tensor([[1] * len(c) + [0] * (width - len(c)) for c in chunk], device=lm.device)
-        labels = ids.masked_fill(mask == 0, -100)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        loss.backward()
+        fine_tune_backward(model, chunk, pad, lm.device)
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimiser.step()
         optimiser.zero_grad(set_to_none=True)
