@@ -253,12 +253,6 @@ def _run(
                         passes_by_length=fsdp.active() is None)
     method = build_method(ctx)
     pad_id = ctx.pad_id
-    config = getattr(model, "config", None)
-    # a record is read in up to two framings (the counterfactual method's): twice its longest encoding
-    micro = forget_micro_batch(spec, device, vocab_size=getattr(config, "vocab_size", None),
-                               tokens=2 * max((len(e.input_ids) for e in forget_examples), default=32),
-                               layers=getattr(config, "num_hidden_layers", None),
-                               hidden=getattr(config, "hidden_size", None))
 
     # retain items holding values of the attributes being forgotten: where collateral damage lands
     wanted = {a for f in forget for _s, _e, a in f.pii_spans} if _whole_record(spec) else set(spec.attributes)
@@ -387,6 +381,18 @@ def _run(
     best: tuple[int, dict[str, torch.Tensor], EvalPoint] | None = None
     if state is not None and state.get("best_point") is not None:
         best = (int(state["best_step"]), state["best"], EvalPoint(**state["best_point"]))
+    # the forget micro-batch, sized once the model, its attacker's copy and the run's state are on the
+    # device (Adam's two moments, allocated at the first step, are held back from the free memory), the
+    # same on every process of a sharded run
+    config = getattr(model, "config", None)
+    trainable = sum(p.numel() for p in params)
+    micro = fsdp.least(forget_micro_batch(
+        spec, device, vocab_size=getattr(config, "vocab_size", None),
+        # a record is read in up to two framings (the counterfactual method's): twice its longest encoding
+        tokens=2 * max((len(e.input_ids) for e in forget_examples), default=32),
+        layers=getattr(config, "num_hidden_layers", None), hidden=getattr(config, "hidden_size", None),
+        reserved=8 * trainable,
+    ))
     stop_reason = "max_steps"
     step = start_step
     step_losses: dict[str, float] = {}
@@ -397,7 +403,7 @@ def _run(
             if cancelled():
                 raise UnlearningCancelled("unlearning run cancelled")
             chunks = forget_chunks(len(forget), spec, step, micro)
-            retain_idx = _retain_batch(retain, focus, spec, step, retain_batch_size(spec, sum(map(len, chunks))))
+            retain_idx = _retain_batch(retain, focus, spec, step, retain_batch_size(spec, sum(map(len, chunks)), len(retain)))
             # sliced on the whole batch, then each slice shared out: every process of a sharded run
             # computes as many retain passes as the others
             retain_parts = retain_shares(retain_idx, len(chunks), spec.retain_batch_size)
@@ -775,13 +781,15 @@ def _target_met(point: EvalPoint, spec: UnlearningSpec, step: int, earlier: Sequ
 
 def forget_micro_batch(spec: UnlearningSpec, device: torch.device | str, *, vocab_size: int | None = None,
                        tokens: int = 64, layers: int | None = None, hidden: int | None = None,
-                       free_bytes: int | None = None) -> int:
+                       free_bytes: int | None = None, reserved: int = 0) -> int:
     """Forget records a forward pass of the step holds (spec.forget_micro_batch where it names one).
     On a CPU `batch_size`: a pass costs its arithmetic, whatever its size. On a GPU up to 8x that, where
     a pass of 16 short records is bound by kernel launches, while the pass's float32 logits (rows x
     `tokens` x the vocabulary) stay within 1 GiB and its activations for the backward pass (about 34
     bytes per token, layer and hidden unit, the usual estimate for a transformer block) within a quarter
-    of the GPU's free memory (`free_bytes`, read from the device where not given)."""
+    of the GPU's free memory (`free_bytes`, read from the device where not given) less `reserved` (what
+    the run will still allocate: Adam's moments); the rest is margin for the retain rows and the
+    gathered targets."""
     if spec.forget_micro_batch:
         return spec.forget_micro_batch
     base = spec.batch_size
@@ -793,7 +801,7 @@ def forget_micro_batch(spec: UnlearningSpec, device: torch.device | str, *, voca
     if layers and hidden:
         if free_bytes is None:
             free_bytes, _total = torch.cuda.mem_get_info(torch.device(device))
-        rows = min(rows, free_bytes // 4 // (34 * tokens * layers * hidden))
+        rows = min(rows, max(0, free_bytes - reserved) // 4 // (34 * tokens * layers * hidden))
     return max(base, rows)
 
 
@@ -815,10 +823,12 @@ def forget_chunks(n: int, spec: UnlearningSpec, step: int, micro_batch: int | No
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def retain_batch_size(spec: UnlearningSpec, forget_records: int) -> int:
+def retain_batch_size(spec: UnlearningSpec, forget_records: int, available: int | None = None) -> int:
     """Retain examples in a step that updates `forget_records` forget records: retain_batch_size, or
-    retain_per_forget per forget record where that is more."""
-    return max(spec.retain_batch_size, math.ceil(spec.retain_per_forget * forget_records))
+    retain_per_forget per forget record where that is more, but never more than the `available` retain
+    items (a larger batch would draw items twice)."""
+    scaled = math.ceil(spec.retain_per_forget * forget_records)
+    return max(spec.retain_batch_size, scaled if available is None else min(scaled, available))
 
 
 def _retain_batch(retain: list[RetainItem], focus: list[int], spec: UnlearningSpec, step: int,

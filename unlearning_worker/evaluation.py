@@ -210,7 +210,6 @@ def run_probes(
 
 
 @torch.no_grad()
-@torch.no_grad()
 def perplexity(model: Any, examples: list[Example], pad_id: int, device: torch.device) -> float:
     """exp(mean NLL over every answer token of `examples`), in passes of 32 examples of like length."""
     if not examples:

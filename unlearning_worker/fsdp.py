@@ -77,6 +77,17 @@ def agreed(flag: bool) -> bool:
     return bool(value.item())
 
 
+def least(value: int) -> int:
+    """The smallest of every process's `value` (a size every process must use alike: each pass of a
+    sharded model is a collective, so every process must run as many)."""
+    if active() is None:
+        return value
+    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    held = torch.tensor([value], device=on)
+    dist.all_reduce(held, op=dist.ReduceOp.MIN)
+    return int(held.item())
+
+
 def full_state_dict(model: Any) -> dict[str, Any] | None:
     """The whole model's weights on process 0 (on the CPU), None elsewhere; every process must call it."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -596,6 +597,9 @@ def test_a_step_splits_into_micro_batches_of_its_device_size() -> None:
     assert forget_micro_batch(spec, torch.device("cpu"), vocab_size=1024, layers=2, hidden=64, free_bytes=2**40) == 16
     assert forget_micro_batch(spec, gpu, vocab_size=1024, tokens=64, layers=16, hidden=768, free_bytes=100 * 2**30) == 128
     assert forget_micro_batch(spec, gpu, vocab_size=151_936, tokens=64, layers=16, hidden=768, free_bytes=100 * 2**30) == 27
+    # memory the run still has to allocate (Adam's moments) is held back
+    assert forget_micro_batch(spec, gpu, vocab_size=1024, tokens=64, layers=16, hidden=768, free_bytes=100 * 2**30,
+                              reserved=99 * 2**30) == 16
     # a 7B-like model: its activations, not its vocabulary, bound the pass, and never below batch_size
     assert forget_micro_batch(spec, gpu, vocab_size=32_000, tokens=64, layers=32, hidden=4096, free_bytes=20 * 2**30) == 18
     assert forget_micro_batch(spec, gpu, vocab_size=32_000, tokens=64, layers=32, hidden=4096, free_bytes=2**30) == 16
@@ -621,6 +625,8 @@ def test_a_large_job_holds_a_retain_batch_in_proportion_to_its_forget_records() 
     scaled = UnlearningSpec(retain_batch_size=32)  # the default: half a retain example per forget record
     assert [retain_batch_size(scaled, n) for n in (7, 64, 70, 700, 701)] == [32, 32, 35, 350, 351]
     assert retain_batch_size(scaled.replace(retain_per_forget=1.0), 700) == 700
+    assert retain_batch_size(scaled, 700, available=200) == 200  # never beyond the retain set
+    assert retain_batch_size(scaled, 700, available=20) == 32  # a small set keeps the spec's batch as before
     for bad in (-0.5, float("nan"), 17.0):
         with pytest.raises(ValueError, match="retain_per_forget"):
             UnlearningSpec(retain_per_forget=bad)
@@ -928,8 +934,12 @@ def test_passes_of_like_length_give_the_loss_and_gradient_of_one_padded_pass(
                         retain_examples, torch.device("cpu"))
     method = build_method(ctx)
     method.prepare()
+    ctx.emphasis = {i: 1.0 + i % 3 for i in range(len(forget))}  # rows of unequal weight: a misplaced row shows
     retain_idx = list(range(min(len(retain), 24)))
     assert len({len(retain_examples[i].input_ids) for i in retain_idx}) > 3  # lengths to group
+    if method_name == "counterfactual":  # its forget rows (records in their framings) are grouped too
+        views = method._views(list(range(len(forget))))  # type: ignore[attr-defined]
+        assert len(ctx.passes([len(ctx.forget[i].input_ids) - shift for i, shift in views])) > 1
 
     def terms() -> list[tuple[float, list[torch.Tensor]]]:
         out = []
@@ -949,3 +959,29 @@ def test_passes_of_like_length_give_the_loss_and_gradient_of_one_padded_pass(
     for (a, grads_a), (b, grads_b) in zip(grouped, single, strict=True):
         assert a == pytest.approx(b, rel=1e-5)
         assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(grads_a, grads_b, strict=True))
+
+
+def test_a_retain_batch_sliced_over_micro_batches_steps_as_one_batch_with_the_first(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    """retain_per_forget raising the step's retain batch above retain_batch_size slices it over the
+    forget micro-batches: the steps and the losses they report are those of the same retain batch
+    taken whole with the first micro-batch (retain_batch_size set to its size)."""
+    forget, retain = demo_items(tiny_corpus, [p.person_id for p in tiny_corpus.people[:3]])
+    base = FIXED | {"method": "counterfactual", "batch_size": 4, "min_steps": 3, "max_steps": 3, "eval_every": 3,
+                    "adversary_every": 0, "rank_candidates": 0, "forget_target": 0.0}
+    records = len(forget)
+    size = min(len(retain), math.ceil(1.5 * records))
+    assert size > 8 and records > 4  # several micro-batches and a sliced retain batch
+    runs = []
+    for fields in ({"retain_batch_size": 8, "retain_per_forget": 1.5}, {"retain_batch_size": size, "retain_per_forget": 0.0}):
+        losses: list[dict[str, float]] = []
+        runs.append(losses)
+        run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / str(len(runs)), forget=forget, retain=retain,
+                       spec=UnlearningSpec(**(base | fields)),
+                       progress=lambda e, into=losses: into.append(dict(e.losses)) if e.phase == "step" else None)
+    sliced, whole = runs
+    assert len(sliced) == len(whole) == 3
+    for a, b in zip(sliced, whole, strict=True):
+        assert a.keys() == b.keys() and "retain" in a
+        assert all(a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6) for k in a)
