@@ -66,26 +66,26 @@ def split(indices: list[int]) -> list[int]:
     return indices[rank::size]
 
 
-def agreed(flag: bool) -> bool:
-    """True on every process when it is true on any (cancellation)."""
+def _reduced(value: int, op: Any) -> int:
+    """`value` reduced with `op` over every process (itself outside a sharded run)."""
     if active() is None:
-        return flag
+        return value
     # NCCL reduces device tensors only; gloo host tensors
     on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    value = torch.tensor([1 if flag else 0], device=on)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item())
+    held = torch.tensor([value], device=on)
+    dist.all_reduce(held, op=op)
+    return int(held.item())
+
+
+def agreed(flag: bool) -> bool:
+    """True on every process when it is true on any (cancellation)."""
+    return bool(_reduced(1 if flag else 0, dist.ReduceOp.MAX))
 
 
 def least(value: int) -> int:
     """The smallest of every process's `value` (a size every process must use alike: each pass of a
     sharded model is a collective, so every process must run as many)."""
-    if active() is None:
-        return value
-    on = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    held = torch.tensor([value], device=on)
-    dist.all_reduce(held, op=dist.ReduceOp.MIN)
-    return int(held.item())
+    return _reduced(value, dist.ReduceOp.MIN)
 
 
 def full_state_dict(model: Any) -> dict[str, Any] | None:

@@ -845,10 +845,9 @@ class Counterfactual(UnlearningMethod):
         lengths = [len(self.ctx.forget[i].input_ids) - shift for i, shift in rows]
         for group in self.ctx.passes(lengths):
             self._rows_loss([rows[g] for g in group], group, use_hidden, parts, hidden_parts)
-        weights = torch.tensor(self.ctx.forget_weights([i for i, _ in rows]), dtype=torch.float32,
-                               device=next(iter(parts.values()))[0].device)
-        per_row = [torch.stack(parts[row]).mean() for row in range(len(rows))]
-        loss = losses.weighted_mean(torch.stack(per_row), weights)
+        per_row = torch.stack([torch.stack(parts[row]).mean() for row in range(len(rows))])
+        weights = torch.tensor(self.ctx.forget_weights([i for i, _ in rows]), dtype=torch.float32, device=per_row.device)
+        loss = losses.weighted_mean(per_row, weights)
         out = {"forget": float(loss.detach())}
         hidden_at = [row for row in range(len(rows)) if row in hidden_parts]
         if hidden_at:
