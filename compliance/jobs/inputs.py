@@ -6,12 +6,16 @@ SubjectData. Nothing here is stored, logged or sent.
 
     subjects_and_items(job)  -> the subjects (name, values, texts), engine forget items, registry rows
     eval_set(job, subjects)  -> retain people, holdout and general texts, never-seen controls
+    corpus_texts(job, subjects, limit) -> a seeded sample of the training corpora without the subjects
     retain_items(eval_set)   -> retain records for the engine
 """
 
 from __future__ import annotations
 
+import hashlib
+import heapq
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ from typing import Any
 from compliance.jobs.models import UnlearningJob
 from compliance.registry import artifacts
 from compliance.registry import selectors as registry_selectors
-from compliance.registry.models import ForgetItem
+from compliance.registry.models import Corpus, ForgetItem
 
 # Presidio entity types (and the scanner's subject kinds) -> the attribute names the engine and the
 # verifier use for values ("phone", "ssn", ...). Unknown types keep their own lower-cased name.
@@ -159,8 +163,60 @@ def eval_set(job: UnlearningJob, subjects: list[SubjectData]) -> EvalSet:
 
 
 
-def retain_items(eval_set: EvalSet) -> list[Any]:
-    """Retain records for the engine: each retain text split before its first known value."""
+def corpus_texts(job: UnlearningJob, subjects: list[SubjectData], limit: int) -> list[str]:
+    """Up to `limit` record texts of the corpus versions the job's base model was trained on, none of
+    them a subject's: what an attacker who holds the rest of the training data fine-tunes on (the
+    verifier's relearning attack). A record is left out when it is one of the subjects' located records
+    or names a subject or one of their values (in any case). The sample is the `limit` records with the
+    smallest keyed hash of (job, file, line): the same job draws the same texts, and a corpus of any size
+    is read once, line by line, holding `limit` texts. Each version's files are checked against their
+    registered hash first (a changed file raises, and nothing is sampled)."""
+    if limit <= 0:
+        return []
+    located = {t for s in subjects for t in s.texts}
+    forbidden = [f.casefold() for s in subjects for f in [s.name, *s.values.values()] if f and f.strip()]
+    heap: list[tuple[int, str]] = []  # (-rank, text): the `limit` smallest ranks kept
+    for version in job.base_version.trained_on.select_related("corpus").order_by("id"):
+        corpus = version.corpus
+        source = artifacts.within_root(Path(version.path))
+        artifacts.verify_tree(source, version.sha256)
+        files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+        for file in files:
+            relative = file.relative_to(source).as_posix() if source.is_dir() else file.name
+            with file.open("rb") as fh:
+                for number, raw in enumerate(fh, start=1):
+                    text = _record_text(raw, corpus)
+                    if not text or text in located:
+                        continue
+                    folded = text.casefold()
+                    if any(f in folded for f in forbidden):
+                        continue
+                    key = f"{job.id}:{version.id}:{relative}:{number}".encode()
+                    rank = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+                    if len(heap) < limit:
+                        heapq.heappush(heap, (-rank, text))
+                    elif -heap[0][0] > rank:
+                        heapq.heapreplace(heap, (-rank, text))
+    return [text for _rank, text in sorted(heap, reverse=True)]
+
+
+def _record_text(raw: bytes, corpus: Any) -> str:
+    """A corpus line's record text (JSON lines: its text field; plain text: the line), '' where none."""
+    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+    if corpus.format != Corpus.Format.JSONL:
+        return line if line.strip() else ""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return ""
+    value = record.get(corpus.text_field) if isinstance(record, dict) else None
+    return value if isinstance(value, str) and value.strip() else ""
+
+
+def retain_items(eval_set: EvalSet, other_texts: Sequence[str] = ()) -> list[Any]:
+    """Retain records for the engine: each retain text split before its first known value; general text
+    and `other_texts` (corpus_texts: the training corpora without the subjects, which the in-loop
+    attacker then fine-tunes on as the verifier's does) split at their middle word."""
     from unlearning_worker.data import RetainItem
 
     items = []
@@ -179,7 +235,8 @@ def retain_items(eval_set: EvalSet) -> list[Any]:
             spans = [(s - cut, e - cut, a) for s, e, a in found if s >= cut]
             items.append(RetainItem(prompt=text[:cut], completion=text[cut:], pii_spans=spans,
                                     subject_key=person.subject_key, subject_name=person.name))
-    for text in eval_set.general_texts:
+    seen = {t for person in eval_set.retain for t in person.texts}
+    for text in dict.fromkeys([*eval_set.general_texts, *(t for t in other_texts if t not in seen)]):
         words = text.split(" ")
         if len(words) >= 4:
             head = " ".join(words[: len(words) // 2])

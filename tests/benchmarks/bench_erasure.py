@@ -134,8 +134,8 @@ def unlearn(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
 
 def verify_one(args: argparse.Namespace, out: Path, base_dir: Path, corpus: DemoCorpus, people: list[str]) -> VerificationReport:
     """Verify the unlearned model `out` against `base_dir` with the default policy (its stronger retries
-    replaced by --retries where given)."""
-    policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
+    replaced by --retries where given; --policy FILE instead of the default)."""
+    policy = VerificationPolicy.load(getattr(args, "policy", None)).with_labels(ATTRIBUTE_LABELS)
     if getattr(args, "retries", None) is not None:
         policy = VerificationPolicy.from_dict({**policy.to_dict(), "retries": args.retries})
     retain_people = [p.person_id for p in corpus.people if p.person_id not in set(people)][: args.retain_people]
@@ -145,7 +145,15 @@ def verify_one(args: argparse.Namespace, out: Path, base_dir: Path, corpus: Demo
             retain=facts_for(corpus, retain_people), holdout_texts=holdout_texts(corpus),
             general_texts=[r.text for r in corpus.records if r.kind == "general"], policy=policy,
             controls=controls_for(corpus, args.controls), device=args.device,
+            other_texts=corpus_without(corpus, people),
         )
+
+
+def corpus_without(corpus: DemoCorpus, people: list[str]) -> list[str]:
+    """The training corpus's person records without the subjects': what an attacker who holds the rest
+    of the corpus fine-tunes on (the verifier's relearning data, as the worker gives it)."""
+    dropped = set(people)
+    return [r.text for r in corpus.records if r.kind != "general" and r.person_id not in dropped]
 
 
 def run_one(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, method: str, people: list[str],
@@ -364,7 +372,7 @@ def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoC
     from unlearning_worker.verify.lm import load_model
     from unlearning_worker.verify.runner import verify_loaded
 
-    policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
+    policy = VerificationPolicy.load(args.policy).with_labels(ATTRIBUTE_LABELS)
     wanted = set(args.calibration_attacks or [a for a in policy.attacks if a not in ("relearning", "quantization")])
     wanted = set(policy.attacks) if wanted == {"all"} else wanted
     raw = policy.to_dict()
@@ -397,7 +405,8 @@ def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoC
             with torch_threads(args.threads):
                 report = verify_loaded(lm=lm, base_loader=None, subjects=[subject], retain=retain,
                                        holdout_texts=[t for t in holdout_texts(corpus) if t not in own],
-                                       general_texts=general, policy=policy, controls=controls)
+                                       general_texts=general, policy=policy, controls=controls,
+                                       other_texts=corpus_without(corpus, []))
             failed = sorted({c.attack for c in report.verdict.checks if c.decides_failure})
             for name in failed:
                 fails[name] += 1
@@ -437,7 +446,10 @@ def main() -> None:
                         help="start after this many never-seen people (to extend an earlier calibration)")
     parser.add_argument("--calibration-attacks", type=lambda s: s.split(","), default=None,
                         help="attacks the calibration section runs (default: all but relearning and quantization; 'all': every one)")
-    parser.add_argument("--retain-people", type=int, default=40)
+    parser.add_argument("--retain-people", type=int, default=40,
+                        help="people (not subjects) whose records are the verifier's retain facts and relearning data")
+    parser.add_argument("--policy", type=Path, default=None,
+                        help="verification policy file instead of the shipped default (the run's stop rule keeps the default's questions)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)

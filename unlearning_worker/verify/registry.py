@@ -83,6 +83,9 @@ class AttackContext:
     population: Mapping[str, Sequence[str]]  # attribute -> values of everybody the caller named
     # people the model never saw, measured like the subjects: the yardstick of the adaptive attacks
     controls: Sequence[SubjectFacts] = ()
+    # more text without the subjects that an attacker may hold and fine-tune on (the training corpus
+    # the subjects' records were taken out of), beside the retain records and general text
+    other_texts: Sequence[str] = ()
 
     def attributes_of(self, subject: SubjectFacts) -> list[str]:
         """Attributes to attack for this subject, in a stable order, that have a label."""

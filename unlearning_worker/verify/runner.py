@@ -47,6 +47,7 @@ def run_verification(
     controls: list[SubjectFacts] | None = None,
     device: str = "cpu",
     progress: Progress | None = None,
+    other_texts: Sequence[str] = (),
 ) -> VerificationReport:
     """Attack `model_dir` (and `base_model_dir` for the before column) for each subject; see module doc."""
     started = time.perf_counter()
@@ -62,6 +63,7 @@ def run_verification(
             policy=policy,
             controls=controls,
             progress=progress,
+            other_texts=other_texts,
         )
     finally:
         del after_lm
@@ -84,10 +86,13 @@ def verify_loaded(
     policy: VerificationPolicy,
     controls: Sequence[SubjectFacts] | None = None,
     progress: Progress | None = None,
+    other_texts: Sequence[str] = (),
 ) -> VerificationReport:
     """The same as run_verification on an already loaded model (tests, the engine's live evaluation).
 
-    `controls`: people the model never saw (None: generated fictitious people, see never_seen_controls)."""
+    `controls`: people the model never saw (None: generated fictitious people, see never_seen_controls).
+    `other_texts`: text an attacker may hold beyond the retain records and general text (the training
+    corpus without the subjects' records), which the relearning attack fine-tunes on as well."""
     started = time.perf_counter()
     _check_inputs(subjects, retain)
     control_people = list(controls) if controls is not None else never_seen_controls(subjects, retain, policy)
@@ -121,6 +126,7 @@ def verify_loaded(
             secrets=secrets,
             population=population,
             controls=control_people,
+            other_texts=list(other_texts),
         )
 
     # 2. The new version, with retries at stronger settings while everything passes.
@@ -276,6 +282,9 @@ def threat_model(
         budgets["rank_candidates"] = params("candidate_rank").get("candidates")
     if "relearning" in reports:
         budgets["relearning_settings"] = list(params("relearning").get("settings", []))
+        # the data the relearning attacker fine-tuned on: texts in all, and those from the training corpus
+        budgets["relearning_texts"] = params("relearning").get("fine_tune_texts")
+        budgets["relearning_corpus_texts"] = params("relearning").get("fine_tune_corpus_texts")
     if "quantization" in reports:
         budgets["quantization_levels"] = list(params("quantization").get("levels", []))
     comparison = {}

@@ -101,6 +101,8 @@ def test_verdict_fails_a_model_that_only_suppresses(suppressed: VerificationRepo
     # and the report states the threat model it was measured against
     model = suppressed.to_dict()["threat_model"]
     assert model["relearning_settings"] == list(relearning.params["settings"])
+    assert model["relearning_texts"] == relearning.params["fine_tune_texts"] > 0  # what the attacker held
+    assert model["relearning_corpus_texts"] == 0  # no training corpus given here: the retain records and general text
     assert model["control"] == {"people": 4, "source": "held-out"}
     assert set(model["never_seen_comparison"]) == {"candidate_rank", "relearning", "quantization"}
     # and how often a person the model never saw would fail it, each attack's share of that

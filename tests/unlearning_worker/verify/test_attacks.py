@@ -369,3 +369,25 @@ def test_the_relearning_fine_tune_in_passes_of_like_length_is_the_one_batch_fine
     reference.backward()
     assert loss == pytest.approx(float(reference.detach()), rel=1e-5)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grouped, grads(), strict=True))
+
+
+def test_the_relearning_attacker_fine_tunes_on_the_callers_corpus_text_too(world: Any) -> None:
+    """other_texts (the training corpus without the subjects, as the worker gives it) joins the attacker's
+    data, a text naming a subject is still left out, and the report's threat model says how much it held."""
+    raw = world.policy.to_dict()
+    for name in raw["attacks"]:
+        raw["attacks"][name].update(enabled=name == "relearning", mandatory=False)
+    raw["attacks"]["relearning"]["params"]["settings"] = ["full:1:1e-3"]
+    raw["retries"] = 0
+    subject = world.subjects[0]
+    corpus = ["The harbour froze over in the winter of that year.\n", f"{subject.name} was here.\n"]
+    with torch_threads(1):
+        report = run_verification(model_dir=world.untrained_dir, base_model_dir=None, subjects=world.subjects,
+                                  retain=world.retain, holdout_texts=world.holdout_texts,
+                                  general_texts=world.general_texts, policy=VerificationPolicy.from_dict(raw),
+                                  controls=world.controls, other_texts=corpus)
+    params = report.attacks["relearning"].after.params
+    assert params["fine_tune_corpus_texts"] == 1
+    without = len({t for p in world.retain for t in p.forget_texts} | set(world.general_texts))
+    assert params["fine_tune_texts"] == report.threat_model["relearning_texts"] > 1
+    assert report.threat_model["relearning_corpus_texts"] == 1 and params["fine_tune_texts"] <= without + 1

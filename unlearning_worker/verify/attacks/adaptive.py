@@ -599,10 +599,21 @@ class RelearnSetting:
 
 def relearning_texts(ctx: AttackContext) -> list[str]:
     """What the attacker fine-tunes on: text that holds no record of any subject (the retain people's
-    records and general text). A text that contains a subject's value or name is dropped."""
-    forbidden = [v for s in ctx.subjects for v in s.values.values()] + [s.name for s in ctx.subjects]
-    texts = [t for r in ctx.retain for t in r.forget_texts] + list(ctx.general_texts)
-    return [t for t in texts if t.strip() and not any(f in t for f in forbidden)]
+    records, general text, and the other text the caller holds: the training corpus without the
+    subjects). A text that contains a subject's value or name (in any case) is dropped, and each text
+    is kept once.
+
+    Why all of it: how much of the person comes back depends on how much same-format data the
+    attacker has. Ten subjects erased from the demo model passed relearning on 40 other people's
+    records (full:1000:1e-3 and full:400:3e-3 included) and failed it on the 190 people the corpus
+    holds, at the policy's own settings (full:300:1e-3: mean z +1.06 against the control's +0.05, band
+    0.96; docs/DESIGN-NOTES.md, stop 44). An attacker who holds the rest of the corpus is the one to
+    verify against."""
+    forbidden = [f.casefold() for f in [v for s in ctx.subjects for v in s.values.values()]
+                 + [s.name for s in ctx.subjects] if f.strip()]
+    texts = [t for r in ctx.retain for t in r.forget_texts] + list(ctx.general_texts) + list(ctx.other_texts)
+    kept = [t for t in dict.fromkeys(texts) if t.strip() and not any(f in t.casefold() for f in forbidden)]
+    return kept
 
 
 # Opt-in reuse of fine-tuned copies (reuse_relearned): off in the service, where a verification
@@ -744,4 +755,10 @@ def relearning(ctx: AttackContext) -> AttackOutcome:
             del copy_lm
         outcome.seconds = time.perf_counter() - t0
         outcomes.append(outcome)
-    return worst_setting(ctx, outcomes, started)
+    result = worst_setting(ctx, outcomes, started)
+    # what the attacker held, for the report's threat model: how many texts, and how many of them the
+    # caller's other text (the training corpus without the subjects) gave
+    other = set(ctx.other_texts)
+    result.params["fine_tune_texts"] = len(texts)
+    result.params["fine_tune_corpus_texts"] = sum(t in other for t in texts)
+    return result

@@ -372,7 +372,9 @@ class Command(BaseCommand):
             control = threat.get("control") or {}
             self.stdout.write(
                 f"      threat model: {len(threat.get('families', []))} attack families; relearning "
-                f"{', '.join(threat.get('relearning_settings', [])) or '-'} (mode:steps:lr); quantization "
+                f"{', '.join(threat.get('relearning_settings', [])) or '-'} (mode:steps:lr) on "
+                f"{threat.get('relearning_texts') or 0} texts ({threat.get('relearning_corpus_texts') or 0} from the "
+                f"training corpus); quantization "
                 f"{', '.join(threat.get('quantization_levels', [])) or '-'}; never-seen control: "
                 f"{control.get('people', 0)} {control.get('source', '')} people"
             )
