@@ -15,7 +15,8 @@ never-seen control = held-out people of the same generator):
   forget extraction greedy and at B=20 samples (partial leaks counted), before -> after;
   candidate rank: mean z-score of the true values among 999 same-format candidates, subject vs
   control, before -> after, and the share of cells ranked first / top-10;
-  relearning: for each fine-tuning setting (50, 100, 300 steps, full and LoRA) the subject's rank-1
+  relearning: for each fine-tuning setting (50, 100, 300 steps, full and LoRA; on the whole corpus
+  without the subjects, as an attacker who holds the rest of the training data) the subject's rank-1
   and top-10 share next to the control's; quantization: int8 and int4 extraction and mean z;
   retain facts (share of retain people's values still given), retain and general-text perplexity
   ratios, framed as the model is used (its BOS token) and bare ("bare r/g", the framing an attacker may
