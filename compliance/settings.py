@@ -438,8 +438,9 @@ JOB_STRENGTHEN_ROUNDS = env_int("JOB_STRENGTHEN_ROUNDS", 1, minimum=0)
 PII_SPACY_MODEL = env_str("PII_SPACY_MODEL")  # e.g. en_core_web_sm when installed; blank pipeline otherwise
 PRI_POLICY_FILE = env_str("PRI_POLICY_FILE")
 VERIFICATION_POLICY_FILE = env_str("VERIFICATION_POLICY_FILE")
-# Records of the model's training corpora (without the job's subjects) the verifier's relearning attack
-# fine-tunes on, beside the eval set's retain records: an attacker who holds the rest of the corpus
+# Records of the model's training corpora (without the job's located records, nor texts naming a subject
+# or holding one of their identifiers) the verifier's relearning attack fine-tunes on, beside the eval
+# set's retain records; the engine does not train on them: an attacker who holds the rest of the corpus
 # brings more back than one who holds 40 people's records (docs/DESIGN-NOTES.md, stop 44). A seeded
 # sample of at most this many; 0: the eval set alone.
 VERIFICATION_CORPUS_TEXTS = env_int("VERIFICATION_CORPUS_TEXTS", 20000, minimum=0)

@@ -62,7 +62,7 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
     if job.method.startswith(EXACT_METHOD):
         return _exact_with(job, claim, heartbeat, sink, rows, base_dir)
     eval_set = inputs.eval_set(job, subjects)
-    retain = inputs.retain_items(eval_set, inputs.corpus_texts(job, subjects, settings.VERIFICATION_CORPUS_TEXTS))
+    retain = inputs.retain_items(eval_set)
     spec = _engine_spec(job, device)
     out_dir = outputs.candidate_dir(job)
     checkpoints = outputs.checkpoint_dir(job)
@@ -164,8 +164,7 @@ def _approximate_on(
     """Approximate unlearning of `forget` from model_dir into out_dir with the job's spec; returns its steps."""
     subjects, _, _ = inputs.subjects_and_items(job)
     spec = _engine_spec(job, worker_device())
-    retain = inputs.retain_items(inputs.eval_set(job, subjects),
-                                 inputs.corpus_texts(job, subjects, settings.VERIFICATION_CORPUS_TEXTS))
+    retain = inputs.retain_items(inputs.eval_set(job, subjects))
     steps, _stop = _run_engine(job, sink, spec, model_dir, out_dir, forget, retain, outputs.checkpoint_dir(job))
     shutil.rmtree(outputs.checkpoint_dir(job), ignore_errors=True)
     return steps

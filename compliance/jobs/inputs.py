@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import heapq
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -166,57 +165,85 @@ def eval_set(job: UnlearningJob, subjects: list[SubjectData]) -> EvalSet:
 def corpus_texts(job: UnlearningJob, subjects: list[SubjectData], limit: int) -> list[str]:
     """Up to `limit` record texts of the corpus versions the job's base model was trained on, none of
     them a subject's: what an attacker who holds the rest of the training data fine-tunes on (the
-    verifier's relearning attack). A record is left out when it is one of the subjects' located records
-    or names a subject or one of their values (in any case). The sample is the `limit` records with the
-    smallest keyed hash of (job, file, line): the same job draws the same texts, and a corpus of any size
-    is read once, line by line, holding `limit` texts. Each version's files are checked against their
-    registered hash first (a changed file raises, and nothing is sampled)."""
+    verifier's relearning attack; the copies it fine-tunes are discarded, nothing is trained on them).
+
+    A record is left out when it is one of the job's located records (by corpus and record id, as the
+    scanner named it), when its text is one of theirs, or when it names a subject (full name) or holds
+    one of their identifiers (the request's e-mails, phones and other identifiers, and the values
+    located in their records that look like identifiers: at least 5 characters with a digit or an @),
+    case folded. The files and their decoding are the scanner's (compliance.erasure.scan.corpus_files;
+    UTF-8, else cp1252). The sample is the `limit` records with the smallest keyed hash of (job,
+    version, file, line), drawn before a line is parsed: the same job draws the same texts, and a corpus
+    of any size is read once, parsing only the lines that would enter the sample. Each version's files
+    are checked against their registered hash first (a changed file raises, and nothing is sampled)."""
+    from compliance.erasure.scan import corpus_files
+
     if limit <= 0:
         return []
-    located = {t for s in subjects for t in s.texts}
-    forbidden = [f.casefold() for s in subjects for f in [s.name, *s.values.values()] if f and f.strip()]
+    subject_refs = {s.subject_key for s in subjects}
+    requests = [r for r in job.requests.select_related("data_key") if r.subject_ref in subject_refs] if subject_refs else []
+    located: dict[int, set[str]] = {}  # corpus id -> located record ids
+    for row in registry_selectors.forget_items_for(request_ids=[r.id for r in requests], corpus_ids=None):
+        located.setdefault(row.corpus_version.corpus_id, set()).add(row.record_id)
+    texts = {t for s in subjects for t in s.texts}
+    words: set[str] = set()
+    for s in subjects:
+        words.add(s.name)
+        words.update(v for v in s.values.values() if len(v) >= 5 and any(c.isdigit() or c == "@" for c in v))
+    for request in requests:
+        subject = request.subject()
+        words.update([subject.full_name, *subject.emails, *subject.phones, *subject.other_identifiers])
+    forbidden = sorted({w.casefold() for w in words if w and len(w.strip()) >= 3})
     heap: list[tuple[int, str]] = []  # (-rank, text): the `limit` smallest ranks kept
     for version in job.base_version.trained_on.select_related("corpus").order_by("id"):
         corpus = version.corpus
         source = artifacts.within_root(Path(version.path))
         artifacts.verify_tree(source, version.sha256)
-        files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
-        for file in files:
+        skip = located.get(corpus.id, set())
+        for file in corpus_files(version):
             relative = file.relative_to(source).as_posix() if source.is_dir() else file.name
             with file.open("rb") as fh:
                 for number, raw in enumerate(fh, start=1):
-                    text = _record_text(raw, corpus)
-                    if not text or text in located:
+                    key = f"{job.id}:{version.id}:{relative}:{number}".encode()
+                    rank = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
+                    if len(heap) == limit and rank >= -heap[0][0]:
+                        continue  # would not enter the sample: not parsed
+                    record_id, text = _record(raw, f"{file.name}:{number}", corpus)
+                    if not text or record_id in skip or text in texts:
                         continue
                     folded = text.casefold()
                     if any(f in folded for f in forbidden):
                         continue
-                    key = f"{job.id}:{version.id}:{relative}:{number}".encode()
-                    rank = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
                     if len(heap) < limit:
                         heapq.heappush(heap, (-rank, text))
-                    elif -heap[0][0] > rank:
+                    else:
                         heapq.heapreplace(heap, (-rank, text))
     return [text for _rank, text in sorted(heap, reverse=True)]
 
 
-def _record_text(raw: bytes, corpus: Any) -> str:
-    """A corpus line's record text (JSON lines: its text field; plain text: the line), '' where none."""
-    line = raw.decode("utf-8", "replace").rstrip("\r\n")
+def _record(raw: bytes, default_id: str, corpus: Corpus) -> tuple[str, str]:
+    """(record id, text) of a corpus line as the scanner reads it (JSON lines: the id field, else the
+    file:line id, and the text field; plain text: the line); text '' where there is none."""
+    raw = raw.rstrip(b"\r\n")
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        line = raw.decode("cp1252", errors="replace")
     if corpus.format != Corpus.Format.JSONL:
-        return line if line.strip() else ""
+        return default_id, line if line.strip() else ""
     try:
         record = json.loads(line)
     except ValueError:
-        return ""
-    value = record.get(corpus.text_field) if isinstance(record, dict) else None
-    return value if isinstance(value, str) and value.strip() else ""
+        return default_id, ""
+    if not isinstance(record, dict):
+        return default_id, ""
+    value = record.get(corpus.text_field)
+    record_id = str(record[corpus.id_field]) if corpus.id_field and record.get(corpus.id_field) not in (None, "") else default_id
+    return record_id, value if isinstance(value, str) and value.strip() else ""
 
 
-def retain_items(eval_set: EvalSet, other_texts: Sequence[str] = ()) -> list[Any]:
-    """Retain records for the engine: each retain text split before its first known value; general text
-    and `other_texts` (corpus_texts: the training corpora without the subjects, which the in-loop
-    attacker then fine-tunes on as the verifier's does) split at their middle word."""
+def retain_items(eval_set: EvalSet) -> list[Any]:
+    """Retain records for the engine: each retain text split before its first known value."""
     from unlearning_worker.data import RetainItem
 
     items = []
@@ -235,8 +262,7 @@ def retain_items(eval_set: EvalSet, other_texts: Sequence[str] = ()) -> list[Any
             spans = [(s - cut, e - cut, a) for s, e, a in found if s >= cut]
             items.append(RetainItem(prompt=text[:cut], completion=text[cut:], pii_spans=spans,
                                     subject_key=person.subject_key, subject_name=person.name))
-    seen = {t for person in eval_set.retain for t in person.texts}
-    for text in dict.fromkeys([*eval_set.general_texts, *(t for t in other_texts if t not in seen)]):
+    for text in eval_set.general_texts:
         words = text.split(" ")
         if len(words) >= 4:
             head = " ".join(words[: len(words) // 2])

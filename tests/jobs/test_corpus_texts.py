@@ -1,79 +1,81 @@
-"""What the verifier's relearning attacker (and the engine's in-loop one) may fine-tune on beyond the eval
-set: the model's training corpora without the job's subjects (compliance.jobs.inputs.corpus_texts)."""
+"""What the verifier's relearning attacker may fine-tune on beyond the eval set: the model's training
+corpora without the job's subjects (compliance.jobs.inputs.corpus_texts)."""
 
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
-from compliance.jobs.inputs import EvalSet, SubjectData, corpus_texts, retain_items
+from compliance.jobs import inputs
 from compliance.registry import services as registry_services
 from compliance.registry.artifacts import ArtifactCorrupted
-from compliance.registry.models import CorpusVersion, ModelVersion
-from tests.jobs.conftest import corpus_rows, write_model_dir
+from compliance.registry.models import CorpusVersion
+from tests.jobs.conftest import corpus_rows
 
 pytestmark = pytest.mark.django_db
 
-SUBJECT = SubjectData("s1", "Test Person3", {"phone": "+1 415 555 1003"},
-                      [corpus_rows(4)[3]["text"]])
+
+def _texts(job: Any, limit: int = 100) -> list[str]:
+    subjects, _forget, _rows = inputs.subjects_and_items(job)
+    return inputs.corpus_texts(job, subjects, limit)
 
 
-def _job(version: ModelVersion, job_id: uuid.UUID | None = None) -> SimpleNamespace:
-    return SimpleNamespace(id=job_id or uuid.UUID(int=7), base_version=version)
+def test_the_corpus_comes_without_the_jobs_subjects(queued_job: Any) -> None:
+    """Test Person1 and Test Person2 are the job's subjects: their records go, and so do the records
+    whose text holds a subject's name (Test Person10 and 11 hold "Test Person1": a name is matched as
+    written, never loosely)."""
+    rows = corpus_rows(12)
+    expected = {rows[i]["text"] for i in (0, 3, 4, 5, 6, 7, 8, 9)}
+    texts = _texts(queued_job)
+    assert set(texts) == expected and len(texts) == len(expected)
 
 
-def test_the_corpus_comes_without_the_subjects_records_or_any_text_naming_them(
-    tmp_path: Path, model_version: ModelVersion
+def test_the_sample_is_the_same_for_a_job_and_nested_by_its_cap(queued_job: Any) -> None:
+    everything = _texts(queued_job)
+    assert _texts(queued_job, 3) == everything[:3] == _texts(queued_job, 3)
+    assert _texts(queued_job, 0) == []
+
+
+def test_a_located_record_is_left_out_by_its_id_whatever_its_text(queued_job: Any, corpus_version: CorpusVersion) -> None:
+    """The scanner may have read a record's bytes otherwise (cp1252) or found the person by an identifier
+    the text check does not hold: the record id still removes it. Record P005 (Test Person5's) located
+    for the job's first request, sealed with another text: only its id can leave it out."""
+    from compliance.registry.models import ForgetItem
+
+    line = corpus_rows(12)[5]["text"]
+    assert line in _texts(queued_job)
+    item = ForgetItem(request=queued_job.requests.first(), corpus_version=corpus_version, record_id="P005-qa-phone",
+                      line_number=6, matched=["phone"], entities=[], pri_score=0.1)
+    item.seal_text("read otherwise")
+    item.save()
+    assert line not in _texts(queued_job)
+
+
+def test_lines_without_a_usable_text_are_skipped_and_plain_text_is_read_as_the_scanner_does(
+    tmp_path: Path, queued_job: Any
 ) -> None:
-    texts = corpus_texts(_job(model_version), [SUBJECT], limit=100)
-    assert len(texts) == 11 and SUBJECT.texts[0] not in texts
-    assert all("person3" not in t.casefold() and "555 1003" not in t for t in texts)
-
-    source = tmp_path / "notes.txt"  # plain text, one record per line; the subject named in capitals
-    source.write_text("TEST PERSON3 called on Monday.\nThe canteen opens at nine.\n\nCall +1 415 555 1003 now\n")
-    notes = registry_services.corpus_register(name="notes", source=source, format="text")
-    both = registry_services.model_register(name="assistant", source_dir=write_model_dir(tmp_path / "m2", 1),
-                                            trained_on=[*model_version.trained_on.all(), notes])
-    texts = corpus_texts(_job(both), [SUBJECT], limit=100)
-    assert "The canteen opens at nine." in texts and len(texts) == 12
-
-
-def test_the_sample_is_capped_the_same_for_a_job_and_differs_between_jobs(model_version: ModelVersion) -> None:
-    first = corpus_texts(_job(model_version), [SUBJECT], limit=4)
-    assert len(first) == 4 and first == corpus_texts(_job(model_version), [SUBJECT], limit=4)
-    everything = corpus_texts(_job(model_version), [SUBJECT], limit=100)
-    assert set(first) <= set(everything)
-    others = {tuple(corpus_texts(_job(model_version, uuid.UUID(int=k)), [SUBJECT], limit=4)) for k in range(8)}
-    assert len(others) > 1  # keyed by the job: not always the corpus's first lines
-    assert corpus_texts(_job(model_version), [SUBJECT], limit=0) == []
-
-
-def test_a_json_line_without_its_text_field_is_skipped(tmp_path: Path) -> None:
     source = tmp_path / "c.jsonl"
-    source.write_text(json.dumps({"id": "1", "body": "no text field"}) + "\nnot json\n"
-                      + json.dumps({"id": "2", "text": "A record about the weather."}) + "\n" + json.dumps([1, 2]) + "\n")
-    version = registry_services.corpus_register(name="mixed", source=source)
-    model = registry_services.model_register(name="m", source_dir=write_model_dir(tmp_path / "m"), trained_on=[version])
-    assert corpus_texts(_job(model), [SUBJECT], limit=10) == ["A record about the weather."]
+    source.write_text(json.dumps({"record_id": "1", "body": "no text field"}) + "\nnot json\n"
+                      + json.dumps({"record_id": "2", "text": "A record about the weather."}) + "\n"
+                      + json.dumps([1, 2]) + "\n" + json.dumps({"record_id": "3", "text": 7}) + "\n")
+    mixed = registry_services.corpus_register(name="mixed", source=source, id_field="record_id")
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes("Caf\u00e9 opens at nine.\n".encode("cp1252") + b"\n" + b"Mail person2@example.com today\n")
+    plain = registry_services.corpus_register(name="notes", source=notes, format="text")
+    queued_job.base_version.trained_on.add(mixed, plain)
+    texts = _texts(queued_job)
+    assert "A record about the weather." in texts and "Caf\u00e9 opens at nine." in texts  # cp1252 read as such
+    assert not any("person2@example.com" in t for t in texts)  # the request's own e-mail
+    assert len(texts) == 8 + 2
 
 
-def test_a_tampered_corpus_version_is_refused(model_version: ModelVersion, corpus_version: CorpusVersion) -> None:
-    files = [p for p in Path(corpus_version.path).rglob("*") if p.is_file()] or [Path(corpus_version.path)]
+def test_a_tampered_corpus_version_is_refused(queued_job: Any, corpus_version: CorpusVersion) -> None:
+    path = Path(corpus_version.path)
+    files = [p for p in path.rglob("*") if p.is_file()] if path.is_dir() else [path]
     with files[0].open("a") as fh:
         fh.write(json.dumps({"record_id": "X", "text": "slipped in"}) + "\n")
     with pytest.raises(ArtifactCorrupted):
-        corpus_texts(_job(model_version), [SUBJECT], limit=10)
-
-
-def test_the_engine_retain_set_takes_corpus_text_once_beside_the_eval_set() -> None:
-    person = SubjectData("P1", "Bo Lee", {"phone": "555 0100"}, ["Bo Lee's phone is 555 0100.\n"])
-    items = retain_items(EvalSet([person], [], ["The day after Monday is Tuesday.\n"]),
-                         ["Bo Lee's phone is 555 0100.\n", "Rain is forecast for the whole week.\n",
-                          "The day after Monday is Tuesday.\n"])
-    assert [i.prompt + i.completion for i in items] == [
-        "Bo Lee's phone is 555 0100.\n", "The day after Monday is Tuesday.\n", "Rain is forecast for the whole week.\n"]
-    assert items[2].pii_spans == [] and items[2].prompt == "Rain is forecast"
+        _texts(queued_job)

@@ -122,16 +122,16 @@ def test_relearning_texts_never_hold_a_subject() -> None:
 
 
 def test_relearning_texts_take_the_callers_other_text_without_the_subjects() -> None:
-    """The corpus without the subjects (other_texts) joins the attacker's data; a text naming a subject
-    in another case, or repeating one already taken, is left out."""
+    """The corpus without the subjects (other_texts) joins the attacker's data after the retain records
+    and general text: a text already taken, or given twice, comes once; one naming a subject is left out."""
     retain = SubjectFacts(subject_key="r", name="Cy Dunn", values={"phone": "1"}, forget_texts=["Cy Dunn rides.\n"])
-    other = ["Dee Ross lives in Leeds.\n", "ADA QUILL wrote this.\n", "Cy Dunn rides.\n", "Mail ADA.QUILL7@EXAMPLE.COM\n",
-             "Eve Tan's phone is 020-555-0101.\n"]
-    ctx = _ctx([ADA], retain=[retain], general_texts=["Rain today.\n"], other_texts=other)
-    assert relearning_texts(ctx) == ["Cy Dunn rides.\n", "Rain today.\n", "Dee Ross lives in Leeds.\n",
+    other = ["Dee Ross lives in Leeds.\n", "Ada Quill wrote this.\n", "Cy Dunn rides.\n", "Mail ada.quill7@example.com\n",
+             "Eve Tan's phone is 020-555-0101.\n", "Dee Ross lives in Leeds.\n"]
+    ctx = _ctx([ADA], retain=[retain], general_texts=["Rain today.\n", "Rain today.\n"], other_texts=other)
+    assert relearning_texts(ctx) == ["Cy Dunn rides.\n", "Rain today.\n", "Rain today.\n", "Dee Ross lives in Leeds.\n",
                                      "Eve Tan's phone is 020-555-0101.\n"]
-    assert relearning_texts(_ctx([ADA], retain=[retain], general_texts=["Rain today.\n"])) == [
-        "Cy Dunn rides.\n", "Rain today.\n"]  # without other text: what it held before
+    assert relearning_texts(_ctx([ADA], retain=[retain], general_texts=["Rain today.\n", "Rain today.\n"])) == [
+        "Cy Dunn rides.\n", "Rain today.\n", "Rain today.\n"]  # without other text: what it held before
 
 
 def test_quantization_rounds_to_the_grid_and_leaves_the_original() -> None:

@@ -599,21 +599,18 @@ class RelearnSetting:
 
 def relearning_texts(ctx: AttackContext) -> list[str]:
     """What the attacker fine-tunes on: text that holds no record of any subject (the retain people's
-    records, general text, and the other text the caller holds: the training corpus without the
-    subjects). A text that contains a subject's value or name (in any case) is dropped, and each text
-    is kept once.
+    records and general text, then the other text the caller holds: the training corpus without the
+    subjects, each text not already taken). A text that contains a subject's value or name is dropped.
 
-    Why all of it: how much of the person comes back depends on how much same-format data the
-    attacker has. Ten subjects erased from the demo model passed relearning on 40 other people's
-    records (full:1000:1e-3 and full:400:3e-3 included) and failed it on the 190 people the corpus
-    holds, at the policy's own settings (full:300:1e-3: mean z +1.06 against the control's +0.05, band
-    0.96; docs/DESIGN-NOTES.md, stop 44). An attacker who holds the rest of the corpus is the one to
-    verify against."""
-    forbidden = [f.casefold() for f in [v for s in ctx.subjects for v in s.values.values()]
-                 + [s.name for s in ctx.subjects] if f.strip()]
-    texts = [t for r in ctx.retain for t in r.forget_texts] + list(ctx.general_texts) + list(ctx.other_texts)
-    kept = [t for t in dict.fromkeys(texts) if t.strip() and not any(f in t.casefold() for f in forbidden)]
-    return kept
+    Why the corpus too: how much of a person comes back depends on how much same-format data the
+    attacker holds. Ten subjects erased from the demo model passed relearning on 40 other people's
+    records (1,000 steps at 1e-3 and 400 at 3e-3 included) and failed it on the corpus's 190 people
+    (docs/DESIGN-NOTES.md, "Stop 44"). The attacker to verify against holds the rest of the corpus."""
+    forbidden = [v for s in ctx.subjects for v in s.values.values()] + [s.name for s in ctx.subjects]
+    texts = [t for r in ctx.retain for t in r.forget_texts] + list(ctx.general_texts)
+    taken = set(texts)
+    texts += [t for t in dict.fromkeys(ctx.other_texts) if t not in taken]
+    return [t for t in texts if t.strip() and not any(f in t for f in forbidden)]
 
 
 # Opt-in reuse of fine-tuned copies (reuse_relearned): off in the service, where a verification
