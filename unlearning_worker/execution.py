@@ -255,6 +255,8 @@ def verify(claim: job_services.Claim, heartbeat: Heartbeat) -> str:
 
     job_services.job_progress_record(claim=claim, phase="verifying", verification_percent=0,
                                      log_line="verification started", device=device)
+    corpus = inputs.corpus_texts(job, subjects, settings.VERIFICATION_CORPUS_TEXTS)
+    logger.info("job %s: the relearning attacker holds %d texts of the training corpora", job.id, len(corpus))
     started = time.monotonic()
     try:
         report = run_verification(
@@ -264,7 +266,7 @@ def verify(claim: job_services.Claim, heartbeat: Heartbeat) -> str:
             holdout_texts=eval_set.holdout_texts, general_texts=eval_set.general_texts,
             controls=[facts(c) for c in eval_set.controls] if eval_set.controls else None,
             policy=policy, device=device, progress=progress,
-            other_texts=inputs.corpus_texts(job, subjects, settings.VERIFICATION_CORPUS_TEXTS),
+            other_texts=corpus,
         )
     except _Abort as abort:
         if str(abort) == "lost":
