@@ -33,6 +33,9 @@ keys below.
       "sampling_budget": int | null, "rank_candidates": int | null,   # null: that family did not run
       "relearning_settings": [str, ...],     # "mode:steps:learning-rate", e.g. "lora:100:1e-3"
       "quantization_levels": [str, ...],     # e.g. "int8"
+      "relearning_data": {"texts": int | null, "corpus_texts": int | null},   # v5, required: what the
+                                             # relearning attacker fine-tuned on (texts in all, and of them
+                                             # from the training corpus); null: not recorded
       "control": {"people": int >= 0, "source": "held-out" | "generated" | "none"},
       "never_seen_comparison": [{"attack": str,                        # sorted by attack, unique
                                  "mean_z": DEC | null, "control_mean_z": DEC | null,
@@ -113,9 +116,12 @@ SCHEMA_V3 = "erasure-certificate/v3"
 # v4: + `retention`, when the service's own copy of the person's data is destroyed and from which day no
 # copy anywhere (database backups hold no key; key-store backups expire) can be decrypted.
 SCHEMA_V4 = "erasure-certificate/v4"
-SCHEMA_VERSION = SCHEMA_V4  # what new certificates are issued as
+# v5: + the threat model's `relearning_data`, how much text the relearning attacker held: the verdict
+# of an attacker who fine-tunes on 40 people's records differs from one who holds the rest of the corpus.
+SCHEMA_V5 = "erasure-certificate/v5"
+SCHEMA_VERSION = SCHEMA_V5  # what new certificates are issued as
 # Every schema a verifier reads: a certificate stays verifiable for as long as the log keeps it.
-SCHEMA_VERSIONS = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)
+SCHEMA_VERSIONS = (SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5)
 RETENTION_KEYS = ("purge_by", "no_copy_decryptable_after", "key_store")
 KEY_STORES = ("local", "pkcs11")
 
@@ -123,6 +129,7 @@ THREAT_MODEL_KEYS = (
     "families", "retries", "sampling_budget", "rank_candidates", "relearning_settings",
     "quantization_levels", "control", "never_seen_comparison",
 )  # fmt: skip
+RELEARNING_DATA_KEYS = ("texts", "corpus_texts")  # v5
 CONTROL_SOURCES = ("held-out", "generated", "none")  # "none": the report recorded no control
 # Subject figures next to the never-seen control's (candidate_rank's metrics, unlearning_worker).
 COMPARISON_FIGURES = (
@@ -279,9 +286,14 @@ def _nullable_count(value: Any, path: str) -> None:
         _count(value, path)
 
 
-def _threat_model(value: Any, path: str) -> None:
-    """v2 `verification.threat_model`: the attacker the verdict was measured against."""
-    model = _object(value, path, THREAT_MODEL_KEYS)
+def _threat_model(value: Any, path: str, *, v5: bool = False) -> None:
+    """v2 `verification.threat_model`: the attacker the verdict was measured against (v5: and the data
+    its relearning attack held)."""
+    model = _object(value, path, THREAT_MODEL_KEYS + (("relearning_data",) if v5 else ()))
+    if v5:
+        data = _object(model["relearning_data"], f"{path}.relearning_data", RELEARNING_DATA_KEYS)
+        for key in RELEARNING_DATA_KEYS:
+            _nullable_count(data[key], f"{path}.relearning_data.{key}")
     for key in ("families", "relearning_settings", "quantization_levels"):
         for i, item in enumerate(_list(model[key], f"{path}.{key}")):
             _text(item, f"{path}.{key}[{i}]")
@@ -440,7 +452,7 @@ def _exact_method(unlearning: dict[str, Any]) -> None:
 
 
 def validate_certificate_payload(payload: Any) -> None:
-    """Raise CertificateError naming the first path that breaks the payload's schema (v1, v2 or v3)."""
+    """Raise CertificateError naming the first path that breaks the payload's schema (v1 to v5)."""
     top = (
         "schema", "certificate_id", "issued_at", "issuer", "request", "timeline", "models", "corpora",
         "unlearning", "verification", "audit",
@@ -452,9 +464,10 @@ def validate_certificate_payload(payload: Any) -> None:
         raise _fail(
             "$.schema", f"unknown schema version {schema!r}; this verifier reads {', '.join(SCHEMA_VERSIONS)}"
         )
-    v2 = schema in (SCHEMA_V2, SCHEMA_V3, SCHEMA_V4)  # each version keeps every rule of the one before
-    v3 = schema in (SCHEMA_V3, SCHEMA_V4)
-    v4 = schema == SCHEMA_V4
+    v2 = schema in (SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5)  # each version keeps every rule of the one before
+    v3 = schema in (SCHEMA_V3, SCHEMA_V4, SCHEMA_V5)
+    v4 = schema in (SCHEMA_V4, SCHEMA_V5)
+    v5 = schema == SCHEMA_V5
     _object(payload, "$", top + (("retention",) if v4 else ()))
     if v4:
         _retention(payload["retention"], "$.retention")
@@ -518,7 +531,7 @@ def validate_certificate_payload(payload: Any) -> None:
         if not isinstance(item["passed"], bool):
             raise _fail(f"{path}.passed", "must be true or false")
     if v2:
-        _threat_model(verification["threat_model"], "$.verification.threat_model")
+        _threat_model(verification["threat_model"], "$.verification.threat_model", v5=v5)
     audit = _object(payload["audit"], "$.audit", ("leaves", "checkpoint", "public_keys"))
     seen: set[int] = set()
     for i, item in enumerate(_list(audit["leaves"], "$.audit.leaves", non_empty=True)):
@@ -551,10 +564,12 @@ __all__ = [
     "EXACT_KEYS",
     "EXACT_METHOD",
     "RECIPE_KEYS",
+    "RELEARNING_DATA_KEYS",
     "SCHEMA_V1",
     "SCHEMA_V2",
     "SCHEMA_V3",
     "SCHEMA_V4",
+    "SCHEMA_V5",
     "SCHEMA_VERSION",
     "SCHEMA_VERSIONS",
     "THREAT_MODEL_KEYS",

@@ -10,7 +10,9 @@ published key list, but a certificate cannot vouch for itself: a published key i
 pinned ring holds the same name and key bytes. Concretely:
 
 1. the envelope must carry a valid signature by a pinned key;
-2. the payload must be canonical JSON of a known schema: erasure-certificate/v4 (issued now: v3 plus
+2. the payload must be canonical JSON of a known schema: erasure-certificate/v5 (issued now: v4 plus
+   how much text the relearning attacker fine-tuned on, in all and from the training corpus),
+   erasure-certificate/v4 (v3 plus
    the retention statement: when the service destroys its copy of the person's data, and from which
    day no copy can be decrypted anywhere), erasure-certificate/v3 (v2
    plus the proof of an exact erasure, when there was one), erasure-certificate/v2 (with the threat

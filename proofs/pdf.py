@@ -86,9 +86,24 @@ def threat_model_facts(threat_model: dict[str, Any]) -> list[tuple[str, str]]:
             NOT_MEASURED if candidates is None else f"true value among {candidates} candidates",
         ),
         ("Relearning settings", _listed(threat_model["relearning_settings"])),
+        *_relearning_data(threat_model),
         ("Quantization levels", _listed(threat_model["quantization_levels"])),
         ("Never-seen control", control_text),
     ]
+
+
+def _relearning_data(threat_model: dict[str, Any]) -> list[tuple[str, str]]:
+    """v5: what the relearning attacker fine-tuned on ("Relearning data"); nothing for older schemas."""
+    data = threat_model.get("relearning_data")
+    if not isinstance(data, dict):
+        return []
+    texts, corpus = data.get("texts"), data.get("corpus_texts")
+    if texts is None:
+        return [("Relearning data", NOT_MEASURED)]
+    text = f"{texts} text{'s' if texts != 1 else ''} without the subjects"
+    if corpus is not None:
+        text += f", {corpus} of them from the training corpus"
+    return [("Relearning data", text)]
 
 
 class Fact(NamedTuple):

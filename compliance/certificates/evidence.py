@@ -171,6 +171,9 @@ def _threat_model(document: dict[str, Any]) -> dict[str, Any]:
         "rank_candidates": _count_or_none(stored.get("rank_candidates")),
         "relearning_settings": _texts(stored.get("relearning_settings")),
         "quantization_levels": _texts(stored.get("quantization_levels")),
+        # v5: what the relearning attacker held (reports stored before it was recorded: null)
+        "relearning_data": {"texts": _count_or_none(stored.get("relearning_texts")),
+                            "corpus_texts": _count_or_none(stored.get("relearning_corpus_texts"))},
         "control": {
             "people": _count_or_none(control.get("people")) or 0,
             "source": source if source in CONTROL_SOURCES else "none",

@@ -45,6 +45,7 @@ THREAT_MODEL: dict[str, Any] = {
     "rank_candidates": 999,
     "relearning_settings": ["full:50:1e-3", "full:100:1e-3", "lora:100:1e-3"],
     "quantization_levels": ["int8", "int4"],
+    "relearning_data": {"texts": 1330, "corpus_texts": 1050},
     "control": {"people": 10, "source": "held-out"},
     "never_seen_comparison": [
         {
@@ -60,7 +61,8 @@ THREAT_MODEL: dict[str, Any] = {
 # What a report stored before the worker recorded a threat model (or a damaged one) certifies.
 THREAT_MODEL_NOT_RECORDED: dict[str, Any] = {
     "families": [], "retries": 0, "sampling_budget": None, "rank_candidates": None, "relearning_settings": [],
-    "quantization_levels": [], "control": {"people": 0, "source": "none"}, "never_seen_comparison": [],
+    "quantization_levels": [], "relearning_data": {"texts": None, "corpus_texts": None},
+    "control": {"people": 0, "source": "none"}, "never_seen_comparison": [],
 }  # fmt: skip
 
 

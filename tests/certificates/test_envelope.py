@@ -21,7 +21,7 @@ from proofs.envelope import (
     SCHEMA_V1,
     SCHEMA_V2,
     SCHEMA_V3,
-    SCHEMA_V4,
+    SCHEMA_V5,
     CertificateError,
     validate_certificate_payload,
 )
@@ -143,7 +143,7 @@ def test_payload_bytes_are_canonical_and_measurements_are_strings() -> None:
     payload = issue().payload
     raw = certificate_payload_bytes(payload)
     assert raw == json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    assert payload["schema"] == SCHEMA_V4
+    assert payload["schema"] == SCHEMA_V5
     assert payload["unlearning"]["exact"] is None  # an approximate erasure
     assert payload["verification"]["summary"][0]["before"] == "0.62"
     assert payload["verification"]["summary"][2]["before"] is None  # adaptive attack: not run on the base

@@ -20,7 +20,7 @@ from pypdf import PdfReader
 
 from proofs import merkle
 from proofs.datacommit import SortedSet
-from proofs.envelope import SCHEMA_V2, SCHEMA_V4, CertificateError, validate_certificate_payload
+from proofs.envelope import SCHEMA_V2, SCHEMA_V5, CertificateError, validate_certificate_payload
 from proofs.issuing import exact_proof_text, recipe_sha256
 from proofs.keys import KeyRing
 from proofs.offline import main, verify_certificate
@@ -103,7 +103,7 @@ def test_valid_exact_proof_verifies_every_named_check(world: ExactWorld, model_d
 
 def test_the_certificate_carries_the_proof_with_floats_as_exact_text(world: ExactWorld) -> None:
     payload = certify(world.proof).payload
-    assert payload["schema"] == SCHEMA_V4
+    assert payload["schema"] == SCHEMA_V5
     exact = payload["unlearning"]["exact"]
     assert exact["recipe"]["lr"] == "3e-05" and exact["train_seconds"] == "12.345"
     # The text gives back the float the worker hashed: the recipe hash is the worker's.
@@ -370,7 +370,7 @@ def test_service_certifies_the_jobs_exact_proof_and_the_verify_page_shows_it(
     _exact_job(request, world.proof)
     certificate = certificate_issue(request=request, officer=officer)
     payload = json.loads(bytes(certificate.payload))
-    assert payload["schema"] == SCHEMA_V4 and payload["unlearning"]["method"] == EXACT
+    assert payload["schema"] == SCHEMA_V5 and payload["unlearning"]["method"] == EXACT
     assert payload["unlearning"]["exact"] == exact_proof_text(world.proof)
     result = verify_certificate(bytes(certificate.envelope), signing.keyring(), shards=world.store)
     assert result.ok, result.reason

@@ -28,7 +28,7 @@ from compliance.erasure.models import Status
 from compliance.erasure.services import PermissionDenied
 from compliance.jobs.models import VerificationReport
 from compliance.registry.models import ModelVersion
-from proofs.envelope import SCHEMA_V4
+from proofs.envelope import SCHEMA_V5
 from proofs.offline import verify_certificate
 from tests.certificates.factory import THREAT_MODEL_NOT_RECORDED, issue
 from tests.certificates.test_issue_helpers import (  # noqa: F401 - fixtures
@@ -92,12 +92,13 @@ def test_issue_completes_request_and_signs_verifiable_certificate(officer: Any) 
         "passed": True,
     }  # fmt: skip
     # The threat model the report recorded, in the certificate's shape (sampling did not run: null).
-    assert payload["schema"] == SCHEMA_V4
+    assert payload["schema"] == SCHEMA_V5
     assert payload["unlearning"]["exact"] is None  # an approximate job
     assert payload["verification"]["threat_model"] == {
         "families": ["direct_probe", "membership_inference", "relearning", "utility"],
         "retries": 1, "sampling_budget": None, "rank_candidates": None,
         "relearning_settings": ["full:50:1e-3", "lora:100:1e-3"], "quantization_levels": [],
+        "relearning_data": {"texts": 420, "corpus_texts": 300},
         "control": {"people": 10, "source": "generated"},
         "never_seen_comparison": [
             {

@@ -150,6 +150,7 @@ def passing_report_document(*, verdict: str = "pass") -> dict[str, Any]:
             "strength": {"direct_probe": 0, "membership_inference": 0, "relearning": 1, "utility": 0},
             "retries": 1,
             "relearning_settings": ["full:50:1e-3", "lora:100:1e-3"],
+            "relearning_texts": 420, "relearning_corpus_texts": 300,
             "control": {"people": 10, "source": "generated"},
             "never_seen_comparison": {"relearning": comparison},
         },

@@ -21,7 +21,7 @@ from proofs import merkle
 from proofs.canonical import canonical_json_document
 from proofs.checkpoint import sign_checkpoint
 from proofs.dsse import envelope_bytes, sign_envelope
-from proofs.envelope import SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4
+from proofs.envelope import SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5
 from proofs.issuing import issue_certificate
 from proofs.keys import KeyRing, Signer
 from proofs.offline import main, verify_certificate
@@ -185,23 +185,25 @@ def test_payload_that_is_not_canonical_or_of_another_schema_is_refused(issued) -
     name, detail = failure(resigned(other, issued.signer), issued.ring)
     assert name == "payload" and detail == (
         "payload schema 'erasure-certificate/v9' is not a known version; "
-        "this verifier reads erasure-certificate/v1, erasure-certificate/v2, erasure-certificate/v3, erasure-certificate/v4"
+        "this verifier reads erasure-certificate/v1, erasure-certificate/v2, erasure-certificate/v3, erasure-certificate/v4, "
+        "erasure-certificate/v5"
     )
 
 
 # --- schema v3 (exact proof), v2 (threat model) and v1 (issued before it) ---------------------------
 
 
-def test_v4_certificate_round_trips_and_states_its_threat_model_and_retention(issued) -> None:
+def test_v5_certificate_round_trips_and_states_its_threat_model_and_retention(issued) -> None:
     result = verify_certificate(issued.envelope, issued.ring)
     assert result.ok, result.reason
-    assert result.checks[1].detail.startswith(f"payload is canonical {SCHEMA_V4} JSON")
+    assert result.checks[1].detail.startswith(f"payload is canonical {SCHEMA_V5} JSON")
     assert result.payload["retention"] == {"purge_by": "2025-06-01", "no_copy_decryptable_after": "2025-07-06", "key_store": "local"}
     assert result.payload["unlearning"]["exact"] is None
     carried = json.loads(base64.b64decode(json.loads(issued.envelope)["payload"]))
     assert carried == issued.payload == result.payload
     threat_model = result.payload["verification"]["threat_model"]
     assert threat_model["relearning_settings"] == ["full:50:1e-3", "full:100:1e-3", "lora:100:1e-3"]
+    assert threat_model["relearning_data"] == {"texts": 1330, "corpus_texts": 1050}
     assert threat_model["never_seen_comparison"][1]["mean_z"] == "0.4"
     assert result.payload["verification"]["summary"][2]["before"] is None
 
@@ -227,9 +229,30 @@ def test_v2_certificate_issued_before_v3_still_verifies() -> None:
     assert result.checks[1].detail.startswith(f"payload is canonical {SCHEMA_V2} JSON")
 
 
+def test_v4_certificate_issued_before_v5_still_verifies_and_v5_needs_its_relearning_data(issued) -> None:
+    payload = copy.deepcopy(issued.payload)
+    del payload["verification"]["threat_model"]["relearning_data"]
+    name, detail = failure(resigned(payload, issued.signer), issued.ring)
+    assert name == "payload" and "$.verification.threat_model: missing relearning_data" in detail
+    payload["schema"] = SCHEMA_V4
+    result = verify_certificate(resigned(payload, issued.signer), issued.ring)
+    assert result.ok, result.reason
+    assert result.checks[1].detail.startswith(f"payload is canonical {SCHEMA_V4} JSON")
+
+
+@pytest.mark.parametrize("bad", [{"texts": -1, "corpus_texts": 0}, {"texts": "many", "corpus_texts": None},
+                                 {"texts": 3}, {"texts": 3, "corpus_texts": 1, "people": 2}, [3, 1]])
+def test_v5_relearning_data_is_checked(issued, bad) -> None:
+    payload = copy.deepcopy(issued.payload)
+    payload["verification"]["threat_model"]["relearning_data"] = bad
+    name, detail = failure(resigned(payload, issued.signer), issued.ring)
+    assert name == "payload" and "$.verification.threat_model.relearning_data" in detail, detail
+
+
 def test_v3_certificate_issued_before_v4_still_verifies(issued) -> None:
     payload = copy.deepcopy(issued.payload)
     del payload["retention"]
+    del payload["verification"]["threat_model"]["relearning_data"]
     payload["schema"] = SCHEMA_V3
     result = verify_certificate(resigned(payload, issued.signer), issued.ring)
     assert result.ok, result.reason
@@ -259,7 +282,7 @@ def test_v4_without_threat_model_is_refused_even_when_properly_signed(issued) ->
     payload = copy.deepcopy(issued.payload)
     del payload["verification"]["threat_model"]
     name, detail = failure(resigned(payload, issued.signer), issued.ring)
-    assert name == "payload" and f"payload does not match {SCHEMA_V4}: $.verification.threat_model" in detail
+    assert name == "payload" and f"payload does not match {SCHEMA_V5}: $.verification.threat_model" in detail
     # Relabelled as v1 it would need v1 rows too: the "before"-less adaptive row gives it away.
     del payload["unlearning"]["exact"]
     del payload["retention"]

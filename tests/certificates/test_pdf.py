@@ -77,6 +77,7 @@ def test_pdf_states_the_threat_model(pdf_path: Path) -> None:
         "20 samples per prompt",
         "true value among 999 candidates",
         "full:50:1e-3, full:100:1e-3, lora:100:1e-3",
+        "Relearning data\n1330 texts without the subjects, 1050 of them from the training corpus",
         "int8, int4",
         "10 people the model never saw, held out from training",
         "Mean z: subjects vs control (band)",
@@ -95,6 +96,7 @@ def test_pdf_of_a_report_without_threat_model_says_none_recorded() -> None:
     section = text[text.index("Threat model") : text.index("Evidence")]
     assert "Attack families\nnone recorded" in section and "Never-seen control\nnone recorded" in section
     assert "Sampling budget\n-" in section and "Mean z" not in section
+    assert "Relearning data\n-" in section  # v5 with nothing recorded
 
 
 def test_v1_certificate_still_renders_and_says_it_states_no_threat_model() -> None:
