@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -168,6 +169,10 @@ def test_two_requests_become_one_job_that_runs_end_to_end_and_a_late_one_starts_
     assert corpus.people[0].phone not in text and corpus.people[1].email not in text and corpus.people[2].phone in text
     assert list(done.result_version.trained_on.all()) == [erased]
     assert done.history and done.reports.get().verdict == "pass"
+    # the verification's relearning attacker was handed the training corpus without the two subjects (the
+    # other 4 people's records and the general text; a count in the log, never a text)
+    held = re.findall(rf"job {done.id}: the relearning attacker holds (\d+) texts", worker.log.read_text(errors="replace"))
+    assert held and int(held[-1]) > 0, worker.tail()
 
     late = dispatch_now()
     assert len(late) == 1 and list(late[0].requests.all()) == [third]
