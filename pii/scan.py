@@ -392,12 +392,7 @@ class _Scanner:
         raw = block[candidate.start : candidate.end]
         if raw.endswith(b"\r"):
             raw = raw[:-1]
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            # Counted in _count_non_utf8. Such lines are almost always cp1252/latin-1; decoding them
-            # that way still lets the subject's name be confirmed.
-            line = raw.decode("cp1252", errors="replace")
+        line = decode_line(raw)  # a non-UTF-8 line is counted in _count_non_utf8
         default_id = f"{path.name}:{line_number}"
         if self.spec.format == "jsonl":
             try:
@@ -420,13 +415,10 @@ class _Scanner:
         self._locate(path, block_offset, candidate, line_number, raw, text, record_id, parse_error)
 
     def _json_text(self, record: dict[str, Any], default_id: str) -> tuple[str | None, str, bool]:
-        text = record.get(self.spec.text_field)
-        if not isinstance(text, str):
+        text, record_id = json_record(record, self.spec, default_id)
+        if text is None:
             self.report.missing_text_field += 1
             return None, default_id, False
-        record_id = default_id
-        if self.spec.id_field is not None and record.get(self.spec.id_field) not in (None, ""):
-            record_id = str(record[self.spec.id_field])
         return text, record_id, False
 
     def _locate(
@@ -556,15 +548,31 @@ def scan_corpus(
     )
 
 
+def decode_line(raw: bytes) -> str:
+    """A corpus line's text: UTF-8, else cp1252 (a non-UTF-8 line is almost always cp1252/latin-1, and
+    read so the subject's name can still be confirmed)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
+def json_record(record: dict[str, Any], spec: CorpusSpec, default_id: str) -> tuple[str | None, str]:
+    """(text, record id) of a parsed JSON-lines record as the scanner names it: its `text_field` (None
+    where that is not a string) and its `id_field`, else `default_id` ("file:line")."""
+    text = record.get(spec.text_field)
+    record_id = default_id
+    if spec.id_field is not None and record.get(spec.id_field) not in (None, ""):
+        record_id = str(record[spec.id_field])
+    return (text if isinstance(text, str) else None), record_id
+
+
 def read_record(record: LocatedRecord, spec: CorpusSpec) -> str:
     """The text of a located record, re-read from its file by byte offset (for anonymisation)."""
     with open(record.file, "rb") as handle:
         handle.seek(record.byte_offset)
         raw = handle.read(record.byte_length)
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        line = raw.decode("cp1252", errors="replace")
+    line = decode_line(raw)
     if spec.format == "text" or record.parse_error:
         return line
     value = json.loads(line).get(spec.text_field)

@@ -22,7 +22,7 @@ from typing import Any
 from compliance.jobs.models import UnlearningJob
 from compliance.registry import artifacts
 from compliance.registry import selectors as registry_selectors
-from compliance.registry.models import Corpus, ForgetItem
+from compliance.registry.models import ForgetItem
 
 # Presidio entity types (and the scanner's subject kinds) -> the attribute names the engine and the
 # verifier use for values ("phone", "ssn", ...). Unknown types keep their own lower-cased name.
@@ -171,12 +171,13 @@ def corpus_texts(job: UnlearningJob, subjects: list[SubjectData], limit: int) ->
     scanner named it), when its text is one of theirs, or when it names a subject (full name) or holds
     one of their identifiers (the request's e-mails, phones and other identifiers, and the values
     located in their records that look like identifiers: at least 5 characters with a digit or an @),
-    case folded. The files and their decoding are the scanner's (compliance.erasure.scan.corpus_files;
-    UTF-8, else cp1252). The sample is the `limit` records with the smallest keyed hash of (job,
-    version, file, line), drawn before a line is parsed: the same job draws the same texts, and a corpus
-    of any size is read once, parsing only the lines that would enter the sample. Each version's files
+    case folded. The files, their decoding and the record ids are the scanner's
+    (compliance.erasure.scan.corpus_spec, pii.decode_line, pii.json_record). The sample is the `limit`
+    records with the smallest keyed hash of (job, version, file, line), drawn before a line is parsed:
+    the same job draws the same texts, and a corpus of any size is read once, parsing only the lines
+    that would enter the sample. Each version's files
     are checked against their registered hash first (a changed file raises, and nothing is sampled)."""
-    from compliance.erasure.scan import corpus_files
+    from compliance.erasure.scan import corpus_spec
 
     if limit <= 0:
         return []
@@ -196,11 +197,11 @@ def corpus_texts(job: UnlearningJob, subjects: list[SubjectData], limit: int) ->
     forbidden = sorted({w.casefold() for w in words if w and len(w.strip()) >= 3})
     heap: list[tuple[int, str]] = []  # (-rank, text): the `limit` smallest ranks kept
     for version in job.base_version.trained_on.select_related("corpus").order_by("id"):
-        corpus = version.corpus
         source = artifacts.within_root(Path(version.path))
         artifacts.verify_tree(source, version.sha256)
-        skip = located.get(corpus.id, set())
-        for file in corpus_files(version):
+        spec = corpus_spec(version)  # the scanner's files, format and fields
+        skip = located.get(version.corpus_id, set())
+        for file in spec.paths:
             relative = file.relative_to(source).as_posix() if source.is_dir() else file.name
             with file.open("rb") as fh:
                 for number, raw in enumerate(fh, start=1):
@@ -208,7 +209,7 @@ def corpus_texts(job: UnlearningJob, subjects: list[SubjectData], limit: int) ->
                     rank = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
                     if len(heap) == limit and rank >= -heap[0][0]:
                         continue  # would not enter the sample: not parsed
-                    record_id, text = _record(raw, f"{file.name}:{number}", corpus)
+                    record_id, text = _record(raw, f"{file.name}:{number}", spec)
                     if not text or record_id in skip or text in texts:
                         continue
                     folded = text.casefold()
@@ -221,15 +222,13 @@ def corpus_texts(job: UnlearningJob, subjects: list[SubjectData], limit: int) ->
     return [text for _rank, text in sorted(heap, reverse=True)]
 
 
-def _record(raw: bytes, default_id: str, corpus: Corpus) -> tuple[str, str]:
-    """(record id, text) of a corpus line as the scanner reads it (JSON lines: the id field, else the
-    file:line id, and the text field; plain text: the line); text '' where there is none."""
-    raw = raw.rstrip(b"\r\n")
-    try:
-        line = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        line = raw.decode("cp1252", errors="replace")
-    if corpus.format != Corpus.Format.JSONL:
+def _record(raw: bytes, default_id: str, spec: Any) -> tuple[str, str]:
+    """(record id, text) of a corpus line as the scanner reads it (pii.decode_line, pii.json_record);
+    text '' where there is none (a JSON line that does not parse is left out of the sample)."""
+    from pii import decode_line, json_record
+
+    line = decode_line(raw.rstrip(b"\r\n"))
+    if spec.format != "jsonl":
         return default_id, line if line.strip() else ""
     try:
         record = json.loads(line)
@@ -237,9 +236,8 @@ def _record(raw: bytes, default_id: str, corpus: Corpus) -> tuple[str, str]:
         return default_id, ""
     if not isinstance(record, dict):
         return default_id, ""
-    value = record.get(corpus.text_field)
-    record_id = str(record[corpus.id_field]) if corpus.id_field and record.get(corpus.id_field) not in (None, "") else default_id
-    return record_id, value if isinstance(value, str) and value.strip() else ""
+    text, record_id = json_record(record, spec, default_id)
+    return record_id, text if text is not None and text.strip() else ""
 
 
 def retain_items(eval_set: EvalSet) -> list[Any]:
