@@ -394,6 +394,7 @@ def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoC
     controls = controls_for(corpus, args.controls)
     retain = facts_for(corpus, [p.person_id for p in corpus.people][: args.retain_people])
     general = [r.text for r in corpus.records if r.kind == "general"]
+    other = corpus_without(corpus, [])  # never-seen people hold no record of the corpus
     fails: dict[str, int] = {name: 0 for name in sorted(wanted)}
     any_fail = 0
     started = time.perf_counter()
@@ -407,7 +408,7 @@ def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoC
                 report = verify_loaded(lm=lm, base_loader=None, subjects=[subject], retain=retain,
                                        holdout_texts=[t for t in holdout_texts(corpus) if t not in own],
                                        general_texts=general, policy=policy, controls=controls,
-                                       other_texts=corpus_without(corpus, []))
+                                       other_texts=other)
             failed = sorted({c.attack for c in report.verdict.checks if c.decides_failure})
             for name in failed:
                 fails[name] += 1

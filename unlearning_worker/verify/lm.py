@@ -66,6 +66,14 @@ def encode(lm: LoadedModel, text: str, *, special_tokens: bool = False) -> list[
     return list(lm.tokenizer(text, add_special_tokens=special_tokens)["input_ids"])
 
 
+def encode_many(lm: LoadedModel, texts: Sequence[str], *, special_tokens: bool = False) -> list[list[int]]:
+    """encode() of each text, in one batched tokenizer call (thousands of texts at once: the
+    relearning attacker's data)."""
+    if not texts:
+        return []
+    return [list(ids) for ids in lm.tokenizer(list(texts), add_special_tokens=special_tokens)["input_ids"]]
+
+
 def generate(
     lm: LoadedModel,
     prompts: Sequence[str],

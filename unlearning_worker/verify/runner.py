@@ -95,6 +95,7 @@ def verify_loaded(
     corpus without the subjects' records), which the relearning attack fine-tunes on as well."""
     started = time.perf_counter()
     _check_inputs(subjects, retain)
+    other = tuple(other_texts)  # shared by every attack's context
     control_people = list(controls) if controls is not None else never_seen_controls(subjects, retain, policy)
     _check_inputs([*subjects, *control_people], retain)
     population, secrets = _secrets([*subjects, *control_people], retain)
@@ -126,7 +127,7 @@ def verify_loaded(
             secrets=secrets,
             population=population,
             controls=control_people,
-            other_texts=list(other_texts),
+            other_texts=other,
         )
 
     # 2. The new version, with retries at stronger settings while everything passes.

@@ -57,7 +57,7 @@ from unlearning_worker.verify.attacks.common import (
 )
 from unlearning_worker.verify.attacks.whitebox import candidate_logprobs
 from unlearning_worker.verify.facts import SubjectFacts
-from unlearning_worker.verify.lm import LoadedModel, encode
+from unlearning_worker.verify.lm import LoadedModel, encode_many
 from unlearning_worker.verify.registry import AttackContext, AttackOutcome, Cell, rate, register_attack
 from unlearning_worker.verify.scoring import DecoySampler, Secret, secret_of
 
@@ -676,7 +676,7 @@ def _relearn(lm: LoadedModel, texts: Sequence[str], setting: RelearnSetting, *, 
     params = [p for p in model.parameters() if p.requires_grad]
     optimiser = torch.optim.AdamW(params, lr=setting.lr, weight_decay=0.0)
     rng = random.Random(f"relearn:{seed}:{setting.name}")
-    encoded = [encode(lm, t)[: lm.max_positions] for t in texts]
+    encoded = [e[: lm.max_positions] for e in encode_many(lm, texts)]  # the corpus's 20,000 texts at most
     encoded = [e for e in encoded if len(e) > 1]
     pad = lm.tokenizer.pad_token_id
     order: list[int] = []
