@@ -439,10 +439,11 @@ PII_SPACY_MODEL = env_str("PII_SPACY_MODEL")  # e.g. en_core_web_sm when install
 PRI_POLICY_FILE = env_str("PRI_POLICY_FILE")
 VERIFICATION_POLICY_FILE = env_str("VERIFICATION_POLICY_FILE")
 # Records of the model's training corpora (without the job's located records, nor texts naming a subject
-# or holding one of their identifiers) the verifier's relearning attack fine-tunes on, beside the eval
-# set's retain records; the engine does not train on them: an attacker who holds the rest of the corpus
-# brings more back than one who holds 40 people's records (docs/DESIGN-NOTES.md, stop 44). A seeded
-# sample of at most this many; 0: the eval set alone.
+# or holding one of their identifiers) the relearning attackers fine-tune on, beside the eval set's
+# retain records: the verifier's, and the engine's in-loop one (the model itself is not trained on
+# them): an attacker who holds the rest of the corpus brings more back than one who holds 40 people's
+# records (docs/DESIGN-NOTES.md, stops 44-45). A seeded sample of at most this many, the same for both
+# phases of a job; 0: the eval set alone.
 VERIFICATION_CORPUS_TEXTS = env_int("VERIFICATION_CORPUS_TEXTS", 20000, minimum=0)
 CORPUS_ERASURE_MODE = env_str("CORPUS_ERASURE_MODE", "remove")
 if CORPUS_ERASURE_MODE not in {"remove", "anonymise"}:

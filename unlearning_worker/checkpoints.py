@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ from unlearning_worker.modeling import (
 MANIFEST_FILE = "unlearning_manifest.json"
 
 
-def data_fingerprint(model_dir: Path, forget: list[ForgetItem], retain: list[RetainItem]) -> str:
+def data_fingerprint(model_dir: Path, forget: list[ForgetItem], retain: list[RetainItem],
+                     relearning: Sequence[str] = ()) -> str:
     """Identifies the inputs a checkpoint belongs to (hash only: no PII is stored with it)."""
     digest = hashlib.sha256()
     for name in sorted(p.name for p in model_dir.iterdir() if p.is_file()):
@@ -36,6 +38,8 @@ def data_fingerprint(model_dir: Path, forget: list[ForgetItem], retain: list[Ret
         digest.update(json.dumps([item.subject_key, item.prompt, item.completion, item.pii_spans, item.pri]).encode())
     for r in retain:
         digest.update(json.dumps([r.prompt, r.completion, r.pii_spans, r.subject_key, r.subject_name]).encode())
+    if relearning:  # the in-loop attacker's texts (a run without them keeps its earlier fingerprint)
+        digest.update(json.dumps(["relearning", list(relearning)]).encode())
     return digest.hexdigest()
 
 

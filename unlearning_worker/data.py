@@ -116,6 +116,16 @@ def encode(tokenizer: Any, prompt: str, completion: str, spans: Sequence[tuple[i
     )
 
 
+def text_example(tokenizer: Any, text: str, *, max_tokens: int) -> Example | None:
+    """A whole text as a relearning attacker trains on it: the tokenizer's BOS (where it has one) and
+    the text's tokens, at most `max_tokens` in all; every token after the first is a target. None for
+    a text too short to predict anything from (engine.RelearningAdversary's corpus texts)."""
+    ids = (prompt_ids(tokenizer, "") + list(tokenizer(text, add_special_tokens=False)["input_ids"]))[:max_tokens]
+    if len(ids) < 2:
+        return None
+    return Example(input_ids=ids, answer_mask=[False] + [True] * (len(ids) - 1), span_mask=[False] * len(ids))
+
+
 @dataclass(frozen=True)
 class Batch:
     input_ids: torch.Tensor  # (B, T) right-padded

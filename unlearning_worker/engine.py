@@ -46,7 +46,7 @@ from unlearning_worker.checkpoints import (
     load_checkpoint,
     save_output,
 )
-from unlearning_worker.data import ForgetItem, RetainItem, encode, step_indices
+from unlearning_worker.data import Example, ForgetItem, RetainItem, encode, step_indices, text_example
 from unlearning_worker.evaluation import (
     EvalPoint,
     Evaluator,
@@ -170,8 +170,14 @@ def run_unlearning(
     progress: Callable[[ProgressEvent], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     checkpoint_dir: Path | None = None,
+    relearning: Sequence[str] = (),
 ) -> UnlearningResult:
-    """Unlearn `forget` from the model in `model_dir` and write the new model to `out_dir` (see module doc)."""
+    """Unlearn `forget` from the model in `model_dir` and write the new model to `out_dir` (see module doc).
+
+    `relearning`: texts the in-loop relearning attacker (RelearningAdversary) fine-tunes on besides the
+    retain records, none of them a subject's (the worker gives it the verifier's sample of the training
+    corpora: compliance.jobs.inputs.corpus_texts). Nothing is trained on them but the attacker's copy:
+    the model's retain term and utility checks read the retain records alone."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not (model_dir / "config.json").is_file():
         raise ValueError("model_dir is not a Hugging Face model directory (no config.json)")
@@ -191,7 +197,22 @@ def run_unlearning(
         fsdp.check_spec(spec)
     forget = _targeted(forget, spec)
     with _threads(spec.num_threads):
-        return _run(model_dir, out_dir, forget, retain, spec, progress, should_cancel, checkpoint_dir)
+        return _run(model_dir, out_dir, forget, retain, spec, progress, should_cancel, checkpoint_dir, list(relearning))
+
+
+# the in-loop attacker reads at most this many tokens of a corpus text (a document of a real corpus
+# can run to thousands; the verifier's attacker reads up to the model's context)
+ATTACKER_TOKENS = 512
+
+
+def attacker_texts(tokenizer: Any, retain: list[Example], texts: Sequence[str], model: Any) -> list[Example]:
+    """What the in-loop attacker fine-tunes on: the retain records, then each of `texts` whole (data.text_example:
+    at most ATTACKER_TOKENS and the model's context; too short a text is left out)."""
+    config = getattr(model, "config", None)
+    context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or ATTACKER_TOKENS
+    limit = min(int(context), ATTACKER_TOKENS)
+    extra = [text_example(tokenizer, t, max_tokens=limit) for t in texts]
+    return [*retain, *(e for e in extra if e is not None)]
 
 
 def _whole_record(spec: UnlearningSpec) -> bool:
@@ -228,6 +249,7 @@ def _run(
     progress: Callable[[ProgressEvent], None] | None,
     should_cancel: Callable[[], bool] | None,
     checkpoint_dir: Path | None,
+    relearning: list[str],
 ) -> UnlearningResult:
     started = time.perf_counter()
     emit = progress or (lambda _event: None)
@@ -250,7 +272,8 @@ def _run(
     forget_examples = [encode(tokenizer, f.prompt, f.completion, f.pii_spans) for f in forget]
     retain_examples = [encode(tokenizer, r.prompt, r.completion, r.pii_spans) for r in retain]
     ctx = MethodContext(model, tokenizer, spec, list(forget), forget_examples, retain_examples, device,
-                        passes_by_length=fsdp.active() is None)
+                        passes_by_length=fsdp.active() is None,
+                        relearning=attacker_texts(tokenizer, retain_examples, relearning, model) if relearning else None)
     method = build_method(ctx)
     pad_id = ctx.pad_id
 
@@ -307,7 +330,7 @@ def _run(
     )
 
     # 2-3. resume, or cache references and measure the starting point
-    fingerprint = data_fingerprint(model_dir, forget, retain)
+    fingerprint = data_fingerprint(model_dir, forget, retain, relearning)
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     state = load_checkpoint(checkpoint_path, spec_hash, fingerprint)
     trainable_names = [n for n, _ in trainable_parameters(model)]
@@ -372,7 +395,7 @@ def _run(
         }, path)
 
     # 4. unlearn, stopping on evidence
-    adversary = RelearningAdversary(model, spec) if spec.adversary_every and retain else None
+    adversary = RelearningAdversary(model, spec) if spec.adversary_every and ctx.attacker_examples else None
     if adversary is not None and state is not None and state.get("adversary"):
         adversary.load_state(state["adversary"])
     if adversary is not None:
@@ -424,8 +447,7 @@ def _run(
                             value if key == "total" else value * (retained if key == "retain" else share))
             if adversary is not None and step % spec.adversary_every == 0:
                 with clock("adversary"):
-                    step_losses["adversary"] = adversary.gradient(method, params, [fsdp.split(c) for c in chunks],
-                                                                  retain, step)
+                    step_losses["adversary"] = adversary.gradient(method, params, [fsdp.split(c) for c in chunks], step)
             with clock("steps"):
                 apply_masks(model, masks)
                 torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
@@ -501,6 +523,8 @@ def _run(
         "base_model_config_sha256": file_sha256(model_dir / "config.json"),
         "history": [asdict(p) for p in history], "resumed_from_step": resumed_from,
         "start_lr": lr0, "backoffs": [asdict(b) for b in backoffs], "forget_micro_batch": micro,
+        # what the in-loop attacker fine-tuned on: the retain records and this many other texts (a count)
+        "adversary_texts": len(relearning) if adversary is not None else 0,
     }
     with clock("save"):
         if fsdp.active() is None:
@@ -637,7 +661,7 @@ class RelearningAdversary:
         self.rounds = int(state["rounds"])
 
     def gradient(self, method: UnlearningMethod, params: list[torch.nn.Parameter], chunks: list[list[int]],
-                 retain: list[RetainItem], step: int) -> float:
+                 step: int) -> float:
         """Move this round's attacker on, add its forget gradient on the step's forget items (`chunks`,
         its micro-batches; x adversary_weight) to `params`' and return its forget loss."""
         spec = self.spec
@@ -655,7 +679,8 @@ class RelearningAdversary:
         try:
             for k in range(spec.adversary_steps):
                 draw = step * spec.adversary_steps + k
-                idx = step_indices(len(retain), spec.retain_batch_size, draw, seed=spec.seed, salt="adversary")
+                idx = step_indices(len(method.ctx.attacker_examples), spec.retain_batch_size, draw, seed=spec.seed,
+                                   salt="adversary")
                 method.relearning_loss(idx, draw).backward()
                 torch.nn.utils.clip_grad_norm_(attacker.params, spec.max_grad_norm)
                 attacker.optimiser.step()

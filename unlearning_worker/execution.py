@@ -74,7 +74,8 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
         steps, stop_reason = job.step, job.stop_reason or "resumed"
     else:
         try:
-            steps, stop_reason = _run_engine(job, sink, spec, base_dir, out_dir, forget, retain, checkpoints)
+            steps, stop_reason = _run_engine(job, sink, spec, base_dir, out_dir, forget, retain, checkpoints,
+                                             _attacker_texts(job, subjects, spec))
         except UnlearningCancelled:
             if sink.lost or heartbeat.lost:
                 return "claim_lost"
@@ -165,7 +166,8 @@ def _approximate_on(
     subjects, _, _ = inputs.subjects_and_items(job)
     spec = _engine_spec(job, worker_device())
     retain = inputs.retain_items(inputs.eval_set(job, subjects))
-    steps, _stop = _run_engine(job, sink, spec, model_dir, out_dir, forget, retain, outputs.checkpoint_dir(job))
+    steps, _stop = _run_engine(job, sink, spec, model_dir, out_dir, forget, retain, outputs.checkpoint_dir(job),
+                               _attacker_texts(job, subjects, spec))
     shutil.rmtree(outputs.checkpoint_dir(job), ignore_errors=True)
     return steps
 
@@ -195,9 +197,23 @@ def _engine_spec(job: UnlearningJob, device: str) -> Any:
     return spec.replace(**changes) if changes else spec
 
 
+def _attacker_texts(job: UnlearningJob, subjects: list[inputs.SubjectData], spec: Any) -> list[str]:
+    """The corpus texts the engine's in-loop relearning attacker fine-tunes on besides the retain records:
+    the verifier's own sample (inputs.corpus_texts, settings.VERIFICATION_CORPUS_TEXTS; the same job
+    draws the same texts), so the run's stop rule reads an attacker that holds what the verifier's
+    holds. The engine trains nothing on them but the attacker's copy (people whose requests are still
+    pending are among them). None where the run has no in-loop attacker (spec.adversary_every 0, or a
+    run sharded over processes)."""
+    if not spec.adversary_every or int(settings.UNLEARNING_PROCESSES) > 1:
+        return []
+    texts = inputs.corpus_texts(job, subjects, settings.VERIFICATION_CORPUS_TEXTS)
+    logger.info("job %s: the in-loop relearning attacker holds %d texts of the training corpora", job.id, len(texts))
+    return texts
+
+
 def _run_engine(
     job: UnlearningJob, sink: ProgressSink, spec: Any, model_dir: Path, out_dir: Path, forget: list[Any],
-    retain: list[Any], checkpoints: Path,
+    retain: list[Any], checkpoints: Path, relearning: list[str],
 ) -> tuple[int, str]:
     """The engine's run in this process, or sharded over settings.UNLEARNING_PROCESSES processes (FSDP:
     unlearning_worker.distributed; such a run takes no checkpoints). Returns (steps, stop reason)."""
@@ -215,7 +231,7 @@ def _run_engine(
     from unlearning_worker.engine import run_unlearning
 
     run = run_unlearning(model_dir=model_dir, out_dir=out_dir, forget=forget, retain=retain, spec=spec, progress=sink,
-                         should_cancel=sink.should_cancel, checkpoint_dir=checkpoints)
+                         should_cancel=sink.should_cancel, checkpoint_dir=checkpoints, relearning=relearning)
     return run.steps, run.stop_reason
 
 

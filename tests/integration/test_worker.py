@@ -217,6 +217,14 @@ def test_a_worker_killed_mid_job_leaves_the_base_untouched_and_a_new_worker_fini
     done = wait_for(lambda: finished(job), timeout=600, stall=120, what="the resumed job to finish", worker=second)
     assert done.status == JobStatus.SUCCEEDED, (done.error, second.tail())
     assert done.step >= 30
+    # both workers handed the in-loop attacker the same corpus sample (the job's seeded draw), so the
+    # second resumed the first's checkpoint: its fingerprint covers those texts
+    manifest = json.loads((Path(done.result_version.path) / "unlearning_manifest.json").read_text())
+    held = [int(n) for w in (first, second)
+            for n in re.findall(rf"job {job.id}: the in-loop relearning attacker holds (\d+) texts", w.log.read_text(errors="replace"))]
+    assert len(held) >= 2 and len(set(held)) == 1 and held[0] > 0, second.tail()
+    assert manifest["adversary_texts"] == held[0]
+    assert manifest["resumed_from_step"] is not None and manifest["resumed_from_step"] > 0  # a checkpoint, not step 0
     events = [leaf_document(leaf)["type"] for leaf in AuditLeaf.objects.order_by("seq")]
     assert "job.requeued" in events and events.count("job.claimed") >= 3  # unlearning twice, verification once
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from tests.integration.conftest import POLICY
 from unlearning_worker.execution import _engine_spec
 from unlearning_worker.spec import UnlearningSpec
@@ -28,3 +30,22 @@ def test_the_engine_asks_the_questions_of_the_policy_that_will_judge_the_job(set
     # a spec that names its own questions keeps them
     own = UnlearningSpec(question_templates=("Q: {name}'s {label}?\nA:",), question_labels={"phone": "phone"})
     assert _engine_spec(SimpleNamespace(spec=own.to_dict()), "cpu").question_templates == own.question_templates  # type: ignore[arg-type]
+
+
+def test_the_in_loop_attacker_gets_the_verifiers_corpus_sample_only_where_the_run_has_one(
+    settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from compliance.jobs import inputs
+    from unlearning_worker import execution
+
+    calls: list[tuple[Any, list[Any], int]] = []
+    monkeypatch.setattr(inputs, "corpus_texts", lambda job, subjects, limit: calls.append((job, subjects, limit)) or ["a", "b"])
+    job, subjects = SimpleNamespace(id="j"), [SimpleNamespace(subject_key="s")]
+    settings.VERIFICATION_CORPUS_TEXTS, settings.UNLEARNING_PROCESSES = 123, 1
+    assert execution._attacker_texts(job, subjects, UnlearningSpec(adversary_every=5)) == ["a", "b"]  # type: ignore[arg-type]
+    assert calls == [(job, subjects, 123)]  # the verifier's sample: the same function, job and cap
+    # no in-loop attacker, or a run sharded over processes (which runs none): the corpus is not read
+    assert execution._attacker_texts(job, subjects, UnlearningSpec(adversary_every=0)) == []  # type: ignore[arg-type]
+    settings.UNLEARNING_PROCESSES = 2
+    assert execution._attacker_texts(job, subjects, UnlearningSpec(adversary_every=5)) == []  # type: ignore[arg-type]
+    assert len(calls) == 1

@@ -427,7 +427,7 @@ def test_adversarial_relearning_adds_the_relearned_forget_gradient_and_leaves_th
     relearned = method.relearned_forget_loss
     method.relearned_forget_loss = lambda idx, step: attacked.append(list(idx)) or relearned(idx, step)  # type: ignore[method-assign]
     chunks = [list(range(3)), list(range(3, len(forget)))]
-    loss_after_attack = adversary.gradient(method, params, chunks, retain, 0)
+    loss_after_attack = adversary.gradient(method, params, chunks, 0)
     assert attacked == chunks  # every micro-batch of the step is attacked, not the first alone
     assert loss_after_attack > 0
     assert method.ctx.model is model  # the shadow copy was swapped back out
@@ -478,11 +478,11 @@ def test_the_in_loop_attacker_trains_on_whole_texts_in_both_framings_and_keeps_i
         return relearn(idx, draw)
 
     method.relearning_loss = record  # type: ignore[method-assign]
-    adversary.gradient(method, params, [[0, 1]], retain, 0)
+    adversary.gradient(method, params, [[0, 1]], 0)
     first_drift = adversary.copies[0].drift[0].clone()
     assert first_drift.abs().sum() > 0
-    adversary.gradient(method, params, [[0, 1]], retain, 1)
-    adversary.gradient(method, params, [[0, 1]], retain, 2)
+    adversary.gradient(method, params, [[0, 1]], 1)
+    adversary.gradient(method, params, [[0, 1]], 2)
     assert torch.allclose(starts[0], params[0].detach())
     assert torch.allclose(starts[1], params[0].detach() + first_drift)
     assert torch.allclose(starts[2], params[0].detach())
@@ -512,12 +512,12 @@ def test_the_in_loop_attacker_takes_turns_between_full_weights_and_a_lora_adapte
     assert len(lora.base) == len(params) and all(a.shape == b.shape for a, b in zip(lora.base, params, strict=True))
     assert lora.params and all("lora_" in n for n, p in lora.shadow.named_parameters() if p.requires_grad)
 
-    adversary.gradient(method, params, [[0, 1]], retain, 0)  # full
+    adversary.gradient(method, params, [[0, 1]], 0)  # full
     assert (full.rounds, lora.rounds) == (1, 0) and adversary.attacked == [full]
     for p in params:
         p.grad = None
     model.transformer.h[0].attn.c_attn.weight.data.add_(0.01)  # the model moves on between rounds
-    adversary.gradient(method, params, [[0, 1]], retain, 1)  # lora
+    adversary.gradient(method, params, [[0, 1]], 1)  # lora
     assert (full.rounds, lora.rounds) == (1, 1) and adversary.attacked == [full, lora]
     assert all(torch.equal(b, p.detach()) for b, p in zip(lora.base, params, strict=True))  # on the model as it is
     adapter = [p.detach().clone() for p in lora.params]
@@ -536,10 +536,10 @@ def test_the_in_loop_attacker_takes_turns_between_full_weights_and_a_lora_adapte
         return relearn(idx, draw)
 
     method.relearning_loss = record  # type: ignore[method-assign]
-    adversary.gradient(method, params, [[0, 1]], retain, 2)  # full
-    adversary.gradient(method, params, [[0, 1]], retain, 3)  # lora, round 2: the adapter kept
-    adversary.gradient(method, params, [[0, 1]], retain, 4)  # full
-    adversary.gradient(method, params, [[0, 1]], retain, 5)  # lora, round 3: past the horizon, fresh
+    adversary.gradient(method, params, [[0, 1]], 2)  # full
+    adversary.gradient(method, params, [[0, 1]], 3)  # lora, round 2: the adapter kept
+    adversary.gradient(method, params, [[0, 1]], 4)  # full
+    adversary.gradient(method, params, [[0, 1]], 5)  # lora, round 3: past the horizon, fresh
     assert all(torch.equal(a, b) for a, b in zip(starts[0], adapter, strict=True))
     assert all(torch.equal(a, b) for a, b in zip(starts[1], lora.fresh, strict=True))
     assert (full.rounds, lora.rounds, adversary.rounds) == (3, 3, 6)
@@ -985,3 +985,81 @@ def test_a_retain_batch_sliced_over_micro_batches_steps_as_one_batch_with_the_fi
     for a, b in zip(sliced, whole, strict=True):
         assert a.keys() == b.keys() and "retain" in a
         assert all(a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-6) for k in a)
+
+
+def test_the_in_loop_attacker_also_fine_tunes_on_the_runs_corpus_texts_and_the_model_does_not(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker gives the engine the verifier's sample of the training corpora (`relearning`): its
+    attacker must draw from it beside the retain records, and the model's retain term must not (people
+    with pending requests are in it)."""
+    from unlearning_worker.data import text_example
+    from unlearning_worker.methods import UnlearningMethod
+
+    forget, retain = _items(tiny_corpus)
+    subject = tiny_corpus.people[0].person_id
+    # texts no retain record holds (the worker's sample is of the whole corpus, not the eval set)
+    texts = [f"Archive entry {i}. {r.text}" for i, r in enumerate(tiny_corpus.records)
+             if r.person_id not in {subject, ""} and r.kind != "general"][:20]
+    assert len(texts) == 20
+    drawn: list[list[int]] = []
+    retained: list[int] = []
+    pools: list[int] = []
+    relearn, retain_loss = UnlearningMethod.relearning_loss, UnlearningMethod.retain_loss
+
+    def spy_relearn(self: Any, idx: list[int], draw: int) -> torch.Tensor:
+        pools.append(len(self.ctx.attacker_examples))
+        drawn.append([list(self.ctx.attacker_examples[i].input_ids) for i in idx])
+        return relearn(self, idx, draw)
+
+    def spy_retain(self: Any, idx: list[int]) -> torch.Tensor:
+        retained.extend(idx)
+        return retain_loss(self, idx)
+
+    monkeypatch.setattr(UnlearningMethod, "relearning_loss", spy_relearn)
+    monkeypatch.setattr(UnlearningMethod, "retain_loss", spy_retain)
+    spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "adversary_every": 1, "adversary_steps": 2,
+                                      "retain_batch_size": 16}))
+    run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain, spec=spec,
+                   relearning=texts)
+    from unlearning_worker.modeling import load_model
+
+    _model, tokenizer = load_model(tiny_model_dir, spec, torch.device("cpu"))
+    corpus_ids = {tuple(e.input_ids) for t in texts if (e := text_example(tokenizer, t, max_tokens=512))}
+    assert set(pools) == {len(retain) + len(corpus_ids)}  # the retain records, then every text
+    seen = {tuple(ids) for batch in drawn for ids in batch}
+    assert seen & corpus_ids  # the corpus texts were fine-tuned on ...
+    assert retained and max(retained) < len(retain)  # ... by the attacker alone: the model's retain term reads retain
+
+
+def test_a_checkpoint_taken_without_the_attackers_texts_is_not_resumed_with_them(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    forget, retain = _items(tiny_corpus)
+    spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "adversary_every": 1, "checkpoint_every": 2}))
+    ckpt = tmp_path / "ckpt"
+    steps: list[int] = []
+    with pytest.raises(UnlearningCancelled):
+        run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "a", forget=forget, retain=retain, spec=spec,
+                       checkpoint_dir=ckpt, should_cancel=lambda: bool(steps) and steps[-1] >= 3,
+                       progress=lambda e: steps.append(e.step) if e.phase == "step" else None)
+    texts = [r.text for r in tiny_corpus.records if r.kind == "general"][:5]
+    other = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "b", forget=forget, retain=retain, spec=spec,
+                           checkpoint_dir=ckpt, relearning=texts)
+    assert other.resumed_from_step is None
+
+
+def test_a_corpus_text_is_read_whole_from_its_bos_up_to_the_attackers_token_cap(tiny_model_dir: Path) -> None:
+    from unlearning_worker.data import text_example
+    from unlearning_worker.modeling import load_model
+
+    _model, tokenizer = load_model(tiny_model_dir, UnlearningSpec(device="cpu"), torch.device("cpu"))
+    text = "Some record of a person that the attacker holds, read whole."
+    whole = text_example(tokenizer, text, max_tokens=512)
+    assert whole is not None
+    assert whole.input_ids[0] == tokenizer.bos_token_id
+    assert whole.input_ids[1:] == tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert whole.answer_mask == [False] + [True] * (len(whole.input_ids) - 1) and not any(whole.span_mask)
+    capped = text_example(tokenizer, text, max_tokens=4)
+    assert capped is not None and capped.input_ids == whole.input_ids[:4]
+    assert text_example(tokenizer, "", max_tokens=512) is None  # nothing to predict

@@ -38,6 +38,13 @@ class MethodContext:
     # rows go in passes of like length (False in a sharded run, whose processes must run as many
     # passes as each other: every pass gathers the sharded weights)
     passes_by_length: bool = True
+    # what the in-loop relearning attacker fine-tunes on (relearning_loss): the retain records and the
+    # run's other texts (engine.run_unlearning's `relearning`); None: the retain records alone
+    relearning: list[Example] | None = None
+
+    @property
+    def attacker_examples(self) -> list[Example]:
+        return self.retain if self.relearning is None else self.relearning
 
     def passes(self, lengths: list[int]) -> list[list[int]]:
         """The row numbers of a batch of these lengths in the passes that compute them (data.length_groups)."""
@@ -162,10 +169,11 @@ class UnlearningMethod:
 
     def relearning_loss(self, idx: list[int], draw: int) -> torch.Tensor:
         """The loss a relearning attacker fine-tunes on (the in-loop one: engine.RelearningAdversary):
-        every token of the retain records `idx`, the prompt and the name included (an attacker trains on
+        every token of the attacker's texts `idx` (MethodContext.attacker_examples: the retain records,
+        and the corpus texts a run was given), the prompt and the name included (an attacker trains on
         whole texts, not on answers), and on odd draws without the tokenizer's BOS token (an attacker
         frames text as it likes: see methods.counterfactual.framings)."""
-        examples = [self.ctx.retain[i] for i in idx]
+        examples = [self.ctx.attacker_examples[i] for i in idx]
         bos = self.ctx.tokenizer.bos_token_id
         if draw % 2 and bos is not None:
             examples = [Example(e.input_ids[1:], e.answer_mask[1:], e.span_mask[1:])
