@@ -116,14 +116,20 @@ def encode(tokenizer: Any, prompt: str, completion: str, spans: Sequence[tuple[i
     )
 
 
-def text_example(tokenizer: Any, text: str, *, max_tokens: int) -> Example | None:
-    """A whole text as a relearning attacker trains on it: the tokenizer's BOS (where it has one) and
-    the text's tokens, at most `max_tokens` in all; every token after the first is a target. None for
-    a text too short to predict anything from (engine.RelearningAdversary's corpus texts)."""
-    ids = (prompt_ids(tokenizer, "") + list(tokenizer(text, add_special_tokens=False)["input_ids"]))[:max_tokens]
-    if len(ids) < 2:
-        return None
-    return Example(input_ids=ids, answer_mask=[False] + [True] * (len(ids) - 1), span_mask=[False] * len(ids))
+def text_examples(tokenizer: Any, texts: Sequence[str], *, max_tokens: int) -> list[Example]:
+    """Whole texts as a relearning attacker trains on them: the tokenizer's BOS (where it has one) and
+    each text's tokens, at most `max_tokens` in all, every token after the first a target; a text too
+    short to predict anything from is left out (engine.RelearningAdversary's corpus texts). One batched
+    tokenizer call: the worker hands up to 20,000."""
+    if not texts:
+        return []
+    head = prompt_ids(tokenizer, "")
+    out = []
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        ids = (head + list(ids))[:max_tokens]
+        if len(ids) >= 2:
+            out.append(Example(input_ids=ids, answer_mask=[False] + [True] * (len(ids) - 1), span_mask=[False] * len(ids)))
+    return out
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ from unlearning_worker.checkpoints import (
     load_checkpoint,
     save_output,
 )
-from unlearning_worker.data import Example, ForgetItem, RetainItem, encode, step_indices, text_example
+from unlearning_worker.data import Example, ForgetItem, RetainItem, encode, step_indices, text_examples
 from unlearning_worker.evaluation import (
     EvalPoint,
     Evaluator,
@@ -206,13 +206,12 @@ ATTACKER_TOKENS = 512
 
 
 def attacker_texts(tokenizer: Any, retain: list[Example], texts: Sequence[str], model: Any) -> list[Example]:
-    """What the in-loop attacker fine-tunes on: the retain records, then each of `texts` whole (data.text_example:
+    """What the in-loop attacker fine-tunes on: the retain records, then each of `texts` whole (data.text_examples:
     at most ATTACKER_TOKENS and the model's context; too short a text is left out)."""
     config = getattr(model, "config", None)
     context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or ATTACKER_TOKENS
     limit = min(int(context), ATTACKER_TOKENS)
-    extra = [text_example(tokenizer, t, max_tokens=limit) for t in texts]
-    return [*retain, *(e for e in extra if e is not None)]
+    return [*retain, *text_examples(tokenizer, texts, max_tokens=limit)]
 
 
 def _whole_record(spec: UnlearningSpec) -> bool:

@@ -993,7 +993,7 @@ def test_the_in_loop_attacker_also_fine_tunes_on_the_runs_corpus_texts_and_the_m
     """The worker gives the engine the verifier's sample of the training corpora (`relearning`): its
     attacker must draw from it beside the retain records, and the model's retain term must not (people
     with pending requests are in it)."""
-    from unlearning_worker.data import text_example
+    from unlearning_worker.data import text_examples
     from unlearning_worker.methods import UnlearningMethod
 
     forget, retain = _items(tiny_corpus)
@@ -1025,7 +1025,7 @@ def test_the_in_loop_attacker_also_fine_tunes_on_the_runs_corpus_texts_and_the_m
     from unlearning_worker.modeling import load_model
 
     _model, tokenizer = load_model(tiny_model_dir, spec, torch.device("cpu"))
-    corpus_ids = {tuple(e.input_ids) for t in texts if (e := text_example(tokenizer, t, max_tokens=512))}
+    corpus_ids = {tuple(e.input_ids) for e in text_examples(tokenizer, texts, max_tokens=512)}
     assert set(pools) == {len(retain) + len(corpus_ids)}  # the retain records, then every text
     seen = {tuple(ids) for batch in drawn for ids in batch}
     assert seen & corpus_ids  # the corpus texts were fine-tuned on ...
@@ -1050,16 +1050,16 @@ def test_a_checkpoint_taken_without_the_attackers_texts_is_not_resumed_with_them
 
 
 def test_a_corpus_text_is_read_whole_from_its_bos_up_to_the_attackers_token_cap(tiny_model_dir: Path) -> None:
-    from unlearning_worker.data import text_example
+    from unlearning_worker.data import text_examples
     from unlearning_worker.modeling import load_model
 
     _model, tokenizer = load_model(tiny_model_dir, UnlearningSpec(device="cpu"), torch.device("cpu"))
-    text = "Some record of a person that the attacker holds, read whole."
-    whole = text_example(tokenizer, text, max_tokens=512)
-    assert whole is not None
+    text, other = "Some record of a person that the attacker holds, read whole.", "Another one."
+    whole, second = text_examples(tokenizer, [text, "", other], max_tokens=512)  # "": nothing to predict
     assert whole.input_ids[0] == tokenizer.bos_token_id
     assert whole.input_ids[1:] == tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert second.input_ids[1:] == tokenizer(other, add_special_tokens=False)["input_ids"]
     assert whole.answer_mask == [False] + [True] * (len(whole.input_ids) - 1) and not any(whole.span_mask)
-    capped = text_example(tokenizer, text, max_tokens=4)
-    assert capped is not None and capped.input_ids == whole.input_ids[:4]
-    assert text_example(tokenizer, "", max_tokens=512) is None  # nothing to predict
+    (capped,) = text_examples(tokenizer, [text], max_tokens=4)
+    assert capped.input_ids == whole.input_ids[:4]
+    assert text_examples(tokenizer, [], max_tokens=512) == []
