@@ -38,8 +38,10 @@ def data_fingerprint(model_dir: Path, forget: list[ForgetItem], retain: list[Ret
         digest.update(json.dumps([item.subject_key, item.prompt, item.completion, item.pii_spans, item.pri]).encode())
     for r in retain:
         digest.update(json.dumps([r.prompt, r.completion, r.pii_spans, r.subject_key, r.subject_name]).encode())
-    if relearning:  # the in-loop attacker's texts (a run without them keeps its earlier fingerprint)
-        digest.update(json.dumps(["relearning", list(relearning)]).encode())
+    if relearning:  # the in-loop attacker's texts, one by one (a run without them keeps its earlier fingerprint)
+        digest.update(b"relearning")
+        for text in relearning:
+            digest.update(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
     return digest.hexdigest()
 
 

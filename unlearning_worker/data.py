@@ -124,8 +124,12 @@ def text_examples(tokenizer: Any, texts: Sequence[str], *, max_tokens: int) -> l
     if not texts:
         return []
     head = prompt_ids(tokenizer, "")
+    room = max(max_tokens - len(head), 1)
     out = []
-    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+    # a document is cut before it is tokenized (16 characters a token is far beyond any text's mean) and the tokenizer
+    # stops at the cap: a corpus of long documents is never tokenized whole
+    for ids in tokenizer([t[: 16 * room] for t in texts], add_special_tokens=False, truncation=True,
+                         max_length=room)["input_ids"]:
         ids = (head + list(ids))[:max_tokens]
         if len(ids) >= 2:
             out.append(Example(input_ids=ids, answer_mask=[False] + [True] * (len(ids) - 1), span_mask=[False] * len(ids)))

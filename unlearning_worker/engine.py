@@ -201,8 +201,29 @@ def run_unlearning(
 
 
 # the in-loop attacker reads at most this many tokens of a corpus text (a document of a real corpus
-# can run to thousands; the verifier's attacker reads up to the model's context)
+# can run to thousands; the verifier's attacker reads up to the model's context), and its fine-tuning
+# batch goes in passes of at most ATTACKER_PASS_TOKENS padded tokens (the logits of a pass are its
+# tokens x the vocabulary)
 ATTACKER_TOKENS = 512
+ATTACKER_PASS_TOKENS = 4096
+
+
+def _token_budget(idx: list[int], examples: Sequence[Example], budget: int) -> list[list[int]]:
+    """`idx` in consecutive parts whose rows, padded to the part's longest, hold at most `budget`
+    tokens (a longer row goes alone)."""
+    parts: list[list[int]] = []
+    current: list[int] = []
+    longest = 0
+    for i in idx:
+        n = len(examples[i].input_ids)
+        if current and max(longest, n) * (len(current) + 1) > budget:
+            parts.append(current)
+            current, longest = [], 0
+        current.append(i)
+        longest = max(longest, n)
+    if current:
+        parts.append(current)
+    return parts
 
 
 def attacker_texts(tokenizer: Any, retain: list[Example], texts: Sequence[str], model: Any) -> list[Example]:
@@ -270,9 +291,12 @@ def _run(
     model.train()
     forget_examples = [encode(tokenizer, f.prompt, f.completion, f.pii_spans) for f in forget]
     retain_examples = [encode(tokenizer, r.prompt, r.completion, r.pii_spans) for r in retain]
+    # the attacker's texts, where the run has an attacker (none in a sharded run: fsdp.check_spec)
+    attacked = bool(relearning) and bool(spec.adversary_every) and fsdp.active() is None
     ctx = MethodContext(model, tokenizer, spec, list(forget), forget_examples, retain_examples, device,
                         passes_by_length=fsdp.active() is None,
-                        relearning=attacker_texts(tokenizer, retain_examples, relearning, model) if relearning else None)
+                        relearning=attacker_texts(tokenizer, retain_examples, relearning, model) if attacked else None)
+    adversary_texts = len(ctx.attacker_examples) - len(retain_examples)  # the texts long enough to train on
     method = build_method(ctx)
     pad_id = ctx.pad_id
 
@@ -329,7 +353,8 @@ def _run(
     )
 
     # 2-3. resume, or cache references and measure the starting point
-    fingerprint = data_fingerprint(model_dir, forget, retain, relearning)
+    fingerprint = data_fingerprint(model_dir, forget, retain, relearning if attacked else ())
+    del relearning  # the encoded examples are what the run keeps
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     state = load_checkpoint(checkpoint_path, spec_hash, fingerprint)
     trainable_names = [n for n, _ in trainable_parameters(model)]
@@ -523,7 +548,7 @@ def _run(
         "history": [asdict(p) for p in history], "resumed_from_step": resumed_from,
         "start_lr": lr0, "backoffs": [asdict(b) for b in backoffs], "forget_micro_batch": micro,
         # what the in-loop attacker fine-tuned on: the retain records and this many other texts (a count)
-        "adversary_texts": len(relearning) if adversary is not None else 0,
+        "adversary_texts": adversary_texts if adversary is not None else 0,
     }
     with clock("save"):
         if fsdp.active() is None:
@@ -680,7 +705,10 @@ class RelearningAdversary:
                 draw = step * spec.adversary_steps + k
                 idx = step_indices(len(method.ctx.attacker_examples), spec.retain_batch_size, draw, seed=spec.seed,
                                    salt="adversary")
-                method.relearning_loss(idx, draw).backward()
+                # in passes of at most ATTACKER_PASS_TOKENS padded tokens (corpus texts run to 512 tokens,
+                # 32 of them a batch): each pass's mean weighted by its rows, the batch's gradient
+                for part in _token_budget(idx, method.ctx.attacker_examples, ATTACKER_PASS_TOKENS):
+                    (method.relearning_loss(part, draw) * (len(part) / len(idx))).backward()
                 torch.nn.utils.clip_grad_norm_(attacker.params, spec.max_grad_norm)
                 attacker.optimiser.step()
                 attacker.optimiser.zero_grad(set_to_none=True)

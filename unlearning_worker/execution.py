@@ -200,9 +200,11 @@ def _engine_spec(job: UnlearningJob, device: str) -> Any:
 def _attacker_texts(job: UnlearningJob, subjects: list[inputs.SubjectData], spec: Any) -> list[str]:
     """The corpus texts the engine's in-loop relearning attacker fine-tunes on besides the retain records:
     the verifier's own sample (inputs.corpus_texts, settings.VERIFICATION_CORPUS_TEXTS; the same job
-    draws the same texts), so the run's stop rule reads an attacker that holds what the verifier's
-    holds. The engine trains nothing on them but the attacker's copy (people whose requests are still
-    pending are among them). None where the run has no in-loop attacker (spec.adversary_every 0, or a
+    draws the same texts), so the run's stop rule reads an attacker that holds the corpus as the
+    verifier's does (the verifier also drops texts holding any subject value and reads a text to the
+    model's context, the engine's attacker to 512 tokens). The engine trains nothing on them but the
+    attacker's copy (people whose requests are still pending are among them); the model feels them only
+    through that copy's forget gradient and the rank focus it reads. None where the run has no in-loop attacker (spec.adversary_every 0, or a
     run sharded over processes)."""
     if not spec.adversary_every or int(settings.UNLEARNING_PROCESSES) > 1:
         return []

@@ -122,6 +122,14 @@ def unlearn(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
             ) -> tuple[UnlearningResult, Path]:
     """Unlearn `people` from model_dir with `method` as the worker would; the result and its directory."""
     forget, retain_items = demo_items(corpus, people)
+    relearning: list[str] = []
+    if getattr(args, "engine_inputs", "corpus") == "worker":
+        # as the worker gives them (execution._unlearn_with): the eval set's retain people (the verifier's,
+        # verify_one) and the general text for the retain term, the corpus without the subjects for the
+        # in-loop attacker alone
+        kept = set(retain_people_for(args, corpus, people))
+        retain_items = [r for r in retain_items if not r.subject_key or r.subject_key in kept]
+        relearning = corpus_without(corpus, people)
     policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
     # as the worker runs a job (execution._engine_spec): the stop rule asks the judging policy's questions
     questions = {"question_templates": list(policy.questions()), "question_labels": dict(policy.attribute_labels),
@@ -130,7 +138,12 @@ def unlearn(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
     spec = UnlearningSpec.from_dict({"method": method, "num_threads": args.threads, "device": args.device, **overrides})
     out = work / f"{method}-{label or len(people)}-{int(time.time() * 1000)}"
     return run_unlearning(model_dir=model_dir, out_dir=out, forget=forget, retain=retain_items, spec=spec,
-                          progress=progress), out
+                          progress=progress, relearning=relearning), out
+
+
+def retain_people_for(args: argparse.Namespace, corpus: DemoCorpus, people: list[str]) -> list[str]:
+    """The eval set's retain people: the first --retain-people of the corpus who are not subjects."""
+    return [p.person_id for p in corpus.people if p.person_id not in set(people)][: args.retain_people]
 
 
 def verify_one(args: argparse.Namespace, out: Path, base_dir: Path, corpus: DemoCorpus, people: list[str]) -> VerificationReport:
@@ -139,7 +152,7 @@ def verify_one(args: argparse.Namespace, out: Path, base_dir: Path, corpus: Demo
     policy = VerificationPolicy.load(getattr(args, "policy", None)).with_labels(ATTRIBUTE_LABELS)
     if getattr(args, "retries", None) is not None:
         policy = VerificationPolicy.from_dict({**policy.to_dict(), "retries": args.retries})
-    retain_people = [p.person_id for p in corpus.people if p.person_id not in set(people)][: args.retain_people]
+    retain_people = retain_people_for(args, corpus, people)
     with torch_threads(args.threads):
         return run_verification(
             model_dir=out, base_model_dir=base_dir, subjects=facts_for(corpus, people),
@@ -450,6 +463,10 @@ def main() -> None:
                         help="attacks the calibration section runs (default: all but relearning and quantization; 'all': every one)")
     parser.add_argument("--retain-people", type=int, default=40,
                         help="people (not subjects) whose records are the verifier's retain facts and relearning data")
+    parser.add_argument("--engine-inputs", choices=["corpus", "worker"], default="corpus",
+                        help="the engine's retain set: every other record of the corpus (corpus), or as the worker"
+                             " gives it (worker: the eval set's retain people and the general text, the corpus"
+                             " without the subjects for the in-loop attacker alone)")
     parser.add_argument("--policy", type=Path, default=None,
                         help="verification policy file instead of the shipped default (the run's stop rule keeps the default's questions)")
     parser.add_argument("--seed", type=int, default=0)

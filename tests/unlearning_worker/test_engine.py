@@ -1013,6 +1013,7 @@ def test_the_in_loop_attacker_also_fine_tunes_on_the_runs_corpus_texts_and_the_m
         return relearn(self, idx, draw)
 
     def spy_retain(self: Any, idx: list[int]) -> torch.Tensor:
+        assert len(self.ctx.retain) == len(retain)  # the model's retain set is the retain records alone
         retained.extend(idx)
         return retain_loss(self, idx)
 
@@ -1022,6 +1023,8 @@ def test_the_in_loop_attacker_also_fine_tunes_on_the_runs_corpus_texts_and_the_m
                                       "retain_batch_size": 16}))
     run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain, spec=spec,
                    relearning=texts)
+    manifest = json.loads((tmp_path / "out" / "unlearning_manifest.json").read_text())
+    assert manifest["adversary_texts"] == len(texts)
     from unlearning_worker.modeling import load_model
 
     _model, tokenizer = load_model(tiny_model_dir, spec, torch.device("cpu"))
@@ -1043,10 +1046,53 @@ def test_a_checkpoint_taken_without_the_attackers_texts_is_not_resumed_with_them
         run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "a", forget=forget, retain=retain, spec=spec,
                        checkpoint_dir=ckpt, should_cancel=lambda: bool(steps) and steps[-1] >= 3,
                        progress=lambda e: steps.append(e.step) if e.phase == "step" else None)
+    assert (ckpt / "checkpoint.pt").is_file()
     texts = [r.text for r in tiny_corpus.records if r.kind == "general"][:5]
     other = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "b", forget=forget, retain=retain, spec=spec,
                            checkpoint_dir=ckpt, relearning=texts)
     assert other.resumed_from_step is None
+
+
+def test_a_checkpoint_is_resumed_with_the_same_attacker_texts_only(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    forget, retain = _items(tiny_corpus)
+    spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "adversary_every": 1, "checkpoint_every": 2}))
+    general = [r.text for r in tiny_corpus.records if r.kind == "general"]
+    texts, others = general[:5], general[5:10]  # as many texts, other ones
+    assert len(others) == 5
+
+    def interrupted(ckpt: Path) -> None:
+        steps: list[int] = []
+        with pytest.raises(UnlearningCancelled):
+            run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "x", forget=forget, retain=retain, spec=spec,
+                           checkpoint_dir=ckpt, should_cancel=lambda: bool(steps) and steps[-1] >= 3,
+                           progress=lambda e: steps.append(e.step) if e.phase == "step" else None, relearning=texts)
+        assert (ckpt / "checkpoint.pt").is_file()
+
+    interrupted(tmp_path / "c1")
+    changed = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "a", forget=forget, retain=retain, spec=spec,
+                             checkpoint_dir=tmp_path / "c1", relearning=others)
+    assert changed.resumed_from_step is None
+    interrupted(tmp_path / "c2")
+    same = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "b", forget=forget, retain=retain, spec=spec,
+                          checkpoint_dir=tmp_path / "c2", relearning=list(texts))
+    assert same.resumed_from_step is not None and same.resumed_from_step > 0
+
+
+def test_the_attackers_batch_goes_in_passes_within_its_token_budget() -> None:
+    from unlearning_worker.data import Example
+    from unlearning_worker.engine import _token_budget
+
+    lengths = [10, 30, 30, 5, 100, 20, 20, 20]
+    examples = [Example([1] * n, [True] * n, [False] * n) for n in lengths]
+    idx = [4, 0, 1, 2, 3, 5, 6, 7]
+    parts = _token_budget(idx, examples, 64)
+    assert [i for part in parts for i in part] == idx  # every row once, in order
+    for part in parts:  # padded to its longest row, within the budget (a row over it goes alone)
+        assert len(part) == 1 or max(lengths[i] for i in part) * len(part) <= 64
+    assert parts[0] == [4] and len(parts) < len(idx)
+    assert _token_budget(idx, examples, 10_000) == [idx]
 
 
 def test_a_corpus_text_is_read_whole_from_its_bos_up_to_the_attackers_token_cap(tiny_model_dir: Path) -> None:
@@ -1062,4 +1108,6 @@ def test_a_corpus_text_is_read_whole_from_its_bos_up_to_the_attackers_token_cap(
     assert whole.answer_mask == [False] + [True] * (len(whole.input_ids) - 1) and not any(whole.span_mask)
     (capped,) = text_examples(tokenizer, [text], max_tokens=4)
     assert capped.input_ids == whole.input_ids[:4]
+    (long,) = text_examples(tokenizer, [text * 2000], max_tokens=64)  # a document: cut, not tokenized whole
+    assert len(long.input_ids) == 64 and long.input_ids[:8] == whole.input_ids[:8]
     assert text_examples(tokenizer, [], max_tokens=512) == []
