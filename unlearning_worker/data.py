@@ -116,6 +116,19 @@ def encode(tokenizer: Any, prompt: str, completion: str, spans: Sequence[tuple[i
     )
 
 
+def text_retain_items(texts: Sequence[str]) -> list[RetainItem]:
+    """Retain records of texts whose values are not known (general text, a sample of the training
+    corpora): each split after its first half of words, the prompt that half; a text of fewer than 4
+    words is left out."""
+    items = []
+    for text in texts:
+        words = text.split(" ")
+        if len(words) >= 4:
+            head = " ".join(words[: len(words) // 2])
+            items.append(RetainItem(prompt=head, completion=text[len(head) :], pii_spans=[]))
+    return items
+
+
 def text_examples(tokenizer: Any, texts: Sequence[str], *, max_tokens: int) -> list[Example]:
     """Whole texts as a relearning attacker trains on them: the tokenizer's BOS (where it has one) and
     each text's tokens, at most `max_tokens` in all, every token after the first a target; a text too

@@ -162,10 +162,13 @@ def eval_set(job: UnlearningJob, subjects: list[SubjectData]) -> EvalSet:
 
 
 
-def corpus_texts(job: UnlearningJob, subjects: list[SubjectData], limit: int) -> list[str]:
+def corpus_texts(job: UnlearningJob, subjects: list[SubjectData], limit: int, *, leave_out_open: bool = False) -> list[str]:
     """Up to `limit` record texts of the corpus versions the job's base model was trained on, none of
     them a subject's: what an attacker who holds the rest of the training data fine-tunes on (the
-    verifier's relearning attack; the copies it fine-tunes are discarded, nothing is trained on them).
+    verifier's relearning attack and the engine's in-loop one; the copies they fine-tune are discarded).
+    With `leave_out_open`, nobody's whose erasure request is still open either (their located records,
+    names and identifiers, as a subject's): what the engine's retain term may keep in place
+    (retain_corpus_items).
 
     A record is left out when it is one of the job's located records (by corpus and record id, as the
     scanner named it), when its text is one of theirs, or when it names a subject (full name) or holds
@@ -183,6 +186,12 @@ def corpus_texts(job: UnlearningJob, subjects: list[SubjectData], limit: int) ->
         return []
     subject_refs = {s.subject_key for s in subjects}
     requests = [r for r in job.requests.select_related("data_key") if r.subject_ref in subject_refs] if subject_refs else []
+    if leave_out_open:
+        from compliance.erasure.models import OPEN_STATUSES, ErasureRequest
+
+        mine = {r.id for r in requests}
+        requests += [r for r in ErasureRequest.objects.filter(status__in=OPEN_STATUSES).select_related("data_key")
+                     if r.id not in mine]
     located: dict[int, set[str]] = {}  # corpus id -> located record ids
     for row in registry_selectors.forget_items_for(request_ids=[r.id for r in requests], corpus_ids=None):
         located.setdefault(row.corpus_version.corpus_id, set()).add(row.record_id)
@@ -260,9 +269,13 @@ def retain_items(eval_set: EvalSet) -> list[Any]:
             spans = [(s - cut, e - cut, a) for s, e, a in found if s >= cut]
             items.append(RetainItem(prompt=text[:cut], completion=text[cut:], pii_spans=spans,
                                     subject_key=person.subject_key, subject_name=person.name))
-    for text in eval_set.general_texts:
-        words = text.split(" ")
-        if len(words) >= 4:
-            head = " ".join(words[: len(words) // 2])
-            items.append(RetainItem(prompt=head, completion=text[len(head) :], pii_spans=[]))
+    items.extend(text_items(eval_set.general_texts))
     return items
+
+
+def text_items(texts: list[str]) -> list[Any]:
+    """Retain records of texts whose values are not known (general text, a sample of the corpus):
+    unlearning_worker.data.text_retain_items."""
+    from unlearning_worker.data import text_retain_items
+
+    return text_retain_items(texts)

@@ -45,6 +45,7 @@ import torch
 
 from tests.benchmarks.bench_unlearning import pick_people
 from tests.benchmarks.bench_verify import facts_for, holdout_texts
+from unlearning_worker.data import text_retain_items
 from unlearning_worker.demo.corpus import ATTRIBUTE_LABELS, DemoCorpus, bio_record, demo_items, qa_record
 from unlearning_worker.demo.trainer import DemoModelConfig, memorisation_rate, train_demo_model
 from unlearning_worker.engine import ProgressEvent, UnlearningResult, run_unlearning
@@ -125,11 +126,13 @@ def unlearn(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
     relearning: list[str] = []
     if getattr(args, "engine_inputs", "corpus") == "worker":
         # as the worker gives them (execution._unlearn_with): the eval set's retain people (the verifier's,
-        # verify_one) and the general text for the retain term, the corpus without the subjects for the
-        # in-loop attacker alone
+        # verify_one), the general text and a corpus sample for the retain term, the corpus without the
+        # subjects for the in-loop attacker
         kept = set(retain_people_for(args, corpus, people))
-        retain_items = [r for r in retain_items if not r.subject_key or r.subject_key in kept]
         relearning = corpus_without(corpus, people)
+        retain_items = [r for r in retain_items if not r.subject_key or r.subject_key in kept]
+        # and the corpus sample (settings.UNLEARNING_RETAIN_CORPUS_TEXTS; nobody here has an open request)
+        retain_items += text_retain_items(relearning[: args.retain_corpus_texts])
     policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
     # as the worker runs a job (execution._engine_spec): the stop rule asks the judging policy's questions
     questions = {"question_templates": list(policy.questions()), "question_labels": dict(policy.attribute_labels),
@@ -465,8 +468,12 @@ def main() -> None:
                         help="people (not subjects) whose records are the verifier's retain facts and relearning data")
     parser.add_argument("--engine-inputs", choices=["corpus", "worker"], default="corpus",
                         help="the engine's retain set: every other record of the corpus (corpus), or as the worker"
-                             " gives it (worker: the eval set's retain people and the general text, the corpus"
-                             " without the subjects for the in-loop attacker alone)")
+                             " gives it (worker: the eval set's retain people, the general text and a sample of the"
+                             " corpus, --retain-corpus-texts, for the retain term; the corpus without the subjects"
+                             " for the in-loop attacker)")
+    parser.add_argument("--retain-corpus-texts", type=int, default=2000,
+                        help="with --engine-inputs worker: corpus texts in the retain term (the worker's"
+                             " UNLEARNING_RETAIN_CORPUS_TEXTS; 0: the eval set alone, as before stop 45)")
     parser.add_argument("--policy", type=Path, default=None,
                         help="verification policy file instead of the shipped default (the run's stop rule keeps the default's questions)")
     parser.add_argument("--seed", type=int, default=0)

@@ -79,3 +79,23 @@ def test_a_tampered_corpus_version_is_refused(queued_job: Any, corpus_version: C
         fh.write(json.dumps({"record_id": "X", "text": "slipped in"}) + "\n")
     with pytest.raises(ArtifactCorrupted):
         _texts(queued_job)
+
+
+def test_the_retain_sample_also_leaves_out_anyone_whose_request_is_open(
+    queued_job: Any, corpus_version: CorpusVersion, officer: Any
+) -> None:
+    """The engine's retain term keeps what it reads in place: nobody whose erasure is still pending may
+    be in it. Test Person5 has an open request (not this job's; not even located yet: the name and the
+    phone leave the record out) and Test Person6 a refused one (kept)."""
+    from tests import factories
+
+    rows = corpus_rows(12)
+    factories.request_in("approved", person=factories.subject(5), officer=officer)
+    factories.request_in("refused", person=factories.subject(6), officer=officer)
+    subjects, _forget, _rows = inputs.subjects_and_items(queued_job)
+    retained = inputs.corpus_texts(queued_job, subjects, 100, leave_out_open=True)
+    assert set(retained) == {rows[i]["text"] for i in (0, 3, 4, 6, 7, 8, 9)}
+    assert rows[5]["text"] in _texts(queued_job)  # the attackers' sample keeps them: nothing is trained on it
+    items = inputs.text_items(retained)
+    assert [i.prompt + i.completion for i in items] == retained  # each split, nothing lost
+    assert all(i.prompt and not i.pii_spans for i in items)

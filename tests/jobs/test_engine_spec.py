@@ -49,3 +49,23 @@ def test_the_in_loop_attacker_gets_the_verifiers_corpus_sample_only_where_the_ru
     settings.UNLEARNING_PROCESSES = 2
     assert execution._attacker_texts(job, subjects, UnlearningSpec(adversary_every=5)) == []  # type: ignore[arg-type]
     assert len(calls) == 1
+
+
+def test_the_retain_term_gets_a_corpus_sample_without_open_requests(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from compliance.jobs import inputs
+    from unlearning_worker import execution
+
+    calls: list[tuple[int, bool]] = []
+
+    def sample(job: Any, subjects: Any, limit: int, *, leave_out_open: bool = False) -> list[str]:
+        calls.append((limit, leave_out_open))
+        return ["One record of somebody else entirely.", "Too short."]
+
+    monkeypatch.setattr(inputs, "corpus_texts", sample)
+    job = SimpleNamespace(id="j")
+    settings.UNLEARNING_RETAIN_CORPUS_TEXTS = 50
+    items = execution._retain_texts(job, [])  # type: ignore[arg-type]
+    assert calls == [(50, True)]  # nobody with an open request is kept in place
+    assert [i.prompt + i.completion for i in items] == ["One record of somebody else entirely."]
+    settings.UNLEARNING_RETAIN_CORPUS_TEXTS = 0
+    assert execution._retain_texts(job, []) == [] and len(calls) == 1  # type: ignore[arg-type]
