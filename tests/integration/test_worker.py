@@ -173,6 +173,10 @@ def test_two_requests_become_one_job_that_runs_end_to_end_and_a_late_one_starts_
     # other 4 people's records and the general text; a count in the log, never a text)
     held = re.findall(rf"job {done.id}: the relearning attacker holds (\d+) texts", worker.log.read_text(errors="replace"))
     assert held and int(held[-1]) > 0, worker.tail()
+    # and the engine's retain term a sample of the corpus beside the eval set (at most the attacker's: it
+    # also leaves out anyone with an open request, which the unit tests check)
+    kept = re.findall(rf"job {done.id}: the retain term holds (\d+) texts", worker.log.read_text(errors="replace"))
+    assert kept and 0 < int(kept[-1]) <= int(held[-1]), worker.tail()
 
     late = dispatch_now()
     assert len(late) == 1 and list(late[0].requests.all()) == [third]
