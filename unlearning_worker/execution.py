@@ -198,16 +198,18 @@ def _engine_spec(job: UnlearningJob, device: str) -> Any:
 
 
 def _retain_texts(job: UnlearningJob, subjects: list[inputs.SubjectData]) -> list[Any]:
-    """Retain records from the training corpora beside the eval set's: a sample of at most
-    settings.UNLEARNING_RETAIN_CORPUS_TEXTS drawn as the relearning attackers' is (inputs.corpus_texts,
-    the job's keyed ranking), without anyone whose erasure request is still open (the retain term must
-    not keep them in place), each text split in half (inputs.text_items). With the eval set's 40 people alone the other people's records drift while the
-    subjects are unlearned, and an attacker who fine-tunes on them restores the subjects with them: ten
-    subjects failed relearning so where the whole corpus as retain passed (docs/DESIGN-NOTES.md, stop 45)."""
+    """Retain records from the training corpora beside the eval set's: at most
+    settings.UNLEARNING_RETAIN_CORPUS_TEXTS texts drawn as the relearning attackers' are
+    (inputs.corpus_texts, the job's keyed ranking), without anyone whose erasure request is still open
+    (the retain term must not keep them in place), each split in half (data.text_retain_items). With
+    the eval set's 40 people alone, the other people's records drift while the subjects are unlearned
+    (docs/DESIGN-NOTES.md, stop 45)."""
+    from unlearning_worker.data import text_retain_items
+
     limit = int(settings.UNLEARNING_RETAIN_CORPUS_TEXTS)
     if limit <= 0:
         return []
-    items = inputs.text_items(inputs.corpus_texts(job, subjects, limit, leave_out_open=True))
+    items = text_retain_items(inputs.corpus_texts(job, subjects, limit, leave_out_open=True))
     logger.info("job %s: the retain term holds %d texts of the training corpora", job.id, len(items))
     return items
 
@@ -219,8 +221,8 @@ def _attacker_texts(job: UnlearningJob, subjects: list[inputs.SubjectData], spec
     verifier's does (the verifier also drops texts holding any subject value and reads a text to the
     model's context, the engine's attacker to 512 tokens). The engine trains nothing on them but the
     attacker's copy (people whose requests are still pending are among them); the model feels them only
-    through that copy's forget gradient and the rank focus it reads. None where the run has no in-loop attacker (spec.adversary_every 0, or a
-    run sharded over processes)."""
+    through that copy's forget gradient and the rank focus it reads. None where the run has no in-loop
+    attacker (spec.adversary_every 0, or a run sharded over processes)."""
     if not spec.adversary_every or int(settings.UNLEARNING_PROCESSES) > 1:
         return []
     texts = inputs.corpus_texts(job, subjects, settings.VERIFICATION_CORPUS_TEXTS)

@@ -168,7 +168,7 @@ def corpus_texts(job: UnlearningJob, subjects: list[SubjectData], limit: int, *,
     verifier's relearning attack and the engine's in-loop one; the copies they fine-tune are discarded).
     With `leave_out_open`, nobody's whose erasure request is still open either (their located records,
     names and identifiers, as a subject's): what the engine's retain term may keep in place
-    (retain_corpus_items).
+    (unlearning_worker.execution._retain_texts).
 
     A record is left out when it is one of the job's located records (by corpus and record id, as the
     scanner named it), when its text is one of theirs, or when it names a subject (full name) or holds
@@ -250,8 +250,9 @@ def _record(raw: bytes, default_id: str, spec: Any) -> tuple[str, str]:
 
 
 def retain_items(eval_set: EvalSet) -> list[Any]:
-    """Retain records for the engine: each retain text split before its first known value."""
-    from unlearning_worker.data import RetainItem
+    """Retain records for the engine: each retain text split before its first known value, and the
+    general texts split in half (data.text_retain_items)."""
+    from unlearning_worker.data import RetainItem, text_retain_items
 
     items = []
     for person in eval_set.retain:
@@ -269,13 +270,5 @@ def retain_items(eval_set: EvalSet) -> list[Any]:
             spans = [(s - cut, e - cut, a) for s, e, a in found if s >= cut]
             items.append(RetainItem(prompt=text[:cut], completion=text[cut:], pii_spans=spans,
                                     subject_key=person.subject_key, subject_name=person.name))
-    items.extend(text_items(eval_set.general_texts))
+    items.extend(text_retain_items(eval_set.general_texts))
     return items
-
-
-def text_items(texts: list[str]) -> list[Any]:
-    """Retain records of texts whose values are not known (general text, a sample of the corpus):
-    unlearning_worker.data.text_retain_items."""
-    from unlearning_worker.data import text_retain_items
-
-    return text_retain_items(texts)

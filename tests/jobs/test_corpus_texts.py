@@ -96,6 +96,8 @@ def test_the_retain_sample_also_leaves_out_anyone_whose_request_is_open(
     retained = inputs.corpus_texts(queued_job, subjects, 100, leave_out_open=True)
     assert set(retained) == {rows[i]["text"] for i in (0, 3, 4, 6, 7, 8, 9)}
     assert rows[5]["text"] in _texts(queued_job)  # the attackers' sample keeps them: nothing is trained on it
-    items = inputs.text_items(retained)
+    from unlearning_worker.data import text_retain_items
+
+    items = text_retain_items(retained)
     assert [i.prompt + i.completion for i in items] == retained  # each split, nothing lost
     assert all(i.prompt and not i.pii_spans for i in items)
