@@ -99,6 +99,24 @@ class EntitySpan:
     recognizer: str
 
 
+def detect_entities(analyzer: Any, text: str, *, min_score: float = 0.3) -> tuple[EntitySpan, ...]:
+    """Every PII entity the analyzer (a `PiiAnalyzer`) finds in `text` at `min_score` or more, in text
+    order: what the scanner lists for a located record, and what the worker marks in its retain sample."""
+    results = analyzer.analyze(text, score_threshold=min_score)
+    spans = [
+        EntitySpan(r.entity_type, r.start, r.end, round(float(r.score), 4), _recognizer_name(r))
+        for r in results
+    ]
+    emails = [(s.start, s.end) for s in spans if s.entity_type == "EMAIL_ADDRESS"]
+    # Presidio's URL recognizer also reports the domain inside an e-mail address.
+    spans = [
+        s
+        for s in spans
+        if not (s.entity_type == "URL" and any(lo <= s.start and s.end <= hi for lo, hi in emails))
+    ]
+    return tuple(sorted(spans, key=lambda s: (s.start, s.end, s.entity_type)))
+
+
 @dataclass(frozen=True)
 class LocatedRecord:
     """A record that mentions a subject. No text: positions only (see `read_record`)."""
@@ -468,19 +486,7 @@ class _Scanner:
             self.report.entities_s += time.perf_counter() - started
 
     def _analyze(self, text: str) -> tuple[EntitySpan, ...]:
-        results = self.analyzer.analyze(text, score_threshold=self.spec.min_entity_score)
-        spans = [
-            EntitySpan(r.entity_type, r.start, r.end, round(float(r.score), 4), _recognizer_name(r))
-            for r in results
-        ]
-        emails = [(s.start, s.end) for s in spans if s.entity_type == "EMAIL_ADDRESS"]
-        # Presidio's URL recognizer also reports the domain inside an e-mail address.
-        spans = [
-            s
-            for s in spans
-            if not (s.entity_type == "URL" and any(lo <= s.start and s.end <= hi for lo, hi in emails))
-        ]
-        return tuple(sorted(spans, key=lambda s: (s.start, s.end, s.entity_type)))
+        return detect_entities(self.analyzer, text, min_score=self.spec.min_entity_score)
 
     @staticmethod
     def _with_subject_spans(

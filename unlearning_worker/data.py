@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from pii.records import split_spans
 
 
 def _check_spans(text: str, spans: Sequence[tuple[int, int, str]]) -> None:
@@ -116,12 +118,21 @@ def encode(tokenizer: Any, prompt: str, completion: str, spans: Sequence[tuple[i
     )
 
 
-def text_retain_items(texts: Sequence[str]) -> list[RetainItem]:
+def text_retain_items(texts: Sequence[str],
+                      spans_of: Callable[[str], Sequence[tuple[int, int, str]]] | None = None) -> list[RetainItem]:
     """Retain records of texts whose values are not known (general text, a sample of the training
-    corpora): each split after its first half of words, the prompt that half; a text of fewer than 4
-    words is left out."""
+    corpora). `spans_of` (pii.records.value_spans with the worker's analyzer) marks the PII values it
+    finds in a text: such a text is split before its first value, as a located record is
+    (pii.records.split_spans), and carries its values' spans, so the engine's retain focus holds it
+    when those attributes are being forgotten. Any other text is split after its first half of words,
+    the prompt that half; a text of fewer than 4 words is left out."""
     items = []
     for text in texts:
+        spans = [s for s in (spans_of(text) if spans_of is not None else ()) if s[2] != "name"]
+        prompt, completion, found = split_spans(text, spans) if spans else ("", "", [])
+        if prompt.strip() and found:
+            items.append(RetainItem(prompt=prompt, completion=completion, pii_spans=found))
+            continue
         words = text.split(" ")
         if len(words) >= 4:
             head = " ".join(words[: len(words) // 2])

@@ -62,8 +62,9 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
     if job.method.startswith(EXACT_METHOD):
         return _exact_with(job, claim, heartbeat, sink, rows, base_dir)
     eval_set = inputs.eval_set(job, subjects)
-    retain = [*inputs.retain_items(eval_set), *_retain_texts(job, subjects)]
     spec = _engine_spec(job, device)
+    corpus_retain, attacker_texts = _corpus_inputs(job, subjects, spec)
+    retain = [*inputs.retain_items(eval_set), *corpus_retain]
     out_dir = outputs.candidate_dir(job)
     checkpoints = outputs.checkpoint_dir(job)
     artifacts.sweep_temporaries(out_dir.parent, older_than_s=0 if not out_dir.exists() else 3600)
@@ -75,7 +76,7 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
     else:
         try:
             steps, stop_reason = _run_engine(job, sink, spec, base_dir, out_dir, forget, retain, checkpoints,
-                                             _attacker_texts(job, subjects, spec))
+                                             attacker_texts)
         except UnlearningCancelled:
             if sink.lost or heartbeat.lost:
                 return "claim_lost"
@@ -165,9 +166,10 @@ def _approximate_on(
     """Approximate unlearning of `forget` from model_dir into out_dir with the job's spec; returns its steps."""
     subjects, _, _ = inputs.subjects_and_items(job)
     spec = _engine_spec(job, worker_device())
-    retain = [*inputs.retain_items(inputs.eval_set(job, subjects)), *_retain_texts(job, subjects)]
+    corpus_retain, attacker_texts = _corpus_inputs(job, subjects, spec)
+    retain = [*inputs.retain_items(inputs.eval_set(job, subjects)), *corpus_retain]
     steps, _stop = _run_engine(job, sink, spec, model_dir, out_dir, forget, retain, outputs.checkpoint_dir(job),
-                               _attacker_texts(job, subjects, spec))
+                               attacker_texts)
     shutil.rmtree(outputs.checkpoint_dir(job), ignore_errors=True)
     return steps
 
@@ -197,37 +199,45 @@ def _engine_spec(job: UnlearningJob, device: str) -> Any:
     return spec.replace(**changes) if changes else spec
 
 
-def _retain_texts(job: UnlearningJob, subjects: list[inputs.SubjectData]) -> list[Any]:
-    """Retain records from the training corpora beside the eval set's: at most
-    settings.UNLEARNING_RETAIN_CORPUS_TEXTS texts drawn as the relearning attackers' are
-    (inputs.corpus_texts, the job's keyed ranking), without anyone whose erasure request is still open
-    (the retain term must not keep them in place), each split in half (data.text_retain_items). With
-    the eval set's 40 people alone, the other people's records drift while the subjects are unlearned
-    (docs/DESIGN-NOTES.md, stop 45)."""
-    from unlearning_worker.data import text_retain_items
+def _corpus_inputs(job: UnlearningJob, subjects: list[inputs.SubjectData], spec: Any) -> tuple[list[Any], list[str]]:
+    """The engine's two samples of the training corpora, drawn in one read (inputs.corpus_samples, the
+    job's keyed ranking): (retain records, the in-loop attacker's texts).
 
-    limit = int(settings.UNLEARNING_RETAIN_CORPUS_TEXTS)
-    if limit <= 0:
-        return []
-    items = text_retain_items(inputs.corpus_texts(job, subjects, limit, leave_out_open=True))
-    logger.info("job %s: the retain term holds %d texts of the training corpora", job.id, len(items))
-    return items
+    The retain records: at most settings.UNLEARNING_RETAIN_CORPUS_TEXTS texts (0: none) without anyone
+    whose erasure request is still open (the retain term must not keep them in place). The project's
+    PII analyzer (the scanner's) marks the values in each text, which is then cut before its first value
+    as a located record is, so the engine's retain focus holds the other people's values of the
+    attributes being forgotten; a text without values is cut in half (data.text_retain_items). With the
+    eval set's 40 people alone, the other people's records drift while the subjects are unlearned
+    (docs/DESIGN-NOTES.md, stops 45-46).
 
-
-def _attacker_texts(job: UnlearningJob, subjects: list[inputs.SubjectData], spec: Any) -> list[str]:
-    """The corpus texts the engine's in-loop relearning attacker fine-tunes on besides the retain records:
-    the verifier's own sample (inputs.corpus_texts, settings.VERIFICATION_CORPUS_TEXTS; the same job
+    The attacker's texts: the verifier's own sample (settings.VERIFICATION_CORPUS_TEXTS; the same job
     draws the same texts), so the run's stop rule reads an attacker that holds the corpus as the
     verifier's does (the verifier also drops texts holding any subject value and reads a text to the
     model's context, the engine's attacker to 512 tokens). The engine trains nothing on them but the
     attacker's copy (people whose requests are still pending are among them); the model feels them only
     through that copy's forget gradient and the rank focus it reads. None where the run has no in-loop
     attacker (spec.adversary_every 0, or a run sharded over processes)."""
-    if not spec.adversary_every or int(settings.UNLEARNING_PROCESSES) > 1:
-        return []
-    texts = inputs.corpus_texts(job, subjects, settings.VERIFICATION_CORPUS_TEXTS)
-    logger.info("job %s: the in-loop relearning attacker holds %d texts of the training corpora", job.id, len(texts))
-    return texts
+    from functools import partial
+
+    from pii import EngineConfig, build_analyzer
+    from pii.records import value_spans
+    from unlearning_worker.data import text_retain_items
+
+    retain_limit = max(int(settings.UNLEARNING_RETAIN_CORPUS_TEXTS), 0)
+    attacked = bool(spec.adversary_every) and int(settings.UNLEARNING_PROCESSES) <= 1
+    attacker_limit = int(settings.VERIFICATION_CORPUS_TEXTS) if attacked else 0
+    samples = inputs.corpus_samples(job, subjects, attackers=attacker_limit, retain=retain_limit)
+    retain: list[Any] = []
+    if retain_limit:
+        analyzer = build_analyzer(EngineConfig(spacy_model=settings.PII_SPACY_MODEL))
+        retain = text_retain_items(samples.retain, partial(value_spans, analyzer))
+        logger.info("job %s: the retain term holds %d texts of the training corpora, %d with marked values",
+                    job.id, len(retain), sum(1 for item in retain if item.pii_spans))
+    if attacked:
+        logger.info("job %s: the in-loop relearning attacker holds %d texts of the training corpora",
+                    job.id, len(samples.attackers))
+    return retain, samples.attackers
 
 
 def _run_engine(

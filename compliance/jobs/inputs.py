@@ -6,7 +6,9 @@ SubjectData. Nothing here is stored, logged or sent.
 
     subjects_and_items(job)  -> the subjects (name, values, texts), engine forget items, registry rows
     eval_set(job, subjects)  -> retain people, holdout and general texts, never-seen controls
-    corpus_texts(job, subjects, limit) -> a seeded sample of the training corpora without the subjects
+    corpus_samples(job, subjects, attackers=, retain=) -> two seeded samples of the training corpora, one read:
+                                without the subjects; also without open requests
+    corpus_texts(job, subjects, limit) -> one of them
     retain_items(eval_set)   -> retain records for the engine
 """
 
@@ -23,29 +25,7 @@ from compliance.jobs.models import UnlearningJob
 from compliance.registry import artifacts
 from compliance.registry import selectors as registry_selectors
 from compliance.registry.models import ForgetItem
-
-# Presidio entity types (and the scanner's subject kinds) -> the attribute names the engine and the
-# verifier use for values ("phone", "ssn", ...). Unknown types keep their own lower-cased name.
-ENTITY_ATTRIBUTE = {
-    "PERSON": "name",
-    "EMAIL_ADDRESS": "email",
-    "PHONE_NUMBER": "phone",
-    "US_SSN": "ssn",
-    "DATE_OF_BIRTH": "date_of_birth",
-    "ZIP_CODE": "zip_code",
-    "STREET_ADDRESS": "address",
-    "PASSPORT": "passport",
-    "US_PASSPORT": "passport",
-    "DRIVER_LICENSE": "driver_licence",
-    "US_DRIVER_LICENSE": "driver_licence",
-    "MEDICAL_RECORD_NUMBER": "medical_record",
-    "CREDIT_CARD": "credit_card",
-    "IBAN_CODE": "bank_account",
-    "US_BANK_NUMBER": "bank_account",
-    "GENDER": "gender",
-    "SUBJECT_IDENTIFIER": "identifier",
-    "LOCATION": "region",
-}
+from pii.records import split_record
 
 
 @dataclass
@@ -54,30 +34,6 @@ class SubjectData:
     name: str
     values: dict[str, str]
     texts: list[str]
-
-
-def split_record(text: str, entities: list[dict[str, Any]]) -> tuple[str, str, list[tuple[int, int, str]]]:
-    """(prompt, completion, spans in completion) for a located record: the prompt is the context up
-    to the first PII value that is not a name (so "Jane Roe's phone is" -> " 555..."), the spans are
-    the PII values after it."""
-    spans = sorted(
-        (int(e["start"]), int(e["end"]), ENTITY_ATTRIBUTE.get(str(e["type"]), str(e["type"]).lower()))
-        for e in entities
-        if 0 <= int(e["start"]) < int(e["end"]) <= len(text)
-    )
-    values = [s for s in spans if s[2] != "name"]
-    if values:
-        cut = values[0][0]
-    elif spans:
-        cut = spans[0][1]
-    else:
-        cut = 0
-    if cut > 0 and text[cut - 1] == " ":
-        cut -= 1  # the space belongs to the value's first token, as in training
-    completion_spans = [(s - cut, e - cut, a) for s, e, a in spans if s >= cut]
-    return text[:cut], text[cut:], completion_spans
-
-
 
 
 def subjects_and_items(
@@ -166,36 +122,40 @@ def corpus_texts(job: UnlearningJob, subjects: list[SubjectData], limit: int, *,
     """Up to `limit` record texts of the corpus versions the job's base model was trained on, none of
     them a subject's: what an attacker who holds the rest of the training data fine-tunes on (the
     verifier's relearning attack and the engine's in-loop one; the copies they fine-tune are discarded).
-    With `leave_out_open`, nobody's whose erasure request is still open either (their located records,
-    names and identifiers, as a subject's): what the engine's retain term may keep in place
-    (unlearning_worker.execution._retain_texts).
+    With `leave_out_open`, nobody's whose erasure request is still open either: what the engine's
+    retain term may keep in place. One of corpus_samples' two samples, which says how they are drawn."""
+    samples = corpus_samples(job, subjects, attackers=0 if leave_out_open else limit,
+                             retain=limit if leave_out_open else 0)
+    return samples.retain if leave_out_open else samples.attackers
 
-    A record is left out when it is one of the job's located records (by corpus and record id, as the
-    scanner named it), when its text is one of theirs, or when it names a subject (full name) or holds
-    one of their identifiers (the request's e-mails, phones and other identifiers, and the values
-    located in their records that look like identifiers: at least 5 characters with a digit or an @),
-    case folded. The files, their decoding and the record ids are the scanner's
-    (compliance.erasure.scan.corpus_spec, pii.decode_line, pii.json_record). The sample is the `limit`
-    records with the smallest keyed hash of (job, version, file, line), drawn before a line is parsed:
-    the same job draws the same texts, and a corpus of any size is read once, parsing only the lines
-    that would enter the sample. Each version's files
-    are checked against their registered hash first (a changed file raises, and nothing is sampled)."""
-    from compliance.erasure.scan import corpus_spec
 
-    if limit <= 0:
-        return []
-    subject_refs = {s.subject_key for s in subjects}
-    requests = [r for r in job.requests.select_related("data_key") if r.subject_ref in subject_refs] if subject_refs else []
-    if leave_out_open:
-        from compliance.erasure.models import OPEN_STATUSES, ErasureRequest
+@dataclass(frozen=True)
+class CorpusSamples:
+    """Two samples of a job's training corpora, drawn in one read (corpus_samples)."""
 
-        mine = {r.id for r in requests}
-        requests += [r for r in ErasureRequest.objects.filter(status__in=OPEN_STATUSES).select_related("data_key")
-                     if r.id not in mine]
+    attackers: list[str]  # without the job's subjects: what a relearning attacker fine-tunes on
+    retain: list[str]  # also without anyone whose erasure request is open: what the retain term keeps in place
+
+
+class _Exclusion:
+    """What one sample leaves out: located records by (corpus id, record id), texts, and words (names and
+    identifiers, case folded) that a text must not hold."""
+
+    def __init__(self, located: dict[int, set[str]], texts: set[str], words: set[str]) -> None:
+        self.located = located
+        self.texts = texts
+        self.forbidden = sorted({w.casefold() for w in words if w and len(w.strip()) >= 3})
+
+    def keeps(self, corpus_id: int, record_id: str, text: str, folded: str) -> bool:
+        return (record_id not in self.located.get(corpus_id, ()) and text not in self.texts
+                and not any(f in folded for f in self.forbidden))
+
+
+def _exclusion(subjects: list[SubjectData], requests: list[Any]) -> _Exclusion:
     located: dict[int, set[str]] = {}  # corpus id -> located record ids
-    for row in registry_selectors.forget_items_for(request_ids=[r.id for r in requests], corpus_ids=None):
-        located.setdefault(row.corpus_version.corpus_id, set()).add(row.record_id)
-    texts = {t for s in subjects for t in s.texts}
+    if requests:
+        for row in registry_selectors.forget_items_for(request_ids=[r.id for r in requests], corpus_ids=None):
+            located.setdefault(row.corpus_version.corpus_id, set()).add(row.record_id)
     words: set[str] = set()
     for s in subjects:
         words.add(s.name)
@@ -203,32 +163,72 @@ def corpus_texts(job: UnlearningJob, subjects: list[SubjectData], limit: int, *,
     for request in requests:
         subject = request.subject()
         words.update([subject.full_name, *subject.emails, *subject.phones, *subject.other_identifiers])
-    forbidden = sorted({w.casefold() for w in words if w and len(w.strip()) >= 3})
-    heap: list[tuple[int, str]] = []  # (-rank, text): the `limit` smallest ranks kept
+    return _Exclusion(located, {t for s in subjects for t in s.texts}, words)
+
+
+def corpus_samples(job: UnlearningJob, subjects: list[SubjectData], *, attackers: int, retain: int) -> CorpusSamples:
+    """Up to `attackers` and up to `retain` record texts of the corpus versions the job's base model was
+    trained on, in one read of the corpora (a corpus of many GB is hashed and read once for both).
+
+    The attackers' sample holds no record of the job's subjects. A record is left out when it is one of
+    their located records (by corpus and record id, as the scanner named it), when its text is one of
+    theirs, or when it names a subject (full name) or holds one of their identifiers (the request's
+    e-mails, phones and other identifiers, and the values located in their records that look like
+    identifiers: at least 5 characters with a digit or an @), case folded. The retain sample also leaves
+    out, the same way, everyone whose erasure request is still open (their identifiers are decrypted
+    for it only where a retain sample is asked for). Each sample is the records with the smallest keyed
+    hash of (job, version, file, line) that it keeps, decided before a line is parsed: the same job draws
+    the same texts, a smaller cap gives a prefix of a larger one, and only lines that would enter a
+    sample are parsed. The files, their decoding and the record ids are the scanner's
+    (compliance.erasure.scan.corpus_spec, pii.decode_line, pii.json_record). Each version's files are
+    checked against their registered hash first (a changed file raises, and nothing is sampled)."""
+    from compliance.erasure.scan import corpus_spec
+
+    limits = (max(attackers, 0), max(retain, 0))
+    if not any(limits):
+        return CorpusSamples([], [])
+    subject_refs = {s.subject_key for s in subjects}
+    requests = [r for r in job.requests.select_related("data_key") if r.subject_ref in subject_refs] if subject_refs else []
+    base = _exclusion(subjects, requests)
+    exclusions = [base, base]
+    if limits[1]:
+        from compliance.erasure.models import OPEN_STATUSES, ErasureRequest
+
+        mine = {r.id for r in requests}
+        others = [r for r in ErasureRequest.objects.filter(status__in=OPEN_STATUSES).select_related("data_key")
+                  if r.id not in mine]
+        exclusions[1] = _exclusion(subjects, requests + others) if others else base
+    heaps: tuple[list[tuple[int, str]], list[tuple[int, str]]] = ([], [])  # (-rank, text): the smallest ranks kept
+
+    def wanted(heap: list[tuple[int, str]], limit: int, rank: int) -> bool:
+        return len(heap) < limit or (limit > 0 and rank < -heap[0][0])
+
     for version in job.base_version.trained_on.select_related("corpus").order_by("id"):
         source = artifacts.within_root(Path(version.path))
         artifacts.verify_tree(source, version.sha256)
         spec = corpus_spec(version)  # the scanner's files, format and fields
-        skip = located.get(version.corpus_id, set())
         for file in spec.paths:
             relative = file.relative_to(source).as_posix() if source.is_dir() else file.name
             with file.open("rb") as fh:
                 for number, raw in enumerate(fh, start=1):
                     key = f"{job.id}:{version.id}:{relative}:{number}".encode()
                     rank = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big")
-                    if len(heap) == limit and rank >= -heap[0][0]:
-                        continue  # would not enter the sample: not parsed
+                    offers = [i for i in (0, 1) if wanted(heaps[i], limits[i], rank)]
+                    if not offers:
+                        continue  # would enter neither sample: not parsed
                     record_id, text = _record(raw, f"{file.name}:{number}", spec)
-                    if not text or record_id in skip or text in texts:
+                    if not text:
                         continue
                     folded = text.casefold()
-                    if any(f in folded for f in forbidden):
-                        continue
-                    if len(heap) < limit:
-                        heapq.heappush(heap, (-rank, text))
-                    else:
-                        heapq.heapreplace(heap, (-rank, text))
-    return [text for _rank, text in sorted(heap, reverse=True)]
+                    for i in offers:
+                        if not exclusions[i].keeps(version.corpus_id, record_id, text, folded):
+                            continue
+                        if len(heaps[i]) < limits[i]:
+                            heapq.heappush(heaps[i], (-rank, text))
+                        else:
+                            heapq.heapreplace(heaps[i], (-rank, text))
+    attacker_texts, retain_texts = ([text for _rank, text in sorted(h, reverse=True)] for h in heaps)
+    return CorpusSamples(attacker_texts, retain_texts)
 
 
 def _record(raw: bytes, default_id: str, spec: Any) -> tuple[str, str]:

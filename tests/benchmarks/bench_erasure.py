@@ -38,11 +38,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from pii import build_analyzer
+from pii.records import value_spans
 from tests.benchmarks.bench_unlearning import pick_people
 from tests.benchmarks.bench_verify import facts_for, holdout_texts
 from unlearning_worker.data import text_retain_items
@@ -132,7 +135,9 @@ def unlearn(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
         relearning = corpus_without(corpus, people)
         retain_items = [r for r in retain_items if not r.subject_key or r.subject_key in kept]
         # and the corpus sample (settings.UNLEARNING_RETAIN_CORPUS_TEXTS; nobody here has an open request)
-        retain_items += text_retain_items(relearning[: args.retain_corpus_texts])
+        # marked by the project's PII analyzer as the worker marks them (execution._retain_texts)
+        spans_of = partial(value_spans, build_analyzer()) if getattr(args, "retain_marks", "analyzer") == "analyzer" else None
+        retain_items += text_retain_items(relearning[: args.retain_corpus_texts], spans_of)
     policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
     # as the worker runs a job (execution._engine_spec): the stop rule asks the judging policy's questions
     questions = {"question_templates": list(policy.questions()), "question_labels": dict(policy.attribute_labels),
@@ -474,6 +479,9 @@ def main() -> None:
     parser.add_argument("--retain-corpus-texts", type=int, default=2000,
                         help="with --engine-inputs worker: corpus texts in the retain term (the worker's"
                              " UNLEARNING_RETAIN_CORPUS_TEXTS; 0: the eval set alone, as before stop 45)")
+    parser.add_argument("--retain-marks", choices=["analyzer", "none"], default="analyzer",
+                        help="with --engine-inputs worker: how the retain sample's values are marked: by the PII"
+                             " analyzer, as the worker marks them (analyzer), or not at all (none: as at stop 45)")
     parser.add_argument("--policy", type=Path, default=None,
                         help="verification policy file instead of the shipped default (the run's stop rule keeps the default's questions)")
     parser.add_argument("--seed", type=int, default=0)

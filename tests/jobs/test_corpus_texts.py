@@ -101,3 +101,23 @@ def test_the_retain_sample_also_leaves_out_anyone_whose_request_is_open(
     items = text_retain_items(retained)
     assert [i.prompt + i.completion for i in items] == retained  # each split, nothing lost
     assert all(i.prompt and not i.pii_spans for i in items)
+
+
+def test_both_samples_come_from_one_read_and_equal_the_samples_drawn_alone(
+    queued_job: Any, officer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker draws the attackers' and the retain samples together: each version's files are
+    checked (hashed) once, not once a sample, and each sample is what it would be alone."""
+    from compliance.registry import artifacts
+    from tests import factories
+
+    factories.request_in("approved", person=factories.subject(5), officer=officer)
+    subjects, _forget, _rows = inputs.subjects_and_items(queued_job)
+    alone = (inputs.corpus_texts(queued_job, subjects, 5), inputs.corpus_texts(queued_job, subjects, 4, leave_out_open=True))
+    checks: list[Any] = []
+    real = artifacts.verify_tree
+    monkeypatch.setattr(artifacts, "verify_tree", lambda *a, **k: checks.append(a) or real(*a, **k))
+    both = inputs.corpus_samples(queued_job, subjects, attackers=5, retain=4)
+    assert (both.attackers, both.retain) == alone and len(both.attackers) == 5 and len(both.retain) == 4
+    assert len(checks) == queued_job.base_version.trained_on.count() == 1
+    assert inputs.corpus_samples(queued_job, subjects, attackers=0, retain=0) == inputs.CorpusSamples([], [])

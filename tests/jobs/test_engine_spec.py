@@ -32,40 +32,59 @@ def test_the_engine_asks_the_questions_of_the_policy_that_will_judge_the_job(set
     assert _engine_spec(SimpleNamespace(spec=own.to_dict()), "cpu").question_templates == own.question_templates  # type: ignore[arg-type]
 
 
+MARKED = "Ann Veld's social security number is 204-65-6122 and her e-mail is ann.veld@example.org."
+
+
+@pytest.fixture()
+def sampled(settings: Any, monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, Any, int, int]]:
+    """inputs.corpus_samples replaced by a recorder: the calls (job, subjects, attackers cap, retain cap)."""
+    from compliance.jobs import inputs
+
+    calls: list[tuple[Any, Any, int, int]] = []
+
+    def samples(job: Any, subjects: Any, *, attackers: int, retain: int) -> Any:
+        calls.append((job, subjects, attackers, retain))
+        return inputs.CorpusSamples(["a", "b"][: attackers], [
+            "One record of somebody else entirely.", "Too short.", MARKED][: retain])
+
+    monkeypatch.setattr(inputs, "corpus_samples", samples)
+    settings.VERIFICATION_CORPUS_TEXTS, settings.UNLEARNING_PROCESSES, settings.UNLEARNING_RETAIN_CORPUS_TEXTS = 123, 1, 50
+    return calls
+
+
 def test_the_in_loop_attacker_gets_the_verifiers_corpus_sample_only_where_the_run_has_one(
-    settings: Any, monkeypatch: pytest.MonkeyPatch
+    settings: Any, sampled: list[tuple[Any, Any, int, int]]
 ) -> None:
-    from compliance.jobs import inputs
     from unlearning_worker import execution
 
-    calls: list[tuple[Any, list[Any], int]] = []
-    monkeypatch.setattr(inputs, "corpus_texts", lambda job, subjects, limit: calls.append((job, subjects, limit)) or ["a", "b"])
     job, subjects = SimpleNamespace(id="j"), [SimpleNamespace(subject_key="s")]
-    settings.VERIFICATION_CORPUS_TEXTS, settings.UNLEARNING_PROCESSES = 123, 1
-    assert execution._attacker_texts(job, subjects, UnlearningSpec(adversary_every=5)) == ["a", "b"]  # type: ignore[arg-type]
-    assert calls == [(job, subjects, 123)]  # the verifier's sample: the same function, job and cap
-    # no in-loop attacker, or a run sharded over processes (which runs none): the corpus is not read
-    assert execution._attacker_texts(job, subjects, UnlearningSpec(adversary_every=0)) == []  # type: ignore[arg-type]
+    _retain, texts = execution._corpus_inputs(job, subjects, UnlearningSpec(adversary_every=5))  # type: ignore[arg-type]
+    assert texts == ["a", "b"]
+    # the verifier's sample (the same function, job and cap) and the retain sample, in one read
+    assert sampled == [(job, subjects, 123, 50)]
+    # no in-loop attacker, or a run sharded over processes (which runs none): no attacker sample is drawn
+    assert execution._corpus_inputs(job, subjects, UnlearningSpec(adversary_every=0))[1] == []  # type: ignore[arg-type]
     settings.UNLEARNING_PROCESSES = 2
-    assert execution._attacker_texts(job, subjects, UnlearningSpec(adversary_every=5)) == []  # type: ignore[arg-type]
-    assert len(calls) == 1
+    assert execution._corpus_inputs(job, subjects, UnlearningSpec(adversary_every=5))[1] == []  # type: ignore[arg-type]
+    assert [c[2] for c in sampled] == [123, 0, 0]
 
 
-def test_the_retain_term_gets_a_corpus_sample_without_open_requests(settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from compliance.jobs import inputs
+def test_the_retain_term_gets_a_marked_corpus_sample_without_open_requests(
+    settings: Any, sampled: list[tuple[Any, Any, int, int]]
+) -> None:
     from unlearning_worker import execution
 
-    calls: list[tuple[int, bool]] = []
-
-    def sample(job: Any, subjects: Any, limit: int, *, leave_out_open: bool = False) -> list[str]:
-        calls.append((limit, leave_out_open))
-        return ["One record of somebody else entirely.", "Too short."]
-
-    monkeypatch.setattr(inputs, "corpus_texts", sample)
-    job = SimpleNamespace(id="j")
-    settings.UNLEARNING_RETAIN_CORPUS_TEXTS = 50
-    items = execution._retain_texts(job, [])  # type: ignore[arg-type]
-    assert calls == [(50, True)]  # nobody with an open request is kept in place
-    assert [i.prompt + i.completion for i in items] == ["One record of somebody else entirely."]
+    job, spec = SimpleNamespace(id="j"), UnlearningSpec(adversary_every=0)
+    items, _texts = execution._corpus_inputs(job, [], spec)  # type: ignore[arg-type]
+    assert [c[3] for c in sampled] == [50]  # the retain sample (corpus_samples leaves out open requests)
+    assert [i.prompt + i.completion for i in items] == ["One record of somebody else entirely.", MARKED]
+    # the project's analyzer marks the values of a text that holds some, and the text is cut before the
+    # first one, as a located record is: it joins the retain focus when those attributes are forgotten
+    plain, values = items
+    assert plain.pii_spans == []
+    assert values.prompt == "Ann Veld's social security number is"
+    assert [(values.completion[s:e], a) for s, e, a in values.pii_spans] == [
+        ("204-65-6122", "ssn"), ("ann.veld@example.org", "email")]
     settings.UNLEARNING_RETAIN_CORPUS_TEXTS = 0
-    assert execution._retain_texts(job, []) == [] and len(calls) == 1  # type: ignore[arg-type]
+    assert execution._corpus_inputs(job, [], spec) == ([], [])  # type: ignore[arg-type]
+    assert [c[3] for c in sampled] == [50, 0]
