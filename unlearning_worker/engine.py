@@ -305,8 +305,7 @@ def _run(
     focus = [i for i, r in enumerate(retain) if any(a in wanted for _s, _e, a in r.pii_spans)]
 
     # a fixed, seeded subset of the retain set for the in-run utility checks
-    eval_idx = step_indices(len(retain), min(spec.eval_retain_items, max(1, len(retain))), 0, seed=spec.seed, salt="eval")
-    eval_idx = eval_idx if retain else []
+    eval_idx = utility_indices(retain, spec)
     history: list[EvalPoint] = []
     # the rank check (a sharded run refuses it, fsdp.check_spec: its scoring passes are not sharded)
     rank_check = RankCheck(tokenizer, forget, retain, retain_examples, spec) if spec.rank_candidates else None
@@ -883,11 +882,28 @@ def retain_batch_size(spec: UnlearningSpec, forget_records: int, available: int 
     return max(spec.retain_batch_size, scaled if available is None else min(scaled, available))
 
 
+def utility_indices(retain: Sequence[RetainItem], spec: UnlearningSpec) -> list[int]:
+    """The retain items the in-run utility checks read: a fixed, seeded set of at most
+    spec.eval_retain_items among the records of known retain people (those with a subject_key: the eval
+    set's people, whom the verdict's utility check reads), or among all items where none is keyed. The
+    texts of unknown people (general text, the worker's corpus sample) are trained on but not read: a
+    value the PII analyzer marked in one is no fact the verdict asks about, and their perplexity is not
+    the verdict's retain perplexity (stop 46)."""
+    keyed = [i for i, r in enumerate(retain) if r.subject_key]
+    pool = keyed or list(range(len(retain)))
+    if not pool:
+        return []
+    chosen = step_indices(len(pool), min(spec.eval_retain_items, len(pool)), 0, seed=spec.seed, salt="eval")
+    return [pool[j] for j in chosen]
+
+
 def _retain_batch(retain: list[RetainItem], focus: list[int], spec: UnlearningSpec, step: int,
                   size: int | None = None) -> list[int]:
     """One step's `size` (else retain_batch_size) retain items: `retain_focus` of them from the items
     that hold values of the attributes being forgotten (the values the forget term's updates spill
-    onto), the rest from the whole set."""
+    onto), the rest from the whole set. The focus draws evenly over its items, the eval set's people
+    and the worker's corpus sample (values marked by the PII analyzer) alike: giving the eval set's
+    people half of the share whatever their number measured worse against relearning (stop 46)."""
     if not retain:
         return []
     size = size or spec.retain_batch_size

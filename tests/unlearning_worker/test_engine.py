@@ -1111,3 +1111,23 @@ def test_a_corpus_text_is_read_whole_from_its_bos_up_to_the_attackers_token_cap(
     (long,) = text_examples(tokenizer, [text * 2000], max_tokens=64)  # a document: cut, not tokenized whole
     assert len(long.input_ids) == 64 and long.input_ids[:8] == whole.input_ids[:8]
     assert text_examples(tokenizer, [], max_tokens=512) == []
+
+
+def test_the_utility_checks_read_the_known_retain_people_not_the_corpus_sample() -> None:
+    """The worker's retain set holds the eval set's people (keyed) and corpus texts whose values the PII
+    analyzer marked (no person): the in-run utility readings take only the former, as the verdict's
+    utility check does; a retain set of unkeyed texts alone is read whole."""
+    from unlearning_worker.data import RetainItem
+    from unlearning_worker.engine import utility_indices
+
+    marked = [RetainItem(prompt=f"Text {i} says", completion=" 555 0100", pii_spans=[(1, 9, "phone")]) for i in range(30)]
+    people = [RetainItem(prompt=f"P{i}'s phone is", completion=" 555 0199", pii_spans=[(1, 9, "phone")],
+                         subject_key=f"P{i}", subject_name=f"P{i}") for i in range(5)]
+    retain = [*marked[:20], *people, *marked[20:]]
+    spec = UnlearningSpec(eval_retain_items=4)
+    chosen = utility_indices(retain, spec)
+    assert len(chosen) == 4 and all(retain[i].subject_key for i in chosen)
+    assert utility_indices(retain, spec) == chosen  # fixed: every check reads the same items
+    assert sorted(utility_indices(retain, UnlearningSpec(eval_retain_items=16))) == list(range(20, 25))
+    assert len(utility_indices(marked, spec)) == 4 and utility_indices([], spec) == []
+
