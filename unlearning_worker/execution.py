@@ -61,10 +61,7 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
         raise job_services.JobError("none of the job's requests has a located record for this model")
     if job.method.startswith(EXACT_METHOD):
         return _exact_with(job, claim, heartbeat, sink, rows, base_dir)
-    eval_set = inputs.eval_set(job, subjects)
     spec = _engine_spec(job, device)
-    corpus_retain, attacker_texts = _corpus_inputs(job, subjects, spec)
-    retain = [*inputs.retain_items(eval_set), *corpus_retain]
     out_dir = outputs.candidate_dir(job)
     checkpoints = outputs.checkpoint_dir(job)
     artifacts.sweep_temporaries(out_dir.parent, older_than_s=0 if not out_dir.exists() else 3600)
@@ -74,6 +71,9 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
         logger.info("job %s: reusing the finished output of an earlier attempt", job.id)
         steps, stop_reason = job.step, job.stop_reason or "resumed"
     else:
+        # the corpora are read only for a run that trains (a reused output needs neither sample)
+        corpus_retain, attacker_texts = _corpus_inputs(job, subjects, spec)
+        retain = [*inputs.retain_items(inputs.eval_set(job, subjects)), *corpus_retain]
         try:
             steps, stop_reason = _run_engine(job, sink, spec, base_dir, out_dir, forget, retain, checkpoints,
                                              attacker_texts)
