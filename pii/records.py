@@ -42,12 +42,21 @@ ENTITY_ATTRIBUTE = {
 
 Span = tuple[int, int, str]
 
+# how much of each sampled retain text the worker's marks read (unlearning_worker.execution._corpus_inputs): a
+# long document is not analysed whole (2,000 of them at the start of a job); values further on stay unmarked
+MARK_CHARS = 8192
+
+
+def attribute_of(entity_type: str) -> str:
+    """The engine's attribute name of a Presidio entity type (an unknown type keeps its lower-cased name)."""
+    return ENTITY_ATTRIBUTE.get(entity_type, entity_type.lower())
+
 
 def attribute_spans(text: str, entities: Iterable[Mapping[str, Any]]) -> list[Span]:
     """The entities ({"type", "start", "end"}, as the scanner stores them) as (start, end, attribute)
     spans, sorted; an entity outside the text is dropped."""
     return sorted(
-        (int(e["start"]), int(e["end"]), ENTITY_ATTRIBUTE.get(str(e["type"]), str(e["type"]).lower()))
+        (int(e["start"]), int(e["end"]), attribute_of(str(e["type"])))
         for e in entities
         if 0 <= int(e["start"]) < int(e["end"]) <= len(text)
     )
@@ -76,16 +85,19 @@ def split_record(text: str, entities: Iterable[Mapping[str, Any]]) -> tuple[str,
     return split_spans(text, attribute_spans(text, entities))
 
 
-def value_spans(analyzer: Any, text: str, *, min_score: float = 0.3) -> list[Span]:
+def value_spans(analyzer: Any, text: str, *, min_score: float = 0.3, max_chars: int | None = None) -> list[Span]:
     """The PII values (not names: without NER the analyzer finds none) the analyzer (a `PiiAnalyzer`)
-    finds in `text` at `min_score` or more, as (start, end, attribute) spans that do not overlap (of two
-    overlapping entities the higher-scoring, then the longer, is kept)."""
+    finds in `text` at `min_score` (the scanner's default) or more, as (start, end, attribute) spans that
+    do not overlap (of two overlapping entities the higher-scoring, then the longer, is kept). With
+    `max_chars`, only the text's first max_chars characters are read (a long document is not analysed
+    whole; spaCy refuses a text over its max_length), so no span lies beyond them."""
     from pii.scan import detect_entities
 
-    found = sorted(detect_entities(analyzer, text, min_score=min_score), key=lambda e: (-e.score, e.start - e.end))
+    head = text if max_chars is None else text[:max_chars]
+    found = sorted(detect_entities(analyzer, head, min_score=min_score), key=lambda e: (-e.score, e.start - e.end))
     kept: list[Span] = []
     for e in found:
-        attribute = ENTITY_ATTRIBUTE.get(e.entity_type, e.entity_type.lower())
+        attribute = attribute_of(e.entity_type)
         if attribute == "name" or any(s < e.end and e.start < t for s, t, _a in kept):
             continue
         kept.append((e.start, e.end, attribute))

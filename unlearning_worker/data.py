@@ -124,7 +124,8 @@ def text_retain_items(texts: Sequence[str],
     corpora). `spans_of` (pii.records.value_spans with the worker's analyzer) marks the PII values it
     finds in a text: such a text is split before its first value, as a located record is
     (pii.records.split_spans), and carries its values' spans, so the engine's retain focus holds it
-    when those attributes are being forgotten. Any other text is split after its first half of words,
+    when those attributes are being forgotten. Any other text (none marked, or its first value at its
+    very start, which leaves no prompt: its marks are dropped) is split after its first half of words,
     the prompt that half; a text of fewer than 4 words is left out."""
     items = []
     for text in texts:

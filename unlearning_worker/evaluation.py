@@ -279,8 +279,11 @@ class RankCheck:
         self.tokenizer = tokenizer
         self.spec = spec
         wanted = set(spec.attributes)
+        # the values of known retain people (the eval set's, as the verifier's population: verify.runner._secrets),
+        # not those the PII analyzer marked in the worker's corpus sample; all items where none is keyed
         population: dict[str, list[str]] = {}
-        for r in retain:
+        keyed = [r for r in retain if r.subject_key] or list(retain)
+        for r in keyed:
             for attribute, value in r.values().items():
                 population.setdefault(attribute, []).append(value)
         # (subject, attribute, value) -> the records (item, span) that write it

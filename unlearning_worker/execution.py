@@ -205,7 +205,8 @@ def _corpus_inputs(job: UnlearningJob, subjects: list[inputs.SubjectData], spec:
 
     The retain records: at most settings.UNLEARNING_RETAIN_CORPUS_TEXTS texts (0: none) without anyone
     whose erasure request is still open (the retain term must not keep them in place). The project's
-    PII analyzer (the scanner's) marks the values in each text, which is then cut before its first value
+    PII analyzer (the scanner's pipeline, settings.PII_SPACY_MODEL, at the scanner's default score) marks
+    the values in each text's first MARK_CHARS characters, and the text is then cut before its first value
     as a located record is, so the engine's retain focus holds the other people's values of the
     attributes being forgotten; a text without values is cut in half (data.text_retain_items). With the
     eval set's 40 people alone, the other people's records drift while the subjects are unlearned
@@ -221,7 +222,7 @@ def _corpus_inputs(job: UnlearningJob, subjects: list[inputs.SubjectData], spec:
     from functools import partial
 
     from pii import EngineConfig, build_analyzer
-    from pii.records import value_spans
+    from pii.records import MARK_CHARS, value_spans
     from unlearning_worker.data import text_retain_items
 
     retain_limit = max(int(settings.UNLEARNING_RETAIN_CORPUS_TEXTS), 0)
@@ -231,7 +232,7 @@ def _corpus_inputs(job: UnlearningJob, subjects: list[inputs.SubjectData], spec:
     retain: list[Any] = []
     if retain_limit:
         analyzer = build_analyzer(EngineConfig(spacy_model=settings.PII_SPACY_MODEL))
-        retain = text_retain_items(samples.retain, partial(value_spans, analyzer))
+        retain = text_retain_items(samples.retain, partial(value_spans, analyzer, max_chars=MARK_CHARS))
         logger.info("job %s: the retain term holds %d texts of the training corpora, %d with marked values",
                     job.id, len(retain), sum(1 for item in retain if item.pii_spans))
     if attacked:

@@ -25,7 +25,7 @@ from compliance.jobs.models import UnlearningJob
 from compliance.registry import artifacts
 from compliance.registry import selectors as registry_selectors
 from compliance.registry.models import ForgetItem
-from pii.records import split_record
+from pii.records import split_record, split_spans
 
 
 @dataclass
@@ -257,18 +257,15 @@ def retain_items(eval_set: EvalSet) -> list[Any]:
     items = []
     for person in eval_set.retain:
         for text in person.texts:
-            found = sorted(
+            found = [
                 (text.find(value), text.find(value) + len(value), attribute)
                 for attribute, value in person.values.items()
-                if value and text.find(value) > 0
-            )
+                if value and text.find(value) > 0  # a value at the text's start leaves no prompt
+            ]
             if not found:
                 continue
-            cut = found[0][0]
-            if text[cut - 1] == " ":
-                cut -= 1
-            spans = [(s - cut, e - cut, a) for s, e, a in found if s >= cut]
-            items.append(RetainItem(prompt=text[:cut], completion=text[cut:], pii_spans=spans,
+            prompt, completion, spans = split_spans(text, found)
+            items.append(RetainItem(prompt=prompt, completion=completion, pii_spans=spans,
                                     subject_key=person.subject_key, subject_name=person.name))
     items.extend(text_retain_items(eval_set.general_texts))
     return items

@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from pii import build_analyzer
-from pii.records import value_spans
+from pii.records import MARK_CHARS, value_spans
 from tests.benchmarks.bench_unlearning import pick_people
 from tests.benchmarks.bench_verify import facts_for, holdout_texts
 from unlearning_worker.data import text_retain_items
@@ -135,8 +135,10 @@ def unlearn(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
         relearning = corpus_without(corpus, people)
         retain_items = [r for r in retain_items if not r.subject_key or r.subject_key in kept]
         # and the corpus sample (settings.UNLEARNING_RETAIN_CORPUS_TEXTS; nobody here has an open request)
-        # marked by the project's PII analyzer as the worker marks them (execution._retain_texts)
-        spans_of = partial(value_spans, build_analyzer()) if getattr(args, "retain_marks", "analyzer") == "analyzer" else None
+        # marked by the project's PII analyzer as the worker marks them (execution._corpus_inputs, with the blank
+        # pipeline of an empty PII_SPACY_MODEL, the default)
+        marks = getattr(args, "retain_marks", "analyzer") == "analyzer"
+        spans_of = partial(value_spans, build_analyzer(), max_chars=MARK_CHARS) if marks else None
         retain_items += text_retain_items(relearning[: args.retain_corpus_texts], spans_of)
     policy = VerificationPolicy.load(None).with_labels(ATTRIBUTE_LABELS)
     # as the worker runs a job (execution._engine_spec): the stop rule asks the judging policy's questions

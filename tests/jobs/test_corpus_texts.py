@@ -121,3 +121,8 @@ def test_both_samples_come_from_one_read_and_equal_the_samples_drawn_alone(
     assert (both.attackers, both.retain) == alone and len(both.attackers) == 5 and len(both.retain) == 4
     assert len(checks) == queued_job.base_version.trained_on.count() == 1
     assert inputs.corpus_samples(queued_job, subjects, attackers=0, retain=0) == inputs.CorpusSamples([], [])
+    # whatever the draw: Test Person5 (open request) is in the attackers' sample and not in the retain one
+    whole = inputs.corpus_samples(queued_job, subjects, attackers=100, retain=100)
+    person5 = corpus_rows(12)[5]["text"]
+    assert person5 in whole.attackers and person5 not in whole.retain
+    assert set(whole.retain) == set(whole.attackers) - {person5}

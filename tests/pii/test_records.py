@@ -34,3 +34,35 @@ def test_stored_entities_outside_the_text_are_dropped_and_unknown_types_keep_the
     text = "id AB-1234 here"
     assert attribute_spans(text, [{"type": "CUSTOM_ID", "start": 3, "end": 10},
                                   {"type": "US_SSN", "start": 5, "end": 99}]) == [(3, 10, "custom_id")]
+
+
+class _Result:
+    def __init__(self, entity_type: str, start: int, end: int, score: float) -> None:
+        self.entity_type, self.start, self.end, self.score = entity_type, start, end, score
+        self.recognition_metadata = {"recognizer_name": "stub"}
+
+
+class _Stub:
+    """An analyzer that returns fixed results (and records how much text it was given)."""
+
+    def __init__(self, results: list[_Result]) -> None:
+        self.results, self.seen = results, []  # type: ignore[var-annotated]
+
+    def analyze(self, text: str, score_threshold: float | None = None) -> list[_Result]:
+        self.seen.append(len(text))
+        return [r for r in self.results if r.end <= len(text)]
+
+
+def test_of_two_overlapping_entities_the_higher_score_then_the_longer_is_kept() -> None:
+    text = "Call 020 7946 0018 today"
+    stub = _Stub([_Result("PHONE_NUMBER", 5, 18, 0.7), _Result("US_BANK_NUMBER", 5, 13, 0.9),
+                  _Result("ZIP_CODE", 9, 18, 0.7), _Result("DATE_TIME", 19, 24, 0.5)])
+    assert value_spans(stub, text) == [(5, 13, "bank_account"), (19, 24, "date_time")]
+    stub.results = [_Result("ZIP_CODE", 9, 18, 0.7), _Result("PHONE_NUMBER", 5, 18, 0.7)]
+    assert value_spans(stub, text) == [(5, 18, "phone")]  # equal scores: the longer span
+
+
+def test_a_long_text_is_read_to_max_chars_only() -> None:
+    stub = _Stub([_Result("PHONE_NUMBER", 5, 18, 0.7), _Result("US_SSN", 9000, 9011, 0.9)])
+    text = "Call 020 7946 0018 " + "x" * 10_000
+    assert value_spans(stub, text, max_chars=8192) == [(5, 18, "phone")] and stub.seen == [8192]
