@@ -279,11 +279,12 @@ class RankCheck:
         self.tokenizer = tokenizer
         self.spec = spec
         wanted = set(spec.attributes)
-        # the values of known retain people (the eval set's, as the verifier's population: verify.runner._secrets),
-        # not those the PII analyzer marked in the worker's corpus sample; all items where none is keyed
+        # the decoys' characters come from every retain value, the ones the PII analyzer marked in the worker's
+        # corpus sample included: a wider population than the verifier's (the subjects and the eval set's people,
+        # verify.runner._secrets), and a stricter reading; drawn from the verifier's alone, the ten-subject job
+        # of docs/measurements/*verifier-population-rejected-stop46.log failed (the copy +2.03 at the ceiling)
         population: dict[str, list[str]] = {}
-        keyed = [r for r in retain if r.subject_key] or list(retain)
-        for r in keyed:
+        for r in retain:
             for attribute, value in r.values().items():
                 population.setdefault(attribute, []).append(value)
         # (subject, attribute, value) -> the records (item, span) that write it
