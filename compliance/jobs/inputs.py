@@ -146,6 +146,13 @@ class _Exclusion:
         self.texts = texts
         self.forbidden = sorted({w.casefold() for w in words if w and len(w.strip()) >= 3})
 
+    def joined(self, other: _Exclusion) -> _Exclusion:
+        """What either leaves out."""
+        located = {c: self.located.get(c, set()) | other.located.get(c, set()) for c in {*self.located, *other.located}}
+        out = _Exclusion(located, self.texts | other.texts, set())
+        out.forbidden = sorted({*self.forbidden, *other.forbidden})
+        return out
+
     def keeps(self, corpus_id: int, record_id: str, text: str, folded: str) -> bool:
         return (record_id not in self.located.get(corpus_id, ()) and text not in self.texts
                 and not any(f in folded for f in self.forbidden))
@@ -197,7 +204,8 @@ def corpus_samples(job: UnlearningJob, subjects: list[SubjectData], *, attackers
         mine = {r.id for r in requests}
         others = [r for r in ErasureRequest.objects.filter(status__in=OPEN_STATUSES).select_related("data_key")
                   if r.id not in mine]
-        exclusions[1] = _exclusion(subjects, requests + others) if others else base
+        # the other open requests only: the job's own are in `base` already (read and decrypted once)
+        exclusions[1] = base.joined(_exclusion([], others)) if others else base
     heaps: tuple[list[tuple[int, str]], list[tuple[int, str]]] = ([], [])  # (-rank, text): the smallest ranks kept
 
     def wanted(heap: list[tuple[int, str]], limit: int, rank: int) -> bool:
