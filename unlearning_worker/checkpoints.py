@@ -27,8 +27,11 @@ MANIFEST_FILE = "unlearning_manifest.json"
 
 
 def data_fingerprint(model_dir: Path, forget: list[ForgetItem], retain: list[RetainItem],
-                     relearning: Sequence[str] = ()) -> str:
-    """Identifies the inputs a checkpoint belongs to (hash only: no PII is stored with it)."""
+                     relearning: Sequence[str] = (), read: Sequence[int] = ()) -> str:
+    """Identifies the inputs a checkpoint belongs to (hash only: no PII is stored with it). `read`: the
+    retain items the in-run utility checks read (engine.utility_indices): the checkpoint's history and
+    its last good step were read over them, so a checkpoint whose checks read other items (written by
+    code that chose them otherwise) does not resume; the run starts again instead."""
     digest = hashlib.sha256()
     for name in sorted(p.name for p in model_dir.iterdir() if p.is_file()):
         stat = (model_dir / name).stat()
@@ -42,6 +45,7 @@ def data_fingerprint(model_dir: Path, forget: list[ForgetItem], retain: list[Ret
         digest.update(b"relearning")
         for text in relearning:
             digest.update(hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest())
+    digest.update(b"read" + json.dumps(list(read)).encode())
     return digest.hexdigest()
 
 

@@ -352,7 +352,7 @@ def _run(
     )
 
     # 2-3. resume, or cache references and measure the starting point
-    fingerprint = data_fingerprint(model_dir, forget, retain, relearning if attacked else ())
+    fingerprint = data_fingerprint(model_dir, forget, retain, relearning if attacked else (), read=eval_idx)
     del relearning  # the encoded examples are what the run keeps
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     state = load_checkpoint(checkpoint_path, spec_hash, fingerprint)

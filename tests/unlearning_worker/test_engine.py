@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import unlearning_worker.engine as engine_module
 from unlearning_worker.checkpoints import MANIFEST_FILE
 from unlearning_worker.demo.corpus import DemoCorpus, demo_items
 from unlearning_worker.engine import ProgressEvent, UnlearningCancelled, run_unlearning
@@ -1131,3 +1132,26 @@ def test_the_utility_checks_read_the_known_retain_people_not_the_corpus_sample()
     assert sorted(utility_indices(retain, UnlearningSpec(eval_retain_items=16))) == list(range(20, 25))
     assert len(utility_indices(marked, spec)) == 4 and utility_indices([], spec) == []
 
+
+
+def test_a_checkpoint_whose_utility_checks_read_other_items_is_not_resumed(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint's history and last good step were read over the utility checks' items: a run whose
+    checks read other items (code that chose them otherwise, as before stop 46) starts again."""
+    forget, retain = _items(tiny_corpus)
+    spec = UnlearningSpec(**FIXED, checkpoint_every=2)
+    ckpt = tmp_path / "ckpt"
+    steps: list[int] = []
+    with pytest.raises(UnlearningCancelled):
+        run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "a", forget=forget, retain=retain, spec=spec,
+                       checkpoint_dir=ckpt, should_cancel=lambda: bool(steps) and steps[-1] >= 5,
+                       progress=lambda e: steps.append(e.step) if e.phase == "step" else None)
+    assert (ckpt / "checkpoint.pt").is_file()
+    chosen = engine_module.utility_indices(retain, spec)
+    others = [i for i in range(len(retain)) if i not in chosen][: len(chosen)]
+    assert others and others != chosen
+    monkeypatch.setattr(engine_module, "utility_indices", lambda _retain, _spec: others)
+    moved = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "b", forget=forget, retain=retain, spec=spec,
+                           checkpoint_dir=ckpt)
+    assert moved.resumed_from_step is None
