@@ -511,7 +511,7 @@ def _run(
                     distance = _rank_distance(point, spec)
                     if distance is not None and (best is None or distance < (_rank_distance(best[2], spec) or 0.0)):
                         best = last_good
-                    if _target_held(history[segment:], spec, step):
+                    if _target_held(history[segment:], spec, step, before):
                         stop_reason = "forget_target_met"
                         break
                     if best is not None and _overshot(point):
@@ -998,10 +998,13 @@ def _below_floor_streak(history: list[EvalPoint], before: EvalPoint, spec: Unlea
     return stalled
 
 
-def _target_held(history: list[EvalPoint], spec: UnlearningSpec, step: int) -> bool:
-    """The forget target met at this check and the `target_checks - 1` before it."""
+def _target_held(history: list[EvalPoint], spec: UnlearningSpec, step: int, before: EvalPoint) -> bool:
+    """The forget target met at this check and the `target_checks - 1` before it, with this check's
+    retain exact answers back at `utility_target` x their value before (the point the run would save)."""
     points = [p for p in history if p.phase != "before"]
     if len(points) < spec.target_checks:
+        return False
+    if points[-1].retain_exact < spec.utility_target * before.retain_exact:
         return False
     first = len(points) - spec.target_checks
     return all(_target_met(points[k], spec, step, [p.forget_gap for p in points[:k]])

@@ -82,6 +82,14 @@ class UnlearningSpec:
     # verifier read as 90.8% -> 71.7%, and the demo's subject's saved model read 0.86x where the verifier
     # reads 96.7% (a biography's values weighed half the reading; per record it reads 0.96x)
     utility_floor: float = 0.9
+    # retain exact answers (x their value before, as utility_floor reads them) the run must have back
+    # before it stops on its forget target: the floor is what a saved point may not fall below, this is
+    # what a run that can still repair aims for (the 95% target). Below it the run goes on, the
+    # retain term repairing, and at max_steps saves the point nearest the never-seen control over the
+    # floor. Measured (stop 47): with adversary_weight 3 one subject's run met its forget target at step
+    # 60 with the verdict's retain facts at 92.5%. 0: the floor alone (a spec that sets utility_floor 0
+    # to leave utility unjudged sets this to 0 as well)
+    utility_target: float = 0.95
     # checks in a row below the utility floor / above the perplexity ceiling *without recovering* (no
     # better retain figure than at the check before) after which the run stops and rolls back to the
     # last check that met both: forgetting dents utility first and the retain term then repairs it
@@ -212,7 +220,14 @@ class UnlearningSpec:
     adversary_every: int = 5  # 0: off
     adversary_steps: int = 8
     adversary_lr: float = 3e-3
-    adversary_weight: float = 1.0
+    # 3 since stop 47: on ten subjects in one job on the worker's inputs (three draws of people, seeds 1-3)
+    # the run at 1 left the attacker's copy +0.95 to +2.18 over the control at its 200-step ceiling and
+    # two of the three draws FAILED relearning (top-10 60% against 5% after 300 steps at 1e-3); at 3 the
+    # copy read +1.23 to +1.35 and all three pass with every relearning setting within 5 points of the
+    # control, retain facts 100% -> 100%. Stop 33 measured 3 as too costly (retain facts x0.67): then
+    # the retain term held the eval set's 40 people alone; since stop 46 it also holds the corpus sample
+    # with its values marked, which carries the heavier pull (docs/DESIGN-NOTES.md, stop 47)
+    adversary_weight: float = 3.0
     # rounds after which the in-loop attacker starts again from the model (its drift persists until
     # then: engine.RelearningAdversary); 1: a fresh attacker every round
     adversary_horizon: int = 8
@@ -286,6 +301,8 @@ class UnlearningSpec:
             raise ValueError("saliency must be in (0, 1]")
         if not 0.0 <= self.utility_floor <= 1.0:
             raise ValueError("utility_floor must be in [0, 1]")
+        if not (math.isfinite(self.utility_target) and 0.0 <= self.utility_target <= 1.0):
+            raise ValueError("utility_target must be in [0, 1]")
         if self.ppl_ceiling < 1.0:
             raise ValueError("ppl_ceiling must be >= 1")
         if not 0.0 < self.leak_threshold <= 1.0:

@@ -23,7 +23,7 @@ from unlearning_worker.spec import UnlearningSpec
 # No stop on evidence unless a test asks for it: run exactly max_steps steps, and save the last (without
 # the rank check, a run that ends at max_steps would save the checked point nearest the control).
 FIXED = {"device": "cpu", "dtype": "float32", "min_steps": 6, "max_steps": 6, "eval_every": 3, "batch_size": 4,
-         "retain_batch_size": 4, "eval_retain_items": 8, "utility_floor": 0.0, "ppl_ceiling": 1e9, "lr": 5e-3,
+         "retain_batch_size": 4, "eval_retain_items": 8, "utility_floor": 0.0, "utility_target": 0.0, "ppl_ceiling": 1e9, "lr": 5e-3,
          "rank_candidates": 0}
 
 
@@ -350,6 +350,25 @@ def test_patience_counts_a_falling_or_stalled_dip_not_a_recovery() -> None:
     stalled_again = [*recovering, point(12, 0.6, 1.3), point(14, 0.58, 1.31)]
     assert _below_floor_streak(stalled_again, before, spec) == 2
     assert _below_floor_streak([*stalled_again, point(16, 0.75, 1.05)], before, spec) == 0  # back above
+
+
+def test_the_run_stops_on_its_target_only_with_retain_facts_back_at_the_utility_target() -> None:
+    """A check over the floor but under utility_target does not stop the run (the retain term may still
+    repair what forgetting dented): the forget target met twice in a row stops it only once the check's
+    retain exact answers are back at utility_target x before; utility_target 0 leaves the floor alone."""
+    from unlearning_worker.engine import _target_held
+    from unlearning_worker.evaluation import EvalPoint
+
+    def point(step: int, exact: float, phase: str = "unlearn") -> EvalPoint:
+        return EvalPoint(step, {}, 0.0, 0.0, 0.0, 0.0, exact, 1.0, phase)
+
+    before = point(0, 0.8, "before")
+    spec = UnlearningSpec(method="ga", utility_floor=0.9, utility_target=0.95, target_checks=2, rank_candidates=0)
+    dented = [before, point(10, 0.74), point(20, 0.75)]  # 0.925x and 0.94x: over the floor (0.72), under 0.76
+    assert not _target_held(dented, spec, 20, before)
+    assert _target_held([*dented, point(30, 0.76)], spec, 30, before)  # 0.95x
+    assert _target_held(dented, spec.replace(utility_target=0.0), 20, before)
+    assert _target_held(dented, spec.replace(utility_target=0.9), 20, before)
 
 
 def test_a_dip_the_retain_term_is_closing_is_not_rolled_back_and_a_stalled_or_endless_one_is() -> None:
