@@ -1055,18 +1055,24 @@ def test_the_in_loop_attacker_also_fine_tunes_on_the_runs_corpus_texts_and_the_m
     assert retained and max(retained) < len(retain)  # ... by the attacker alone: the model's retain term reads retain
 
 
+def _interrupted(model_dir: Path, out: Path, ckpt: Path, forget: Any, retain: Any, spec: UnlearningSpec,
+                 after: int, **kwargs: Any) -> None:
+    """Run until the step after `after`, cancel, and check that a checkpoint was left in `ckpt`."""
+    steps: list[int] = []
+    with pytest.raises(UnlearningCancelled):
+        run_unlearning(model_dir=model_dir, out_dir=out, forget=forget, retain=retain, spec=spec, checkpoint_dir=ckpt,
+                       should_cancel=lambda: bool(steps) and steps[-1] >= after,
+                       progress=lambda e: steps.append(e.step) if e.phase == "step" else None, **kwargs)
+    assert (ckpt / "checkpoint.pt").is_file()
+
+
 def test_a_checkpoint_taken_without_the_attackers_texts_is_not_resumed_with_them(
     tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
 ) -> None:
     forget, retain = _items(tiny_corpus)
     spec = UnlearningSpec(**(FIXED | {"method": "counterfactual", "adversary_every": 1, "checkpoint_every": 2}))
     ckpt = tmp_path / "ckpt"
-    steps: list[int] = []
-    with pytest.raises(UnlearningCancelled):
-        run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "a", forget=forget, retain=retain, spec=spec,
-                       checkpoint_dir=ckpt, should_cancel=lambda: bool(steps) and steps[-1] >= 3,
-                       progress=lambda e: steps.append(e.step) if e.phase == "step" else None)
-    assert (ckpt / "checkpoint.pt").is_file()
+    _interrupted(tiny_model_dir, tmp_path / "a", ckpt, forget, retain, spec, after=3)
     texts = [r.text for r in tiny_corpus.records if r.kind == "general"][:5]
     other = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "b", forget=forget, retain=retain, spec=spec,
                            checkpoint_dir=ckpt, relearning=texts)
@@ -1083,12 +1089,7 @@ def test_a_checkpoint_is_resumed_with_the_same_attacker_texts_only(
     assert len(others) == 5
 
     def interrupted(ckpt: Path) -> None:
-        steps: list[int] = []
-        with pytest.raises(UnlearningCancelled):
-            run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "x", forget=forget, retain=retain, spec=spec,
-                           checkpoint_dir=ckpt, should_cancel=lambda: bool(steps) and steps[-1] >= 3,
-                           progress=lambda e: steps.append(e.step) if e.phase == "step" else None, relearning=texts)
-        assert (ckpt / "checkpoint.pt").is_file()
+        _interrupted(tiny_model_dir, tmp_path / "x", ckpt, forget, retain, spec, after=3, relearning=texts)
 
     interrupted(tmp_path / "c1")
     changed = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "a", forget=forget, retain=retain, spec=spec,
@@ -1161,12 +1162,7 @@ def test_a_checkpoint_whose_utility_checks_read_other_items_is_not_resumed(
     forget, retain = _items(tiny_corpus)
     spec = UnlearningSpec(**FIXED, checkpoint_every=2)
     ckpt = tmp_path / "ckpt"
-    steps: list[int] = []
-    with pytest.raises(UnlearningCancelled):
-        run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "a", forget=forget, retain=retain, spec=spec,
-                       checkpoint_dir=ckpt, should_cancel=lambda: bool(steps) and steps[-1] >= 5,
-                       progress=lambda e: steps.append(e.step) if e.phase == "step" else None)
-    assert (ckpt / "checkpoint.pt").is_file()
+    _interrupted(tiny_model_dir, tmp_path / "a", ckpt, forget, retain, spec, after=5)
     chosen = engine_module.utility_indices(retain, spec)
     others = [i for i in range(len(retain)) if i not in chosen][: len(chosen)]
     assert others and others != chosen
