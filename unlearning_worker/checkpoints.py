@@ -27,11 +27,13 @@ MANIFEST_FILE = "unlearning_manifest.json"
 
 
 def data_fingerprint(model_dir: Path, forget: list[ForgetItem], retain: list[RetainItem],
-                     relearning: Sequence[str] = (), read: Sequence[int] = ()) -> str:
-    """Identifies the inputs a checkpoint belongs to (hash only: no PII is stored with it). `read`: the
-    retain items the in-run utility checks read (engine.utility_indices): the checkpoint's history and
-    its last good step were read over them, so a checkpoint whose checks read other items (written by
-    code that chose them otherwise) does not resume; the run starts again instead."""
+                     relearning: Sequence[str] = (), read: Sequence[Any] = ()) -> str:
+    """Identifies the inputs a checkpoint belongs to (hash only: no PII is stored with it). `read`: what
+    the in-run utility checks read, JSON-serialisable (the engine passes the retain items whose
+    perplexity they read, engine.utility_indices, and the retain probes whose answers they read, the
+    verdict's question about a seeded set of people or those items replayed): the checkpoint's history
+    and its last good step were read over them, so a checkpoint whose checks read other items or other
+    people (written by code that chose them otherwise) does not resume; the run starts again instead."""
     digest = hashlib.sha256()
     for name in sorted(p.name for p in model_dir.iterdir() if p.is_file()):
         stat = (model_dir / name).stat()

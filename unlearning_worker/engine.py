@@ -10,8 +10,9 @@
    partial leaks count through leakage.judge_leak), retain exact-answer rate (the verdict's utility
    question about a seeded set of retain people where the spec and the items allow, else retain records
    replayed) and retain perplexity.
-4. Train; every `eval_every` steps measure again. Stop when the forget target is met, or roll back to
-   the last eval point that respected the utility floor as soon as one does not. Record why it stopped.
+4. Train; every `eval_every` steps measure again. Stop when the forget target is met with retain facts
+   back at `utility_target`, or roll back to the last eval point that respected the utility floor as
+   soon as one does not. Record why it stopped.
 5. Optionally repair on retain data (SANI-style) while the forget target keeps holding.
 6. Write the model (LoRA merged) to a temporary sibling of out_dir, fsync, hash, rename: out_dir
    either does not exist or is complete. The base model directory is only ever read.
@@ -329,6 +330,11 @@ def _run(
         ctx.emphasis = rank_check.focus(relearned if relearned is not None else reading, spec.rank_focus)
         return reading, relearned
 
+    # the verdict's utility question about a seeded set of retain people, else retain records replayed
+    retain_probes = retain_question_probes(tokenizer, retain, spec) or probes(
+        tokenizer, (retain[i].prompt for i in eval_idx), (retain[i].completion for i in eval_idx),
+        (retain[i].values() for i in eval_idx),
+    )
     evaluator = Evaluator(
         model=model,
         tokenizer=tokenizer,
@@ -336,11 +342,7 @@ def _run(
         # the records' own prompts, and the verifier's questions about their subjects
         forget_probes=probes(tokenizer, (f.prompt for f in forget), (f.completion for f in forget), (f.values for f in forget))
         + question_probes(tokenizer, forget, spec),
-        # the verdict's utility question about a seeded set of retain people, else retain records replayed
-        retain_probes=retain_question_probes(tokenizer, retain, spec) or probes(
-            tokenizer, (retain[i].prompt for i in eval_idx), (retain[i].completion for i in eval_idx),
-            (retain[i].values() for i in eval_idx),
-        ),
+        retain_probes=retain_probes,
         retain_examples=[retain_examples[i] for i in eval_idx],
         pad_id=pad_id,
         device=device,
@@ -352,7 +354,8 @@ def _run(
     )
 
     # 2-3. resume, or cache references and measure the starting point
-    fingerprint = data_fingerprint(model_dir, forget, retain, relearning if attacked else (), read=eval_idx)
+    fingerprint = data_fingerprint(model_dir, forget, retain, relearning if attacked else (),
+                                   read=[eval_idx, [[p.prompt, p.values] for p in retain_probes]])
     del relearning  # the encoded examples are what the run keeps
     checkpoint_path = Path(checkpoint_dir) / CHECKPOINT_FILE if checkpoint_dir is not None else None
     state = load_checkpoint(checkpoint_path, spec_hash, fingerprint)
@@ -413,6 +416,8 @@ def _run(
             "adversary": adversary.state() if adversary is not None else None,
             "best_step": best[0] if best else None, "best": best[1] if best else None,
             "best_point": asdict(best[2]) if best else None, "emphasis": ctx.emphasis,
+            "held_step": held[0] if held else None, "held": held[1] if held else None,
+            "held_point": asdict(held[2]) if held else None,
             "copy_readings": {mode: asdict(r) for mode, r in copy_readings.items()},
             "backoffs": [asdict(b) for b in backoffs], "segment": segment,
         }, path)
@@ -427,6 +432,10 @@ def _run(
     best: tuple[int, dict[str, torch.Tensor], EvalPoint] | None = None
     if state is not None and state.get("best_point") is not None:
         best = (int(state["best_step"]), state["best"], EvalPoint(**state["best_point"]))
+    # the last check whose forget target held while retain facts were under utility_target
+    held: tuple[int, dict[str, torch.Tensor], EvalPoint] | None = None
+    if state is not None and state.get("held_point") is not None:
+        held = (int(state["held_step"]), state["held"], EvalPoint(**state["held_point"]))
     # the forget micro-batch, sized once the model, its attacker's copy and the run's state are on the
     # device (Adam's two moments, allocated at the first step, are held back from the free memory), the
     # same on every process of a sharded run
@@ -511,9 +520,12 @@ def _run(
                     distance = _rank_distance(point, spec)
                     if distance is not None and (best is None or distance < (_rank_distance(best[2], spec) or 0.0)):
                         best = last_good
-                    if _target_held(history[segment:], spec, step, before):
-                        stop_reason = "forget_target_met"
-                        break
+                    if _target_held(history[segment:], spec, step):
+                        # saved at the ceiling where the rank check read nothing nearer (best)
+                        held = last_good
+                        if _utility_back(point, before, spec):
+                            stop_reason = "forget_target_met"
+                            break
                     if best is not None and _overshot(point):
                         stop_reason = "overshoot"  # further steps take the values further below: keep the nearest
                         break
@@ -522,6 +534,8 @@ def _run(
     steps_run = step
     if stop_reason in ("max_steps", "overshoot") and best is not None:
         last_good = best  # the target not met: the checked point nearest the never-seen control
+    elif stop_reason == "max_steps" and held is not None:
+        last_good = held  # no rank reading: the last check whose forget target held (utility under its target)
     if stop_reason in ("max_steps", "overshoot") and last_good[0] != step:
         restore_snapshot(model, last_good[1])  # the saved model is always one that met the utility floor
     if stop_reason in ("max_steps", "overshoot"):
@@ -998,13 +1012,20 @@ def _below_floor_streak(history: list[EvalPoint], before: EvalPoint, spec: Unlea
     return stalled
 
 
-def _target_held(history: list[EvalPoint], spec: UnlearningSpec, step: int, before: EvalPoint) -> bool:
-    """The forget target met at this check and the `target_checks - 1` before it, with this check's
-    retain exact answers back at `utility_target` x their value before (the point the run would save)."""
+def _utility_back(point: EvalPoint, before: EvalPoint, spec: UnlearningSpec) -> bool:
+    """Whether a check's retain exact answers are back at `utility_target` x their value before: the run
+    stops on its forget target only then (the floor, utility_ok, is what a saved point may not fall below).
+    A spec whose floor is 0 leaves utility unjudged and does not wait for it either (a job stored before
+    utility_target existed and run with utility_floor 0 reads the field's default)."""
+    if spec.utility_floor <= 0.0:
+        return True
+    return point.retain_exact >= spec.utility_target * before.retain_exact
+
+
+def _target_held(history: list[EvalPoint], spec: UnlearningSpec, step: int) -> bool:
+    """The forget target met at this check and the `target_checks - 1` before it."""
     points = [p for p in history if p.phase != "before"]
     if len(points) < spec.target_checks:
-        return False
-    if points[-1].retain_exact < spec.utility_target * before.retain_exact:
         return False
     first = len(points) - spec.target_checks
     return all(_target_met(points[k], spec, step, [p.forget_gap for p in points[:k]])

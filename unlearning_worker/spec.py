@@ -74,7 +74,9 @@ class UnlearningSpec:
     # under 20 fresh samples)
     target_checks: int = 2
     min_steps: int = 0  # do not stop on the forget target before this many steps
-    forget_target: float = 0.0  # stop once the forget-set extraction rate is at or below this share
+    # stop once the forget-set extraction rate is at or below this share (and the rest of the stop rule holds:
+    # the rank check, retain facts back at utility_target)
+    forget_target: float = 0.0
     # retain exact-answer rate (in-run subset, each record weighing one) the saved model must keep, x its
     # value before: the verification policy's bound (a retain accuracy drop of at most 0.1) read on the
     # run's own subset, so the run keeps looking for a point the verdict will accept instead of saving
@@ -87,8 +89,8 @@ class UnlearningSpec:
     # what a run that can still repair aims for (the issue's 95% target). Below it the run goes on, the
     # retain term repairing, and at max_steps saves the point nearest the never-seen control over the
     # floor. Measured (stop 47): with adversary_weight 3 one subject's run met its forget target at step
-    # 60 with the verdict's retain facts at 92.5%. 0: the floor alone (a spec that sets utility_floor 0
-    # to leave utility unjudged sets this to 0 as well)
+    # 60 with the verdict's retain facts at 92.5%. 0: the floor alone; a spec whose utility_floor is 0
+    # (utility unjudged) does not wait for it either (engine._utility_back)
     utility_target: float = 0.95
     # checks in a row below the utility floor / above the perplexity ceiling *without recovering* (no
     # better retain figure than at the check before) after which the run stops and rolls back to the
@@ -214,9 +216,10 @@ class UnlearningSpec:
     # (x adversary_weight) to the step's: the run learns weights whose forgetting survives a fine-tune.
     # On by default since 2026-12-02: with never_seen_sample, the demo's subject after 100 steps at 3e-3
     # on other people's records ranks its values at mean z +0.46 over three fine-tuning seeds (control
-    # +0.34), against +1.36 without it; the verdict passes where it failed without it. It costs 1.5x
-    # the run's time (the attacker took 40% of a one-subject run) and, before retain_prompts, retain
-    # perplexity (x1.33 on that subject; x1.03 with it). Off in sharded (FSDP) runs.
+    # +0.34), against +1.36 without it; the verdict passes where it failed without it. At
+    # adversary_weight 1 it cost 1.5x the run's time (the attacker took 40% of a one-subject run) and,
+    # before retain_prompts, retain perplexity (x1.33 on that subject; x1.03 with it); for weight 3's
+    # cost see adversary_weight. Off in sharded (FSDP) runs.
     adversary_every: int = 5  # 0: off
     adversary_steps: int = 8
     adversary_lr: float = 3e-3

@@ -352,23 +352,41 @@ def test_patience_counts_a_falling_or_stalled_dip_not_a_recovery() -> None:
     assert _below_floor_streak([*stalled_again, point(16, 0.75, 1.05)], before, spec) == 0  # back above
 
 
-def test_the_run_stops_on_its_target_only_with_retain_facts_back_at_the_utility_target() -> None:
-    """A check over the floor but under utility_target does not stop the run (the retain term may still
-    repair what forgetting dented): the forget target met twice in a row stops it only once the check's
-    retain exact answers are back at utility_target x before; utility_target 0 leaves the floor alone."""
-    from unlearning_worker.engine import _target_held
+def test_retain_facts_are_back_only_at_the_utility_target() -> None:
+    """A check over the floor but under utility_target is not back (the retain term may still repair
+    what forgetting dented); utility_target 0 leaves the floor alone."""
+    from unlearning_worker.engine import _utility_back
     from unlearning_worker.evaluation import EvalPoint
 
     def point(step: int, exact: float, phase: str = "unlearn") -> EvalPoint:
         return EvalPoint(step, {}, 0.0, 0.0, 0.0, 0.0, exact, 1.0, phase)
 
     before = point(0, 0.8, "before")
-    spec = UnlearningSpec(method="ga", utility_floor=0.9, utility_target=0.95, target_checks=2, rank_candidates=0)
-    dented = [before, point(10, 0.74), point(20, 0.75)]  # 0.925x and 0.94x: over the floor (0.72), under 0.76
-    assert not _target_held(dented, spec, 20, before)
-    assert _target_held([*dented, point(30, 0.76)], spec, 30, before)  # 0.95x
-    assert _target_held(dented, spec.replace(utility_target=0.0), 20, before)
-    assert _target_held(dented, spec.replace(utility_target=0.9), 20, before)
+    spec = UnlearningSpec(utility_floor=0.9, utility_target=0.95)
+    assert not _utility_back(point(10, 0.74), before, spec)  # 0.925x: over the floor (0.72), under 0.76
+    assert _utility_back(point(30, 0.76), before, spec)  # 0.95x
+    assert _utility_back(point(10, 0.74), before, spec.replace(utility_target=0.0))
+    assert _utility_back(point(10, 0.0), point(0, 0.0, "before"), spec)  # nothing to keep: nothing to wait for
+    assert _utility_back(point(10, 0.1), before, spec.replace(utility_floor=0.0))  # utility unjudged
+
+
+@pytest.mark.parametrize(("back", "stop", "saved", "run"), [
+    (True, "forget_target_met", 4, 4),  # the target held at step 4 with retain facts back: stop there
+    (False, "max_steps", 6, 12),  # never back: to the ceiling, saving the last check whose target held
+])
+def test_a_run_whose_retain_facts_are_not_back_goes_on_and_saves_the_last_check_its_target_held(
+    monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path,
+    back: bool, stop: str, saved: int, run: int,
+) -> None:
+    """Without the rank check (a sharded run, rank_candidates 0) nothing else marks a point worth saving:
+    the run that goes on past its met target for retain facts, and never gets them back, saves the last
+    check whose target held, not the last check over the floor (whose target may no longer hold)."""
+    forget, retain = _items(tiny_corpus)
+    monkeypatch.setattr(engine_module, "_target_held", lambda _history, _spec, step: step in (4, 6))
+    monkeypatch.setattr(engine_module, "_utility_back", lambda *_args: back)
+    result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                            spec=UnlearningSpec(**(FIXED | {"min_steps": 0, "max_steps": 12, "eval_every": 2})))
+    assert (result.stop_reason, result.steps, result.steps_run) == (stop, saved, run)
 
 
 def test_a_dip_the_retain_term_is_closing_is_not_rolled_back_and_a_stalled_or_endless_one_is() -> None:
@@ -1167,6 +1185,28 @@ def test_a_checkpoint_whose_utility_checks_read_other_items_is_not_resumed(
     others = [i for i in range(len(retain)) if i not in chosen][: len(chosen)]
     assert others and others != chosen
     monkeypatch.setattr(engine_module, "utility_indices", lambda _retain, _spec: others)
+    moved = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "b", forget=forget, retain=retain, spec=spec,
+                           checkpoint_dir=ckpt)
+    assert moved.resumed_from_step is None
+
+
+def test_a_checkpoint_whose_utility_question_asks_other_people_is_not_resumed(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's runs read retain answers from the verdict's question about a seeded set of people
+    (retain_question_probes), not from the items utility_indices picks: a run whose question asks about
+    other people starts again too."""
+    forget, retain = _items(tiny_corpus)
+    spec = UnlearningSpec(**FIXED, checkpoint_every=2, retain_question="What is {name}'s {label}?",
+                          question_labels={"phone": "phone number", "email": "email address"})
+    real = engine_module.retain_question_probes
+    from transformers import AutoTokenizer
+
+    asked = real(AutoTokenizer.from_pretrained(tiny_model_dir), retain, spec)
+    assert len(asked) > 1  # the question is asked about several people's values
+    ckpt = tmp_path / "ckpt"
+    _interrupted(tiny_model_dir, tmp_path / "a", ckpt, forget, retain, spec, after=5)
+    monkeypatch.setattr(engine_module, "retain_question_probes", lambda *args: real(*args)[1:])
     moved = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "b", forget=forget, retain=retain, spec=spec,
                            checkpoint_dir=ckpt)
     assert moved.resumed_from_step is None
