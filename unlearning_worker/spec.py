@@ -88,7 +88,7 @@ class UnlearningSpec:
     # before it stops on its forget target: the floor is what a saved point may not fall below, this is
     # what a run that can still repair aims for (the 95% target). Below it the run goes on, the
     # retain term repairing, and at max_steps saves the point nearest the never-seen control over the
-    # floor. Measured (stop 47): with adversary_weight 3 one subject's run met its forget target at step
+    # floor (without a rank reading: the last check whose forget target held). Measured (stop 47): with adversary_weight 3 one subject's run met its forget target at step
     # 60 with the verdict's retain facts at 92.5%. 0: the floor alone; a spec whose utility_floor is 0
     # (utility unjudged) does not wait for it either (engine._utility_back)
     utility_target: float = 0.95
@@ -226,8 +226,9 @@ class UnlearningSpec:
     # 3 since stop 47: on ten subjects in one job on the worker's inputs (three draws of people, seeds 1-3)
     # the run at 1 left the attacker's copy +0.95 to +2.18 over the control at its 200-step ceiling and
     # two of the three draws FAILED relearning (top-10 60% against 5% after 300 steps at 1e-3); at 3 the
-    # copy read +1.23 to +1.35 and all three pass with every relearning setting within 5 points of the
-    # control, retain facts 100% -> 100%. Stop 33 measured 3 as too costly (retain facts x0.67): then
+    # copy read +1.23 to +1.42, seeds 1 and 3 pass with every relearning setting within 5 points of the
+    # control and seed 2 still fails narrowly (mean z excess 0.03), retain facts 99.2-100%; 5 was no
+    # better (seed 2 failed again). Stop 33 measured 3 as too costly (retain facts x0.67): then
     # the retain term held the eval set's 40 people alone; since stop 46 it also holds the corpus sample
     # with its values marked, which carries the heavier pull (docs/DESIGN-NOTES.md, stop 47)
     adversary_weight: float = 3.0

@@ -33,7 +33,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 # A run that cannot stop early (neither on the forget target nor on the utility floor), so that a kill
 # or a cancellation lands in the middle of it.
-LONG_RUN = {**SPEC, "utility_floor": 0.0, "utility_target": 0.0, "ppl_ceiling": 1e6}
+LONG_RUN = {**SPEC, "utility_floor": 0.0, "ppl_ceiling": 1e6}
 # The default method: a killed job must resume from its checkpoint with the method it started with.
 KILL_TEST_METHOD = os.environ.get("KILL_TEST_METHOD", "counterfactual")
 ENTITY_OF = {"name": "PERSON", "phone": "PHONE_NUMBER", "email": "EMAIL_ADDRESS", "ssn": "US_SSN",
@@ -146,7 +146,7 @@ def test_two_requests_become_one_job_that_runs_end_to_end_and_a_late_one_starts_
     # model of 6 people cannot forget 2 of them while keeping 90% of the other 4's facts in 40 steps
     # (stop 46: the run then kept a point that met the floor and still leaked, and the job passed or
     # failed its verdict on the draw of its eval set). This test is about the job, not the method.
-    settings.UNLEARNING_SPEC_DEFAULTS = {**SPEC, "utility_floor": 0.0, "utility_target": 0.0, "ppl_ceiling": 1e6}
+    settings.UNLEARNING_SPEC_DEFAULTS = {**SPEC, "utility_floor": 0.0, "ppl_ceiling": 1e6}
     registration, corpus = demo
     base: ModelVersion = registration.model_version
     officer = factories.user("officer")

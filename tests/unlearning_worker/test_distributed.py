@@ -27,7 +27,7 @@ pytestmark = pytest.mark.distributed
 # sampling), a fixed number of steps; no in-loop relearning attacker and no rank check (a sharded run
 # refuses both: execution turns them off there, and the manifest says so).
 FIXED = {"device": "cpu", "dtype": "float32", "min_steps": 4, "max_steps": 4, "eval_every": 2, "batch_size": 4,
-         "forget_coverage": 0.5, "retain_batch_size": 4, "eval_retain_items": 8, "utility_floor": 0.0, "utility_target": 0.0,
+         "forget_coverage": 0.5, "retain_batch_size": 4, "eval_retain_items": 8, "utility_floor": 0.0,
          "ppl_ceiling": 1e9, "lr": 5e-3, "eval_samples": 0, "num_threads": 1, "adversary_every": 0,
          "rank_candidates": 0}
 

@@ -23,7 +23,7 @@ from unlearning_worker.spec import UnlearningSpec
 # No stop on evidence unless a test asks for it: run exactly max_steps steps, and save the last (without
 # the rank check, a run that ends at max_steps would save the checked point nearest the control).
 FIXED = {"device": "cpu", "dtype": "float32", "min_steps": 6, "max_steps": 6, "eval_every": 3, "batch_size": 4,
-         "retain_batch_size": 4, "eval_retain_items": 8, "utility_floor": 0.0, "utility_target": 0.0, "ppl_ceiling": 1e9, "lr": 5e-3,
+         "retain_batch_size": 4, "eval_retain_items": 8, "utility_floor": 0.0, "ppl_ceiling": 1e9, "lr": 5e-3,
          "rank_candidates": 0}
 
 

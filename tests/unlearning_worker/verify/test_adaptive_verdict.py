@@ -76,7 +76,7 @@ def _adaptive_only(policy: VerificationPolicy) -> VerificationPolicy:
 def suppressed(world: Any, tmp_path_factory: pytest.TempPathFactory) -> VerificationReport:
     # the textbook suppression: stop at the first check with no extraction (no rank rule, no attacker's
     # copy inside the run: those are what the engine adds to remove rather than hide)
-    out = _unlearn(world, tmp_path_factory.mktemp("ga") / "stopped-at-zero", max_steps=200, utility_floor=0.0, utility_target=0.0,
+    out = _unlearn(world, tmp_path_factory.mktemp("ga") / "stopped-at-zero", max_steps=200, utility_floor=0.0,
                    ppl_ceiling=1000.0, rank_candidates=0, adversary_every=0, target_checks=1)
     return _verify(world, out, _adaptive_only(world.policy))
 
