@@ -16,8 +16,9 @@ Two guarantees matter more than anything else here:
 Recognizers we add where Presidio has none for our synthetic formats (all `PatternRecognizer`s, see
 `_custom_recognizers`): PASSPORT (letter + 8 digits, with passport context), DRIVER_LICENSE
 (UK DVLA-like 5+6+2), MEDICAL_RECORD_NUMBER (MRN-NNNNNNN), ZIP_CODE (UK-style postcode),
-DATE_OF_BIRTH (a date introduced by "born", "DOB", "date of birth"), STREET_ADDRESS (number + name +
-street kind) and GENDER (gender words after "gender"/"sex" or as pronoun-less self-description).
+DATE_OF_BIRTH (a date introduced by "born", "DOB", "date of birth"), PHONE_NUMBER (a North American
+number in its groups, whatever its area code), STREET_ADDRESS (number + name + street kind) and
+GENDER (gender words after "gender"/"sex" or as pronoun-less self-description).
 
 Pure: no Django, no environment reads.
 """
@@ -224,6 +225,21 @@ def _custom_recognizers() -> list[EntityRecognizer]:
             global_regex_flags=re.DOTALL | re.MULTILINE,
         ),
         DateOfBirthRecognizer(),
+        PatternRecognizer(
+            supported_entity="PHONE_NUMBER",
+            name="GroupedPhoneRecognizer",
+            # A North American number written in its groups: (NNN) NNN-NNNN, NNN-NNN-NNNN, NNN.NNN.NNNN,
+            # +1 first or not. Presidio's PhoneRecognizer keeps only numbers the phonenumbers library
+            # holds valid, so an unassigned area code goes unseen: on the demo corpus's fictitious
+            # people it found 222 of 400 phones. The grouping itself is the evidence here (area and
+            # exchange codes start 2-9, as NANP numbers do; an SSN's 3-2-4 and a date's 4-2-2 do not fit)
+            patterns=[Pattern(
+                "NANP grouped",
+                r"(?<![\w+\-.])(?:\+1[ .\-]?|1[ .\-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .\-])[2-9][0-9]{2}[ .\-][0-9]{4}(?![\w\-]|\.[0-9])",
+                0.5,
+            )],
+            context=["phone", "call", "tel", "telephone", "mobile", "cell", "reached", "contact"],
+        ),
         PatternRecognizer(
             supported_entity="STREET_ADDRESS",
             name="StreetAddressRecognizer",
