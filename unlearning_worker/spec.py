@@ -233,8 +233,12 @@ class UnlearningSpec:
     # with its values marked, which carries the heavier pull (docs/DESIGN-NOTES.md, stop 47)
     adversary_weight: float = 3.0
     # rounds after which the in-loop attacker starts again from the model (its drift persists until
-    # then: engine.RelearningAdversary); 1: a fresh attacker every round
-    adversary_horizon: int = 8
+    # then: engine.RelearningAdversary); 1: a fresh attacker every round. 16 since stop 48: the copy
+    # then stands up to 128 of its steps away (16 x adversary_steps) where the verifier fine-tunes 300;
+    # at 8 (64 steps) ten subjects of one draw (seed 2) failed relearning in 3 runs of 3 (two engine
+    # seeds, two markings of the retain sample) and passed in 2 of 2 at 16, at the same cost (a
+    # round's work does not depend on it; docs/DESIGN-NOTES.md, stop 48)
+    adversary_horizon: int = 16
     # the forms the in-loop attacker fine-tunes in, taking turns round by round, each with its own copy
     # and drift (engine._AttackerCopy): "full" weights, and "lora" (adapters.relearning_lora, the
     # verifier's LoRA relearning). A spec with lora=True is attacked on its own adapter only. Full alone
