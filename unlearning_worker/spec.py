@@ -230,7 +230,8 @@ class UnlearningSpec:
     # control and seed 2 still fails narrowly (mean z excess 0.03), retain facts 99.2-100%; 5 was no
     # better (seed 2 failed again). Stop 33 measured 3 as too costly (retain facts x0.67): then
     # the retain term held the eval set's 40 people alone; since stop 46 it also holds the corpus sample
-    # with its values marked, which carries the heavier pull (docs/DESIGN-NOTES.md, stop 47)
+    # with its values marked, which carries the heavier pull (docs/DESIGN-NOTES.md, stop 47). All of
+    # this at adversary_horizon 8; at 16 (stop 48) seed 2 passes too
     adversary_weight: float = 3.0
     # rounds after which the in-loop attacker starts again from the model (its drift persists until
     # then: engine.RelearningAdversary); 1: a fresh attacker every round. 16 since stop 48: the copy
