@@ -180,7 +180,10 @@ def start_worker(settings: Any, tmp_path: Path, broker: Any, broker_url: str) ->
             UNLEARNING_DEVICE="cpu",
             HF_HUB_OFFLINE="1",
             TRANSFORMERS_OFFLINE="1",
-            OMP_NUM_THREADS="2",
+            # one intra-op thread: the tests run two xdist workers on two cores, each with its Celery
+            # worker; with two threads apiece the tiny model's steps spun on oversubscribed cores (the
+            # end-to-end job's unlearning took 63 s where one thread takes 5 s)
+            OMP_NUM_THREADS="1",
             PYTHONUNBUFFERED="1",
         )
         log = tmp_path / f"worker-{len(started)}.log"

@@ -49,8 +49,10 @@ from tests.integration.test_worker import (
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 DEMO_MODEL = "demo-model"  # register_demo's default name
-# 30 steps that cannot stop early: long enough for a fault to land mid-run.
-FAULT_RUN = LONG_RUN | {"max_steps": 30, "min_steps": 30}
+# 60 steps that cannot stop early: long enough for a fault injected at step 10 to land mid-run. The job
+# row shows a step at most once a second (runtime._PROGRESS_MIN_INTERVAL_S) and, with one torch thread, a
+# step of this model takes well under 0.1 s on an idle core: 30 steps let a job finish before the fault.
+FAULT_RUN = LONG_RUN | {"max_steps": 60, "min_steps": 60}
 
 
 @pytest.fixture(autouse=True)

@@ -201,7 +201,8 @@ def test_two_requests_become_one_job_that_runs_end_to_end_and_a_late_one_starts_
 def test_a_worker_killed_mid_job_leaves_the_base_untouched_and_a_new_worker_finishes_the_job(
     demo: Any, start_worker: Any, settings: Any
 ) -> None:
-    settings.UNLEARNING_SPEC_DEFAULTS = LONG_RUN | {"max_steps": 30, "min_steps": 30, "method": KILL_TEST_METHOD,
+    # 60 steps: the kill at step 10 must land mid-run (test_faults.FAULT_RUN says why 30 were too few)
+    settings.UNLEARNING_SPEC_DEFAULTS = LONG_RUN | {"max_steps": 60, "min_steps": 60, "method": KILL_TEST_METHOD,
                                                     "adversary_every": UnlearningSpec().adversary_every}
     registration, corpus = demo
     base: ModelVersion = registration.model_version
@@ -225,7 +226,7 @@ def test_a_worker_killed_mid_job_leaves_the_base_untouched_and_a_new_worker_fini
     assert job_services.jobs_reconcile(timeout_s=0) == [job.id]  # the beat task, run now
     done = wait_for(lambda: finished(job), timeout=600, stall=120, what="the resumed job to finish", worker=second)
     assert done.status == JobStatus.SUCCEEDED, (done.error, second.tail())
-    assert done.step >= 30
+    assert done.step >= 60
     # both workers handed the in-loop attacker the same corpus sample (the job's seeded draw), so the
     # second resumed the first's checkpoint: its fingerprint covers those texts
     manifest = json.loads((Path(done.result_version.path) / "unlearning_manifest.json").read_text())
