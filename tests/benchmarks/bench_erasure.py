@@ -37,7 +37,7 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -122,17 +122,22 @@ def progress_printer() -> Callable[[ProgressEvent], None]:
 
 
 def unlearn(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, method: str, people: list[str],
-            work: Path, *, label: str = "", progress: Callable[[ProgressEvent], None] | None = None
-            ) -> tuple[UnlearningResult, Path]:
-    """Unlearn `people` from model_dir with `method` as the worker would; the result and its directory."""
+            work: Path, *, label: str = "", progress: Callable[[ProgressEvent], None] | None = None,
+            erased: Sequence[str] = ()) -> tuple[UnlearningResult, Path]:
+    """Unlearn `people` from model_dir with `method` as the worker would; the result and its directory.
+    `erased`: people earlier jobs of the model line erased. The worker's job reads the corpus version
+    those jobs left, which holds none of their records: they are in no retain term, eval set or
+    attacker's corpus (stop 49: the sequential section replayed them in the retain term)."""
     forget, retain_items = demo_items(corpus, people)
+    gone = set(erased)
+    retain_items = [r for r in retain_items if r.subject_key not in gone]
     relearning: list[str] = []
     if getattr(args, "engine_inputs", "corpus") == "worker":
         # as the worker gives them (execution._unlearn_with): the eval set's retain people (the verifier's,
         # verify_one), the general text and a corpus sample for the retain term, the corpus without the
         # subjects for the in-loop attacker
-        kept = set(retain_people_for(args, corpus, people))
-        relearning = corpus_without(corpus, people)
+        kept = set(retain_people_for(args, corpus, [*people, *erased]))
+        relearning = corpus_without(corpus, [*people, *erased])
         retain_items = [r for r in retain_items if not r.subject_key or r.subject_key in kept]
         # and the corpus sample (settings.UNLEARNING_RETAIN_CORPUS_TEXTS; nobody here has an open request)
         # marked by the project's PII analyzer as the worker marks them (execution._corpus_inputs, with the blank
@@ -156,20 +161,22 @@ def retain_people_for(args: argparse.Namespace, corpus: DemoCorpus, people: list
     return [p.person_id for p in corpus.people if p.person_id not in set(people)][: args.retain_people]
 
 
-def verify_one(args: argparse.Namespace, out: Path, base_dir: Path, corpus: DemoCorpus, people: list[str]) -> VerificationReport:
+def verify_one(args: argparse.Namespace, out: Path, base_dir: Path, corpus: DemoCorpus, people: list[str],
+               erased: Sequence[str] = ()) -> VerificationReport:
     """Verify the unlearned model `out` against `base_dir` with the default policy (its stronger retries
-    replaced by --retries where given; --policy FILE instead of the default)."""
+    replaced by --retries where given; --policy FILE instead of the default). `erased`: as in unlearn
+    (neither retain people nor in the relearning attacker's corpus)."""
     policy = VerificationPolicy.load(getattr(args, "policy", None)).with_labels(ATTRIBUTE_LABELS)
     if getattr(args, "retries", None) is not None:
         policy = VerificationPolicy.from_dict({**policy.to_dict(), "retries": args.retries})
-    retain_people = retain_people_for(args, corpus, people)
+    retain_people = retain_people_for(args, corpus, [*people, *erased])
     with torch_threads(args.threads):
         return run_verification(
             model_dir=out, base_model_dir=base_dir, subjects=facts_for(corpus, people),
             retain=facts_for(corpus, retain_people), holdout_texts=holdout_texts(corpus),
             general_texts=[r.text for r in corpus.records if r.kind == "general"], policy=policy,
             controls=controls_for(corpus, args.controls), device=args.device,
-            other_texts=corpus_without(corpus, people),
+            other_texts=corpus_without(corpus, [*people, *erased]),
         )
 
 
@@ -181,10 +188,11 @@ def corpus_without(corpus: DemoCorpus, people: list[str]) -> list[str]:
 
 
 def run_one(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, method: str, people: list[str],
-            work: Path, *, base_dir: Path | None = None, label: str = "") -> dict[str, Any]:
-    """Unlearn `people` from model_dir with `method`, verify against the base, return the row."""
-    result, out = unlearn(args, model_dir, corpus, method, people, work, label=label)
-    report = verify_one(args, out, base_dir or model_dir, corpus, people)
+            work: Path, *, base_dir: Path | None = None, label: str = "", erased: Sequence[str] = ()) -> dict[str, Any]:
+    """Unlearn `people` from model_dir with `method`, verify against the base, return the row (`erased`:
+    people earlier jobs of the line erased, as in unlearn)."""
+    result, out = unlearn(args, model_dir, corpus, method, people, work, label=label, erased=erased)
+    report = verify_one(args, out, base_dir or model_dir, corpus, people, erased)
     return {"method": method, "result": result, "report": report, "out": out}
 
 
@@ -365,7 +373,7 @@ def section_sequential(args: argparse.Namespace, model_dir: Path, corpus: DemoCo
     current = model_dir
     acc_rows = []
     for i, person in enumerate(people):
-        row = run_one(args, current, corpus, method, [person], work, base_dir=current, label=f"acc{i}")
+        row = run_one(args, current, corpus, method, [person], work, base_dir=current, label=f"acc{i}", erased=people[:i])
         acc_rows.append(row)
         current = row["out"]
         print(f"  job {i + 1} of {len(people)} done", flush=True)
