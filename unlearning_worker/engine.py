@@ -134,6 +134,9 @@ class UnlearningResult:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     start_lr: float = 0.0  # the learning rate the run started at (engine.start_lr)
     backoffs: list[Backoff] = field(default_factory=list)
+    # the retain facts the model line's first version gives on this run's retain questions (run_unlearning's
+    # `reference_dir`; None: no reference)
+    reference_retain_exact: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -172,13 +175,24 @@ def run_unlearning(
     should_cancel: Callable[[], bool] | None = None,
     checkpoint_dir: Path | None = None,
     relearning: Sequence[str] = (),
+    reference_dir: Path | None = None,
 ) -> UnlearningResult:
     """Unlearn `forget` from the model in `model_dir` and write the new model to `out_dir` (see module doc).
 
     `relearning`: texts the in-loop relearning attacker (RelearningAdversary) fine-tunes on besides the
     retain records, none of them a subject's (the worker gives it the verifier's sample of the training
     corpora: compliance.jobs.inputs.corpus_texts). Nothing is trained on them but the attacker's copy:
-    the model's retain term and utility checks read the retain records alone."""
+    the model's retain term and utility checks read the retain records alone.
+
+    `reference_dir`: the model line's first version, the one trained on the data before any job erased
+    from it (the worker's `ModelVersion` chain). Each run may lose up to 1 - utility_target of its base's
+    retain facts before it stops, so a line of jobs adds those losses up (stop 49: ten sequential jobs,
+    each within 0.957x of its own base, took the line from 100% to 92.5%). With a reference the stop
+    rule's utility target reads the better of the base and the reference on the run's own retain
+    questions: a run stops on its forget target only with utility_target x that back, and otherwise
+    goes on (and at its ceiling saves the last check its target held, as for a base of its own). The
+    floor a saved point may not fall below still reads the base: a line that has lost facts must still
+    be able to erase. The reference is read once before the first step, loaded beside the base."""
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if not (model_dir / "config.json").is_file():
         raise ValueError("model_dir is not a Hugging Face model directory (no config.json)")
@@ -190,6 +204,10 @@ def run_unlearning(
         raise ValueError("out_dir must lie outside model_dir")
     if not out_dir.parent.is_dir():
         raise ValueError("the parent directory of out_dir must exist")
+    if reference_dir is not None and not (Path(reference_dir) / "config.json").is_file():
+        raise ValueError("reference_dir is not a Hugging Face model directory (no config.json)")
+    if reference_dir is not None and is_routed(Path(reference_dir)):
+        raise ValueError("reference_dir is a routed sharded model: its weights are not a line's model")
     if not forget:
         raise ValueError("the forget set is empty")
     if spec.checkpoint_every and checkpoint_dir is None:
@@ -198,7 +216,8 @@ def run_unlearning(
         fsdp.check_spec(spec)
     forget = _targeted(forget, spec)
     with _threads(spec.num_threads):
-        return _run(model_dir, out_dir, forget, retain, spec, progress, should_cancel, checkpoint_dir, list(relearning))
+        return _run(model_dir, out_dir, forget, retain, spec, progress, should_cancel, checkpoint_dir, list(relearning),
+                    Path(reference_dir) if reference_dir is not None else None)
 
 
 # the in-loop attacker reads at most this many tokens of a corpus text (a document of a real corpus
@@ -271,6 +290,7 @@ def _run(
     should_cancel: Callable[[], bool] | None,
     checkpoint_dir: Path | None,
     relearning: list[str],
+    reference_dir: Path | None,
 ) -> UnlearningResult:
     started = time.perf_counter()
     emit = progress or (lambda _event: None)
@@ -374,6 +394,7 @@ def _run(
         clock.add("prepare", time.perf_counter() - started)
         before = evaluator(0, {}, "before")
         history.append(before)
+        reference = _reference_retain(reference_dir, model_dir, spec, device, evaluator)
         start_step = 0
         resumed_from: int | None = None
         last_good = (0, snapshot(model), before)
@@ -388,10 +409,14 @@ def _run(
         restore_snapshot(model, state["trainable"])
         history.extend(EvalPoint(**p) for p in state["history"])
         before = history[0]
+        reference = state.get("reference_retain_exact")
         start_step = resumed_from = int(state["step"])
         good_step, good_point = int(state["last_good_step"]), EvalPoint(**state["last_good_point"])
         last_good = (good_step, state["last_good"], good_point)
         clock.add("prepare", time.perf_counter() - started)
+    # what a stop on the forget target waits for: utility_target x the better of the base and the line's first
+    # version (the floor, utility_ok, reads `before` alone)
+    target_base = before if reference is None else replace(before, retain_exact=max(before.retain_exact, reference))
     emit(ProgressEvent("before", start_step, spec.max_steps, forget_extraction=history[-1].forget_extraction,
                        retain_exact=history[-1].retain_exact, retain_ppl=history[-1].retain_ppl))
 
@@ -419,7 +444,7 @@ def _run(
             "held_step": held[0] if held else None, "held": held[1] if held else None,
             "held_point": asdict(held[2]) if held else None,
             "copy_readings": {mode: asdict(r) for mode, r in copy_readings.items()},
-            "backoffs": [asdict(b) for b in backoffs], "segment": segment,
+            "backoffs": [asdict(b) for b in backoffs], "segment": segment, "reference_retain_exact": reference,
         }, path)
 
     # 4. unlearn, stopping on evidence
@@ -523,7 +548,7 @@ def _run(
                     if _target_held(history[segment:], spec, step):
                         # saved at the ceiling where the rank check read nothing nearer (best)
                         held = last_good
-                        if _utility_back(point, before, spec):
+                        if _utility_back(point, target_base, spec):
                             stop_reason = "forget_target_met"
                             break
                     if best is not None and _overshot(point):
@@ -562,6 +587,8 @@ def _run(
         "start_lr": lr0, "backoffs": [asdict(b) for b in backoffs], "forget_micro_batch": micro,
         # what the in-loop attacker fine-tuned on: the retain records and this many other texts (a count)
         "adversary_texts": adversary_texts if adversary is not None else 0,
+        # the line's first version's retain facts on this run's questions (None: no reference was given)
+        "reference_retain_exact": reference,
     }
     with clock("save"):
         if fsdp.active() is None:
@@ -578,7 +605,7 @@ def _run(
         stop_reason=stop_reason, steps=final_step, steps_run=steps_run, wall_s=wall_s,
         before=before, final=final_point, history=history, out_dir=out_dir, spec_hash=spec_hash,
         resumed_from_step=resumed_from, weights_sha256=hashes, phase_seconds=clock.rounded(wall_s),
-        start_lr=lr0, backoffs=backoffs,
+        start_lr=lr0, backoffs=backoffs, reference_retain_exact=reference,
     )
 
 
@@ -1010,6 +1037,22 @@ def _below_floor_streak(history: list[EvalPoint], before: EvalPoint, spec: Unlea
         )
         stalled = 0 if recovering else stalled + 1
     return stalled
+
+
+def _reference_retain(reference_dir: Path | None, model_dir: Path, spec: UnlearningSpec, device: torch.device,
+                      evaluator: Evaluator) -> float | None:
+    """The retain facts the line's first version (run_unlearning's `reference_dir`) gives on the run's
+    retain questions, read as every check reads the model's; None without a reference, where it is the
+    base itself, or in a sharded run (each process holds a shard of the model: a second whole one may not fit)."""
+    if reference_dir is None or reference_dir.resolve() == model_dir.resolve() or fsdp.active() is not None:
+        return None
+    reference, _tokenizer = load_model(reference_dir, spec.replace(lora=False, gradient_checkpointing=False), device)
+    try:
+        return evaluator.retain_exact(reference)
+    finally:
+        del reference
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def _utility_back(point: EvalPoint, before: EvalPoint, spec: UnlearningSpec) -> bool:

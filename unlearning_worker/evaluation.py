@@ -455,6 +455,18 @@ class Evaluator:
             return point
         return replace(point, forget_extraction_sampled=sampled, forget_extraction=max(point.forget_extraction, sampled))
 
+    def retain_exact(self, model: Any) -> float:
+        """The share of the retain probes `model` answers exactly, as a check reads the run's model: another
+        model of the same line and tokenizer (the line's first version, engine._reference_retain)."""
+        was_training = model.training
+        model.eval()
+        try:
+            _leaked, exact, total = run_probes(model, self.tokenizer, self.retain_probes, threshold=self.spec.leak_threshold,
+                                               per_probe=True, batch_size=self.generation_batch())
+        finally:
+            model.train(was_training)
+        return exact / total if total else 1.0
+
     def __call__(self, step: int, step_losses: dict[str, float], phase: str) -> EvalPoint:
         spec = self.spec
         with self.clock("check:extraction"):

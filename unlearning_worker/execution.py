@@ -76,7 +76,7 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
         retain = [*inputs.retain_items(inputs.eval_set(job, subjects)), *corpus_retain]
         try:
             steps, stop_reason = _run_engine(job, sink, spec, base_dir, out_dir, forget, retain, checkpoints,
-                                             attacker_texts)
+                                             attacker_texts, _line_reference(job))
         except UnlearningCancelled:
             if sink.lost or heartbeat.lost:
                 return "claim_lost"
@@ -241,9 +241,31 @@ def _corpus_inputs(job: UnlearningJob, subjects: list[inputs.SubjectData], spec:
     return retain, samples.attackers
 
 
+def _line_reference(job: UnlearningJob) -> Path | None:
+    """The model line's first version (the one its chain of parents starts from), whose retain facts the
+    run's utility target also reads (engine.run_unlearning's `reference_dir`: a line of jobs must not add up
+    each job's allowed loss). None where the base is that version, or where its files are no longer kept
+    (a quarantined version past its date) or are a routed sharded model's."""
+    from unlearning_worker.routed import is_routed
+
+    version = job.base_version
+    while (parent := version.parent) is not None:  # a version's parent exists before it: no cycle
+        version = parent
+    if version.id == job.base_version_id:
+        return None
+    path = artifacts.within_root(Path(version.path))
+    if not (path / "config.json").is_file() or is_routed(path):
+        logger.info("job %s: the line's first version (v%d) is not kept as a model: the utility target reads the base alone",
+                    job.id, version.number)
+        return None
+    artifacts.verify_tree(path, version.sha256)  # never read a tampered version
+    logger.info("job %s: the utility target also reads the line's first version (v%d)", job.id, version.number)
+    return path
+
+
 def _run_engine(
     job: UnlearningJob, sink: ProgressSink, spec: Any, model_dir: Path, out_dir: Path, forget: list[Any],
-    retain: list[Any], checkpoints: Path, relearning: list[str],
+    retain: list[Any], checkpoints: Path, relearning: list[str], reference: Path | None = None,
 ) -> tuple[int, str]:
     """The engine's run in this process, or sharded over settings.UNLEARNING_PROCESSES processes (FSDP:
     unlearning_worker.distributed; such a run takes no checkpoints). Returns (steps, stop reason)."""
@@ -261,7 +283,8 @@ def _run_engine(
     from unlearning_worker.engine import run_unlearning
 
     run = run_unlearning(model_dir=model_dir, out_dir=out_dir, forget=forget, retain=retain, spec=spec, progress=sink,
-                         should_cancel=sink.should_cancel, checkpoint_dir=checkpoints, relearning=relearning)
+                         should_cancel=sink.should_cancel, checkpoint_dir=checkpoints, relearning=relearning,
+                         reference_dir=reference)
     return run.steps, run.stop_reason
 
 

@@ -123,11 +123,13 @@ def progress_printer() -> Callable[[ProgressEvent], None]:
 
 def unlearn(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, method: str, people: list[str],
             work: Path, *, label: str = "", progress: Callable[[ProgressEvent], None] | None = None,
-            erased: Sequence[str] = ()) -> tuple[UnlearningResult, Path]:
+            erased: Sequence[str] = (), line_first: Path | None = None) -> tuple[UnlearningResult, Path]:
     """Unlearn `people` from model_dir with `method` as the worker would; the result and its directory.
     `erased`: people earlier jobs of the model line erased. The worker's job reads the corpus version
     those jobs left, which holds none of their records: they are in no retain term, eval set or
-    attacker's corpus (stop 49: the sequential section replayed them in the retain term)."""
+    attacker's corpus (stop 49: the sequential section replayed them in the retain term).
+    `line_first`: the line's first model, which the worker gives the run as its utility reference
+    (execution._line_reference)."""
     forget, retain_items = demo_items(corpus, people)
     gone = set(erased)
     retain_items = [r for r in retain_items if r.subject_key not in gone]
@@ -153,7 +155,7 @@ def unlearn(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
     spec = UnlearningSpec.from_dict({"method": method, "num_threads": args.threads, "device": args.device, **overrides})
     out = work / f"{method}-{label or len(people)}-{int(time.time() * 1000)}"
     return run_unlearning(model_dir=model_dir, out_dir=out, forget=forget, retain=retain_items, spec=spec,
-                          progress=progress, relearning=relearning), out
+                          progress=progress, relearning=relearning, reference_dir=line_first), out
 
 
 def retain_people_for(args: argparse.Namespace, corpus: DemoCorpus, people: list[str]) -> list[str]:
@@ -188,10 +190,12 @@ def corpus_without(corpus: DemoCorpus, people: list[str]) -> list[str]:
 
 
 def run_one(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, method: str, people: list[str],
-            work: Path, *, base_dir: Path | None = None, label: str = "", erased: Sequence[str] = ()) -> dict[str, Any]:
-    """Unlearn `people` from model_dir with `method`, verify against the base, return the row (`erased`:
-    people earlier jobs of the line erased, as in unlearn)."""
-    result, out = unlearn(args, model_dir, corpus, method, people, work, label=label, erased=erased)
+            work: Path, *, base_dir: Path | None = None, label: str = "", erased: Sequence[str] = (),
+            line_first: Path | None = None) -> dict[str, Any]:
+    """Unlearn `people` from model_dir with `method`, verify against the base, return the row (`erased`,
+    `line_first`: as in unlearn)."""
+    result, out = unlearn(args, model_dir, corpus, method, people, work, label=label, erased=erased,
+                          line_first=line_first)
     report = verify_one(args, out, base_dir or model_dir, corpus, people, erased)
     return {"method": method, "result": result, "report": report, "out": out}
 
@@ -235,7 +239,9 @@ def print_rows(rows: list[dict[str, Any]], retrain_s: float | None) -> None:
                   f" rank gap over the control {_num(fin.rank_gap)} (band {_num(fin.rank_band)}), on the attacker's"
                   f" copy {_num(fin.rank_gap_relearned)} (band {_num(fin.rank_band_relearned)}); values standing out"
                   f" {fin.rank_outliers if fin.rank_outliers is not None else '-'}"
-                  f"/{fin.rank_outliers_relearned if fin.rank_outliers_relearned is not None else '-'}")
+                  f"/{fin.rank_outliers_relearned if fin.rank_outliers_relearned is not None else '-'}; retain"
+                  f" facts in the run {_pct(res.before.retain_exact)} -> {_pct(fin.retain_exact)}"
+                  + (f" (the line's first {_pct(res.reference_retain_exact)})" if res.reference_retain_exact is not None else ""))
             if res.phase_seconds:
                 print(f"  {row['method']} seconds by phase: " + ", ".join(
                     f"{phase} {s:.0f} ({100 * s / res.wall_s:.0f}%)" for phase, s in res.phase_seconds.items()))
@@ -373,7 +379,8 @@ def section_sequential(args: argparse.Namespace, model_dir: Path, corpus: DemoCo
     current = model_dir
     acc_rows = []
     for i, person in enumerate(people):
-        row = run_one(args, current, corpus, method, [person], work, base_dir=current, label=f"acc{i}", erased=people[:i])
+        row = run_one(args, current, corpus, method, [person], work, base_dir=current, label=f"acc{i}", erased=people[:i],
+                      line_first=model_dir if i else None)
         acc_rows.append(row)
         current = row["out"]
         print(f"  job {i + 1} of {len(people)} done", flush=True)

@@ -189,6 +189,9 @@ def test_two_requests_become_one_job_that_runs_end_to_end_and_a_late_one_starts_
     # No reconcile beat: the hand-over to verification must be claimed without a re-send.
     done2 = wait_for(lambda: finished(late[0]), timeout=600, stall=120, what="job 2 to finish", worker=worker)
     assert done2.status == JobStatus.SUCCEEDED, (done2.error, done2.stop_reason, done2.step, done2.history[-3:], worker.tail())
+    # its run's utility target also read the line's first version, the quarantined base of job 1
+    assert re.search(rf"job {late[0].id}: the utility target also reads the line's first version \(v{base.number}\)",
+                     worker.log.read_text(errors="replace")), worker.tail()
 
     # No personal data in any task message or result: ids and codes only.
     dump = redis_dump(broker).lower()

@@ -88,3 +88,31 @@ def test_the_retain_term_gets_a_marked_corpus_sample_without_open_requests(
     settings.UNLEARNING_RETAIN_CORPUS_TEXTS = 0
     assert execution._corpus_inputs(job, [], spec) == ([], [])  # type: ignore[arg-type]
     assert [c[3] for c in sampled] == [50, 0]
+
+
+def test_the_run_reads_the_lines_first_version_while_it_is_kept_and_refuses_a_tampered_one(
+    settings: Any, tmp_path: Any
+) -> None:
+    """execution._line_reference: the version the base's chain of parents starts from (the run's utility
+    reference, engine.run_unlearning), None where the base is that version or its files are gone."""
+    import shutil
+
+    from compliance.registry import artifacts
+    from unlearning_worker.execution import _line_reference
+
+    settings.ARTIFACT_ROOT = str(tmp_path)
+    first_dir = tmp_path / "models" / "v1"
+    first_dir.mkdir(parents=True)
+    (first_dir / "config.json").write_text("{}")
+    (first_dir / "model.safetensors").write_bytes(b"weights")
+    v1 = SimpleNamespace(id=1, number=1, parent=None, path=str(first_dir), sha256=artifacts.tree_sha256(first_dir))
+    v2 = SimpleNamespace(id=2, number=2, parent=v1, path=str(tmp_path / "models" / "v2"), sha256="")
+    v3 = SimpleNamespace(id=3, number=3, parent=v2, path=str(tmp_path / "models" / "v3"), sha256="")
+    job = SimpleNamespace(id="j", base_version=v3, base_version_id=3)
+    assert _line_reference(job) == first_dir.resolve()  # type: ignore[arg-type]
+    assert _line_reference(SimpleNamespace(id="j", base_version=v1, base_version_id=1)) is None  # type: ignore[arg-type]
+    (first_dir / "model.safetensors").write_bytes(b"changed")
+    with pytest.raises(artifacts.ArtifactCorrupted):
+        _line_reference(job)  # type: ignore[arg-type]
+    shutil.rmtree(first_dir)  # a quarantined version past its date: its files are gone
+    assert _line_reference(job) is None  # type: ignore[arg-type]

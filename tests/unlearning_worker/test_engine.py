@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -1210,3 +1211,74 @@ def test_a_checkpoint_whose_utility_question_asks_other_people_is_not_resumed(
     moved = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "b", forget=forget, retain=retain, spec=spec,
                            checkpoint_dir=ckpt)
     assert moved.resumed_from_step is None
+
+
+def test_a_line_reference_is_read_on_the_runs_own_retain_questions_and_recorded(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    """The line's first version read as each check reads the model: a copy of the base gives the base's
+    own reading, and the manifest records it."""
+    import shutil
+
+    forget, retain = _items(tiny_corpus)
+    first = tmp_path / "first"
+    shutil.copytree(tiny_model_dir, first)
+    result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                            spec=UnlearningSpec(**FIXED), reference_dir=first)
+    assert result.reference_retain_exact == result.before.retain_exact
+    manifest = json.loads((tmp_path / "out" / MANIFEST_FILE).read_text())
+    assert manifest["reference_retain_exact"] == result.before.retain_exact
+    plain = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "plain", forget=forget, retain=retain,
+                           spec=UnlearningSpec(**FIXED))
+    assert plain.reference_retain_exact is None and plain.steps == result.steps
+
+
+@pytest.mark.parametrize(("reference", "stop", "run"), [
+    (None, "forget_target_met", 4),  # no reference: the base's own facts are back at step 4
+    (0.0, "forget_target_met", 4),  # a first version that knew less than the base: the base decides
+    (1.0, "max_steps", 12),  # one that knew every answer: the run waits for 0.95 of them, to its ceiling
+])
+def test_the_stop_rule_waits_for_the_lines_first_facts_when_it_knew_more_than_the_base(
+    monkeypatch: pytest.MonkeyPatch, tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path,
+    reference: float | None, stop: str, run: int,
+) -> None:
+    import shutil
+
+    from unlearning_worker.evaluation import EvalPoint, Evaluator
+
+    forget, retain = _items(tiny_corpus)
+    monkeypatch.setattr(engine_module, "_target_held", lambda _history, _spec, step: step >= 4)
+    # every check reads the base's retain facts back, whatever the base knew
+    original = Evaluator.__call__
+    seen: dict[str, float] = {}
+
+    def same_facts(self: Evaluator, step: int, losses: dict[str, float], phase: str) -> EvalPoint:
+        point = original(self, step, losses, phase)
+        if phase == "before":
+            seen["before"] = point.retain_exact
+            return point
+        return replace(point, retain_exact=seen["before"])
+
+    monkeypatch.setattr(Evaluator, "__call__", same_facts)
+    if reference is not None:
+        monkeypatch.setattr(Evaluator, "retain_exact", lambda _self, _model: reference)
+    first = tmp_path / "first"
+    shutil.copytree(tiny_model_dir, first)
+    result = run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                            spec=UnlearningSpec(**(FIXED | {"min_steps": 0, "max_steps": 12, "eval_every": 2,
+                                                            "utility_floor": 0.5})),
+                            reference_dir=first if reference is not None else None)
+    assert seen["before"] < 0.95  # the tiny model does not know every answer
+    assert (result.stop_reason, result.steps_run) == (stop, run)
+    assert result.reference_retain_exact == reference
+
+
+def test_a_reference_that_is_not_a_model_is_refused_before_anything_is_written(
+    tiny_model_dir: Path, tiny_corpus: DemoCorpus, tmp_path: Path
+) -> None:
+    forget, retain = _items(tiny_corpus)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="reference_dir is not a Hugging Face model directory"):
+        run_unlearning(model_dir=tiny_model_dir, out_dir=tmp_path / "out", forget=forget, retain=retain,
+                       spec=UnlearningSpec(**FIXED), reference_dir=tmp_path / "empty")
+    assert not (tmp_path / "out").exists()
