@@ -186,8 +186,9 @@ def run_unlearning(
 
     `reference_dir`: the model line's first version, the one trained on the data before any job erased
     from it (the worker's `ModelVersion` chain). Each run may lose up to 1 - utility_target of its base's
-    retain facts before it stops, so a line of jobs adds those losses up (stop 49: ten sequential jobs,
-    each within 0.957x of its own base, took the line from 100% to 92.5%). With a reference the stop
+    retain facts before it stops, so nothing else bounds what a line of jobs loses in all (stop 49's
+    first sequence, each job within 0.957x of its own base, ended at 92.5%; its inputs replayed the people
+    earlier jobs erased, and with the worker's inputs the line held 97.5%). With a reference the stop
     rule's utility target reads the better of the base and the reference on the run's own retain
     questions: a run stops on its forget target only with utility_target x that back, and otherwise
     goes on (and at its ceiling saves the last check its target held, as for a base of its own). The
