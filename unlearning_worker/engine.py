@@ -1047,9 +1047,12 @@ def _reference_retain(reference_dir: Path | None, model_dir: Path, spec: Unlearn
     base itself, or in a sharded run (each process holds a shard of the model: a second whole one may not fit)."""
     if reference_dir is None or reference_dir.resolve() == model_dir.resolve() or fsdp.active() is not None:
         return None
-    reference, _tokenizer = load_model(reference_dir, spec.replace(lora=False, gradient_checkpointing=False), device)
+    reference: Any = None
     try:
+        reference, _tokenizer = load_model(reference_dir, spec.replace(lora=False, gradient_checkpointing=False), device)
         return evaluator.retain_exact(reference)
+    except torch.OutOfMemoryError:  # a second model beside the base does not fit: the base's own bound
+        return None
     finally:
         del reference
         if device.type == "cuda":

@@ -76,7 +76,7 @@ def _unlearn_with(job: UnlearningJob, claim: job_services.Claim, heartbeat: Hear
         retain = [*inputs.retain_items(inputs.eval_set(job, subjects)), *corpus_retain]
         try:
             steps, stop_reason = _run_engine(job, sink, spec, base_dir, out_dir, forget, retain, checkpoints,
-                                             attacker_texts, _line_reference(job))
+                                             attacker_texts)
         except UnlearningCancelled:
             if sink.lost or heartbeat.lost:
                 return "claim_lost"
@@ -245,7 +245,10 @@ def _line_reference(job: UnlearningJob) -> Path | None:
     """The model line's first version (the one its chain of parents starts from), whose retain facts the
     run's utility target also reads (engine.run_unlearning's `reference_dir`: a line of jobs must not add up
     each job's allowed loss). None where the base is that version, or where its files are no longer kept
-    (a quarantined version past its date) or are a routed sharded model's."""
+    (a quarantined version past its date), are a routed sharded model's, or cannot be trusted (outside
+    the artifact root, or not hashing to the registry's SHA-256): the reference is a bound on top of the
+    base's, so a first version that cannot be read leaves the job to run on its base alone, with a
+    warning, rather than blocking every later job of the line."""
     from unlearning_worker.routed import is_routed
 
     version = job.base_version
@@ -253,19 +256,24 @@ def _line_reference(job: UnlearningJob) -> Path | None:
         version = parent
     if version.id == job.base_version_id:
         return None
-    path = artifacts.within_root(Path(version.path))
-    if not (path / "config.json").is_file() or is_routed(path):
-        logger.info("job %s: the line's first version (v%d) is not kept as a model: the utility target reads the base alone",
-                    job.id, version.number)
+    try:
+        path = artifacts.within_root(Path(version.path))
+        if not (path / "config.json").is_file() or is_routed(path):
+            logger.info("job %s: the line's first version (v%d) is not kept as a model: the utility target reads the base alone",
+                        job.id, version.number)
+            return None
+        artifacts.verify_tree(path, version.sha256)  # never read a tampered version
+    except artifacts.ArtifactError as exc:
+        logger.warning("job %s: the line's first version (v%d) cannot be trusted (%s): the utility target reads the base alone",
+                       job.id, version.number, type(exc).__name__)
         return None
-    artifacts.verify_tree(path, version.sha256)  # never read a tampered version
     logger.info("job %s: the utility target also reads the line's first version (v%d)", job.id, version.number)
     return path
 
 
 def _run_engine(
     job: UnlearningJob, sink: ProgressSink, spec: Any, model_dir: Path, out_dir: Path, forget: list[Any],
-    retain: list[Any], checkpoints: Path, relearning: list[str], reference: Path | None = None,
+    retain: list[Any], checkpoints: Path, relearning: list[str],
 ) -> tuple[int, str]:
     """The engine's run in this process, or sharded over settings.UNLEARNING_PROCESSES processes (FSDP:
     unlearning_worker.distributed; such a run takes no checkpoints). Returns (steps, stop reason)."""
@@ -284,7 +292,7 @@ def _run_engine(
 
     run = run_unlearning(model_dir=model_dir, out_dir=out_dir, forget=forget, retain=retain, spec=spec, progress=sink,
                          should_cancel=sink.should_cancel, checkpoint_dir=checkpoints, relearning=relearning,
-                         reference_dir=reference)
+                         reference_dir=_line_reference(job))  # a sharded run (above) reads no reference
     return run.steps, run.stop_reason
 
 

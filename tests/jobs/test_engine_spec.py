@@ -90,11 +90,12 @@ def test_the_retain_term_gets_a_marked_corpus_sample_without_open_requests(
     assert [c[3] for c in sampled] == [50, 0]
 
 
-def test_the_run_reads_the_lines_first_version_while_it_is_kept_and_refuses_a_tampered_one(
+def test_the_run_reads_the_lines_first_version_while_it_is_kept_and_trusted(
     settings: Any, tmp_path: Any
 ) -> None:
     """execution._line_reference: the version the base's chain of parents starts from (the run's utility
-    reference, engine.run_unlearning), None where the base is that version or its files are gone."""
+    reference, engine.run_unlearning), None where the base is that version, its files are gone, or they
+    cannot be trusted (a tampered version, a path outside the artifact root): the job runs on its base."""
     import shutil
 
     from compliance.registry import artifacts
@@ -111,8 +112,10 @@ def test_the_run_reads_the_lines_first_version_while_it_is_kept_and_refuses_a_ta
     job = SimpleNamespace(id="j", base_version=v3, base_version_id=3)
     assert _line_reference(job) == first_dir.resolve()  # type: ignore[arg-type]
     assert _line_reference(SimpleNamespace(id="j", base_version=v1, base_version_id=1)) is None  # type: ignore[arg-type]
-    (first_dir / "model.safetensors").write_bytes(b"changed")
-    with pytest.raises(artifacts.ArtifactCorrupted):
-        _line_reference(job)  # type: ignore[arg-type]
+    (first_dir / "model.safetensors").write_bytes(b"changed")  # tampered: not trusted, the job runs on its base
+    assert _line_reference(job) is None  # type: ignore[arg-type]
+    outside = SimpleNamespace(id=0, number=1, parent=None, path="/elsewhere", sha256="")
+    later = SimpleNamespace(id=5, number=5, parent=outside, path="", sha256="")
+    assert _line_reference(SimpleNamespace(id="j", base_version=later, base_version_id=5)) is None  # type: ignore[arg-type]
     shutil.rmtree(first_dir)  # a quarantined version past its date: its files are gone
     assert _line_reference(job) is None  # type: ignore[arg-type]
