@@ -455,16 +455,18 @@ class Evaluator:
             return point
         return replace(point, forget_extraction_sampled=sampled, forget_extraction=max(point.forget_extraction, sampled))
 
+    def _retain_answers(self, model: Any) -> tuple[float, float, float]:
+        """(leaked, exact, total) over the retain probes: each probe counts once, a (person, attribute)
+        question as in the verdict's utility check, or, replayed, a retain record (a biography's six values
+        come from one generation, where an early token decides the rest, and counted per value they made
+        half the reading: demo and medium corpora, 1 biography per 6 QA records)."""
+        return run_probes(model, self.tokenizer, self.retain_probes, threshold=self.spec.leak_threshold, per_probe=True,
+                          batch_size=self.generation_batch())
+
     def retain_exact(self, model: Any) -> float:
         """The share of the retain probes `model` answers exactly, as a check reads the run's model: another
         model of the same line and tokenizer (the line's first version, engine._reference_retain)."""
-        was_training = model.training
-        model.eval()
-        try:
-            _leaked, exact, total = run_probes(model, self.tokenizer, self.retain_probes, threshold=self.spec.leak_threshold,
-                                               per_probe=True, batch_size=self.generation_batch())
-        finally:
-            model.train(was_training)
+        _leaked, exact, total = self._retain_answers(model)
         return exact / total if total else 1.0
 
     def __call__(self, step: int, step_losses: dict[str, float], phase: str) -> EvalPoint:
@@ -492,14 +494,7 @@ class Evaluator:
         if not decided or phase == "before" or step == spec.max_steps:
             sampled = self.sampled(step)
         with self.clock("check:retain"):
-            # each probe counts once: a (person, attribute) question, as in the verdict's utility check,
-            # or, replayed, a retain record: a biography's six values come from one generation, where an
-            # early token decides the rest, and counted per value they made half the reading (demo and
-            # medium corpora: 1 biography per 6 QA records)
-            r_leaked, r_exact, r_total = run_probes(
-                self.model, self.tokenizer, self.retain_probes, threshold=spec.leak_threshold, per_probe=True,
-                batch_size=self.generation_batch(),
-            )
+            r_leaked, r_exact, r_total = self._retain_answers(self.model)
             retain_ppl = perplexity(self.model, self.retain_examples, self.pad_id, self.device)
         return EvalPoint(
             step=step,

@@ -133,13 +133,14 @@ def unlearn(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
     forget, retain_items = demo_items(corpus, people)
     gone = set(erased)
     retain_items = [r for r in retain_items if r.subject_key not in gone]
+    left_out = [*people, *erased]
     relearning: list[str] = []
     if getattr(args, "engine_inputs", "corpus") == "worker":
         # as the worker gives them (execution._unlearn_with): the eval set's retain people (the verifier's,
         # verify_one), the general text and a corpus sample for the retain term, the corpus without the
         # subjects for the in-loop attacker
-        kept = set(retain_people_for(args, corpus, [*people, *erased]))
-        relearning = corpus_without(corpus, [*people, *erased])
+        kept = set(retain_people_for(args, corpus, left_out))
+        relearning = corpus_without(corpus, left_out)
         retain_items = [r for r in retain_items if not r.subject_key or r.subject_key in kept]
         # and the corpus sample (settings.UNLEARNING_RETAIN_CORPUS_TEXTS; nobody here has an open request)
         # marked by the project's PII analyzer as the worker marks them (execution._corpus_inputs, with the blank
@@ -171,14 +172,15 @@ def verify_one(args: argparse.Namespace, out: Path, base_dir: Path, corpus: Demo
     policy = VerificationPolicy.load(getattr(args, "policy", None)).with_labels(ATTRIBUTE_LABELS)
     if getattr(args, "retries", None) is not None:
         policy = VerificationPolicy.from_dict({**policy.to_dict(), "retries": args.retries})
-    retain_people = retain_people_for(args, corpus, [*people, *erased])
+    left_out = [*people, *erased]
+    retain_people = retain_people_for(args, corpus, left_out)
     with torch_threads(args.threads):
         return run_verification(
             model_dir=out, base_model_dir=base_dir, subjects=facts_for(corpus, people),
             retain=facts_for(corpus, retain_people), holdout_texts=holdout_texts(corpus),
             general_texts=[r.text for r in corpus.records if r.kind == "general"], policy=policy,
             controls=controls_for(corpus, args.controls), device=args.device,
-            other_texts=corpus_without(corpus, [*people, *erased]),
+            other_texts=corpus_without(corpus, left_out),
         )
 
 
