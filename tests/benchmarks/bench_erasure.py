@@ -399,6 +399,8 @@ def section_sequential(args: argparse.Namespace, model_dir: Path, corpus: DemoCo
           f" {_pct(_metric(last, 'utility', 'retain_accuracy'))}; retain perplexity x{ratios['retain_ppl_ratio']:.3f},"
           f" general x{ratios['general_ppl_ratio']:.3f}; verdicts"
           f" {sum(r['report'].verdict.passed for r in acc_rows)} of {len(acc_rows)} passed")
+    for row in acc_rows:  # each job's base is the one before it: kept (--keep) only once the line is done
+        keep(args, row)
 
 
 def section_calibration(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, work: Path) -> None:
