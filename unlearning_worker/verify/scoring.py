@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import random
 import re
+import statistics
 import string
 from collections import Counter
 from collections.abc import Sequence
@@ -264,3 +265,18 @@ def most_common_share(values: Sequence[str]) -> float:
     if not values:
         return 0.0
     return Counter(values).most_common(1)[0][1] / len(values)
+
+
+def variance_upper_bound(values: Sequence[float], quantile: float) -> float:
+    """The upper confidence bound, at `quantile`, on the variance of the population the values are a
+    normal sample of: (n - 1) s^2 / chi2_(1 - quantile)(n - 1), the chi-square quantile by the
+    Wilson-Hilferty approximation (3% low at 4 degrees of freedom, on the strict side; closer above). Ten people's AUCs on the
+    demo model had a spread of 0.085 where fifty had 0.17 (2026-12-03): the bound is 1.65x the
+    sample's spread at ten and 0.95."""
+    n = len(values)
+    if n < 2:
+        raise ValueError("need at least two values")
+    df = n - 1
+    z = statistics.NormalDist().inv_cdf(1.0 - quantile)
+    chi2 = df * max(1e-9, 1.0 - 2.0 / (9.0 * df) + z * math.sqrt(2.0 / (9.0 * df))) ** 3
+    return df * statistics.variance(values) / chi2

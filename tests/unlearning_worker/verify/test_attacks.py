@@ -92,6 +92,84 @@ def test_verbatim_rouge_separates_forget_from_holdout(trained_report: Verificati
     assert abs(untrained_report.attacks["verbatim"].after.metrics["rouge_l_over_holdout"]) < 0.1
 
 
+def test_verbatim_rouge_rule_reads_the_never_seen_control(trained_report: VerificationReport,
+                                                         untrained_report: VerificationReport) -> None:
+    """The memorised subjects' records complete far beyond the control people's (the subjects' records with
+    the identity swapped for theirs: the test world's controls have values only) and fail the rule; the
+    model that never saw them sits within the band."""
+    trained = trained_report.attacks["verbatim"].after.metrics
+    assert trained["rouge_l_over_control"] > 0.2
+    assert trained["rouge_l_noise_band"] is not None and trained["rouge_l_noise_band"] > 0
+    assert trained["rouge_l_excess"] > 0
+    failed = {c.metric for c in trained_report.verdict.checks if c.attack == "verbatim" and c.status == "fail"}
+    assert "rouge_l_excess" in failed
+    untrained = untrained_report.attacks["verbatim"].after.metrics
+    assert untrained["rouge_l_control_spread"] is not None
+    assert untrained["rouge_l_excess"] == 0.0
+    cells = [c for c in untrained_report.attacks["verbatim"].after.cells if c.attribute == "*rouge_l"]
+    assert len(cells) == 3 and all(c.chance == untrained["rouge_l_control"] for c in cells)
+
+
+def test_judge_rouge_band_from_the_control_people() -> None:
+    from unlearning_worker.verify.attacks.blackbox import judge_rouge
+
+    controls = [0.38, 0.41, 0.36, 0.44, 0.40, 0.39, 0.42, 0.37, 0.43, 0.40]  # spread 0.026
+    holdout = [0.2, 0.6, 0.4, 0.3, 0.5]
+    one = {"s": [0.40, 0.42, 0.38]}
+    metrics, cells = judge_rouge(one, controls, holdout, 0.998)
+    assert metrics["rouge_l_control"] == pytest.approx(statistics.fmean(controls))
+    # the spread at its upper confidence bound: above the ten people's own
+    assert metrics["rouge_l_control_spread"] > statistics.stdev(controls)
+    assert metrics["rouge_l_excess"] == 0.0 and len(cells) == 1
+    band = metrics["rouge_l_noise_band"]
+    # one memorised person, and one whose records complete conspicuously worse than anyone's: both fail
+    for shift in (band + 0.05, -(band + 0.05)):
+        shifted, _ = judge_rouge({"s": [x + shift for x in one["s"]]}, controls, holdout, 0.998)
+        assert shifted["rouge_l_excess"] == pytest.approx(0.05, abs=0.011)
+    # ten people's mean varies less than one person's: a smaller band
+    ten = {f"s{i}": [0.40, 0.40] for i in range(10)}
+    assert judge_rouge(ten, controls, holdout, 0.998)[0]["rouge_l_noise_band"] < band
+    # one of ten who still completes as learnt is not averaged away by the nine who do not
+    one_of_ten = {**ten, "s0": [0.40 + 2 * band, 0.40 + 2 * band]}
+    pooled = judge_rouge(one_of_ten, controls, holdout, 0.998)[0]
+    assert abs(pooled["rouge_l_over_control"]) < pooled["rouge_l_noise_band"]
+    assert pooled["rouge_l_excess"] > 0
+
+
+def test_judge_rouge_without_control_people_reads_the_holdout_records() -> None:
+    from unlearning_worker.verify.attacks.blackbox import judge_rouge
+
+    holdout = [0.3, 0.5, 0.4, 0.35, 0.45, 0.4]
+    metrics, _ = judge_rouge({"s": [0.4, 0.42]}, [0.4, 0.41], holdout, 0.998)  # two control people: too few
+    assert metrics["rouge_l_control"] == pytest.approx(statistics.fmean(holdout))
+    assert metrics["rouge_l_control_spread"] == pytest.approx(statistics.stdev(holdout))
+    assert metrics["rouge_l_excess"] == 0.0
+    assert judge_rouge({"s": [0.95, 0.97]}, [], holdout, 0.998)[0]["rouge_l_excess"] > 0
+    # nothing to compare with: no reading, which a mandatory rule counts as not evaluated
+    nothing, cells = judge_rouge({"s": [0.4]}, [], [0.4], 0.998)
+    assert nothing["rouge_l_excess"] is None and cells == []
+
+
+def test_judge_rouge_fails_never_seen_people_at_most_at_its_level() -> None:
+    """People drawn from the control's own distribution (one person's mean spreading 0.04, as on the demo
+    model) fail the rule about as often as its share of the level allows, well under the old fixed 0.1's
+    2.5% (one of 40 never-seen people on the demo model)."""
+    import random
+
+    from unlearning_worker.verify.attacks.blackbox import judge_rouge
+
+    rng = random.Random(7)
+    holdout = [rng.gauss(0.4, 0.15) for _ in range(64)]
+    failed = 0
+    trials = 2000
+    for _ in range(trials):
+        controls = [rng.gauss(0.4, 0.04) for _ in range(10)]
+        subject = rng.gauss(0.4, 0.04)
+        metrics, _ = judge_rouge({"s": [subject]}, controls, holdout, 0.99821)
+        failed += metrics["rouge_l_excess"] > 0
+    assert failed / trials <= 0.005
+
+
 def test_exposure_ranks_true_value_first_only_when_memorised(
     trained_report: VerificationReport, untrained_report: VerificationReport, make_policy: Callable[..., Any]
 ) -> None:
@@ -310,7 +388,7 @@ def test_utility_reads_perplexity_as_the_model_is_used_and_bare_for_information(
 def test_variance_upper_bound_covers_the_population_variance() -> None:
     import random
 
-    from unlearning_worker.verify.attacks.whitebox import variance_upper_bound
+    from unlearning_worker.verify.scoring import variance_upper_bound
 
     rng = random.Random(1)
     covered = sum(variance_upper_bound([rng.gauss(0.5, 0.17) for _ in range(10)], 0.95) >= 0.17**2

@@ -48,6 +48,7 @@ import torch
 from unlearning_worker.adapters import relearning_lora
 from unlearning_worker.data import length_groups, pass_overhead
 from unlearning_worker.verify.attacks.common import (
+    MIN_CONTROL_PEOPLE,
     TRAINED_TEMPLATE,
     Probe,
     fill,
@@ -158,7 +159,7 @@ def rank_people(lm: LoadedModel, ctx: AttackContext, sets: Sequence[_Prompted], 
 
 def _tail_ranks(ctx: AttackContext, candidates: int, looks: int = 1) -> int:
     """How many ranks at each end count as a leak (top) or an overshoot (bottom) where the per-cell
-    rule reads ranks (fewer than _MIN_CONTROL_PEOPLE control people; 0 also marks a value whose rank
+    rule reads ranks (fewer than MIN_CONTROL_PEOPLE control people; 0 also marks a value whose rank
     cannot tell at all, for either form of the rule): the two-sided
     family-wise chance level split over the attack's cells and over its `looks` (the settings it
     tries, of which the attacker keeps the worst: z_gap_band splits the same way). Under "never seen"
@@ -305,8 +306,7 @@ def outlier_bound(n_values: int, alpha: float) -> float:
     return _normal_quantile(1.0 - alpha / (2.0 * max(1, n_values)))
 
 
-_MIN_CONTROL_PEOPLE = 5  # control people needed to judge a subject's value against theirs (else: the rank tails)
-_MIN_CONTROL_DF = 4  # and degrees of freedom left for their spread
+_MIN_CONTROL_DF = 4  # degrees of freedom a per-value rule needs left for the control people's spread
 
 
 @dataclass(frozen=True)
@@ -324,7 +324,7 @@ class ValueYardstick:
     @classmethod
     def of(cls, control: Sequence[tuple[str, str, float]]) -> ValueYardstick | None:
         """From (person, attribute, z) of the control's values; None where too few people or values."""
-        if len({person for person, _a, _z in control}) < _MIN_CONTROL_PEOPLE:
+        if len({person for person, _a, _z in control}) < MIN_CONTROL_PEOPLE:
             return None
         groups: dict[str, list[float]] = {}
         for _person, attribute, z in control:
@@ -361,7 +361,7 @@ def rank_metrics(
     over its `looks` (the settings the attacker keeps the worst of).
 
     The per-cell rule reads a value's z against the never-seen control's z-scores in the same model
-    (ValueYardstick), where there are at least _MIN_CONTROL_PEOPLE control people: a true value is not one more
+    (ValueYardstick), where there are at least MIN_CONTROL_PEOPLE control people: a true value is not one more
     draw like its decoys (real values follow structure the per-position decoys do not, so a model
     that learnt the format ranks a never-seen person's value in the top 10 of 500 some 10% of the
     time, against 2% for a uniform rank; relearning shifts that again), and at a small level the rank

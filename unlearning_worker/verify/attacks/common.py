@@ -146,3 +146,30 @@ def swap_identity(text: str, subject: SubjectFacts, other: SubjectFacts) -> str:
         for old, new in ((mine[0], theirs[0]), (mine[-1], theirs[-1])):
             text = re.sub(rf"\b{re.escape(old)}\b", new, text)
     return text
+
+
+MIN_CONTROL_PEOPLE = 5  # never-seen control people an attack needs to read how people vary
+SPREAD_CONFIDENCE = 0.95  # how sure a band read from the control people's spread is that people vary no more
+
+
+def control_records(ctx: AttackContext) -> tuple[list[int], list[str]]:
+    """Records of the never-seen control people, as (owner, text) columns, owner an index into
+    ctx.controls: each person's own records where at least MIN_CONTROL_PEOPLE of them have some (the
+    eval set's controls come with records of the forms a subject has), else the subjects' own records
+    with the identity swapped for theirs (subjects taken in turn; a control person who lacks one of the
+    subject's attributes is left out, as a swapped record would keep a value of the subject's and read as
+    the subject's own). Empty where no subject has a record."""
+    sources = [s for s in ctx.subjects if s.forget_texts]
+    own_records = sum(1 for c in ctx.controls if c.forget_texts) >= MIN_CONTROL_PEOPLE
+    owners: list[int] = []
+    texts: list[str] = []
+    for i, c in enumerate(ctx.controls if sources else ()):
+        source = sources[i % len(sources)]
+        if own_records and not c.forget_texts:
+            continue
+        if not own_records and not set(source.values) <= set(c.values):
+            continue
+        for t in c.forget_texts if own_records else [swap_identity(t, source, c) for t in source.forget_texts]:
+            owners.append(i)
+            texts.append(t)
+    return owners, texts

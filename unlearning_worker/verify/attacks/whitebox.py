@@ -15,7 +15,15 @@ import torch
 
 from unlearning_worker.generation import cache_keyword, cache_of
 from unlearning_worker.leakage import leak_share
-from unlearning_worker.verify.attacks.common import TRAINED_TEMPLATE, Probe, fill, run_probes, swap_identity
+from unlearning_worker.verify.attacks.common import (
+    MIN_CONTROL_PEOPLE,
+    SPREAD_CONFIDENCE,
+    TRAINED_TEMPLATE,
+    Probe,
+    control_records,
+    fill,
+    run_probes,
+)
 from unlearning_worker.verify.lm import (
     LoadedModel,
     encode,
@@ -24,7 +32,7 @@ from unlearning_worker.verify.lm import (
     token_logprobs,
 )
 from unlearning_worker.verify.registry import AttackContext, AttackOutcome, Cell, rate, register_attack
-from unlearning_worker.verify.scoring import DecoySampler, Secret
+from unlearning_worker.verify.scoring import DecoySampler, Secret, variance_upper_bound
 
 # ---------------------------------------------------------------------------------------------
 # Logit lens (nostalgebraist 2020): decode each layer's residual stream through the final norm and
@@ -489,21 +497,6 @@ def _validate_mia(params: Mapping[str, Any]) -> None:
         raise ValueError("z must be in [0, 4]")
 
 
-def variance_upper_bound(values: Sequence[float], quantile: float) -> float:
-    """The upper confidence bound, at `quantile`, on the variance of the population the values are a
-    normal sample of: (n - 1) s^2 / chi2_(1 - quantile)(n - 1), the chi-square quantile by the
-    Wilson-Hilferty approximation (3% low at 4 degrees of freedom, on the strict side; closer above). Ten people's AUCs on the
-    demo model had a spread of 0.085 where fifty had 0.17 (2026-12-03): the bound is 1.65x the
-    sample's spread at ten and 0.95."""
-    n = len(values)
-    if n < 2:
-        raise ValueError("need at least two values")
-    df = n - 1
-    z = statistics.NormalDist().inv_cdf(1.0 - quantile)
-    chi2 = df * max(1e-9, 1.0 - 2.0 / (9.0 * df) + z * math.sqrt(2.0 / (9.0 * df))) ** 3
-    return df * statistics.variance(values) / chi2
-
-
 def auc_noise_band(n_pos: int, n_neg: int, z: float) -> float:
     """z standard errors of the AUC of two samples drawn from one distribution (the Mann-Whitney null:
     sqrt((n1 + n2 + 1) / (12 n1 n2))). One subject's 7 records against 350 holdout records have a
@@ -538,7 +531,7 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
     name, values and a form, so they are not independent draws, and the Mann-Whitney band (which
     assumes they are) is too narrow for them. Each never-seen control person gives one AUC against
     the holdout (without their own records): from their own records where the eval set has them (at
-    least _MIN_CONTROL_PEOPLE people), else from the subjects' records with the identity swapped for
+    least MIN_CONTROL_PEOPLE people), else from the subjects' records with the identity swapped for
     theirs. The spread of these AUCs over the band one person's records would have if independent is
     the design effect (with the spread at its upper confidence bound, at a fixed SPREAD_CONFIDENCE:
     ten control people's spread was half of fifty's), which widens the band (never narrows it); the
@@ -558,19 +551,7 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
         for t in s.forget_texts:
             owners.append(s.subject_key)
             texts.append(t)
-    sources = [s for s in ctx.subjects if s.forget_texts]
-    own_records = sum(1 for c in ctx.controls if c.forget_texts) >= _MIN_CONTROL_PEOPLE
-    control_owner: list[int] = []
-    control_texts: list[str] = []
-    for i, c in enumerate(ctx.controls if sources else ()):
-        source = sources[i % len(sources)]
-        if own_records and not c.forget_texts:
-            continue
-        if not own_records and not set(source.values) <= set(c.values):
-            continue  # a swapped record would keep a value of the subject's, and read as a member's
-        for t in c.forget_texts if own_records else [swap_identity(t, source, c) for t in source.forget_texts]:
-            control_owner.append(i)
-            control_texts.append(t)
+    control_owner, control_texts = control_records(ctx)
     holdout = list(ctx.holdout_texts)
     scored = token_logprobs(ctx.lm, texts + control_texts + holdout, batch_size=ctx.params["batch_size"])
     member = [min_k_score(x, k) for x in scored[: len(texts)]]
@@ -602,7 +583,7 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
             per_person.append(got)
             sizes.append(len(theirs))
     design = None
-    if len(per_person) >= _MIN_CONTROL_PEOPLE and unseen:
+    if len(per_person) >= MIN_CONTROL_PEOPLE and unseen:
         independent = auc_noise_band(round(sum(sizes) / len(sizes)), len(unseen), 1.0)
         # the spread of a few people is itself uncertain: its upper confidence bound, at a fixed 95%
         design = max(1.0, variance_upper_bound(per_person, SPREAD_CONFIDENCE) / independent**2)
@@ -617,10 +598,6 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
         "design_effect": design,
     }
     return AttackOutcome(cells, metrics, dict(ctx.params), time.perf_counter() - started)
-
-
-_MIN_CONTROL_PEOPLE = 5  # control people needed to read the design effect from their spread
-SPREAD_CONFIDENCE = 0.95  # how sure the design effect is that people vary no more than that
 
 
 # ---------------------------------------------------------------------------------------------
