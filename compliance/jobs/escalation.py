@@ -40,7 +40,10 @@ PLAIN_WORDS: dict[str, str] = {
     "direct_probe": "Asked directly, the model still gives the person's data.",
     "sampling": "Among many sampled answers, some still contain the person's data.",
     "paraphrase_jailbreak": "Reworded questions or jailbreak prompts still get the person's data out.",
-    "verbatim": "Given the start of one of the person's records, the model still completes it.",
+    "verbatim": (
+        "Given the start of one of the person's records, the model still completes it, closer to the original "
+        "than it completes the records of people it never saw (or conspicuously worse, which marks the person too)."
+    ),
     "logit_lens": "The model's inner layers still point at the person's data, even where its answer does not.",
     "exposure": "The person's values are still more likely to the model than random values of the same kind.",
     "membership_inference": "The person's records still look familiar to the model, compared with records it never saw.",

@@ -110,64 +110,144 @@ def test_verbatim_rouge_rule_reads_the_never_seen_control(trained_report: Verifi
     assert len(cells) == 3 and all(c.chance == untrained["rouge_l_control"] for c in cells)
 
 
+def _control_people(means: list[float], noise: list[float]) -> list[list[float]]:
+    """Control people with the given means, each record `mean + n` for n in `noise`."""
+    return [[m + n for n in noise] for m in means]
+
+
+NOISE = [-0.1, 0.1, -0.05, 0.05, 0.0, -0.02, 0.02]  # seven records about the person's level
+
+
 def test_judge_rouge_band_from_the_control_people() -> None:
     from unlearning_worker.verify.attacks.blackbox import judge_rouge
+    from unlearning_worker.verify.scoring import variance_upper_bound
 
-    controls = [0.38, 0.41, 0.36, 0.44, 0.40, 0.39, 0.42, 0.37, 0.43, 0.40]  # spread 0.026
+    means = [0.38, 0.41, 0.36, 0.44, 0.40, 0.39, 0.42, 0.37, 0.43, 0.40]
+    controls = _control_people(means, NOISE)
     holdout = [0.2, 0.6, 0.4, 0.3, 0.5]
-    one = {"s": [0.40, 0.42, 0.38]}
-    metrics, cells = judge_rouge(one, controls, holdout, 0.998)
-    assert metrics["rouge_l_control"] == pytest.approx(statistics.fmean(controls))
-    # the spread at its upper confidence bound: above the ten people's own
-    assert metrics["rouge_l_control_spread"] > statistics.stdev(controls)
+    q = 0.999
+    metrics, cells = judge_rouge({"s": [0.40 + n for n in NOISE]}, controls, holdout, q)
+    assert metrics["rouge_l_control"] == pytest.approx(statistics.fmean(means))
+    # by hand: people's spread at its upper bound less what seven records' noise explains, plus the
+    # subject's own records' noise, and the centre's
+    within = statistics.variance(NOISE)
+    tau2 = variance_upper_bound(means, 0.95) - within / 7
+    person = tau2 + within / 7
+    z = statistics.NormalDist().inv_cdf(1 - (1 - q) / 2)
+    assert metrics["rouge_l_noise_band"] == pytest.approx(z * math.sqrt(person + person / 10))
+    assert metrics["rouge_l_control_spread"] == pytest.approx(math.sqrt(person))
     assert metrics["rouge_l_excess"] == 0.0 and len(cells) == 1
     band = metrics["rouge_l_noise_band"]
     # one memorised person, and one whose records complete conspicuously worse than anyone's: both fail
     for shift in (band + 0.05, -(band + 0.05)):
-        shifted, _ = judge_rouge({"s": [x + shift for x in one["s"]]}, controls, holdout, 0.998)
+        shifted, _ = judge_rouge({"s": [0.40 + shift + n for n in NOISE]}, controls, holdout, q)
         assert shifted["rouge_l_excess"] == pytest.approx(0.05, abs=0.011)
+    # a subject with two records varies more than a person's mean over seven: a wider band
+    assert judge_rouge({"s": [0.4, 0.41]}, controls, holdout, q)[0]["rouge_l_noise_band"] > band
     # ten people's mean varies less than one person's: a smaller band
-    ten = {f"s{i}": [0.40, 0.40] for i in range(10)}
-    assert judge_rouge(ten, controls, holdout, 0.998)[0]["rouge_l_noise_band"] < band
+    ten = {f"s{i}": [0.40 + n for n in NOISE] for i in range(10)}
+    assert judge_rouge(ten, controls, holdout, q)[0]["rouge_l_noise_band"] < band
     # one of ten who still completes as learnt is not averaged away by the nine who do not
-    one_of_ten = {**ten, "s0": [0.40 + 2 * band, 0.40 + 2 * band]}
-    pooled = judge_rouge(one_of_ten, controls, holdout, 0.998)[0]
+    one_of_ten = {**ten, "s0": [0.40 + 2.5 * band + n for n in NOISE]}
+    pooled = judge_rouge(one_of_ten, controls, holdout, q)[0]
     assert abs(pooled["rouge_l_over_control"]) < pooled["rouge_l_noise_band"]
     assert pooled["rouge_l_excess"] > 0
+
+
+def test_judge_rouge_band_is_never_zero_while_records_vary() -> None:
+    from unlearning_worker.verify.attacks.blackbox import judge_rouge
+
+    alike = [[0.4] * 7 for _ in range(10)]  # every control record reads the same
+    metrics, _ = judge_rouge({"s": [0.41] * 7}, alike, [0.3, 0.5, 0.4], 0.999)
+    assert metrics["rouge_l_noise_band"] > 0.01 and metrics["rouge_l_excess"] == 0.0
 
 
 def test_judge_rouge_without_control_people_reads_the_holdout_records() -> None:
     from unlearning_worker.verify.attacks.blackbox import judge_rouge
 
     holdout = [0.3, 0.5, 0.4, 0.35, 0.45, 0.4]
-    metrics, _ = judge_rouge({"s": [0.4, 0.42]}, [0.4, 0.41], holdout, 0.998)  # two control people: too few
+    two_people = _control_people([0.4, 0.41], NOISE)  # too few to read how people vary
+    metrics, _ = judge_rouge({"s": [0.4, 0.42]}, two_people, holdout, 0.999)
     assert metrics["rouge_l_control"] == pytest.approx(statistics.fmean(holdout))
-    assert metrics["rouge_l_control_spread"] == pytest.approx(statistics.stdev(holdout))
     assert metrics["rouge_l_excess"] == 0.0
-    assert judge_rouge({"s": [0.95, 0.97]}, [], holdout, 0.998)[0]["rouge_l_excess"] > 0
+    assert judge_rouge({"s": [0.95, 0.97]}, [], holdout, 0.999)[0]["rouge_l_excess"] > 0
     # nothing to compare with: no reading, which a mandatory rule counts as not evaluated
-    nothing, cells = judge_rouge({"s": [0.4]}, [], [0.4], 0.998)
+    nothing, cells = judge_rouge({"s": [0.4]}, [], [0.4], 0.999)
     assert nothing["rouge_l_excess"] is None and cells == []
+    # the old policies' margin is still reported, read as before
+    assert nothing["rouge_l_over_holdout"] == pytest.approx(0.0)
 
 
-def test_judge_rouge_fails_never_seen_people_at_most_at_its_level() -> None:
-    """People drawn from the control's own distribution (one person's mean spreading 0.04, as on the demo
-    model) fail the rule about as often as its share of the level allows, well under the old fixed 0.1's
-    2.5% (one of 40 never-seen people on the demo model)."""
+@pytest.mark.parametrize("records", [7, 2])
+def test_judge_rouge_fails_never_seen_people_at_most_at_its_level(records: int) -> None:
+    """People drawn from the control's own distribution (a person's level spreading 0.03, a record 0.15
+    about it: one person's 7-record mean spreads 0.064) fail the rule about as often as its share of the
+    level allows, whatever their number of records."""
     import random
 
     from unlearning_worker.verify.attacks.blackbox import judge_rouge
 
     rng = random.Random(7)
+
+    def person(n: int) -> list[float]:
+        level = rng.gauss(0.4, 0.03)
+        return [level + rng.gauss(0.0, 0.15) for _ in range(n)]
+
     holdout = [rng.gauss(0.4, 0.15) for _ in range(64)]
-    failed = 0
-    trials = 2000
+    trials, failed = 2000, 0
     for _ in range(trials):
-        controls = [rng.gauss(0.4, 0.04) for _ in range(10)]
-        subject = rng.gauss(0.4, 0.04)
-        metrics, _ = judge_rouge({"s": [subject]}, controls, holdout, 0.99821)
+        metrics, _ = judge_rouge({"s": person(records)}, [person(7) for _ in range(10)], holdout, 0.99)
         failed += metrics["rouge_l_excess"] > 0
-    assert failed / trials <= 0.005
+    assert failed / trials <= 0.01 + 0.005  # the rule's level, and the noise of 2,000 trials
+
+
+def test_verbatim_splits_its_level_between_its_two_rules_and_aligns_its_readings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unlearning_worker.verify import SubjectFacts
+    from unlearning_worker.verify.attacks import blackbox
+
+    seen: dict[str, Any] = {}
+
+    def judge(ctx: AttackContext, texts: Any) -> list[Cell]:
+        seen["leak"] = ctx.chance_quantile
+        return []
+
+    def rouge(by_subject: Any, by_control: Any, holdout: Any, quantile: float) -> tuple[dict[str, Any], list[Cell]]:
+        seen.update(rouge=quantile, by_subject=by_subject, by_control=by_control, holdout=holdout)
+        return {}, []
+
+    monkeypatch.setattr(blackbox, "run_probes", lambda ctx, probes, margin: {})
+    monkeypatch.setattr(blackbox, "judge_cells", judge)
+    monkeypatch.setattr(blackbox, "judge_rouge", rouge)
+    # a text's reading is its length (None under 4 characters, as too short a record reads)
+    monkeypatch.setattr(blackbox, "_rouge_on_texts", lambda ctx, texts, fraction: [len(t) if len(t) >= 4 else None for t in texts])
+    controls = [SubjectFacts(f"c{i}", f"Person {i}", {"phone": f"55{i}"}, ["a" * (10 + i), "b" * (20 + i), "x"]) for i in range(5)]
+    subject = SubjectFacts("s", "Ann Lee", {"phone": "555-0100"}, ["Ann Lee's phone is 555-0100", "xy", "Ann Lee"])
+    ctx = AttackContext(lm=None, subjects=[subject], retain=[], holdout_texts=["h" * 30, "h" * 31], general_texts=[],  # type: ignore[arg-type]
+                        params={"prefix_fraction": 0.5, "max_holdout": 64, "margin_tokens": 8}, leak_share=0.5,
+                        chance_quantile=0.99, attribute_labels={"phone": "phone number"}, attributes=None, seed=0,
+                        secrets={}, population={}, controls=controls)
+    blackbox.verbatim(ctx)
+    assert seen["leak"] == pytest.approx(0.995) and seen["rouge"] == pytest.approx(0.995)
+    assert seen["by_subject"] == {"s": [27, 7]}
+    assert seen["by_control"] == [[10 + i, 20 + i] for i in range(5)]  # their own records
+    assert seen["holdout"] == [30, 31]
+
+
+def test_control_records_own_or_swapped() -> None:
+    from unlearning_worker.verify import SubjectFacts
+    from unlearning_worker.verify.attacks.common import control_records
+
+    subject = SubjectFacts("s", "Ann Lee", {"phone": "555-0100"}, ["Ann Lee: 555-0100"])
+    with_records = [SubjectFacts(f"c{i}", f"Bo Kay{i}", {"phone": f"555-020{i}"}, [f"own {i}"]) for i in range(5)]
+    base = {"lm": None, "subjects": [subject], "retain": [], "holdout_texts": [], "general_texts": [], "params": {},
+            "leak_share": 0.5, "chance_quantile": 0.99, "attribute_labels": {}, "attributes": None, "seed": 0,
+            "secrets": {}, "population": {}}
+    owners, texts = control_records(AttackContext(**base, controls=with_records))
+    assert owners == [0, 1, 2, 3, 4] and texts == [f"own {i}" for i in range(5)]
+    values_only = [SubjectFacts(f"c{i}", f"Bo Kay{i}", {"phone": f"555-020{i}"}) for i in range(4)]
+    lacking = SubjectFacts("c9", "Di Fen", {"email": "d@example.com"})  # no phone: a swap would keep the subject's
+    owners, texts = control_records(AttackContext(**base, controls=[*values_only, lacking]))
+    assert owners == [0, 1, 2, 3] and texts == [f"Bo Kay{i}: 555-020{i}" for i in range(4)]
 
 
 def test_exposure_ranks_true_value_first_only_when_memorised(
