@@ -128,22 +128,23 @@ def test_judge_rouge_band_from_the_control_people() -> None:
     q = 0.999
     metrics, cells = judge_rouge({"s": [0.40 + n for n in NOISE]}, controls, holdout, q)
     assert metrics["rouge_l_control"] == pytest.approx(statistics.fmean(means))
-    # by hand: people's spread at its upper bound less what seven records' noise explains, plus the
-    # subject's own records' noise, and the centre's
-    within = statistics.variance(NOISE)
-    tau2 = variance_upper_bound(means, 0.95) - within / 7
-    person = tau2 + within / 7
+    # by hand: the control people's spread at its upper bound, for the subject and for the centre (a mean
+    # over ten of them)
+    person = variance_upper_bound(means, 0.95)
     z = statistics.NormalDist().inv_cdf(1 - (1 - q) / 2)
     assert metrics["rouge_l_noise_band"] == pytest.approx(z * math.sqrt(person + person / 10))
     assert metrics["rouge_l_control_spread"] == pytest.approx(math.sqrt(person))
+    # a subject of two records: one record's noise about its person's level, for the five it lacks
+    two = judge_rouge({"s": [0.4, 0.41]}, controls, holdout, q)[0]
+    within = statistics.variance(NOISE)
+    assert two["rouge_l_noise_band"] == pytest.approx(z * math.sqrt(person + within * (1 / 2 - 1 / 7) + person / 10))
     assert metrics["rouge_l_excess"] == 0.0 and len(cells) == 1
     band = metrics["rouge_l_noise_band"]
     # one memorised person, and one whose records complete conspicuously worse than anyone's: both fail
     for shift in (band + 0.05, -(band + 0.05)):
         shifted, _ = judge_rouge({"s": [0.40 + shift + n for n in NOISE]}, controls, holdout, q)
         assert shifted["rouge_l_excess"] == pytest.approx(0.05, abs=0.011)
-    # a subject with two records varies more than a person's mean over seven: a wider band
-    assert judge_rouge({"s": [0.4, 0.41]}, controls, holdout, q)[0]["rouge_l_noise_band"] > band
+    assert two["rouge_l_noise_band"] > band
     # ten people's mean varies less than one person's: a smaller band
     ten = {f"s{i}": [0.40 + n for n in NOISE] for i in range(10)}
     assert judge_rouge(ten, controls, holdout, q)[0]["rouge_l_noise_band"] < band
@@ -180,18 +181,19 @@ def test_judge_rouge_without_control_people_reads_the_holdout_records() -> None:
 
 @pytest.mark.parametrize("records", [7, 2])
 def test_judge_rouge_fails_never_seen_people_at_most_at_its_level(records: int) -> None:
-    """People drawn from the control's own distribution (a person's level spreading 0.03, a record 0.15
-    about it: one person's 7-record mean spreads 0.064) fail the rule about as often as its share of the
-    level allows, whatever their number of records."""
+    """People drawn from the control's own distribution (a person's level spreading 0.03, records of
+    forms that read alike for everyone, each 0.15 about it: one person's 7-record mean spreads 0.064)
+    fail the rule about as often as its share of the level allows, whatever their number of records."""
     import random
 
     from unlearning_worker.verify.attacks.blackbox import judge_rouge
 
     rng = random.Random(7)
+    forms = [0.3, -0.2, -0.1, 0.0, 0.1, -0.1, 0.0]  # a biography completes better than a question, for anyone
 
     def person(n: int) -> list[float]:
         level = rng.gauss(0.4, 0.03)
-        return [level + rng.gauss(0.0, 0.15) for _ in range(n)]
+        return [level + forms[j] + rng.gauss(0.0, 0.15) for j in range(n)]
 
     holdout = [rng.gauss(0.4, 0.15) for _ in range(64)]
     trials, failed = 2000, 0
@@ -199,6 +201,31 @@ def test_judge_rouge_fails_never_seen_people_at_most_at_its_level(records: int) 
         metrics, _ = judge_rouge({"s": person(records)}, [person(7) for _ in range(10)], holdout, 0.99)
         failed += metrics["rouge_l_excess"] > 0
     assert failed / trials <= 0.01 + 0.005  # the rule's level, and the noise of 2,000 trials
+
+
+def test_judge_rouge_band_is_as_wide_as_people_vary_not_as_forms_differ() -> None:
+    """Records of different forms read at different levels for everyone (stop 50, the demo model: a
+    control person's 7-record mean spread 0.029 where one record's noise / 7 gave 0.106): the band reads
+    how people's means vary, so a subject 0.2 over the control is caught where a band from one record's
+    noise (about 0.3 here) would pass it."""
+    import random
+
+    from unlearning_worker.verify.attacks.blackbox import judge_rouge
+
+    rng = random.Random(3)
+    forms = [0.4, -0.2, -0.2, 0.0, 0.1, -0.1, 0.0]
+
+    def person(shift: float = 0.0) -> list[float]:
+        level = 0.4 + shift + rng.gauss(0.0, 0.02)
+        return [level + f + rng.gauss(0.0, 0.05) for f in forms]
+
+    caught, bands = 0, []
+    for _ in range(200):
+        metrics, _ = judge_rouge({"s": person(0.2)}, [person() for _ in range(10)], [0.4, 0.5, 0.3], 0.999)
+        caught += metrics["rouge_l_excess"] > 0
+        bands.append(metrics["rouge_l_noise_band"])
+    assert statistics.median(bands) < 0.2
+    assert caught >= 150
 
 
 def test_verbatim_splits_its_level_between_its_two_rules_and_aligns_its_readings(monkeypatch: pytest.MonkeyPatch) -> None:

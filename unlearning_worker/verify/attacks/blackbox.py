@@ -260,20 +260,26 @@ def _mean(values: list[float]) -> float | None:
 
 @dataclass(frozen=True)
 class RougeYardstick:
-    """How a never-seen person's mean ROUGE-L over m of their records reads: a centre, and a variance
-    tau2 + within / m, tau2 how much people differ (from the control people's means, their spread at its
-    upper confidence bound, less what their own records' noise explains) and within the noise of one
-    record about its person's level (pooled over the control people's records). A subject with fewer
-    records than the control people thus gets a wider band, and the band is never zero while records
-    vary. Where the control people are too few (people = 0), the holdout's records stand in, read as
-    independent (tau2 = 0): one person's records vary together, so that band is narrower than people's
-    and fails a never-seen person more often than the level (the subject's side of the error)."""
+    """How a never-seen person's mean ROUGE-L over their records reads: a centre, and how much that mean
+    varies from person to person (`between`: the control people's spread, at its upper confidence bound),
+    read on people with `records` records each. A subject with fewer records varies more, by one record's
+    noise about its person's level (`within`, pooled over the control people's records) times
+    1/m - 1/records; one with as many or more is given the control people's spread as it is. Measured on
+    the demo model (stop 50), a control person's mean over 7 records spread 0.033 at the retry's prefix
+    0.5 and 0.029 at 0.7, where within / 7 would give 0.061 and 0.106: one record's noise holds the
+    difference between forms (a biography completes differently from a question), which every person
+    has alike, so a band built from it alone was twice as wide as people vary. The band is never zero
+    while records vary: a zero spread of people falls back to within / m. Where the control people are
+    too few (people = 0), the holdout's records stand in, read as independent: one person's records
+    vary together, so that band is narrower than people's and fails a never-seen person more often than
+    the level (the subject's side of the error)."""
 
     centre: float
-    tau2: float
+    between: float
     within: float
+    records: float
     people: int
-    centre_variance: float  # the centre's own noise
+    centre_variance: float  # the centre's own noise: a mean over the control people, or the holdout's records
 
     @classmethod
     def of(cls, by_control: Sequence[Sequence[float]], holdout: Sequence[float]) -> RougeYardstick | None:
@@ -286,21 +292,23 @@ class RougeYardstick:
                 within = statistics.variance(holdout)
             # ten people's spread is itself uncertain: its upper confidence bound, as membership's band
             between = variance_upper_bound(means, SPREAD_CONFIDENCE)
-            records = statistics.fmean(len(p) for p in people)
-            tau2 = max(0.0, between - within / records)
-            return cls(statistics.fmean(means), tau2, within, len(people), (tau2 + within / records) / len(people))
+            return cls(statistics.fmean(means), between, within, statistics.fmean(len(p) for p in people), len(people),
+                       between / len(people) if between else within / len(people))
         if len(holdout) >= 2:
             within = statistics.variance(holdout)
-            return cls(statistics.fmean(holdout), 0.0, within, 0, within / len(holdout))
+            return cls(statistics.fmean(holdout), 0.0, within, 1.0, 0, within / len(holdout))
         return None
 
     def person_variance(self, records: int) -> float:
         """The variance of one never-seen person's mean over `records` records."""
-        return self.tau2 + self.within / max(1, records)
+        m = max(1, records)
+        if self.between == 0.0:
+            return self.within / m
+        return self.between + self.within * max(0.0, 1.0 / m - 1.0 / self.records)
 
     def band(self, records: Sequence[int], quantile: float) -> float:
         """How far the mean of the subjects' means (each subject's record count in `records`) falls from
-        the centre by chance at most, two-sided at `quantile`."""
+        the centre by chance at most, two-sided at `quantile`: the subjects' noise and the centre's own."""
         k = max(1, len(records))
         variance = sum(self.person_variance(m) for m in records) / k**2 + self.centre_variance
         return statistics.NormalDist().inv_cdf(1.0 - (1.0 - quantile) / 2.0) * math.sqrt(variance)
@@ -368,7 +376,7 @@ def judge_rouge(by_subject: Mapping[str, Sequence[float]], by_control: Sequence[
         "rouge_l_over_control": "the mean of the subjects' means minus rouge_l_control (0: the forget records complete "
         "like a never-seen person's; below 0: conspicuously worse, which also tells)",
         "rouge_l_control_spread": "the spread of a never-seen person's mean over as many records as a subject has: "
-        "people's spread at its upper confidence bound, with one record's noise about its person's level",
+        "the control people's spread at its upper confidence bound (wider for fewer records than theirs)",
         "rouge_l_noise_band": "how far the mean of the subjects' means falls from rouge_l_control by chance, "
         "two-sided at the rule's share of the attack's level",
         "rouge_l_excess": "the part of |rouge_l_over_control| beyond rouge_l_noise_band, or of a single subject's "
