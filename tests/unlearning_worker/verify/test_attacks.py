@@ -145,9 +145,18 @@ def test_judge_rouge_band_from_the_control_people() -> None:
         shifted, _ = judge_rouge({"s": [0.40 + shift + n for n in NOISE]}, controls, holdout, q)
         assert shifted["rouge_l_excess"] == pytest.approx(0.05, abs=0.011)
     assert two["rouge_l_noise_band"] > band
-    # ten people's mean varies less than one person's: a smaller band
+    # ten people's mean varies less than one person's: a smaller band, at half the rule's level; each of
+    # them is judged on their own at the other half, split over the ten
     ten = {f"s{i}": [0.40 + n for n in NOISE] for i in range(10)}
-    assert judge_rouge(ten, controls, holdout, q)[0]["rouge_l_noise_band"] < band
+    ten_metrics, ten_cells = judge_rouge(ten, controls, holdout, q)
+    z_mean = statistics.NormalDist().inv_cdf(1 - (1 - q) / 4)
+    assert ten_metrics["rouge_l_noise_band"] == pytest.approx(z_mean * math.sqrt(person / 10 + person / 10))
+    assert ten_metrics["rouge_l_noise_band"] < band
+    z_each = statistics.NormalDist().inv_cdf(1 - (1 - q) / 40)
+    assert all(c.detail["band"] == pytest.approx(z_each * math.sqrt(person + person / 10)) for c in ten_cells)
+    # one of ten past the single-subject band at the whole level but inside the split one passes
+    inside = {**ten, "s0": [0.40 + (band + z_each / z * band) / 2 + n for n in NOISE]}
+    assert judge_rouge(inside, controls, holdout, q)[0]["rouge_l_excess"] == 0.0
     # one of ten who still completes as learnt is not averaged away by the nine who do not
     one_of_ten = {**ten, "s0": [0.40 + 2.5 * band + n for n in NOISE]}
     pooled = judge_rouge(one_of_ten, controls, holdout, q)[0]
@@ -161,6 +170,23 @@ def test_judge_rouge_band_is_never_zero_while_records_vary() -> None:
     alike = [[0.4] * 7 for _ in range(10)]  # every control record reads the same
     metrics, _ = judge_rouge({"s": [0.41] * 7}, alike, [0.3, 0.5, 0.4], 0.999)
     assert metrics["rouge_l_noise_band"] > 0.01 and metrics["rouge_l_excess"] == 0.0
+    # people's means alike to the last bit, their records not: one record's noise
+    same_means = [[0.1, 0.3], [0.2, 0.2], [0.3, 0.1], [0.15, 0.25], [0.05, 0.35]]
+    metrics, _ = judge_rouge({"s": [0.25, 0.2]}, same_means, [], 0.999)
+    assert metrics["rouge_l_noise_band"] > 0.05 and metrics["rouge_l_excess"] == 0.0
+    # nothing varies anywhere (a model that completes no record): a subject reads as the control or stands out
+    assert judge_rouge({"s": [0.0] * 7}, [[0.0] * 7 for _ in range(10)], [0.0, 0.0], 0.999)[0]["rouge_l_excess"] == 0.0
+    assert judge_rouge({"s": [0.1] * 7}, [[0.0] * 7 for _ in range(10)], [0.0, 0.0], 0.999)[0]["rouge_l_excess"] > 0
+
+
+def test_judge_rouge_control_people_with_unequal_records() -> None:
+    """A control person's mean varies by one record's noise / n_i: their matching record count is the
+    harmonic mean (four people of 2 records and one of 60 read like people of about 2.5)."""
+    from unlearning_worker.verify.attacks.blackbox import RougeYardstick
+
+    people = [[0.3, 0.5], [0.35, 0.45], [0.2, 0.6], [0.4, 0.4], [0.4 + (-0.1 if i % 2 else 0.1) for i in range(60)]]
+    yardstick = RougeYardstick.of(people, [])
+    assert yardstick is not None and yardstick.records == pytest.approx(5 / (4 / 2 + 1 / 60))
 
 
 def test_judge_rouge_without_control_people_reads_the_holdout_records() -> None:

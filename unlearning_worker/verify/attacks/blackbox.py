@@ -258,6 +258,9 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
+_NO_SPREAD = 1e-12  # a variance this small is rounding, not spread
+
+
 @dataclass(frozen=True)
 class RougeYardstick:
     """How a never-seen person's mean ROUGE-L over their records reads: a centre, and how much that mean
@@ -268,8 +271,10 @@ class RougeYardstick:
     the demo model (stop 50), a control person's mean over 7 records spread 0.033 at the retry's prefix
     0.5 and 0.029 at 0.7, where within / 7 would give 0.061 and 0.106: one record's noise holds the
     difference between forms (a biography completes differently from a question), which every person
-    has alike, so a band built from it alone was twice as wide as people vary. The band is never zero
-    while records vary: a zero spread of people falls back to within / m. Where the control people are
+    has alike, so a band built from it alone was two to nearly four times as wide as people vary. The
+    band is never zero while records vary: a zero spread of people falls back to within / m; where
+    nothing varies at all (a model that completes no record, an untrained one) the band is zero, and
+    a subject reads as the control or stands out. Where the control people are
     too few (people = 0), the holdout's records stand in, read as independent: one person's records
     vary together, so that band is narrower than people's and fails a never-seen person more often than
     the level (the subject's side of the error)."""
@@ -288,12 +293,15 @@ class RougeYardstick:
             means = [statistics.fmean(p) for p in people]
             df = sum(len(p) - 1 for p in people)
             within = sum((x - m) ** 2 for p, m in zip(people, means, strict=True) for x in p) / df if df else 0.0
-            if within == 0.0 and len(holdout) >= 2:  # every control record reads alike: the holdout's spread
+            if within <= _NO_SPREAD and len(holdout) >= 2:  # every control record reads alike: the holdout's spread
                 within = statistics.variance(holdout)
             # ten people's spread is itself uncertain: its upper confidence bound, as membership's band
             between = variance_upper_bound(means, SPREAD_CONFIDENCE)
-            return cls(statistics.fmean(means), between, within, statistics.fmean(len(p) for p in people), len(people),
-                       between / len(people) if between else within / len(people))
+            between = 0.0 if between <= _NO_SPREAD else between
+            # a control person's mean varies by within / n_i: the record count that matches is the harmonic mean
+            records = len(people) / sum(1.0 / len(p) for p in people)
+            centre = (between if between else within / records) / len(people)
+            return cls(statistics.fmean(means), between, within, records, len(people), centre)
         if len(holdout) >= 2:
             within = statistics.variance(holdout)
             return cls(statistics.fmean(holdout), 0.0, within, 1.0, 0, within / len(holdout))
