@@ -254,10 +254,6 @@ def _rouge_on_texts(ctx: AttackContext, texts: list[str], fraction: float) -> li
     return scores
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
-
-
 _NO_SPREAD = 1e-12  # a variance this small is rounding, not spread
 
 
@@ -333,7 +329,8 @@ def judge_rouge(by_subject: Mapping[str, Sequence[float]], by_control: Sequence[
     subject's mean; chance: the control's)."""
     subjects = {key: list(scores) for key, scores in by_subject.items() if scores}
     mine = [x for scores in subjects.values() for x in scores]
-    mean_forget, mean_holdout = _mean(mine), _mean(list(holdout))
+    mean_forget = statistics.fmean(mine) if mine else None
+    mean_holdout = statistics.fmean(holdout) if holdout else None
     metrics: dict[str, float | None] = {
         "rouge_l_forget": mean_forget,
         "rouge_l_holdout": mean_holdout,
@@ -359,7 +356,7 @@ def judge_rouge(by_subject: Mapping[str, Sequence[float]], by_control: Sequence[
         cells.append(Cell(key, "*rouge_l", None, means[key], yardstick.centre,
                           {"records": len(scores), "over_control": own_over, "band": own_band}))
     metrics.update(rouge_l_control=yardstick.centre, rouge_l_over_control=over,
-                   rouge_l_control_spread=math.sqrt(yardstick.person_variance(round(statistics.fmean(map(len, subjects.values()))))),
+                   rouge_l_control_spread=math.sqrt(yardstick.person_variance(round(len(mine) / k))),
                    rouge_l_noise_band=band, rouge_l_excess=excess)
     return metrics, cells
 
