@@ -137,3 +137,14 @@ def test_tasks_are_routed_by_the_settings(task: str, queue: str) -> None:
     app.loader.import_default_modules()
     assert app.amqp.router.route({}, task)["queue"].name == queue
     assert queue_for(task) == queue
+
+
+def test_the_demo_eval_set_holds_as_many_control_people_as_the_shipped_policy_reads() -> None:
+    from compliance.demo.registration import DEMO_CONTROL_PEOPLE, eval_set_document
+    from unlearning_worker.demo.trainer import DemoModelConfig
+    from unlearning_worker.verify import VerificationPolicy
+
+    assert DEMO_CONTROL_PEOPLE == VerificationPolicy.load(None).control_people
+    document = eval_set_document(DemoModelConfig().corpus(), retain_people=4)
+    assert len(document["controls"]) == DEMO_CONTROL_PEOPLE
+    assert len({c["key"] for c in document["controls"]}) == DEMO_CONTROL_PEOPLE

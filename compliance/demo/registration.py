@@ -37,7 +37,12 @@ def write_corpus_jsonl(corpus: Any, path: Path) -> None:
             fh.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")
 
 
-def eval_set_document(corpus: Any, *, retain_people: int, control_people: int = 10) -> dict[str, Any]:
+# never-seen people the demo's eval set holds out for the verdict's control: the shipped verification
+# policy's control_people (the verdict reads at most that many of them)
+DEMO_CONTROL_PEOPLE = 20
+
+
+def eval_set_document(corpus: Any, *, retain_people: int, control_people: int = DEMO_CONTROL_PEOPLE) -> dict[str, Any]:
     from unlearning_worker.demo.corpus import ATTRIBUTE_LABELS, bio_record, qa_record
 
     retain = []

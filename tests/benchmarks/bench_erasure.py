@@ -480,8 +480,10 @@ def main() -> None:
     parser.add_argument("--people", type=lambda s: s.split(","), default=None,
                         help="subject ids (e.g. P000000, the demo's subject) instead of --subjects picked by --seed")
     parser.add_argument("--sequential", type=int, default=10, help="jobs in the accumulation section")
-    parser.add_argument("--controls", type=int, default=10)
-    parser.add_argument("--calibration", type=int, default=40, help="never-seen people in the calibration section")
+    parser.add_argument("--controls", type=int, default=20,
+                        help="never-seen control people the verifier reads (the shipped policy's control_people)")
+    parser.add_argument("--calibration", type=int, default=30,
+                        help="never-seen people in the calibration section (after the --controls; the demo corpus holds 50)")
     parser.add_argument("--retries", type=int, default=None,
                         help="the verify section's stronger retries (default: the policy's)")
     parser.add_argument("--memorisation", action=argparse.BooleanOptionalAction, default=None,

@@ -20,14 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import unlearning_worker.verify.attacks  # noqa: F401  (fills the registry the validator reads)
+from unlearning_worker.verify.attacks.common import MIN_CONTROL_PEOPLE
 from unlearning_worker.verify.registry import ATTACKS, AttackSpec
 
 SCHEMA = "erasure-verification-policy/1"
 DEFAULT_POLICY_PATH = Path(__file__).with_name("policies") / "default.json"
 _TOP_KEYS = {
     "schema", "name", "leak_share", "chance_quantile", "verdict_level", "retries", "attributes",
-    "attribute_labels", "seed", "attacks",
+    "attribute_labels", "seed", "attacks", "control_people",
 }
+DEFAULT_CONTROL_PEOPLE = 10  # a policy without control_people (the count before it was the policy's)
+MAX_CONTROL_PEOPLE = 1_000
 _ATTACK_KEYS = {"enabled", "mandatory", "params", "thresholds", "level_share"}
 
 
@@ -87,6 +90,13 @@ class VerificationPolicy:
     # None (older policies): each attack at chance_quantile, so the verdict's own false-failure rate
     # grows with the number of attacks (measured on the demo model, 2026-12-03: 20% over eleven).
     verdict_level: float | None = None
+    # People the model never saw that every attack compares the subjects with: the eval set's held-out
+    # people, topped up with generated fictitious people where it holds fewer (runner.control_people).
+    # The bands the rules read from them narrow with more: a chance band read from n people's spread at
+    # a small level carries Student's t with n - 1 degrees of freedom and the spread's upper confidence
+    # bound (the verbatim rule's band for one subject is about 0.7x as wide with 20 as with 10).
+    # Absent (older policies): 10, the count before it was the policy's
+    control_people: int = DEFAULT_CONTROL_PEOPLE
     sha256: str = field(default="", compare=False)  # of the canonical JSON, for reports and certificates
 
     def __post_init__(self) -> None:
@@ -104,6 +114,9 @@ class VerificationPolicy:
             for name in judged:  # 1 - a level this small is 1.0 in floating point: no quantile left to read
                 if self.verdict_level * self.attacks[name].level_share / total / self.looks(name) < 1e-9:
                     raise ValueError(f"policy.attacks.{name}.level_share: its share of verdict_level is below 1e-9")
+        if not MIN_CONTROL_PEOPLE <= self.control_people <= MAX_CONTROL_PEOPLE:
+            raise ValueError(f"policy: control_people must be between {MIN_CONTROL_PEOPLE} and {MAX_CONTROL_PEOPLE}"
+                             " (the rules read how never-seen people vary from at least that many)")
         if not 0 <= self.retries <= 5:
             raise ValueError("policy: retries must be between 0 and 5")
         unknown = set(self.attacks) - set(ATTACKS)
@@ -162,13 +175,15 @@ class VerificationPolicy:
             seed=_int(raw, "seed", "policy", default=0),
             attacks=attacks,
             verdict_level=_num(raw, "verdict_level", "policy", default=None),
+            control_people=_int(raw, "control_people", "policy", default=DEFAULT_CONTROL_PEOPLE),
         )
         canonical = json.dumps(policy.to_dict(), sort_keys=True, separators=(",", ":"))
         object.__setattr__(policy, "sha256", hashlib.sha256(canonical.encode()).hexdigest())
         return policy
 
     def to_dict(self) -> dict[str, Any]:
-        # verdict_level and level_share appear only where set, so an older policy keeps its sha256
+        # verdict_level, level_share and control_people appear only where set, so an older policy keeps
+        # its sha256
         out: dict[str, Any] = {
             "schema": SCHEMA,
             "name": self.name,
@@ -191,6 +206,8 @@ class VerificationPolicy:
         }
         if self.verdict_level is not None:
             out["verdict_level"] = self.verdict_level
+        if self.control_people != DEFAULT_CONTROL_PEOPLE:
+            out["control_people"] = self.control_people
         return out
 
     def judged(self) -> list[str]:

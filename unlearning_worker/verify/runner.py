@@ -96,7 +96,7 @@ def verify_loaded(
     started = time.perf_counter()
     _check_inputs(subjects, retain)
     other = tuple(other_texts)  # shared by every attack's context
-    control_people = list(controls) if controls is not None else never_seen_controls(subjects, retain, policy)
+    control_people = choose_controls(controls, subjects, retain, policy)
     _check_inputs([*subjects, *control_people], retain)
     population, secrets = _secrets([*subjects, *control_people], retain)
     enabled = [(name, ap) for name, ap in policy.attacks.items() if ap.enabled]
@@ -172,7 +172,7 @@ def verify_loaded(
             timings[f"{name}.before_seconds"] = rep.before.seconds
     timings["verify_seconds"] = time.perf_counter() - started
     return VerificationReport(
-        threat_model=threat_model(policy, reports, control_people, generated=controls is None),
+        threat_model=threat_model(policy, reports, control_people, generated=not controls),
         policy_name=policy.name,
         policy_sha256=policy.sha256,
         model_sha256=None,
@@ -311,19 +311,35 @@ def threat_model(
 
 
 CONTROL_SEED = 7_919  # fictitious people drawn for the control: never the demo corpus's seed (0)
-CONTROL_PEOPLE = 10
+
+
+def choose_controls(
+    held_out: Sequence[SubjectFacts] | None, subjects: Sequence[SubjectFacts], retain: Sequence[SubjectFacts],
+    policy: VerificationPolicy,
+) -> list[SubjectFacts]:
+    """The never-seen control the verdict compares the subjects with: the eval set's held-out people,
+    the first policy.control_people of them (a longer list is cut, so that the same policy reads the
+    same number of people whatever the eval set holds; a shorter one is read whole, and the report's
+    threat model says how many), else policy.control_people generated fictitious people
+    (never_seen_controls). The two are not mixed: held-out people come with records of their own and
+    generated ones borrow the subjects', and a rule reads one spread over people alike."""
+    if held_out:
+        return list(held_out)[: policy.control_people]
+    return never_seen_controls(subjects, retain, policy)
 
 
 def never_seen_controls(
     subjects: Sequence[SubjectFacts], retain: Sequence[SubjectFacts], policy: VerificationPolicy,
-    *, count: int = CONTROL_PEOPLE,
+    *, count: int | None = None,
 ) -> list[SubjectFacts]:
-    """Generated fictitious people with values of the subjects' formats: the never-seen control when
-    the caller has no held-out people. Names or values that collide with a subject or a retain person
-    are skipped. Their records are the subjects' own records with the identity swapped (so that
-    membership-style prompts compare like with like)."""
+    """`count` (default policy.control_people) generated fictitious people with values of the
+    subjects' formats: the never-seen control where the caller has no held-out people, or too few.
+    Names or values that collide with a subject or a person in `retain` are skipped. Their records are
+    the subjects' own records with the identity swapped (so that membership-style prompts compare like
+    with like)."""
     from pii.synth import generate_people
 
+    count = policy.control_people if count is None else count
     taken = {p.name.casefold() for p in [*subjects, *retain]}
     taken_values = {v for p in [*subjects, *retain] for v in p.values.values()}
     wanted = sorted({a for s in subjects for a in s.values})

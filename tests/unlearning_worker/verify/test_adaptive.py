@@ -21,7 +21,7 @@ from unlearning_worker.verify.attacks.adaptive import (
 from unlearning_worker.verify.attacks.common import swap_identity
 from unlearning_worker.verify.attacks.quantization import quantize_weights
 from unlearning_worker.verify.registry import AttackContext
-from unlearning_worker.verify.runner import never_seen_controls
+from unlearning_worker.verify.runner import choose_controls, never_seen_controls
 
 ADA = SubjectFacts(
     subject_key="s1", name="Ada Quill", values={"phone": "415-555-0199", "email": "ada.quill7@example.com"},
@@ -156,6 +156,21 @@ def test_never_seen_controls_avoid_subjects_and_have_their_attributes() -> None:
     assert all(set(c.values) == {"phone", "email"} for c in controls)
     assert all(c.name != ADA.name and c.values["phone"] != ADA.values["phone"] for c in controls)
     assert never_seen_controls([ADA], [], policy, count=6) == controls  # deterministic
+
+
+def test_the_policy_sets_how_many_never_seen_people_the_verdict_reads() -> None:
+    policy = VerificationPolicy.load(None)
+    assert policy.control_people == 20
+    generated = choose_controls(None, [ADA], [], policy)
+    assert len(generated) == 20 and len({c.subject_key for c in generated}) == 20
+    assert [c.subject_key for c in choose_controls([], [ADA], [], policy)] == [c.subject_key for c in generated]
+    fewer = VerificationPolicy.from_dict({**policy.to_dict(), "control_people": 6})
+    assert len(choose_controls(None, [ADA], [], fewer)) == 6
+    # the eval set's held-out people come first and are never mixed with generated ones: a longer list
+    # is cut to the policy's count, a shorter one read whole
+    held = [SubjectFacts(subject_key=f"h{i}", name=f"Held Out{i}", values=dict(BOB.values)) for i in range(30)]
+    assert choose_controls(held, [ADA], [], policy) == held[:20]
+    assert choose_controls(held[:7], [ADA], [], policy) == held[:7]
 
 
 def test_mean_z_gap_is_judged_against_the_control_spread() -> None:

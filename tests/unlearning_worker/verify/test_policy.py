@@ -87,6 +87,10 @@ def _mutate(path: list[str], value: Any) -> dict[str, Any]:
         (["attacks", "relearning", "level_share"], None, "level_share"),
         (["verdict_level"], 1e-300, "verdict_level"),
         (["attacks", "sampling", "level_share"], 1e-7, "sampling.level_share"),
+        (["control_people"], 4, "control_people must be between 5"),
+        (["control_people"], 1001, "control_people must be between 5"),
+        (["control_people"], 20.0, "control_people: must be an integer"),
+        (["control_people"], True, "control_people: must be an integer"),
     ],
 )
 def test_invalid_policies_are_rejected_with_a_clear_message(path: list[str], value: Any, message: str) -> None:
@@ -193,3 +197,17 @@ def test_a_policy_file_written_before_verdict_level_keeps_the_hash_its_reports_c
     old = VerificationPolicy.load(Path(__file__).with_name("data") / "policy-before-verdict-level.json")
     assert old.sha256 == "bbd2221494828e405ecaf361ac1b4268a0a67bd69732f8625dd54c25b5d7f4bd"
     assert old.verdict_level is None and old.attack_quantile("relearning") == 0.95
+
+
+def test_control_people_is_the_policy_s_and_an_older_file_keeps_ten_and_its_hash() -> None:
+    policy = VerificationPolicy.load(None)
+    assert policy.control_people == 20  # the shipped default
+    assert VerificationPolicy.from_dict(policy.to_dict()) == policy
+    raw = default_raw()
+    del raw["control_people"]
+    older = VerificationPolicy.from_dict(raw)
+    assert older.control_people == 10  # the count before it was the policy's
+    assert "control_people" not in older.to_dict()  # written as before, so its stored hash still matches
+    assert older.sha256 != policy.sha256
+    # the file written before verdict_level reads ten too, and keeps its hash (above)
+    assert VerificationPolicy.load(Path(__file__).with_name("data") / "policy-before-verdict-level.json").control_people == 10
