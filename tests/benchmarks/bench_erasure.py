@@ -205,7 +205,7 @@ def run_one(args: argparse.Namespace, model_dir: Path, corpus: DemoCorpus, metho
 def print_rows(rows: list[dict[str, Any]], retrain_s: float | None) -> None:
     head = (f"{'method':15} {'greedy b>a':>15} {'B=20 b>a':>15} {'z subj b>a':>13} {'z ctrl':>6} {'overshoot':>9}"
             f" {'r1/top10 after':>15} {'int8 ex':>7} {'int4 ex':>7} {'int4 z':>6} {'retain facts':>15} {'ppl r':>6}"
-            f" {'gen r':>6} {'bare r/g':>11} {'MI auc':>6} {'MI exc':>6} {'exp b/chance':>12} {'wall s':>7} {'%retrain':>8}  verdict")
+            f" {'gen r':>6} {'bare r/g':>11} {'MI auc':>6} {'MI nb gap/band':>14} {'exp b/chance':>12} {'wall s':>7} {'%retrain':>8}  verdict")
     print(head)
     print("-" * len(head))
     for row in rows:
@@ -228,7 +228,7 @@ def print_rows(rows: list[dict[str, Any]], retrain_s: float | None) -> None:
             f" {_metric_rel(rep, 'retain_ppl_ratio'):>6} {_metric_rel(rep, 'general_ppl_ratio'):>6}"
             f" {_metric_rel(rep, 'retain_ppl_bare_ratio'):>5}/{_metric_rel(rep, 'general_ppl_bare_ratio'):>5}"
             f" {_num(_metric(rep, 'membership_inference', 'auc'), 2):>6}"
-            f" {_num(_metric(rep, 'membership_inference', 'auc_excess_deviation'), 2):>6}"
+            f" {_num(_metric(rep, 'membership_inference', 'neighbour_gap'), 2) + '/' + _num(_metric(rep, 'membership_inference', 'neighbour_band'), 2):>14}"
             f" {_num(_metric(rep, 'exposure', 'mean_exposure_bits'), 1) + '/' + _num(_metric(rep, 'exposure', 'chance_exposure_bits'), 1):>12}"
             f" {f'{res.wall_s:7.1f}' if res is not None else '      -'} {cost:>8}  {'PASS' if rep.verdict.passed else 'FAIL'}",
             flush=True,

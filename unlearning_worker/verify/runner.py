@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from unlearning_worker.verify.attacks.common import fictitious_people
 from unlearning_worker.verify.facts import SubjectFacts
 from unlearning_worker.verify.lm import LoadedModel, load_model
 from unlearning_worker.verify.policy import AttackPolicy, VerificationPolicy
@@ -333,30 +334,12 @@ def never_seen_controls(
     *, count: int | None = None,
 ) -> list[SubjectFacts]:
     """`count` (default policy.control_people) generated fictitious people with values of the
-    subjects' formats: the never-seen control where the caller has no held-out people, or too few.
-    Names or values that collide with a subject or a person in `retain` are skipped. Their records are
-    the subjects' own records with the identity swapped (so that membership-style prompts compare like
-    with like)."""
-    from pii.synth import generate_people
-
-    count = policy.control_people if count is None else count
-    taken = {p.name.casefold() for p in [*subjects, *retain]}
-    taken_values = {v for p in [*subjects, *retain] for v in p.values.values()}
-    wanted = sorted({a for s in subjects for a in s.values})
-    out: list[SubjectFacts] = []
-    for person in generate_people(count * 3, seed=CONTROL_SEED + policy.seed):
-        if len(out) == count:
-            break
-        values = {}
-        for attribute in wanted:
-            try:
-                values[attribute] = person.attribute(attribute)
-            except AttributeError:
-                continue
-        if person.name.casefold() in taken or taken_values & set(values.values()):
-            continue
-        out.append(SubjectFacts(subject_key=f"control-{len(out):03d}", name=person.name, values=values))
-    return out
+    subjects' formats: the never-seen control where the caller has no held-out people. Names or values
+    that collide with a subject or a person in `retain` are skipped. Their records are the subjects' own
+    records with the identity swapped (so that membership-style prompts compare like with like)."""
+    return fictitious_people([*subjects, *retain], sorted({a for s in subjects for a in s.values}),
+                             policy.control_people if count is None else count, seed=CONTROL_SEED + policy.seed,
+                             key_prefix="control")
 
 
 def _error_text(exc: Exception) -> str:

@@ -182,10 +182,10 @@ def test_judge_rouge_band_is_never_zero_while_records_vary() -> None:
 def test_judge_rouge_control_people_with_unequal_records() -> None:
     """A control person's mean varies by one record's noise / n_i: their matching record count is the
     harmonic mean (four people of 2 records and one of 60 read like people of about 2.5)."""
-    from unlearning_worker.verify.attacks.blackbox import RougeYardstick
+    from unlearning_worker.verify.attacks.common import PersonYardstick
 
     people = [[0.3, 0.5], [0.35, 0.45], [0.2, 0.6], [0.4, 0.4], [0.4 + (-0.1 if i % 2 else 0.1) for i in range(60)]]
-    yardstick = RougeYardstick.of(people, [])
+    yardstick = PersonYardstick.of(people, [])
     assert yardstick is not None and yardstick.records == pytest.approx(5 / (4 / 2 + 1 / 60))
 
 
@@ -354,7 +354,7 @@ def test_membership_inference_auc(world: Any, trained_report: VerificationReport
     metrics = trained_report.attacks["membership_inference"].after.metrics
     assert metrics["auc_excess_deviation"] == pytest.approx(max(0.0, metrics["auc_deviation"] - metrics["auc_noise_band"]))
     assert 0.0 < metrics["auc_noise_band"] < 0.5
-    assert metrics["auc_excess_deviation"] > 0.05  # the memorising model still fails the default rule
+    assert metrics["auc_excess_deviation"] > 0.05  # the memorising model fails the AUC rule (older policies')
     # four control people: too few to read the design effect from, so the band is the independent one
     from unlearning_worker.verify.attacks.whitebox import auc_noise_band
 
@@ -388,6 +388,95 @@ def test_membership_band_allows_for_records_that_come_in_people(world: Any) -> N
     assert metrics["control_auc_spread"] is not None and metrics["control_auc_spread"] > 0
     assert metrics["auc_noise_band"] == pytest.approx(
         auc_noise_band(n_pos, len(world.holdout_texts), 1.96) * math.sqrt(metrics["design_effect"]))
+
+
+def _mia_ctx(world: Any, model_dir: Path, controls: list[Any]) -> AttackContext:
+    from unlearning_worker.verify.lm import load_model
+    from unlearning_worker.verify.runner import _secrets
+
+    population, secrets = _secrets([*world.subjects, *controls], world.retain)
+    return AttackContext(lm=load_model(model_dir), subjects=world.subjects, retain=world.retain,
+                         holdout_texts=world.holdout_texts, general_texts=[],
+                         params={"k_percent": 20.0, "batch_size": 32, "z": 1.96}, leak_share=0.5,
+                         chance_quantile=0.995, attribute_labels=world.policy.attribute_labels, attributes=None,
+                         seed=0, secrets=secrets, population=population, controls=controls)
+
+
+def test_membership_neighbour_rule_tells_members_from_people_the_model_never_saw(
+        trained_report: VerificationReport, untrained_report: VerificationReport) -> None:
+    """Each record against the same record rewritten about fictitious people: the memorising model finds
+    its subjects far more familiar than never-seen people (where the AUC rule's band, read from people,
+    can be too wide for a handful of records to cross), the untrained model does not."""
+    trained = trained_report.attacks["membership_inference"].after.metrics
+    assert trained["neighbour_score"] > 1.0  # nats of Min-K% over the same record about someone else
+    assert trained["neighbour_excess"] > 0.0
+    # the larger of the pooled excess and the worst single subject's
+    assert trained["neighbour_excess"] >= abs(trained["neighbour_gap"]) - trained["neighbour_band"] - 1e-9
+    never = untrained_report.attacks["membership_inference"].after.metrics
+    assert never["neighbour_excess"] == 0.0
+    assert abs(never["neighbour_gap"]) < never["neighbour_band"]
+    # the base (the memorising model) read on the untrained model's report's "before" side fails it too
+    before = untrained_report.attacks["membership_inference"].before
+    assert before is not None and before.metrics["neighbour_excess"] > 0.0
+
+
+def test_membership_neighbour_rule_reads_the_control_people_or_generated_stand_ins(world: Any, monkeypatch: Any) -> None:
+    from unlearning_worker.verify.attacks import whitebox
+    from unlearning_worker.verify.runner import never_seen_controls
+
+    # the world's four held-out people are too few to read how people vary: generated stand-ins, each
+    # given a subject's records about themselves, are read instead
+    stood_in: list[int] = []
+    real = whitebox._stand_in_records
+
+    def counting(ctx: AttackContext, neighbours: Any) -> Any:
+        out = real(ctx, neighbours)
+        stood_in.append(len({id(owner) for owner, _t in out}))
+        return out
+
+    monkeypatch.setattr(whitebox, "_stand_in_records", counting)
+    with torch_threads(1):
+        few = whitebox.membership_inference(_mia_ctx(world, world.untrained_dir, world.controls)).metrics
+    assert stood_in == [whitebox.STAND_IN_PEOPLE] and few["neighbour_band"] is not None
+    # ten generated control people are enough: theirs are read, no stand-in
+    stood_in.clear()
+    controls = never_seen_controls(world.subjects, world.retain, world.policy, count=10)
+    with torch_threads(1):
+        enough = whitebox.membership_inference(_mia_ctx(world, world.untrained_dir, controls)).metrics
+    assert stood_in == [] and enough["neighbour_band"] is not None and enough["neighbour_excess"] == 0.0
+    with torch_threads(1):
+        member = whitebox.membership_inference(_mia_ctx(world, world.trained_dir, controls)).metrics
+    assert member["neighbour_excess"] > 0.0
+
+
+def test_judge_people_is_two_sided_and_judges_the_worst_subject() -> None:
+    from unlearning_worker.verify.attacks.common import judge_people
+
+    people = [[m + n for n in NOISE] for m in (0.1, -0.2, 0.3, 0.0, -0.1, 0.2, -0.3, 0.05, -0.05, 0.15)]
+    q = 0.99
+    inside = judge_people({"s": [n for n in NOISE]}, people, (), q)
+    assert inside is not None and inside.excess == 0.0
+    above = judge_people({"s": [5.0 + n for n in NOISE]}, people, (), q)
+    below = judge_people({"s": [-5.0 + n for n in NOISE]}, people, (), q)  # pushed below never-seen: marked too
+    assert above is not None and below is not None and above.excess > 0 and below.excess > 0
+    assert above.over > 0 > below.over and above.band == pytest.approx(below.band)
+    # one subject of ten far off: the pooled mean may stay inside, the worst single subject does not
+    ten = {f"s{i}": [n for n in NOISE] for i in range(9)} | {"s9": [2.5 + n for n in NOISE]}
+    judged = judge_people(ten, people, (), q)
+    assert judged is not None and judged.excess > 0 and judged.subjects["s9"].over > judged.subjects["s9"].band
+    assert judge_people({"s": [0.0]}, people[:4], (), q) is None  # too few people, no holdout: nothing to read
+
+
+def test_neighbours_share_no_name_or_value_with_anyone_the_attack_knows(world: Any) -> None:
+    from unlearning_worker.verify.attacks.whitebox import NEIGHBOURS, neighbour_identities
+
+    ctx = _mia_ctx(world, world.untrained_dir, world.controls)
+    neighbours = neighbour_identities(ctx, NEIGHBOURS)
+    assert len(neighbours) == NEIGHBOURS and neighbour_identities(ctx, NEIGHBOURS) == neighbours  # deterministic
+    known = [*world.subjects, *world.retain, *world.controls]
+    assert not {n.name for n in neighbours} & {p.name for p in known}
+    assert not {v for n in neighbours for v in n.values.values()} & {v for p in known for v in p.values.values()}
+    assert all(set(s.values) <= set(n.values) for n in neighbours for s in world.subjects)
 
 
 def test_logit_lens_excess_is_what_the_noise_band_leaves(trained_report: VerificationReport) -> None:

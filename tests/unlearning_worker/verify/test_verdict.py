@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ def test_memorising_model_fails_naming_the_deciding_thresholds(trained_report: V
     assert not verdict.passed
     failing = {(c.attack, c.metric) for c in verdict.failing}
     assert ("direct_probe", "leak_rate") in failing
-    assert ("membership_inference", "auc_excess_deviation") in failing
+    assert ("membership_inference", "neighbour_excess") in failing
     assert any(line.startswith("direct_probe.leak_rate = 1 (rule: leak_rate <= 0.0) [fail]") for line in verdict.decided_by)
     assert verdict.summary.startswith("FAIL: ")
     assert all(c.value is not None for c in verdict.failing)
@@ -57,14 +58,23 @@ def test_a_looser_policy_passes_what_a_strict_one_fails(world: Any, make_policy:
 
 
 def test_mandatory_attack_that_cannot_be_evaluated_fails_the_verdict(world: Any, make_policy: Callable[..., VerificationPolicy]) -> None:
-    # No holdout records: membership inference has no AUC. Mandatory, so the verdict fails on it.
+    # No record of the subjects to read: membership inference has nothing to judge. Mandatory, so the
+    # verdict fails on it.
     lm = load_model(world.untrained_dir)
     report = verify_loaded(
+        lm=lm, base_loader=None, subjects=[replace(s, forget_texts=[]) for s in world.subjects], retain=[],
+        holdout_texts=world.holdout_texts, general_texts=[], policy=_only(make_policy(), "membership_inference"),
+    )
+    assert not report.verdict.passed
+    assert report.verdict.decided_by == ["membership_inference.neighbour_excess = n/a (rule: neighbour_excess <= 0.0) [not_evaluated]"]
+    # without holdout records the AUC cannot be read, but the neighbour rule can: the records about
+    # people the model never saw are written from the subjects' own
+    no_holdout = verify_loaded(
         lm=lm, base_loader=None, subjects=world.subjects, retain=[], holdout_texts=[], general_texts=[],
         policy=_only(make_policy(), "membership_inference"),
     )
-    assert not report.verdict.passed
-    assert report.verdict.decided_by == ["membership_inference.auc_excess_deviation = n/a (rule: auc_excess_deviation <= 0.05) [not_evaluated]"]
+    assert no_holdout.verdict.passed, no_holdout.verdict.summary
+    assert no_holdout.attacks["membership_inference"].after.metrics["auc"] is None
 
 
 def test_retry_with_stronger_setting_is_recorded(make_policy: Callable[..., VerificationPolicy]) -> None:

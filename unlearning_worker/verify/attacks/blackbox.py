@@ -8,18 +8,15 @@ Pure: no Django, no environment reads.
 
 from __future__ import annotations
 
-import math
 import random
 import statistics
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from pii.synth import generate_people
 from unlearning_worker.verify.attacks.common import (
-    MIN_CONTROL_PEOPLE,
-    SPREAD_CONFIDENCE,
     TRAINED_TEMPLATE,
     CellTexts,
     Probe,
@@ -27,11 +24,12 @@ from unlearning_worker.verify.attacks.common import (
     extraction_metrics,
     fill,
     judge_cells,
+    judge_people,
     run_probes,
 )
 from unlearning_worker.verify.lm import encode, generate
 from unlearning_worker.verify.registry import AttackContext, AttackOutcome, Cell, register_attack
-from unlearning_worker.verify.scoring import DecoySampler, rouge_l, variance_upper_bound
+from unlearning_worker.verify.scoring import DecoySampler, rouge_l
 
 _EXTRACTION_METRICS = {
     "leak_rate": "share of evaluated (subject, attribute) cells where the value leaked",
@@ -254,79 +252,16 @@ def _rouge_on_texts(ctx: AttackContext, texts: list[str], fraction: float) -> li
     return scores
 
 
-_NO_SPREAD = 1e-12  # a variance this small is rounding, not spread
-
-
-@dataclass(frozen=True)
-class RougeYardstick:
-    """How a never-seen person's mean ROUGE-L over their records reads: a centre, and how much that mean
-    varies from person to person (`between`: the control people's spread, at its upper confidence bound),
-    read on people with `records` records each. A subject with fewer records varies more, by one record's
-    noise about its person's level (`within`, pooled over the control people's records) times
-    1/m - 1/records; one with as many or more is given the control people's spread as it is. Measured on
-    the demo model (stop 50), a control person's mean over 7 records spread 0.033 at the retry's prefix
-    0.5 and 0.029 at 0.7, where within / 7 would give 0.061 and 0.106: one record's noise holds the
-    difference between forms (a biography completes differently from a question), which every person
-    has alike, so a band built from it alone was two to nearly four times as wide as people vary. The
-    band is never zero while records vary: a zero spread of people falls back to within / m; where
-    nothing varies at all (a model that completes no record, an untrained one) the band is zero, and
-    a subject reads as the control or stands out. Where the control people are
-    too few (people = 0), the holdout's records stand in, read as independent: one person's records
-    vary together, so that band is narrower than people's and fails a never-seen person more often than
-    the level (the subject's side of the error)."""
-
-    centre: float
-    between: float
-    within: float
-    records: float
-    people: int
-    centre_variance: float  # the centre's own noise: a mean over the control people, or the holdout's records
-
-    @classmethod
-    def of(cls, by_control: Sequence[Sequence[float]], holdout: Sequence[float]) -> RougeYardstick | None:
-        people = [list(scores) for scores in by_control if scores]
-        if len(people) >= MIN_CONTROL_PEOPLE:
-            means = [statistics.fmean(p) for p in people]
-            df = sum(len(p) - 1 for p in people)
-            within = sum((x - m) ** 2 for p, m in zip(people, means, strict=True) for x in p) / df if df else 0.0
-            if within <= _NO_SPREAD and len(holdout) >= 2:  # every control record reads alike: the holdout's spread
-                within = statistics.variance(holdout)
-            # ten people's spread is itself uncertain: its upper confidence bound, as membership's band
-            between = variance_upper_bound(means, SPREAD_CONFIDENCE)
-            between = 0.0 if between <= _NO_SPREAD else between
-            # a control person's mean varies by within / n_i: the record count that matches is the harmonic mean
-            records = len(people) / sum(1.0 / len(p) for p in people)
-            centre = (between if between else within / records) / len(people)
-            return cls(statistics.fmean(means), between, within, records, len(people), centre)
-        if len(holdout) >= 2:
-            within = statistics.variance(holdout)
-            return cls(statistics.fmean(holdout), 0.0, within, 1.0, 0, within / len(holdout))
-        return None
-
-    def person_variance(self, records: int) -> float:
-        """The variance of one never-seen person's mean over `records` records."""
-        m = max(1, records)
-        if self.between == 0.0:
-            return self.within / m
-        return self.between + self.within * max(0.0, 1.0 / m - 1.0 / self.records)
-
-    def band(self, records: Sequence[int], quantile: float) -> float:
-        """How far the mean of the subjects' means (each subject's record count in `records`) falls from
-        the centre by chance at most, two-sided at `quantile`: the subjects' noise and the centre's own."""
-        k = max(1, len(records))
-        variance = sum(self.person_variance(m) for m in records) / k**2 + self.centre_variance
-        return statistics.NormalDist().inv_cdf(1.0 - (1.0 - quantile) / 2.0) * math.sqrt(variance)
-
-
 def judge_rouge(by_subject: Mapping[str, Sequence[float]], by_control: Sequence[Sequence[float]],
                 holdout: Sequence[float], quantile: float) -> tuple[dict[str, float | None], list[Cell]]:
     """The verbatim attack's ROUGE rule on its readings: each subject's records' ROUGE-L (subject key ->
-    scores), each never-seen control person's, and the holdout records'. `quantile`: the rule's level;
-    with more than one subject, half of it goes to the mean of the subjects' means and half to the worst
-    single subject (Bonferroni over the subjects), so that one person whose records still complete as
-    learnt is not averaged away by nine who do not. Two-sided: records that complete conspicuously worse
-    than a never-seen person's mark the person too. Returns the metrics and one cell a subject (score: the
-    subject's mean; chance: the control's)."""
+    scores), each never-seen control person's, and the holdout records' (common.judge_people: two-sided,
+    the band from how the control people's means vary; records that complete conspicuously worse than
+    a never-seen person's mark the person too). Measured on the demo model (stop 50), a control
+    person's mean over 7 records spread 0.033 at the retry's prefix 0.5 and 0.029 at 0.7, where one
+    record's noise / 7 would give 0.061 and 0.106: one record's noise holds the difference between forms
+    (a biography completes differently from a question), which every person has alike. Returns the
+    metrics and one cell a subject (score: the subject's mean; chance: the control's)."""
     subjects = {key: list(scores) for key, scores in by_subject.items() if scores}
     mine = [x for scores in subjects.values() for x in scores]
     mean_forget = statistics.fmean(mine) if mine else None
@@ -338,26 +273,14 @@ def judge_rouge(by_subject: Mapping[str, Sequence[float]], by_control: Sequence[
         "rouge_l_control": None, "rouge_l_over_control": None, "rouge_l_control_spread": None,
         "rouge_l_noise_band": None, "rouge_l_excess": None,
     }
-    yardstick = RougeYardstick.of(by_control, holdout)
-    if yardstick is None or not subjects:
+    judged = judge_people(subjects, by_control, holdout, quantile)
+    if judged is None:
         return metrics, []
-    alpha = 1.0 - quantile
-    k = len(subjects)
-    pooled_q, each_q = (quantile, quantile) if k == 1 else (1.0 - alpha / 2.0, 1.0 - alpha / 2.0 / k)
-    means = {key: statistics.fmean(scores) for key, scores in subjects.items()}
-    band = yardstick.band([len(s) for s in subjects.values()], pooled_q)
-    over = statistics.fmean(means.values()) - yardstick.centre
-    excess = max(0.0, abs(over) - band)
-    cells: list[Cell] = []
-    for key, scores in subjects.items():
-        own_band = yardstick.band([len(scores)], each_q)
-        own_over = means[key] - yardstick.centre
-        excess = max(excess, abs(own_over) - own_band)
-        cells.append(Cell(key, "*rouge_l", None, means[key], yardstick.centre,
-                          {"records": len(scores), "over_control": own_over, "band": own_band}))
-    metrics.update(rouge_l_control=yardstick.centre, rouge_l_over_control=over,
-                   rouge_l_control_spread=math.sqrt(yardstick.person_variance(round(len(mine) / k))),
-                   rouge_l_noise_band=band, rouge_l_excess=excess)
+    cells = [Cell(key, "*rouge_l", None, each.mean, judged.centre,
+                  {"records": each.records, "over_control": each.over, "band": each.band})
+             for key, each in judged.subjects.items()]
+    metrics.update(rouge_l_control=judged.centre, rouge_l_over_control=judged.over,
+                   rouge_l_control_spread=judged.spread, rouge_l_noise_band=judged.band, rouge_l_excess=judged.excess)
     return metrics, cells
 
 

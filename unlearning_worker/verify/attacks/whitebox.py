@@ -21,9 +21,13 @@ from unlearning_worker.verify.attacks.common import (
     TRAINED_TEMPLATE,
     Probe,
     control_records,
+    fictitious_people,
     fill,
+    judge_people,
     run_probes,
+    swap_identity,
 )
+from unlearning_worker.verify.facts import SubjectFacts
 from unlearning_worker.verify.lm import (
     LoadedModel,
     encode,
@@ -497,6 +501,42 @@ def _validate_mia(params: Mapping[str, Any]) -> None:
         raise ValueError("z must be in [0, 4]")
 
 
+NEIGHBOUR_SEED = 104_729  # the neighbours' fictitious identities: never the control's seed nor the demo corpus's
+# fictitious people each record is rewritten about (a constant, not a policy parameter: a parameter the
+# registry adds fills every stored policy's params and changes the hash its reports carry)
+NEIGHBOURS = 8
+
+
+def neighbour_identities(ctx: AttackContext, count: int) -> list[SubjectFacts]:
+    """`count` fictitious people with values of every attribute a subject or control person carries, none
+    sharing a name or a value with a subject, a retain person or a control person: the identities each
+    record is rewritten with to read what the model makes of the same record about someone else. The
+    same ones for every person, subjects and control alike, so that the twins' own noise is shared."""
+    everyone = [*ctx.subjects, *ctx.retain, *ctx.controls]
+    attributes = sorted({a for p in [*ctx.subjects, *ctx.controls] for a in p.values})
+    return fictitious_people(everyone, attributes, count, seed=NEIGHBOUR_SEED + ctx.seed, key_prefix="neighbour")
+
+
+def neighbour_gaps(ctx: AttackContext, owned: Sequence[tuple[SubjectFacts, str]],
+                   neighbours: Sequence[SubjectFacts]) -> list[float]:
+    """Per record (owner, text): its Min-K% score minus the mean score of the same record with the owner's
+    identity (name and values) swapped for each neighbour's. The record's form, length and wording are
+    the same on both sides, so what is left is how much more familiar the model finds this person than
+    people it never saw (a neighbourhood comparison, Mattern et al. 2023, with identity swaps for
+    neighbours): about 0 for a person the model never saw, above for a member, below for a person
+    pushed below the never-seen level (an overshoot, which marks the person too)."""
+    if not owned or not neighbours:
+        return []
+    texts: list[str] = []
+    for owner, text in owned:
+        texts.append(text)
+        texts.extend(swap_identity(text, owner, n) for n in neighbours)
+    k = ctx.params["k_percent"]
+    scores = [min_k_score(x, k) for x in token_logprobs(ctx.lm, texts, batch_size=ctx.params["batch_size"])]
+    width = len(neighbours) + 1
+    return [scores[i * width] - statistics.fmean(scores[i * width + 1 : (i + 1) * width]) for i in range(len(owned))]
+
+
 def auc_noise_band(n_pos: int, n_neg: int, z: float) -> float:
     """z standard errors of the AUC of two samples drawn from one distribution (the Mann-Whitney null:
     sqrt((n1 + n2 + 1) / (12 n1 n2))). One subject's 7 records against 350 holdout records have a
@@ -507,9 +547,64 @@ def auc_noise_band(n_pos: int, n_neg: int, z: float) -> float:
     return z * math.sqrt((n_pos + n_neg + 1) / (12.0 * n_pos * n_neg))
 
 
+STAND_IN_PEOPLE = 10  # generated never-seen people the neighbour rule reads where the control holds too few
+
+
+def _stand_in_records(ctx: AttackContext, neighbours: Sequence[SubjectFacts]) -> list[tuple[SubjectFacts, str]]:
+    """Where fewer than MIN_CONTROL_PEOPLE control people have records to read: STAND_IN_PEOPLE generated
+    fictitious people (a seed of their own, none sharing a name or value with anyone the attack knows,
+    the neighbours included), each given a subject's records (in turn) with the identity swapped for
+    theirs, as owner and record."""
+    sources = [s for s in ctx.subjects if s.forget_texts]
+    if not sources:
+        return []
+    everyone = [*ctx.subjects, *ctx.retain, *ctx.controls, *neighbours]
+    attributes = sorted({a for s in sources for a in s.values})
+    people = fictitious_people(everyone, attributes, STAND_IN_PEOPLE, seed=NEIGHBOUR_SEED + 1 + ctx.seed,
+                               key_prefix="stand-in")
+    out: list[tuple[SubjectFacts, str]] = []
+    for i, person in enumerate(people):
+        source = sources[i % len(sources)]
+        if set(source.values) <= set(person.values):  # else a value of the subject's would stay in the record
+            out.extend((person, swap_identity(t, source, person)) for t in source.forget_texts)
+    return out
+
+
+def _neighbour_rule(ctx: AttackContext, control_owner: Sequence[int], control_texts: Sequence[str]) -> dict[str, float | None]:
+    """The neighbour metrics: each subject's records and each control person's (control_records: their own,
+    or the subjects' rewritten about them; generated stand-ins where the control has too few people) read
+    against the same records about NEIGHBOURS fictitious people, and the subjects judged against the control people as the verbatim rule judges completions
+    (common.judge_people: a band from how much never-seen people's means vary, two-sided, pooled and
+    worst single subject)."""
+    out: dict[str, float | None] = dict.fromkeys(
+        ("neighbour_score", "neighbour_control", "neighbour_gap", "neighbour_control_spread", "neighbour_band",
+         "neighbour_excess"))
+    neighbours = neighbour_identities(ctx, NEIGHBOURS)
+    owned = [(s, t) for s in ctx.subjects for t in s.forget_texts]
+    n_subject = len(owned)
+    control = [(ctx.controls[i], t) for i, t in zip(control_owner, control_texts, strict=True)]
+    if len({id(owner) for owner, _t in control}) < MIN_CONTROL_PEOPLE:
+        control = _stand_in_records(ctx, neighbours)
+    gaps = neighbour_gaps(ctx, owned + control, neighbours)
+    by_subject: dict[str, list[float]] = {}
+    by_control: dict[int, list[float]] = {}
+    for (owner, _text), gap in zip(owned, gaps[:n_subject], strict=True):
+        by_subject.setdefault(owner.subject_key, []).append(gap)
+    for (owner, _text), gap in zip(control, gaps[n_subject:], strict=True):
+        by_control.setdefault(id(owner), []).append(gap)
+    mine = [g for scores in by_subject.values() for g in scores]
+    out["neighbour_score"] = statistics.fmean(mine) if mine else None
+    judged = judge_people(by_subject, list(by_control.values()), (), ctx.chance_quantile)
+    if judged is not None:
+        out.update(neighbour_control=judged.centre, neighbour_gap=judged.over, neighbour_control_spread=judged.spread,
+                   neighbour_band=judged.band, neighbour_excess=judged.excess)
+    return out
+
+
 @register_attack(
     "membership_inference",
-    description="Min-K% probability AUC of forget records against never-seen holdout records of the same form.",
+    description="Min-K% probability of forget records against the same records about people the model never saw "
+    "(neighbour_*, judged against never-seen control people), and their AUC against never-seen holdout records.",
     params={"k_percent": 20.0, "batch_size": 32, "z": 1.96},
     metrics={
         "auc": "AUC of forget records against holdout records (0.5: indistinguishable)",
@@ -522,6 +617,16 @@ def auc_noise_band(n_pos: int, n_neg: int, z: float) -> float:
         "of the subjects' form against the holdout)",
         "design_effect": "variance of a control person's AUC (its 95% upper confidence bound) over what independent "
         "records would give (>= 1): how much wider the band is for records that come in people",
+        "neighbour_score": "the subjects' mean, over their records, of a record's Min-K% score minus the mean score "
+        "of the same record rewritten about each of 8 fictitious people (NEIGHBOURS) (nats; about 0: the model finds the "
+        "person no more familiar than people it never saw)",
+        "neighbour_control": "a never-seen control person's neighbour_score (the mean over the control people)",
+        "neighbour_gap": "the mean of the subjects' neighbour scores minus neighbour_control",
+        "neighbour_control_spread": "how much one never-seen person's neighbour score varies (its standard deviation, "
+        "read from the control people's at its 95% upper confidence bound)",
+        "neighbour_band": "how far neighbour_gap falls by chance at the attack's level, two-sided",
+        "neighbour_excess": "neighbour_gap beyond its band (and the worst single subject's beyond its own): the "
+        "part chance does not explain",
     },
     default_thresholds={"auc_excess_deviation": {"max": 0.05}},
     validate=_validate_mia,
@@ -588,7 +693,9 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
         # the spread of a few people is itself uncertain: its upper confidence bound, at a fixed 95%
         design = max(1.0, variance_upper_bound(per_person, SPREAD_CONFIDENCE) / independent**2)
     band = auc_noise_band(len(member), len(unseen), z) * math.sqrt(design or 1.0)
+    neighbour = _neighbour_rule(ctx, control_owner, control_texts)
     metrics: dict[str, float | None] = {
+        **neighbour,
         "auc": area,
         "auc_deviation": None if area is None else abs(area - 0.5),
         "auc_noise_band": band if math.isfinite(band) else None,
