@@ -2,8 +2,8 @@
 
 Production code, not only a fixture: the counterfactual unlearning method draws its teacher's
 fictitious people from it (unlearning_worker/methods/counterfactual.py), and the verifier its
-never-seen control and the many-shot attack's fabricated examples (unlearning_worker/verify/runner.py,
-unlearning_worker/verify/attacks/blackbox.py). Tests, benchmarks and the demo corpus use it too.
+never-seen control, membership inference's neighbours and the many-shot attack's fabricated examples
+(unlearning_worker/verify/attacks/common.py: fictitious_people; unlearning_worker/verify/attacks/blackbox.py). Tests, benchmarks and the demo corpus use it too.
 
 Every person carries the attribute types that the PII Risk Index scores (name, gender, date of
 birth, region, zip code, detailed address, phone, e-mail, SSN, passport, driver licence, medical

@@ -3,7 +3,8 @@ like any user's model and corpus ("demo-model" v1 active, trained on "demo-corpu
 
 The model is trained once and cached under DATA_DIR/demo-cache (keyed by its config), so a second
 call reuses it. The evaluation set (retain people's facts, never-trained holdout texts and general
-texts) is written next to it; verification needs it for the utility and membership attacks.
+texts, and never-seen control people with records of their own) is written next to it; verification
+needs it for the utility attack and compares the subjects with its control people.
 """
 
 from __future__ import annotations

@@ -46,7 +46,10 @@ PLAIN_WORDS: dict[str, str] = {
     ),
     "logit_lens": "The model's inner layers still point at the person's data, even where its answer does not.",
     "exposure": "The person's values are still more likely to the model than random values of the same kind.",
-    "membership_inference": "The person's records still look more familiar to the model than the same records written about people it never saw.",
+    "membership_inference": (
+        "The person's records still look more familiar to the model than the same records written about people "
+        "it never saw (or conspicuously less familiar, which marks the person too)."
+    ),
     "candidate_rank": (
         "Among many values of the same format, the person's true values still stand out: too likely is a leak, "
         "too unlikely marks the person as someone who asked for erasure."

@@ -16,7 +16,8 @@ class AIModel(models.Model):
     name = models.SlugField(max_length=100, unique=True)
     description = models.TextField(blank=True)
     # Evaluation set for verification (JSON under ARTIFACT_ROOT): retain people's facts, never-seen
-    # holdout texts and general texts. Without one, the utility and membership attacks cannot run.
+    # holdout texts, general texts and never-seen control people. Without one, the utility attack cannot
+    # run and the others compare the subjects with generated fictitious people.
     eval_set_path = models.CharField(max_length=1000, blank=True)
     eval_set_sha256 = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(default=timezone.now)

@@ -90,12 +90,12 @@ class VerificationPolicy:
     # None (older policies): each attack at chance_quantile, so the verdict's own false-failure rate
     # grows with the number of attacks (measured on the demo model, 2026-12-03: 20% over eleven).
     verdict_level: float | None = None
-    # People the model never saw that every attack compares the subjects with: the eval set's held-out
-    # people, topped up with generated fictitious people where it holds fewer (runner.control_people).
-    # The bands the rules read from them narrow with more: a chance band read from n people's spread at
-    # a small level carries Student's t with n - 1 degrees of freedom and the spread's upper confidence
-    # bound (the verbatim rule's band for one subject is about 0.7x as wide with 20 as with 10).
-    # Absent (older policies): 10, the count before it was the policy's
+    # People the model never saw that every attack compares the subjects with: the first this many of
+    # the eval set's held-out people, else this many generated fictitious people (runner.choose_controls;
+    # never mixed). The bands the rules read from them narrow with more: the spread's upper confidence
+    # bound, and Student's t with n - 1 degrees of freedom where a rule uses it (the rank rules), both
+    # shrink with n (measured on one unlearned model: the relearning band 2.71 -> 2.20, the verbatim
+    # band 0.188 -> 0.154 from 10 to 20). Absent (older policies): 10, the count before it was the policy's
     control_people: int = DEFAULT_CONTROL_PEOPLE
     sha256: str = field(default="", compare=False)  # of the canonical JSON, for reports and certificates
 

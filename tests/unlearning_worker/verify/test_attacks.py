@@ -412,6 +412,8 @@ def test_membership_neighbour_rule_tells_members_from_people_the_model_never_saw
     assert trained["neighbour_excess"] > 0.0
     # the larger of the pooled excess and the worst single subject's
     assert trained["neighbour_excess"] >= abs(trained["neighbour_gap"]) - trained["neighbour_band"] - 1e-9
+    flagged = [c for c in trained_report.attacks["membership_inference"].after.cells if c.attribute == "*neighbour"]
+    assert len(flagged) == 3 and all(c.success for c in flagged)  # one cell a subject, as the rule reads each
     never = untrained_report.attacks["membership_inference"].after.metrics
     assert never["neighbour_excess"] == 0.0
     assert abs(never["neighbour_gap"]) < never["neighbour_band"]
@@ -465,6 +467,35 @@ def test_judge_people_is_two_sided_and_judges_the_worst_subject() -> None:
     judged = judge_people(ten, people, (), q)
     assert judged is not None and judged.excess > 0 and judged.subjects["s9"].over > judged.subjects["s9"].band
     assert judge_people({"s": [0.0]}, people[:4], (), q) is None  # too few people, no holdout: nothing to read
+
+
+def test_fictitious_people_carry_every_attribute_and_keep_no_known_value() -> None:
+    from unlearning_worker.verify import SubjectFacts
+    from unlearning_worker.verify.attacks.common import fictitious_people, swap_identity
+
+    # a scanner's entity type the generator does not know, and a gender every candidate shares with someone
+    subject = SubjectFacts(subject_key="s", name="Ada Quill",
+                           values={"phone": "415-555-0199", "identifier": "AB-1234567", "gender": "female"},
+                           forget_texts=["Ada Quill (AB-1234567, female) can be reached at 415-555-0199.\n"])
+    others = [SubjectFacts(subject_key=f"r{g}", name=f"Retain Person{g}", values={"gender": g})
+              for g in ("male", "non-binary")]
+    people = fictitious_people([subject, *others], ["phone", "identifier", "gender"], 8, seed=3, key_prefix="n")
+    assert len(people) == 8  # the gender is not held against anyone: before, every candidate collided
+    for person in people:
+        assert set(person.values) == {"phone", "identifier", "gender"}
+        assert person.values["identifier"] != "AB-1234567" and len(person.values["identifier"]) == 10
+        assert person.values["identifier"][2] == "-" and person.values["identifier"][3:].isdigit()
+        rewritten = swap_identity(subject.forget_texts[0], subject, person)
+        assert "AB-1234567" not in rewritten and "415-555-0199" not in rewritten and "Quill" not in rewritten
+    assert fictitious_people([subject, *others], ["phone", "identifier", "gender"], 8, seed=3, key_prefix="n") == people
+
+
+def test_judge_people_reads_nothing_from_readings_that_are_not_numbers() -> None:
+    from unlearning_worker.verify.attacks.common import judge_people
+
+    people = [[m + n for n in NOISE] for m in (0.1, -0.2, 0.3, 0.0, -0.1, 0.2)]
+    assert judge_people({"s": [float("nan"), 9.0]}, people, (), 0.99) is None  # never a pass by default
+    assert judge_people({"s": [9.0]}, [*people[:-1], [float("nan")]], (), 0.99) is None
 
 
 def test_neighbours_share_no_name_or_value_with_anyone_the_attack_knows(world: Any) -> None:

@@ -6,8 +6,10 @@ Pure: no Django, no environment reads.
 from __future__ import annotations
 
 import math
+import random
 import re
 import statistics
+import string
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -154,28 +156,51 @@ MIN_CONTROL_PEOPLE = 5  # never-seen control people an attack needs to read how 
 SPREAD_CONFIDENCE = 0.95  # how sure a band read from the control people's spread is that people vary no more
 
 
+def shaped_like(value: str, rng: random.Random) -> str:
+    """A random value of `value`'s shape: each digit a random digit, each letter a random letter of its
+    case, everything else kept."""
+    return "".join(rng.choice(string.digits) if c.isdigit() else
+                   rng.choice(string.ascii_uppercase if c.isupper() else string.ascii_lowercase) if c.isalpha() else c
+                   for c in value)
+
+
 def fictitious_people(avoid: Sequence[SubjectFacts], attributes: Sequence[str], count: int, *, seed: int,
                       key_prefix: str) -> list[SubjectFacts]:
-    """Up to `count` generated fictitious people (pii.synth, deterministic in `seed`) with their values of
-    `attributes` (an attribute the generator does not know is left out), none sharing a name or a value
-    with a person in `avoid`; keys `key_prefix`-000, -001, ..."""
+    """Up to `count` generated fictitious people (pii.synth, deterministic in `seed`) with a value of each
+    of `attributes`, none sharing a name or an identifying value with a person in `avoid`; keys
+    `key_prefix`-000, -001, ... An attribute the generator does not know (a scanner's entity type such as
+    an identifier or a URL) gets a random value of the shape of the first value a person in `avoid` has
+    for it, so that no person's value is kept where theirs is rewritten. An attribute with few possible
+    values (a gender: fewer distinct values than half the people drawn) is not held against anyone: every
+    candidate shares one with someone."""
     from pii.synth import generate_people
 
+    examples: dict[str, str] = {}
+    for known in avoid:
+        for attribute, value in known.values.items():
+            examples.setdefault(attribute, value)
     taken = {p.name.casefold() for p in avoid}
     taken_values = {v for p in avoid for v in p.values.values()}
-    out: list[SubjectFacts] = []
+    rng = random.Random(f"fictitious:{seed}")
+    drawn: list[tuple[str, dict[str, str]]] = []
     for person in generate_people(count * 3, seed=seed):
-        if len(out) == count:
-            break
-        values = {}
+        values: dict[str, str] = {}
         for attribute in attributes:
             try:
                 values[attribute] = person.attribute(attribute)
             except AttributeError:
-                continue
-        if person.name.casefold() in taken or taken_values & set(values.values()):
+                if attribute in examples:
+                    values[attribute] = shaped_like(examples[attribute], rng)
+        drawn.append((person.name, values))
+    few = {a for a in attributes if len({v.get(a) for _n, v in drawn}) < len(drawn) / 2}
+    out: list[SubjectFacts] = []
+    for name, values in drawn:
+        if len(out) == count:
+            break
+        identifying = {v for a, v in values.items() if a not in few and any(c.isalnum() for c in v)}
+        if name.casefold() in taken or taken_values & identifying:
             continue
-        out.append(SubjectFacts(subject_key=f"{key_prefix}-{len(out):03d}", name=person.name, values=values))
+        out.append(SubjectFacts(subject_key=f"{key_prefix}-{len(out):03d}", name=name, values=values))
     return out
 
 
@@ -276,6 +301,8 @@ class PersonReading:
 
 @dataclass(frozen=True)
 class PeopleJudgement:
+    """The subjects against the never-seen control people (judge_people)."""
+
     centre: float  # a never-seen person's mean reading (the control's)
     over: float  # the mean of the subjects' means - centre
     band: float  # how far that mean falls from the centre by chance
@@ -297,6 +324,9 @@ def judge_people(by_subject: Mapping[str, Sequence[float]], by_control: Sequence
     yardstick = PersonYardstick.of(by_control, holdout)
     if yardstick is None or not subjects:
         return None
+    if not all(math.isfinite(x) for x in (yardstick.centre, yardstick.between, yardstick.within,
+                                            *(x for scores in subjects.values() for x in scores))):
+        return None  # a reading that is not a number cannot be judged (never passed as 0)
     alpha = 1.0 - quantile
     k = len(subjects)
     pooled_q, each_q = (quantile, quantile) if k == 1 else (1.0 - alpha / 2.0, 1.0 - alpha / 2.0 / k)

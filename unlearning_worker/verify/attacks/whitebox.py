@@ -570,35 +570,46 @@ def _stand_in_records(ctx: AttackContext, neighbours: Sequence[SubjectFacts]) ->
     return out
 
 
-def _neighbour_rule(ctx: AttackContext, control_owner: Sequence[int], control_texts: Sequence[str]) -> dict[str, float | None]:
-    """The neighbour metrics: each subject's records and each control person's (control_records: their own,
-    or the subjects' rewritten about them; generated stand-ins where the control has too few people) read
-    against the same records about NEIGHBOURS fictitious people, and the subjects judged against the control people as the verbatim rule judges completions
+def _neighbour_rule(ctx: AttackContext, control_owner: Sequence[int], control_texts: Sequence[str]
+                    ) -> tuple[dict[str, float | None], list[Cell]]:
+    """The neighbour metrics and one cell a subject: each subject's records and each control person's
+    (control_records: their own, or the subjects' rewritten about them; generated stand-ins where the
+    control has too few people) read against the same records about NEIGHBOURS fictitious people, and
+    the subjects judged against the control people as the verbatim rule judges completions
     (common.judge_people: a band from how much never-seen people's means vary, two-sided, pooled and
-    worst single subject)."""
+    worst single subject). A record whose reading is not a number (too short to score) is left out."""
     out: dict[str, float | None] = dict.fromkeys(
         ("neighbour_score", "neighbour_control", "neighbour_gap", "neighbour_control_spread", "neighbour_band",
-         "neighbour_excess"))
+         "neighbour_excess", "neighbour_control_people", "neighbour_stand_ins"))
     neighbours = neighbour_identities(ctx, NEIGHBOURS)
     owned = [(s, t) for s in ctx.subjects for t in s.forget_texts]
     n_subject = len(owned)
     control = [(ctx.controls[i], t) for i, t in zip(control_owner, control_texts, strict=True)]
-    if len({id(owner) for owner, _t in control}) < MIN_CONTROL_PEOPLE:
+    stand_ins = len({id(owner) for owner, _t in control}) < MIN_CONTROL_PEOPLE
+    if stand_ins:
         control = _stand_in_records(ctx, neighbours)
-    gaps = neighbour_gaps(ctx, owned + control, neighbours)
+    gaps = neighbour_gaps(ctx, owned + control, neighbours) if neighbours else []
     by_subject: dict[str, list[float]] = {}
     by_control: dict[int, list[float]] = {}
-    for (owner, _text), gap in zip(owned, gaps[:n_subject], strict=True):
-        by_subject.setdefault(owner.subject_key, []).append(gap)
-    for (owner, _text), gap in zip(control, gaps[n_subject:], strict=True):
-        by_control.setdefault(id(owner), []).append(gap)
+    for (owner, _text), gap in zip(owned, gaps[:n_subject], strict=False):
+        if math.isfinite(gap):
+            by_subject.setdefault(owner.subject_key, []).append(gap)
+    for (owner, _text), gap in zip(control, gaps[n_subject:], strict=False):
+        if math.isfinite(gap):
+            by_control.setdefault(id(owner), []).append(gap)
     mine = [g for scores in by_subject.values() for g in scores]
     out["neighbour_score"] = statistics.fmean(mine) if mine else None
+    out["neighbour_control_people"] = float(len(by_control))
+    out["neighbour_stand_ins"] = 1.0 if stand_ins else 0.0
     judged = judge_people(by_subject, list(by_control.values()), (), ctx.chance_quantile)
-    if judged is not None:
-        out.update(neighbour_control=judged.centre, neighbour_gap=judged.over, neighbour_control_spread=judged.spread,
-                   neighbour_band=judged.band, neighbour_excess=judged.excess)
-    return out
+    if judged is None:
+        return out, []
+    out.update(neighbour_control=judged.centre, neighbour_gap=judged.over, neighbour_control_spread=judged.spread,
+               neighbour_band=judged.band, neighbour_excess=judged.excess)
+    cells = [Cell(key, "*neighbour", abs(each.over) > each.band, each.mean, judged.centre,
+                  {"records": each.records, "over_control": each.over, "band": each.band})
+             for key, each in judged.subjects.items()]
+    return out, cells
 
 
 @register_attack(
@@ -624,15 +635,29 @@ def _neighbour_rule(ctx: AttackContext, control_owner: Sequence[int], control_te
         "neighbour_gap": "the mean of the subjects' neighbour scores minus neighbour_control",
         "neighbour_control_spread": "how much one never-seen person's neighbour score varies (its standard deviation, "
         "read from the control people's at its 95% upper confidence bound)",
-        "neighbour_band": "how far neighbour_gap falls by chance at the attack's level, two-sided",
+        "neighbour_band": "how far neighbour_gap falls by chance, two-sided, at the attack's level (with more than "
+        "one subject at half of it: the other half judges the worst single subject)",
         "neighbour_excess": "neighbour_gap beyond its band (and the worst single subject's beyond its own): the "
-        "part chance does not explain",
+        "part chance does not explain. It reads the attack's whole level: a policy that also thresholds "
+        "auc_excess_deviation spends the level twice",
+        "neighbour_control_people": "never-seen people the neighbour rule read (control people with records, or "
+        "generated stand-ins)",
+        "neighbour_stand_ins": "1 where the control held fewer than 5 people with records and generated stand-ins, "
+        "each given a subject's records about themselves, were read instead",
     },
     default_thresholds={"auc_excess_deviation": {"max": 0.05}},
     validate=_validate_mia,
 )
 def membership_inference(ctx: AttackContext) -> AttackOutcome:
-    """The AUC's noise band allows for records that come in people: one person's records share a
+    """Two readings. The neighbour rule (_neighbour_rule, judged by the shipped policy): each record
+    against the same record about fictitious people, the subjects against never-seen control people
+    read alike. It exists because the AUC below could not fail one subject: a person's few records give
+    an AUC that ranges 0.02-0.98 over people the model never saw, so with 20 control people the demo's
+    memorised subject read AUC 0.98 inside a band of 0.50 (stop 51), where the neighbour rule reads it
+    5.25 nats over the control against a band of 4.01. The AUC and its excess are still reported, and
+    policies written before it judge them.
+
+    The AUC's noise band allows for records that come in people: one person's records share a
     name, values and a form, so they are not independent draws, and the Mann-Whitney band (which
     assumes they are) is too narrow for them. Each never-seen control person gives one AUC against
     the holdout (without their own records): from their own records where the eval set has them (at
@@ -693,7 +718,7 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
         # the spread of a few people is itself uncertain: its upper confidence bound, at a fixed 95%
         design = max(1.0, variance_upper_bound(per_person, SPREAD_CONFIDENCE) / independent**2)
     band = auc_noise_band(len(member), len(unseen), z) * math.sqrt(design or 1.0)
-    neighbour = _neighbour_rule(ctx, control_owner, control_texts)
+    neighbour, neighbour_cells = _neighbour_rule(ctx, control_owner, control_texts)
     metrics: dict[str, float | None] = {
         **neighbour,
         "auc": area,
@@ -704,7 +729,7 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
         "control_auc_spread": statistics.stdev(per_person) if len(per_person) >= 2 else None,
         "design_effect": design,
     }
-    return AttackOutcome(cells, metrics, dict(ctx.params), time.perf_counter() - started)
+    return AttackOutcome(cells + neighbour_cells, metrics, dict(ctx.params), time.perf_counter() - started)
 
 
 # ---------------------------------------------------------------------------------------------
