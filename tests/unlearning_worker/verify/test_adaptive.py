@@ -43,6 +43,11 @@ def test_swap_identity_replaces_values_full_and_partial_names() -> None:
     swapped = swap_identity(ADA.forget_texts[0], ADA, BOB)
     assert swapped == "Bob Marsh can be reached at 212-555-0123 or bob.marsh3@example.com. Bob likes tea.\n"
     assert "Ada" not in swapped and "415" not in swapped
+    # one pass: the subject's short value inside the other's phone is not rewritten again; a value inside
+    # a longer number or word is not the value; a backslash in a name is text, not a template
+    short = SubjectFacts(subject_key="s2", name="Al Bo", values={"phone": "555"})
+    other = SubjectFacts(subject_key="c2", name="C\\1 D", values={"phone": "212-555-0123"})
+    assert swap_identity("Al Bo: 555 (not 15550)", short, other) == "C\\1 D: 212-555-0123 (not 15550)"
 
 
 def test_record_prefixes_end_before_the_value_and_skip_glued_values() -> None:

@@ -137,19 +137,24 @@ def extraction_metrics(cells: Sequence[Cell], tags: Sequence[str] = (), tag_metr
 
 
 def swap_identity(text: str, subject: SubjectFacts, other: SubjectFacts) -> str:
-    """`text` with the subject's values and name (full, first, last) replaced by `other`'s."""
-    pairs: list[tuple[str, str]] = [
-        (value, other.values[a]) for a, value in subject.values.items() if a in other.values and value
-    ]
-    pairs.sort(key=lambda p: -len(p[0]))  # longest first: an e-mail holds the name
-    for old, new in pairs:
-        text = text.replace(old, new)
-    text = text.replace(subject.name, other.name)
+    """`text` with the subject's values and name (full, first, last) replaced by `other`'s, in one pass,
+    longest first (an e-mail holds the name), each only where it stands on its own (not inside a longer
+    word or number). One pass: a value written in is never matched again (a short value of the subject's
+    inside the other's phone number stays the other's)."""
+    mapping: dict[str, str] = {}
+    for attribute, value in subject.values.items():
+        if attribute in other.values and value:
+            mapping.setdefault(value, other.values[attribute])
+    mapping.setdefault(subject.name, other.name)
     mine, theirs = subject.name.split(), other.name.split()
     if mine and theirs:
-        for old, new in ((mine[0], theirs[0]), (mine[-1], theirs[-1])):
-            text = re.sub(rf"\b{re.escape(old)}\b", new, text)
-    return text
+        mapping.setdefault(mine[0], theirs[0])
+        mapping.setdefault(mine[-1], theirs[-1])
+    keys = sorted((k for k in mapping if k), key=len, reverse=True)
+    if not keys:
+        return text
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(re.escape(k) for k in keys) + r")(?!\w)")
+    return pattern.sub(lambda m: mapping[m.group(0)], text)
 
 
 MIN_CONTROL_PEOPLE = 5  # never-seen control people an attack needs to read how people vary
