@@ -9,6 +9,7 @@ import math
 import statistics
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -553,21 +554,14 @@ STAND_IN_PEOPLE = 10  # generated never-seen people the neighbour rule reads whe
 def _stand_in_records(ctx: AttackContext, neighbours: Sequence[SubjectFacts]) -> list[tuple[SubjectFacts, str]]:
     """Where fewer than MIN_CONTROL_PEOPLE control people have records to read: STAND_IN_PEOPLE generated
     fictitious people (a seed of their own, none sharing a name or value with anyone the attack knows,
-    the neighbours included), each given a subject's records (in turn) with the identity swapped for
-    theirs, as owner and record."""
-    sources = [s for s in ctx.subjects if s.forget_texts]
-    if not sources:
-        return []
+    the neighbours included), each given a subject's records with the identity swapped for theirs, as
+    control_records gives them to generated control people, as (owner, record)."""
     everyone = [*ctx.subjects, *ctx.retain, *ctx.controls, *neighbours]
-    attributes = sorted({a for s in sources for a in s.values})
+    attributes = sorted({a for s in ctx.subjects for a in s.values})
     people = fictitious_people(everyone, attributes, STAND_IN_PEOPLE, seed=NEIGHBOUR_SEED + 1 + ctx.seed,
                                key_prefix="stand-in")
-    out: list[tuple[SubjectFacts, str]] = []
-    for i, person in enumerate(people):
-        source = sources[i % len(sources)]
-        if set(source.values) <= set(person.values):  # else a value of the subject's would stay in the record
-            out.extend((person, swap_identity(t, source, person)) for t in source.forget_texts)
-    return out
+    owners, texts = control_records(replace(ctx, controls=people))
+    return [(people[i], t) for i, t in zip(owners, texts, strict=True)]
 
 
 def _neighbour_rule(ctx: AttackContext, control_owner: Sequence[int], control_texts: Sequence[str]
