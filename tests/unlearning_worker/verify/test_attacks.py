@@ -451,6 +451,33 @@ def test_membership_neighbour_rule_reads_the_control_people_or_generated_stand_i
     assert member["neighbour_excess"] > 0.0
 
 
+def test_neighbour_gaps_take_the_scores_already_read_and_score_only_the_rest(world: Any, monkeypatch: Any) -> None:
+    from unlearning_worker.verify.attacks import whitebox
+
+    ctx = _mia_ctx(world, world.trained_dir, world.controls)
+    owned = [(s, t) for s in world.subjects for t in s.forget_texts][:4]
+    neighbours = whitebox.neighbour_identities(ctx, 3)
+    read: list[int] = []
+    real = whitebox.token_logprobs
+
+    def counting(lm: Any, texts: Any, **kwargs: Any) -> Any:
+        read.append(len(texts))
+        return real(lm, texts, **kwargs)
+
+    monkeypatch.setattr(whitebox, "token_logprobs", counting)
+    with torch_threads(1):
+        fresh = whitebox.neighbour_gaps(ctx, owned, neighbours)
+        own = [whitebox.min_k_score(x, 20.0) for x in real(ctx.lm, [t for _o, t in owned], batch_size=32)]
+        given = whitebox.neighbour_gaps(ctx, owned, neighbours, [own[0], None, own[2], None])
+    assert read == [4 * 4, 4 * 3 + 2]  # the two records given are not read again
+    assert given == pytest.approx(fresh, abs=1e-4)
+    # a score that is not the record's own moves its gap by as much, and only its gap
+    shifted = whitebox.neighbour_gaps(ctx, owned, neighbours, [own[0] + 1.0, own[1], own[2], own[3]])
+    assert shifted[0] == pytest.approx(fresh[0] + 1.0, abs=1e-4) and shifted[1:] == pytest.approx(fresh[1:], abs=1e-4)
+    with pytest.raises(ValueError, match="one score"):
+        whitebox.neighbour_gaps(ctx, owned, neighbours, [own[0]])
+
+
 def test_judge_people_is_two_sided_and_judges_the_worst_subject() -> None:
     from unlearning_worker.verify.attacks.common import judge_people
 

@@ -519,23 +519,32 @@ def neighbour_identities(ctx: AttackContext, count: int) -> list[SubjectFacts]:
 
 
 def neighbour_gaps(ctx: AttackContext, owned: Sequence[tuple[SubjectFacts, str]],
-                   neighbours: Sequence[SubjectFacts]) -> list[float]:
+                   neighbours: Sequence[SubjectFacts], written: Sequence[float | None] = ()) -> list[float]:
     """Per record (owner, text): its Min-K% score minus the mean score of the same record with the owner's
     identity (name and values) swapped for each neighbour's. The record's form, length and wording are
     the same on both sides, so what is left is how much more familiar the model finds this person than
     people it never saw (a neighbourhood comparison, Mattern et al. 2023, with identity swaps for
     neighbours): about 0 for a person the model never saw, above for a member, below for a person
-    pushed below the never-seen level (an overshoot, which marks the person too)."""
+    pushed below the never-seen level (an overshoot, which marks the person too). `written`, where given
+    (one entry a record, None for one not yet read), holds the records' own Min-K% scores at the same
+    k, read already by the caller: only the rest is scored."""
     if not owned or not neighbours:
         return []
+    if written and len(written) != len(owned):
+        raise ValueError("written must hold one score (or None) for each owned record")
+    known = list(written) if written else [None] * len(owned)
     texts: list[str] = []
-    for owner, text in owned:
-        texts.append(text)
+    for (owner, text), score in zip(owned, known, strict=True):
+        if score is None:
+            texts.append(text)
         texts.extend(swap_identity(text, owner, n) for n in neighbours)
     k = ctx.params["k_percent"]
-    scores = [min_k_score(x, k) for x in token_logprobs(ctx.lm, texts, batch_size=ctx.params["batch_size"])]
-    width = len(neighbours) + 1
-    return [scores[i * width] - statistics.fmean(scores[i * width + 1 : (i + 1) * width]) for i in range(len(owned))]
+    scores = iter([min_k_score(x, k) for x in token_logprobs(ctx.lm, texts, batch_size=ctx.params["batch_size"])])
+    gaps: list[float] = []
+    for score in known:
+        own = next(scores) if score is None else score
+        gaps.append(own - statistics.fmean(next(scores) for _n in neighbours))
+    return gaps
 
 
 def auc_noise_band(n_pos: int, n_neg: int, z: float) -> float:
@@ -564,14 +573,16 @@ def _stand_in_records(ctx: AttackContext, neighbours: Sequence[SubjectFacts]) ->
     return [(people[i], t) for i, t in zip(owners, texts, strict=True)]
 
 
-def _neighbour_rule(ctx: AttackContext, control_owner: Sequence[int], control_texts: Sequence[str]
-                    ) -> tuple[dict[str, float | None], list[Cell]]:
+def _neighbour_rule(ctx: AttackContext, control_owner: Sequence[int], control_texts: Sequence[str],
+                    written: Sequence[float] = ()) -> tuple[dict[str, float | None], list[Cell]]:
     """The neighbour metrics and one cell a subject: each subject's records and each control person's
     (control_records: their own, or the subjects' rewritten about them; generated stand-ins where the
     control has too few people) read against the same records about NEIGHBOURS fictitious people, and
     the subjects judged against the control people as the verbatim rule judges completions
     (common.judge_people: a band from how much never-seen people's means vary, two-sided, pooled and
-    worst single subject). A record whose reading is not a number (too short to score) is left out."""
+    worst single subject). A record whose reading is not a number (too short to score) is left out.
+    `written`: the Min-K% scores membership_inference read for the subjects' records and then the control
+    texts, in their order, so that no record is scored twice (stand-ins' records are scored here)."""
     out: dict[str, float | None] = dict.fromkeys(
         ("neighbour_score", "neighbour_control", "neighbour_gap", "neighbour_control_spread", "neighbour_band",
          "neighbour_excess", "neighbour_control_people", "neighbour_stand_ins"))
@@ -580,9 +591,11 @@ def _neighbour_rule(ctx: AttackContext, control_owner: Sequence[int], control_te
     n_subject = len(owned)
     control = [(ctx.controls[i], t) for i, t in zip(control_owner, control_texts, strict=True)]
     stand_ins = len({id(owner) for owner, _t in control}) < MIN_CONTROL_PEOPLE
+    known: list[float | None] = list(written) if written else [None] * (n_subject + len(control))
     if stand_ins:
         control = _stand_in_records(ctx, neighbours)
-    gaps = neighbour_gaps(ctx, owned + control, neighbours) if neighbours else []
+        known = known[:n_subject] + [None] * len(control)
+    gaps = neighbour_gaps(ctx, owned + control, neighbours, known) if neighbours else []
     by_subject: dict[str, list[float]] = {}
     by_control: dict[int, list[float]] = {}
     for (owner, _text), gap in zip(owned, gaps[:n_subject], strict=False):
@@ -712,7 +725,7 @@ def membership_inference(ctx: AttackContext) -> AttackOutcome:
         # the spread of a few people is itself uncertain: its upper confidence bound, at a fixed 95%
         design = max(1.0, variance_upper_bound(per_person, SPREAD_CONFIDENCE) / independent**2)
     band = auc_noise_band(len(member), len(unseen), z) * math.sqrt(design or 1.0)
-    neighbour, neighbour_cells = _neighbour_rule(ctx, control_owner, control_texts)
+    neighbour, neighbour_cells = _neighbour_rule(ctx, control_owner, control_texts, member + controls)
     metrics: dict[str, float | None] = {
         **neighbour,
         "auc": area,
