@@ -41,9 +41,16 @@ def test_a_job_unlearns_sharded_over_two_processes(registration: Any, settings: 
     settings.UNLEARNING_PROCESSES = 2
     registered, corpus = registration
     request = approve(corpus.people[1], corpus, registered.corpus_version)
-    job = UnlearningJob.objects.get(requests=request)
+    # the request's first job (a failed verdict queues a stronger retry for the same request, which runs
+    # in-process too: the verdict of a two-process run on this tiny model is not what this test pins)
+    job = UnlearningJob.objects.get(requests=request, strengthen_round=0)
+    retries = UnlearningJob.objects.filter(requests=request).exclude(pk=job.pk)
+    assert all(r.strengthen_round > 0 and r.method == job.method for r in retries)
     assert job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED), job.error
-    assert job.error in ("", None)
+    # no crash: a failed job failed on its verdict (the two processes' reductions are not bit-reproducible,
+    # and measured on this tiny model beside other work, the first verdict failed on greedy extraction in
+    # two runs of three)
+    assert job.error in ("", None) or job.error.startswith("verification failed:"), job.error
     assert job.result_version is not None or job.reports.exists()
     manifest = json.loads(next(Path(settings.ARTIFACT_ROOT).rglob(f"job-{job.id}/unlearning_manifest.json")).read_text())
     assert manifest["spec"]["checkpoint_every"] == 0  # the sharded run took none
